@@ -1,0 +1,187 @@
+# SPDX-License-Identifier: Apache-2.0
+#
+# sockmesh: one entry point. `make help` lists the targets.
+#
+# Everything generated goes to $(OUTPUT) (default .output/), never next to the
+# sources. vmlinux.h is generated from the running kernel's BTF
+# (/sys/kernel/btf/vmlinux) into $(OUTPUT); the objects are CO-RE, so they run
+# on other kernels with BTF (docs/building.md).
+
+OUTPUT ?= .output
+override OUTPUT := $(abspath $(OUTPUT))
+CLANG ?= clang
+CC ?= gcc
+BPFTOOL ?= bpftool
+ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/;s/ppc64le/powerpc/;s/s390x/s390/')
+VMLINUX_BTF ?= /sys/kernel/btf/vmlinux
+
+ifeq ($(V),1)
+	Q =
+	msg =
+else
+	Q = @
+	msg = @printf '  %-9s %s\n' "$(1)" "$(patsubst $(OUTPUT)/%,%,$(2))";
+endif
+
+PKGS := libbpf libelf zlib json-c yaml-0.1
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 -Wstrict-prototypes \
+	-Wmissing-prototypes -Wno-format-truncation
+CFLAGS ?= -O2 -g
+VERSION := 0.1.0
+CFLAGS += $(WARN) -DSOCKMESH_VERSION=\"$(VERSION)\" -std=gnu11 -D_GNU_SOURCE -fno-strict-aliasing -fstack-protector-strong
+CPPFLAGS += -I$(OUTPUT) -Iinclude -Iuserspace/lib $(PKG_CFLAGS)
+LDLIBS += $(PKG_LIBS) -lpthread
+
+# Unit tests always run under AddressSanitizer and UndefinedBehaviorSanitizer.
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+ifeq ($(SANITIZE),1)
+	CFLAGS += $(SAN_FLAGS)
+	LDFLAGS += $(SAN_FLAGS)
+endif
+
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -I$(OUTPUT) -Iinclude -Ibpf
+
+BPF_FEATURES := $(filter-out abi_check,$(patsubst bpf/%.bpf.c,%,$(wildcard bpf/*.bpf.c)))
+BPF_OBJS := $(patsubst %,$(OUTPUT)/bpf/%.bpf.o,$(BPF_FEATURES))
+BPF_HDRS := $(wildcard bpf/lib/*.h) $(wildcard include/sockmesh/*.h)
+SKEL := $(OUTPUT)/sockmesh.skel.h
+
+LIB_SRCS := $(wildcard userspace/lib/*.c)
+LIB_OBJS := $(patsubst userspace/lib/%.c,$(OUTPUT)/lib/%.o,$(LIB_SRCS))
+LIB_HDRS := $(wildcard userspace/lib/*.h) $(wildcard include/sockmesh/*.h)
+LIBSM := $(OUTPUT)/libsockmesh.a
+DAEMON_SRCS := $(wildcard userspace/daemon/*.c)
+DAEMON_OBJS := $(patsubst userspace/daemon/%.c,$(OUTPUT)/daemon/%.o,$(DAEMON_SRCS))
+CLI_SRCS := $(wildcard userspace/cli/*.c)
+CLI_OBJS := $(patsubst userspace/cli/%.c,$(OUTPUT)/cli/%.o,$(CLI_SRCS))
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(OUTPUT)/tests/%,$(UNIT_SRCS))
+UNIT_LIB_OBJS := $(patsubst userspace/lib/%.c,$(OUTPUT)/tests/lib/%.o,$(LIB_SRCS))
+
+DEPS_STAMP := $(OUTPUT)/.deps-ok
+
+.DELETE_ON_ERROR:
+.SECONDARY:
+.PHONY: all help deps test test-unit test-integration lint format demo clean install bench fuzz
+
+all: $(OUTPUT)/sockmeshd $(OUTPUT)/sockmesh ## build the daemon, the CLI and the BPF objects
+
+help: ## list the targets
+	@echo "sockmesh make targets (run as root for test, demo, install):"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  %-17s %s\n", $$1, $$2}'
+	@echo "variables: V=1 (show commands)  OUTPUT=dir (default .output)  SANITIZE=1 (ASan+UBSan build)"
+	@echo "           TESTS='file.bats ...' (subset for test-integration)"
+
+deps: $(DEPS_STAMP) ## install build and test dependencies (apt-get)
+
+$(DEPS_STAMP): scripts/install-deps.sh
+	$(Q)mkdir -p $(OUTPUT)
+	$(Q)scripts/install-deps.sh
+	$(Q)touch $@
+
+$(OUTPUT)/vmlinux.h: | $(DEPS_STAMP)
+	$(call msg,GEN,$@)
+	$(Q)if [ ! -r $(VMLINUX_BTF) ]; then \
+		echo "error: $(VMLINUX_BTF) not found: the kernel needs CONFIG_DEBUG_INFO_BTF=y" \
+		     "(or pass VMLINUX_BTF=/path/to/vmlinux)" >&2; exit 1; fi
+	$(Q)mkdir -p $(@D)
+	$(Q)$(BPFTOOL) btf dump file $(VMLINUX_BTF) format c > $@.tmp && mv $@.tmp $@
+
+$(OUTPUT)/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) $(OUTPUT)/vmlinux.h | $(DEPS_STAMP)
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# All features are linked into one object so they share maps (declared __weak
+# in bpf/lib/maps.h) and one skeleton.
+$(OUTPUT)/sockmesh.bpf.o: $(BPF_OBJS) $(OUTPUT)/bpf/abi_check.bpf.o
+	$(call msg,LINK-BPF,$@)
+	$(Q)$(BPFTOOL) gen object $@ $(BPF_OBJS)
+
+$(SKEL): $(OUTPUT)/sockmesh.bpf.o
+	$(call msg,GEN-SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name sockmesh_bpf > $@.tmp && mv $@.tmp $@
+
+$(OUTPUT)/lib/%.o: userspace/lib/%.c $(LIB_HDRS) | $(DEPS_STAMP)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIBSM): $(LIB_OBJS)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(OUTPUT)/daemon/%.o: userspace/daemon/%.c $(LIB_HDRS) $(wildcard userspace/daemon/*.h) $(SKEL)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) -Iuserspace/daemon $(CFLAGS) -c $< -o $@
+
+$(OUTPUT)/cli/%.o: userspace/cli/%.c $(LIB_HDRS) $(wildcard userspace/cli/*.h) | $(DEPS_STAMP)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) -Iuserspace/cli $(CFLAGS) -c $< -o $@
+
+$(OUTPUT)/sockmeshd: $(DAEMON_OBJS) $(LIBSM)
+	$(call msg,BINARY,$@)
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(OUTPUT)/sockmesh: $(CLI_OBJS) $(LIBSM)
+	$(call msg,BINARY,$@)
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# ---- tests ----
+$(OUTPUT)/tests/lib/%.o: userspace/lib/%.c $(LIB_HDRS) | $(DEPS_STAMP)
+	$(call msg,CC-SAN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -c $< -o $@
+
+$(OUTPUT)/tests/%: tests/unit/%.c $(UNIT_LIB_OBJS) $(LIB_HDRS) $(wildcard tests/unit/*.h) | $(DEPS_STAMP)
+	$(call msg,TEST,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $(SAN_FLAGS) $< $(UNIT_LIB_OBJS) \
+		$(LDLIBS) -lcmocka -o $@
+
+test-unit: $(UNIT_BINS) ## unit tests (C, cmocka, ASan+UBSan, no root)
+	$(Q)tests/run-tests.sh --unit $(UNIT_BINS)
+
+test-integration: all ## integration tests (bats, root, netns sandboxes)
+	$(Q)tests/run-tests.sh --integration $(TESTS)
+
+test: all $(UNIT_BINS) $(OUTPUT)/bpf/abi_check.bpf.o ## everything: lint, unit and integration tests, one summary line
+	$(Q)tests/run-tests.sh --all $(UNIT_BINS)
+
+lint: | $(DEPS_STAMP) ## cppcheck, clang-tidy and clang-format checks
+	$(Q)tests/run-tests.sh --lint
+
+format: ## reformat the C sources with .clang-format
+	$(Q)clang-format -i $(LIB_SRCS) $(DAEMON_SRCS) $(CLI_SRCS) $(wildcard userspace/*/*.h) \
+		$(wildcard bpf/*.c bpf/lib/*.h include/sockmesh/*.h tests/unit/*.c)
+
+demo: all ## two sandbox nodes, a client and services, traffic, flow log, status; cleans up
+	$(Q)scripts/demo.sh
+
+bench: all ## benchmarks (not tests): plain TCP vs sockmesh, see bench/README.md
+	$(Q)bench/run.sh
+
+clean: ## remove $(OUTPUT)
+	$(call msg,CLEAN,$(OUTPUT))
+	$(Q)rm -rf $(OUTPUT)
+
+PREFIX ?= /usr/local
+install: all ## install sockmeshd and sockmesh into $(PREFIX)/bin
+	install -D -m 0755 $(OUTPUT)/sockmeshd $(DESTDIR)$(PREFIX)/bin/sockmeshd
+	install -D -m 0755 $(OUTPUT)/sockmesh $(DESTDIR)$(PREFIX)/bin/sockmesh
+
+# ---- test tools (traffic generators used by the integration tests and the demo) ----
+TOOL_SRCS := $(wildcard tests/tools/*.c)
+TOOL_BINS := $(patsubst tests/tools/%.c,$(OUTPUT)/tools/%,$(TOOL_SRCS))
+all: $(TOOL_BINS)
+
+$(OUTPUT)/tools/%: tests/tools/%.c $(LIBSM) | $(DEPS_STAMP)
+	$(call msg,TOOL,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $< $(LIBSM) $(LDLIBS) -lcrypto -o $@

@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The maps every feature shares. Each bpf/<feature>.bpf.c includes this file;
+ * the definitions are __weak so that `bpftool gen object` links them into one
+ * map each. All maps are pinned by name under the daemon's bpffs directory, so
+ * a restarted daemon adopts them (and the live sockets' state) as they are.
+ * Sizes marked "set by the loader" come from the config (datapath.max_*).
+ */
+#ifndef SOCKMESH_BPF_MAPS_H
+#define SOCKMESH_BPF_MAPS_H
+
+#include <sockmesh/intercept.h>
+#include <sockmesh/flowacct.h>
+#include <sockmesh/redirect.h>
+
+/* workloads: cgroup id → workload identity. Written by the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096); /* set by the loader */
+	__type(key, __u64);
+	__type(value, struct sm_workload);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} workloads SEC(".maps") __weak;
+
+/* services: exact address:port → hosting workload. Written by the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536); /* set by the loader */
+	__type(key, struct sm_service_key);
+	__type(value, struct sm_service);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} services SEC(".maps") __weak;
+
+/* cidrs: longest-prefix match of an address → identity. Written by the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384); /* set by the loader */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sm_cidr_key);
+	__type(value, struct sm_service);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cidrs SEC(".maps") __weak;
+
+/*
+ * orig_dst: 4-tuple of an enrolled client socket → what it asked for. Written
+ * by sockops at ACTIVE_ESTABLISHED for captured and same-node connections,
+ * deleted at close; read by cgroup/getsockopt (SO_ORIGINAL_DST) and by the
+ * passive side's sockops to learn a same-node client's identity. A plain hash,
+ * not LRU: a full map must be visible (counted), never a silent eviction.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536); /* set by the loader */
+	__type(key, struct sm_tuple);
+	__type(value, struct sm_orig_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} orig_dst SEC(".maps") __weak;
+
+/* sock_states: per-socket state, freed with the socket. Written by all features. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sm_sock_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sock_states SEC(".maps") __weak;
+
+/* sock_pairs: same-node sockets for sk_msg redirect, keyed by own tuple. Written by sockops. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536); /* set by the loader */
+	__type(key, struct sm_sock_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sock_pairs SEC(".maps") __weak;
+
+/*
+ * redirect_rx: a socket's own sock_pairs key → bytes sk_msg moved into it.
+ * sk_msg cannot reach the receiving socket's storage (no reference release in
+ * that program type), so the receiver's count lives here. Created by sockops
+ * with the sockhash entry, deleted at close.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536); /* set by the loader, = sock_pairs */
+	__type(key, struct sm_sock_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} redirect_rx SEC(".maps") __weak;
+
+/* flow_events: struct sm_flow_event records to the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20); /* set by the loader */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flow_events SEC(".maps") __weak;
+
+/* counters: enum sm_counter → count, per CPU. Read by the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SM_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} counters SEC(".maps") __weak;
+
+/*
+ * lost_reported: enum sm_counter → the value last reported in a "lost"
+ * record. Written by the daemon only; pinned, so a restarted daemon reports
+ * exactly what was lost while it was away.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SM_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lost_reported SEC(".maps") __weak;
+
+#endif /* SOCKMESH_BPF_MAPS_H */

@@ -1,0 +1,336 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Flow export: consume struct sm_flow_event from the flow_events ring buffer,
+ * join each with what the catalog says (SPIFFE IDs, workload names), compute
+ * per-connection deltas, and write one JSON line per record to the sinks
+ * (file and/or stdout). Loss is never silent: when the kernel's loss counters
+ * move, a "lost" record carries the difference. The last reported loss
+ * counts are kept in the pinned lost_reported map, so a restarted daemon
+ * reports what was lost while it was away.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <uthash.h>
+
+#include "daemon.h"
+#include "flow_record.h"
+#include "log.h"
+#include "sockmesh.skel.h"
+
+#include <sockmesh/flowacct.h>
+#include <sockmesh/intercept.h>
+
+/* What the daemon remembers of a live connection: its last reported totals. */
+struct flow_state {
+	uint64_t cookie;
+	struct sm_flow_counters last;
+	UT_hash_handle hh;
+};
+
+struct sm_flowexp {
+	struct ring_buffer *rb;
+	struct sm_ev *rb_ev;
+	int file_fd;
+	struct flow_state *flows;
+	uint64_t records;
+	uint64_t lost_records;
+	uint64_t write_errors;
+};
+
+static void sink_write(struct sm_daemon *d, const char *line)
+{
+	struct sm_flowexp *fx = d->flows;
+	size_t len = strlen(line);
+	struct iovec iov[2] = { { (void *)line, len }, { "\n", 1 } };
+
+	if (fx->file_fd >= 0 && writev(fx->file_fd, iov, 2) != (ssize_t)(len + 1)) {
+		if (fx->write_errors++ == 0)
+			pr_warn("cannot write flow log %s: %s", d->cfg.flowlog_file,
+				strerror(errno));
+	}
+	if (d->cfg.flowlog_stdout) {
+		fputs(line, stdout);
+		fputc('\n', stdout);
+		fflush(stdout);
+	}
+	fx->records++;
+}
+
+static void emit(struct sm_daemon *d, const struct sm_flow_record *r)
+{
+	char *json = NULL;
+
+	if (sm_flow_record_encode(r, &json)) {
+		pr_warn("cannot encode a flow record");
+		return;
+	}
+	sink_write(d, json);
+	free(json);
+}
+
+static void endpoint_fill(const struct sm_daemon *d, struct sm_flow_endpoint *ep, uint8_t family,
+			  const uint8_t *addr, uint16_t port_be, uint32_t identity, int wl_hint)
+{
+	int wl = wl_hint;
+
+	memset(ep, 0, sizeof(*ep));
+	ep->addr.family = family == SM_AF_INET6 ? AF_INET6 : AF_INET;
+	memcpy(ep->addr.bytes, addr, 16);
+	ep->port = ntohs(port_be);
+	ep->identity = identity;
+	if (wl < 0 && identity >= SM_ID_FIRST_ALLOCATED)
+		wl = sm_catalog_workload_by_identity(&d->cat, identity);
+	if (wl >= 0) {
+		sm_strlcpy(ep->spiffe_id, d->cat.workloads[wl].spiffe_id, sizeof(ep->spiffe_id));
+		sm_strlcpy(ep->workload, d->cat.workloads[wl].name, sizeof(ep->workload));
+	}
+}
+
+/* The workload behind a service address:port, for naming the destination. */
+static int service_workload(const struct sm_daemon *d, uint8_t family, const uint8_t *addr,
+			    uint16_t port_be)
+{
+	for (unsigned int i = 0; i < d->cat.nservices; i++) {
+		const struct sm_service_def *s = &d->cat.services[i];
+		size_t n = family == SM_AF_INET ? 4 : 16;
+
+		if (s->port == ntohs(port_be) &&
+		    s->addr.family == (family == SM_AF_INET6 ? AF_INET6 : AF_INET) &&
+		    memcmp(s->addr.bytes, addr, n) == 0)
+			return (int)s->workload;
+	}
+	return -1;
+}
+
+static void counters_sub(struct sm_flow_counters *out, const struct sm_flow_counters *a,
+			 const struct sm_flow_counters *b)
+{
+	out->bytes_sent = a->bytes_sent - b->bytes_sent;
+	out->bytes_received = a->bytes_received - b->bytes_received;
+	out->segs_in = a->segs_in - b->segs_in;
+	out->segs_out = a->segs_out - b->segs_out;
+}
+
+static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *ev,
+			      struct sm_flow_record *r)
+{
+	bool passive = ev->flags & SM_SK_F_PASSIVE;
+	int self_wl = sm_workload_by_cgroup(d, ev->cgroup_id);
+	struct flow_state *fs = NULL;
+
+	memset(r, 0, sizeof(*r));
+	r->type = ev->type == SM_FLOW_START ? SM_REC_CONN_START :
+		  ev->type == SM_FLOW_UPDATE ? SM_REC_CONN_UPDATE : SM_REC_CONN_END;
+	r->time_ns = (int64_t)ev->ts_ns + d->mono_to_real_ns;
+	r->start_ns = (int64_t)ev->start_ns + d->mono_to_real_ns;
+	r->duration_us = (ev->ts_ns - ev->start_ns) / 1000;
+	sm_strlcpy(r->node, d->cat.nodes[d->node_idx].name, sizeof(r->node));
+	r->verdict = SM_VERDICT_FORWARDED;
+	r->captured = ev->flags & SM_SK_F_CAPTURED;
+	r->same_node = ev->flags & SM_SK_F_SAME_NODE;
+	r->redirected = ev->flags & SM_SK_F_IN_SOCKHASH;
+	r->cookie = ev->cookie;
+	r->cgroup_id = ev->cgroup_id;
+
+	if (passive) {
+		r->direction = SM_DIR_INGRESS;
+		endpoint_fill(d, &r->source, ev->family, ev->remote_addr, ev->remote_port,
+			      ev->peer_identity, -1);
+		endpoint_fill(d, &r->destination, ev->family, ev->local_addr, ev->local_port,
+			      ev->identity, self_wl);
+	} else {
+		r->direction = SM_DIR_EGRESS;
+		endpoint_fill(d, &r->source, ev->family, ev->local_addr, ev->local_port,
+			      ev->identity, self_wl);
+		if (ev->orig_family)
+			endpoint_fill(d, &r->destination, ev->orig_family, ev->orig_addr,
+				      ev->orig_port, ev->peer_identity,
+				      service_workload(d, ev->orig_family, ev->orig_addr,
+						       ev->orig_port));
+		else
+			endpoint_fill(d, &r->destination, ev->family, ev->remote_addr,
+				      ev->remote_port, ev->peer_identity,
+				      service_workload(d, ev->family, ev->remote_addr,
+						       ev->remote_port));
+	}
+
+	r->total.bytes_sent = ev->bytes_acked + ev->redirected_tx;
+	r->total.bytes_received = ev->bytes_received + ev->redirected_rx;
+	r->total.segs_in = ev->segs_in;
+	r->total.segs_out = ev->segs_out;
+	r->redirected_bytes = ev->redirected_tx;
+	r->srtt_us = ev->srtt_us;
+	r->total_retrans = ev->total_retrans;
+
+	HASH_FIND(hh, d->flows->flows, &ev->cookie, sizeof(ev->cookie), fs);
+	if (fs)
+		counters_sub(&r->delta, &r->total, &fs->last);
+	else
+		r->delta = r->total; /* first record this daemon writes for the flow */
+
+	if (r->type == SM_REC_CONN_END) {
+		if (fs) {
+			HASH_DEL(d->flows->flows, fs);
+			free(fs);
+		}
+		return;
+	}
+	if (!fs) {
+		fs = calloc(1, sizeof(*fs));
+		if (!fs)
+			return; /* the next record's delta is then its total: still correct in sum */
+		fs->cookie = ev->cookie;
+		HASH_ADD(hh, d->flows->flows, cookie, sizeof(fs->cookie), fs);
+	}
+	fs->last = r->total;
+}
+
+static int on_flow_event(void *ctx, void *data, size_t size)
+{
+	struct sm_daemon *d = ctx;
+	struct sm_flow_record r;
+
+	if (size < sizeof(struct sm_flow_event)) {
+		pr_warn("short flow event (%zu bytes, want %zu): kernel and daemon builds differ",
+			size, sizeof(struct sm_flow_event));
+		return 0;
+	}
+	record_from_event(d, data, &r);
+	emit(d, &r);
+	return 0;
+}
+
+static void on_ringbuf(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct sm_daemon *d = arg;
+
+	(void)loop;
+	(void)ev;
+	(void)events;
+	if (ring_buffer__consume(d->flows->rb) < 0)
+		pr_warn("ring buffer consume failed: %s", strerror(errno));
+}
+
+static const enum sm_counter loss_counters[] = {
+	SM_CNT_RINGBUF_RESERVE_FAIL,
+	SM_CNT_ORIGDST_UPDATE_FAIL,
+	SM_CNT_STORAGE_FAIL,
+	SM_CNT_SOCKHASH_UPDATE_FAIL,
+};
+
+void sm_flowexp_check_lost(struct sm_daemon *d)
+{
+	int fd = bpf_map__fd(d->skel->maps.lost_reported);
+	uint64_t now[SM_CNT_MAX], seen[SM_ARRAY_SIZE(loss_counters)], delta[SM_ARRAY_SIZE(loss_counters)];
+	struct sm_flow_record r;
+	struct timespec ts;
+	bool any = false;
+
+	if (sm_datapath_counters(d, now))
+		return;
+	/* drain first, so that "lost" follows the records that made it */
+	ring_buffer__consume(d->flows->rb);
+	for (size_t i = 0; i < SM_ARRAY_SIZE(loss_counters); i++) {
+		uint32_t k = loss_counters[i];
+
+		seen[i] = 0;
+		bpf_map_lookup_elem(fd, &k, &seen[i]);
+		delta[i] = now[k] >= seen[i] ? now[k] - seen[i] : now[k];
+		any |= delta[i] != 0;
+	}
+	if (!any)
+		return;
+	memset(&r, 0, sizeof(r));
+	r.type = SM_REC_LOST;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	r.time_ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	sm_strlcpy(r.node, d->cat.nodes[d->node_idx].name, sizeof(r.node));
+	r.lost_ringbuf = delta[0];
+	r.lost_orig_dst = delta[1];
+	r.lost_storage = delta[2];
+	r.lost_sockhash = delta[3];
+	emit(d, &r);
+	d->flows->lost_records++;
+	for (size_t i = 0; i < SM_ARRAY_SIZE(loss_counters); i++) {
+		uint32_t k = loss_counters[i];
+
+		bpf_map_update_elem(fd, &k, &now[k], BPF_ANY);
+	}
+	pr_warn("lost events: ring buffer %llu, orig_dst %llu, storage %llu, sockhash %llu",
+		(unsigned long long)delta[0], (unsigned long long)delta[1],
+		(unsigned long long)delta[2], (unsigned long long)delta[3]);
+}
+
+int sm_flowexp_start(struct sm_daemon *d)
+{
+	struct sm_flowexp *fx = calloc(1, sizeof(*fx));
+	int err;
+
+	if (!fx)
+		return -ENOMEM;
+	fx->file_fd = -1;
+	d->flows = fx;
+	if (d->cfg.flowlog_file[0]) {
+		fx->file_fd = open(d->cfg.flowlog_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+		if (fx->file_fd < 0) {
+			err = -errno;
+			pr_err("cannot open flow log %s: %s (check the directory exists and is writable)",
+			       d->cfg.flowlog_file, strerror(-err));
+			return err;
+		}
+	}
+	fx->rb = ring_buffer__new(bpf_map__fd(d->skel->maps.flow_events), on_flow_event, d, NULL);
+	if (!fx->rb) {
+		err = -errno;
+		pr_err("cannot open the flow_events ring buffer: %s", strerror(-err));
+		return err;
+	}
+	fx->rb_ev = sm_evloop_add(d->loop, ring_buffer__epoll_fd(fx->rb), EPOLLIN, on_ringbuf, d);
+	if (!fx->rb_ev)
+		return -errno;
+	return 0;
+}
+
+void sm_flowexp_stop(struct sm_daemon *d)
+{
+	struct sm_flowexp *fx = d->flows;
+	struct flow_state *fs, *tmp;
+
+	if (!fx)
+		return;
+	if (fx->rb) {
+		ring_buffer__consume(fx->rb);
+		sm_evloop_del(d->loop, fx->rb_ev);
+		ring_buffer__free(fx->rb);
+	}
+	HASH_ITER(hh, fx->flows, fs, tmp)
+	{
+		HASH_DEL(fx->flows, fs);
+		free(fs);
+	}
+	if (fx->file_fd >= 0)
+		close(fx->file_fd);
+	free(fx);
+	d->flows = NULL;
+}
+
+uint64_t sm_flowexp_records(const struct sm_daemon *d)
+{
+	return d->flows ? d->flows->records : 0;
+}
+
+uint64_t sm_flowexp_lost_records(const struct sm_daemon *d)
+{
+	return d->flows ? d->flows->lost_records : 0;
+}

@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Fill the interception maps from the catalog: workloads (cgroup id →
+ * identity) for this node's workloads, services (exact address:port), and
+ * cidrs (catalog ranges, this node's own addresses and loopback as "host").
+ * Entries the catalog no longer names are removed; the rest are rewritten in
+ * place, so a live lookup never sees a missing entry that should exist.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <netinet/in.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "sockmesh.skel.h"
+
+#include <sockmesh/intercept.h>
+
+struct kv_set {
+	size_t key_size, value_size;
+	size_t n, cap;
+	uint8_t *keys, *values;
+};
+
+static int kv_add(struct kv_set *s, const void *key, const void *value)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 64;
+		uint8_t *k = realloc(s->keys, cap * s->key_size);
+
+		if (!k)
+			return -ENOMEM;
+		s->keys = k;
+		k = realloc(s->values, cap * s->value_size);
+		if (!k)
+			return -ENOMEM;
+		s->values = k;
+		s->cap = cap;
+	}
+	/* a later entry for the same key wins (most specific source last) */
+	for (size_t i = 0; i < s->n; i++) {
+		if (memcmp(s->keys + i * s->key_size, key, s->key_size) == 0) {
+			memcpy(s->values + i * s->value_size, value, s->value_size);
+			return 0;
+		}
+	}
+	memcpy(s->keys + s->n * s->key_size, key, s->key_size);
+	memcpy(s->values + s->n * s->value_size, value, s->value_size);
+	s->n++;
+	return 0;
+}
+
+static bool kv_has(const struct kv_set *s, const void *key)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (memcmp(s->keys + i * s->key_size, key, s->key_size) == 0)
+			return true;
+	return false;
+}
+
+static void kv_free(struct kv_set *s)
+{
+	free(s->keys);
+	free(s->values);
+}
+
+/* Make the map hold exactly the set: update every wanted key, delete the rest. */
+static int map_sync(struct bpf_map *map, const struct kv_set *want)
+{
+	int fd = bpf_map__fd(map);
+	uint8_t key[64], next[64];
+	uint8_t *stale = NULL;
+	size_t nstale = 0;
+	int err = 0;
+	void *prev = NULL;
+
+	for (size_t i = 0; i < want->n; i++) {
+		if (bpf_map_update_elem(fd, want->keys + i * want->key_size,
+					want->values + i * want->value_size, BPF_ANY)) {
+			err = -errno;
+			pr_err("cannot update map %s: %s (%zu entries wanted, max_entries %u: raise "
+			       "datapath.max_* if full)",
+			       bpf_map__name(map), strerror(-err), want->n, bpf_map__max_entries(map));
+			return err;
+		}
+	}
+	/* collect stale keys first: deleting while walking would restart the walk */
+	while (bpf_map_get_next_key(fd, prev, next) == 0) {
+		if (!kv_has(want, next)) {
+			uint8_t *grown = realloc(stale, (nstale + 1) * want->key_size);
+
+			if (!grown) {
+				err = -ENOMEM;
+				break;
+			}
+			stale = grown;
+			memcpy(stale + nstale++ * want->key_size, next, want->key_size);
+		}
+		memcpy(key, next, want->key_size);
+		prev = key;
+	}
+	for (size_t i = 0; i < nstale; i++)
+		bpf_map_delete_elem(fd, stale + i * want->key_size);
+	free(stale);
+	return err;
+}
+
+static void cidr_key(struct sm_cidr_key *k, const struct sm_addr *a, uint8_t prefix)
+{
+	memset(k, 0, sizeof(*k));
+	k->prefixlen = 32 + prefix;
+	k->family = a->family;
+	memcpy(k->addr, a->bytes, 16);
+}
+
+static uint32_t workload_flags_remote(const struct sm_daemon *d, unsigned int wl)
+{
+	return d->cat.workloads[wl].node == (unsigned int)d->node_idx ? 0 : SM_SVC_F_REMOTE;
+}
+
+static int want_workloads(const struct sm_daemon *d, struct kv_set *s)
+{
+	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
+		const struct sm_workload_def *w = &d->cat.workloads[i];
+		struct sm_workload v = {
+			.identity = w->identity,
+			.flags = w->mode == SM_MODE_STRICT ? SM_WL_F_STRICT : 0,
+		};
+
+		if (w->node != (unsigned int)d->node_idx || !d->wl[i].cgroup_id)
+			continue;
+		if (kv_add(s, &d->wl[i].cgroup_id, &v))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int want_services(const struct sm_daemon *d, struct kv_set *s)
+{
+	for (unsigned int i = 0; i < d->cat.nservices; i++) {
+		const struct sm_service_def *sv = &d->cat.services[i];
+		struct sm_service_key k = { .family = sv->addr.family, .proto = IPPROTO_TCP,
+					    .port = htons(sv->port) };
+		struct sm_service v = {
+			.identity = d->cat.workloads[sv->workload].identity,
+			.flags = workload_flags_remote(d, sv->workload),
+			.node = d->cat.workloads[sv->workload].node,
+		};
+
+		memcpy(k.addr, sv->addr.bytes, 16);
+		if (kv_add(s, &k, &v))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int want_cidrs(const struct sm_daemon *d, struct kv_set *s)
+{
+	const struct sm_node_def *self = &d->cat.nodes[d->node_idx];
+	struct sm_service host = { .identity = SM_ID_HOST, .node = (uint32_t)d->node_idx };
+	struct sm_cidr_key k;
+	struct sm_addr lo;
+
+	for (unsigned int i = 0; i < d->cat.ncidrs; i++) {
+		const struct sm_cidr_def *c = &d->cat.cidrs[i];
+		struct sm_service v = { .identity = c->identity };
+
+		if (c->workload >= 0) {
+			v.flags = workload_flags_remote(d, (unsigned int)c->workload);
+			v.node = d->cat.workloads[c->workload].node;
+		}
+		cidr_key(&k, &c->addr, c->prefix);
+		if (kv_add(s, &k, &v))
+			return -ENOMEM;
+	}
+	/* this node's addresses and loopback are the host, whatever a range says */
+	sm_addr_parse("127.0.0.0", &lo);
+	cidr_key(&k, &lo, 8);
+	if (kv_add(s, &k, &host))
+		return -ENOMEM;
+	sm_addr_parse("::1", &lo);
+	cidr_key(&k, &lo, 128);
+	if (kv_add(s, &k, &host))
+		return -ENOMEM;
+	for (unsigned int i = 0; i < self->naddrs; i++) {
+		cidr_key(&k, &self->addrs[i], self->addrs[i].family == AF_INET ? 32 : 128);
+		if (kv_add(s, &k, &host))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+int sm_intercept_sync(struct sm_daemon *d)
+{
+	struct kv_set wl = { .key_size = sizeof(uint64_t), .value_size = sizeof(struct sm_workload) };
+	struct kv_set sv = { .key_size = sizeof(struct sm_service_key),
+			     .value_size = sizeof(struct sm_service) };
+	struct kv_set cd = { .key_size = sizeof(struct sm_cidr_key),
+			     .value_size = sizeof(struct sm_service) };
+	int err;
+
+	/* services and ranges first, so a workload is never enrolled before its peers are known */
+	err = want_services(d, &sv) ?: want_cidrs(d, &cd) ?: want_workloads(d, &wl);
+	if (err)
+		goto out;
+	err = map_sync(d->skel->maps.services, &sv) ?: map_sync(d->skel->maps.cidrs, &cd) ?:
+	      map_sync(d->skel->maps.workloads, &wl);
+	if (!err)
+		pr_info("maps synced: %zu workloads, %zu services, %zu cidrs", wl.n, sv.n, cd.n);
+out:
+	kv_free(&wl);
+	kv_free(&sv);
+	kv_free(&cd);
+	return err;
+}

@@ -1,0 +1,513 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * sockmeshd: the node daemon. Reads config and catalog, loads and attaches
+ * (or adopts) the kernel programs, fills their maps, runs the outbound
+ * capture listener, exports flow records and serves the control socket, all
+ * on one event loop. `--cleanup` removes everything it ever attached.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bpf/libbpf.h>
+
+#include "daemon.h"
+#include "log.h"
+
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+#define DRAIN_TIMEOUT_S 5
+
+static const char usage_text[] =
+	"Usage: sockmeshd [OPTIONS]\n"
+	"\n"
+	"The sockmesh node daemon: attaches the eBPF programs to this node's workloads,\n"
+	"captures their cross-node connections, and exports flow records.\n"
+	"\n"
+	"Options (each also a config key, see docs/configuration.md):\n"
+	"  -c, --config FILE           YAML config (default " SM_DEFAULT_CONFIG_PATH ")\n"
+	"  -n, --node NAME             this node's name in the catalog            (node)\n"
+	"  -C, --catalog FILE          catalog file                               (catalog)\n"
+	"      --bpffs DIR             pin directory                              (paths.bpffs)\n"
+	"      --cgroup-root DIR       cgroup v2 mount                            (paths.cgroup_root)\n"
+	"      --daemon-cgroup DIR     the daemon's own cgroup                    (paths.daemon_cgroup)\n"
+	"  -S, --control-socket PATH   control socket                             (paths.control_socket)\n"
+	"      --state-dir DIR         state directory                            (paths.state_dir)\n"
+	"      --outbound ADDR:PORT    IPv4 outbound capture listener             (listeners.outbound)\n"
+	"      --outbound6 ADDR:PORT   IPv6 outbound capture listener             (listeners.outbound6)\n"
+	"      --flow-log FILE         write flow records to FILE                 (flowlog.file)\n"
+	"      --flow-stdout           write flow records to stdout               (flowlog.stdout)\n"
+	"      --redirect              same-node sk_msg redirect                  (datapath.redirect)\n"
+	"      --flow-update-interval SEC  seconds between conn_update records    (datapath.flow_update_interval)\n"
+	"      --set KEY=VALUE         set any config key (repeatable)\n"
+	"      --check                 validate config and catalog, attach nothing, exit\n"
+	"      --cleanup               detach and unpin everything under the bpffs directory, exit\n"
+	"  -v, --verbose               more logging (repeat for libbpf debug)\n"
+	"  -q, --quiet                 warnings and errors only\n"
+	"  -h, --help                  this text\n"
+	"      --version               print the version\n"
+	"\n"
+	"Exit status: 0 ok, 1 runtime failure, 2 bad usage, config or catalog.\n"
+	"\n"
+	"Examples:\n"
+	"  sockmeshd -c /etc/sockmesh/sockmesh.yaml\n"
+	"  sockmeshd --node node1 --catalog catalog.yaml --flow-log /var/log/sockmesh/flows.json\n"
+	"  sockmeshd --check -c /etc/sockmesh/sockmesh.yaml\n"
+	"  sockmeshd --cleanup --bpffs /sys/fs/bpf/sockmesh\n";
+
+enum {
+	OPT_BPFFS = 256,
+	OPT_CGROUP_ROOT,
+	OPT_DAEMON_CGROUP,
+	OPT_STATE_DIR,
+	OPT_OUTBOUND,
+	OPT_OUTBOUND6,
+	OPT_FLOW_LOG,
+	OPT_FLOW_STDOUT,
+	OPT_REDIRECT,
+	OPT_UPDATE_INTERVAL,
+	OPT_SET,
+	OPT_CHECK,
+	OPT_CLEANUP,
+	OPT_VERSION,
+};
+
+static const struct option long_opts[] = {
+	{ "config", required_argument, NULL, 'c' },
+	{ "node", required_argument, NULL, 'n' },
+	{ "catalog", required_argument, NULL, 'C' },
+	{ "bpffs", required_argument, NULL, OPT_BPFFS },
+	{ "cgroup-root", required_argument, NULL, OPT_CGROUP_ROOT },
+	{ "daemon-cgroup", required_argument, NULL, OPT_DAEMON_CGROUP },
+	{ "control-socket", required_argument, NULL, 'S' },
+	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
+	{ "outbound", required_argument, NULL, OPT_OUTBOUND },
+	{ "outbound6", required_argument, NULL, OPT_OUTBOUND6 },
+	{ "flow-log", required_argument, NULL, OPT_FLOW_LOG },
+	{ "flow-stdout", no_argument, NULL, OPT_FLOW_STDOUT },
+	{ "redirect", no_argument, NULL, OPT_REDIRECT },
+	{ "flow-update-interval", required_argument, NULL, OPT_UPDATE_INTERVAL },
+	{ "set", required_argument, NULL, OPT_SET },
+	{ "check", no_argument, NULL, OPT_CHECK },
+	{ "cleanup", no_argument, NULL, OPT_CLEANUP },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* A flag → its config key; flags without a value set "true". */
+static const char *flag_key(int opt)
+{
+	switch (opt) {
+	case 'n': return "node";
+	case 'C': return "catalog";
+	case 'S': return "paths.control_socket";
+	case OPT_BPFFS: return "paths.bpffs";
+	case OPT_CGROUP_ROOT: return "paths.cgroup_root";
+	case OPT_DAEMON_CGROUP: return "paths.daemon_cgroup";
+	case OPT_STATE_DIR: return "paths.state_dir";
+	case OPT_OUTBOUND: return "listeners.outbound";
+	case OPT_OUTBOUND6: return "listeners.outbound6";
+	case OPT_FLOW_LOG: return "flowlog.file";
+	case OPT_FLOW_STDOUT: return "flowlog.stdout";
+	case OPT_REDIRECT: return "datapath.redirect";
+	case OPT_UPDATE_INTERVAL: return "datapath.flow_update_interval";
+	default: return NULL;
+	}
+}
+
+struct args {
+	const char *config;
+	bool config_named;
+	bool check, cleanup;
+	int verbose; /* -1 quiet */
+	/* flag settings, applied over the file in command-line order */
+	struct {
+		const char *key;
+		char *value;
+	} set[64];
+	int nset;
+};
+
+static int parse_args(int argc, char **argv, struct args *a)
+{
+	int opt;
+
+	memset(a, 0, sizeof(*a));
+	a->config = SM_DEFAULT_CONFIG_PATH;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":c:n:C:S:vqh", long_opts, NULL)) != -1) {
+		const char *key = flag_key(opt);
+
+		if (key) {
+			if (a->nset == (int)SM_ARRAY_SIZE(a->set)) {
+				fprintf(stderr, "sockmeshd: too many settings on the command line\n");
+				return -EINVAL;
+			}
+			a->set[a->nset].key = key;
+			a->set[a->nset++].value = optarg ? optarg : (char *)"true";
+			continue;
+		}
+		switch (opt) {
+		case 'c':
+			a->config = optarg;
+			a->config_named = true;
+			break;
+		case OPT_SET: {
+			char *eq = strchr(optarg, '=');
+
+			if (!eq || eq == optarg) {
+				fprintf(stderr, "sockmeshd: --set %s: expected KEY=VALUE, e.g. --set "
+						"datapath.redirect=true\n", optarg);
+				return -EINVAL;
+			}
+			if (a->nset == (int)SM_ARRAY_SIZE(a->set))
+				return -EINVAL;
+			*eq = '\0';
+			a->set[a->nset].key = optarg;
+			a->set[a->nset++].value = eq + 1;
+			break;
+		}
+		case OPT_CHECK:
+			a->check = true;
+			break;
+		case OPT_CLEANUP:
+			a->cleanup = true;
+			break;
+		case 'v':
+			if (a->verbose >= 0)
+				a->verbose++;
+			break;
+		case 'q':
+			a->verbose = -1;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			exit(0);
+		case OPT_VERSION:
+			printf("sockmeshd %s\n", SOCKMESH_VERSION);
+			exit(0);
+		case ':':
+			fprintf(stderr, "sockmeshd: option %s needs a value (see sockmeshd --help)\n",
+				argv[optind - 1]);
+			return -EINVAL;
+		default:
+			fprintf(stderr, "sockmeshd: unknown option %s (see sockmeshd --help)\n",
+				argv[optind - 1]);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "sockmeshd: unexpected argument '%s' (see sockmeshd --help)\n",
+			argv[optind]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Defaults, then the file, then flags. Messages name file, line and fix. */
+static int load_config(struct sm_daemon *d, const struct args *a)
+{
+	struct sm_error err = { { 0 } };
+	int rc;
+
+	sm_config_defaults(&d->cfg);
+	rc = sm_config_load(&d->cfg, a->config, &err);
+	if (rc == -ENOENT && !a->config_named) {
+		pr_debug("no config file %s: built-in defaults", a->config);
+	} else if (rc) {
+		pr_err("%s", err.msg);
+		return rc;
+	}
+	for (int i = 0; i < a->nset; i++) {
+		rc = sm_config_set(&d->cfg, a->set[i].key, a->set[i].value, &err);
+		if (rc) {
+			pr_err("command line: %s", err.msg);
+			return rc;
+		}
+	}
+	if (a->verbose > 0)
+		d->cfg.log_level = a->verbose > 1 ? SM_LOG_DEBUG + 1 : SM_LOG_DEBUG;
+	else if (a->verbose < 0)
+		d->cfg.log_level = SM_LOG_WARN;
+	return 0;
+}
+
+int sm_workload_by_cgroup(const struct sm_daemon *d, uint64_t cgroup_id)
+{
+	if (!cgroup_id)
+		return -1;
+	for (unsigned int i = 0; i < d->cat.nworkloads; i++)
+		if (d->wl[i].cgroup_id == cgroup_id)
+			return (int)i;
+	return -1;
+}
+
+/* The catalog, this node in it, the cgroup v2 mount and the daemon's cgroup. */
+static int resolve_node(struct sm_daemon *d)
+{
+	struct sm_error err = { { 0 } };
+	char line[PATH_MAX + 8];
+	FILE *f;
+	int rc;
+
+	if (!d->cfg.node[0]) {
+		pr_err("no node name: set `node:` in the config or pass --node NAME (a node of the catalog)");
+		return -EINVAL;
+	}
+	if (!d->cfg.catalog[0]) {
+		pr_err("no catalog: set `catalog:` in the config or pass --catalog FILE");
+		return -EINVAL;
+	}
+	rc = sm_catalog_load(&d->cat, d->cfg.catalog, &err);
+	if (rc) {
+		pr_err("%s", err.msg);
+		return rc;
+	}
+	d->node_idx = sm_catalog_node_index(&d->cat, d->cfg.node);
+	if (d->node_idx < 0) {
+		pr_err("%s: node '%s' is not in the catalog (add it under nodes: or fix --node)",
+		       d->cfg.catalog, d->cfg.node);
+		return -EINVAL;
+	}
+	d->wl = calloc(d->cat.nworkloads ? d->cat.nworkloads : 1, sizeof(*d->wl));
+	if (!d->wl)
+		return -ENOMEM;
+
+	if (d->cfg.cgroup_root[0]) {
+		sm_strlcpy(d->cgroup_root, d->cfg.cgroup_root, sizeof(d->cgroup_root));
+	} else if (sm_find_cgroup2_mount(d->cgroup_root, sizeof(d->cgroup_root))) {
+		pr_err("no cgroup v2 mount in /proc/self/mountinfo (mount one: mount -t cgroup2 none "
+		       "/sys/fs/cgroup, or set paths.cgroup_root)");
+		return -ENOENT;
+	}
+
+	if (d->cfg.daemon_cgroup[0]) {
+		sm_strlcpy(d->daemon_cgroup, d->cfg.daemon_cgroup, sizeof(d->daemon_cgroup));
+		return 0;
+	}
+	/* "0::/path" is our cgroup v2 membership */
+	f = fopen("/proc/self/cgroup", "re");
+	if (!f)
+		return -errno;
+	rc = -ENOENT;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "0::", 3) != 0)
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		if (strcmp(line + 3, "/") == 0) {
+			pr_err("sockmeshd runs in the root cgroup, where it will not attach programs; run "
+			       "it in its own cgroup (e.g. a systemd unit) or set paths.daemon_cgroup");
+			rc = -EPERM;
+			break;
+		}
+		snprintf(d->daemon_cgroup, sizeof(d->daemon_cgroup), "%s%s", d->cgroup_root,
+			 line + 3);
+		rc = 0;
+		break;
+	}
+	fclose(f);
+	if (rc == -ENOENT)
+		pr_err("cannot find this process's cgroup v2 membership in /proc/self/cgroup");
+	return rc;
+}
+
+static time_t drain_deadline;
+
+static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct sm_daemon *d = arg;
+	struct sm_proxy_stats ps;
+	static unsigned int ticks;
+
+	(void)ev;
+	(void)events;
+	sm_datapath_run_iter(d);
+	sm_flowexp_check_lost(d);
+	if (++ticks % 5 == 0 && !d->draining)
+		sm_datapath_recheck(d);
+	if (!d->draining)
+		return;
+	sm_proxy_stats(d, &ps);
+	if (ps.active == 0 || time(NULL) >= drain_deadline) {
+		if (ps.active)
+			pr_warn("drain deadline reached: closing %llu relayed connections",
+				(unsigned long long)ps.active);
+		sm_evloop_stop(loop);
+	}
+}
+
+static int reload_catalog(struct sm_daemon *d)
+{
+	struct sm_catalog cat = { 0 };
+	struct sm_error err = { { 0 } };
+	struct sm_local_workload *wl;
+	int idx;
+
+	if (sm_catalog_load(&cat, d->cfg.catalog, &err)) {
+		pr_warn("SIGHUP: %s; keeping the current catalog", err.msg);
+		return -EINVAL;
+	}
+	idx = sm_catalog_node_index(&cat, d->cfg.node);
+	wl = idx < 0 ? NULL : calloc(cat.nworkloads ? cat.nworkloads : 1, sizeof(*wl));
+	if (!wl) {
+		pr_warn("SIGHUP: node '%s' missing from %s; keeping the current catalog",
+			d->cfg.node, d->cfg.catalog);
+		sm_catalog_free(&cat);
+		return -EINVAL;
+	}
+	sm_catalog_free(&d->cat);
+	free(d->wl);
+	d->cat = cat;
+	d->wl = wl;
+	d->node_idx = idx;
+	/* drop attachments and re-attach: adoption swaps programs on the same pins */
+	for (unsigned int i = 0; i < d->natt; i++)
+		bpf_link__destroy(d->att[i].link);
+	free(d->att);
+	d->att = NULL;
+	d->natt = 0;
+	bpf_link__destroy(d->iter_link);
+	d->iter_link = NULL;
+	if (sm_datapath_attach(d) || sm_intercept_sync(d))
+		pr_warn("SIGHUP: the new catalog was only partly applied; see the messages above");
+	else
+		pr_info("SIGHUP: catalog reloaded");
+	return 0;
+}
+
+static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct sm_daemon *d = arg;
+	struct signalfd_siginfo si;
+	struct sm_proxy_stats ps;
+
+	(void)events;
+	(void)ev;
+	if (read(sm_ev_fd(ev), &si, sizeof(si)) != sizeof(si))
+		return;
+	if (si.ssi_signo == SIGHUP) {
+		reload_catalog(d);
+		return;
+	}
+	if (d->draining) {
+		sm_evloop_stop(loop);
+		return;
+	}
+	pr_info("%s: draining (no new connections; relays get %d s)", strsignal((int)si.ssi_signo),
+		DRAIN_TIMEOUT_S);
+	d->draining = true;
+	d->ready = false;
+	drain_deadline = time(NULL) + DRAIN_TIMEOUT_S;
+	sm_proxy_stop_accepting(d);
+	sm_proxy_stats(d, &ps);
+	if (ps.active == 0)
+		sm_evloop_stop(loop);
+}
+
+static int run(struct sm_daemon *d)
+{
+	struct sm_ev *sig_ev = NULL, *tick = NULL;
+	sigset_t mask;
+	int sfd = -1, err;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	d->loop = sm_evloop_new();
+	if (!d->loop)
+		return -errno;
+	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0) {
+		err = -errno;
+		goto free_loop;
+	}
+	sig_ev = sm_evloop_add(d->loop, sfd, EPOLLIN, on_signal, d);
+
+	err = sm_datapath_open(d);
+	if (err)
+		goto close_sig;
+	/* maps first (services before workloads), then programs: nothing runs half-configured */
+	err = sm_datapath_attach(d) ?: sm_intercept_sync(d) ?: sm_flowexp_start(d) ?:
+	      sm_proxy_start(d) ?: sm_control_start(d);
+	if (err)
+		goto stop;
+	tick = sm_evloop_timer(d->loop, 1000, on_tick, d);
+	if (!tick) {
+		err = -errno;
+		goto stop;
+	}
+	d->ready = true;
+	pr_info("ready: node %s, %u programs attached, control socket %s", d->cfg.node, d->natt,
+		d->cfg.control_socket);
+	err = sm_evloop_run(d->loop);
+stop:
+	sm_evloop_del(d->loop, tick);
+	sm_control_stop(d);
+	sm_proxy_free(d);
+	sm_flowexp_stop(d);
+	sm_datapath_close(d);
+close_sig:
+	sm_evloop_del(d->loop, sig_ev);
+	close(sfd);
+free_loop:
+	sm_evloop_free(d->loop);
+	return err;
+}
+
+int main(int argc, char **argv)
+{
+	struct sm_daemon d = { .ctl_fd = -1 };
+	struct args a;
+	int err;
+
+	sm_log_set_ident("sockmeshd");
+	sm_log_route_libbpf();
+	if (parse_args(argc, argv, &a))
+		return EXIT_USAGE;
+	if (load_config(&d, &a))
+		return EXIT_USAGE;
+	sm_log_set_level(d.cfg.log_level);
+
+	if (a.cleanup)
+		return sm_datapath_cleanup(d.cfg.bpffs) ? EXIT_RUNTIME : 0;
+
+	err = resolve_node(&d);
+	if (err) {
+		sm_catalog_free(&d.cat);
+		free(d.wl);
+		return err == -EPERM || err == -ENOENT ? EXIT_RUNTIME : EXIT_USAGE;
+	}
+	if (a.check) {
+		printf("config and catalog are valid: node %s, %u nodes, %u workloads, %u services\n",
+		       d.cfg.node, d.cat.nnodes, d.cat.nworkloads, d.cat.nservices);
+		sm_catalog_free(&d.cat);
+		free(d.wl);
+		return 0;
+	}
+	d.started = time(NULL);
+	d.mono_to_real_ns = sm_mono_to_real_offset_ns();
+	err = run(&d);
+	sm_catalog_free(&d.cat);
+	free(d.wl);
+	if (err) {
+		pr_err("exiting: %s", strerror(-err));
+		return EXIT_RUNTIME;
+	}
+	pr_info("stopped");
+	return 0;
+}

@@ -1,0 +1,397 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Outbound capture: listeners on the outbound addresses (127.0.0.1:15001 and
+ * [::1]:15001 by default) accept the connections connect4/6 redirected,
+ * recover the original destination with getsockopt(SO_ORIGINAL_DST) (answered
+ * by the cgroup/getsockopt program, or by netfilter under an iptables
+ * REDIRECT), connect there with the daemon's SO_MARK, and relay bytes both
+ * ways with half-close propagated. The mTLS tunnel replaces the upstream hop
+ * in a later step; the accept side stays as it is.
+ *
+ * Failure contract: no original destination, or an upstream that refuses or
+ * fails, closes the client's connection with a reset (never a hang).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include "daemon.h"
+#include "log.h"
+
+#define RELAY_BUF (64 * 1024)
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80
+#endif
+#define IP6T_SO_ORIGINAL_DST 80
+
+enum { SIDE_CLIENT = 0, SIDE_UPSTREAM = 1 };
+
+/* Bytes read from fd[from] waiting to be written to the other side. */
+struct relay_dir {
+	char *buf;
+	size_t off, len;
+	bool eof;  /* fd[from] said EOF */
+	bool shut; /* EOF passed on: shutdown(SHUT_WR) on the other side */
+};
+
+struct relay {
+	struct sm_daemon *d;
+	int fd[2];
+	struct sm_ev *ev[2];
+	struct relay_dir dir[2]; /* dir[i]: from fd[i] to fd[1 - i] */
+	bool connecting;
+	char what[160];          /* "client → original destination", for logs */
+	struct relay *prev, *next;
+};
+
+struct listener {
+	struct sm_daemon *d;
+	int fd;
+	int family;
+	struct sm_ev *ev;
+};
+
+struct sm_proxy {
+	struct listener l[2];
+	unsigned int nl;
+	struct relay *relays;
+	struct sm_proxy_stats st;
+};
+
+static void relay_free(struct relay *r, bool reset)
+{
+	struct sm_proxy *p = r->d->proxy;
+
+	for (int i = 0; i < 2; i++) {
+		free(r->dir[i].buf);
+		if (r->fd[i] < 0)
+			continue;
+		sm_evloop_del(r->d->loop, r->ev[i]);
+		if (reset) {
+			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+			setsockopt(r->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		}
+		close(r->fd[i]);
+	}
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		p->relays = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	p->st.active--;
+	free(r);
+}
+
+static void relay_interest(struct relay *r)
+{
+	uint32_t want[2] = { 0, 0 };
+
+	if (r->connecting) {
+		want[SIDE_UPSTREAM] = EPOLLOUT;
+	} else {
+		for (int i = 0; i < 2; i++) {
+			if (r->dir[i].len == 0 && !r->dir[i].eof)
+				want[i] |= EPOLLIN;
+			if (r->dir[i].len > 0)
+				want[1 - i] |= EPOLLOUT;
+		}
+	}
+	for (int i = 0; i < 2; i++)
+		sm_evloop_mod(r->d->loop, r->ev[i], want[i]);
+}
+
+/* Move what can move; returns 0, 1 when the relay is finished, or -errno. */
+static int relay_pump(struct relay *r)
+{
+	for (int i = 0; i < 2; i++) {
+		struct relay_dir *dir = &r->dir[i];
+
+		if (dir->len == 0 && !dir->eof) {
+			ssize_t n = read(r->fd[i], dir->buf, RELAY_BUF);
+
+			if (n > 0) {
+				dir->off = 0;
+				dir->len = (size_t)n;
+			} else if (n == 0) {
+				dir->eof = true;
+			} else if (errno != EAGAIN && errno != EINTR) {
+				return -errno;
+			}
+		}
+		while (dir->len > 0) {
+			ssize_t n = send(r->fd[1 - i], dir->buf + dir->off, dir->len, MSG_NOSIGNAL);
+
+			if (n < 0) {
+				if (errno == EAGAIN || errno == EINTR)
+					break;
+				return -errno;
+			}
+			dir->off += (size_t)n;
+			dir->len -= (size_t)n;
+		}
+		if (dir->eof && dir->len == 0 && !dir->shut) {
+			shutdown(r->fd[1 - i], SHUT_WR);
+			dir->shut = true;
+		}
+	}
+	return r->dir[0].shut && r->dir[1].shut ? 1 : 0;
+}
+
+static void on_relay(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct relay *r = arg;
+	int err;
+
+	(void)loop;
+	(void)events;
+	if (r->connecting) {
+		socklen_t len = sizeof(err);
+
+		if (ev != r->ev[SIDE_UPSTREAM])
+			return;
+		if (getsockopt(r->fd[SIDE_UPSTREAM], SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err) {
+			r->d->proxy->st.upstream_errors++;
+			pr_info("upstream connect failed for %s: %s (client reset)", r->what,
+				strerror(err));
+			relay_free(r, true);
+			return;
+		}
+		r->connecting = false;
+	}
+	err = relay_pump(r);
+	if (err < 0) {
+		pr_debug("relay %s: %s (both sides reset)", r->what, strerror(-err));
+		relay_free(r, true);
+		return;
+	}
+	if (err == 1) {
+		pr_debug("relay %s finished", r->what);
+		relay_free(r, false);
+		return;
+	}
+	relay_interest(r);
+}
+
+static int original_destination(int fd, int family, struct sockaddr_storage *ss)
+{
+	socklen_t len = family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+					     sizeof(struct sockaddr_in);
+
+	memset(ss, 0, sizeof(*ss));
+	if (family == AF_INET6)
+		return getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, ss, &len) < 0 ? -errno : 0;
+	return getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, ss, &len) < 0 ? -errno : 0;
+}
+
+/* The original destination must not be one of our own listeners (a loop). */
+static bool is_own_listener(const struct sm_daemon *d, const struct sm_addr *a, uint16_t port)
+{
+	return (port == d->cfg.outbound_port && sm_addr_equal(a, &d->cfg.outbound_addr)) ||
+	       (port == d->cfg.outbound6_port && sm_addr_equal(a, &d->cfg.outbound6_addr));
+}
+
+static void reset_close(int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+static void relay_start(struct sm_daemon *d, int cfd, int family)
+{
+	struct sm_proxy *p = d->proxy;
+	struct sockaddr_storage dst, peer;
+	socklen_t plen = sizeof(peer);
+	char dbuf[INET6_ADDRSTRLEN], pbuf[INET6_ADDRSTRLEN];
+	struct sm_addr daddr, paddr;
+	uint16_t dport = 0, pport = 0;
+	struct relay *r;
+	int ufd, err;
+
+	getpeername(cfd, (struct sockaddr *)&peer, &plen);
+	sm_addr_from_sockaddr((struct sockaddr *)&peer, &paddr, &pport);
+	err = original_destination(cfd, family, &dst);
+	if (!err)
+		err = sm_addr_from_sockaddr((struct sockaddr *)&dst, &daddr, &dport);
+	if (err || dport == 0 || is_own_listener(d, &daddr, dport)) {
+		p->st.orig_dst_errors++;
+		pr_warn("no original destination for captured connection from %s:%u: %s (closing it; "
+			"is the orig_dst map full? see `sockmesh status`)",
+			sm_addr_format(&paddr, pbuf, sizeof(pbuf)), pport,
+			err ? strerror(-err) : "points back at the outbound listener");
+		reset_close(cfd);
+		return;
+	}
+
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		reset_close(cfd);
+		return;
+	}
+	r->d = d;
+	r->fd[SIDE_CLIENT] = cfd;
+	r->fd[SIDE_UPSTREAM] = -1;
+	snprintf(r->what, sizeof(r->what), "%s:%u -> %s:%u",
+		 sm_addr_format(&paddr, pbuf, sizeof(pbuf)), pport,
+		 sm_addr_format(&daddr, dbuf, sizeof(dbuf)), dport);
+	r->next = p->relays;
+	if (p->relays)
+		p->relays->prev = r;
+	p->relays = r;
+	p->st.active++;
+
+	for (int i = 0; i < 2; i++) {
+		r->dir[i].buf = malloc(RELAY_BUF);
+		if (!r->dir[i].buf)
+			goto fail;
+	}
+	ufd = socket(daddr.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (ufd < 0)
+		goto fail;
+	r->fd[SIDE_UPSTREAM] = ufd;
+	/* the mark keeps our own connection out of connect4/6 */
+	if (setsockopt(ufd, SOL_SOCKET, SO_MARK, &d->cfg.daemon_mark, sizeof(d->cfg.daemon_mark)) <
+	    0)
+		pr_debug("SO_MARK on upstream socket: %s", strerror(errno));
+	plen = sm_addr_to_sockaddr(&daddr, dport, &dst);
+	if (connect(ufd, (struct sockaddr *)&dst, plen) < 0 && errno != EINPROGRESS) {
+		p->st.upstream_errors++;
+		pr_info("upstream connect failed for %s: %s (client reset)", r->what,
+			strerror(errno));
+		goto fail;
+	}
+	r->connecting = true;
+	r->ev[SIDE_CLIENT] = sm_evloop_add(d->loop, cfd, 0, on_relay, r);
+	r->ev[SIDE_UPSTREAM] = sm_evloop_add(d->loop, ufd, EPOLLOUT, on_relay, r);
+	if (!r->ev[SIDE_CLIENT] || !r->ev[SIDE_UPSTREAM])
+		goto fail;
+	pr_debug("captured %s", r->what);
+	return;
+fail:
+	relay_free(r, true);
+}
+
+static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct listener *l = arg;
+	struct sm_daemon *d = l->d;
+
+	(void)loop;
+	(void)ev;
+	(void)events;
+	for (int i = 0; i < 64; i++) {
+		int cfd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (cfd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				pr_warn("accept on outbound listener: %s", strerror(errno));
+			return;
+		}
+		d->proxy->st.accepted++;
+		relay_start(d, cfd, l->family);
+	}
+}
+
+static int listen_on(struct sm_daemon *d, const struct sm_addr *a, uint16_t port)
+{
+	struct sm_proxy *p = d->proxy;
+	struct sockaddr_storage ss;
+	char buf[INET6_ADDRSTRLEN];
+	socklen_t len = sm_addr_to_sockaddr(a, port, &ss);
+	struct listener *l = &p->l[p->nl];
+	int one = 1, fd, err;
+
+	fd = socket(a->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (a->family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 4096) < 0) {
+		err = -errno;
+		pr_err("cannot listen on %s port %u: %s (another sockmeshd in this network namespace? "
+		       "change listeners.outbound / --outbound)",
+		       sm_addr_format(a, buf, sizeof(buf)), port, strerror(-err));
+		close(fd);
+		return err;
+	}
+	l->d = d;
+	l->fd = fd;
+	l->family = a->family;
+	l->ev = sm_evloop_add(d->loop, fd, EPOLLIN, on_accept, l);
+	if (!l->ev) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	p->nl++;
+	pr_info("outbound listener on %s port %u", sm_addr_format(a, buf, sizeof(buf)), port);
+	return 0;
+}
+
+int sm_proxy_start(struct sm_daemon *d)
+{
+	int err;
+
+	d->proxy = calloc(1, sizeof(*d->proxy));
+	if (!d->proxy)
+		return -ENOMEM;
+	err = listen_on(d, &d->cfg.outbound_addr, d->cfg.outbound_port);
+	if (err)
+		return err;
+	err = listen_on(d, &d->cfg.outbound6_addr, d->cfg.outbound6_port);
+	if (err == -EADDRNOTAVAIL || err == -EAFNOSUPPORT) {
+		pr_warn("no IPv6 outbound listener: captured IPv6 connections will be refused");
+		err = 0;
+	}
+	return err;
+}
+
+void sm_proxy_stop_accepting(struct sm_daemon *d)
+{
+	struct sm_proxy *p = d->proxy;
+
+	if (!p)
+		return;
+	for (unsigned int i = 0; i < p->nl; i++) {
+		sm_evloop_del(d->loop, p->l[i].ev);
+		close(p->l[i].fd);
+	}
+	p->nl = 0;
+}
+
+void sm_proxy_free(struct sm_daemon *d)
+{
+	struct sm_proxy *p = d->proxy;
+
+	if (!p)
+		return;
+	sm_proxy_stop_accepting(d);
+	while (p->relays)
+		relay_free(p->relays, true);
+	free(p);
+	d->proxy = NULL;
+}
+
+void sm_proxy_stats(const struct sm_daemon *d, struct sm_proxy_stats *st)
+{
+	if (d->proxy)
+		*st = d->proxy->st;
+	else
+		memset(st, 0, sizeof(*st));
+}

@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The catalog: the mesh-wide list of nodes, workloads and services (DESIGN.md
+ * section 1), read from a YAML file. Format in docs/catalog.md.
+ *
+ * Identities: every distinct SPIFFE ID gets a numeric identity, allocated
+ * deterministically as SM_ID_FIRST_ALLOCATED + its index in the sorted list of
+ * distinct SPIFFE IDs, so every node reading the same catalog agrees.
+ */
+#ifndef SOCKMESH_CATALOG_H
+#define SOCKMESH_CATALOG_H
+
+#include <limits.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#define SM_NAME_MAX 64
+#define SM_SPIFFE_MAX 256
+#define SM_NODE_ADDRS_MAX 4
+
+enum sm_mode {
+	SM_MODE_PERMISSIVE = 0,
+	SM_MODE_STRICT = 1,
+};
+
+struct sm_node_def {
+	char name[SM_NAME_MAX];
+	unsigned int naddrs;
+	struct sm_addr addrs[SM_NODE_ADDRS_MAX]; /* addresses: the node's own addresses */
+};
+
+struct sm_workload_def {
+	char name[SM_NAME_MAX];       /* unique */
+	unsigned int node;            /* index into nodes */
+	char cgroup[PATH_MAX];        /* path relative to the cgroup v2 mount, no leading '/' */
+	char spiffe_id[SM_SPIFFE_MAX];
+	enum sm_mode mode;            /* mode: strict|permissive, default strict */
+	uint32_t identity;            /* allocated, see above */
+};
+
+struct sm_service_def {
+	char name[SM_NAME_MAX];       /* optional; "" when absent */
+	struct sm_addr addr;
+	uint16_t port;                /* host order */
+	unsigned int workload;        /* index into workloads */
+};
+
+struct sm_cidr_def {
+	struct sm_addr addr;
+	uint8_t prefix;
+	int workload;                 /* index into workloads, or -1: not a workload */
+	uint32_t identity;            /* workload's identity, or SM_ID_WORLD */
+};
+
+struct sm_catalog {
+	struct sm_node_def *nodes;
+	unsigned int nnodes;
+	struct sm_workload_def *workloads;
+	unsigned int nworkloads;
+	struct sm_service_def *services;
+	unsigned int nservices;
+	struct sm_cidr_def *cidrs;
+	unsigned int ncidrs;
+};
+
+/*
+ * Parse and validate a catalog file into cat (zeroed first). Checks: required
+ * keys, unknown keys, types, unique names, unique service address:port,
+ * references to existing nodes/workloads, valid SPIFFE IDs
+ * ("spiffe://trust-domain/path"), ports 1..65535, CIDR host bits zero.
+ * Returns 0, or -errno with err->msg = "FILE:LINE: what is wrong (what to do)";
+ * on error cat holds nothing to free.
+ */
+int sm_catalog_load(struct sm_catalog *cat, const char *path, struct sm_error *err);
+/* Same from a string; name is used in messages in place of the file name. */
+int sm_catalog_parse(struct sm_catalog *cat, const char *yaml, size_t len, const char *name,
+		     struct sm_error *err);
+void sm_catalog_free(struct sm_catalog *cat);
+
+/* Lookups: index, or -1 when absent. */
+int sm_catalog_node_index(const struct sm_catalog *cat, const char *name);
+int sm_catalog_workload_by_identity(const struct sm_catalog *cat, uint32_t identity);
+
+/* "spiffe://td/path" with a valid trust domain and path (SPIFFE ID standard). */
+bool sm_spiffe_id_valid(const char *id);
+
+#endif /* SOCKMESH_CATALOG_H */

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Flow records: one JSON object per line (DESIGN.md section 6). The schema is
+ * documented in docs/flow-schema.md; SM_FLOW_SCHEMA_VERSION is in every record.
+ * Field names follow Hubble where the meaning matches.
+ */
+#ifndef SOCKMESH_FLOW_RECORD_H
+#define SOCKMESH_FLOW_RECORD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#define SM_FLOW_SCHEMA_VERSION 1
+
+enum sm_flow_record_type {
+	SM_REC_CONN_START = 0, /* "conn_start" */
+	SM_REC_CONN_UPDATE,    /* "conn_update" */
+	SM_REC_CONN_END,       /* "conn_end" */
+	SM_REC_DENIED,         /* "denied" */
+	SM_REC_LOST,           /* "lost" */
+	SM_REC_TYPE_MAX,
+};
+
+enum sm_verdict {
+	SM_VERDICT_FORWARDED = 0, /* "FORWARDED" */
+	SM_VERDICT_DROPPED,       /* "DROPPED" */
+	SM_VERDICT_AUDIT,         /* "AUDIT" */
+	SM_VERDICT_MAX,
+};
+
+enum sm_direction {
+	SM_DIR_EGRESS = 0, /* "EGRESS": this socket connected */
+	SM_DIR_INGRESS,    /* "INGRESS": this socket was accepted */
+	SM_DIR_MAX,
+};
+
+struct sm_flow_endpoint {
+	struct sm_addr addr;
+	uint16_t port;               /* host order */
+	uint32_t identity;
+	char spiffe_id[256];         /* "" when unknown (omitted from JSON) */
+	char workload[64];           /* "" when unknown (omitted) */
+};
+
+struct sm_flow_counters {
+	uint64_t bytes_sent;         /* bytes_acked + bytes redirected by sk_msg */
+	uint64_t bytes_received;
+	uint64_t segs_in;
+	uint64_t segs_out;
+};
+
+/* One record. For type SM_REC_LOST only time, node and lost_* are used. */
+struct sm_flow_record {
+	enum sm_flow_record_type type;
+	int64_t time_ns;             /* CLOCK_REALTIME, ns: "time" */
+	char node[64];               /* reporting node: "node" */
+	enum sm_verdict verdict;     /* "verdict" */
+	char drop_reason[64];        /* "drop_reason", "" = omitted */
+	enum sm_direction direction; /* "traffic_direction" */
+	struct sm_flow_endpoint source;
+	struct sm_flow_endpoint destination;
+	bool captured;               /* "captured": rewritten to the daemon's listener */
+	bool same_node;              /* "same_node": peer hosted on this node */
+	bool redirected;             /* "redirected": socket was in the sk_msg sockhash */
+	uint64_t cookie;             /* "socket_cookie" */
+	uint64_t cgroup_id;          /* "cgroup_id" */
+	int64_t start_ns;            /* CLOCK_REALTIME, ns: "start_time" */
+	uint64_t duration_us;        /* "duration_us" (time - start_time) */
+	struct sm_flow_counters total; /* "counters": since the connection started */
+	struct sm_flow_counters delta; /* "delta": since this connection's previous record */
+	uint32_t srtt_us;            /* "tcp.srtt_us" */
+	uint32_t total_retrans;      /* "tcp.total_retrans" */
+	uint64_t redirected_bytes;   /* "counters.redirected_bytes_sent" */
+	/* lost records: "lost": {"ringbuf": N, "orig_dst": N, "storage": N, "sockhash": N} */
+	uint64_t lost_ringbuf;
+	uint64_t lost_orig_dst;
+	uint64_t lost_storage;
+	uint64_t lost_sockhash;
+};
+
+const char *sm_flow_record_type_name(enum sm_flow_record_type t);
+const char *sm_verdict_name(enum sm_verdict v);
+const char *sm_direction_name(enum sm_direction d);
+
+/*
+ * Encode r as one JSON object without a trailing newline into a malloc'ed
+ * string (*out, caller frees). Returns 0 or -ENOMEM/-EINVAL.
+ */
+int sm_flow_record_encode(const struct sm_flow_record *r, char **out);
+
+/*
+ * Decode one JSON line produced by sm_flow_record_encode back into r.
+ * Returns 0, or -EINVAL when the text is not a record of this schema version
+ * (unknown type, missing required fields, wrong types). Used by tests and the CLI.
+ */
+int sm_flow_record_decode(const char *json, struct sm_flow_record *r);
+
+#endif /* SOCKMESH_FLOW_RECORD_H */

@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+/* The one logging module: levelled messages to stderr, libbpf routed through it. */
+#include "log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <bpf/libbpf.h>
+
+static int log_level = SM_LOG_INFO;
+static const char *log_ident = "sockmesh";
+
+static const char *const level_names[] = { "error", "warn", "info", "debug" };
+
+void sm_log_set_level(int level)
+{
+	if (level < SM_LOG_ERROR)
+		level = SM_LOG_ERROR;
+	if (level > SM_LOG_DEBUG + 1)
+		level = SM_LOG_DEBUG + 1; /* debug plus libbpf's own debug output */
+	log_level = level;
+}
+
+int sm_log_get_level(void)
+{
+	return log_level;
+}
+
+int sm_log_level_parse(const char *name)
+{
+	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++)
+		if (strcmp(name, level_names[i]) == 0)
+			return (int)i;
+	return -EINVAL;
+}
+
+void sm_log_set_ident(const char *ident)
+{
+	log_ident = ident;
+}
+
+void sm_vlog(int level, const char *fmt, va_list ap)
+{
+	char buf[1024];
+	struct timespec ts;
+	struct tm tm;
+	size_t len;
+
+	if (level > log_level)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	len = strlen(buf);
+	while (len > 0 && buf[len - 1] == '\n')
+		buf[--len] = '\0';
+	fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: %s\n", tm.tm_year + 1900,
+		tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+		log_ident, level_names[level < 0 ? 0 : level], buf);
+}
+
+void sm_log(int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	sm_vlog(level, fmt, ap);
+	va_end(ap);
+}
+
+/* libbpf's WARN is our WARN; its INFO our DEBUG, its DEBUG dropped unless -vv. */
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	int ours = level == LIBBPF_WARN ? SM_LOG_WARN : SM_LOG_DEBUG;
+
+	if (level == LIBBPF_DEBUG && log_level <= SM_LOG_DEBUG)
+		return 0;
+	sm_vlog(ours, fmt, ap);
+	return 0;
+}
+
+void sm_log_route_libbpf(void)
+{
+	libbpf_set_print(libbpf_print);
+}

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Small shared helpers: addresses, range-checked number parsing, errors with a place. */
+#ifndef SOCKMESH_UTIL_H
+#define SOCKMESH_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define SM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* An IPv4 or IPv6 address, network order, IPv4 in the first 4 bytes. */
+struct sm_addr {
+	uint8_t family; /* AF_INET or AF_INET6 */
+	uint8_t bytes[16];
+};
+
+/* A user-facing error: "file:line: what is wrong; how to fix it". */
+struct sm_error {
+	char msg[512];
+};
+
+void sm_error_set(struct sm_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parse a numeric IPv4 or IPv6 address. 0 or -EINVAL. */
+int sm_addr_parse(const char *s, struct sm_addr *out);
+/* Format an address (no brackets). Returns buf. */
+const char *sm_addr_format(const struct sm_addr *a, char *buf, size_t len);
+/* "1.2.3.4:80" or "[::1]:80". 0 or -EINVAL. port in host order. */
+int sm_addrport_parse(const char *s, struct sm_addr *addr, uint16_t *port);
+/* "10.0.0.0/8" or "fc00::/7"; host bits must be zero. 0 or -EINVAL. */
+int sm_cidr_parse(const char *s, struct sm_addr *addr, uint8_t *prefix);
+/* Fill a sockaddr_storage; returns its length. */
+socklen_t sm_addr_to_sockaddr(const struct sm_addr *a, uint16_t port, struct sockaddr_storage *ss);
+/* The reverse; 0 or -EAFNOSUPPORT. port in host order. */
+int sm_addr_from_sockaddr(const struct sockaddr *sa, struct sm_addr *a, uint16_t *port);
+bool sm_addr_equal(const struct sm_addr *a, const struct sm_addr *b);
+
+/* Decimal or 0x-hex unsigned integer within [min, max]. 0, -EINVAL or -ERANGE. */
+int sm_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/* "true/false/yes/no/on/off/1/0". 0 or -EINVAL. */
+int sm_parse_bool(const char *s, bool *out);
+
+/* Copy with truncation check: 0 or -ENAMETOOLONG. */
+int sm_strlcpy(char *dst, const char *src, size_t size);
+
+/* CLOCK_REALTIME minus CLOCK_MONOTONIC, in ns: converts bpf_ktime_get_ns() to wall time. */
+int64_t sm_mono_to_real_offset_ns(void);
+/* RFC 3339 UTC with microseconds, e.g. "2026-11-29T20:01:02.123456Z". */
+const char *sm_format_time_ns(int64_t realtime_ns, char *buf, size_t len);
+
+#endif /* SOCKMESH_UTIL_H */
