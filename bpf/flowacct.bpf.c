@@ -227,14 +227,18 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, bool pass
 		__builtin_memcpy(od.addr, st->orig_addr, 16);
 		record = true;
 	} else {
+		/*
+		 * A destination on this node (a local service, or any port of
+		 * the node's own or loopback addresses) is recorded too, so the
+		 * accepting side, if enrolled, learns who called it.
+		 */
 		svc = lookup_destination(ep.family, ep.remote, ep.remote_port);
-		if (svc && svc->identity >= SM_ID_FIRST_ALLOCATED) {
-			st->peer_identity = svc->identity;
+		st->peer_identity = svc ? svc->identity : SM_ID_WORLD;
+		if (svc && svc->identity >= SM_ID_FIRST_ALLOCATED)
 			same_node = !(svc->flags & SM_SVC_F_REMOTE);
-			record = same_node;
-		} else {
-			st->peer_identity = svc ? svc->identity : SM_ID_WORLD;
-		}
+		else if (svc && svc->identity == SM_ID_HOST)
+			same_node = true;
+		record = same_node;
 		od.family = ep.family;
 		od.port = ep.remote_port;
 		__builtin_memcpy(od.addr, ep.remote, 16);

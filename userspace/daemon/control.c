@@ -50,11 +50,10 @@ static long long map_entries(struct bpf_map *map)
 	long long n = 0;
 	int fd = bpf_map__fd(map);
 
-	if (t == BPF_MAP_TYPE_RINGBUF || t == BPF_MAP_TYPE_SK_STORAGE ||
-	    bpf_map__key_size(map) > sizeof(key))
+	/* arrays are always full and ring buffers/storage have no keys: no fill level */
+	if (t == BPF_MAP_TYPE_RINGBUF || t == BPF_MAP_TYPE_SK_STORAGE || t == BPF_MAP_TYPE_ARRAY ||
+	    t == BPF_MAP_TYPE_PERCPU_ARRAY || bpf_map__key_size(map) > sizeof(key))
 		return -1;
-	if (t == BPF_MAP_TYPE_ARRAY || t == BPF_MAP_TYPE_PERCPU_ARRAY)
-		return bpf_map__max_entries(map);
 	while (bpf_map_get_next_key(fd, prev, next) == 0 && n < 100000000) {
 		memcpy(key, next, bpf_map__key_size(map));
 		prev = key;
