@@ -22,91 +22,91 @@
 #include "redirect.h"
 
 /* X(struct tag, sizeof) for every shared struct. */
-#define SM_ABI_STRUCTS(X)           \
-	X(sm_workload, 8)           \
-	X(sm_service_key, 20)       \
-	X(sm_service, 16)           \
-	X(sm_cidr_key, 24)          \
-	X(sm_tuple, 40)             \
-	X(sm_orig_dst, 32)          \
-	X(sm_sock_state, 80)        \
-	X(sm_flow_event, 152)       \
+#define SM_ABI_STRUCTS(X)                                                                          \
+	X(sm_workload, 8)                                                                          \
+	X(sm_service_key, 20)                                                                      \
+	X(sm_service, 16)                                                                          \
+	X(sm_cidr_key, 24)                                                                         \
+	X(sm_tuple, 40)                                                                            \
+	X(sm_orig_dst, 32)                                                                         \
+	X(sm_sock_state, 80)                                                                       \
+	X(sm_flow_event, 152)                                                                      \
 	X(sm_sock_key, 48)
 
 /* X(struct tag, field, offsetof) for every field of the structs above. */
-#define SM_ABI_FIELDS(X)                            \
-	X(sm_workload, identity, 0)                 \
-	X(sm_workload, flags, 4)                    \
-	X(sm_service_key, family, 0)                \
-	X(sm_service_key, proto, 1)                 \
-	X(sm_service_key, port, 2)                  \
-	X(sm_service_key, addr, 4)                  \
-	X(sm_service, identity, 0)                  \
-	X(sm_service, flags, 4)                     \
-	X(sm_service, node, 8)                      \
-	X(sm_service, pad, 12)                      \
-	X(sm_cidr_key, prefixlen, 0)                \
-	X(sm_cidr_key, family, 4)                   \
-	X(sm_cidr_key, pad, 5)                      \
-	X(sm_cidr_key, addr, 8)                     \
-	X(sm_tuple, family, 0)                      \
-	X(sm_tuple, pad, 1)                         \
-	X(sm_tuple, sport, 4)                       \
-	X(sm_tuple, dport, 6)                       \
-	X(sm_tuple, saddr, 8)                       \
-	X(sm_tuple, daddr, 24)                      \
-	X(sm_orig_dst, family, 0)                   \
-	X(sm_orig_dst, pad, 1)                      \
-	X(sm_orig_dst, port, 2)                     \
-	X(sm_orig_dst, src_identity, 4)             \
-	X(sm_orig_dst, dst_identity, 8)             \
-	X(sm_orig_dst, pad2, 12)                    \
-	X(sm_orig_dst, addr, 16)                    \
-	X(sm_sock_state, cookie, 0)                 \
-	X(sm_sock_state, start_ns, 8)               \
-	X(sm_sock_state, last_report_ns, 16)        \
-	X(sm_sock_state, cgroup_id, 24)             \
-	X(sm_sock_state, redirected_tx, 32)         \
-	X(sm_sock_state, netns_cookie, 40)          \
-	X(sm_sock_state, identity, 48)              \
-	X(sm_sock_state, peer_identity, 52)         \
-	X(sm_sock_state, flags, 56)                 \
-	X(sm_sock_state, orig_family, 60)           \
-	X(sm_sock_state, pad, 61)                   \
-	X(sm_sock_state, orig_port, 62)             \
-	X(sm_sock_state, orig_addr, 64)             \
-	X(sm_flow_event, type, 0)                   \
-	X(sm_flow_event, family, 1)                 \
-	X(sm_flow_event, orig_family, 2)            \
-	X(sm_flow_event, pad0, 3)                   \
-	X(sm_flow_event, flags, 4)                  \
-	X(sm_flow_event, identity, 8)               \
-	X(sm_flow_event, peer_identity, 12)         \
-	X(sm_flow_event, cookie, 16)                \
-	X(sm_flow_event, cgroup_id, 24)             \
-	X(sm_flow_event, start_ns, 32)              \
-	X(sm_flow_event, ts_ns, 40)                 \
-	X(sm_flow_event, local_addr, 48)            \
-	X(sm_flow_event, remote_addr, 64)           \
-	X(sm_flow_event, orig_addr, 80)             \
-	X(sm_flow_event, local_port, 96)            \
-	X(sm_flow_event, remote_port, 98)           \
-	X(sm_flow_event, orig_port, 100)            \
-	X(sm_flow_event, pad1, 102)                 \
-	X(sm_flow_event, bytes_acked, 104)          \
-	X(sm_flow_event, bytes_received, 112)       \
-	X(sm_flow_event, redirected_tx, 120)        \
-	X(sm_flow_event, redirected_rx, 128)        \
-	X(sm_flow_event, segs_in, 136)              \
-	X(sm_flow_event, segs_out, 140)             \
-	X(sm_flow_event, total_retrans, 144)        \
-	X(sm_flow_event, srtt_us, 148)              \
-	X(sm_sock_key, netns_cookie, 0)             \
-	X(sm_sock_key, family, 8)                   \
-	X(sm_sock_key, pad, 9)                      \
-	X(sm_sock_key, local_port, 12)              \
-	X(sm_sock_key, remote_port, 14)             \
-	X(sm_sock_key, local_addr, 16)              \
+#define SM_ABI_FIELDS(X)                                                                           \
+	X(sm_workload, identity, 0)                                                                \
+	X(sm_workload, flags, 4)                                                                   \
+	X(sm_service_key, family, 0)                                                               \
+	X(sm_service_key, proto, 1)                                                                \
+	X(sm_service_key, port, 2)                                                                 \
+	X(sm_service_key, addr, 4)                                                                 \
+	X(sm_service, identity, 0)                                                                 \
+	X(sm_service, flags, 4)                                                                    \
+	X(sm_service, node, 8)                                                                     \
+	X(sm_service, pad, 12)                                                                     \
+	X(sm_cidr_key, prefixlen, 0)                                                               \
+	X(sm_cidr_key, family, 4)                                                                  \
+	X(sm_cidr_key, pad, 5)                                                                     \
+	X(sm_cidr_key, addr, 8)                                                                    \
+	X(sm_tuple, family, 0)                                                                     \
+	X(sm_tuple, pad, 1)                                                                        \
+	X(sm_tuple, sport, 4)                                                                      \
+	X(sm_tuple, dport, 6)                                                                      \
+	X(sm_tuple, saddr, 8)                                                                      \
+	X(sm_tuple, daddr, 24)                                                                     \
+	X(sm_orig_dst, family, 0)                                                                  \
+	X(sm_orig_dst, pad, 1)                                                                     \
+	X(sm_orig_dst, port, 2)                                                                    \
+	X(sm_orig_dst, src_identity, 4)                                                            \
+	X(sm_orig_dst, dst_identity, 8)                                                            \
+	X(sm_orig_dst, pad2, 12)                                                                   \
+	X(sm_orig_dst, addr, 16)                                                                   \
+	X(sm_sock_state, cookie, 0)                                                                \
+	X(sm_sock_state, start_ns, 8)                                                              \
+	X(sm_sock_state, last_report_ns, 16)                                                       \
+	X(sm_sock_state, cgroup_id, 24)                                                            \
+	X(sm_sock_state, redirected_tx, 32)                                                        \
+	X(sm_sock_state, netns_cookie, 40)                                                         \
+	X(sm_sock_state, identity, 48)                                                             \
+	X(sm_sock_state, peer_identity, 52)                                                        \
+	X(sm_sock_state, flags, 56)                                                                \
+	X(sm_sock_state, orig_family, 60)                                                          \
+	X(sm_sock_state, pad, 61)                                                                  \
+	X(sm_sock_state, orig_port, 62)                                                            \
+	X(sm_sock_state, orig_addr, 64)                                                            \
+	X(sm_flow_event, type, 0)                                                                  \
+	X(sm_flow_event, family, 1)                                                                \
+	X(sm_flow_event, orig_family, 2)                                                           \
+	X(sm_flow_event, pad0, 3)                                                                  \
+	X(sm_flow_event, flags, 4)                                                                 \
+	X(sm_flow_event, identity, 8)                                                              \
+	X(sm_flow_event, peer_identity, 12)                                                        \
+	X(sm_flow_event, cookie, 16)                                                               \
+	X(sm_flow_event, cgroup_id, 24)                                                            \
+	X(sm_flow_event, start_ns, 32)                                                             \
+	X(sm_flow_event, ts_ns, 40)                                                                \
+	X(sm_flow_event, local_addr, 48)                                                           \
+	X(sm_flow_event, remote_addr, 64)                                                          \
+	X(sm_flow_event, orig_addr, 80)                                                            \
+	X(sm_flow_event, local_port, 96)                                                           \
+	X(sm_flow_event, remote_port, 98)                                                          \
+	X(sm_flow_event, orig_port, 100)                                                           \
+	X(sm_flow_event, pad1, 102)                                                                \
+	X(sm_flow_event, bytes_acked, 104)                                                         \
+	X(sm_flow_event, bytes_received, 112)                                                      \
+	X(sm_flow_event, redirected_tx, 120)                                                       \
+	X(sm_flow_event, redirected_rx, 128)                                                       \
+	X(sm_flow_event, segs_in, 136)                                                             \
+	X(sm_flow_event, segs_out, 140)                                                            \
+	X(sm_flow_event, total_retrans, 144)                                                       \
+	X(sm_flow_event, srtt_us, 148)                                                             \
+	X(sm_sock_key, netns_cookie, 0)                                                            \
+	X(sm_sock_key, family, 8)                                                                  \
+	X(sm_sock_key, pad, 9)                                                                     \
+	X(sm_sock_key, local_port, 12)                                                             \
+	X(sm_sock_key, remote_port, 14)                                                            \
+	X(sm_sock_key, local_addr, 16)                                                             \
 	X(sm_sock_key, remote_addr, 32)
 
 /*
@@ -114,48 +114,48 @@
  * (counter indexes, event types, flag bits): they may be appended to, never
  * renumbered.
  */
-#define SM_ABI_CONSTANTS(X)                        \
-	X(SM_ID_WILDCARD, 0)                       \
-	X(SM_ID_HOST, 1)                           \
-	X(SM_ID_WORLD, 2)                          \
-	X(SM_ID_FIRST_ALLOCATED, 256)              \
-	X(SM_AF_INET, 2)                           \
-	X(SM_AF_INET6, 10)                         \
-	X(SM_CNT_CONNECT_CAPTURED, 0)              \
-	X(SM_CNT_CONNECT_SAME_NODE, 1)             \
-	X(SM_CNT_CONNECT_PASSTHROUGH, 2)           \
-	X(SM_CNT_CONNECT_UNENROLLED, 3)            \
-	X(SM_CNT_CONNECT_DAEMON, 4)                \
-	X(SM_CNT_CONNECT_FAILCLOSED, 5)            \
-	X(SM_CNT_STORAGE_FAIL, 6)                  \
-	X(SM_CNT_ORIGDST_UPDATE_FAIL, 7)           \
-	X(SM_CNT_RINGBUF_RESERVE_FAIL, 8)          \
-	X(SM_CNT_SOCKHASH_UPDATE_FAIL, 9)          \
-	X(SM_CNT_GETSOCKOPT_HIT, 10)               \
-	X(SM_CNT_GETSOCKOPT_MISS, 11)              \
-	X(SM_CNT_REDIRECT_MSGS, 12)                \
-	X(SM_CNT_REDIRECT_BYTES, 13)               \
-	X(SM_CNT_FLOW_START, 14)                   \
-	X(SM_CNT_FLOW_UPDATE, 15)                  \
-	X(SM_CNT_FLOW_END, 16)                     \
-	X(SM_FLOW_START, 1)                        \
-	X(SM_FLOW_UPDATE, 2)                       \
-	X(SM_FLOW_END, 3)                          \
-	X(SM_WL_F_STRICT, 1)                       \
-	X(SM_SVC_F_REMOTE, 1)                      \
-	X(SM_SK_F_CAPTURED, 1)                     \
-	X(SM_SK_F_ESTABLISHED, 2)                  \
-	X(SM_SK_F_PASSIVE, 4)                      \
-	X(SM_SK_F_IN_SOCKHASH, 8)                  \
+#define SM_ABI_CONSTANTS(X)                                                                        \
+	X(SM_ID_WILDCARD, 0)                                                                       \
+	X(SM_ID_HOST, 1)                                                                           \
+	X(SM_ID_WORLD, 2)                                                                          \
+	X(SM_ID_FIRST_ALLOCATED, 256)                                                              \
+	X(SM_AF_INET, 2)                                                                           \
+	X(SM_AF_INET6, 10)                                                                         \
+	X(SM_CNT_CONNECT_CAPTURED, 0)                                                              \
+	X(SM_CNT_CONNECT_SAME_NODE, 1)                                                             \
+	X(SM_CNT_CONNECT_PASSTHROUGH, 2)                                                           \
+	X(SM_CNT_CONNECT_UNENROLLED, 3)                                                            \
+	X(SM_CNT_CONNECT_DAEMON, 4)                                                                \
+	X(SM_CNT_CONNECT_FAILCLOSED, 5)                                                            \
+	X(SM_CNT_STORAGE_FAIL, 6)                                                                  \
+	X(SM_CNT_ORIGDST_UPDATE_FAIL, 7)                                                           \
+	X(SM_CNT_RINGBUF_RESERVE_FAIL, 8)                                                          \
+	X(SM_CNT_SOCKHASH_UPDATE_FAIL, 9)                                                          \
+	X(SM_CNT_GETSOCKOPT_HIT, 10)                                                               \
+	X(SM_CNT_GETSOCKOPT_MISS, 11)                                                              \
+	X(SM_CNT_REDIRECT_MSGS, 12)                                                                \
+	X(SM_CNT_REDIRECT_BYTES, 13)                                                               \
+	X(SM_CNT_FLOW_START, 14)                                                                   \
+	X(SM_CNT_FLOW_UPDATE, 15)                                                                  \
+	X(SM_CNT_FLOW_END, 16)                                                                     \
+	X(SM_FLOW_START, 1)                                                                        \
+	X(SM_FLOW_UPDATE, 2)                                                                       \
+	X(SM_FLOW_END, 3)                                                                          \
+	X(SM_WL_F_STRICT, 1)                                                                       \
+	X(SM_SVC_F_REMOTE, 1)                                                                      \
+	X(SM_SK_F_CAPTURED, 1)                                                                     \
+	X(SM_SK_F_ESTABLISHED, 2)                                                                  \
+	X(SM_SK_F_PASSIVE, 4)                                                                      \
+	X(SM_SK_F_IN_SOCKHASH, 8)                                                                  \
 	X(SM_SK_F_SAME_NODE, 16)
 
 /* offsetof without <stddef.h>, which BPF code does not have */
 #define SM_ABI_OFFSETOF(type, field) __builtin_offsetof(struct type, field)
 
-#define SM_ABI_ASSERT_SIZE(type, size) \
+#define SM_ABI_ASSERT_SIZE(type, size)                                                             \
 	_Static_assert(sizeof(struct type) == (size), "sizeof(struct " #type ") != " #size);
-#define SM_ABI_ASSERT_FIELD(type, field, off)                      \
-	_Static_assert(SM_ABI_OFFSETOF(type, field) == (off),       \
+#define SM_ABI_ASSERT_FIELD(type, field, off)                                                      \
+	_Static_assert(SM_ABI_OFFSETOF(type, field) == (off),                                      \
 		       "offsetof(struct " #type ", " #field ") != " #off);
 #define SM_ABI_ASSERT_CONST(name, value) _Static_assert((name) == (value), #name " != " #value);
 
@@ -164,7 +164,7 @@ SM_ABI_FIELDS(SM_ABI_ASSERT_FIELD)
 SM_ABI_CONSTANTS(SM_ABI_ASSERT_CONST)
 
 /* one name per counter, so `sockmesh status` never prints a counter under the wrong name */
-_Static_assert(sizeof((const char *[])SM_COUNTER_NAMES) / sizeof(const char *) == SM_CNT_MAX,
+_Static_assert(sizeof((const char *[]) SM_COUNTER_NAMES) / sizeof(const char *) == SM_CNT_MAX,
 	       "SM_COUNTER_NAMES must name every enum sm_counter value");
 
 #endif /* SOCKMESH_ABI_ASSERT_H */

@@ -1,0 +1,579 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Unit tests of userspace/lib/catalog.c: parsing, every validation, identities, SPIFFE IDs. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "catalog.h"
+#include "sockmesh/common.h"
+
+#define ASSERT_EQ(got, want, what)                                                                 \
+	do {                                                                                       \
+		long long got_ = (long long) (got), want_ = (long long) (want);                    \
+		if (got_ != want_) {                                                               \
+			print_error("FAIL %s: got %lld, want %lld\n", (what), got_, want_);        \
+			fail();                                                                    \
+		}                                                                                  \
+	} while (0)
+
+#define ASSERT_STR_EQ(got, want, what)                                                             \
+	do {                                                                                       \
+		const char *got_ = (got), *want_ = (want);                                         \
+		if (strcmp(got_, want_) != 0) {                                                    \
+			print_error("FAIL %s: got '%s', want '%s'\n", (what), got_, want_);        \
+			fail();                                                                    \
+		}                                                                                  \
+	} while (0)
+
+#define ASSERT_HAS(haystack, needle, what)                                                         \
+	do {                                                                                       \
+		const char *h_ = (haystack), *n_ = (needle);                                       \
+		if (n_ && !strstr(h_, n_)) {                                                       \
+			print_error("FAIL %s: '%s' does not contain '%s'\n", (what), h_, n_);      \
+			fail();                                                                    \
+		}                                                                                  \
+	} while (0)
+
+/*
+ * The catalog under test lives here, not on the stack, so that a failing
+ * check (a longjmp out of the test) can be followed by teardown freeing it.
+ */
+static struct sm_catalog cat;
+
+/* A temporary catalog file of the running test ("" when none), removed by teardown. */
+static char temp_path[64];
+
+static int free_catalog(void **state)
+{
+	sm_catalog_free(&cat);
+	if (temp_path[0])
+		unlink(temp_path);
+	temp_path[0] = '\0';
+	return 0;
+}
+
+static int parse(const char *yaml, struct sm_error *err)
+{
+	err->msg[0] = '\0';
+	return sm_catalog_parse(&cat, yaml, strlen(yaml), "cat.yaml", err);
+}
+
+/* docs/catalog.md's example, extended: replicas share an ID, IDs sort apart from file order */
+static const char good_catalog[] =
+	"nodes:\n"						  /* 1 */
+	"  - name: node1\n"					  /* 2 */
+	"    addresses: [10.11.0.1, \"fc42::1\"]\n"		  /* 3 */
+	"  - name: node2\n"					  /* 4 */
+	"    addresses:\n"					  /* 5 */
+	"      - 10.11.0.2\n"					  /* 6 */
+	"      - fc42::2\n"					  /* 7 */
+	"workloads:\n"						  /* 8 */
+	"  - name: client\n"					  /* 9 */
+	"    node: node1\n"					  /* 10 */
+	"    cgroup: sockmesh-demo/node1/client\n"		  /* 11 */
+	"    spiffe_id: spiffe://example.org/ns/demo/sa/client\n" /* 12 */
+	"    mode: permissive\n"				  /* 13 */
+	"  - name: server2\n"					  /* 14 */
+	"    node: node2\n"					  /* 15 */
+	"    cgroup: system.slice/server.service\n"		  /* 16 */
+	"    spiffe_id: spiffe://example.org/ns/demo/sa/server\n" /* 17 */
+	"  - name: server1\n"					  /* 18 */
+	"    node: node1\n"					  /* 19 */
+	"    cgroup: system.slice/server.service\n"		  /* 20 */
+	"    spiffe_id: spiffe://example.org/ns/demo/sa/server\n" /* 21 */
+	"    mode: STRICT\n"					  /* 22 */
+	"  - {name: z-app, node: node2, cgroup: z, spiffe_id: 'spiffe://a.example/app'}\n"
+	"services:\n"
+	"  - name: echo\n"
+	"    address: 10.11.0.2\n"
+	"    port: 8080\n"
+	"    workload: server2\n"
+	"  - address: \"fc42::2\"\n"
+	"    port: 8080\n"
+	"    workload: server2\n"
+	"  - address: 10.11.0.2\n"
+	"    port: 0x1f91\n"
+	"    workload: z-app\n"
+	"cidrs:\n"
+	"  - cidr: 10.11.0.0/24\n"
+	"    workload: server2\n"
+	"  - cidr: 192.168.0.0/16\n"
+	"  - cidr: fc42::/64\n"
+	"    workload: z-app\n";
+
+static void test_parse_good(void **state)
+{
+	struct sm_error err;
+	char buf[64];
+
+	ASSERT_EQ(parse(good_catalog, &err), 0, err.msg);
+	ASSERT_EQ(cat.nnodes, 2, "nodes");
+	ASSERT_STR_EQ(cat.nodes[0].name, "node1", "node 0 name");
+	ASSERT_EQ(cat.nodes[0].naddrs, 2, "node1 addresses");
+	ASSERT_STR_EQ(sm_addr_format(&cat.nodes[0].addrs[1], buf, sizeof(buf)), "fc42::1",
+		      "node1 second address");
+	ASSERT_EQ(cat.nodes[1].naddrs, 2, "node2 addresses (block list)");
+	ASSERT_STR_EQ(sm_addr_format(&cat.nodes[1].addrs[0], buf, sizeof(buf)), "10.11.0.2",
+		      "node2 first address");
+
+	ASSERT_EQ(cat.nworkloads, 4, "workloads");
+	ASSERT_STR_EQ(cat.workloads[0].name, "client", "workload 0");
+	ASSERT_EQ(cat.workloads[0].node, 0, "client on node1");
+	ASSERT_STR_EQ(cat.workloads[0].cgroup, "sockmesh-demo/node1/client", "client cgroup");
+	ASSERT_EQ(cat.workloads[0].mode, SM_MODE_PERMISSIVE, "client permissive");
+	ASSERT_EQ(cat.workloads[1].mode, SM_MODE_STRICT, "default mode strict");
+	ASSERT_EQ(cat.workloads[2].mode, SM_MODE_STRICT, "STRICT accepted");
+	ASSERT_EQ(cat.workloads[3].node, 1, "z-app on node2 (flow mapping)");
+	ASSERT_STR_EQ(cat.workloads[3].spiffe_id, "spiffe://a.example/app", "z-app id");
+
+	/* sorted distinct IDs: a.example/app, .../client, .../server */
+	ASSERT_EQ(cat.workloads[3].identity, SM_ID_FIRST_ALLOCATED + 0, "z-app identity");
+	ASSERT_EQ(cat.workloads[0].identity, SM_ID_FIRST_ALLOCATED + 1, "client identity");
+	ASSERT_EQ(cat.workloads[1].identity, SM_ID_FIRST_ALLOCATED + 2, "server2 identity");
+	ASSERT_EQ(cat.workloads[2].identity, SM_ID_FIRST_ALLOCATED + 2,
+		  "replica with the same SPIFFE ID shares the identity");
+
+	ASSERT_EQ(cat.nservices, 3, "services");
+	ASSERT_STR_EQ(cat.services[0].name, "echo", "service name");
+	ASSERT_EQ(cat.services[0].port, 8080, "service port");
+	ASSERT_EQ(cat.services[0].workload, 1, "service workload");
+	ASSERT_STR_EQ(cat.services[1].name, "", "name is optional");
+	ASSERT_EQ(cat.services[1].addr.family, AF_INET6, "IPv6 service");
+	ASSERT_EQ(cat.services[2].port, 8081, "hex port");
+	ASSERT_EQ(cat.services[2].workload, 3, "same address, other port, other workload");
+
+	ASSERT_EQ(cat.ncidrs, 3, "cidrs");
+	ASSERT_EQ(cat.cidrs[0].prefix, 24, "cidr prefix");
+	ASSERT_EQ(cat.cidrs[0].workload, 1, "cidr workload");
+	ASSERT_EQ(cat.cidrs[0].identity, SM_ID_FIRST_ALLOCATED + 2, "cidr = workload identity");
+	ASSERT_EQ(cat.cidrs[1].workload, -1, "cidr without workload");
+	ASSERT_EQ(cat.cidrs[1].identity, SM_ID_WORLD, "cidr without workload is world");
+	ASSERT_EQ(cat.cidrs[2].prefix, 64, "IPv6 cidr prefix");
+	ASSERT_EQ(cat.cidrs[2].identity, SM_ID_FIRST_ALLOCATED, "IPv6 cidr identity");
+
+	ASSERT_EQ(sm_catalog_node_index(&cat, "node2"), 1, "node_index node2");
+	ASSERT_EQ(sm_catalog_node_index(&cat, "node3"), -1, "node_index absent");
+	ASSERT_EQ(sm_catalog_workload_by_identity(&cat, SM_ID_FIRST_ALLOCATED + 1), 0,
+		  "workload_by_identity client");
+	ASSERT_EQ(sm_catalog_workload_by_identity(&cat, SM_ID_FIRST_ALLOCATED + 2), 1,
+		  "workload_by_identity: first workload with the identity");
+	ASSERT_EQ(sm_catalog_workload_by_identity(&cat, SM_ID_WORLD), -1,
+		  "workload_by_identity world");
+	ASSERT_EQ(sm_catalog_workload_by_identity(&cat, 9999), -1, "workload_by_identity absent");
+}
+
+/* The same IDs in another order give the same identities: nodes must agree. */
+static void test_identities_independent_of_order(void **state)
+{
+	static const char yaml[] =
+		"nodes: [{name: n1, addresses: [10.0.0.1]}]\n"
+		"workloads:\n"
+		"  - {name: c, node: n1, cgroup: c, spiffe_id: 'spiffe://t/c'}\n"
+		"  - {name: b, node: n1, cgroup: b, spiffe_id: 'spiffe://t/b'}\n"
+		"  - {name: a, node: n1, cgroup: a, spiffe_id: 'spiffe://t/a'}\n"
+		"  - {name: B, node: n1, cgroup: B, spiffe_id: 'spiffe://t/B'}\n";
+	struct sm_error err;
+
+	ASSERT_EQ(parse(yaml, &err), 0, err.msg);
+	/* strcmp order: "spiffe://t/B" < "spiffe://t/a" < ".../b" < ".../c" */
+	ASSERT_EQ(cat.workloads[3].identity, 256, "B");
+	ASSERT_EQ(cat.workloads[2].identity, 257, "a");
+	ASSERT_EQ(cat.workloads[1].identity, 258, "b");
+	ASSERT_EQ(cat.workloads[0].identity, 259, "c");
+}
+
+static void test_minimal_catalogs(void **state)
+{
+	static const char *const yamls[] = {
+		"nodes: [{name: n1, addresses: [10.0.0.1]}]\n",
+		"nodes: [{name: n1, addresses: [10.0.0.1]}]\nworkloads: []\nservices:\ncidrs: ~\n",
+		"nodes:\n  - name: a.b_c-D9\n    addresses: ['::1', 10.0.0.1, 10.0.0.2, "
+		"10.0.0.3]\n",
+		/* a name of 63 characters */
+		"nodes:\n  - name: "
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"
+		"    addresses: [10.0.0.1]\n",
+		/* the same cgroup path on two nodes: replicas of one unit */
+		"nodes: [{name: n1, addresses: [10.0.0.1]}, {name: n2, addresses: [10.0.0.2]}]\n"
+		"workloads:\n"
+		"  - {name: a, node: n1, cgroup: system.slice/x.service, spiffe_id: "
+		"'spiffe://t/x'}\n"
+		"  - {name: b, node: n2, cgroup: system.slice/x.service, spiffe_id: "
+		"'spiffe://t/x'}\n",
+		/* cgroup names may contain dots; only ".." segments are refused */
+		"nodes: [{name: n1, addresses: [10.0.0.1]}]\n"
+		"workloads:\n"
+		"  - {name: a, node: n1, cgroup: a..b/./c, spiffe_id: 'spiffe://t/x/...'}\n",
+	};
+	struct sm_error err;
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(yamls); i++) {
+		ASSERT_EQ(parse(yamls[i], &err), 0, err.msg);
+		sm_catalog_free(&cat);
+	}
+}
+
+struct bad_case {
+	const char *yaml;
+	unsigned int line;	 /* the message starts with "cat.yaml:LINE: " */
+	const char *has1, *has2; /* substrings the message must contain (NULL: none) */
+};
+
+/* lines 1-3 */
+#define NODES "nodes:\n  - name: n1\n    addresses: [10.0.0.1]\n"
+/* lines 4-8 */
+#define WL                                                                                         \
+	"workloads:\n  - name: w1\n    node: n1\n    cgroup: sockmesh/w1\n    spiffe_id: "         \
+	"spiffe://td.example/w1\n"
+/* a workload entry at lines 5-8 with the given node, cgroup and SPIFFE ID lines */
+#define WL_WITH(node, cgroup, id)                                                                  \
+	NODES "workloads:\n  - name: w1\n    node: " node "\n    cgroup: " cgroup                  \
+	      "\n    spiffe_id: " id "\n"
+#define LONG_ID_PATH_100                                                                           \
+	"/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"  \
+	"aaaaaaaaaaaa"
+
+static const struct bad_case bad_cases[] = {
+	/* the document */
+	{"", 1, "the catalog is empty", "nodes:"},
+	{"# nothing\n", 1, "the catalog is empty", NULL},
+	{"nodes: []\n", 1, "no nodes", NULL},
+	{"workloads: []\n", 1, "no nodes", NULL},
+	{"- a\n", 1, "expected a mapping with keys nodes, workloads, services, cidrs", NULL},
+	{NODES "node: x\n", 4, "unknown key 'node'",
+	 "(known keys: nodes, workloads, services, cidrs)"},
+	{NODES "nodes: []\n", 4, "duplicate key 'nodes' (first at line 1)", NULL},
+	{"nodes:\n  - name: n1\n    addresses: [10.0.0.1\n", 4, "invalid YAML", NULL},
+	{"nodes:\n  - name: n1\n   addresses: [10.0.0.1]\n", 3, "invalid YAML", NULL},
+	{"nodes:\n  - &n {name: n1, addresses: [10.0.0.1]}\n  - *n\n", 3, "aliases", NULL},
+	/* nodes */
+	{"nodes:\n  name: n1\n", 2, "nodes: expected a list, found a mapping", "- name: node1"},
+	{"nodes: n1\n", 1, "nodes: expected a list, found a single value", NULL},
+	{"nodes:\n  - n1\n", 2, "nodes[0]: expected a mapping, found a single value", NULL},
+	{"nodes:\n  - name: n1\n    adresses: [10.0.0.1]\n", 3,
+	 "nodes[0]: unknown key 'adresses' (known keys: name, addresses)", NULL},
+	{"nodes:\n  - addresses: [10.0.0.1]\n", 2, "nodes[0]: missing required key 'name'", NULL},
+	{"nodes:\n  - name: n 1\n    addresses: [10.0.0.1]\n", 2,
+	 "nodes[0]: name 'n 1' is not a valid name", "1 to 63 letters"},
+	{"nodes:\n  - name: n/1\n    addresses: [10.0.0.1]\n", 2, "name 'n/1' is not a valid name",
+	 NULL},
+	{"nodes:\n  - name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"
+	 "    addresses: [10.0.0.1]\n",
+	 2, "is not a valid name", NULL},
+	{"nodes:\n  - name: [n1]\n    addresses: [10.0.0.1]\n", 2,
+	 "nodes[0]: name: expected a single value, found a list", NULL},
+	{"nodes:\n  - name:\n    addresses: [10.0.0.1]\n", 2, "nodes[0]: name: empty", NULL},
+	{"nodes:\n  - name: \"\"\n    addresses: [10.0.0.1]\n", 2, "nodes[0]: name: empty", NULL},
+	{"nodes:\n  - name: n1\n    name: n2\n", 3, "duplicate key 'name' (first at line 2)", NULL},
+	{NODES "  - name: n1\n    addresses: [10.0.0.2]\n", 4,
+	 "node 'n1' is defined twice (first at line 2", NULL},
+	{"nodes:\n  - name: n1\n", 2, "node 'n1': missing required key 'addresses'", NULL},
+	{"nodes:\n  - name: n1\n    addresses: 10.0.0.1\n", 3,
+	 "node 'n1': addresses: expected a list, found a single value", "[10.0.0.1]"},
+	{"nodes:\n  - name: n1\n    addresses: []\n", 3, "node 'n1': addresses: 0 given", "1 to 4"},
+	{"nodes:\n  - name: n1\n    addresses: [10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.4, "
+	 "10.0.0.5]\n",
+	 3, "node 'n1': addresses: 5 given", NULL},
+	{"nodes:\n  - name: n1\n    addresses:\n      - 10.0.0.1\n      - 10.0.0.300\n", 5,
+	 "node 'n1': addresses: '10.0.0.300' is not an IPv4 or IPv6 address", NULL},
+	{"nodes:\n  - name: n1\n    addresses: [node1.example]\n", 3,
+	 "'node1.example' is not an IPv4 or IPv6 address", "numeric address"},
+	{"nodes:\n  - name: n1\n    addresses: [[10.0.0.1]]\n", 3,
+	 "node 'n1': addresses[0]: expected a single value, found a list", NULL},
+	{"nodes:\n  - name: n1\n    addresses: [10.0.0.1, 10.0.0.1]\n", 3,
+	 "node 'n1': address 10.0.0.1 is already an address of node 'n1' (line 2)", NULL},
+	{NODES "  - name: n2\n    addresses: [\"fc00::1\", 10.0.0.1]\n", 5,
+	 "node 'n2': address 10.0.0.1 is already an address of node 'n1' (line 2)", NULL},
+	/* workloads */
+	{NODES "workloads:\n  name: w1\n", 5, "workloads: expected a list, found a mapping", NULL},
+	{NODES "workloads:\n  - [w1]\n", 5, "workloads[0]: expected a mapping, found a list", NULL},
+	{NODES WL "    spiffeid: spiffe://td.example/w1\n", 9,
+	 "workloads[0]: unknown key 'spiffeid' (known keys: name, node, cgroup, spiffe_id, mode)",
+	 NULL},
+	{NODES "workloads:\n  - node: n1\n", 5, "workloads[0]: missing required key 'name'", NULL},
+	{NODES "workloads:\n  - name: w1\n    cgroup: x\n", 5,
+	 "workload 'w1': missing required key 'node'", NULL},
+	{WL_WITH("n9", "sockmesh/w1", "spiffe://td.example/w1"), 6,
+	 "workload 'w1': node 'n9' is not in nodes", NULL},
+	{WL_WITH("[n1]", "sockmesh/w1", "spiffe://td.example/w1"), 6,
+	 "workload 'w1': node: expected a single value, found a list", NULL},
+	{NODES "workloads:\n  - name: w1\n    node: n1\n", 5,
+	 "workload 'w1': missing required key 'cgroup'", "system.slice/orders.service"},
+	{WL_WITH("n1", "/sys/fs/cgroup/sockmesh/w1", "spiffe://td.example/w1"), 7,
+	 "workload 'w1': cgroup '/sys/fs/cgroup/sockmesh/w1' is not valid: it starts with '/'",
+	 "relative to the cgroup v2 mount"},
+	{WL_WITH("n1", "sockmesh/../w1", "spiffe://td.example/w1"), 7,
+	 "cgroup 'sockmesh/../w1' is not valid: it has a '..' segment", NULL},
+	{WL_WITH("n1", "..", "spiffe://td.example/w1"), 7, "cgroup '..' is not valid", NULL},
+	{WL_WITH("n1", "a/..", "spiffe://td.example/w1"), 7, "'..' segment", NULL},
+	{WL_WITH("n1", "\"\"", "spiffe://td.example/w1"), 7, "workload 'w1': cgroup: empty", NULL},
+	{WL_WITH("n1", "[a]", "spiffe://td.example/w1"), 7,
+	 "cgroup: expected a single value, found a list", NULL},
+	{NODES WL
+	 "  - name: w2\n    node: n1\n    cgroup: sockmesh/w1\n    spiffe_id: spiffe://t/w2\n",
+	 11, "workload 'w2': cgroup 'sockmesh/w1' on node 'n1' is already workload 'w1' (line 5)",
+	 NULL},
+	{NODES WL
+	 "  - name: w1\n    node: n1\n    cgroup: sockmesh/w2\n    spiffe_id: spiffe://t/w2\n",
+	 9, "workload 'w1' is defined twice (first at line 5", NULL},
+	{NODES "workloads:\n  - name: w1\n    node: n1\n    cgroup: a\n", 5,
+	 "workload 'w1': missing required key 'spiffe_id'", "spiffe://"},
+	{WL_WITH("n1", "a", "spiffe://Example.org/w1"), 8,
+	 "workload 'w1': spiffe_id 'spiffe://Example.org/w1' is not a valid SPIFFE ID",
+	 "uppercase"},
+	{WL_WITH("n1", "a", "SPIFFE://example.org/w1"), 8, "is not a valid SPIFFE ID",
+	 "scheme must be lowercase"},
+	{WL_WITH("n1", "a", "https://example.org/w1"), 8, "is not a valid SPIFFE ID",
+	 "does not start with \"spiffe://\""},
+	{WL_WITH("n1", "a", "spiffe:///w1"), 8, "is not a valid SPIFFE ID",
+	 "the trust domain is empty"},
+	{WL_WITH("n1", "a", "spiffe://example.org:443/w1"), 8, "is not a valid SPIFFE ID", "port"},
+	{WL_WITH("n1", "a", "spiffe://u@example.org/w1"), 8, "is not a valid SPIFFE ID",
+	 "user info"},
+	{WL_WITH("n1", "a", "spiffe://example.org/w1/"), 8, "is not a valid SPIFFE ID",
+	 "ends with '/'"},
+	{WL_WITH("n1", "a", "spiffe://example.org//w1"), 8, "is not a valid SPIFFE ID",
+	 "empty segment"},
+	{WL_WITH("n1", "a", "spiffe://example.org/./w1"), 8, "is not a valid SPIFFE ID",
+	 "'.' or '..' segment"},
+	{WL_WITH("n1", "a", "spiffe://example.org/w1/.."), 8, "is not a valid SPIFFE ID",
+	 "'.' or '..' segment"},
+	{WL_WITH("n1", "a", "spiffe://example.org/w1?x=1"), 8, "is not a valid SPIFFE ID", "query"},
+	{WL_WITH("n1", "a", "\"spiffe://example.org/w1#f\""), 8, "is not a valid SPIFFE ID",
+	 "fragment"},
+	{WL_WITH("n1", "a", "spiffe://example.org/w%201"), 8, "is not a valid SPIFFE ID",
+	 "character other than letters"},
+	{WL_WITH("n1", "a", "spiffe://example.org"), 8,
+	 "workload 'w1': spiffe_id 'spiffe://example.org' names only a trust domain", NULL},
+	{WL_WITH("n1", "a",
+		 "spiffe://example.org" LONG_ID_PATH_100 LONG_ID_PATH_100 LONG_ID_PATH_100),
+	 8, "is not a valid SPIFFE ID", "longer than the 255 bytes sockmesh supports"},
+	{WL_WITH("n1", "a", "[spiffe://example.org/w1]"), 8,
+	 "spiffe_id: expected a single value, found a list", NULL},
+	{NODES WL "    mode: mtls\n", 9, "workload 'w1': mode 'mtls' is not valid",
+	 "(write strict or permissive)"},
+	{NODES WL "    mode:\n", 9, "workload 'w1': mode: empty", NULL},
+	/* services: lines 9.. */
+	{NODES WL "services:\n  - address: 10.0.0.1\n    port: 80\n    workload: w1\n"
+		  "    proto: tcp\n",
+	 13, "services[0]: unknown key 'proto' (known keys: name, address, port, workload)", NULL},
+	{NODES WL "services: {address: 10.0.0.1}\n", 9,
+	 "services: expected a list, found a mapping", NULL},
+	{NODES WL "services:\n  - port: 80\n    workload: w1\n", 10,
+	 "services[0]: missing required key 'address'", NULL},
+	{NODES WL "services:\n  - name: echo\n    address: 10.0.0\n    port: 80\n", 11,
+	 "service 'echo': address '10.0.0' is not an IPv4 or IPv6 address", NULL},
+	{NODES WL "services:\n  - name: e cho\n    address: 10.0.0.1\n", 10,
+	 "services[0]: name 'e cho' is not a valid name", NULL},
+	{NODES WL "services:\n  - address: 10.0.0.1\n    workload: w1\n", 10,
+	 "services[0]: missing required key 'port'", NULL},
+	{NODES WL "services:\n  - address: 10.0.0.1\n    port: 0\n    workload: w1\n", 11,
+	 "services[0]: port 0 is out of range 1..65535", NULL},
+	{NODES WL "services:\n  - address: 10.0.0.1\n    port: 65536\n    workload: w1\n", 11,
+	 "port 65536 is out of range 1..65535", NULL},
+	{NODES WL "services:\n  - address: 10.0.0.1\n    port: http\n    workload: w1\n", 11,
+	 "port 'http' is not a number", NULL},
+	{NODES WL "services:\n  - address: 10.0.0.1\n    port: [80]\n    workload: w1\n", 11,
+	 "port: expected a single value, found a list", NULL},
+	{NODES WL "services:\n  - address: 10.0.0.1\n    port: 80\n", 10,
+	 "services[0]: missing required key 'workload'", NULL},
+	{NODES WL "services:\n  - address: 10.0.0.1\n    port: 80\n    workload: w9\n", 12,
+	 "services[0]: workload 'w9' is not in workloads", NULL},
+	{NODES WL "services:\n  - {address: 10.0.0.1, port: 80, workload: w1}\n"
+		  "  - {address: 10.0.0.1, port: 80, workload: w1}\n",
+	 11, "10.0.0.1:80 is already a service (line 10)", NULL},
+	{NODES WL "services:\n  - {address: 'fc00::1', port: 80, workload: w1}\n"
+		  "  - {name: b, address: 'fc00:0::1', port: 80, workload: w1}\n",
+	 11, "service 'b': [fc00::1]:80 is already a service (line 10)", NULL},
+	/* cidrs: lines 9.. */
+	{NODES WL "cidrs:\n  - cidr: 10.0.0.1/24\n", 10,
+	 "cidr '10.0.0.1/24': host bits are set (did you mean 10.0.0.0/24?)", NULL},
+	{NODES WL "cidrs:\n  - cidr: fc00::1/64\n", 10,
+	 "host bits are set (did you mean "
+	 "fc00::/64?)",
+	 NULL},
+	{NODES WL "cidrs:\n  - cidr: 10.0.0.0/33\n", 10,
+	 "cidr '10.0.0.0/33': prefix length '33' is not a number 0..32", NULL},
+	{NODES WL "cidrs:\n  - cidr: fc00::/129\n", 10,
+	 "prefix length '129' is not a number 0..128", NULL},
+	{NODES WL "cidrs:\n  - cidr: 10.0.0.0\n", 10, "cidr '10.0.0.0': not ADDRESS/PREFIX", NULL},
+	{NODES WL "cidrs:\n  - cidr: ten/8\n", 10,
+	 "cidr 'ten/8': 'ten' is not an IPv4 or IPv6 "
+	 "address",
+	 NULL},
+	{NODES WL "cidrs:\n  - cidr: 10.0.0.0/8\n    workload: w9\n", 11,
+	 "cidr '10.0.0.0/8': workload 'w9' is not in workloads", NULL},
+	{NODES WL "cidrs:\n  - cidr: 10.0.0.0/8\n  - cidr: 10.0.0.0/8\n    workload: w1\n", 11,
+	 "cidr '10.0.0.0/8' is defined twice (first at line 10", NULL},
+	{NODES WL "cidrs:\n  - cidr: 10.0.0.0/8\n    identity: 5\n", 11,
+	 "cidrs[0]: unknown key 'identity' (known keys: cidr, workload)", NULL},
+	{NODES WL "cidrs:\n  - workload: w1\n", 10, "cidrs[0]: missing required key 'cidr'", NULL},
+	{NODES WL "cidrs:\n  - 10.0.0.0/8\n", 10,
+	 "cidrs[0]: expected a mapping, found a single "
+	 "value",
+	 NULL},
+};
+
+static void test_parse_bad(void **state)
+{
+	char prefix[64], what[800];
+	struct sm_error err;
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(bad_cases); i++) {
+		const struct bad_case *c = &bad_cases[i];
+		int ret = parse(c->yaml, &err);
+
+		snprintf(what, sizeof(what), "case %zu (%.200s): %s", i, c->yaml, err.msg);
+		ASSERT_EQ(ret, -EINVAL, what);
+		snprintf(prefix, sizeof(prefix), "cat.yaml:%u: ", c->line);
+		ASSERT_EQ(strncmp(err.msg, prefix, strlen(prefix)), 0, what);
+		ASSERT_HAS(err.msg, c->has1, what);
+		ASSERT_HAS(err.msg, c->has2, what);
+		ASSERT_EQ(err.msg[strlen(err.msg) - 1], ')', what);
+		/* on error the catalog holds nothing (ASan checks nothing leaked) */
+		ASSERT_EQ(cat.nodes == NULL && cat.workloads == NULL && cat.services == NULL &&
+				  cat.cidrs == NULL && cat.nnodes == 0 && cat.nworkloads == 0,
+			  1, what);
+	}
+}
+
+static void test_spiffe_id_valid(void **state)
+{
+	static const struct {
+		const char *id;
+		bool valid;
+	} cases[] = {
+		{"spiffe://example.org", true},
+		{"spiffe://example.org/ns/prod/sa/orders", true},
+		{"spiffe://a-b_c.d9/x.y-z_0/A/B", true},
+		{"spiffe://10.0.0.1/x", true},
+		{"spiffe://example.org/...", true},
+		{"spiffe://example.org/.x/..y", true},
+		{"", false},
+		{"spiffe:", false},
+		{"spiffe://", false},
+		{"spiffe:/example.org/x", false},
+		{"SPIFFE://example.org/x", false},
+		{"Spiffe://example.org/x", false},
+		{"http://example.org/x", false},
+		{"example.org/x", false},
+		{"spiffe:///x", false},
+		{"spiffe://Example.org/x", false},
+		{"spiffe://exa mple.org/x", false},
+		{"spiffe://example.org:8080/x", false},
+		{"spiffe://user@example.org/x", false},
+		{"spiffe://[::1]/x", false},
+		{"spiffe://example.org/", false},
+		{"spiffe://example.org/x/", false},
+		{"spiffe://example.org//x", false},
+		{"spiffe://example.org/.", false},
+		{"spiffe://example.org/./x", false},
+		{"spiffe://example.org/..", false},
+		{"spiffe://example.org/x/../y", false},
+		{"spiffe://example.org/x?y=1", false},
+		{"spiffe://example.org/x#y", false},
+		{"spiffe://example.org/x%2Fy", false},
+		{"spiffe://example.org/x y", false},
+		{"spiffe://example.org/x:y", false},
+		{"spiffe://example.org/x\xc3\xa9", false},
+		{" spiffe://example.org/x", false},
+		{"spiffe://example.org/x ", false},
+	};
+	char id[3000];
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++)
+		ASSERT_EQ(sm_spiffe_id_valid(cases[i].id), cases[i].valid, cases[i].id);
+	ASSERT_EQ(sm_spiffe_id_valid(NULL), false, "NULL");
+
+	/* our limit: 255 bytes fit SM_SPIFFE_MAX with the NUL, 256 do not */
+	memset(id, 'a', sizeof(id));
+	memcpy(id, "spiffe://example.org/", 21);
+	id[SM_SPIFFE_MAX - 1] = '\0';
+	ASSERT_EQ(sm_spiffe_id_valid(id), true, "255 bytes");
+	id[SM_SPIFFE_MAX - 1] = 'a';
+	id[SM_SPIFFE_MAX] = '\0';
+	ASSERT_EQ(sm_spiffe_id_valid(id), false, "256 bytes");
+	id[SM_SPIFFE_MAX] = 'a';
+	id[2049] = '\0';
+	ASSERT_EQ(sm_spiffe_id_valid(id), false, "2049 bytes, over the standard's limit");
+}
+
+/* The long-ID message names both limits apart: the standard's and ours. */
+static void test_spiffe_id_limit_messages(void **state)
+{
+	static char yaml[4000];
+	char id[2100];
+	struct sm_error err;
+
+	memset(id, 'a', sizeof(id));
+	memcpy(id, "spiffe://example.org/", 21);
+	id[2060] = '\0';
+	snprintf(yaml, sizeof(yaml), WL_WITH("n1", "a", "%s"), id);
+	ASSERT_EQ(parse(yaml, &err), -EINVAL, err.msg);
+	ASSERT_HAS(err.msg, "cat.yaml:8: ", "line of the spiffe_id");
+	ASSERT_HAS(err.msg, "2048 bytes the SPIFFE standard allows", err.msg);
+	id[300] = '\0';
+	snprintf(yaml, sizeof(yaml), WL_WITH("n1", "a", "%s"), id);
+	ASSERT_EQ(parse(yaml, &err), -EINVAL, err.msg);
+	ASSERT_HAS(err.msg, "longer than the 255 bytes sockmesh supports", err.msg);
+}
+
+static void test_load_file(void **state)
+{
+	char *path = temp_path, prefix[96];
+	struct sm_error err;
+	size_t n = strlen(good_catalog);
+	int fd;
+
+	snprintf(path, sizeof(temp_path), "/tmp/sockmesh-test-catalog-XXXXXX");
+	fd = mkstemp(path);
+	if (fd < 0)
+		path[0] = '\0';
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, good_catalog, n), (ssize_t) n);
+	close(fd);
+	ASSERT_EQ(sm_catalog_load(&cat, path, &err), 0, err.msg);
+	ASSERT_EQ(cat.nworkloads, 4, "workloads from the file");
+	sm_catalog_free(&cat);
+	ASSERT_EQ(cat.nodes == NULL && cat.nnodes == 0, 1, "free zeroes the catalog");
+	sm_catalog_free(&cat); /* twice is harmless */
+
+	fd = open(path, O_WRONLY | O_TRUNC);
+	assert_true(fd >= 0);
+	n = strlen(NODES "  - name: n1\n");
+	assert_int_equal(write(fd, NODES "  - name: n1\n", n), (ssize_t) n);
+	close(fd);
+	ASSERT_EQ(sm_catalog_load(&cat, path, &err), -EINVAL, err.msg);
+	snprintf(prefix, sizeof(prefix), "%s:4: ", path);
+	ASSERT_EQ(strncmp(err.msg, prefix, strlen(prefix)), 0, err.msg);
+	ASSERT_HAS(err.msg, "defined twice", err.msg);
+	unlink(path);
+
+	ASSERT_EQ(sm_catalog_load(&cat, path, &err), -ENOENT, "missing file");
+	ASSERT_HAS(err.msg, path, "message names the missing file");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_parse_good, free_catalog),
+		cmocka_unit_test_teardown(test_identities_independent_of_order, free_catalog),
+		cmocka_unit_test_teardown(test_minimal_catalogs, free_catalog),
+		cmocka_unit_test_teardown(test_parse_bad, free_catalog),
+		cmocka_unit_test(test_spiffe_id_valid),
+		cmocka_unit_test_teardown(test_spiffe_id_limit_messages, free_catalog),
+		cmocka_unit_test_teardown(test_load_file, free_catalog),
+	};
+
+	return cmocka_run_group_tests_name("catalog", tests, NULL, NULL);
+}

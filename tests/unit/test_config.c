@@ -1,0 +1,497 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Unit tests of userspace/lib/config.c: defaults, the YAML file, sm_config_set and every error. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "log.h"
+
+#define ASSERT_EQ(got, want, what)                                                                 \
+	do {                                                                                       \
+		long long got_ = (long long) (got), want_ = (long long) (want);                    \
+		if (got_ != want_) {                                                               \
+			print_error("FAIL %s: got %lld, want %lld\n", (what), got_, want_);        \
+			fail();                                                                    \
+		}                                                                                  \
+	} while (0)
+
+#define ASSERT_STR_EQ(got, want, what)                                                             \
+	do {                                                                                       \
+		const char *got_ = (got), *want_ = (want);                                         \
+		if (strcmp(got_, want_) != 0) {                                                    \
+			print_error("FAIL %s: got '%s', want '%s'\n", (what), got_, want_);        \
+			fail();                                                                    \
+		}                                                                                  \
+	} while (0)
+
+#define ASSERT_HAS(haystack, needle, what)                                                         \
+	do {                                                                                       \
+		const char *h_ = (haystack), *n_ = (needle);                                       \
+		if (n_ && !strstr(h_, n_)) {                                                       \
+			print_error("FAIL %s: '%s' does not contain '%s'\n", (what), h_, n_);      \
+			fail();                                                                    \
+		}                                                                                  \
+	} while (0)
+
+/*
+ * Configs are large (several PATH_MAX buffers): static rather than on the
+ * stack, and not malloc'ed so that a failing check (which longjmps out of the
+ * test) leaks nothing under ASan.
+ */
+static struct sm_config cfg_buf, other_buf;
+
+/* Write text to a new temporary file; the caller unlinks path. */
+static void write_temp(const char *text, char *path, size_t len)
+{
+	size_t n = strlen(text);
+	int fd;
+
+	snprintf(path, len, "/tmp/sockmesh-test-config-XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, n), (ssize_t) n);
+	close(fd);
+}
+
+/* Load text as a config file over the defaults; returns the result, message in err. */
+static int load_text(const char *text, struct sm_config *cfg, struct sm_error *err, char *path,
+		     size_t len)
+{
+	int ret;
+
+	write_temp(text, path, len);
+	sm_config_defaults(cfg);
+	err->msg[0] = '\0';
+	ret = sm_config_load(cfg, path, err);
+	unlink(path);
+	return ret;
+}
+
+static void addr_is(const struct sm_addr *a, const char *want, const char *what)
+{
+	struct sm_addr w;
+
+	assert_int_equal(sm_addr_parse(want, &w), 0);
+	ASSERT_EQ(sm_addr_equal(a, &w), 1, what);
+}
+
+static void test_defaults(void **state)
+{
+	struct sm_config *cfg = &cfg_buf;
+
+	memset(cfg, 0x5a, sizeof(*cfg));
+	sm_config_defaults(cfg);
+	ASSERT_STR_EQ(cfg->node, "", "node");
+	ASSERT_STR_EQ(cfg->catalog, "/etc/sockmesh/catalog.yaml", "catalog");
+	ASSERT_STR_EQ(cfg->bpffs, "/sys/fs/bpf/sockmesh", "paths.bpffs");
+	ASSERT_STR_EQ(cfg->cgroup_root, "", "paths.cgroup_root");
+	ASSERT_STR_EQ(cfg->daemon_cgroup, "", "paths.daemon_cgroup");
+	ASSERT_STR_EQ(cfg->control_socket, "/run/sockmesh/sockmesh.sock", "paths.control_socket");
+	ASSERT_STR_EQ(cfg->state_dir, "/var/lib/sockmesh", "paths.state_dir");
+	addr_is(&cfg->outbound_addr, "127.0.0.1", "listeners.outbound address");
+	ASSERT_EQ(cfg->outbound_port, 15001, "listeners.outbound port");
+	addr_is(&cfg->outbound6_addr, "::1", "listeners.outbound6 address");
+	ASSERT_EQ(cfg->outbound6_port, 15001, "listeners.outbound6 port");
+	ASSERT_EQ(cfg->inbound_port, 15008, "listeners.inbound_port");
+	addr_is(&cfg->admin_addr, "127.0.0.1", "listeners.admin address");
+	ASSERT_EQ(cfg->admin_port, 15020, "listeners.admin port");
+	ASSERT_EQ(cfg->daemon_mark, 0x5ec0de, "datapath.daemon_mark");
+	ASSERT_EQ(cfg->redirect, false, "datapath.redirect");
+	ASSERT_EQ(cfg->fail_open, false, "datapath.fail_open");
+	ASSERT_EQ(cfg->flow_update_interval, 10, "datapath.flow_update_interval");
+	ASSERT_EQ(cfg->max_workloads, 4096, "datapath.max_workloads");
+	ASSERT_EQ(cfg->max_services, 65536, "datapath.max_services");
+	ASSERT_EQ(cfg->max_cidrs, 16384, "datapath.max_cidrs");
+	ASSERT_EQ(cfg->max_orig_dst, 65536, "datapath.max_orig_dst");
+	ASSERT_EQ(cfg->max_sockhash, 65536, "datapath.max_sockhash");
+	ASSERT_EQ(cfg->ringbuf_size, 1048576, "datapath.ringbuf_size");
+	ASSERT_STR_EQ(cfg->flowlog_file, "", "flowlog.file");
+	ASSERT_EQ(cfg->flowlog_stdout, false, "flowlog.stdout");
+	ASSERT_EQ(cfg->log_level, SM_LOG_INFO, "log.level");
+}
+
+/* The documented example (docs/configuration.md) with every key, all values changed. */
+static const char full_config[] = "# every key\n"
+				  "node: node1\n"
+				  "catalog: /tmp/catalog.yaml\n"
+				  "paths:\n"
+				  "  bpffs: /sys/fs/bpf/sockmesh-test\n"
+				  "  cgroup_root: /sys/fs/cgroup/unified\n"
+				  "  daemon_cgroup: /sys/fs/cgroup/unified/sockmesh-test/daemon\n"
+				  "  control_socket: /tmp/sockmesh-test.sock\n"
+				  "  state_dir: /tmp/sockmesh-state\n"
+				  "listeners:\n"
+				  "  outbound: 127.0.0.2:16001\n"
+				  "  outbound6: \"[fc42::1]:16001\"\n"
+				  "  inbound_port: 16008\n"
+				  "  admin: '[::1]:16020'\n"
+				  "datapath:\n"
+				  "  daemon_mark: 0x1234\n"
+				  "  redirect: true\n"
+				  "  fail_open: yes\n"
+				  "  flow_update_interval: 3600\n"
+				  "  max_workloads: 1\n"
+				  "  max_services: 16777216\n"
+				  "  max_cidrs: 2\n"
+				  "  max_orig_dst: 3\n"
+				  "  max_sockhash: 4\n"
+				  "  ringbuf_size: 4096\n"
+				  "flowlog:\n"
+				  "  file: /tmp/flows.json\n"
+				  "  stdout: on\n"
+				  "log:\n"
+				  "  level: debug\n";
+
+static void test_load_every_key(void **state)
+{
+	struct sm_config *cfg = &cfg_buf;
+	struct sm_error err;
+	char path[64];
+
+	ASSERT_EQ(load_text(full_config, cfg, &err, path, sizeof(path)), 0, err.msg);
+	ASSERT_STR_EQ(cfg->node, "node1", "node");
+	ASSERT_STR_EQ(cfg->catalog, "/tmp/catalog.yaml", "catalog");
+	ASSERT_STR_EQ(cfg->bpffs, "/sys/fs/bpf/sockmesh-test", "paths.bpffs");
+	ASSERT_STR_EQ(cfg->cgroup_root, "/sys/fs/cgroup/unified", "paths.cgroup_root");
+	ASSERT_STR_EQ(cfg->daemon_cgroup, "/sys/fs/cgroup/unified/sockmesh-test/daemon",
+		      "paths.daemon_cgroup");
+	ASSERT_STR_EQ(cfg->control_socket, "/tmp/sockmesh-test.sock", "paths.control_socket");
+	ASSERT_STR_EQ(cfg->state_dir, "/tmp/sockmesh-state", "paths.state_dir");
+	addr_is(&cfg->outbound_addr, "127.0.0.2", "listeners.outbound");
+	ASSERT_EQ(cfg->outbound_port, 16001, "listeners.outbound port");
+	addr_is(&cfg->outbound6_addr, "fc42::1", "listeners.outbound6");
+	ASSERT_EQ(cfg->outbound6_port, 16001, "listeners.outbound6 port");
+	ASSERT_EQ(cfg->inbound_port, 16008, "listeners.inbound_port");
+	addr_is(&cfg->admin_addr, "::1", "listeners.admin");
+	ASSERT_EQ(cfg->admin_port, 16020, "listeners.admin port");
+	ASSERT_EQ(cfg->daemon_mark, 0x1234, "datapath.daemon_mark");
+	ASSERT_EQ(cfg->redirect, true, "datapath.redirect");
+	ASSERT_EQ(cfg->fail_open, true, "datapath.fail_open");
+	ASSERT_EQ(cfg->flow_update_interval, 3600, "datapath.flow_update_interval");
+	ASSERT_EQ(cfg->max_workloads, 1, "datapath.max_workloads");
+	ASSERT_EQ(cfg->max_services, 16777216, "datapath.max_services");
+	ASSERT_EQ(cfg->max_cidrs, 2, "datapath.max_cidrs");
+	ASSERT_EQ(cfg->max_orig_dst, 3, "datapath.max_orig_dst");
+	ASSERT_EQ(cfg->max_sockhash, 4, "datapath.max_sockhash");
+	ASSERT_EQ(cfg->ringbuf_size, 4096, "datapath.ringbuf_size");
+	ASSERT_STR_EQ(cfg->flowlog_file, "/tmp/flows.json", "flowlog.file");
+	ASSERT_EQ(cfg->flowlog_stdout, true, "flowlog.stdout");
+	ASSERT_EQ(cfg->log_level, SM_LOG_DEBUG, "log.level");
+}
+
+static void test_load_partial_keeps_rest(void **state)
+{
+	static const char *const texts[] = {
+		"", /* empty file */
+		"# only a comment\n",
+		"---\n",    /* empty document */
+		"paths:\n", /* empty section */
+		"datapath: ~\n",
+		"datapath: {}\n",
+		"paths:\n  cgroup_root: \"\"\n", /* explicit defaults */
+		"paths:\n  cgroup_root:\n",
+		"flowlog: {file: ''}\n",
+	};
+	struct sm_config *cfg = &cfg_buf, *def = &other_buf;
+	struct sm_error err;
+	char path[64];
+
+	sm_config_defaults(def);
+	for (size_t i = 0; i < SM_ARRAY_SIZE(texts); i++) {
+		ASSERT_EQ(load_text(texts[i], cfg, &err, path, sizeof(path)), 0, err.msg);
+		ASSERT_EQ(memcmp(cfg, def, sizeof(*cfg)), 0, texts[i]);
+	}
+	ASSERT_EQ(load_text("datapath:\n  redirect: true\n", cfg, &err, path, sizeof(path)), 0,
+		  err.msg);
+	ASSERT_EQ(cfg->redirect, true, "the named key changed");
+	ASSERT_EQ(cfg->ringbuf_size, def->ringbuf_size, "others kept");
+	ASSERT_STR_EQ(cfg->bpffs, def->bpffs, "others kept");
+}
+
+struct bad_case {
+	const char *yaml;
+	int ret;
+	unsigned int line;	 /* the message starts with "PATH:LINE: " */
+	const char *has1, *has2; /* substrings the message must contain (NULL: none) */
+};
+
+static const struct bad_case bad_cases[] = {
+	/* unknown keys */
+	{"node: n1\ncatalog: /c\nnodee: n1\n", -EINVAL, 3, "unknown key 'nodee'",
+	 "(known keys: node, catalog, paths, listeners, datapath, flowlog, log)"},
+	{"paths:\n  bpfs: /x\n", -EINVAL, 2, "unknown key 'paths.bpfs'",
+	 "known keys in paths: bpffs, cgroup_root, daemon_cgroup, control_socket, state_dir"},
+	{"datapath:\n  redirect: true\n  max_workload: 5\n", -EINVAL, 3,
+	 "unknown key 'datapath.max_workload'", "max_workloads"},
+	{"listeners:\n  inbound: 15008\n", -EINVAL, 2, "unknown key 'listeners.inbound'",
+	 "inbound_port"},
+	{"log:\n  file: /x\n", -EINVAL, 2, "unknown key 'log.file'", "known keys in log: level"},
+	{"Node: n1\n", -EINVAL, 1, "unknown key 'Node'", NULL},
+	/* wrong types */
+	{"datapath:\n  flow_update_interval: [1]\n", -EINVAL, 2,
+	 "datapath.flow_update_interval: expected a single value, found a list",
+	 "(set a number of seconds)"},
+	{"datapath:\n  redirect:\n    on: true\n", -EINVAL, 3,
+	 "datapath.redirect: expected a single value, found a mapping", "true or false"},
+	{"node:\n  - n1\n", -EINVAL, 2, "node: expected a single value, found a list", NULL},
+	{"paths: [a, b]\n", -EINVAL, 1, "paths: expected a mapping, found a list", "bpffs"},
+	{"log: info\n", -EINVAL, 1, "log: expected a mapping, found a single value", "level"},
+	{"- node: n1\n", -EINVAL, 1, "expected a mapping of keys, found a list", NULL},
+	{"just words\n", -EINVAL, 1, "expected a mapping of keys, found a single value", NULL},
+	/* out of range and invalid numbers */
+	{"node: n1\n\n# c\n\ndatapath:\n  redirect: false\n  flow_update_interval: 0\n", -ERANGE, 7,
+	 "datapath.flow_update_interval: 0 is out of range 1..3600 (set a number of "
+	 "seconds)",
+	 NULL},
+	{"datapath:\n  flow_update_interval: 3601\n", -ERANGE, 2, "3601 is out of range 1..3600",
+	 NULL},
+	{"datapath:\n  flow_update_interval: ten\n", -EINVAL, 2,
+	 "datapath.flow_update_interval: 'ten' is not a number", "seconds"},
+	{"datapath:\n  flow_update_interval: -1\n", -EINVAL, 2, "'-1' is not a number", NULL},
+	{"datapath:\n  flow_update_interval: 1.5\n", -EINVAL, 2, "'1.5' is not a number", NULL},
+	{"datapath:\n  flow_update_interval:\n", -EINVAL, 2, "'' is not a number", NULL},
+	{"datapath:\n  max_workloads: 0\n", -ERANGE, 2,
+	 "datapath.max_workloads: 0 is out of range 1..16777216", NULL},
+	{"datapath:\n  max_services: 16777217\n", -ERANGE, 2,
+	 "datapath.max_services: 16777217 is out of range", NULL},
+	{"datapath:\n  max_cidrs: 0\n", -ERANGE, 2, "datapath.max_cidrs: 0 is out of range", NULL},
+	{"datapath:\n  max_orig_dst: 99999999999999999999\n", -ERANGE, 2,
+	 "datapath.max_orig_dst: 99999999999999999999 is out of range", NULL},
+	{"datapath:\n  max_sockhash: 0\n", -ERANGE, 2, "datapath.max_sockhash: 0 is out of range",
+	 NULL},
+	{"datapath:\n  daemon_mark: 0\n", -ERANGE, 2,
+	 "datapath.daemon_mark: 0 is out of range 1..4294967295", "0x5ec0de"},
+	{"datapath:\n  daemon_mark: 0x100000000\n", -ERANGE, 2,
+	 "daemon_mark: 0x100000000 is out "
+	 "of range",
+	 NULL},
+	{"datapath:\n  ringbuf_size: 5000\n", -EINVAL, 2,
+	 "datapath.ringbuf_size: 5000 is not a power of two", "power of two"},
+	{"datapath:\n  ringbuf_size: 2048\n", -ERANGE, 2,
+	 "datapath.ringbuf_size: 2048 is out of range 4096..1073741824", NULL},
+	{"datapath:\n  ringbuf_size: 2147483648\n", -ERANGE, 2,
+	 "datapath.ringbuf_size: 2147483648 is out of range 4096..1073741824", NULL},
+	{"datapath:\n  ringbuf_size: 0\n", -ERANGE, 2, "ringbuf_size: 0 is out of range", NULL},
+	{"listeners:\n  inbound_port: 0\n", -ERANGE, 2,
+	 "listeners.inbound_port: 0 is out of range 1..65535", NULL},
+	{"listeners:\n  inbound_port: 65536\n", -ERANGE, 2,
+	 "listeners.inbound_port: 65536 is out of range 1..65535", NULL},
+	{"listeners:\n  inbound_port: hbone\n", -EINVAL, 2,
+	 "listeners.inbound_port: 'hbone' is not a number", NULL},
+	/* booleans */
+	{"datapath:\n  redirect: maybe\n", -EINVAL, 2,
+	 "datapath.redirect: 'maybe' is not true or false", "(set true or false)"},
+	{"datapath:\n  fail_open: 2\n", -EINVAL, 2, "datapath.fail_open: '2' is not true or false",
+	 NULL},
+	{"flowlog:\n  stdout: ~\n", -EINVAL, 2, "flowlog.stdout: '' is not true or false", NULL},
+	/* addresses */
+	{"listeners:\n  outbound: \"[::1]:15001\"\n", -EINVAL, 2,
+	 "listeners.outbound: '[::1]:15001' is an IPv6 address", "IPv4 ADDRESS:PORT"},
+	{"listeners:\n  outbound6: 127.0.0.1:15001\n", -EINVAL, 2,
+	 "listeners.outbound6: '127.0.0.1:15001' is an IPv4 address", "IPv6"},
+	{"listeners:\n  outbound: 127.0.0.1\n", -EINVAL, 2,
+	 "listeners.outbound: '127.0.0.1' is not valid", "127.0.0.1:15001"},
+	{"listeners:\n  outbound: 127.0.0.1:0\n", -EINVAL, 2, "listeners.outbound: '127.0.0.1:0'",
+	 NULL},
+	{"listeners:\n  outbound: 127.0.0.1:65536\n", -EINVAL, 2, "'127.0.0.1:65536' is not valid",
+	 NULL},
+	{"listeners:\n  admin: localhost:15020\n", -EINVAL, 2,
+	 "listeners.admin: 'localhost:15020' is not valid", "ADDRESS:PORT"},
+	{"listeners:\n  admin: ::1:15020\n", -EINVAL, 2, "listeners.admin: '::1:15020'", NULL},
+	{"listeners:\n  admin:\n", -EINVAL, 2, "listeners.admin: '' is not valid", NULL},
+	/* paths */
+	{"paths:\n  bpffs: sys/fs/bpf\n", -EINVAL, 2,
+	 "paths.bpffs: 'sys/fs/bpf' is not an absolute path", "/sys/fs/bpf/sockmesh"},
+	{"paths:\n  bpffs: \"\"\n", -EINVAL, 2, "paths.bpffs: empty", NULL},
+	{"paths:\n  state_dir: var/lib\n", -EINVAL, 2,
+	 "paths.state_dir: 'var/lib' is not an "
+	 "absolute path",
+	 NULL},
+	{"paths:\n  state_dir:\n", -EINVAL, 2, "paths.state_dir: empty", NULL},
+	{"paths:\n  daemon_cgroup: sockmesh/daemon\n", -EINVAL, 2,
+	 "paths.daemon_cgroup: 'sockmesh/daemon' is not an absolute path", NULL},
+	{"paths:\n  cgroup_root: sys/fs/cgroup\n", -EINVAL, 2,
+	 "paths.cgroup_root: 'sys/fs/cgroup' is not an absolute path", NULL},
+	{"paths:\n  control_socket: run/s.sock\n", -EINVAL, 2,
+	 "paths.control_socket: 'run/s.sock' is not an absolute path", NULL},
+	{"paths:\n  control_socket: "
+	 "/run/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\n",
+	 -ERANGE, 2, "paths.control_socket: 122 bytes is too long for a Unix socket path", "107"},
+	{"catalog: \"\"\n", -EINVAL, 1, "catalog: empty", "catalog file"},
+	{"catalog:\n", -EINVAL, 1, "catalog: empty", NULL},
+	/* names and levels */
+	{"node: bad name\n", -EINVAL, 1, "node: 'bad name' is not valid", "1 to 63"},
+	{"node: \"\"\n", -EINVAL, 1, "node: '' is not valid", NULL},
+	{"node: n1/x\n", -EINVAL, 1, "node: 'n1/x' is not valid", NULL},
+	{"node: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", -EINVAL, 1,
+	 "is not valid", NULL},
+	{"log:\n  level: verbose\n", -EINVAL, 2, "log.level: 'verbose' is not valid",
+	 "(set one of error, warn, info, debug)"},
+	{"log:\n  level: INFO\n", -EINVAL, 2, "log.level: 'INFO' is not valid", NULL},
+	/* YAML the parser refuses */
+	{"node: n1\ncatalog: [unclosed\n", -EINVAL, 3, "invalid YAML", NULL},
+	{"node: n1\npaths:\n  bpffs: /a\n bad: indent\n", -EINVAL, 4, "invalid YAML", NULL},
+	{"node: n1\n\tcatalog: /c\n", -EINVAL, 2, "invalid YAML", NULL},
+	{"node: \"unterminated\n", -EINVAL, 2, "invalid YAML", NULL},
+	{"node: n1\nnode: n2\n", -EINVAL, 2, "duplicate key 'node' (first at line 1)",
+	 "remove one"},
+	{"datapath:\n  redirect: true\n  redirect: false\n", -EINVAL, 3,
+	 "duplicate key 'redirect' (first at line 2)", NULL},
+	{"a: &x n1\nnode: *x\n", -EINVAL, 2, "aliases (*name) are not supported", NULL},
+	{"node: n1\n---\nnode: n2\n", -EINVAL, 2, "a second YAML document", NULL},
+	{"? [a, b]\n: c\n", -EINVAL, 1, "a mapping key must be a single value", NULL},
+};
+
+static void test_load_bad(void **state)
+{
+	struct sm_config *cfg = &cfg_buf, *def = &other_buf;
+	char path[64], prefix[96], what[700];
+	struct sm_error err;
+
+	sm_config_defaults(def);
+	for (size_t i = 0; i < SM_ARRAY_SIZE(bad_cases); i++) {
+		const struct bad_case *c = &bad_cases[i];
+		int ret = load_text(c->yaml, cfg, &err, path, sizeof(path));
+
+		snprintf(what, sizeof(what), "case %zu (%.60s): %s", i, c->yaml, err.msg);
+		ASSERT_EQ(ret, c->ret, what);
+		snprintf(prefix, sizeof(prefix), "%s:%u: ", path, c->line);
+		ASSERT_EQ(strncmp(err.msg, prefix, strlen(prefix)), 0, what);
+		ASSERT_HAS(err.msg, c->has1, what);
+		ASSERT_HAS(err.msg, c->has2, what);
+		/* every message ends with what to do, in parentheses */
+		ASSERT_EQ(err.msg[strlen(err.msg) - 1], ')', what);
+		/* a bad file changes nothing, not even the keys before the bad one */
+		ASSERT_EQ(memcmp(cfg, def, sizeof(*cfg)), 0, what);
+	}
+}
+
+static void test_load_missing_and_unreadable(void **state)
+{
+	struct sm_config *cfg = &cfg_buf;
+	struct sm_error err;
+
+	sm_config_defaults(cfg);
+	ASSERT_EQ(sm_config_load(cfg, "/tmp/sockmesh-test-no-such-file.yaml", &err), -ENOENT,
+		  "missing file is -ENOENT");
+	ASSERT_HAS(err.msg, "/tmp/sockmesh-test-no-such-file.yaml", "message names the file");
+	ASSERT_EQ(sm_config_load(cfg, "/tmp", &err), -EINVAL, "a directory is refused");
+	ASSERT_HAS(err.msg, "not a regular file", err.msg);
+}
+
+struct set_case {
+	const char *key, *value;
+	int ret;
+	const char *has; /* message substring when ret != 0 */
+};
+
+static const struct set_case set_cases[] = {
+	{"node", "node2", 0, NULL},
+	{"catalog", "relative/catalog.yaml", 0, NULL},
+	{"paths.bpffs", "/sys/fs/bpf/sockmesh-x", 0, NULL},
+	{"paths.cgroup_root", "", 0, NULL},
+	{"listeners.outbound", "127.0.0.9:15101", 0, NULL},
+	{"listeners.outbound6", "[::1]:15101", 0, NULL},
+	{"listeners.inbound_port", "15108", 0, NULL},
+	{"datapath.redirect", "true", 0, NULL},
+	{"datapath.flow_update_interval", "1", 0, NULL},
+	{"datapath.ringbuf_size", "1073741824", 0, NULL},
+	{"datapath.daemon_mark", "0xffffffff", 0, NULL},
+	{"flowlog.file", "/tmp/f.json", 0, NULL},
+	{"flowlog.stdout", "1", 0, NULL},
+	{"log.level", "warn", 0, NULL},
+	{"nodee", "x", -ENOENT, "unknown key 'nodee'"},
+	{"datapath.redirekt", "true", -ENOENT,
+	 "unknown key 'datapath.redirekt' (known keys in datapath: daemon_mark, redirect"},
+	{"dataplane.redirect", "true", -ENOENT, "unknown key 'dataplane.redirect'"},
+	{"datapath", "true", -ENOENT, "unknown key 'datapath'"},
+	{"datapath.", "true", -ENOENT, "unknown key 'datapath.'"},
+	{".redirect", "true", -ENOENT, "unknown key '.redirect'"},
+	{"paths.bpffs.x", "/a", -ENOENT, "unknown key 'paths.bpffs.x'"},
+	{"datapath.flow_update_interval", "0", -ERANGE,
+	 "datapath.flow_update_interval: 0 is out of range 1..3600 (set a number of seconds)"},
+	{"datapath.flow_update_interval", "x", -EINVAL, "'x' is not a number"},
+	{"datapath.ringbuf_size", "12288", -EINVAL, "12288 is not a power of two"},
+	{"datapath.redirect", "", -EINVAL, "'' is not true or false"},
+	{"listeners.outbound", "[::1]:15001", -EINVAL, "is an IPv6 address"},
+	{"paths.bpffs", "relative", -EINVAL, "is not an absolute path"},
+	{"node", "a b", -EINVAL, "node: 'a b' is not valid"},
+	{"log.level", "trace", -EINVAL, "log.level: 'trace' is not valid"},
+};
+
+static void test_set(void **state)
+{
+	struct sm_config *cfg = &cfg_buf, *before = &other_buf;
+	struct sm_error err;
+	char what[700];
+
+	sm_config_defaults(cfg);
+	for (size_t i = 0; i < SM_ARRAY_SIZE(set_cases); i++) {
+		const struct set_case *c = &set_cases[i];
+		int ret;
+
+		memcpy(before, cfg, sizeof(*cfg));
+		err.msg[0] = '\0';
+		ret = sm_config_set(cfg, c->key, c->value, &err);
+		snprintf(what, sizeof(what), "sm_config_set(%s, '%s'): %s", c->key, c->value,
+			 err.msg);
+		ASSERT_EQ(ret, c->ret, what);
+		if (ret) {
+			ASSERT_HAS(err.msg, c->has, what);
+			ASSERT_EQ(memcmp(cfg, before, sizeof(*cfg)), 0,
+				  "a refused value changes "
+				  "nothing");
+		}
+	}
+	ASSERT_STR_EQ(cfg->node, "node2", "node set");
+	ASSERT_STR_EQ(cfg->bpffs, "/sys/fs/bpf/sockmesh-x", "paths.bpffs set");
+	ASSERT_EQ(cfg->outbound_port, 15101, "listeners.outbound port set");
+	ASSERT_EQ(cfg->inbound_port, 15108, "listeners.inbound_port set");
+	ASSERT_EQ(cfg->redirect, true, "datapath.redirect set");
+	ASSERT_EQ(cfg->flow_update_interval, 1, "flow_update_interval set");
+	ASSERT_EQ(cfg->ringbuf_size, 1073741824, "ringbuf_size set");
+	ASSERT_EQ(cfg->daemon_mark, 0xffffffffU, "daemon_mark set");
+	ASSERT_EQ(cfg->flowlog_stdout, true, "flowlog.stdout set");
+	ASSERT_EQ(cfg->log_level, SM_LOG_WARN, "log.level set");
+}
+
+/* flags after the file: the file sets a value, sm_config_set overrides it */
+static void test_file_then_set(void **state)
+{
+	struct sm_config *cfg = &cfg_buf;
+	struct sm_error err;
+	char path[64];
+
+	ASSERT_EQ(
+		load_text("datapath:\n  flow_update_interval: 30\n", cfg, &err, path, sizeof(path)),
+		0, err.msg);
+	ASSERT_EQ(cfg->flow_update_interval, 30, "from the file");
+	ASSERT_EQ(sm_config_set(cfg, "datapath.flow_update_interval", "5", &err), 0, err.msg);
+	ASSERT_EQ(cfg->flow_update_interval, 5, "flag wins");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_load_every_key),
+		cmocka_unit_test(test_load_partial_keeps_rest),
+		cmocka_unit_test(test_load_bad),
+		cmocka_unit_test(test_load_missing_and_unreadable),
+		cmocka_unit_test(test_set),
+		cmocka_unit_test(test_file_then_set),
+	};
+
+	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}

@@ -1,0 +1,356 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Unit tests of userspace/lib/util.c: addresses, CIDRs, number and bool parsing, times. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "util.h"
+
+#define ASSERT_EQ(got, want, what)                                                                 \
+	do {                                                                                       \
+		long long got_ = (long long) (got), want_ = (long long) (want);                    \
+		if (got_ != want_) {                                                               \
+			print_error("FAIL %s: got %lld, want %lld\n", (what), got_, want_);        \
+			fail();                                                                    \
+		}                                                                                  \
+	} while (0)
+
+#define ASSERT_STR_EQ(got, want, what)                                                             \
+	do {                                                                                       \
+		const char *got_ = (got), *want_ = (want);                                         \
+		if (strcmp(got_, want_) != 0) {                                                    \
+			print_error("FAIL %s: got '%s', want '%s'\n", (what), got_, want_);        \
+			fail();                                                                    \
+		}                                                                                  \
+	} while (0)
+
+static void test_addr_parse(void **state)
+{
+	static const struct {
+		const char *in;
+		int ret;
+		int family;
+		const char *formatted; /* sm_addr_format of the result */
+	} cases[] = {
+		{"10.0.0.1", 0, AF_INET, "10.0.0.1"},
+		{"0.0.0.0", 0, AF_INET, "0.0.0.0"},
+		{"255.255.255.255", 0, AF_INET, "255.255.255.255"},
+		{"::1", 0, AF_INET6, "::1"},
+		{"::", 0, AF_INET6, "::"},
+		{"fc42::1", 0, AF_INET6, "fc42::1"},
+		{"FC42:0:0::1", 0, AF_INET6, "fc42::1"},
+		{"::ffff:10.0.0.1", 0, AF_INET6, "::ffff:10.0.0.1"},
+		{"", -EINVAL, 0, NULL},
+		{"10.0.0", -EINVAL, 0, NULL},
+		{"10.0.0.256", -EINVAL, 0, NULL},
+		{"10.0.0.1 ", -EINVAL, 0, NULL},
+		{" 10.0.0.1", -EINVAL, 0, NULL},
+		{"localhost", -EINVAL, 0, NULL},
+		{"[::1]", -EINVAL, 0, NULL},
+		{"fc42::1::2", -EINVAL, 0, NULL},
+		{"10.0.0.1/8", -EINVAL, 0, NULL},
+		{"fe80::1%eth0", -EINVAL, 0, NULL},
+	};
+	char what[128], buf[64];
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++) {
+		struct sm_addr a;
+		int ret = sm_addr_parse(cases[i].in, &a);
+
+		snprintf(what, sizeof(what), "sm_addr_parse('%s')", cases[i].in);
+		ASSERT_EQ(ret, cases[i].ret, what);
+		if (ret)
+			continue;
+		ASSERT_EQ(a.family, cases[i].family, what);
+		ASSERT_STR_EQ(sm_addr_format(&a, buf, sizeof(buf)), cases[i].formatted, what);
+	}
+}
+
+static void test_addr_bytes_and_equal(void **state)
+{
+	struct sm_addr a, b;
+
+	ASSERT_EQ(sm_addr_parse("10.1.2.3", &a), 0, "parse v4");
+	ASSERT_EQ(a.bytes[0], 10, "network order byte 0");
+	ASSERT_EQ(a.bytes[3], 3, "network order byte 3");
+	for (int i = 4; i < 16; i++)
+		ASSERT_EQ(a.bytes[i], 0, "IPv4 rest zero");
+	ASSERT_EQ(sm_addr_parse("10.1.2.3", &b), 0, "parse v4 again");
+	ASSERT_EQ(sm_addr_equal(&a, &b), 1, "same v4 equal");
+	ASSERT_EQ(sm_addr_parse("10.1.2.4", &b), 0, "parse other v4");
+	ASSERT_EQ(sm_addr_equal(&a, &b), 0, "different v4 not equal");
+	ASSERT_EQ(sm_addr_parse("::a01:203", &b), 0, "parse v6 with same low bytes");
+	ASSERT_EQ(sm_addr_equal(&a, &b), 0, "v4 and v6 never equal");
+	ASSERT_EQ(sm_addr_parse("fc00::1", &a), 0, "parse v6");
+	ASSERT_EQ(sm_addr_parse("fc00:0::1", &b), 0, "parse v6 other spelling");
+	ASSERT_EQ(sm_addr_equal(&a, &b), 1, "v6 spellings equal");
+}
+
+static void test_addrport_parse(void **state)
+{
+	static const struct {
+		const char *in;
+		int ret;
+		const char *addr;
+		int port;
+	} cases[] = {
+		{"127.0.0.1:15001", 0, "127.0.0.1", 15001},
+		{"0.0.0.0:1", 0, "0.0.0.0", 1},
+		{"10.0.0.1:65535", 0, "10.0.0.1", 65535},
+		{"[::1]:15001", 0, "::1", 15001},
+		{"[fc42::2]:8080", 0, "fc42::2", 8080},
+		{"10.0.0.1:0x50", 0, "10.0.0.1", 80},
+		{"10.0.0.1:0", -EINVAL, NULL, 0},
+		{"10.0.0.1:65536", -EINVAL, NULL, 0},
+		{"10.0.0.1:-1", -EINVAL, NULL, 0},
+		{"10.0.0.1:", -EINVAL, NULL, 0},
+		{"10.0.0.1", -EINVAL, NULL, 0},
+		{":80", -EINVAL, NULL, 0},
+		{"10.0.0.1:80:90", -EINVAL, NULL, 0},
+		{"10.0.0.1:http", -EINVAL, NULL, 0},
+		{"10.0.0.1: 80", -EINVAL, NULL, 0},
+		{"::1:80", -EINVAL, NULL, 0},
+		{"[::1]80", -EINVAL, NULL, 0},
+		{"[::1]", -EINVAL, NULL, 0},
+		{"[::1:80", -EINVAL, NULL, 0},
+		{"[]:80", -EINVAL, NULL, 0},
+		{"[10.0.0.1]:80", 0, "10.0.0.1", 80},
+		{"host.example:80", -EINVAL, NULL, 0},
+		{"", -EINVAL, NULL, 0},
+	};
+	char what[128], buf[64];
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++) {
+		struct sm_addr a;
+		uint16_t port = 0;
+		int ret = sm_addrport_parse(cases[i].in, &a, &port);
+
+		snprintf(what, sizeof(what), "sm_addrport_parse('%s')", cases[i].in);
+		ASSERT_EQ(ret, cases[i].ret, what);
+		if (ret)
+			continue;
+		ASSERT_STR_EQ(sm_addr_format(&a, buf, sizeof(buf)), cases[i].addr, what);
+		ASSERT_EQ(port, cases[i].port, what);
+	}
+}
+
+static void test_cidr_parse(void **state)
+{
+	static const struct {
+		const char *in;
+		int ret;
+		int prefix;
+	} cases[] = {
+		{"10.0.0.0/8", 0, 8},
+		{"10.11.0.0/24", 0, 24},
+		{"10.11.0.1/32", 0, 32},
+		{"0.0.0.0/0", 0, 0},
+		{"fc00::/7", 0, 7},
+		{"fc42::/64", 0, 64},
+		{"::/0", 0, 0},
+		{"fc42::1/128", 0, 128},
+		/* host bits set */
+		{"10.0.0.1/8", -EINVAL, 0},
+		{"10.11.0.128/24", -EINVAL, 0},
+		{"10.11.0.1/31", -EINVAL, 0},
+		{"1.0.0.0/0", -EINVAL, 0},
+		{"fc42::1/64", -EINVAL, 0},
+		{"fd00::/7", -EINVAL, 0},
+		{"::1/127", -EINVAL, 0},
+		/* malformed */
+		{"10.0.0.0/33", -EINVAL, 0},
+		{"fc00::/129", -EINVAL, 0},
+		{"10.0.0.0/", -EINVAL, 0},
+		{"10.0.0.0", -EINVAL, 0},
+		{"/8", -EINVAL, 0},
+		{"10.0.0.0/-1", -EINVAL, 0},
+		{"10.0.0.0/8/8", -EINVAL, 0},
+		{"10.0.0.0/a", -EINVAL, 0},
+		{"ten/8", -EINVAL, 0},
+	};
+	char what[128];
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++) {
+		struct sm_addr a;
+		uint8_t prefix = 0xff;
+		int ret = sm_cidr_parse(cases[i].in, &a, &prefix);
+
+		snprintf(what, sizeof(what), "sm_cidr_parse('%s')", cases[i].in);
+		ASSERT_EQ(ret, cases[i].ret, what);
+		if (!ret)
+			ASSERT_EQ(prefix, cases[i].prefix, what);
+	}
+}
+
+static void test_parse_u64(void **state)
+{
+	static const struct {
+		const char *in;
+		uint64_t min, max;
+		int ret;
+		uint64_t want;
+	} cases[] = {
+		{"0", 0, 10, 0, 0},
+		{"10", 0, 10, 0, 10},
+		{"11", 0, 10, -ERANGE, 0},
+		{"0", 1, 10, -ERANGE, 0},
+		{"1", 1, 3600, 0, 1},
+		{"3600", 1, 3600, 0, 3600},
+		{"3601", 1, 3600, -ERANGE, 0},
+		{"0x5ec0de", 1, UINT32_MAX, 0, 0x5ec0de},
+		{"0xffffffff", 1, UINT32_MAX, 0, UINT32_MAX},
+		{"0x100000000", 1, UINT32_MAX, -ERANGE, 0},
+		{"18446744073709551615", 0, UINT64_MAX, 0, UINT64_MAX},
+		{"18446744073709551616", 0, UINT64_MAX, -ERANGE, 0},
+		{"99999999999999999999999", 0, UINT64_MAX, -ERANGE, 0},
+		{"", 0, 10, -EINVAL, 0},
+		{"-1", 0, 10, -EINVAL, 0},
+		{"+1", 0, 10, -EINVAL, 0},
+		{" 1", 0, 10, -EINVAL, 0},
+		{"1 ", 0, 10, -EINVAL, 0},
+		{"1s", 0, 10, -EINVAL, 0},
+		{"1.5", 0, 10, -EINVAL, 0},
+		{"0x", 0, 10, -EINVAL, 0},
+		{"ten", 0, 10, -EINVAL, 0},
+	};
+	char what[128];
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++) {
+		uint64_t v = 12345;
+		int ret = sm_parse_u64(cases[i].in, cases[i].min, cases[i].max, &v);
+
+		snprintf(what, sizeof(what), "sm_parse_u64('%s', %llu..%llu)", cases[i].in,
+			 (unsigned long long) cases[i].min, (unsigned long long) cases[i].max);
+		ASSERT_EQ(ret, cases[i].ret, what);
+		if (!ret)
+			ASSERT_EQ(v == cases[i].want, 1, what);
+		else
+			ASSERT_EQ(v, 12345, "output untouched on error");
+	}
+	ASSERT_EQ(sm_parse_u64(NULL, 0, 1, &(uint64_t){0}), -EINVAL, "NULL string");
+}
+
+static void test_parse_bool(void **state)
+{
+	static const struct {
+		const char *in;
+		int ret;
+		bool want;
+	} cases[] = {
+		{"true", 0, true},     {"false", 0, false},   {"yes", 0, true},	 {"no", 0, false},
+		{"on", 0, true},       {"off", 0, false},     {"1", 0, true},	 {"0", 0, false},
+		{"TRUE", 0, true},     {"False", 0, false},   {"", -EINVAL, 0},	 {"2", -EINVAL, 0},
+		{"maybe", -EINVAL, 0}, {"true ", -EINVAL, 0}, {"t", -EINVAL, 0},
+	};
+	char what[128];
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++) {
+		bool v = false;
+		int ret = sm_parse_bool(cases[i].in, &v);
+
+		snprintf(what, sizeof(what), "sm_parse_bool('%s')", cases[i].in);
+		ASSERT_EQ(ret, cases[i].ret, what);
+		if (!ret)
+			ASSERT_EQ(v, cases[i].want, what);
+	}
+}
+
+static void test_strlcpy(void **state)
+{
+	char buf[4];
+
+	ASSERT_EQ(sm_strlcpy(buf, "abc", sizeof(buf)), 0, "fits exactly");
+	ASSERT_STR_EQ(buf, "abc", "copied");
+	ASSERT_EQ(sm_strlcpy(buf, "abcd", sizeof(buf)), -ENAMETOOLONG, "one too long");
+	ASSERT_STR_EQ(buf, "abc", "truncated and terminated");
+	ASSERT_EQ(sm_strlcpy(buf, "", sizeof(buf)), 0, "empty");
+	ASSERT_STR_EQ(buf, "", "empty copied");
+}
+
+static void test_sockaddr_round_trip(void **state)
+{
+	static const char *const addrs[] = {"10.0.0.1", "127.0.0.1", "::1", "fc42::7"};
+	struct sockaddr_storage ss;
+	char what[128], buf[64];
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(addrs); i++) {
+		struct sm_addr a, back;
+		uint16_t port = 0;
+		socklen_t len;
+
+		snprintf(what, sizeof(what), "sockaddr round trip of %s", addrs[i]);
+		ASSERT_EQ(sm_addr_parse(addrs[i], &a), 0, what);
+		len = sm_addr_to_sockaddr(&a, 8080, &ss);
+		ASSERT_EQ(len,
+			  a.family == AF_INET ? sizeof(struct sockaddr_in)
+					      : sizeof(struct sockaddr_in6),
+			  what);
+		ASSERT_EQ(ss.ss_family, a.family, what);
+		if (a.family == AF_INET)
+			ASSERT_EQ(((struct sockaddr_in *) &ss)->sin_port, htons(8080),
+				  "port in "
+				  "network order");
+		ASSERT_EQ(sm_addr_from_sockaddr((struct sockaddr *) &ss, &back, &port), 0, what);
+		ASSERT_EQ(port, 8080, what);
+		ASSERT_EQ(sm_addr_equal(&a, &back), 1, what);
+		ASSERT_STR_EQ(sm_addr_format(&back, buf, sizeof(buf)), addrs[i], what);
+	}
+	memset(&ss, 0, sizeof(ss));
+	ss.ss_family = AF_UNIX;
+	ASSERT_EQ(sm_addr_from_sockaddr((struct sockaddr *) &ss, &(struct sm_addr){0}, NULL),
+		  -EAFNOSUPPORT, "AF_UNIX refused");
+}
+
+static void test_format_time(void **state)
+{
+	static const struct {
+		int64_t ns;
+		const char *want;
+	} cases[] = {
+		{0, "1970-01-01T00:00:00.000000Z"},
+		{999, "1970-01-01T00:00:00.000000Z"},
+		{1000, "1970-01-01T00:00:00.000001Z"},
+		{1795982462123456789LL, "2026-11-29T20:01:02.123456Z"},
+		{951782400000000000LL, "2000-02-29T00:00:00.000000Z"},
+	};
+	char buf[40];
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++)
+		ASSERT_STR_EQ(sm_format_time_ns(cases[i].ns, buf, sizeof(buf)), cases[i].want,
+			      "sm_format_time_ns");
+}
+
+static void test_error_set(void **state)
+{
+	struct sm_error err;
+	char big[1024];
+
+	sm_error_set(&err, "%s:%d: %s", "f.yaml", 3, "bad");
+	ASSERT_STR_EQ(err.msg, "f.yaml:3: bad", "formatted");
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	sm_error_set(&err, "%s", big);
+	ASSERT_EQ(strlen(err.msg), sizeof(err.msg) - 1, "truncated to the buffer");
+	sm_error_set(NULL, "ignored %d", 1); /* must not crash */
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_addr_parse),     cmocka_unit_test(test_addr_bytes_and_equal),
+		cmocka_unit_test(test_addrport_parse), cmocka_unit_test(test_cidr_parse),
+		cmocka_unit_test(test_parse_u64),      cmocka_unit_test(test_parse_bool),
+		cmocka_unit_test(test_strlcpy),	       cmocka_unit_test(test_sockaddr_round_trip),
+		cmocka_unit_test(test_format_time),    cmocka_unit_test(test_error_set),
+	};
+
+	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
+}

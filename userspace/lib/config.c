@@ -1,0 +1,439 @@
+// SPDX-License-Identifier: Apache-2.0
+/* sockmeshd configuration: defaults, the YAML file and dotted-key overrides, all checked alike. */
+#include "config.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "sockmesh/common.h"
+
+#include "log.h"
+#include "yaml_doc.h"
+
+/* How a key's text is checked and stored. */
+enum cfg_kind {
+	CK_NAME,     /* char[64]: [A-Za-z0-9._-]{1,63} */
+	CK_PATH,     /* char[PATH_MAX]: non-empty */
+	CK_PATH_OPT, /* char[PATH_MAX]: may be "" */
+	CK_ABS,	     /* char[PATH_MAX]: absolute */
+	CK_ABS_OPT,  /* char[PATH_MAX]: "" or absolute */
+	CK_SOCK,     /* char[PATH_MAX]: absolute, fits sun_path */
+	CK_ADDR4,    /* struct sm_addr + uint16_t port: IPv4 ADDRESS:PORT */
+	CK_ADDR6,    /* same, IPv6 [ADDRESS]:PORT */
+	CK_ADDR,     /* same, either family */
+	CK_PORT,     /* uint16_t */
+	CK_U32,	     /* uint32_t within [min, max] */
+	CK_POW2,     /* uint32_t within [min, max], a power of two */
+	CK_BOOL,     /* bool */
+	CK_LOGLEVEL, /* int: error|warn|info|debug */
+};
+
+struct cfg_key {
+	const char *section; /* NULL: top level */
+	const char *name;
+	enum cfg_kind kind;
+	size_t off;	   /* the field */
+	size_t port_off;   /* CK_ADDR*: the port field */
+	uint64_t min, max; /* CK_U32, CK_POW2 */
+	const char *fix;   /* what to do, for messages */
+};
+
+#define F(field) offsetof(struct sm_config, field)
+
+static const struct cfg_key cfg_keys[] = {
+	{NULL, "node", CK_NAME, F(node), 0, 0, 0,
+	 "set this node's name as in the catalog: 1 to 63 letters, digits, '.', '_' or '-'"},
+	{NULL, "catalog", CK_PATH, F(catalog), 0, 0, 0, "set the path of the catalog file"},
+	{"paths", "bpffs", CK_ABS, F(bpffs), 0, 0, 0,
+	 "set an absolute directory on bpffs, e.g. /sys/fs/bpf/sockmesh"},
+	{"paths", "cgroup_root", CK_ABS_OPT, F(cgroup_root), 0, 0, 0,
+	 "set the absolute path of the cgroup v2 mount, or \"\" to find it in "
+	 "/proc/self/mountinfo"},
+	{"paths", "daemon_cgroup", CK_ABS_OPT, F(daemon_cgroup), 0, 0, 0,
+	 "set the absolute path of the daemon's cgroup directory, or \"\" for the one it runs in"},
+	{"paths", "control_socket", CK_SOCK, F(control_socket), 0, 0, 0,
+	 "set an absolute path of at most 107 bytes, e.g. /run/sockmesh/sockmesh.sock"},
+	{"paths", "state_dir", CK_ABS, F(state_dir), 0, 0, 0,
+	 "set an absolute directory, e.g. /var/lib/sockmesh"},
+	{"listeners", "outbound", CK_ADDR4, F(outbound_addr), F(outbound_port), 0, 0,
+	 "set an IPv4 ADDRESS:PORT, e.g. 127.0.0.1:15001"},
+	{"listeners", "outbound6", CK_ADDR6, F(outbound6_addr), F(outbound6_port), 0, 0,
+	 "set an IPv6 [ADDRESS]:PORT in quotes, e.g. \"[::1]:15001\""},
+	{"listeners", "inbound_port", CK_PORT, F(inbound_port), 0, 1, 65535,
+	 "set a TCP port, e.g. 15008"},
+	{"listeners", "admin", CK_ADDR, F(admin_addr), F(admin_port), 0, 0,
+	 "set ADDRESS:PORT, e.g. 127.0.0.1:15020"},
+	{"datapath", "daemon_mark", CK_U32, F(daemon_mark), 0, 1, UINT32_MAX,
+	 "set a non-zero SO_MARK value, e.g. 0x5ec0de"},
+	{"datapath", "redirect", CK_BOOL, F(redirect), 0, 0, 0, "set true or false"},
+	{"datapath", "fail_open", CK_BOOL, F(fail_open), 0, 0, 0, "set true or false"},
+	{"datapath", "flow_update_interval", CK_U32, F(flow_update_interval), 0, 1, 3600,
+	 "set a number of seconds"},
+	{"datapath", "max_workloads", CK_U32, F(max_workloads), 0, 1, 16777216,
+	 "set a number of map entries"},
+	{"datapath", "max_services", CK_U32, F(max_services), 0, 1, 16777216,
+	 "set a number of map entries"},
+	{"datapath", "max_cidrs", CK_U32, F(max_cidrs), 0, 1, 16777216,
+	 "set a number of map entries"},
+	{"datapath", "max_orig_dst", CK_U32, F(max_orig_dst), 0, 1, 16777216,
+	 "set a number of map entries"},
+	{"datapath", "max_sockhash", CK_U32, F(max_sockhash), 0, 1, 16777216,
+	 "set a number of map entries"},
+	{"datapath", "ringbuf_size", CK_POW2, F(ringbuf_size), 0, 4096, 1073741824,
+	 "set a power of two number of bytes, e.g. 1048576"},
+	{"flowlog", "file", CK_PATH_OPT, F(flowlog_file), 0, 0, 0,
+	 "set a file path, or \"\" for no file sink"},
+	{"flowlog", "stdout", CK_BOOL, F(flowlog_stdout), 0, 0, 0, "set true or false"},
+	{"log", "level", CK_LOGLEVEL, F(log_level), 0, 0, 0, "set one of error, warn, info, debug"},
+};
+
+#undef F
+
+static const char *const top_keys[] = {"node",	   "catalog", "paths", "listeners",
+				       "datapath", "flowlog", "log"};
+
+void sm_config_defaults(struct sm_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	/* the constants below fit their buffers; a failure would be a build bug */
+	sm_strlcpy(cfg->catalog, "/etc/sockmesh/catalog.yaml", sizeof(cfg->catalog));
+	sm_strlcpy(cfg->bpffs, "/sys/fs/bpf/sockmesh", sizeof(cfg->bpffs));
+	sm_strlcpy(cfg->control_socket, "/run/sockmesh/sockmesh.sock", sizeof(cfg->control_socket));
+	sm_strlcpy(cfg->state_dir, "/var/lib/sockmesh", sizeof(cfg->state_dir));
+	sm_addr_parse("127.0.0.1", &cfg->outbound_addr);
+	cfg->outbound_port = SM_DEFAULT_OUTBOUND_PORT;
+	sm_addr_parse("::1", &cfg->outbound6_addr);
+	cfg->outbound6_port = SM_DEFAULT_OUTBOUND_PORT;
+	cfg->inbound_port = SM_DEFAULT_INBOUND_PORT;
+	sm_addr_parse("127.0.0.1", &cfg->admin_addr);
+	cfg->admin_port = SM_DEFAULT_ADMIN_PORT;
+	cfg->daemon_mark = SM_DEFAULT_DAEMON_MARK;
+	cfg->redirect = false;
+	cfg->fail_open = false;
+	cfg->flow_update_interval = 10;
+	cfg->max_workloads = 4096;
+	cfg->max_services = 65536;
+	cfg->max_cidrs = 16384;
+	cfg->max_orig_dst = 65536;
+	cfg->max_sockhash = 65536;
+	cfg->ringbuf_size = 1U << 20;
+	cfg->flowlog_stdout = false;
+	cfg->log_level = SM_LOG_INFO;
+}
+
+static bool name_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 63)
+		return false;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+static const char *key_dotted(const struct cfg_key *k, char *buf, size_t len)
+{
+	if (k->section)
+		snprintf(buf, len, "%s.%s", k->section, k->name);
+	else
+		snprintf(buf, len, "%s", k->name);
+	return buf;
+}
+
+/*
+ * Check text for key k and, only when it is valid, store it in cfg. where is
+ * "FILE:LINE: " or "" and starts every message. 0, -EINVAL or -ERANGE.
+ */
+static int cfg_apply(struct sm_config *cfg, const struct cfg_key *k, const char *text,
+		     const char *where, struct sm_error *err)
+{
+	char *base = (char *) cfg;
+	char key[64];
+	struct sm_addr addr;
+	uint16_t port;
+	uint64_t v;
+	bool b;
+	int ret, level;
+
+	key_dotted(k, key, sizeof(key));
+	switch (k->kind) {
+	case CK_NAME:
+		if (!name_valid(text))
+			goto err_invalid;
+		sm_strlcpy(base + k->off, text, SM_ARRAY_SIZE(cfg->node));
+		return 0;
+	case CK_PATH:
+	case CK_PATH_OPT:
+	case CK_ABS:
+	case CK_ABS_OPT:
+	case CK_SOCK:
+		if (!*text && k->kind != CK_PATH_OPT && k->kind != CK_ABS_OPT) {
+			sm_error_set(err, "%s%s: empty (%s)", where, key, k->fix);
+			return -EINVAL;
+		}
+		if (*text && k->kind != CK_PATH && k->kind != CK_PATH_OPT && *text != '/') {
+			sm_error_set(err, "%s%s: '%.200s' is not an absolute path (%s)", where, key,
+				     text, k->fix);
+			return -EINVAL;
+		}
+		if (k->kind == CK_SOCK &&
+		    strlen(text) >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+			sm_error_set(err, "%s%s: %zu bytes is too long for a Unix socket path (%s)",
+				     where, key, strlen(text), k->fix);
+			return -ERANGE;
+		}
+		if (strlen(text) >= PATH_MAX) {
+			sm_error_set(err, "%s%s: path longer than %d bytes (%s)", where, key,
+				     PATH_MAX - 1, k->fix);
+			return -ERANGE;
+		}
+		sm_strlcpy(base + k->off, text, PATH_MAX);
+		return 0;
+	case CK_ADDR4:
+	case CK_ADDR6:
+	case CK_ADDR:
+		if (sm_addrport_parse(text, &addr, &port))
+			goto err_invalid;
+		if ((k->kind == CK_ADDR4 && addr.family != AF_INET) ||
+		    (k->kind == CK_ADDR6 && addr.family != AF_INET6)) {
+			sm_error_set(err, "%s%s: '%.200s' is an %s address (%s)", where, key, text,
+				     addr.family == AF_INET ? "IPv4" : "IPv6", k->fix);
+			return -EINVAL;
+		}
+		memcpy(base + k->off, &addr, sizeof(addr));
+		memcpy(base + k->port_off, &port, sizeof(port));
+		return 0;
+	case CK_PORT:
+	case CK_U32:
+	case CK_POW2:
+		ret = sm_parse_u64(text, k->min, k->max, &v);
+		if (ret == -ERANGE) {
+			sm_error_set(err, "%s%s: %.100s is out of range %llu..%llu (%s)", where,
+				     key, text, (unsigned long long) k->min,
+				     (unsigned long long) k->max, k->fix);
+			return -ERANGE;
+		}
+		if (ret) {
+			sm_error_set(err, "%s%s: '%.100s' is not a number (%s)", where, key, text,
+				     k->fix);
+			return -EINVAL;
+		}
+		if (k->kind == CK_POW2 && (v & (v - 1))) {
+			sm_error_set(err, "%s%s: %.100s is not a power of two (%s)", where, key,
+				     text, k->fix);
+			return -EINVAL;
+		}
+		if (k->kind == CK_PORT) {
+			port = (uint16_t) v;
+			memcpy(base + k->off, &port, sizeof(port));
+		} else {
+			uint32_t v32 = (uint32_t) v;
+
+			memcpy(base + k->off, &v32, sizeof(v32));
+		}
+		return 0;
+	case CK_BOOL:
+		if (sm_parse_bool(text, &b)) {
+			sm_error_set(err, "%s%s: '%.100s' is not true or false (%s)", where, key,
+				     text, k->fix);
+			return -EINVAL;
+		}
+		memcpy(base + k->off, &b, sizeof(b));
+		return 0;
+	case CK_LOGLEVEL:
+		level = sm_log_level_parse(text);
+		if (level < 0)
+			goto err_invalid;
+		memcpy(base + k->off, &level, sizeof(level));
+		return 0;
+	}
+err_invalid:
+	sm_error_set(err, "%s%s: '%.200s' is not valid (%s)", where, key, text, k->fix);
+	return -EINVAL;
+}
+
+static const struct cfg_key *cfg_key_find(const char *section, const char *name)
+{
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cfg_keys); i++) {
+		const struct cfg_key *k = &cfg_keys[i];
+
+		if (strcmp(k->name, name) != 0)
+			continue;
+		if ((!section && !k->section) ||
+		    (section && k->section && strcmp(section, k->section) == 0))
+			return k;
+	}
+	return NULL;
+}
+
+/* "a, b, c": the keys of one section (NULL = top level), for unknown-key messages. */
+static const char *section_keys(const char *section, char *buf, size_t len)
+{
+	const char *names[SM_ARRAY_SIZE(cfg_keys)];
+	size_t n = 0;
+
+	if (!section)
+		return sm_ykeys_join(top_keys, SM_ARRAY_SIZE(top_keys), buf, len);
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cfg_keys); i++)
+		if (cfg_keys[i].section && strcmp(cfg_keys[i].section, section) == 0)
+			names[n++] = cfg_keys[i].name;
+	return sm_ykeys_join(names, n, buf, len);
+}
+
+static bool section_known(const char *name)
+{
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cfg_keys); i++)
+		if (cfg_keys[i].section && strcmp(cfg_keys[i].section, name) == 0)
+			return true;
+	return false;
+}
+
+/* One value node of the file for key k: a single value, null meaning "". */
+static int cfg_apply_node(struct sm_config *cfg, const struct cfg_key *k,
+			  const struct sm_ynode *val, const char *file, struct sm_error *err)
+{
+	char where[PATH_MAX + 32], key[64];
+
+	snprintf(where, sizeof(where), "%s:%u: ", file, val->line);
+	if (val->type != SM_YNODE_SCALAR) {
+		sm_error_set(err, "%s%s: expected a single value, found %s (%s)", where,
+			     key_dotted(k, key, sizeof(key)), sm_ynode_kind(val), k->fix);
+		return -EINVAL;
+	}
+	return cfg_apply(cfg, k, sm_ynode_is_null(val) ? "" : val->text, where, err);
+}
+
+static int cfg_apply_section(struct sm_config *cfg, const char *section, const struct sm_ynode *map,
+			     const char *file, struct sm_error *err)
+{
+	char known[256];
+	int ret;
+
+	if (sm_ynode_is_null(map))
+		return 0; /* "paths:" with nothing under it */
+	if (map->type != SM_YNODE_MAP) {
+		sm_error_set(err, "%s:%u: %s: expected a mapping, found %s (put keys under it: %s)",
+			     file, map->line, section, sm_ynode_kind(map),
+			     section_keys(section, known, sizeof(known)));
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < map->n; i++) {
+		const struct cfg_key *k = cfg_key_find(section, map->keys[i]->text);
+
+		if (!k) {
+			sm_error_set(err, "%s:%u: unknown key '%s.%.60s' (known keys in %s: %s)",
+				     file, map->keys[i]->line, section, map->keys[i]->text, section,
+				     section_keys(section, known, sizeof(known)));
+			return -EINVAL;
+		}
+		ret = cfg_apply_node(cfg, k, map->vals[i], file, err);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int cfg_apply_doc(struct sm_config *cfg, const struct sm_ynode *root, const char *file,
+			 struct sm_error *err)
+{
+	char known[256];
+	int ret;
+
+	if (!root || sm_ynode_is_null(root))
+		return 0; /* an empty file changes nothing */
+	if (root->type != SM_YNODE_MAP) {
+		sm_error_set(err,
+			     "%s:%u: expected a mapping of keys, found %s (start with e.g. "
+			     "'node: node1')",
+			     file, root->line, sm_ynode_kind(root));
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < root->n; i++) {
+		const char *name = root->keys[i]->text;
+		const struct cfg_key *k = cfg_key_find(NULL, name);
+
+		if (k)
+			ret = cfg_apply_node(cfg, k, root->vals[i], file, err);
+		else if (section_known(name))
+			ret = cfg_apply_section(cfg, name, root->vals[i], file, err);
+		else {
+			sm_error_set(err, "%s:%u: unknown key '%.60s' (known keys: %s)", file,
+				     root->keys[i]->line, name,
+				     section_keys(NULL, known, sizeof(known)));
+			ret = -EINVAL;
+		}
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+int sm_config_load(struct sm_config *cfg, const char *path, struct sm_error *err)
+{
+	struct sm_config *next;
+	struct sm_ynode *root;
+	int ret;
+
+	ret = sm_yaml_load(path, &root, err);
+	if (ret)
+		return ret;
+	/* apply to a copy so that a bad file leaves cfg as it was */
+	next = malloc(sizeof(*next));
+	if (!next) {
+		sm_error_set(err, "%s: out of memory", path);
+		ret = -ENOMEM;
+		goto free_root;
+	}
+	memcpy(next, cfg, sizeof(*next));
+	ret = cfg_apply_doc(next, root, path, err);
+	if (!ret)
+		memcpy(cfg, next, sizeof(*cfg));
+	free(next);
+free_root:
+	sm_ynode_free(root);
+	return ret;
+}
+
+int sm_config_set(struct sm_config *cfg, const char *key, const char *value, struct sm_error *err)
+{
+	char section[32], known[256];
+	const struct cfg_key *k;
+	const char *dot = strchr(key, '.');
+	size_t n;
+
+	if (!dot) {
+		k = cfg_key_find(NULL, key);
+		if (!k) {
+			sm_error_set(err,
+				     "unknown key '%.60s' (known keys: node, catalog, or "
+				     "SECTION.KEY with SECTION one of paths, listeners, datapath, "
+				     "flowlog, log)",
+				     key);
+			return -ENOENT;
+		}
+		return cfg_apply(cfg, k, value, "", err);
+	}
+	n = (size_t) (dot - key);
+	if (n >= sizeof(section))
+		n = sizeof(section) - 1;
+	memcpy(section, key, n);
+	section[n] = '\0';
+	if (!section_known(section)) {
+		sm_error_set(err,
+			     "unknown key '%.60s' (known sections: paths, listeners, datapath, "
+			     "flowlog, log)",
+			     key);
+		return -ENOENT;
+	}
+	k = cfg_key_find(section, dot + 1);
+	if (!k) {
+		sm_error_set(err, "unknown key '%.60s' (known keys in %s: %s)", key, section,
+			     section_keys(section, known, sizeof(known)));
+		return -ENOENT;
+	}
+	return cfg_apply(cfg, k, value, "", err);
+}

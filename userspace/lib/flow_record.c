@@ -1,0 +1,519 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Flow records to and from one-line JSON (schema in docs/flow-schema.md), with json-c. */
+#include "flow_record.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+static const char *const type_names[SM_REC_TYPE_MAX] = {
+	[SM_REC_CONN_START] = "conn_start",
+	[SM_REC_CONN_UPDATE] = "conn_update",
+	[SM_REC_CONN_END] = "conn_end",
+	[SM_REC_DENIED] = "denied",
+	[SM_REC_LOST] = "lost",
+};
+static const char *const verdict_names[SM_VERDICT_MAX] = {
+	[SM_VERDICT_FORWARDED] = "FORWARDED",
+	[SM_VERDICT_DROPPED] = "DROPPED",
+	[SM_VERDICT_AUDIT] = "AUDIT",
+};
+static const char *const direction_names[SM_DIR_MAX] = {
+	[SM_DIR_EGRESS] = "EGRESS",
+	[SM_DIR_INGRESS] = "INGRESS",
+};
+
+const char *sm_flow_record_type_name(enum sm_flow_record_type t)
+{
+	return (unsigned int) t < SM_REC_TYPE_MAX ? type_names[t] : "unknown";
+}
+
+const char *sm_verdict_name(enum sm_verdict v)
+{
+	return (unsigned int) v < SM_VERDICT_MAX ? verdict_names[v] : "unknown";
+}
+
+const char *sm_direction_name(enum sm_direction d)
+{
+	return (unsigned int) d < SM_DIR_MAX ? direction_names[d] : "unknown";
+}
+
+/* ---- encoding ---- */
+
+/*
+ * Add helpers: json_object_object_add() takes ownership of the value even on
+ * failure, and a NULL value (allocation failed) is caught by the final check
+ * of the caller, so each helper only reports whether it could add.
+ */
+static int add(struct json_object *o, const char *key, struct json_object *v)
+{
+	if (!v)
+		return -ENOMEM;
+	if (json_object_object_add(o, key, v)) {
+		json_object_put(v);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int add_str(struct json_object *o, const char *key, const char *s)
+{
+	return add(o, key, json_object_new_string(s));
+}
+
+/* Counters and ids are unsigned; json-c prints them exactly as uint64. */
+static int add_u64(struct json_object *o, const char *key, uint64_t v)
+{
+	return add(o, key, json_object_new_uint64(v));
+}
+
+static int add_bool(struct json_object *o, const char *key, bool v)
+{
+	return add(o, key, json_object_new_boolean(v));
+}
+
+static int add_time(struct json_object *o, const char *key, int64_t ns)
+{
+	char buf[40];
+
+	if (ns < 0)
+		return -EINVAL;
+	return add_str(o, key, sm_format_time_ns(ns, buf, sizeof(buf)));
+}
+
+static struct json_object *encode_endpoint(const struct sm_flow_endpoint *ep)
+{
+	struct json_object *o = json_object_new_object();
+	char buf[64];
+	int ret;
+
+	if (!o)
+		return NULL;
+	ret = add_str(o, "ip", sm_addr_format(&ep->addr, buf, sizeof(buf)));
+	ret = ret ?: add_u64(o, "port", ep->port);
+	ret = ret ?: add_u64(o, "identity", ep->identity);
+	if (!ret && ep->spiffe_id[0])
+		ret = add_str(o, "spiffe_id", ep->spiffe_id);
+	if (!ret && ep->workload[0])
+		ret = add_str(o, "workload", ep->workload);
+	if (ret) {
+		json_object_put(o);
+		return NULL;
+	}
+	return o;
+}
+
+static struct json_object *encode_counters(const struct sm_flow_counters *c, bool with_redirected,
+					   uint64_t redirected)
+{
+	struct json_object *o = json_object_new_object();
+	int ret;
+
+	if (!o)
+		return NULL;
+	ret = add_u64(o, "bytes_sent", c->bytes_sent);
+	ret = ret ?: add_u64(o, "bytes_received", c->bytes_received);
+	ret = ret ?: add_u64(o, "segs_in", c->segs_in);
+	ret = ret ?: add_u64(o, "segs_out", c->segs_out);
+	if (!ret && with_redirected)
+		ret = add_u64(o, "redirected_bytes_sent", redirected);
+	if (ret) {
+		json_object_put(o);
+		return NULL;
+	}
+	return o;
+}
+
+static int encode_conn(struct json_object *o, const struct sm_flow_record *r)
+{
+	struct json_object *sub;
+	int ret;
+
+	if ((unsigned int) r->verdict >= SM_VERDICT_MAX ||
+	    (unsigned int) r->direction >= SM_DIR_MAX)
+		return -EINVAL;
+	if ((r->source.addr.family != AF_INET && r->source.addr.family != AF_INET6) ||
+	    r->destination.addr.family != r->source.addr.family)
+		return -EINVAL;
+	/* the fixed-size strings must be terminated */
+	if (!memchr(r->drop_reason, '\0', sizeof(r->drop_reason)) ||
+	    !memchr(r->source.spiffe_id, '\0', sizeof(r->source.spiffe_id)) ||
+	    !memchr(r->source.workload, '\0', sizeof(r->source.workload)) ||
+	    !memchr(r->destination.spiffe_id, '\0', sizeof(r->destination.spiffe_id)) ||
+	    !memchr(r->destination.workload, '\0', sizeof(r->destination.workload)))
+		return -EINVAL;
+
+	ret = add_str(o, "verdict", verdict_names[r->verdict]);
+	if (!ret && r->drop_reason[0])
+		ret = add_str(o, "drop_reason", r->drop_reason);
+	ret = ret ?: add_str(o, "traffic_direction", direction_names[r->direction]);
+	if (ret)
+		return ret;
+
+	sub = json_object_new_object();
+	ret = add(o, "ip", sub);
+	ret = ret ?: add_str(sub, "family", r->source.addr.family == AF_INET ? "IPv4" : "IPv6");
+	if (ret)
+		return ret;
+	sub = json_object_new_object();
+	ret = add(o, "l4", sub);
+	ret = ret ?: add_str(sub, "protocol", "TCP");
+	ret = ret ?: add(o, "source", encode_endpoint(&r->source));
+	ret = ret ?: add(o, "destination", encode_endpoint(&r->destination));
+	ret = ret ?: add_bool(o, "captured", r->captured);
+	ret = ret ?: add_bool(o, "same_node", r->same_node);
+	ret = ret ?: add_bool(o, "redirected", r->redirected);
+	ret = ret ?: add_u64(o, "socket_cookie", r->cookie);
+	ret = ret ?: add_u64(o, "cgroup_id", r->cgroup_id);
+	ret = ret ?: add_time(o, "start_time", r->start_ns);
+	ret = ret ?: add_u64(o, "duration_us", r->duration_us);
+	ret = ret ?: add(o, "counters", encode_counters(&r->total, true, r->redirected_bytes));
+	ret = ret ?: add(o, "delta", encode_counters(&r->delta, false, 0));
+	if (ret)
+		return ret;
+	sub = json_object_new_object();
+	ret = add(o, "tcp", sub);
+	ret = ret ?: add_u64(sub, "srtt_us", r->srtt_us);
+	ret = ret ?: add_u64(sub, "total_retrans", r->total_retrans);
+	return ret;
+}
+
+static int encode_lost(struct json_object *o, const struct sm_flow_record *r)
+{
+	struct json_object *sub = json_object_new_object();
+	int ret;
+
+	ret = add(o, "lost", sub);
+	ret = ret ?: add_u64(sub, "ringbuf", r->lost_ringbuf);
+	ret = ret ?: add_u64(sub, "orig_dst", r->lost_orig_dst);
+	ret = ret ?: add_u64(sub, "storage", r->lost_storage);
+	ret = ret ?: add_u64(sub, "sockhash", r->lost_sockhash);
+	return ret;
+}
+
+int sm_flow_record_encode(const struct sm_flow_record *r, char **out)
+{
+	struct json_object *o;
+	const char *text;
+	int ret;
+
+	*out = NULL;
+	if ((unsigned int) r->type >= SM_REC_TYPE_MAX || !memchr(r->node, '\0', sizeof(r->node)))
+		return -EINVAL;
+	o = json_object_new_object();
+	if (!o)
+		return -ENOMEM;
+	ret = add_u64(o, "version", SM_FLOW_SCHEMA_VERSION);
+	ret = ret ?: add_str(o, "type", type_names[r->type]);
+	ret = ret ?: add_time(o, "time", r->time_ns);
+	ret = ret ?: add_str(o, "node", r->node);
+	if (!ret)
+		ret = r->type == SM_REC_LOST ? encode_lost(o, r) : encode_conn(o, r);
+	if (ret)
+		goto put;
+	/* plain: no spaces or newlines; SPIFFE IDs keep their '/' unescaped */
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							 JSON_C_TO_STRING_NOSLASHESCAPE);
+	*out = text ? strdup(text) : NULL;
+	if (!*out)
+		ret = -ENOMEM;
+put:
+	json_object_put(o);
+	return ret;
+}
+
+/* ---- decoding: every helper returns 0 or -EINVAL ---- */
+
+static struct json_object *get(struct json_object *o, const char *key, json_type type)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, type))
+		return NULL;
+	return v;
+}
+
+static int get_u64(struct json_object *o, const char *key, uint64_t max, uint64_t *out)
+{
+	struct json_object *v = get(o, key, json_type_int);
+
+	/* get_int64 is negative only for negative numbers (large unsigned ones clamp up) */
+	if (!v || json_object_get_int64(v) < 0)
+		return -EINVAL;
+	*out = json_object_get_uint64(v);
+	return *out <= max ? 0 : -EINVAL;
+}
+
+static int get_u32(struct json_object *o, const char *key, uint32_t *out)
+{
+	uint64_t v;
+
+	if (get_u64(o, key, UINT32_MAX, &v))
+		return -EINVAL;
+	*out = (uint32_t) v;
+	return 0;
+}
+
+static int get_bool(struct json_object *o, const char *key, bool *out)
+{
+	struct json_object *v = get(o, key, json_type_boolean);
+
+	if (!v)
+		return -EINVAL;
+	*out = json_object_get_boolean(v);
+	return 0;
+}
+
+/* A string that fits size with its NUL; absent is an error only when required. */
+static int get_str(struct json_object *o, const char *key, bool required, char *out, size_t size)
+{
+	struct json_object *v;
+
+	out[0] = '\0';
+	if (!json_object_object_get_ex(o, key, &v))
+		return required ? -EINVAL : 0;
+	if (!json_object_is_type(v, json_type_string))
+		return -EINVAL;
+	/* json-c strings may hold NUL; we cannot: reject rather than truncate */
+	if ((size_t) json_object_get_string_len(v) != strlen(json_object_get_string(v)))
+		return -EINVAL;
+	return sm_strlcpy(out, json_object_get_string(v), size) ? -EINVAL : 0;
+}
+
+static int get_enum(struct json_object *o, const char *key, const char *const *names, int n,
+		    int *out)
+{
+	char buf[32];
+
+	if (get_str(o, key, true, buf, sizeof(buf)))
+		return -EINVAL;
+	for (int i = 0; i < n; i++) {
+		if (names[i] && strcmp(buf, names[i]) == 0) {
+			*out = i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static bool all_digits(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
+/* Exactly what sm_format_time_ns writes: "YYYY-MM-DDTHH:MM:SS.ffffffZ". */
+static int get_time(struct json_object *o, const char *key, int64_t *out)
+{
+	char buf[32], again[40];
+	struct tm tm = {0};
+	time_t sec;
+
+	if (get_str(o, key, true, buf, sizeof(buf)) || strlen(buf) != 27)
+		return -EINVAL;
+	if (buf[4] != '-' || buf[7] != '-' || buf[10] != 'T' || buf[13] != ':' || buf[16] != ':' ||
+	    buf[19] != '.' || buf[26] != 'Z')
+		return -EINVAL;
+	if (!all_digits(buf, 4) || !all_digits(buf + 5, 2) || !all_digits(buf + 8, 2) ||
+	    !all_digits(buf + 11, 2) || !all_digits(buf + 14, 2) || !all_digits(buf + 17, 2) ||
+	    !all_digits(buf + 20, 6))
+		return -EINVAL;
+	tm.tm_year = atoi(buf) - 1900;
+	tm.tm_mon = atoi(buf + 5) - 1;
+	tm.tm_mday = atoi(buf + 8);
+	tm.tm_hour = atoi(buf + 11);
+	tm.tm_min = atoi(buf + 14);
+	tm.tm_sec = atoi(buf + 17);
+	if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
+	    tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+		return -EINVAL;
+	sec = timegm(&tm);
+	/* before 1970 is never written; past 2262 does not fit int64 ns */
+	if (sec < 0 || sec > INT64_MAX / 1000000000LL - 1)
+		return -EINVAL;
+	*out = (int64_t) sec * 1000000000LL + (int64_t) atoi(buf + 20) * 1000;
+	/* timegm() normalizes "02-31" into March: only a date that formats back is real */
+	return strcmp(sm_format_time_ns(*out, again, sizeof(again)), buf) == 0 ? 0 : -EINVAL;
+}
+
+static int decode_endpoint(struct json_object *o, int family, struct sm_flow_endpoint *ep)
+{
+	char ip[64];
+	uint64_t port;
+
+	if (!o)
+		return -EINVAL;
+	if (get_str(o, "ip", true, ip, sizeof(ip)) || sm_addr_parse(ip, &ep->addr) ||
+	    ep->addr.family != family)
+		return -EINVAL;
+	if (get_u64(o, "port", 65535, &port) || get_u32(o, "identity", &ep->identity))
+		return -EINVAL;
+	ep->port = (uint16_t) port;
+	if (get_str(o, "spiffe_id", false, ep->spiffe_id, sizeof(ep->spiffe_id)) ||
+	    get_str(o, "workload", false, ep->workload, sizeof(ep->workload)))
+		return -EINVAL;
+	return 0;
+}
+
+static int decode_counters(struct json_object *o, struct sm_flow_counters *c, uint64_t *redirected)
+{
+	if (!o)
+		return -EINVAL;
+	if (get_u64(o, "bytes_sent", UINT64_MAX, &c->bytes_sent) ||
+	    get_u64(o, "bytes_received", UINT64_MAX, &c->bytes_received) ||
+	    get_u64(o, "segs_in", UINT64_MAX, &c->segs_in) ||
+	    get_u64(o, "segs_out", UINT64_MAX, &c->segs_out))
+		return -EINVAL;
+	if (redirected && get_u64(o, "redirected_bytes_sent", UINT64_MAX, redirected))
+		return -EINVAL;
+	return 0;
+}
+
+static int decode_conn(struct json_object *o, struct sm_flow_record *r)
+{
+	struct json_object *sub;
+	char buf[16];
+	int v, family;
+
+	if (get_enum(o, "verdict", verdict_names, SM_VERDICT_MAX, &v))
+		return -EINVAL;
+	r->verdict = (enum sm_verdict) v;
+	if (get_str(o, "drop_reason", false, r->drop_reason, sizeof(r->drop_reason)))
+		return -EINVAL;
+	if (get_enum(o, "traffic_direction", direction_names, SM_DIR_MAX, &v))
+		return -EINVAL;
+	r->direction = (enum sm_direction) v;
+
+	sub = get(o, "ip", json_type_object);
+	if (!sub || get_str(sub, "family", true, buf, sizeof(buf)))
+		return -EINVAL;
+	if (strcmp(buf, "IPv4") == 0)
+		family = AF_INET;
+	else if (strcmp(buf, "IPv6") == 0)
+		family = AF_INET6;
+	else
+		return -EINVAL;
+	sub = get(o, "l4", json_type_object);
+	if (!sub || get_str(sub, "protocol", true, buf, sizeof(buf)) || strcmp(buf, "TCP") != 0)
+		return -EINVAL;
+	if (decode_endpoint(get(o, "source", json_type_object), family, &r->source) ||
+	    decode_endpoint(get(o, "destination", json_type_object), family, &r->destination))
+		return -EINVAL;
+	if (get_bool(o, "captured", &r->captured) || get_bool(o, "same_node", &r->same_node) ||
+	    get_bool(o, "redirected", &r->redirected))
+		return -EINVAL;
+	if (get_u64(o, "socket_cookie", UINT64_MAX, &r->cookie) ||
+	    get_u64(o, "cgroup_id", UINT64_MAX, &r->cgroup_id) ||
+	    get_time(o, "start_time", &r->start_ns) ||
+	    get_u64(o, "duration_us", UINT64_MAX, &r->duration_us))
+		return -EINVAL;
+	if (decode_counters(get(o, "counters", json_type_object), &r->total,
+			    &r->redirected_bytes) ||
+	    decode_counters(get(o, "delta", json_type_object), &r->delta, NULL))
+		return -EINVAL;
+	sub = get(o, "tcp", json_type_object);
+	if (!sub || get_u32(sub, "srtt_us", &r->srtt_us) ||
+	    get_u32(sub, "total_retrans", &r->total_retrans))
+		return -EINVAL;
+	return 0;
+}
+
+static int decode_lost(struct json_object *o, struct sm_flow_record *r)
+{
+	struct json_object *sub = get(o, "lost", json_type_object);
+
+	if (!sub || get_u64(sub, "ringbuf", UINT64_MAX, &r->lost_ringbuf) ||
+	    get_u64(sub, "orig_dst", UINT64_MAX, &r->lost_orig_dst) ||
+	    get_u64(sub, "storage", UINT64_MAX, &r->lost_storage) ||
+	    get_u64(sub, "sockhash", UINT64_MAX, &r->lost_sockhash))
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * json-c clamps integers that do not fit 64 bits to INT64/UINT64 limits
+ * without telling its caller, which would turn a corrupt 2^64 into a valid
+ * UINT64_MAX. So find them in the text first: an integer outside strings
+ * longer than UINT64_MAX's 20 digits, or of 20 digits above it. Digits of
+ * fractions and exponents are left alone (those numbers are not integers).
+ */
+static bool integers_fit_u64(const char *json)
+{
+	static const char u64_max[] = "18446744073709551615";
+	bool in_string = false;
+
+	for (const char *p = json; *p; p++) {
+		size_t n;
+
+		if (in_string) {
+			if (*p == '\\' && p[1])
+				p++;
+			else if (*p == '"')
+				in_string = false;
+			continue;
+		}
+		if (*p == '"') {
+			in_string = true;
+			continue;
+		}
+		if (*p < '0' || *p > '9')
+			continue;
+		n = strspn(p, "0123456789");
+		if (p == json || !strchr(".eE+", p[-1])) {
+			if (n > sizeof(u64_max) - 1 ||
+			    (n == sizeof(u64_max) - 1 && strncmp(p, u64_max, n) > 0))
+				return false;
+		}
+		p += n - 1;
+	}
+	return true;
+}
+
+int sm_flow_record_decode(const char *json, struct sm_flow_record *r)
+{
+	struct json_tokener *tok;
+	struct json_object *o;
+	uint64_t version;
+	size_t len;
+	int type, ret = -EINVAL;
+
+	memset(r, 0, sizeof(*r));
+	len = strlen(json);
+	if (len > INT32_MAX || !integers_fit_u64(json))
+		return -EINVAL;
+	tok = json_tokener_new();
+	if (!tok)
+		return -ENOMEM;
+	/* strict: no trailing commas, comments or single quotes */
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	o = json_tokener_parse_ex(tok, json, (int) len);
+	/* one complete object and nothing after it but whitespace (e.g. the newline) */
+	if (!o || json_tokener_get_error(tok) != json_tokener_success ||
+	    json_tokener_get_parse_end(tok) +
+			    strspn(json + json_tokener_get_parse_end(tok), " \t\r\n") !=
+		    len)
+		goto put;
+	if (!json_object_is_type(o, json_type_object))
+		goto put;
+	if (get_u64(o, "version", UINT64_MAX, &version) || version != SM_FLOW_SCHEMA_VERSION)
+		goto put;
+	if (get_enum(o, "type", type_names, SM_REC_TYPE_MAX, &type))
+		goto put;
+	r->type = (enum sm_flow_record_type) type;
+	if (get_time(o, "time", &r->time_ns) || get_str(o, "node", true, r->node, sizeof(r->node)))
+		goto put;
+	ret = r->type == SM_REC_LOST ? decode_lost(o, r) : decode_conn(o, r);
+put:
+	json_object_put(o);
+	json_tokener_free(tok);
+	if (ret)
+		memset(r, 0, sizeof(*r));
+	return ret;
+}

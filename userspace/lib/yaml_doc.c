@@ -1,0 +1,414 @@
+// SPDX-License-Identifier: Apache-2.0
+/* A small YAML document tree with line numbers, built from libyaml's event stream. */
+#include "yaml_doc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+/* A list or mapping being filled; a mapping may hold a key awaiting its value. */
+struct build_frame {
+	struct sm_ynode *node;
+	struct sm_ynode *pending_key;
+};
+
+struct builder {
+	const char *name;
+	struct sm_error *err;
+	struct build_frame stack[SM_YAML_MAX_DEPTH];
+	int depth;
+	struct sm_ynode *root;
+	bool have_root;
+	int documents;
+};
+
+void sm_ynode_free(struct sm_ynode *node)
+{
+	if (!node)
+		return;
+	for (size_t i = 0; i < node->n; i++) {
+		if (node->keys)
+			sm_ynode_free(node->keys[i]);
+		sm_ynode_free(node->vals[i]);
+	}
+	free(node->keys);
+	free(node->vals);
+	free(node->text);
+	free(node);
+}
+
+const char *sm_ynode_kind(const struct sm_ynode *node)
+{
+	if (!node)
+		return "nothing";
+	switch (node->type) {
+	case SM_YNODE_SCALAR:
+		return "a single value";
+	case SM_YNODE_LIST:
+		return "a list";
+	case SM_YNODE_MAP:
+		return "a mapping";
+	}
+	return "something else";
+}
+
+bool sm_ynode_is_null(const struct sm_ynode *node)
+{
+	static const char *const nulls[] = {"", "~", "null", "Null", "NULL"};
+
+	if (!node || node->type != SM_YNODE_SCALAR || !node->plain)
+		return false;
+	for (size_t i = 0; i < SM_ARRAY_SIZE(nulls); i++)
+		if (strcmp(node->text, nulls[i]) == 0)
+			return true;
+	return false;
+}
+
+const struct sm_ynode *sm_ymap_get(const struct sm_ynode *map, const char *key,
+				   const struct sm_ynode **key_node)
+{
+	if (!map || map->type != SM_YNODE_MAP)
+		return NULL;
+	for (size_t i = 0; i < map->n; i++) {
+		if (strcmp(map->keys[i]->text, key) == 0) {
+			if (key_node)
+				*key_node = map->keys[i];
+			return map->vals[i];
+		}
+	}
+	return NULL;
+}
+
+const struct sm_ynode *sm_ymap_unknown_key(const struct sm_ynode *map, const char *const *known,
+					   size_t nknown)
+{
+	if (!map || map->type != SM_YNODE_MAP)
+		return NULL;
+	for (size_t i = 0; i < map->n; i++) {
+		size_t k;
+
+		for (k = 0; k < nknown; k++)
+			if (strcmp(map->keys[i]->text, known[k]) == 0)
+				break;
+		if (k == nknown)
+			return map->keys[i];
+	}
+	return NULL;
+}
+
+const char *sm_ykeys_join(const char *const *known, size_t nknown, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	if (len == 0)
+		return buf;
+	buf[0] = '\0';
+	for (size_t i = 0; i < nknown && used < len; i++) {
+		int n = snprintf(buf + used, len - used, "%s%s", i ? ", " : "", known[i]);
+
+		if (n < 0)
+			break;
+		used += (size_t) n;
+	}
+	return buf;
+}
+
+static struct sm_ynode *node_new(enum sm_ynode_type type, const yaml_mark_t *mark)
+{
+	struct sm_ynode *node = calloc(1, sizeof(*node));
+
+	if (!node)
+		return NULL;
+	node->type = type;
+	node->line = (unsigned int) mark->line + 1;
+	return node;
+}
+
+/* Make room for one more item (and key, for a mapping). 0 or -ENOMEM. */
+static int node_reserve(struct sm_ynode *node)
+{
+	struct sm_ynode **vals, **keys;
+	size_t cap;
+
+	if (node->n < node->cap)
+		return 0;
+	cap = node->cap ? node->cap * 2 : 4;
+	vals = realloc(node->vals, cap * sizeof(*vals));
+	if (!vals)
+		return -ENOMEM;
+	node->vals = vals;
+	if (node->type == SM_YNODE_MAP) {
+		keys = realloc(node->keys, cap * sizeof(*keys));
+		if (!keys)
+			return -ENOMEM;
+		node->keys = keys;
+	}
+	node->cap = cap;
+	return 0;
+}
+
+static int build_error(struct builder *b, unsigned int line, int ret, const char *what,
+		       const char *fix)
+{
+	sm_error_set(b->err, "%s:%u: %s (%s)", b->name, line, what, fix);
+	return ret;
+}
+
+/*
+ * Hand a finished node to its parent (or make it the root). Takes ownership of
+ * child in every case: on error it is freed.
+ */
+static int builder_add(struct builder *b, struct sm_ynode *child)
+{
+	struct build_frame *f;
+	char what[160];
+
+	if (b->depth == 0) {
+		b->root = child;
+		b->have_root = true;
+		return 0;
+	}
+	f = &b->stack[b->depth - 1];
+	if (f->node->type == SM_YNODE_MAP && !f->pending_key) {
+		const struct sm_ynode *first = NULL;
+		unsigned int line = child->line;
+
+		if (child->type != SM_YNODE_SCALAR) {
+			sm_ynode_free(child);
+			return build_error(b, line, -EINVAL, "a mapping key must be a single value",
+					   "write keys as plain words followed by ':'");
+		}
+		if (sm_ymap_get(f->node, child->text, &first)) {
+			snprintf(what, sizeof(what), "duplicate key '%.60s' (first at line %u)",
+				 child->text, first->line);
+			sm_ynode_free(child);
+			return build_error(b, line, -EINVAL, what, "remove one of them");
+		}
+		f->pending_key = child;
+		return 0;
+	}
+	if (node_reserve(f->node)) {
+		sm_ynode_free(child);
+		sm_error_set(b->err, "%s: out of memory", b->name);
+		return -ENOMEM;
+	}
+	if (f->node->type == SM_YNODE_MAP) {
+		f->node->keys[f->node->n] = f->pending_key;
+		f->pending_key = NULL;
+	}
+	f->node->vals[f->node->n++] = child;
+	return 0;
+}
+
+static int builder_scalar(struct builder *b, const yaml_event_t *ev)
+{
+	struct sm_ynode *node;
+	size_t len = ev->data.scalar.length;
+
+	if (memchr(ev->data.scalar.value, '\0', len))
+		return build_error(b, (unsigned int) ev->start_mark.line + 1, -EINVAL,
+				   "value contains a NUL character", "remove it");
+	node = node_new(SM_YNODE_SCALAR, &ev->start_mark);
+	if (!node)
+		goto err_nomem;
+	node->text = malloc(len + 1);
+	if (!node->text) {
+		free(node);
+		goto err_nomem;
+	}
+	memcpy(node->text, ev->data.scalar.value, len);
+	node->text[len] = '\0';
+	node->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+	return builder_add(b, node);
+
+err_nomem:
+	sm_error_set(b->err, "%s: out of memory", b->name);
+	return -ENOMEM;
+}
+
+static int builder_push(struct builder *b, enum sm_ynode_type type, const yaml_mark_t *mark)
+{
+	struct sm_ynode *node;
+
+	if (b->depth >= SM_YAML_MAX_DEPTH)
+		return build_error(b, (unsigned int) mark->line + 1, -EINVAL,
+				   "lists and mappings are nested too deeply",
+				   "flatten the document");
+	node = node_new(type, mark);
+	if (!node) {
+		sm_error_set(b->err, "%s: out of memory", b->name);
+		return -ENOMEM;
+	}
+	b->stack[b->depth].node = node;
+	b->stack[b->depth].pending_key = NULL;
+	b->depth++;
+	return 0;
+}
+
+static int builder_pop(struct builder *b)
+{
+	struct build_frame *f = &b->stack[--b->depth];
+
+	/* libyaml never ends a mapping between a key and its value */
+	sm_ynode_free(f->pending_key);
+	f->pending_key = NULL;
+	return builder_add(b, f->node);
+}
+
+static void builder_cleanup(struct builder *b)
+{
+	while (b->depth > 0) {
+		struct build_frame *f = &b->stack[--b->depth];
+
+		sm_ynode_free(f->pending_key);
+		sm_ynode_free(f->node);
+	}
+	sm_ynode_free(b->root);
+	b->root = NULL;
+}
+
+static int builder_event(struct builder *b, const yaml_event_t *ev)
+{
+	unsigned int line = (unsigned int) ev->start_mark.line + 1;
+
+	switch (ev->type) {
+	case YAML_DOCUMENT_START_EVENT:
+		if (++b->documents > 1)
+			return build_error(b, line, -EINVAL, "a second YAML document",
+					   "keep one document per file: remove the '---'");
+		return 0;
+	case YAML_ALIAS_EVENT:
+		return build_error(b, line, -EINVAL, "aliases (*name) are not supported",
+				   "write the value out in full");
+	case YAML_SCALAR_EVENT:
+		return builder_scalar(b, ev);
+	case YAML_SEQUENCE_START_EVENT:
+		return builder_push(b, SM_YNODE_LIST, &ev->start_mark);
+	case YAML_MAPPING_START_EVENT:
+		return builder_push(b, SM_YNODE_MAP, &ev->start_mark);
+	case YAML_SEQUENCE_END_EVENT:
+	case YAML_MAPPING_END_EVENT:
+		return builder_pop(b);
+	default:
+		return 0;
+	}
+}
+
+int sm_yaml_parse(const char *buf, size_t len, const char *name, struct sm_ynode **root,
+		  struct sm_error *err)
+{
+	struct builder b = {.name = name, .err = err};
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	bool done = false;
+	int ret = 0;
+
+	*root = NULL;
+	if (!yaml_parser_initialize(&parser)) {
+		sm_error_set(err, "%s: out of memory", name);
+		return -ENOMEM;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *) buf, len);
+	while (!done) {
+		if (!yaml_parser_parse(&parser, &ev)) {
+			if (parser.error == YAML_MEMORY_ERROR) {
+				sm_error_set(err, "%s: out of memory", name);
+				ret = -ENOMEM;
+			} else {
+				sm_error_set(err,
+					     "%s:%zu: invalid YAML: %s%s%s (check indentation, "
+					     "':' and quotes on this line and the one before)",
+					     name, parser.problem_mark.line + 1,
+					     parser.problem ? parser.problem : "syntax error",
+					     parser.context ? " " : "",
+					     parser.context ? parser.context : "");
+				ret = -EINVAL;
+			}
+			break;
+		}
+		done = ev.type == YAML_STREAM_END_EVENT;
+		ret = builder_event(&b, &ev);
+		yaml_event_delete(&ev);
+		if (ret)
+			break;
+	}
+	yaml_parser_delete(&parser);
+	if (ret) {
+		builder_cleanup(&b);
+		return ret;
+	}
+	*root = b.root;
+	return 0;
+}
+
+int sm_yaml_load(const char *path, struct sm_ynode **root, struct sm_error *err)
+{
+	struct stat st;
+	size_t used = 0;
+	char *buf;
+	int fd, ret;
+
+	*root = NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		if (ret == -ENOENT)
+			sm_error_set(err, "%s: no such file (check the path)", path);
+		else
+			sm_error_set(err,
+				     "%s: cannot open: %s (check the path and its permissions)",
+				     path, strerror(-ret));
+		return ret;
+	}
+	if (fstat(fd, &st)) {
+		ret = -errno;
+		sm_error_set(err, "%s: cannot stat: %s", path, strerror(-ret));
+		goto close_fd;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = -EINVAL;
+		sm_error_set(err, "%s: not a regular file (give the path of a YAML file)", path);
+		goto close_fd;
+	}
+	if ((uint64_t) st.st_size > SM_YAML_MAX_FILE) {
+		ret = -EFBIG;
+		sm_error_set(err, "%s: larger than %u bytes (split or trim the file)", path,
+			     SM_YAML_MAX_FILE);
+		goto close_fd;
+	}
+	buf = malloc((size_t) st.st_size + 1);
+	if (!buf) {
+		ret = -ENOMEM;
+		sm_error_set(err, "%s: out of memory", path);
+		goto close_fd;
+	}
+	/* read what fstat promised, no more: the file may grow while we read */
+	while (used < (size_t) st.st_size) {
+		ssize_t n = read(fd, buf + used, (size_t) st.st_size - used);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			sm_error_set(err, "%s: cannot read: %s", path, strerror(-ret));
+			goto free_buf;
+		}
+		if (n == 0)
+			break;
+		used += (size_t) n;
+	}
+	buf[used] = '\0';
+	ret = sm_yaml_parse(buf, used, path, root, err);
+free_buf:
+	free(buf);
+close_fd:
+	close(fd);
+	return ret;
+}
