@@ -176,6 +176,26 @@ install: all ## install sockmeshd and sockmesh into $(PREFIX)/bin
 	install -D -m 0755 $(OUTPUT)/sockmeshd $(DESTDIR)$(PREFIX)/bin/sockmeshd
 	install -D -m 0755 $(OUTPUT)/sockmesh $(DESTDIR)$(PREFIX)/bin/sockmesh
 
+# ---- fuzzing (libFuzzer, clang): make fuzz [FUZZ_TIME=seconds per target] ----
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(OUTPUT)/fuzz/%,$(FUZZ_SRCS))
+FUZZ_TIME ?= 60
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+
+$(OUTPUT)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(LIB_HDRS) | $(DEPS_STAMP)
+	$(call msg,FUZZ,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(CPPFLAGS) -std=gnu11 -D_GNU_SOURCE -DSOCKMESH_VERSION=\"$(VERSION)\" $(FUZZ_FLAGS) \
+		$< $(LIB_SRCS) $(LDLIBS) -o $@
+
+fuzz: $(FUZZ_BINS) ## run each libFuzzer target for FUZZ_TIME seconds (default 60)
+	$(Q)for f in $(FUZZ_BINS); do \
+		mkdir -p $(OUTPUT)/fuzz/corpus-$$(basename $$f); \
+		echo "fuzzing $$(basename $$f) for $(FUZZ_TIME) s"; \
+		$$f -max_total_time=$(FUZZ_TIME) -max_len=65536 -print_final_stats=1 \
+			$(OUTPUT)/fuzz/corpus-$$(basename $$f) tests/fuzz/seeds || exit 1; \
+	done
+
 # ---- test tools (traffic generators used by the integration tests and the demo) ----
 TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(patsubst tests/tools/%.c,$(OUTPUT)/tools/%,$(TOOL_SRCS))

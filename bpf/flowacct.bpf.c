@@ -28,19 +28,19 @@ struct sm_tcp_counters {
 
 static __always_inline void skops_endpoints(struct bpf_sock_ops *skops, struct sm_endpoints *ep)
 {
-	__u32 l6[4] = { skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2],
-			skops->local_ip6[3] };
-	__u32 r6[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
-			skops->remote_ip6[3] };
+	__u32 l6[4] = {skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2],
+		       skops->local_ip6[3]};
+	__u32 r6[4] = {skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
+		       skops->remote_ip6[3]};
 
 	ep->family = addr_store(ep->local, skops->family, skops->local_ip4, l6);
 	addr_store(ep->remote, skops->family, skops->remote_ip4, r6);
-	ep->local_port = bpf_htons((__u16)skops->local_port);
+	ep->local_port = bpf_htons((__u16) skops->local_port);
 	/* remote_port holds the network-order port in its upper 16 bits */
-	ep->remote_port = (__be16)(skops->remote_port >> 16);
+	ep->remote_port = (__be16) (skops->remote_port >> 16);
 }
 
-#define SM_RCV_SHUTDOWN 1
+#define SM_RCV_SHUTDOWN	 1
 #define SM_SEND_SHUTDOWN 2
 
 /*
@@ -149,8 +149,9 @@ static __always_inline int emit_flow_event(__u8 type, const struct sm_sock_state
 	ev->total_retrans = c->total_retrans;
 	ev->srtt_us = c->srtt_us;
 	bpf_ringbuf_submit(ev, 0);
-	count(type == SM_FLOW_START ? SM_CNT_FLOW_START :
-	      type == SM_FLOW_UPDATE ? SM_CNT_FLOW_UPDATE : SM_CNT_FLOW_END);
+	count(type == SM_FLOW_START    ? SM_CNT_FLOW_START
+	      : type == SM_FLOW_UPDATE ? SM_CNT_FLOW_UPDATE
+				       : SM_CNT_FLOW_END);
 	return 0;
 }
 
@@ -201,7 +202,7 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, bool pass
 		count(SM_CNT_STORAGE_FAIL);
 		return;
 	}
-	wl = sock_workload((struct sock *)tp, &cgid);
+	wl = sock_workload((struct sock *) tp, &cgid);
 	if (!wl && !(st->flags & SM_SK_F_CAPTURED))
 		return; /* not a workload socket (e.g. a cgroup left the catalog) */
 	if (wl)

@@ -9,8 +9,8 @@
  */
 #include "lib/common.h"
 
-#define SM_SOL_IP 0
-#define SM_SOL_IPV6 41
+#define SM_SOL_IP	   0
+#define SM_SOL_IPV6	   41
 #define SM_SO_ORIGINAL_DST 80 /* also IP6T_SO_ORIGINAL_DST */
 
 /*
@@ -75,8 +75,8 @@ int sock4_connect(struct bpf_sock_addr *ctx)
 	bool capture;
 	int verdict;
 
-	*(__u32 *)addr = ctx->user_ip4;
-	verdict = __sock_connect(ctx, AF_INET, addr, (__be16)ctx->user_port, &capture);
+	*(__u32 *) addr = ctx->user_ip4;
+	verdict = __sock_connect(ctx, AF_INET, addr, (__be16) ctx->user_port, &capture);
 	if (capture) {
 		ctx->user_ip4 = cfg_outbound_ip4;
 		ctx->user_port = cfg_outbound_port;
@@ -87,14 +87,14 @@ int sock4_connect(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect6")
 int sock6_connect(struct bpf_sock_addr *ctx)
 {
-	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+	__u32 ip6[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
 	__u8 addr[16];
 	__u8 family;
 	bool capture;
 	int verdict;
 
 	family = addr_store(addr, AF_INET6, 0, ip6);
-	verdict = __sock_connect(ctx, family, addr, (__be16)ctx->user_port, &capture);
+	verdict = __sock_connect(ctx, family, addr, (__be16) ctx->user_port, &capture);
 	if (!capture)
 		return verdict;
 	if (family == AF_INET) {
@@ -146,11 +146,12 @@ int sockopt_orig_dst(struct bpf_sockopt *ctx)
 		ip6[3] = sk->src_ip6[3];
 		addr_store(key.daddr, AF_INET6, 0, ip6);
 	} else {
-		key.family = addr_store(key.saddr, AF_INET, sk->dst_ip4, NULL);
-		addr_store(key.daddr, AF_INET, sk->src_ip4, NULL);
+		__builtin_memset(ip6, 0, sizeof(ip6));
+		key.family = addr_store(key.saddr, AF_INET, sk->dst_ip4, ip6);
+		addr_store(key.daddr, AF_INET, sk->src_ip4, ip6);
 	}
-	key.sport = (__be16)sk->dst_port;
-	key.dport = bpf_htons((__u16)sk->src_port);
+	key.sport = (__be16) sk->dst_port;
+	key.dport = bpf_htons((__u16) sk->src_port);
 
 	od = bpf_map_lookup_elem(&orig_dst, &key);
 	if (!od) {
@@ -161,17 +162,17 @@ int sockopt_orig_dst(struct bpf_sockopt *ctx)
 	if (ctx->level == SM_SOL_IP) {
 		struct sockaddr_in *sin = ctx->optval;
 
-		if (od->family != AF_INET || (void *)(sin + 1) > ctx->optval_end)
+		if (od->family != AF_INET || (void *) (sin + 1) > ctx->optval_end)
 			return 1;
 		sin->sin_family = AF_INET;
 		sin->sin_port = od->port;
-		sin->sin_addr.s_addr = *(__u32 *)od->addr;
+		sin->sin_addr.s_addr = *(__u32 *) od->addr;
 		__builtin_memset(sin->__pad, 0, sizeof(sin->__pad));
 		ctx->optlen = sizeof(*sin);
 	} else {
 		struct sockaddr_in6 *sin6 = ctx->optval;
 
-		if (od->family != AF_INET6 || (void *)(sin6 + 1) > ctx->optval_end)
+		if (od->family != AF_INET6 || (void *) (sin6 + 1) > ctx->optval_end)
 			return 1;
 		sin6->sin6_family = AF_INET6;
 		sin6->sin6_port = od->port;

@@ -29,8 +29,8 @@ int sk_msg_redirect(struct sk_msg_md *msg)
 	/* the peer's own key is our tuple reversed */
 	peer.family = addr_store(peer.local_addr, msg->family, msg->remote_ip4, r6);
 	addr_store(peer.remote_addr, msg->family, msg->local_ip4, l6);
-	peer.local_port = (__be16)(msg->remote_port >> 16);
-	peer.remote_port = bpf_htons((__u16)msg->local_port);
+	peer.local_port = (__be16) (msg->remote_port >> 16);
+	peer.remote_port = bpf_htons((__u16) msg->local_port);
 
 	/*
 	 * SK_PASS when the peer is not (yet) in the map: returning the helper's

@@ -20,18 +20,18 @@
 #ifndef AF_INET6
 #define AF_INET6 10
 #endif
-#define SM_SOCK_STREAM 1
-#define SM_ENOSPC 28
-#define SM_IPPROTO_TCP 6
+#define SM_SOCK_STREAM	 1
+#define SM_ENOSPC	 28
+#define SM_IPPROTO_TCP	 6
 #define SM_EPERM_VERDICT 0 /* cgroup sock_addr: 0 = reject with EPERM */
 #define SM_ALLOW_VERDICT 1
 
 /* Configuration set by the loader between open and load (rodata). */
 const volatile __u32 cfg_daemon_mark __weak = SM_DEFAULT_DAEMON_MARK;
-const volatile __be32 cfg_outbound_ip4 __weak = 0;   /* network order */
+const volatile __be32 cfg_outbound_ip4 __weak = 0;    /* network order */
 const volatile __u32 cfg_outbound_ip6[4] __weak = {}; /* network order */
-const volatile __be16 cfg_outbound_port __weak = 0;  /* network order */
-const volatile __be16 cfg_outbound6_port __weak = 0; /* network order */
+const volatile __be16 cfg_outbound_port __weak = 0;   /* network order */
+const volatile __be16 cfg_outbound6_port __weak = 0;  /* network order */
 const volatile bool cfg_fail_open __weak = false;
 const volatile bool cfg_redirect __weak = false;
 const volatile __u64 cfg_update_interval_ns __weak = 10ULL * 1000000000ULL;
@@ -89,7 +89,7 @@ static __always_inline __u64 kn_parent_id(struct kernfs_node *kn, struct kernfs_
 	if (bpf_core_field_exists(kn->__parent))
 		p = BPF_CORE_READ(kn, __parent);
 	else
-		p = (struct kernfs_node *)BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
+		p = (struct kernfs_node *) BPF_CORE_READ((struct kernfs_node___old *) kn, parent);
 	*parent = p;
 	return p ? BPF_CORE_READ(p, id) : 0;
 }
@@ -131,7 +131,7 @@ static __always_inline bool ip6_is_v4mapped(const __u32 *a)
  */
 static __always_inline __u8 addr_store(__u8 *dst, __u32 family, __u32 ip4, const __u32 *ip6)
 {
-	__u32 *d = (__u32 *)dst;
+	__u32 *d = (__u32 *) dst;
 
 	if (family == AF_INET6 && !ip6_is_v4mapped(ip6)) {
 		d[0] = ip6[0];
@@ -152,7 +152,7 @@ static __always_inline __u8 addr_store(__u8 *dst, __u32 family, __u32 ip4, const
  * longest CIDR. Returns NULL when the destination is not in the catalog.
  */
 static __always_inline struct sm_service *lookup_destination(__u8 family, const __u8 *addr,
-							      __be16 port)
+							     __be16 port)
 {
 	struct sm_service_key skey = {};
 	struct sm_cidr_key ckey = {};

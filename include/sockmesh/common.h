@@ -12,19 +12,19 @@
 #define SOCKMESH_COMMON_H
 
 /* Well-known numeric identities (DESIGN.md section 1). */
-#define SM_ID_WILDCARD 0
-#define SM_ID_HOST 1
-#define SM_ID_WORLD 2
+#define SM_ID_WILDCARD	      0
+#define SM_ID_HOST	      1
+#define SM_ID_WORLD	      2
 #define SM_ID_FIRST_ALLOCATED 256
 
 /* Address families as stored in maps and events (values of AF_INET/AF_INET6). */
-#define SM_AF_INET 2
+#define SM_AF_INET  2
 #define SM_AF_INET6 10
 
 /* Default ports (DESIGN.md section 7). */
 #define SM_DEFAULT_OUTBOUND_PORT 15001
-#define SM_DEFAULT_INBOUND_PORT 15008
-#define SM_DEFAULT_ADMIN_PORT 15020
+#define SM_DEFAULT_INBOUND_PORT	 15008
+#define SM_DEFAULT_ADMIN_PORT	 15020
 
 /* The daemon marks its own sockets with this SO_MARK (overridable by config). */
 #define SM_DEFAULT_DAEMON_MARK 0x5ec0de
@@ -36,35 +36,35 @@
  * Append only: the numbers are part of the pinned-map ABI.
  */
 enum sm_counter {
-	SM_CNT_CONNECT_CAPTURED = 0,   /* connect() rewritten to the outbound listener */
-	SM_CNT_CONNECT_SAME_NODE,      /* destination hosted on this node: left alone */
-	SM_CNT_CONNECT_PASSTHROUGH,    /* destination not in the mesh: left alone */
-	SM_CNT_CONNECT_UNENROLLED,     /* caller's cgroup not a workload */
-	SM_CNT_CONNECT_DAEMON,         /* socket carries the daemon's mark */
-	SM_CNT_CONNECT_FAILCLOSED,     /* capture impossible (storage full): EPERM */
-	SM_CNT_STORAGE_FAIL,           /* sk_storage create failed */
-	SM_CNT_ORIGDST_UPDATE_FAIL,    /* orig_dst map full / update failed */
-	SM_CNT_RINGBUF_RESERVE_FAIL,   /* flow event lost: ring buffer full */
-	SM_CNT_SOCKHASH_UPDATE_FAIL,   /* redirect: socket not added to sockhash */
-	SM_CNT_GETSOCKOPT_HIT,         /* SO_ORIGINAL_DST answered from orig_dst */
-	SM_CNT_GETSOCKOPT_MISS,        /* SO_ORIGINAL_DST asked, no entry */
-	SM_CNT_REDIRECT_MSGS,          /* sk_msg: messages redirected to the peer */
-	SM_CNT_REDIRECT_BYTES,         /* sk_msg: bytes redirected to the peer */
-	SM_CNT_FLOW_START,             /* conn_start events emitted */
-	SM_CNT_FLOW_UPDATE,            /* conn_update events emitted */
-	SM_CNT_FLOW_END,               /* conn_end events emitted */
+	SM_CNT_CONNECT_CAPTURED = 0, /* connect() rewritten to the outbound listener */
+	SM_CNT_CONNECT_SAME_NODE,    /* destination hosted on this node: left alone */
+	SM_CNT_CONNECT_PASSTHROUGH,  /* destination not in the mesh: left alone */
+	SM_CNT_CONNECT_UNENROLLED,   /* caller's cgroup not a workload */
+	SM_CNT_CONNECT_DAEMON,	     /* socket carries the daemon's mark */
+	SM_CNT_CONNECT_FAILCLOSED,   /* capture impossible (storage full): EPERM */
+	SM_CNT_STORAGE_FAIL,	     /* sk_storage create failed */
+	SM_CNT_ORIGDST_UPDATE_FAIL,  /* orig_dst map full / update failed */
+	SM_CNT_RINGBUF_RESERVE_FAIL, /* flow event lost: ring buffer full */
+	SM_CNT_SOCKHASH_UPDATE_FAIL, /* redirect: socket not added to sockhash */
+	SM_CNT_GETSOCKOPT_HIT,	     /* SO_ORIGINAL_DST answered from orig_dst */
+	SM_CNT_GETSOCKOPT_MISS,	     /* SO_ORIGINAL_DST asked, no entry */
+	SM_CNT_REDIRECT_MSGS,	     /* sk_msg: messages redirected to the peer */
+	SM_CNT_REDIRECT_BYTES,	     /* sk_msg: bytes redirected to the peer */
+	SM_CNT_FLOW_START,	     /* conn_start events emitted */
+	SM_CNT_FLOW_UPDATE,	     /* conn_update events emitted */
+	SM_CNT_FLOW_END,	     /* conn_end events emitted */
 	SM_CNT_MAX,
 };
 
 /* Names for the counters above, in order; user space only. */
-#define SM_COUNTER_NAMES                                                                  \
-	{                                                                                  \
-		"connect_captured", "connect_same_node", "connect_passthrough",            \
-			"connect_unenrolled", "connect_daemon", "connect_failclosed",      \
-			"storage_fail", "orig_dst_update_fail", "ringbuf_reserve_fail",    \
-			"sockhash_update_fail", "getsockopt_hit", "getsockopt_miss",       \
-			"redirect_msgs", "redirect_bytes", "flow_start", "flow_update",   \
-			"flow_end",                                                        \
+#define SM_COUNTER_NAMES                                                                           \
+	{                                                                                          \
+		"connect_captured", "connect_same_node", "connect_passthrough",                    \
+			"connect_unenrolled", "connect_daemon", "connect_failclosed",              \
+			"storage_fail", "orig_dst_update_fail", "ringbuf_reserve_fail",            \
+			"sockhash_update_fail", "getsockopt_hit", "getsockopt_miss",               \
+			"redirect_msgs", "redirect_bytes", "flow_start", "flow_update",            \
+			"flow_end",                                                                \
 	}
 
 #endif /* SOCKMESH_COMMON_H */

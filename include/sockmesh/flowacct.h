@@ -23,14 +23,14 @@ enum sm_flow_event_type {
  * bpf_ktime_get_ns() (CLOCK_MONOTONIC).
  */
 struct sm_flow_event {
-	__u8 type;        /* enum sm_flow_event_type */
-	__u8 family;      /* SM_AF_INET / SM_AF_INET6 */
+	__u8 type;	  /* enum sm_flow_event_type */
+	__u8 family;	  /* SM_AF_INET / SM_AF_INET6 */
 	__u8 orig_family; /* 0 when not captured */
 	__u8 pad0;
-	__u32 flags;      /* SM_SK_F_* at the time of the event */
-	__u32 identity;   /* own workload identity */
+	__u32 flags;	/* SM_SK_F_* at the time of the event */
+	__u32 identity; /* own workload identity */
 	__u32 peer_identity;
-	__u64 cookie;     /* socket cookie */
+	__u64 cookie; /* socket cookie */
 	__u64 cgroup_id;
 	__u64 start_ns;
 	__u64 ts_ns;
@@ -41,14 +41,14 @@ struct sm_flow_event {
 	__be16 remote_port;
 	__be16 orig_port;
 	__u16 pad1;
-	__u64 bytes_acked;    /* sent and acknowledged */
+	__u64 bytes_acked; /* sent and acknowledged */
 	__u64 bytes_received;
-	__u64 redirected_tx;  /* bytes sk_msg moved from this socket (TCP never counted them) */
-	__u64 redirected_rx;  /* bytes sk_msg moved to this socket */
+	__u64 redirected_tx; /* bytes sk_msg moved from this socket (TCP never counted them) */
+	__u64 redirected_rx; /* bytes sk_msg moved to this socket */
 	__u32 segs_in;
 	__u32 segs_out;
 	__u32 total_retrans;
-	__u32 srtt_us;        /* smoothed RTT in microseconds (kernel value >> 3) */
+	__u32 srtt_us; /* smoothed RTT in microseconds (kernel value >> 3) */
 };
 
 #endif /* SOCKMESH_FLOWACCT_H */

@@ -15,22 +15,22 @@
  * value = the workload's identity. Written by the daemon from the catalog. */
 struct sm_workload {
 	__u32 identity;
-	__u32 flags;   /* SM_WL_F_* */
+	__u32 flags; /* SM_WL_F_* */
 };
 #define SM_WL_F_STRICT (1U << 0) /* mode STRICT (mTLS only); else PERMISSIVE */
 
 /* services: exact destination address:port → the service's workload. */
 struct sm_service_key {
-	__u8 family;   /* SM_AF_INET or SM_AF_INET6 */
-	__u8 proto;    /* IPPROTO_TCP */
+	__u8 family; /* SM_AF_INET or SM_AF_INET6 */
+	__u8 proto;  /* IPPROTO_TCP */
 	__be16 port;
 	__u8 addr[16];
 };
 
 struct sm_service {
-	__u32 identity;  /* the hosting workload's identity */
-	__u32 flags;     /* SM_SVC_F_* */
-	__u32 node;      /* catalog index of the hosting node */
+	__u32 identity; /* the hosting workload's identity */
+	__u32 flags;	/* SM_SVC_F_* */
+	__u32 node;	/* catalog index of the hosting node */
 	__u32 pad;
 };
 #define SM_SVC_F_REMOTE (1U << 0) /* hosted on another node: capture */
@@ -50,8 +50,8 @@ struct sm_cidr_key {
 struct sm_tuple {
 	__u8 family;
 	__u8 pad[3];
-	__be16 sport;   /* active side's port */
-	__be16 dport;   /* passive side's port */
+	__be16 sport;	/* active side's port */
+	__be16 dport;	/* passive side's port */
 	__u8 saddr[16]; /* active side's address */
 	__u8 daddr[16]; /* passive side's address */
 };
@@ -75,24 +75,24 @@ struct sm_orig_dst {
 /* Per-socket state (BPF_MAP_TYPE_SK_STORAGE "sock_states"), created at connect
  * or at the first sockops callback. Lives and dies with the socket. */
 struct sm_sock_state {
-	__u64 cookie;            /* socket cookie, taken at establish */
-	__u64 start_ns;          /* bpf_ktime_get_ns() at establish */
-	__u64 last_report_ns;    /* last conn_start/conn_update sent */
-	__u64 cgroup_id;         /* the socket's cgroup */
-	__u64 redirected_tx;     /* bytes sk_msg redirected from this socket */
-	__u64 netns_cookie;      /* set when the socket joins sock_pairs */
-	__u32 identity;          /* own workload identity */
-	__u32 peer_identity;     /* destination (active) / source (passive) */
-	__u32 flags;             /* SM_SK_F_* */
-	__u8 orig_family;        /* captured: the original destination */
+	__u64 cookie;	      /* socket cookie, taken at establish */
+	__u64 start_ns;	      /* bpf_ktime_get_ns() at establish */
+	__u64 last_report_ns; /* last conn_start/conn_update sent */
+	__u64 cgroup_id;      /* the socket's cgroup */
+	__u64 redirected_tx;  /* bytes sk_msg redirected from this socket */
+	__u64 netns_cookie;   /* set when the socket joins sock_pairs */
+	__u32 identity;	      /* own workload identity */
+	__u32 peer_identity;  /* destination (active) / source (passive) */
+	__u32 flags;	      /* SM_SK_F_* */
+	__u8 orig_family;     /* captured: the original destination */
 	__u8 pad;
 	__be16 orig_port;
 	__u8 orig_addr[16];
 };
-#define SM_SK_F_CAPTURED (1U << 0)   /* rewritten to the outbound listener */
+#define SM_SK_F_CAPTURED    (1U << 0) /* rewritten to the outbound listener */
 #define SM_SK_F_ESTABLISHED (1U << 1) /* conn_start sent */
-#define SM_SK_F_PASSIVE (1U << 2)    /* accepted (inbound) side */
+#define SM_SK_F_PASSIVE	    (1U << 2) /* accepted (inbound) side */
 #define SM_SK_F_IN_SOCKHASH (1U << 3)
-#define SM_SK_F_SAME_NODE (1U << 4)  /* peer is a service on this node */
+#define SM_SK_F_SAME_NODE   (1U << 4) /* peer is a service on this node */
 
 #endif /* SOCKMESH_INTERCEPT_H */

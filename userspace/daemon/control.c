@@ -67,8 +67,7 @@ static json_object *status_programs(struct sm_daemon *d)
 	json_object *arr = json_object_new_array();
 	struct bpf_program *prog;
 
-	bpf_object__for_each_program(prog, d->skel->obj)
-	{
+	bpf_object__for_each_program (prog, d->skel->obj) {
 		struct bpf_prog_info info = {};
 		__u32 len = sizeof(info);
 		json_object *o = json_object_new_object(), *att = json_object_new_array();
@@ -84,8 +83,10 @@ static json_object *status_programs(struct sm_daemon *d)
 			if (strcmp(d->att[i].prog, bpf_program__name(prog)) != 0)
 				continue;
 			a = json_object_new_object();
-			json_object_object_add(a, "cgroup", json_object_new_string(d->att[i].cgroup));
-			json_object_object_add(a, "link_id", json_object_new_int64(d->att[i].link_id));
+			json_object_object_add(a, "cgroup",
+					       json_object_new_string(d->att[i].cgroup));
+			json_object_object_add(a, "link_id",
+					       json_object_new_int64(d->att[i].link_id));
 			json_object_array_add(att, a);
 		}
 		if (prog == d->skel->progs.sk_msg_redirect && d->redirect_attached) {
@@ -111,8 +112,7 @@ static json_object *status_maps(struct sm_daemon *d)
 	json_object *arr = json_object_new_array();
 	struct bpf_map *map;
 
-	bpf_object__for_each_map(map, d->skel->obj)
-	{
+	bpf_object__for_each_map (map, d->skel->obj) {
 		json_object *o;
 
 		if (!bpf_map__is_pinned(map))
@@ -133,7 +133,7 @@ static json_object *cmd_status(struct sm_daemon *d)
 {
 	json_object *o = json_object_new_object(), *c = json_object_new_object();
 	json_object *px = json_object_new_object(), *fl = json_object_new_object();
-	uint64_t cnt[SM_CNT_MAX] = { 0 };
+	uint64_t cnt[SM_CNT_MAX] = {0};
 	struct sm_proxy_stats ps;
 
 	json_object_object_add(o, "node", json_object_new_string(d->cfg.node));
@@ -174,14 +174,16 @@ static json_object *cmd_workloads(struct sm_daemon *d)
 		json_object_object_add(o, "name", json_object_new_string(w->name));
 		json_object_object_add(o, "spiffe_id", json_object_new_string(w->spiffe_id));
 		json_object_object_add(o, "identity", json_object_new_int64(w->identity));
-		json_object_object_add(o, "node", json_object_new_string(d->cat.nodes[w->node].name));
-		json_object_object_add(o, "local",
-				       json_object_new_boolean(w->node == (unsigned int)d->node_idx));
+		json_object_object_add(o, "node",
+				       json_object_new_string(d->cat.nodes[w->node].name));
+		json_object_object_add(
+			o, "local", json_object_new_boolean(w->node == (unsigned int) d->node_idx));
 		json_object_object_add(o, "cgroup", json_object_new_string(w->cgroup));
 		json_object_object_add(o, "cgroup_id", json_object_new_uint64(d->wl[i].cgroup_id));
-		json_object_object_add(o, "mode", json_object_new_string(w->mode == SM_MODE_STRICT ?
-										 "STRICT" :
-										 "PERMISSIVE"));
+		json_object_object_add(o, "mode",
+				       json_object_new_string(w->mode == SM_MODE_STRICT
+								      ? "STRICT"
+								      : "PERMISSIVE"));
 		json_object_object_add(o, "attached", json_object_new_boolean(d->wl[i].attached));
 		json_object_array_add(arr, o);
 	}
@@ -199,15 +201,18 @@ static json_object *cmd_services(struct sm_daemon *d)
 		json_object *o = json_object_new_object();
 
 		json_object_object_add(o, "name", json_object_new_string(s->name));
-		json_object_object_add(o, "address",
-				       json_object_new_string(sm_addr_format(&s->addr, buf, sizeof(buf))));
+		json_object_object_add(
+			o, "address",
+			json_object_new_string(sm_addr_format(&s->addr, buf, sizeof(buf))));
 		json_object_object_add(o, "port", json_object_new_int(s->port));
 		json_object_object_add(o, "workload", json_object_new_string(w->name));
 		json_object_object_add(o, "spiffe_id", json_object_new_string(w->spiffe_id));
 		json_object_object_add(o, "identity", json_object_new_int64(w->identity));
-		json_object_object_add(o, "node", json_object_new_string(d->cat.nodes[w->node].name));
-		json_object_object_add(o, "remote",
-				       json_object_new_boolean(w->node != (unsigned int)d->node_idx));
+		json_object_object_add(o, "node",
+				       json_object_new_string(d->cat.nodes[w->node].name));
+		json_object_object_add(
+			o, "remote",
+			json_object_new_boolean(w->node != (unsigned int) d->node_idx));
 		json_object_array_add(arr, o);
 	}
 	return arr;
@@ -216,7 +221,7 @@ static json_object *cmd_services(struct sm_daemon *d)
 static void serve(struct sm_daemon *d, int fd)
 {
 	char line[SM_CTL_MAX_REQUEST + 2], cmd[64];
-	struct sm_error err = { { 0 } };
+	struct sm_error err = {{0}};
 	json_object *data = NULL;
 	size_t got = 0;
 	char *answer;
@@ -227,7 +232,7 @@ static void serve(struct sm_daemon *d, int fd)
 
 		if (n <= 0)
 			break;
-		got += (size_t)n;
+		got += (size_t) n;
 		if (memchr(line, '\n', got))
 			break;
 	}
@@ -240,7 +245,8 @@ static void serve(struct sm_daemon *d, int fd)
 		else if (strcmp(cmd, "services") == 0)
 			data = cmd_services(d);
 		else
-			sm_error_set(&err, "unknown command '%s' (try: status, workloads, services)",
+			sm_error_set(&err,
+				     "unknown command '%s' (try: status, workloads, services)",
 				     cmd);
 	}
 	answer = sm_ctl_format_response(data, data ? NULL : err.msg);
@@ -252,7 +258,7 @@ static void serve(struct sm_daemon *d, int fd)
 
 			if (n <= 0)
 				break;
-			off += (size_t)n;
+			off += (size_t) n;
 		}
 		free(answer);
 	}
@@ -262,11 +268,11 @@ static void serve(struct sm_daemon *d, int fd)
 static void on_control(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
 	struct sm_daemon *d = arg;
-	struct timeval tv = { SM_CONTROL_TIMEOUT_MS / 1000, (SM_CONTROL_TIMEOUT_MS % 1000) * 1000 };
+	struct timeval tv = {SM_CONTROL_TIMEOUT_MS / 1000, (SM_CONTROL_TIMEOUT_MS % 1000) * 1000};
 
-	(void)loop;
-	(void)ev;
-	(void)events;
+	(void) loop;
+	(void) ev;
+	(void) events;
 	for (int i = 0; i < 16; i++) {
 		int fd = accept4(d->ctl_fd, NULL, NULL, SOCK_CLOEXEC);
 
@@ -281,7 +287,7 @@ static void on_control(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events
 
 int sm_control_start(struct sm_daemon *d)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	const char *path = d->cfg.control_socket;
 	char dir[PATH_MAX], *slash;
 	int fd, err;
@@ -302,7 +308,7 @@ int sm_control_start(struct sm_daemon *d)
 	if (fd < 0)
 		return -errno;
 	unlink(path); /* a stale socket of a previous daemon */
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0 ||
+	if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0 ||
 	    listen(fd, 64) < 0) {
 		err = -errno;
 		pr_err("cannot listen on control socket %s: %s", path, strerror(-err));

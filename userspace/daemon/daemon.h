@@ -27,8 +27,8 @@ struct sm_flowexp;
 
 /* One attachment of a program to a cgroup, pinned under <bpffs>/links/. */
 struct sm_attachment {
-	char prog[32];          /* program name */
-	char cgroup[PATH_MAX];  /* absolute cgroup path */
+	char prog[32];	       /* program name */
+	char cgroup[PATH_MAX]; /* absolute cgroup path */
 	uint64_t cgroup_id;
 	uint32_t link_id;
 	struct bpf_link *link;
@@ -36,17 +36,17 @@ struct sm_attachment {
 
 /* Per catalog workload, what this node knows of it. */
 struct sm_local_workload {
-	uint64_t cgroup_id;     /* 0: not local, or its cgroup does not exist (yet) */
+	uint64_t cgroup_id; /* 0: not local, or its cgroup does not exist (yet) */
 	bool attached;
 };
 
 struct sm_daemon {
 	struct sm_config cfg;
 	struct sm_catalog cat;
-	int node_idx;                    /* this node in cat.nodes */
-	char cgroup_root[PATH_MAX];      /* cgroup v2 mount */
-	char daemon_cgroup[PATH_MAX];    /* absolute */
-	struct sm_local_workload *wl;    /* cat.nworkloads entries */
+	int node_idx;		      /* this node in cat.nodes */
+	char cgroup_root[PATH_MAX];   /* cgroup v2 mount */
+	char daemon_cgroup[PATH_MAX]; /* absolute */
+	struct sm_local_workload *wl; /* cat.nworkloads entries */
 
 	struct sm_evloop *loop;
 	struct sockmesh_bpf *skel;

@@ -86,13 +86,14 @@ static int mkdir_p(const char *path, mode_t mode)
 static int bpffs_prepare(const char *dir)
 {
 	char sub[PATH_MAX];
-	static const char *const subdirs[] = { "maps", "links", "progs" };
+	static const char *const subdirs[] = {"maps", "links", "progs"};
 	int err;
 
 	if (!is_bpffs("/sys/fs/bpf") && strncmp(dir, "/sys/fs/bpf/", 12) == 0) {
 		if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") < 0) {
 			err = -errno;
-			pr_err("cannot mount bpffs on /sys/fs/bpf: %s (mount it: mount -t bpf bpf /sys/fs/bpf)",
+			pr_err("cannot mount bpffs on /sys/fs/bpf: %s (mount it: mount -t bpf bpf "
+			       "/sys/fs/bpf)",
 			       strerror(-err));
 			return err;
 		}
@@ -104,7 +105,8 @@ static int bpffs_prepare(const char *dir)
 		return err;
 	}
 	if (!is_bpffs(dir)) {
-		pr_err("%s is not on a bpffs mount (set paths.bpffs / --bpffs to a directory under a bpf filesystem)",
+		pr_err("%s is not on a bpffs mount (set paths.bpffs / --bpffs to a directory under "
+		       "a bpf filesystem)",
 		       dir);
 		return -EINVAL;
 	}
@@ -158,19 +160,22 @@ int sm_datapath_open(struct sm_daemon *d)
 		goto destroy;
 
 	skel->rodata->cfg_daemon_mark = c->daemon_mark;
-	memcpy((void *)&skel->rodata->cfg_outbound_ip4, c->outbound_addr.bytes, 4);
+	memcpy((void *) &skel->rodata->cfg_outbound_ip4, c->outbound_addr.bytes, 4);
 	skel->rodata->cfg_outbound_port = htons(c->outbound_port);
-	memcpy((void *)skel->rodata->cfg_outbound_ip6, c->outbound6_addr.bytes, 16);
+	memcpy((void *) skel->rodata->cfg_outbound_ip6, c->outbound6_addr.bytes, 16);
 	skel->rodata->cfg_outbound6_port = htons(c->outbound6_port);
 	skel->rodata->cfg_fail_open = c->fail_open;
 	skel->rodata->cfg_redirect = c->redirect;
-	skel->rodata->cfg_update_interval_ns = (uint64_t)c->flow_update_interval * 1000000000ULL;
+	skel->rodata->cfg_update_interval_ns = (uint64_t) c->flow_update_interval * 1000000000ULL;
 
 	err = sockmesh_bpf__load(skel);
 	if (err) {
-		pr_err("cannot load the BPF programs: %s (see the libbpf messages above; if a pinned map "
-		       "under %s/maps does not match this build or its datapath.max_* sizes, stop the "
-		       "daemon and run `sockmeshd --cleanup --bpffs %s`, which drops live sockets' state)",
+		pr_err("cannot load the BPF programs: %s (see the libbpf messages above; if a "
+		       "pinned map "
+		       "under %s/maps does not match this build or its datapath.max_* sizes, stop "
+		       "the "
+		       "daemon and run `sockmeshd --cleanup --bpffs %s`, which drops live sockets' "
+		       "state)",
 		       strerror(-err), c->bpffs, c->bpffs);
 		goto destroy;
 	}
@@ -185,7 +190,7 @@ static uint64_t cgroup_id_of(const char *path)
 {
 	struct stat st;
 
-	return stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? (uint64_t)st.st_ino : 0;
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? (uint64_t) st.st_ino : 0;
 }
 
 static uint32_t link_id_of(struct bpf_link *link)
@@ -210,12 +215,13 @@ static int attach_one(struct sm_daemon *d, struct bpf_program *prog, const char 
 	struct bpf_link *link = NULL;
 	int cgfd, err;
 
-	if (cgid == 0 || strcmp(path, d->cgroup_root) == 0 || cgid == cgroup_id_of(d->cgroup_root)) {
+	if (cgid == 0 || strcmp(path, d->cgroup_root) == 0 ||
+	    cgid == cgroup_id_of(d->cgroup_root)) {
 		pr_err("refusing to attach %s to %s: that is the cgroup v2 root (or not a cgroup)",
 		       bpf_program__name(prog), path);
 		return -EPERM;
 	}
-	snprintf(pin, sizeof(pin), "%s/links/cg%llu-%s", d->cfg.bpffs, (unsigned long long)cgid,
+	snprintf(pin, sizeof(pin), "%s/links/cg%llu-%s", d->cfg.bpffs, (unsigned long long) cgid,
 		 bpf_program__name(prog));
 
 	if (access(pin, F_OK) == 0) {
@@ -278,7 +284,7 @@ static bool attachment_wanted(const struct sm_daemon *d, const char *pin_name)
 	char want[128];
 
 	for (unsigned int i = 0; i < d->natt; i++) {
-		snprintf(want, sizeof(want), "cg%llu-%s", (unsigned long long)d->att[i].cgroup_id,
+		snprintf(want, sizeof(want), "cg%llu-%s", (unsigned long long) d->att[i].cgroup_id,
 			 d->att[i].prog);
 		if (strcmp(want, pin_name) == 0)
 			return true;
@@ -318,14 +324,14 @@ static int workload_cgroup_path(const struct sm_daemon *d, unsigned int i, char 
 {
 	int n = snprintf(buf, len, "%s/%s", d->cgroup_root, d->cat.workloads[i].cgroup);
 
-	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+	return n < 0 || (size_t) n >= len ? -ENAMETOOLONG : 0;
 }
 
 static int attach_workload(struct sm_daemon *d, unsigned int i)
 {
 	struct sockmesh_bpf *s = d->skel;
-	struct bpf_program *progs[] = { s->progs.sock4_connect, s->progs.sock6_connect,
-					s->progs.sockops_flow };
+	struct bpf_program *progs[] = {s->progs.sock4_connect, s->progs.sock6_connect,
+				       s->progs.sockops_flow};
 	char path[PATH_MAX];
 	uint64_t cgid;
 	int err;
@@ -381,12 +387,14 @@ int sm_datapath_attach(struct sm_daemon *d)
 	int err;
 
 	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
-		if (d->cat.workloads[i].node != (unsigned int)d->node_idx)
+		if (d->cat.workloads[i].node != (unsigned int) d->node_idx)
 			continue;
 		err = attach_workload(d, i);
 		if (err == -ENOENT) {
-			pr_warn("workload %s: cgroup %s/%s does not exist yet; it will be enrolled when it appears",
-				d->cat.workloads[i].name, d->cgroup_root, d->cat.workloads[i].cgroup);
+			pr_warn("workload %s: cgroup %s/%s does not exist yet; it will be enrolled "
+				"when it appears",
+				d->cat.workloads[i].name, d->cgroup_root,
+				d->cat.workloads[i].cgroup);
 			continue;
 		}
 		if (err)
@@ -410,7 +418,7 @@ int sm_datapath_attach(struct sm_daemon *d)
 void sm_datapath_recheck(struct sm_daemon *d)
 {
 	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
-		if (d->cat.workloads[i].node != (unsigned int)d->node_idx || d->wl[i].attached)
+		if (d->cat.workloads[i].node != (unsigned int) d->node_idx || d->wl[i].attached)
 			continue;
 		if (attach_workload(d, i) == 0) {
 			pr_info("workload %s enrolled", d->cat.workloads[i].name);
@@ -445,7 +453,7 @@ int sm_datapath_counters(struct sm_daemon *d, uint64_t *out)
 
 	if (ncpu <= 0)
 		return ncpu ? ncpu : -EINVAL;
-	vals = calloc((size_t)ncpu, sizeof(*vals));
+	vals = calloc((size_t) ncpu, sizeof(*vals));
 	if (!vals)
 		return -ENOMEM;
 	fd = bpf_map__fd(d->skel->maps.counters);
@@ -536,8 +544,8 @@ int sm_datapath_cleanup(const char *bpffs)
 	np = remove_dir_entries(progs, false);
 	nm = remove_dir_entries(maps, false);
 	if (rmdir(bpffs) < 0 && errno != ENOENT) {
-		pr_err("cannot remove %s: %s (something else lives there; remove it by hand)", bpffs,
-		       strerror(errno));
+		pr_err("cannot remove %s: %s (something else lives there; remove it by hand)",
+		       bpffs, strerror(errno));
 		return -errno;
 	}
 	pr_info("cleaned up %s: %d links detached, %d programs and %d maps unpinned", bpffs,

@@ -52,9 +52,9 @@ static void sink_write(struct sm_daemon *d, const char *line)
 {
 	struct sm_flowexp *fx = d->flows;
 	size_t len = strlen(line);
-	struct iovec iov[2] = { { (void *)line, len }, { "\n", 1 } };
+	struct iovec iov[2] = {{(void *) line, len}, {"\n", 1}};
 
-	if (fx->file_fd >= 0 && writev(fx->file_fd, iov, 2) != (ssize_t)(len + 1)) {
+	if (fx->file_fd >= 0 && writev(fx->file_fd, iov, 2) != (ssize_t) (len + 1)) {
 		if (fx->write_errors++ == 0)
 			pr_warn("cannot write flow log %s: %s", d->cfg.flowlog_file,
 				strerror(errno));
@@ -108,7 +108,7 @@ static int service_workload(const struct sm_daemon *d, uint8_t family, const uin
 		if (s->port == ntohs(port_be) &&
 		    s->addr.family == (family == SM_AF_INET6 ? AF_INET6 : AF_INET) &&
 		    memcmp(s->addr.bytes, addr, n) == 0)
-			return (int)s->workload;
+			return (int) s->workload;
 	}
 	return -1;
 }
@@ -130,10 +130,11 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 	struct flow_state *fs = NULL;
 
 	memset(r, 0, sizeof(*r));
-	r->type = ev->type == SM_FLOW_START ? SM_REC_CONN_START :
-		  ev->type == SM_FLOW_UPDATE ? SM_REC_CONN_UPDATE : SM_REC_CONN_END;
-	r->time_ns = (int64_t)ev->ts_ns + d->mono_to_real_ns;
-	r->start_ns = (int64_t)ev->start_ns + d->mono_to_real_ns;
+	r->type = ev->type == SM_FLOW_START    ? SM_REC_CONN_START
+		  : ev->type == SM_FLOW_UPDATE ? SM_REC_CONN_UPDATE
+					       : SM_REC_CONN_END;
+	r->time_ns = (int64_t) ev->ts_ns + d->mono_to_real_ns;
+	r->start_ns = (int64_t) ev->start_ns + d->mono_to_real_ns;
 	r->duration_us = (ev->ts_ns - ev->start_ns) / 1000;
 	sm_strlcpy(r->node, d->cat.nodes[d->node_idx].name, sizeof(r->node));
 	r->verdict = SM_VERDICT_FORWARDED;
@@ -154,15 +155,15 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 		endpoint_fill(d, &r->source, ev->family, ev->local_addr, ev->local_port,
 			      ev->identity, self_wl);
 		if (ev->orig_family)
-			endpoint_fill(d, &r->destination, ev->orig_family, ev->orig_addr,
-				      ev->orig_port, ev->peer_identity,
-				      service_workload(d, ev->orig_family, ev->orig_addr,
-						       ev->orig_port));
+			endpoint_fill(
+				d, &r->destination, ev->orig_family, ev->orig_addr, ev->orig_port,
+				ev->peer_identity,
+				service_workload(d, ev->orig_family, ev->orig_addr, ev->orig_port));
 		else
-			endpoint_fill(d, &r->destination, ev->family, ev->remote_addr,
-				      ev->remote_port, ev->peer_identity,
-				      service_workload(d, ev->family, ev->remote_addr,
-						       ev->remote_port));
+			endpoint_fill(
+				d, &r->destination, ev->family, ev->remote_addr, ev->remote_port,
+				ev->peer_identity,
+				service_workload(d, ev->family, ev->remote_addr, ev->remote_port));
 	}
 
 	r->total.bytes_sent = ev->bytes_acked + ev->redirected_tx;
@@ -189,7 +190,8 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 	if (!fs) {
 		fs = calloc(1, sizeof(*fs));
 		if (!fs)
-			return; /* the next record's delta is then its total: still correct in sum */
+			return; /* the next record's delta is then its total: still correct in sum
+				 */
 		fs->cookie = ev->cookie;
 		HASH_ADD(hh, d->flows->flows, cookie, sizeof(fs->cookie), fs);
 	}
@@ -215,9 +217,9 @@ static void on_ringbuf(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events
 {
 	struct sm_daemon *d = arg;
 
-	(void)loop;
-	(void)ev;
-	(void)events;
+	(void) loop;
+	(void) ev;
+	(void) events;
 	if (ring_buffer__consume(d->flows->rb) < 0)
 		pr_warn("ring buffer consume failed: %s", strerror(errno));
 }
@@ -232,7 +234,8 @@ static const enum sm_counter loss_counters[] = {
 void sm_flowexp_check_lost(struct sm_daemon *d)
 {
 	int fd = bpf_map__fd(d->skel->maps.lost_reported);
-	uint64_t now[SM_CNT_MAX], seen[SM_ARRAY_SIZE(loss_counters)], delta[SM_ARRAY_SIZE(loss_counters)];
+	uint64_t now[SM_CNT_MAX], seen[SM_ARRAY_SIZE(loss_counters)],
+		delta[SM_ARRAY_SIZE(loss_counters)];
 	struct sm_flow_record r;
 	struct timespec ts;
 	bool any = false;
@@ -254,7 +257,7 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 	memset(&r, 0, sizeof(r));
 	r.type = SM_REC_LOST;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	r.time_ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	r.time_ns = (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
 	sm_strlcpy(r.node, d->cat.nodes[d->node_idx].name, sizeof(r.node));
 	r.lost_ringbuf = delta[0];
 	r.lost_orig_dst = delta[1];
@@ -268,8 +271,8 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 		bpf_map_update_elem(fd, &k, &now[k], BPF_ANY);
 	}
 	pr_warn("lost events: ring buffer %llu, orig_dst %llu, storage %llu, sockhash %llu",
-		(unsigned long long)delta[0], (unsigned long long)delta[1],
-		(unsigned long long)delta[2], (unsigned long long)delta[3]);
+		(unsigned long long) delta[0], (unsigned long long) delta[1],
+		(unsigned long long) delta[2], (unsigned long long) delta[3]);
 }
 
 int sm_flowexp_start(struct sm_daemon *d)
@@ -282,10 +285,12 @@ int sm_flowexp_start(struct sm_daemon *d)
 	fx->file_fd = -1;
 	d->flows = fx;
 	if (d->cfg.flowlog_file[0]) {
-		fx->file_fd = open(d->cfg.flowlog_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+		fx->file_fd =
+			open(d->cfg.flowlog_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 		if (fx->file_fd < 0) {
 			err = -errno;
-			pr_err("cannot open flow log %s: %s (check the directory exists and is writable)",
+			pr_err("cannot open flow log %s: %s (check the directory exists and is "
+			       "writable)",
 			       d->cfg.flowlog_file, strerror(-err));
 			return err;
 		}

@@ -83,9 +83,11 @@ static int map_sync(struct bpf_map *map, const struct kv_set *want)
 		if (bpf_map_update_elem(fd, want->keys + i * want->key_size,
 					want->values + i * want->value_size, BPF_ANY)) {
 			err = -errno;
-			pr_err("cannot update map %s: %s (%zu entries wanted, max_entries %u: raise "
+			pr_err("cannot update map %s: %s (%zu entries wanted, max_entries %u: "
+			       "raise "
 			       "datapath.max_* if full)",
-			       bpf_map__name(map), strerror(-err), want->n, bpf_map__max_entries(map));
+			       bpf_map__name(map), strerror(-err), want->n,
+			       bpf_map__max_entries(map));
 			return err;
 		}
 	}
@@ -120,7 +122,7 @@ static void cidr_key(struct sm_cidr_key *k, const struct sm_addr *a, uint8_t pre
 
 static uint32_t workload_flags_remote(const struct sm_daemon *d, unsigned int wl)
 {
-	return d->cat.workloads[wl].node == (unsigned int)d->node_idx ? 0 : SM_SVC_F_REMOTE;
+	return d->cat.workloads[wl].node == (unsigned int) d->node_idx ? 0 : SM_SVC_F_REMOTE;
 }
 
 static int want_workloads(const struct sm_daemon *d, struct kv_set *s)
@@ -132,7 +134,7 @@ static int want_workloads(const struct sm_daemon *d, struct kv_set *s)
 			.flags = w->mode == SM_MODE_STRICT ? SM_WL_F_STRICT : 0,
 		};
 
-		if (w->node != (unsigned int)d->node_idx || !d->wl[i].cgroup_id)
+		if (w->node != (unsigned int) d->node_idx || !d->wl[i].cgroup_id)
 			continue;
 		if (kv_add(s, &d->wl[i].cgroup_id, &v))
 			return -ENOMEM;
@@ -144,8 +146,8 @@ static int want_services(const struct sm_daemon *d, struct kv_set *s)
 {
 	for (unsigned int i = 0; i < d->cat.nservices; i++) {
 		const struct sm_service_def *sv = &d->cat.services[i];
-		struct sm_service_key k = { .family = sv->addr.family, .proto = IPPROTO_TCP,
-					    .port = htons(sv->port) };
+		struct sm_service_key k = {
+			.family = sv->addr.family, .proto = IPPROTO_TCP, .port = htons(sv->port)};
 		struct sm_service v = {
 			.identity = d->cat.workloads[sv->workload].identity,
 			.flags = workload_flags_remote(d, sv->workload),
@@ -162,16 +164,16 @@ static int want_services(const struct sm_daemon *d, struct kv_set *s)
 static int want_cidrs(const struct sm_daemon *d, struct kv_set *s)
 {
 	const struct sm_node_def *self = &d->cat.nodes[d->node_idx];
-	struct sm_service host = { .identity = SM_ID_HOST, .node = (uint32_t)d->node_idx };
+	struct sm_service host = {.identity = SM_ID_HOST, .node = (uint32_t) d->node_idx};
 	struct sm_cidr_key k;
 	struct sm_addr lo;
 
 	for (unsigned int i = 0; i < d->cat.ncidrs; i++) {
 		const struct sm_cidr_def *c = &d->cat.cidrs[i];
-		struct sm_service v = { .identity = c->identity };
+		struct sm_service v = {.identity = c->identity};
 
 		if (c->workload >= 0) {
-			v.flags = workload_flags_remote(d, (unsigned int)c->workload);
+			v.flags = workload_flags_remote(d, (unsigned int) c->workload);
 			v.node = d->cat.workloads[c->workload].node;
 		}
 		cidr_key(&k, &c->addr, c->prefix);
@@ -197,11 +199,11 @@ static int want_cidrs(const struct sm_daemon *d, struct kv_set *s)
 
 int sm_intercept_sync(struct sm_daemon *d)
 {
-	struct kv_set wl = { .key_size = sizeof(uint64_t), .value_size = sizeof(struct sm_workload) };
-	struct kv_set sv = { .key_size = sizeof(struct sm_service_key),
-			     .value_size = sizeof(struct sm_service) };
-	struct kv_set cd = { .key_size = sizeof(struct sm_cidr_key),
-			     .value_size = sizeof(struct sm_service) };
+	struct kv_set wl = {.key_size = sizeof(uint64_t), .value_size = sizeof(struct sm_workload)};
+	struct kv_set sv = {.key_size = sizeof(struct sm_service_key),
+			    .value_size = sizeof(struct sm_service)};
+	struct kv_set cd = {.key_size = sizeof(struct sm_cidr_key),
+			    .value_size = sizeof(struct sm_service)};
 	int err;
 
 	/* services and ranges first, so a workload is never enrolled before its peers are known */

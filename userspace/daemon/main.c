@@ -22,8 +22,8 @@
 #include "daemon.h"
 #include "log.h"
 
-#define EXIT_RUNTIME 1
-#define EXIT_USAGE 2
+#define EXIT_RUNTIME	1
+#define EXIT_USAGE	2
 #define DRAIN_TIMEOUT_S 5
 
 static const char usage_text[] =
@@ -37,19 +37,29 @@ static const char usage_text[] =
 	"  -n, --node NAME             this node's name in the catalog            (node)\n"
 	"  -C, --catalog FILE          catalog file                               (catalog)\n"
 	"      --bpffs DIR             pin directory                              (paths.bpffs)\n"
-	"      --cgroup-root DIR       cgroup v2 mount                            (paths.cgroup_root)\n"
-	"      --daemon-cgroup DIR     the daemon's own cgroup                    (paths.daemon_cgroup)\n"
-	"  -S, --control-socket PATH   control socket                             (paths.control_socket)\n"
-	"      --state-dir DIR         state directory                            (paths.state_dir)\n"
-	"      --outbound ADDR:PORT    IPv4 outbound capture listener             (listeners.outbound)\n"
-	"      --outbound6 ADDR:PORT   IPv6 outbound capture listener             (listeners.outbound6)\n"
+	"      --cgroup-root DIR       cgroup v2 mount                            "
+	"(paths.cgroup_root)\n"
+	"      --daemon-cgroup DIR     the daemon's own cgroup                    "
+	"(paths.daemon_cgroup)\n"
+	"  -S, --control-socket PATH   control socket                             "
+	"(paths.control_socket)\n"
+	"      --state-dir DIR         state directory                            "
+	"(paths.state_dir)\n"
+	"      --outbound ADDR:PORT    IPv4 outbound capture listener             "
+	"(listeners.outbound)\n"
+	"      --outbound6 ADDR:PORT   IPv6 outbound capture listener             "
+	"(listeners.outbound6)\n"
 	"      --flow-log FILE         write flow records to FILE                 (flowlog.file)\n"
-	"      --flow-stdout           write flow records to stdout               (flowlog.stdout)\n"
-	"      --redirect              same-node sk_msg redirect                  (datapath.redirect)\n"
-	"      --flow-update-interval SEC  seconds between conn_update records    (datapath.flow_update_interval)\n"
+	"      --flow-stdout           write flow records to stdout               "
+	"(flowlog.stdout)\n"
+	"      --redirect              same-node sk_msg redirect                  "
+	"(datapath.redirect)\n"
+	"      --flow-update-interval SEC  seconds between conn_update records    "
+	"(datapath.flow_update_interval)\n"
 	"      --set KEY=VALUE         set any config key (repeatable)\n"
 	"      --check                 validate config and catalog, attach nothing, exit\n"
-	"      --cleanup               detach and unpin everything under the bpffs directory, exit\n"
+	"      --cleanup               detach and unpin everything under the bpffs directory, "
+	"exit\n"
 	"  -v, --verbose               more logging (repeat for libbpf debug)\n"
 	"  -q, --quiet                 warnings and errors only\n"
 	"  -h, --help                  this text\n"
@@ -81,48 +91,62 @@ enum {
 };
 
 static const struct option long_opts[] = {
-	{ "config", required_argument, NULL, 'c' },
-	{ "node", required_argument, NULL, 'n' },
-	{ "catalog", required_argument, NULL, 'C' },
-	{ "bpffs", required_argument, NULL, OPT_BPFFS },
-	{ "cgroup-root", required_argument, NULL, OPT_CGROUP_ROOT },
-	{ "daemon-cgroup", required_argument, NULL, OPT_DAEMON_CGROUP },
-	{ "control-socket", required_argument, NULL, 'S' },
-	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
-	{ "outbound", required_argument, NULL, OPT_OUTBOUND },
-	{ "outbound6", required_argument, NULL, OPT_OUTBOUND6 },
-	{ "flow-log", required_argument, NULL, OPT_FLOW_LOG },
-	{ "flow-stdout", no_argument, NULL, OPT_FLOW_STDOUT },
-	{ "redirect", no_argument, NULL, OPT_REDIRECT },
-	{ "flow-update-interval", required_argument, NULL, OPT_UPDATE_INTERVAL },
-	{ "set", required_argument, NULL, OPT_SET },
-	{ "check", no_argument, NULL, OPT_CHECK },
-	{ "cleanup", no_argument, NULL, OPT_CLEANUP },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "quiet", no_argument, NULL, 'q' },
-	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, OPT_VERSION },
-	{ NULL, 0, NULL, 0 },
+	{"config", required_argument, NULL, 'c'},
+	{"node", required_argument, NULL, 'n'},
+	{"catalog", required_argument, NULL, 'C'},
+	{"bpffs", required_argument, NULL, OPT_BPFFS},
+	{"cgroup-root", required_argument, NULL, OPT_CGROUP_ROOT},
+	{"daemon-cgroup", required_argument, NULL, OPT_DAEMON_CGROUP},
+	{"control-socket", required_argument, NULL, 'S'},
+	{"state-dir", required_argument, NULL, OPT_STATE_DIR},
+	{"outbound", required_argument, NULL, OPT_OUTBOUND},
+	{"outbound6", required_argument, NULL, OPT_OUTBOUND6},
+	{"flow-log", required_argument, NULL, OPT_FLOW_LOG},
+	{"flow-stdout", no_argument, NULL, OPT_FLOW_STDOUT},
+	{"redirect", no_argument, NULL, OPT_REDIRECT},
+	{"flow-update-interval", required_argument, NULL, OPT_UPDATE_INTERVAL},
+	{"set", required_argument, NULL, OPT_SET},
+	{"check", no_argument, NULL, OPT_CHECK},
+	{"cleanup", no_argument, NULL, OPT_CLEANUP},
+	{"verbose", no_argument, NULL, 'v'},
+	{"quiet", no_argument, NULL, 'q'},
+	{"help", no_argument, NULL, 'h'},
+	{"version", no_argument, NULL, OPT_VERSION},
+	{NULL, 0, NULL, 0},
 };
 
 /* A flag → its config key; flags without a value set "true". */
 static const char *flag_key(int opt)
 {
 	switch (opt) {
-	case 'n': return "node";
-	case 'C': return "catalog";
-	case 'S': return "paths.control_socket";
-	case OPT_BPFFS: return "paths.bpffs";
-	case OPT_CGROUP_ROOT: return "paths.cgroup_root";
-	case OPT_DAEMON_CGROUP: return "paths.daemon_cgroup";
-	case OPT_STATE_DIR: return "paths.state_dir";
-	case OPT_OUTBOUND: return "listeners.outbound";
-	case OPT_OUTBOUND6: return "listeners.outbound6";
-	case OPT_FLOW_LOG: return "flowlog.file";
-	case OPT_FLOW_STDOUT: return "flowlog.stdout";
-	case OPT_REDIRECT: return "datapath.redirect";
-	case OPT_UPDATE_INTERVAL: return "datapath.flow_update_interval";
-	default: return NULL;
+	case 'n':
+		return "node";
+	case 'C':
+		return "catalog";
+	case 'S':
+		return "paths.control_socket";
+	case OPT_BPFFS:
+		return "paths.bpffs";
+	case OPT_CGROUP_ROOT:
+		return "paths.cgroup_root";
+	case OPT_DAEMON_CGROUP:
+		return "paths.daemon_cgroup";
+	case OPT_STATE_DIR:
+		return "paths.state_dir";
+	case OPT_OUTBOUND:
+		return "listeners.outbound";
+	case OPT_OUTBOUND6:
+		return "listeners.outbound6";
+	case OPT_FLOW_LOG:
+		return "flowlog.file";
+	case OPT_FLOW_STDOUT:
+		return "flowlog.stdout";
+	case OPT_REDIRECT:
+		return "datapath.redirect";
+	case OPT_UPDATE_INTERVAL:
+		return "datapath.flow_update_interval";
+	default:
+		return NULL;
 	}
 }
 
@@ -150,12 +174,13 @@ static int parse_args(int argc, char **argv, struct args *a)
 		const char *key = flag_key(opt);
 
 		if (key) {
-			if (a->nset == (int)SM_ARRAY_SIZE(a->set)) {
-				fprintf(stderr, "sockmeshd: too many settings on the command line\n");
+			if (a->nset == (int) SM_ARRAY_SIZE(a->set)) {
+				fprintf(stderr,
+					"sockmeshd: too many settings on the command line\n");
 				return -EINVAL;
 			}
 			a->set[a->nset].key = key;
-			a->set[a->nset++].value = optarg ? optarg : (char *)"true";
+			a->set[a->nset++].value = optarg ? optarg : (char *) "true";
 			continue;
 		}
 		switch (opt) {
@@ -167,11 +192,13 @@ static int parse_args(int argc, char **argv, struct args *a)
 			char *eq = strchr(optarg, '=');
 
 			if (!eq || eq == optarg) {
-				fprintf(stderr, "sockmeshd: --set %s: expected KEY=VALUE, e.g. --set "
-						"datapath.redirect=true\n", optarg);
+				fprintf(stderr,
+					"sockmeshd: --set %s: expected KEY=VALUE, e.g. --set "
+					"datapath.redirect=true\n",
+					optarg);
 				return -EINVAL;
 			}
-			if (a->nset == (int)SM_ARRAY_SIZE(a->set))
+			if (a->nset == (int) SM_ARRAY_SIZE(a->set))
 				return -EINVAL;
 			*eq = '\0';
 			a->set[a->nset].key = optarg;
@@ -198,7 +225,8 @@ static int parse_args(int argc, char **argv, struct args *a)
 			printf("sockmeshd %s\n", SOCKMESH_VERSION);
 			exit(0);
 		case ':':
-			fprintf(stderr, "sockmeshd: option %s needs a value (see sockmeshd --help)\n",
+			fprintf(stderr,
+				"sockmeshd: option %s needs a value (see sockmeshd --help)\n",
 				argv[optind - 1]);
 			return -EINVAL;
 		default:
@@ -218,7 +246,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 /* Defaults, then the file, then flags. Messages name file, line and fix. */
 static int load_config(struct sm_daemon *d, const struct args *a)
 {
-	struct sm_error err = { { 0 } };
+	struct sm_error err = {{0}};
 	int rc;
 
 	sm_config_defaults(&d->cfg);
@@ -249,20 +277,21 @@ int sm_workload_by_cgroup(const struct sm_daemon *d, uint64_t cgroup_id)
 		return -1;
 	for (unsigned int i = 0; i < d->cat.nworkloads; i++)
 		if (d->wl[i].cgroup_id == cgroup_id)
-			return (int)i;
+			return (int) i;
 	return -1;
 }
 
 /* The catalog, this node in it, the cgroup v2 mount and the daemon's cgroup. */
 static int resolve_node(struct sm_daemon *d)
 {
-	struct sm_error err = { { 0 } };
+	struct sm_error err = {{0}};
 	char line[PATH_MAX + 8];
 	FILE *f;
 	int rc;
 
 	if (!d->cfg.node[0]) {
-		pr_err("no node name: set `node:` in the config or pass --node NAME (a node of the catalog)");
+		pr_err("no node name: set `node:` in the config or pass --node NAME (a node of the "
+		       "catalog)");
 		return -EINVAL;
 	}
 	if (!d->cfg.catalog[0]) {
@@ -287,7 +316,8 @@ static int resolve_node(struct sm_daemon *d)
 	if (d->cfg.cgroup_root[0]) {
 		sm_strlcpy(d->cgroup_root, d->cfg.cgroup_root, sizeof(d->cgroup_root));
 	} else if (sm_find_cgroup2_mount(d->cgroup_root, sizeof(d->cgroup_root))) {
-		pr_err("no cgroup v2 mount in /proc/self/mountinfo (mount one: mount -t cgroup2 none "
+		pr_err("no cgroup v2 mount in /proc/self/mountinfo (mount one: mount -t cgroup2 "
+		       "none "
 		       "/sys/fs/cgroup, or set paths.cgroup_root)");
 		return -ENOENT;
 	}
@@ -306,8 +336,10 @@ static int resolve_node(struct sm_daemon *d)
 			continue;
 		line[strcspn(line, "\n")] = '\0';
 		if (strcmp(line + 3, "/") == 0) {
-			pr_err("sockmeshd runs in the root cgroup, where it will not attach programs; run "
-			       "it in its own cgroup (e.g. a systemd unit) or set paths.daemon_cgroup");
+			pr_err("sockmeshd runs in the root cgroup, where it will not attach "
+			       "programs; run "
+			       "it in its own cgroup (e.g. a systemd unit) or set "
+			       "paths.daemon_cgroup");
 			rc = -EPERM;
 			break;
 		}
@@ -330,8 +362,8 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 	struct sm_proxy_stats ps;
 	static unsigned int ticks;
 
-	(void)ev;
-	(void)events;
+	(void) ev;
+	(void) events;
 	sm_datapath_run_iter(d);
 	sm_flowexp_check_lost(d);
 	if (++ticks % 5 == 0 && !d->draining)
@@ -342,15 +374,15 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 	if (ps.active == 0 || time(NULL) >= drain_deadline) {
 		if (ps.active)
 			pr_warn("drain deadline reached: closing %llu relayed connections",
-				(unsigned long long)ps.active);
+				(unsigned long long) ps.active);
 		sm_evloop_stop(loop);
 	}
 }
 
 static int reload_catalog(struct sm_daemon *d)
 {
-	struct sm_catalog cat = { 0 };
-	struct sm_error err = { { 0 } };
+	struct sm_catalog cat = {0};
+	struct sm_error err = {{0}};
 	struct sm_local_workload *wl;
 	int idx;
 
@@ -392,8 +424,8 @@ static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 	struct signalfd_siginfo si;
 	struct sm_proxy_stats ps;
 
-	(void)events;
-	(void)ev;
+	(void) events;
+	(void) ev;
 	if (read(sm_ev_fd(ev), &si, sizeof(si)) != sizeof(si))
 		return;
 	if (si.ssi_signo == SIGHUP) {
@@ -404,7 +436,7 @@ static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 		sm_evloop_stop(loop);
 		return;
 	}
-	pr_info("%s: draining (no new connections; relays get %d s)", strsignal((int)si.ssi_signo),
+	pr_info("%s: draining (no new connections; relays get %d s)", strsignal((int) si.ssi_signo),
 		DRAIN_TIMEOUT_S);
 	d->draining = true;
 	d->ready = false;
@@ -471,7 +503,7 @@ free_loop:
 
 int main(int argc, char **argv)
 {
-	struct sm_daemon d = { .ctl_fd = -1 };
+	struct sm_daemon d = {.ctl_fd = -1};
 	struct args a;
 	int err;
 
@@ -493,7 +525,8 @@ int main(int argc, char **argv)
 		return err == -EPERM || err == -ENOENT ? EXIT_RUNTIME : EXIT_USAGE;
 	}
 	if (a.check) {
-		printf("config and catalog are valid: node %s, %u nodes, %u workloads, %u services\n",
+		printf("config and catalog are valid: node %s, %u nodes, %u workloads, %u "
+		       "services\n",
 		       d.cfg.node, d.cat.nnodes, d.cat.nworkloads, d.cat.nservices);
 		sm_catalog_free(&d.cat);
 		free(d.wl);

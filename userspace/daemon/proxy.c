@@ -50,7 +50,7 @@ struct relay {
 	struct sm_ev *ev[2];
 	struct relay_dir dir[2]; /* dir[i]: from fd[i] to fd[1 - i] */
 	bool connecting;
-	char what[160];          /* "client → original destination", for logs */
+	char what[160]; /* "client → original destination", for logs */
 	struct relay *prev, *next;
 };
 
@@ -78,7 +78,7 @@ static void relay_free(struct relay *r, bool reset)
 			continue;
 		sm_evloop_del(r->d->loop, r->ev[i]);
 		if (reset) {
-			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+			struct linger lg = {.l_onoff = 1, .l_linger = 0};
 
 			setsockopt(r->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		}
@@ -96,7 +96,7 @@ static void relay_free(struct relay *r, bool reset)
 
 static void relay_interest(struct relay *r)
 {
-	uint32_t want[2] = { 0, 0 };
+	uint32_t want[2] = {0, 0};
 
 	if (r->connecting) {
 		want[SIDE_UPSTREAM] = EPOLLOUT;
@@ -123,7 +123,7 @@ static int relay_pump(struct relay *r)
 
 			if (n > 0) {
 				dir->off = 0;
-				dir->len = (size_t)n;
+				dir->len = (size_t) n;
 			} else if (n == 0) {
 				dir->eof = true;
 			} else if (errno != EAGAIN && errno != EINTR) {
@@ -138,8 +138,8 @@ static int relay_pump(struct relay *r)
 					break;
 				return -errno;
 			}
-			dir->off += (size_t)n;
-			dir->len -= (size_t)n;
+			dir->off += (size_t) n;
+			dir->len -= (size_t) n;
 		}
 		if (dir->eof && dir->len == 0 && !dir->shut) {
 			shutdown(r->fd[1 - i], SHUT_WR);
@@ -154,8 +154,8 @@ static void on_relay(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, 
 	struct relay *r = arg;
 	int err;
 
-	(void)loop;
-	(void)events;
+	(void) loop;
+	(void) events;
 	if (r->connecting) {
 		socklen_t len = sizeof(err);
 
@@ -188,8 +188,8 @@ static void on_relay(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, 
 
 static int original_destination(int fd, int family, struct sockaddr_storage *ss)
 {
-	socklen_t len = family == AF_INET6 ? sizeof(struct sockaddr_in6) :
-					     sizeof(struct sockaddr_in);
+	socklen_t len =
+		family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 
 	memset(ss, 0, sizeof(*ss));
 	if (family == AF_INET6)
@@ -206,7 +206,7 @@ static bool is_own_listener(const struct sm_daemon *d, const struct sm_addr *a, 
 
 static void reset_close(int fd)
 {
-	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
 
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	close(fd);
@@ -223,14 +223,15 @@ static void relay_start(struct sm_daemon *d, int cfd, int family)
 	struct relay *r;
 	int ufd, err;
 
-	getpeername(cfd, (struct sockaddr *)&peer, &plen);
-	sm_addr_from_sockaddr((struct sockaddr *)&peer, &paddr, &pport);
+	getpeername(cfd, (struct sockaddr *) &peer, &plen);
+	sm_addr_from_sockaddr((struct sockaddr *) &peer, &paddr, &pport);
 	err = original_destination(cfd, family, &dst);
 	if (!err)
-		err = sm_addr_from_sockaddr((struct sockaddr *)&dst, &daddr, &dport);
+		err = sm_addr_from_sockaddr((struct sockaddr *) &dst, &daddr, &dport);
 	if (err || dport == 0 || is_own_listener(d, &daddr, dport)) {
 		p->st.orig_dst_errors++;
-		pr_warn("no original destination for captured connection from %s:%u: %s (closing it; "
+		pr_warn("no original destination for captured connection from %s:%u: %s (closing "
+			"it; "
 			"is the orig_dst map full? see `sockmesh status`)",
 			sm_addr_format(&paddr, pbuf, sizeof(pbuf)), pport,
 			err ? strerror(-err) : "points back at the outbound listener");
@@ -269,7 +270,7 @@ static void relay_start(struct sm_daemon *d, int cfd, int family)
 	    0)
 		pr_debug("SO_MARK on upstream socket: %s", strerror(errno));
 	plen = sm_addr_to_sockaddr(&daddr, dport, &dst);
-	if (connect(ufd, (struct sockaddr *)&dst, plen) < 0 && errno != EINPROGRESS) {
+	if (connect(ufd, (struct sockaddr *) &dst, plen) < 0 && errno != EINPROGRESS) {
 		p->st.upstream_errors++;
 		pr_info("upstream connect failed for %s: %s (client reset)", r->what,
 			strerror(errno));
@@ -291,9 +292,9 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 	struct listener *l = arg;
 	struct sm_daemon *d = l->d;
 
-	(void)loop;
-	(void)ev;
-	(void)events;
+	(void) loop;
+	(void) ev;
+	(void) events;
 	for (int i = 0; i < 64; i++) {
 		int cfd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
@@ -322,9 +323,10 @@ static int listen_on(struct sm_daemon *d, const struct sm_addr *a, uint16_t port
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (a->family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 4096) < 0) {
+	if (bind(fd, (struct sockaddr *) &ss, len) < 0 || listen(fd, 4096) < 0) {
 		err = -errno;
-		pr_err("cannot listen on %s port %u: %s (another sockmeshd in this network namespace? "
+		pr_err("cannot listen on %s port %u: %s (another sockmeshd in this network "
+		       "namespace? "
 		       "change listeners.outbound / --outbound)",
 		       sm_addr_format(a, buf, sizeof(buf)), port, strerror(-err));
 		close(fd);

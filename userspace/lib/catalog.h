@@ -15,8 +15,8 @@
 
 #include "util.h"
 
-#define SM_NAME_MAX 64
-#define SM_SPIFFE_MAX 256
+#define SM_NAME_MAX	  64
+#define SM_SPIFFE_MAX	  256
 #define SM_NODE_ADDRS_MAX 4
 
 enum sm_mode {
@@ -31,26 +31,26 @@ struct sm_node_def {
 };
 
 struct sm_workload_def {
-	char name[SM_NAME_MAX];       /* unique */
-	unsigned int node;            /* index into nodes */
-	char cgroup[PATH_MAX];        /* path relative to the cgroup v2 mount, no leading '/' */
+	char name[SM_NAME_MAX]; /* unique */
+	unsigned int node;	/* index into nodes */
+	char cgroup[PATH_MAX];	/* path relative to the cgroup v2 mount, no leading '/' */
 	char spiffe_id[SM_SPIFFE_MAX];
-	enum sm_mode mode;            /* mode: strict|permissive, default strict */
-	uint32_t identity;            /* allocated, see above */
+	enum sm_mode mode; /* mode: strict|permissive, default strict */
+	uint32_t identity; /* allocated, see above */
 };
 
 struct sm_service_def {
-	char name[SM_NAME_MAX];       /* optional; "" when absent */
+	char name[SM_NAME_MAX]; /* optional; "" when absent */
 	struct sm_addr addr;
-	uint16_t port;                /* host order */
-	unsigned int workload;        /* index into workloads */
+	uint16_t port;	       /* host order */
+	unsigned int workload; /* index into workloads */
 };
 
 struct sm_cidr_def {
 	struct sm_addr addr;
 	uint8_t prefix;
-	int workload;                 /* index into workloads, or -1: not a workload */
-	uint32_t identity;            /* workload's identity, or SM_ID_WORLD */
+	int workload;	   /* index into workloads, or -1: not a workload */
+	uint32_t identity; /* workload's identity, or SM_ID_WORLD */
 };
 
 struct sm_catalog {

@@ -16,43 +16,43 @@
 #define SM_DEFAULT_CONFIG_PATH "/etc/sockmesh/sockmesh.yaml"
 
 struct sm_config {
-	char node[64];                     /* node: this node's name in the catalog */
-	char catalog[PATH_MAX];            /* catalog: path of the catalog file */
+	char node[64];		/* node: this node's name in the catalog */
+	char catalog[PATH_MAX]; /* catalog: path of the catalog file */
 
 	/* paths: */
-	char bpffs[PATH_MAX];              /* paths.bpffs, default /sys/fs/bpf/sockmesh */
-	char cgroup_root[PATH_MAX];        /* paths.cgroup_root, "" = found in mountinfo */
-	char daemon_cgroup[PATH_MAX];      /* paths.daemon_cgroup, "" = the daemon's own */
-	char control_socket[PATH_MAX];     /* paths.control_socket, /run/sockmesh/sockmesh.sock */
-	char state_dir[PATH_MAX];          /* paths.state_dir, /var/lib/sockmesh */
+	char bpffs[PATH_MAX];	       /* paths.bpffs, default /sys/fs/bpf/sockmesh */
+	char cgroup_root[PATH_MAX];    /* paths.cgroup_root, "" = found in mountinfo */
+	char daemon_cgroup[PATH_MAX];  /* paths.daemon_cgroup, "" = the daemon's own */
+	char control_socket[PATH_MAX]; /* paths.control_socket, /run/sockmesh/sockmesh.sock */
+	char state_dir[PATH_MAX];      /* paths.state_dir, /var/lib/sockmesh */
 
 	/* listeners: */
-	struct sm_addr outbound_addr;      /* listeners.outbound, 127.0.0.1:15001 */
+	struct sm_addr outbound_addr; /* listeners.outbound, 127.0.0.1:15001 */
 	uint16_t outbound_port;
-	struct sm_addr outbound6_addr;     /* listeners.outbound6, [::1]:15001 */
+	struct sm_addr outbound6_addr; /* listeners.outbound6, [::1]:15001 */
 	uint16_t outbound6_port;
-	uint16_t inbound_port;             /* listeners.inbound_port, 15008 */
-	struct sm_addr admin_addr;         /* listeners.admin, 127.0.0.1:15020 */
+	uint16_t inbound_port;	   /* listeners.inbound_port, 15008 */
+	struct sm_addr admin_addr; /* listeners.admin, 127.0.0.1:15020 */
 	uint16_t admin_port;
 
 	/* datapath: */
-	uint32_t daemon_mark;              /* datapath.daemon_mark, 0x5ec0de */
-	bool redirect;                     /* datapath.redirect, false */
-	bool fail_open;                    /* datapath.fail_open, false */
-	uint32_t flow_update_interval;     /* datapath.flow_update_interval (s), 10; 1..3600 */
-	uint32_t max_workloads;            /* datapath.max_workloads, 4096 */
-	uint32_t max_services;             /* datapath.max_services, 65536 */
-	uint32_t max_cidrs;                /* datapath.max_cidrs, 16384 */
-	uint32_t max_orig_dst;             /* datapath.max_orig_dst, 65536 */
-	uint32_t max_sockhash;             /* datapath.max_sockhash, 65536 */
-	uint32_t ringbuf_size;             /* datapath.ringbuf_size (bytes, power of 2 >= 4096), 1 MiB */
+	uint32_t daemon_mark;	       /* datapath.daemon_mark, 0x5ec0de */
+	bool redirect;		       /* datapath.redirect, false */
+	bool fail_open;		       /* datapath.fail_open, false */
+	uint32_t flow_update_interval; /* datapath.flow_update_interval (s), 10; 1..3600 */
+	uint32_t max_workloads;	       /* datapath.max_workloads, 4096 */
+	uint32_t max_services;	       /* datapath.max_services, 65536 */
+	uint32_t max_cidrs;	       /* datapath.max_cidrs, 16384 */
+	uint32_t max_orig_dst;	       /* datapath.max_orig_dst, 65536 */
+	uint32_t max_sockhash;	       /* datapath.max_sockhash, 65536 */
+	uint32_t ringbuf_size; /* datapath.ringbuf_size (bytes, power of 2 >= 4096), 1 MiB */
 
 	/* flowlog: */
-	char flowlog_file[PATH_MAX];       /* flowlog.file, "" = no file sink */
-	bool flowlog_stdout;               /* flowlog.stdout, false */
+	char flowlog_file[PATH_MAX]; /* flowlog.file, "" = no file sink */
+	bool flowlog_stdout;	     /* flowlog.stdout, false */
 
 	/* log: */
-	int log_level;                     /* log.level: error|warn|info|debug, info */
+	int log_level; /* log.level: error|warn|info|debug, info */
 };
 
 /* Fill every field with its built-in default. */
@@ -71,7 +71,6 @@ int sm_config_load(struct sm_config *cfg, const char *path, struct sm_error *err
  * string, with the same checks as the file. Used for flags.
  * Returns 0 or -EINVAL/-ERANGE/-ENOENT (unknown key) with err->msg set.
  */
-int sm_config_set(struct sm_config *cfg, const char *key, const char *value,
-		  struct sm_error *err);
+int sm_config_set(struct sm_config *cfg, const char *key, const char *value, struct sm_error *err);
 
 #endif /* SOCKMESH_CONFIG_H */

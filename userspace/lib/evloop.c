@@ -63,10 +63,9 @@ void sm_evloop_free(struct sm_evloop *loop)
 	free(loop);
 }
 
-struct sm_ev *sm_evloop_add(struct sm_evloop *loop, int fd, uint32_t events, sm_ev_fn fn,
-			    void *arg)
+struct sm_ev *sm_evloop_add(struct sm_evloop *loop, int fd, uint32_t events, sm_ev_fn fn, void *arg)
 {
-	struct epoll_event ee = { .events = events };
+	struct epoll_event ee = {.events = events};
 	struct sm_ev *ev = calloc(1, sizeof(*ev));
 
 	if (!ev)
@@ -88,7 +87,7 @@ struct sm_ev *sm_evloop_add(struct sm_evloop *loop, int fd, uint32_t events, sm_
 
 int sm_evloop_mod(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events)
 {
-	struct epoll_event ee = { .events = events, .data.ptr = ev };
+	struct epoll_event ee = {.events = events, .data.ptr = ev};
 
 	if (ev->events == events)
 		return 0;
@@ -124,13 +123,12 @@ void sm_evloop_del(struct sm_evloop *loop, struct sm_ev *ev)
 	}
 }
 
-
 struct sm_ev *sm_evloop_timer(struct sm_evloop *loop, unsigned int interval_ms, sm_ev_fn fn,
 			      void *arg)
 {
 	struct itimerspec its = {
-		.it_interval = { interval_ms / 1000, (long)(interval_ms % 1000) * 1000000L },
-		.it_value = { interval_ms / 1000, (long)(interval_ms % 1000) * 1000000L },
+		.it_interval = {interval_ms / 1000, (long) (interval_ms % 1000) * 1000000L},
+		.it_value = {interval_ms / 1000, (long) (interval_ms % 1000) * 1000000L},
 	};
 	struct sm_ev *ev;
 	int fd, err;
@@ -158,7 +156,7 @@ int sm_evloop_run(struct sm_evloop *loop)
 
 	loop->stop = false;
 	while (!loop->stop) {
-		int n = epoll_wait(loop->epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), -1);
+		int n = epoll_wait(loop->epfd, evs, (int) (sizeof(evs) / sizeof(evs[0])), -1);
 
 		if (n < 0) {
 			if (errno == EINTR)

@@ -18,34 +18,34 @@ enum sm_flow_record_type {
 	SM_REC_CONN_START = 0, /* "conn_start" */
 	SM_REC_CONN_UPDATE,    /* "conn_update" */
 	SM_REC_CONN_END,       /* "conn_end" */
-	SM_REC_DENIED,         /* "denied" */
-	SM_REC_LOST,           /* "lost" */
+	SM_REC_DENIED,	       /* "denied" */
+	SM_REC_LOST,	       /* "lost" */
 	SM_REC_TYPE_MAX,
 };
 
 enum sm_verdict {
 	SM_VERDICT_FORWARDED = 0, /* "FORWARDED" */
-	SM_VERDICT_DROPPED,       /* "DROPPED" */
-	SM_VERDICT_AUDIT,         /* "AUDIT" */
+	SM_VERDICT_DROPPED,	  /* "DROPPED" */
+	SM_VERDICT_AUDIT,	  /* "AUDIT" */
 	SM_VERDICT_MAX,
 };
 
 enum sm_direction {
 	SM_DIR_EGRESS = 0, /* "EGRESS": this socket connected */
-	SM_DIR_INGRESS,    /* "INGRESS": this socket was accepted */
+	SM_DIR_INGRESS,	   /* "INGRESS": this socket was accepted */
 	SM_DIR_MAX,
 };
 
 struct sm_flow_endpoint {
 	struct sm_addr addr;
-	uint16_t port;               /* host order */
+	uint16_t port; /* host order */
 	uint32_t identity;
-	char spiffe_id[256];         /* "" when unknown (omitted from JSON) */
-	char workload[64];           /* "" when unknown (omitted) */
+	char spiffe_id[256]; /* "" when unknown (omitted from JSON) */
+	char workload[64];   /* "" when unknown (omitted) */
 };
 
 struct sm_flow_counters {
-	uint64_t bytes_sent;         /* bytes_acked + bytes redirected by sk_msg */
+	uint64_t bytes_sent; /* bytes_acked + bytes redirected by sk_msg */
 	uint64_t bytes_received;
 	uint64_t segs_in;
 	uint64_t segs_out;
@@ -54,25 +54,25 @@ struct sm_flow_counters {
 /* One record. For type SM_REC_LOST only time, node and lost_* are used. */
 struct sm_flow_record {
 	enum sm_flow_record_type type;
-	int64_t time_ns;             /* CLOCK_REALTIME, ns: "time" */
-	char node[64];               /* reporting node: "node" */
+	int64_t time_ns;	     /* CLOCK_REALTIME, ns: "time" */
+	char node[64];		     /* reporting node: "node" */
 	enum sm_verdict verdict;     /* "verdict" */
-	char drop_reason[64];        /* "drop_reason", "" = omitted */
+	char drop_reason[64];	     /* "drop_reason", "" = omitted */
 	enum sm_direction direction; /* "traffic_direction" */
 	struct sm_flow_endpoint source;
 	struct sm_flow_endpoint destination;
-	bool captured;               /* "captured": rewritten to the daemon's listener */
-	bool same_node;              /* "same_node": peer hosted on this node */
-	bool redirected;             /* "redirected": socket was in the sk_msg sockhash */
-	uint64_t cookie;             /* "socket_cookie" */
-	uint64_t cgroup_id;          /* "cgroup_id" */
-	int64_t start_ns;            /* CLOCK_REALTIME, ns: "start_time" */
-	uint64_t duration_us;        /* "duration_us" (time - start_time) */
+	bool captured;		       /* "captured": rewritten to the daemon's listener */
+	bool same_node;		       /* "same_node": peer hosted on this node */
+	bool redirected;	       /* "redirected": socket was in the sk_msg sockhash */
+	uint64_t cookie;	       /* "socket_cookie" */
+	uint64_t cgroup_id;	       /* "cgroup_id" */
+	int64_t start_ns;	       /* CLOCK_REALTIME, ns: "start_time" */
+	uint64_t duration_us;	       /* "duration_us" (time - start_time) */
 	struct sm_flow_counters total; /* "counters": since the connection started */
 	struct sm_flow_counters delta; /* "delta": since this connection's previous record */
-	uint32_t srtt_us;            /* "tcp.srtt_us" */
-	uint32_t total_retrans;      /* "tcp.total_retrans" */
-	uint64_t redirected_bytes;   /* "counters.redirected_bytes_sent" */
+	uint32_t srtt_us;	       /* "tcp.srtt_us" */
+	uint32_t total_retrans;	       /* "tcp.total_retrans" */
+	uint64_t redirected_bytes;     /* "counters.redirected_bytes_sent" */
 	/* lost records: "lost": {"ringbuf": N, "orig_dst": N, "storage": N, "sockhash": N} */
 	uint64_t lost_ringbuf;
 	uint64_t lost_orig_dst;

@@ -12,7 +12,7 @@
 static int log_level = SM_LOG_INFO;
 static const char *log_ident = "sockmesh";
 
-static const char *const level_names[] = { "error", "warn", "info", "debug" };
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 void sm_log_set_level(int level)
 {
@@ -32,7 +32,7 @@ int sm_log_level_parse(const char *name)
 {
 	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++)
 		if (strcmp(name, level_names[i]) == 0)
-			return (int)i;
+			return (int) i;
 	return -EINVAL;
 }
 

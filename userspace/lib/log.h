@@ -26,9 +26,9 @@ void sm_vlog(int level, const char *fmt, va_list ap) __attribute__((format(print
 /* Route libbpf's messages through sm_log, one level lower than libbpf's own. */
 void sm_log_route_libbpf(void);
 
-#define pr_err(...) sm_log(SM_LOG_ERROR, __VA_ARGS__)
-#define pr_warn(...) sm_log(SM_LOG_WARN, __VA_ARGS__)
-#define pr_info(...) sm_log(SM_LOG_INFO, __VA_ARGS__)
+#define pr_err(...)   sm_log(SM_LOG_ERROR, __VA_ARGS__)
+#define pr_warn(...)  sm_log(SM_LOG_WARN, __VA_ARGS__)
+#define pr_info(...)  sm_log(SM_LOG_INFO, __VA_ARGS__)
 #define pr_debug(...) sm_log(SM_LOG_DEBUG, __VA_ARGS__)
 
 #endif /* SOCKMESH_LOG_H */

@@ -55,14 +55,14 @@ int sm_addrport_parse(const char *s, struct sm_addr *addr, uint16_t *port)
 		p = strchr(s, ']');
 		if (!p || p[1] != ':')
 			return -EINVAL;
-		n = (size_t)(p - s - 1);
+		n = (size_t) (p - s - 1);
 		colon = p + 1;
 		s++;
 	} else {
 		colon = strrchr(s, ':');
 		if (!colon || strchr(s, ':') != colon)
 			return -EINVAL;
-		n = (size_t)(colon - s);
+		n = (size_t) (colon - s);
 	}
 	if (n == 0 || n >= sizeof(host))
 		return -EINVAL;
@@ -72,7 +72,7 @@ int sm_addrport_parse(const char *s, struct sm_addr *addr, uint16_t *port)
 		return -EINVAL;
 	if (sm_parse_u64(colon + 1, 1, 65535, &v))
 		return -EINVAL;
-	*port = (uint16_t)v;
+	*port = (uint16_t) v;
 	return 0;
 }
 
@@ -85,7 +85,7 @@ int sm_cidr_parse(const char *s, struct sm_addr *addr, uint8_t *prefix)
 
 	if (!slash)
 		return -EINVAL;
-	n = (size_t)(slash - s);
+	n = (size_t) (slash - s);
 	if (n == 0 || n >= sizeof(host))
 		return -EINVAL;
 	memcpy(host, s, n);
@@ -96,10 +96,10 @@ int sm_cidr_parse(const char *s, struct sm_addr *addr, uint8_t *prefix)
 	if (sm_parse_u64(slash + 1, 0, max, &v))
 		return -EINVAL;
 	/* host bits must be zero: 10.1.2.3/8 is almost always a typo */
-	for (unsigned int bit = (unsigned int)v; bit < max; bit++)
+	for (unsigned int bit = (unsigned int) v; bit < max; bit++)
 		if (addr->bytes[bit / 8] & (0x80 >> (bit % 8)))
 			return -EINVAL;
-	*prefix = (uint8_t)v;
+	*prefix = (uint8_t) v;
 	return 0;
 }
 
@@ -107,14 +107,14 @@ socklen_t sm_addr_to_sockaddr(const struct sm_addr *a, uint16_t port, struct soc
 {
 	memset(ss, 0, sizeof(*ss));
 	if (a->family == AF_INET6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *) ss;
 
 		s6->sin6_family = AF_INET6;
 		s6->sin6_port = htons(port);
 		memcpy(&s6->sin6_addr, a->bytes, 16);
 		return sizeof(*s6);
 	}
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in *s4 = (struct sockaddr_in *) ss;
 
 	s4->sin_family = AF_INET;
 	s4->sin_port = htons(port);
@@ -126,7 +126,7 @@ int sm_addr_from_sockaddr(const struct sockaddr *sa, struct sm_addr *a, uint16_t
 {
 	memset(a, 0, sizeof(*a));
 	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *) sa;
 
 		a->family = AF_INET;
 		memcpy(a->bytes, &s4->sin_addr, 4);
@@ -135,7 +135,7 @@ int sm_addr_from_sockaddr(const struct sockaddr *sa, struct sm_addr *a, uint16_t
 		return 0;
 	}
 	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *) sa;
 
 		a->family = AF_INET6;
 		memcpy(a->bytes, &s6->sin6_addr, 16);
@@ -174,8 +174,8 @@ int sm_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 
 int sm_parse_bool(const char *s, bool *out)
 {
-	static const char *const yes[] = { "true", "yes", "on", "1" };
-	static const char *const no[] = { "false", "no", "off", "0" };
+	static const char *const yes[] = {"true", "yes", "on", "1"};
+	static const char *const no[] = {"false", "no", "off", "0"};
 
 	for (size_t i = 0; i < SM_ARRAY_SIZE(yes); i++) {
 		if (strcasecmp(s, yes[i]) == 0) {
@@ -211,13 +211,13 @@ int64_t sm_mono_to_real_offset_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &mono);
 	clock_gettime(CLOCK_REALTIME, &real);
-	return ((int64_t)real.tv_sec - mono.tv_sec) * 1000000000LL + (real.tv_nsec - mono.tv_nsec);
+	return ((int64_t) real.tv_sec - mono.tv_sec) * 1000000000LL + (real.tv_nsec - mono.tv_nsec);
 }
 
 const char *sm_format_time_ns(int64_t realtime_ns, char *buf, size_t len)
 {
-	time_t sec = (time_t)(realtime_ns / 1000000000LL);
-	long usec = (long)((realtime_ns % 1000000000LL) / 1000);
+	time_t sec = (time_t) (realtime_ns / 1000000000LL);
+	long usec = (long) ((realtime_ns % 1000000000LL) / 1000);
 	struct tm tm;
 
 	gmtime_r(&sec, &tm);
