@@ -84,12 +84,12 @@ static struct json_object *member(struct json_object *obj, const char *key, enum
 static int print_programs(struct json_object *progs)
 {
 	static const struct sm_table_col cols[] = {
-		{"NAME", false},   {"SECTION", false}, {"PROG ID", true},
-		{"LINK ID", true}, {"CGROUP", false},
+		{"NAME", false},   {"SECTION", false},	   {"PROG ID", true},
+		{"LINK ID", true}, {"ATTACHED TO", false},
 	};
 	struct sm_table *t = sm_table_new(cols, SM_ARRAY_SIZE(cols));
 	size_t n = json_object_array_length(progs);
-	char id[32], link[32];
+	char id[32], link[32], target[512];
 	int err = 0;
 
 	if (!t)
@@ -113,7 +113,17 @@ static int print_programs(struct json_object *progs)
 			if (j > 0)
 				row[0] = row[1] = row[2] = "";
 			row[3] = cli_json_text(a, "link_id", link, sizeof(link));
-			row[4] = cli_json_text(a, "cgroup", NULL, 0);
+			/* a cgroup path, or the map (sk_msg) / iterator the program hangs off */
+			if (member(a, "cgroup", json_type_string))
+				snprintf(target, sizeof(target), "%s",
+					 cli_json_text(a, "cgroup", NULL, 0));
+			else if (member(a, "map", json_type_string))
+				snprintf(target, sizeof(target), "map %s",
+					 cli_json_text(a, "map", NULL, 0));
+			else
+				snprintf(target, sizeof(target), "%s iterator",
+					 cli_json_text(a, "iterator", NULL, 0));
+			row[4] = target;
 			err = sm_table_add_row(t, row, SM_ARRAY_SIZE(row));
 		}
 		if (natt == 0)
