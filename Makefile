@@ -146,26 +146,27 @@ $(OUTPUT)/tests/%: tests/unit/%.c $(UNIT_LIB_OBJS) $(LIB_HDRS) $(wildcard tests/
 		$(LDLIBS) -lcmocka -o $@
 
 test-unit: $(UNIT_BINS) ## unit tests (C, cmocka, ASan+UBSan, no root)
-	$(Q)tests/run-tests.sh --unit $(UNIT_BINS)
+	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --unit $(UNIT_BINS)
 
 test-integration: all ## integration tests (bats, root, netns sandboxes)
-	$(Q)tests/run-tests.sh --integration $(TESTS)
+	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --integration $(TESTS)
 
 test: all $(UNIT_BINS) $(OUTPUT)/bpf/abi_check.bpf.o ## everything: lint, unit and integration tests, one summary line
-	$(Q)tests/run-tests.sh --all $(UNIT_BINS)
+	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --all $(UNIT_BINS)
 
 lint: | $(DEPS_STAMP) ## cppcheck, clang-tidy and clang-format checks
-	$(Q)tests/run-tests.sh --lint
+	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --lint
 
 format: ## reformat the C sources with .clang-format
 	$(Q)clang-format -i $(LIB_SRCS) $(DAEMON_SRCS) $(CLI_SRCS) $(wildcard userspace/*/*.h) \
-		$(wildcard bpf/*.c bpf/lib/*.h include/sockmesh/*.h tests/unit/*.c)
+		$(wildcard bpf/*.c bpf/lib/*.h include/sockmesh/*.h tests/unit/*.c tests/unit/*.h \
+		tests/tools/*.c tests/fuzz/*.c)
 
 demo: all ## two sandbox nodes, a client and services, traffic, flow log, status; cleans up
-	$(Q)scripts/demo.sh
+	$(Q)SM_OUTPUT=$(OUTPUT) scripts/demo.sh
 
 bench: all ## benchmarks (not tests): plain TCP vs sockmesh, see bench/README.md
-	$(Q)bench/run.sh
+	$(Q)OUTPUT=$(OUTPUT) bench/run.sh
 
 clean: ## remove $(OUTPUT)
 	$(call msg,CLEAN,$(OUTPUT))

@@ -15,7 +15,7 @@
 # Results: printed, and saved as JSON under bench/results/ (not committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUTPUT:-.output}
+OUT=${OUTPUT:-$PWD/.output}
 BYTES=1G RR_COUNT=20000 CONNECTS=2000
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -29,7 +29,7 @@ done
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (namespaces, cgroups, BPF)" >&2; exit 1; }
 command -v iperf3 >/dev/null || { echo "bench: iperf3 missing (scripts/install-deps.sh)" >&2; exit 1; }
 
-export SOCKMESHD=$PWD/$OUT/sockmeshd SOCKMESH=$PWD/$OUT/sockmesh SMTRAFFIC=$PWD/$OUT/tools/smtraffic
+export SOCKMESHD=$OUT/sockmeshd SOCKMESH=$OUT/sockmesh SMTRAFFIC=$OUT/tools/smtraffic
 # shellcheck source=scripts/sandbox.sh
 . scripts/sandbox.sh
 

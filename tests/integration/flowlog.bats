@@ -1,0 +1,135 @@
+#!/usr/bin/env bats
+# SPDX-License-Identifier: Apache-2.0
+#
+# Flow records (docs/flow-schema.md): exact byte counts and both identities,
+# conn_start before conn_end, conn_update for long flows, and ring-buffer loss
+# reported as a "lost" record that matches the kernel counter.
+
+load helpers
+
+setup() {
+	sm_standard_sandbox
+}
+
+teardown() {
+	sm_teardown
+}
+
+# The numeric identity `sockmesh workloads` gives a workload.
+identity_of() {
+	sb_cli node1 workloads -o json | jq -er --arg w "$1" '.[] | select(.name == $w) | .identity'
+}
+
+@test "cross-node: the client's conn_end has exact bytes, both identities and SPIFFE IDs" {
+	sb_start_daemon node1
+	sb_start_daemon node2
+	sb_serve node2 server 10.11.0.2:8083 sink
+
+	run sm_send node1 client 10.11.0.2:8083 1234567 --expect sink
+	echo "$output"
+	[ "$status" -eq 0 ]
+	port=$(sm_port_of "$(sm_field "$output" local)")
+	received=$(sm_field "$output" received)
+	[ "$received" -gt 0 ]
+
+	rec=$(sm_wait_record node1 ".type == \"conn_end\" and $(sm_egress_port "$port")")
+	echo "$rec"
+	jq -e --argjson n 1234567 --argjson m "$received" \
+		'.counters.bytes_sent == $n and .counters.bytes_received == $m' <<<"$rec"
+	jq -e --arg c "$SM_CLIENT_ID" --arg s "$SM_SERVER_ID" \
+		'.source.spiffe_id == $c and .source.workload == "client" and
+		 .destination.spiffe_id == $s and .destination.workload == "server"' <<<"$rec"
+	jq -e --argjson ci "$(identity_of client)" --argjson si "$(identity_of server)" \
+		'.source.identity == $ci and .destination.identity == $si and $ci >= 256 and $si >= 256' \
+		<<<"$rec"
+	# the original destination, not the daemon's listener
+	jq -e '.destination.ip == "10.11.0.2" and .destination.port == 8083' <<<"$rec"
+	jq -e '.version == 1 and .node == "node1" and .captured == true and .same_node == false and
+		.verdict == "FORWARDED" and .l4.protocol == "TCP"' <<<"$rec"
+	sm_assert_start_before_end node1 "$(jq .socket_cookie <<<"$rec")"
+}
+
+@test "same-node: both sockets' records have exact bytes and both SPIFFE IDs" {
+	sb_start_daemon node1
+	sb_serve node1 local 10.11.0.1:9090 echo
+
+	run sm_send node1 client 10.11.0.1:9090 777777 --expect echo
+	echo "$output"
+	[ "$status" -eq 0 ]
+	port=$(sm_port_of "$(sm_field "$output" local)")
+
+	rec=$(sm_wait_record node1 ".type == \"conn_end\" and $(sm_egress_port "$port")")
+	echo "client: $rec"
+	jq -e '.counters.bytes_sent == 777777 and .counters.bytes_received == 777777' <<<"$rec"
+	jq -e --arg c "$SM_CLIENT_ID" --arg l "$SM_LOCAL_ID" \
+		'.source.spiffe_id == $c and .destination.spiffe_id == $l and
+		 .source.workload == "client" and .destination.workload == "local"' <<<"$rec"
+	jq -e --argjson ci "$(identity_of client)" --argjson li "$(identity_of local)" \
+		'.source.identity == $ci and .destination.identity == $li' <<<"$rec"
+	jq -e '.same_node == true and .captured == false and .destination.port == 9090' <<<"$rec"
+	sm_assert_start_before_end node1 "$(jq .socket_cookie <<<"$rec")"
+
+	# the accepted socket: source is the client (its peer), destination the server
+	srv=$(sm_wait_record node1 ".type == \"conn_end\" and .traffic_direction == \"INGRESS\" and
+		.source.port == $port and .destination.port == 9090")
+	echo "server: $srv"
+	jq -e '.counters.bytes_received == 777777 and .counters.bytes_sent == 777777' <<<"$srv"
+	jq -e --arg c "$SM_CLIENT_ID" --arg l "$SM_LOCAL_ID" \
+		'.source.spiffe_id == $c and .destination.spiffe_id == $l' <<<"$srv"
+	sm_assert_start_before_end node1 "$(jq .socket_cookie <<<"$srv")"
+}
+
+@test "a long flow gets conn_update records whose deltas add up to the conn_end totals" {
+	sb_start_daemon node1 --flow-update-interval 1
+	sb_serve node1 local 10.11.0.1:9090 echo
+
+	# streams slowly (up to 60 s) until the first update shows up, then stops
+	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.1:9090 --bytes 600000 \
+		--chunk 1000 --rate 10000 --expect echo --timeout 30
+	client_pid=$SB_RUN_PID
+	flt='.traffic_direction == "EGRESS" and .source.workload == "client" and .destination.port == 9090'
+	upd=$(sm_wait_record node1 ".type == \"conn_update\" and $flt" 30)
+	echo "update: $upd"
+	jq -e '.delta.bytes_sent > 0 and .counters.bytes_sent >= .delta.bytes_sent' <<<"$upd"
+	kill "$client_pid"
+	sb_wait_pid "$client_pid" 10 || true
+
+	cookie=$(jq .socket_cookie <<<"$upd")
+	end=$(sm_wait_record node1 ".type == \"conn_end\" and .socket_cookie == $cookie")
+	echo "end: $end"
+	run jq -s --argjson c "$cookie" \
+		'[.[] | select(.socket_cookie == $c)] as $r |
+		 ($r | map(.delta.bytes_sent) | add) == ($r | map(select(.type == "conn_end")) | .[0].counters.bytes_sent)' \
+		"$(sb_flowlog node1)"
+	echo "deltas add up: $output"
+	[ "$output" = true ]
+	[ "$(jq -r .type "$(sb_flowlog node1)" | grep -c conn_update)" -ge 1 ]
+}
+
+@test "ring-buffer loss: a lost record whose ringbuf count equals ringbuf_reserve_fail" {
+	sb_start_daemon node1 --set datapath.ringbuf_size=4096
+	sb_serve node1 local 10.11.0.1:9090 echo
+	pid=$(sb_daemon_pid node1)
+
+	kill -STOP "$pid"
+	# 4 events per connection (start and end of both sockets): far more than 4 KiB holds
+	run sb_exec node1 client sh -c 'i=0; while [ $i -lt 150 ]; do
+		"$0" send --connect 10.11.0.1:9090 --bytes 10 --expect echo --timeout 10 >/dev/null || exit 1
+		i=$((i + 1)); done' "$SMTRAFFIC"
+	kill -CONT "$pid"
+	echo "$output"
+	[ "$status" -eq 0 ]
+
+	sm_wait_record node1 '.type == "lost"' 20
+	lost_sum() {
+		jq -s '[.[] | select(.type == "lost") | .lost.ringbuf] | add // 0' "$(sb_flowlog node1)"
+	}
+	lost_matches() {
+		local c
+		c=$(sm_counter node1 ringbuf_reserve_fail) || return 1
+		[ "$c" -gt 0 ] && [ "$(lost_sum)" -eq "$c" ]
+	}
+	sm_wait_until 20 lost_matches
+	echo "lost.ringbuf sum $(lost_sum), counter $(sm_counter node1 ringbuf_reserve_fail)"
+	jq -e '.flows.lost_records >= 1' <<<"$(sm_status node1)"
+}

@@ -1,0 +1,195 @@
+# SPDX-License-Identifier: Apache-2.0
+#
+# Shared helpers for the integration tests: sandbox setup and teardown, bounded
+# polling, counters from `sockmesh status`, flow-log queries. Loaded by every
+# .bats file with `load helpers`; the sandbox itself is scripts/sandbox.sh.
+#
+# The standard sandbox (sm_standard_sandbox): two nodes;
+#   node1: workloads "client" (sa/client) and "local" (sa/local), cgroup "stranger"
+#          (not a workload); services 10.11.0.1:9090 and [fc42::1]:9090 → local
+#   node2: workload "server" (sa/server); services 10.11.0.2:8080 and [fc42::2]:8080
+#          (echo), :8081 and :8082 (greet), :8083 (sink), :8099 (nothing listens)
+
+SM_REPO=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+# shellcheck source=../../scripts/sandbox.sh
+source "$SM_REPO/scripts/sandbox.sh"
+
+SM_TD=spiffe://sockmesh.test/ns/it/sa
+SM_CLIENT_ID=$SM_TD/client
+SM_LOCAL_ID=$SM_TD/local
+SM_SERVER_ID=$SM_TD/server
+
+# Skip (not fail) what cannot run here; fail what is merely not built.
+sm_require() {
+	if [ "$(id -u)" -ne 0 ]; then
+		skip "needs root (network namespaces, cgroups, BPF)"
+	fi
+	if [ -z "$(sb_cgroup2_root)" ]; then
+		skip "no cgroup v2 mount (sockmesh needs the unified hierarchy)"
+	fi
+	sm_require_kernel || return 1
+	local b
+	for b in "$SOCKMESHD" "$SOCKMESH" "$SMTRAFFIC"; do
+		if [ ! -x "$b" ]; then
+			echo "missing $b: build it first (make, or make OUTPUT=dir with SM_OUTPUT=dir)" >&2
+			return 1
+		fi
+	done
+}
+
+# The kernel features every sockmesh daemon loads; a test skips, naming what
+# is missing, rather than failing on a kernel that cannot run it. The probe is
+# done once per bats run.
+SM_KERNEL_FEATURES=(
+	"program_type cgroup_sock_addr" "program_type sock_ops" "program_type sk_msg"
+	"program_type cgroup_sockopt" "map_type sockhash"
+	"map_type sk_storage" "map_type ringbuf"
+)
+sm_require_kernel() {
+	local cache=${BATS_RUN_TMPDIR:-/tmp}/sockmesh-kernel-features f missing=()
+	if [ ! -r /sys/kernel/btf/vmlinux ]; then
+		skip "the kernel has no BTF (/sys/kernel/btf/vmlinux; needs CONFIG_DEBUG_INFO_BTF=y)"
+	fi
+	if [ ! -s "$cache" ]; then
+		bpftool feature probe kernel 2>/dev/null >"$cache.tmp" && mv "$cache.tmp" "$cache"
+	fi
+	if [ ! -s "$cache" ]; then
+		echo "bpftool feature probe kernel failed (is bpftool installed?)" >&2
+		return 1
+	fi
+	for f in "${SM_KERNEL_FEATURES[@]}"; do
+		grep -q "eBPF $f is available" "$cache" || missing+=("$f")
+	done
+	if [ ${#missing[@]} -gt 0 ]; then
+		skip "kernel lacks: ${missing[*]}"
+	fi
+}
+
+# sm_sandbox NNODES: a fresh sandbox with a unique id.
+sm_sandbox() {
+	sm_require || return 1
+	local id
+	id=$(printf 'i%x%x' "$$" "$RANDOM" | cut -c1-12)
+	sb_create "$id" "$1"
+}
+
+# The two-node layout described at the top; daemons are not started.
+sm_standard_sandbox() {
+	sm_sandbox 2 || return 1
+	sb_add_workload node1 client "$SM_CLIENT_ID" || return 1
+	sb_add_workload node1 local "$SM_LOCAL_ID" || return 1
+	sb_add_workload node2 server "$SM_SERVER_ID" || return 1
+	sb_add_cgroup node1 stranger || return 1
+	sb_add_service 10.11.0.1 9090 local local-echo
+	sb_add_service fc42::1 9090 local local-echo6
+	sb_add_service 10.11.0.2 8080 server echo
+	sb_add_service fc42::2 8080 server echo6
+	sb_add_service 10.11.0.2 8081 server greet-a
+	sb_add_service 10.11.0.2 8082 server greet-b
+	sb_add_service 10.11.0.2 8083 server sink
+	sb_add_service 10.11.0.2 8099 server refused
+	sb_write_catalog
+}
+
+# Teardown: on failure show what the daemons said, then remove everything.
+sm_teardown() {
+	local f
+	if [ -n "${SB_ID:-}" ] && [ "${BATS_TEST_COMPLETED:-}" != 1 ]; then
+		for f in "$SB_DIR"/node*/sockmeshd.log; do
+			[ -s "$f" ] || continue
+			echo "--- last lines of $f"
+			tail -n 25 "$f"
+		done
+	fi
+	sb_destroy
+}
+
+# sm_wait_until TIMEOUT_S CMD...: poll CMD every 0.1 s until it succeeds.
+sm_wait_until() {
+	local deadline=$((SECONDS + $1))
+	shift
+	while ! "$@"; do
+		if ((SECONDS >= deadline)); then
+			echo "gave up after waiting for: $*" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+sm_status() {
+	sb_cli "$1" status -o json
+}
+
+# sm_counter NODE NAME: a kernel counter from `sockmesh status -o json`.
+sm_counter() {
+	sm_status "$1" | jq -er --arg n "$2" '.counters[$n]'
+}
+
+# smtraffic's JSON line: one field.
+sm_field() {
+	jq -r ".$2" <<<"$1"
+}
+
+# The port of "ip:port" or "[ip]:port".
+sm_port_of() {
+	echo "${1##*:}"
+}
+
+# sm_send NODE CGROUP ADDR:PORT BYTES [smtraffic send flags...]: run a client in
+# the foreground; bats' run sets $status and $output (the JSON line).
+sm_send() {
+	local node=$1 cg=$2 addr=$3 bytes=$4
+	shift 4
+	sb_exec "$node" "$cg" "$SMTRAFFIC" send --connect "$addr" --bytes "$bytes" --timeout 30 "$@"
+}
+
+# sm_records NODE JQ_FILTER: flow records of NODE's log that match, compact.
+sm_records() {
+	[ -f "$(sb_flowlog "$1")" ] || return 0
+	jq -c "select($2)" "$(sb_flowlog "$1")"
+}
+
+# sm_has_record NODE JQ_FILTER: true when at least one record matches.
+sm_has_record() {
+	[ -n "$(sm_records "$1" "$2")" ]
+}
+
+# sm_wait_record NODE JQ_FILTER [TIMEOUT_S]: wait for a matching record, print the first.
+sm_wait_record() {
+	sm_wait_until "${3:-15}" sm_has_record "$1" "$2" || return 1
+	sm_records "$1" "$2" | head -n 1
+}
+
+# Filter for records of the client socket whose local port is $1.
+sm_egress_port() {
+	echo ".traffic_direction == \"EGRESS\" and .source.port == $1"
+}
+
+# sm_assert_start_before_end NODE COOKIE: exactly one conn_start and one
+# conn_end for the socket, in that order.
+sm_assert_start_before_end() {
+	local types
+	types=$(jq -r --argjson c "$2" 'select(.socket_cookie == $c and
+		(.type == "conn_start" or .type == "conn_end")) | .type' "$(sb_flowlog "$1")" | tr '\n' ' ')
+	if [ "$types" != "conn_start conn_end " ]; then
+		echo "socket $2 on $1: records '$types', want 'conn_start conn_end'" >&2
+		return 1
+	fi
+}
+
+# sm_cgroup_tree_empty: nothing attached to any cgroup of the sandbox.
+sm_cgroup_tree_empty() {
+	local out
+	out=$(bpftool cgroup tree "$SB_CG" 2>&1 | grep -v -e '^CgroupPath' -e '^ID ' -e '^$' || true)
+	if [ -n "$out" ]; then
+		echo "programs attached under $SB_CG:" >&2
+		echo "$out" >&2
+		return 1
+	fi
+}
+
+# A directory that is absent or empty.
+sm_dir_empty() {
+	[ ! -d "$1" ] || [ -z "$(ls -A "$1")" ]
+}

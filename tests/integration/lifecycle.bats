@@ -1,0 +1,115 @@
+#!/usr/bin/env bats
+# SPDX-License-Identifier: Apache-2.0
+#
+# Lifecycle: SIGTERM exits 0; same-node traffic and its accounting survive a
+# daemon restart (pinned links and maps are adopted); cross-node capture works
+# after a restart; `sockmeshd --cleanup` leaves nothing of ours behind.
+
+load helpers
+
+setup() {
+	sm_standard_sandbox
+}
+
+teardown() {
+	sm_teardown
+}
+
+@test "SIGTERM: the daemon exits with status 0" {
+	sb_start_daemon node1
+	sb_stop_daemon node1 TERM
+	echo "exit status $SB_LAST_RC"
+	[ "$SB_LAST_RC" -eq 0 ]
+}
+
+@test "a live same-node connection keeps flowing across a daemon restart" {
+	sb_start_daemon node1
+	sb_serve node1 local 10.11.0.1:9090 echo
+
+	# 200 KB at 10 KB/s: about 20 s, far longer than a restart
+	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.1:9090 --bytes 200000 \
+		--chunk 1000 --rate 10000 --expect echo --timeout 30
+	client_pid=$SB_RUN_PID
+	client_out=$SB_RUN_OUT
+	flt='.traffic_direction == "EGRESS" and .source.workload == "client" and .destination.port == 9090'
+	start=$(sm_wait_record node1 ".type == \"conn_start\" and $flt")
+	cookie=$(jq .socket_cookie <<<"$start")
+
+	sb_stop_daemon node1 TERM
+	[ "$SB_LAST_RC" -eq 0 ]
+	lines_before_restart=$(wc -l <"$(sb_flowlog node1)")
+	sb_start_daemon node1
+	# still streaming after the restart, otherwise this test proves nothing
+	sb_alive "$client_pid"
+
+	sb_wait_pid "$client_pid" 60
+	cat "$client_out"
+	[ "$SB_LAST_RC" -eq 0 ]
+	[ "$(jq -r .ok "$client_out")" = true ]
+
+	end=$(sm_wait_record node1 ".type == \"conn_end\" and .socket_cookie == $cookie")
+	echo "$end"
+	jq -e '.counters.bytes_sent == 200000 and .counters.bytes_received == 200000' <<<"$end"
+	# written by the new daemon: after everything the old one wrote
+	end_line=$(jq -c '.' "$(sb_flowlog node1)" | grep -n "\"type\":\"conn_end\"" |
+		grep "\"socket_cookie\":$cookie[,}]" | head -n 1 | cut -d: -f1)
+	echo "conn_end on line $end_line, old daemon wrote $lines_before_restart lines"
+	[ "$end_line" -gt "$lines_before_restart" ]
+}
+
+@test "new cross-node connections work after both daemons restart" {
+	sb_start_daemon node1
+	sb_start_daemon node2
+	sb_serve node2 server 10.11.0.2:8080 echo
+	run sm_send node1 client 10.11.0.2:8080 300000 --expect echo
+	[ "$status" -eq 0 ]
+
+	sb_stop_daemon node1 TERM
+	sb_stop_daemon node2 TERM
+	sb_start_daemon node1
+	sb_start_daemon node2
+	before=$(sm_counter node1 connect_captured)
+
+	run sm_send node1 client 10.11.0.2:8080 300000 --expect echo
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(sm_counter node1 connect_captured)" -gt "$before" ]
+}
+
+@test "sockmeshd --cleanup leaves no program, link or pin of ours" {
+	sb_start_daemon node1 --redirect
+	st=$(sm_status node1)
+	prog_ids=$(jq -r '.programs[].prog_id' <<<"$st" | sort -u)
+	link_ids=$(jq -r '.programs[].attached[]? | .link_id // empty' <<<"$st" | sort -u)
+	echo "programs: $(jq -r '[.programs[].name] | join(" ")' <<<"$st")"
+	[ -n "$prog_ids" ]
+	[ -n "$link_ids" ]
+	run sm_dir_empty "$(sb_bpffs_dir node1)"
+	[ "$status" -ne 0 ]
+
+	sb_stop_daemon node1 TERM
+	run timeout 30 "$SOCKMESHD" --cleanup --bpffs "$(sb_bpffs_dir node1)"
+	echo "$output"
+	[ "$status" -eq 0 ]
+
+	sm_dir_empty "$(sb_bpffs_dir node1)"
+	sm_cgroup_tree_empty
+	ours_left() {
+		local id left=""
+		for id in $prog_ids; do
+			bpftool prog show id "$id" >/dev/null 2>&1 && left+=" prog:$id"
+		done
+		for id in $link_ids; do
+			bpftool link show id "$id" >/dev/null 2>&1 && left+=" link:$id"
+		done
+		echo "$left"
+	}
+	nothing_left() {
+		[ -z "$(ours_left)" ]
+	}
+	# programs are freed asynchronously after the last reference goes
+	sm_wait_until 10 nothing_left || {
+		echo "still loaded:$(ours_left)"
+		false
+	}
+}

@@ -1,0 +1,345 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# The test runner behind `make test`, `make test-unit`, `make test-integration`
+# and `make lint`: runs the checks, prints one TAP line per check as it goes
+# (numbered across the whole run) and ends with exactly one summary line
+# "N passed, N failed" (", N skipped" when some were skipped). Exit status 1
+# when any check failed, 2 on bad usage.
+#
+#   tests/run-tests.sh --unit BIN...          cmocka unit test binaries
+#   tests/run-tests.sh --integration [FILE...] bats files (default tests/integration/*.bats)
+#   tests/run-tests.sh --lint                 clang-format and cppcheck, one check each
+#   tests/run-tests.sh --all BIN...           lint, unit and integration
+#
+# Environment: SM_OUTPUT (build directory, default .output, also taken from
+# OUTPUT= in MAKEFLAGS), SM_UNIT_TIMEOUT (s per unit binary, 300),
+# SM_BATS_TIMEOUT (s per bats file, 900).
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO" || exit 2
+
+NUM=0
+NPASS=0
+NFAIL=0
+NSKIP=0
+
+usage() {
+	sed -n 's/^#   //p' "${BASH_SOURCE[0]}" >&2
+	exit 2
+}
+
+# The build directory: SM_OUTPUT, else OUTPUT=... as make passed it on, else .output.
+find_output() {
+	local out=${SM_OUTPUT:-} w
+	if [ -z "$out" ]; then
+		for w in ${MAKEFLAGS:-}; do
+			case "$w" in
+			OUTPUT=*) out=${w#OUTPUT=} ;;
+			esac
+		done
+	fi
+	out=${out:-.output}
+	case "$out" in
+	/*) echo "$out" ;;
+	*) echo "$REPO/$out" ;;
+	esac
+}
+SM_OUTPUT=$(find_output)
+export SM_OUTPUT
+
+tap_ok() {
+	NUM=$((NUM + 1))
+	NPASS=$((NPASS + 1))
+	echo "ok $NUM - $1"
+}
+
+tap_fail() {
+	NUM=$((NUM + 1))
+	NFAIL=$((NFAIL + 1))
+	echo "not ok $NUM - $1"
+}
+
+tap_skip() {
+	NUM=$((NUM + 1))
+	NSKIP=$((NSKIP + 1))
+	echo "ok $NUM - $1 # SKIP ${2:-}"
+}
+
+# Indent a command's output as TAP comments.
+tap_comment() {
+	sed 's/^/# /'
+}
+
+# ---- unit ----
+
+# One cmocka binary, CMOCKA_MESSAGE_OUTPUT=TAP: each of its tests becomes a
+# check; a crash, a missing result or a non-zero exit is one more failed check.
+run_unit_bin() {
+	local bin=$1 name line plan=-1 seen=0 failed=0 rc=0 rest
+	name=unit/$(basename "$bin")
+	if [ ! -x "$bin" ]; then
+		tap_fail "$name: not found or not executable (build it: make test-unit)"
+		return
+	fi
+	while IFS= read -r line; do
+		case "$line" in
+		__RC__\ *)
+			rc=${line#__RC__ }
+			;;
+		1..*)
+			plan=${line#1..}
+			;;
+		"not ok "*"# SKIP"*)
+			seen=$((seen + 1))
+			rest=${line#*# SKIP}
+			tap_skip "$name:${rest}" "skipped by the test"
+			;;
+		"not ok "*)
+			seen=$((seen + 1))
+			failed=$((failed + 1))
+			rest=${line#not ok }
+			rest=${rest#* }
+			tap_fail "$name: ${rest#- }"
+			;;
+		"ok "*)
+			seen=$((seen + 1))
+			rest=${line#ok }
+			rest=${rest#* }
+			tap_ok "$name: ${rest#- }"
+			;;
+		"#"*)
+			echo "$line"
+			;;
+		*)
+			echo "# $line"
+			;;
+		esac
+	done < <(CMOCKA_MESSAGE_OUTPUT=TAP timeout --kill-after=5 "${SM_UNIT_TIMEOUT:-300}" "$bin" 2>&1 \
+		</dev/null
+		echo "__RC__ $?")
+	if [ "$rc" -ge 124 ] && [ "$rc" -ne 0 ] && { [ "$plan" -lt 0 ] || [ "$seen" -lt "$plan" ]; }; then
+		if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+			tap_fail "$name: timed out after ${SM_UNIT_TIMEOUT:-300}s ($seen of $plan tests reported)"
+		else
+			tap_fail "$name: crashed (exit status $rc, signal $((rc - 128))) after $seen of $plan tests"
+		fi
+	elif [ "$plan" -ge 0 ] && [ "$seen" -lt "$plan" ]; then
+		tap_fail "$name: only $seen of $plan tests reported (exit status $rc)"
+	elif [ "$plan" -lt 0 ]; then
+		tap_fail "$name: no TAP plan in its output (exit status $rc; is it a cmocka binary?)"
+	elif [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+		# e.g. a sanitizer report at exit after every test passed
+		tap_fail "$name: exit status $rc although every test passed (see the output above)"
+	fi
+}
+
+run_unit() {
+	local bin
+	if [ $# -eq 0 ]; then
+		echo "# no unit test binaries given"
+		return
+	fi
+	for bin in "$@"; do
+		run_unit_bin "$bin"
+	done
+}
+
+# ---- integration ----
+
+# Sandboxes that exist now (ids), to tell what a run left behind.
+sandbox_ids() {
+	bash "$REPO/scripts/sandbox.sh" list 2>/dev/null
+}
+
+run_bats_file() {
+	local f=$1 name line plan=-1 seen=0 failed=0 rc=0 rest reason
+	name=integration/$(basename "$f" .bats)
+	while IFS= read -r line; do
+		case "$line" in
+		__RC__\ *)
+			rc=${line#__RC__ }
+			;;
+		1..*)
+			plan=${line#1..}
+			;;
+		"ok "*" # skip"*)
+			seen=$((seen + 1))
+			rest=${line#ok }
+			rest=${rest#* }
+			reason=${rest#* # skip}
+			tap_skip "$name: ${rest%% # skip*}" "${reason# }"
+			;;
+		"not ok "*)
+			seen=$((seen + 1))
+			failed=$((failed + 1))
+			rest=${line#not ok }
+			tap_fail "$name: ${rest#* }"
+			;;
+		"ok "*)
+			seen=$((seen + 1))
+			rest=${line#ok }
+			tap_ok "$name: ${rest#* }"
+			;;
+		"#"*)
+			echo "$line"
+			;;
+		*)
+			echo "# $line"
+			;;
+		esac
+	done < <(timeout --kill-after=10 "${SM_BATS_TIMEOUT:-900}" bats --tap "$f" 2>&1 </dev/null
+		echo "__RC__ $?")
+	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		tap_fail "$name: timed out after ${SM_BATS_TIMEOUT:-900}s ($seen of $plan tests reported)"
+	elif [ "$plan" -ge 0 ] && [ "$seen" -lt "$plan" ]; then
+		tap_fail "$name: only $seen of $plan tests reported (bats exit status $rc)"
+	elif [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+		tap_fail "$name: bats exited with status $rc (see the output above)"
+	fi
+}
+
+run_integration() {
+	local files=("$@") f n i before after left
+	if [ ${#files[@]} -eq 0 ]; then
+		files=("$REPO"/tests/integration/*.bats)
+		[ -e "${files[0]}" ] || files=()
+	fi
+	if [ ${#files[@]} -eq 0 ]; then
+		echo "# no integration test files"
+		return
+	fi
+	if ! command -v bats >/dev/null; then
+		tap_fail "integration: bats is not installed (run scripts/install-deps.sh)"
+		return
+	fi
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "# integration tests need root (network namespaces, cgroups, BPF):" \
+			"run them as root, e.g. sudo make test-integration"
+		for f in "${files[@]}"; do
+			n=$(bats --count "$f" 2>/dev/null || echo 1)
+			for ((i = 1; i <= n; i++)); do
+				tap_fail "integration/$(basename "$f" .bats) #$i: not run, needs root"
+			done
+		done
+		return
+	fi
+	before=$(sandbox_ids)
+	for f in "${files[@]}"; do
+		case "$f" in
+		*/*) ;;
+		*) [ -e "$f" ] || f=$REPO/tests/integration/$f ;;
+		esac
+		if [ ! -r "$f" ]; then
+			tap_fail "integration/$(basename "$f" .bats): no such file"
+			continue
+		fi
+		run_bats_file "$f"
+	done
+	after=$(sandbox_ids)
+	left=$(comm -13 <(echo "$before") <(echo "$after") | tr '\n' ' ')
+	if [ -n "${left// /}" ]; then
+		tap_fail "integration: nothing left behind (sandboxes left: $left; remove with scripts/sandbox.sh destroy ID)"
+	else
+		tap_ok "integration: nothing left behind (netns, cgroups, bpffs, temp dirs)"
+	fi
+}
+
+# ---- lint ----
+
+c_sources() {
+	local d
+	for d in bpf include userspace tests/unit tests/tools; do
+		[ -d "$d" ] && find "$d" -name '*.[ch]' -type f
+	done | sort
+}
+
+# cppcheck does not know libbpf's macros; without these definitions it stops
+# at the first SEC() with "unknownMacro" and checks nothing in that file.
+write_cppcheck_cfg() {
+	cat >"$1" <<'EOF_CFG'
+<?xml version="1.0"?>
+<def format="2">
+  <define name="SEC(name)" value=""/>
+  <define name="LIBBPF_OPTS(TYPE, NAME, ...)" value="struct TYPE NAME = {0}"/>
+  <define name="__uint(name, val)" value="int (*name)[val]"/>
+  <define name="__type(name, val)" value="__typeof__(val) *name"/>
+  <define name="__array(name, val)" value="__typeof__(val) *name[]"/>
+  <define name="__always_inline" value="inline"/>
+  <define name="__weak" value=""/>
+</def>
+EOF_CFG
+}
+
+run_lint() {
+	local files out cfg rc
+	mapfile -t files < <(c_sources)
+	if [ ${#files[@]} -eq 0 ]; then
+		echo "# no C sources to lint"
+		return
+	fi
+	if ! command -v clang-format >/dev/null; then
+		tap_fail "lint: clang-format (not installed: run scripts/install-deps.sh)"
+	elif out=$(clang-format --dry-run -Werror "${files[@]}" 2>&1); then
+		tap_ok "lint: clang-format (${#files[@]} files)"
+	else
+		# one message per problem, not one per file (a bad .clang-format repeats)
+		echo "$out" | awk '!seen[$0]++' | head -n 60 | tap_comment
+		echo "# (fix: make format)"
+		tap_fail "lint: clang-format"
+	fi
+	if ! command -v cppcheck >/dev/null; then
+		tap_fail "lint: cppcheck (not installed: run scripts/install-deps.sh)"
+		return
+	fi
+	cfg=$(mktemp --suffix=.cfg)
+	write_cppcheck_cfg "$cfg"
+	out=$(cppcheck --library="$cfg" --enable=warning,performance,portability \
+		--error-exitcode=1 --inline-suppr --quiet --std=c11 -Iinclude -Iuserspace/lib \
+		"${files[@]}" 2>&1)
+	rc=$?
+	rm -f "$cfg"
+	if [ $rc -eq 0 ]; then
+		tap_ok "lint: cppcheck (${#files[@]} files)"
+	else
+		echo "$out" | head -n 60 | tap_comment
+		tap_fail "lint: cppcheck"
+	fi
+}
+
+# ---- main ----
+
+[ $# -ge 1 ] || usage
+mode=$1
+shift
+case "$mode" in
+--unit)
+	run_unit "$@"
+	;;
+--integration)
+	run_integration "$@"
+	;;
+--lint)
+	[ $# -eq 0 ] || usage
+	run_lint
+	;;
+--all)
+	run_lint
+	run_unit "$@"
+	run_integration
+	;;
+-h | --help)
+	sed -n 's/^#   //p' "${BASH_SOURCE[0]}"
+	exit 0
+	;;
+*)
+	usage
+	;;
+esac
+
+echo "1..$NUM"
+summary="$NPASS passed, $NFAIL failed"
+[ "$NSKIP" -gt 0 ] && summary+=", $NSKIP skipped"
+echo "$summary"
+[ "$NFAIL" -eq 0 ]
