@@ -9,7 +9,7 @@
 #
 #   tests/run-tests.sh --unit BIN...          cmocka unit test binaries
 #   tests/run-tests.sh --integration [FILE...] bats files (default tests/integration/*.bats)
-#   tests/run-tests.sh --lint                 clang-format and cppcheck, one check each
+#   tests/run-tests.sh --lint                 clang-format, cppcheck, clang-tidy, one check each
 #   tests/run-tests.sh --all BIN...           lint, unit and integration
 #
 # Environment: SM_OUTPUT (build directory, default .output, also taken from
@@ -250,7 +250,7 @@ run_integration() {
 
 c_sources() {
 	local d
-	for d in bpf include userspace tests/unit tests/tools; do
+	for d in bpf include userspace tests/unit tests/tools tests/fuzz; do
 		[ -d "$d" ] && find "$d" -name '*.[ch]' -type f
 	done | sort
 }
@@ -305,6 +305,34 @@ run_lint() {
 	else
 		echo "$out" | head -n 60 | tap_comment
 		tap_fail "lint: cppcheck"
+	fi
+	run_clang_tidy
+}
+
+# clang-tidy with the repo's .clang-tidy on the user-space C files; it needs
+# the generated skeleton header, so the build must have run (make test does).
+run_clang_tidy() {
+	local files out rc
+	if ! command -v clang-tidy >/dev/null; then
+		tap_fail "lint: clang-tidy (not installed: run scripts/install-deps.sh)"
+		return
+	fi
+	if [ ! -f "$SM_OUTPUT/sockmesh.skel.h" ]; then
+		tap_fail "lint: clang-tidy ($SM_OUTPUT/sockmesh.skel.h missing: run make first)"
+		return
+	fi
+	mapfile -t files < <(ls userspace/daemon/*.c userspace/lib/*.c userspace/cli/*.c \
+		tests/tools/*.c 2>/dev/null)
+	# shellcheck disable=SC2046 # pkg-config prints several words on purpose
+	out=$(clang-tidy -quiet "${files[@]}" -- -std=gnu11 -D_GNU_SOURCE \
+		-DSOCKMESH_VERSION=\"lint\" -I"$SM_OUTPUT" -Iinclude -Iuserspace/lib -Iuserspace/daemon \
+		-Iuserspace/cli $(pkg-config --cflags json-c yaml-0.1 libbpf) 2>&1)
+	rc=$?
+	if [ $rc -eq 0 ]; then
+		tap_ok "lint: clang-tidy (${#files[@]} files)"
+	else
+		echo "$out" | grep -v 'warnings generated' | head -n 60 | tap_comment
+		tap_fail "lint: clang-tidy"
 	fi
 }
 

@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (fd < 0)
 		return 0;
-	if (write(fd, data, size) == (ssize_t)size) {
+	if (write(fd, data, size) == (ssize_t) size) {
 		sm_config_defaults(&cfg);
 		sm_config_load(&cfg, path, &err);
 	}

@@ -6,25 +6,13 @@
  */
 #include <linux/types.h>
 
-#include <setjmp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
-#include <cmocka.h>
-
+#include "check.h"
 #include "sockmesh/abi_assert.h"
-
-#define ASSERT_EQ(got, want, what)                                                                 \
-	do {                                                                                       \
-		long long got_ = (long long) (got), want_ = (long long) (want);                    \
-		if (got_ != want_) {                                                               \
-			print_error("FAIL %s: got %lld, want %lld\n", (what), got_, want_);        \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
 
 struct abi_struct {
 	const char *name;

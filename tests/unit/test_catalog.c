@@ -3,8 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <setjmp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,37 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <cmocka.h>
-
+#include "check.h"
 #include "catalog.h"
 #include "sockmesh/common.h"
-
-#define ASSERT_EQ(got, want, what)                                                                 \
-	do {                                                                                       \
-		long long got_ = (long long) (got), want_ = (long long) (want);                    \
-		if (got_ != want_) {                                                               \
-			print_error("FAIL %s: got %lld, want %lld\n", (what), got_, want_);        \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
-
-#define ASSERT_STR_EQ(got, want, what)                                                             \
-	do {                                                                                       \
-		const char *got_ = (got), *want_ = (want);                                         \
-		if (strcmp(got_, want_) != 0) {                                                    \
-			print_error("FAIL %s: got '%s', want '%s'\n", (what), got_, want_);        \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
-
-#define ASSERT_HAS(haystack, needle, what)                                                         \
-	do {                                                                                       \
-		const char *h_ = (haystack), *n_ = (needle);                                       \
-		if (n_ && !strstr(h_, n_)) {                                                       \
-			print_error("FAIL %s: '%s' does not contain '%s'\n", (what), h_, n_);      \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
 
 /*
  * The catalog under test lives here, not on the stack, so that a failing
@@ -438,7 +408,8 @@ static void test_parse_bad(void **state)
 		snprintf(prefix, sizeof(prefix), "cat.yaml:%u: ", c->line);
 		ASSERT_EQ(strncmp(err.msg, prefix, strlen(prefix)), 0, what);
 		ASSERT_HAS(err.msg, c->has1, what);
-		ASSERT_HAS(err.msg, c->has2, what);
+		if (c->has2) /* a second expected phrase is optional */
+			ASSERT_HAS(err.msg, c->has2, what);
 		ASSERT_EQ(err.msg[strlen(err.msg) - 1], ')', what);
 		/* on error the catalog holds nothing (ASan checks nothing leaked) */
 		ASSERT_EQ(cat.nodes == NULL && cat.workloads == NULL && cat.services == NULL &&

@@ -2,8 +2,6 @@
 /* Unit tests of userspace/lib/config.c: defaults, the YAML file, sm_config_set and every error. */
 #include <errno.h>
 #include <netinet/in.h>
-#include <setjmp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,37 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <cmocka.h>
-
+#include "check.h"
 #include "config.h"
 #include "log.h"
-
-#define ASSERT_EQ(got, want, what)                                                                 \
-	do {                                                                                       \
-		long long got_ = (long long) (got), want_ = (long long) (want);                    \
-		if (got_ != want_) {                                                               \
-			print_error("FAIL %s: got %lld, want %lld\n", (what), got_, want_);        \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
-
-#define ASSERT_STR_EQ(got, want, what)                                                             \
-	do {                                                                                       \
-		const char *got_ = (got), *want_ = (want);                                         \
-		if (strcmp(got_, want_) != 0) {                                                    \
-			print_error("FAIL %s: got '%s', want '%s'\n", (what), got_, want_);        \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
-
-#define ASSERT_HAS(haystack, needle, what)                                                         \
-	do {                                                                                       \
-		const char *h_ = (haystack), *n_ = (needle);                                       \
-		if (n_ && !strstr(h_, n_)) {                                                       \
-			print_error("FAIL %s: '%s' does not contain '%s'\n", (what), h_, n_);      \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
 
 /*
  * Configs are large (several PATH_MAX buffers): static rather than on the
@@ -369,7 +339,8 @@ static void test_load_bad(void **state)
 		snprintf(prefix, sizeof(prefix), "%s:%u: ", path, c->line);
 		ASSERT_EQ(strncmp(err.msg, prefix, strlen(prefix)), 0, what);
 		ASSERT_HAS(err.msg, c->has1, what);
-		ASSERT_HAS(err.msg, c->has2, what);
+		if (c->has2) /* a second expected phrase is optional */
+			ASSERT_HAS(err.msg, c->has2, what);
 		/* every message ends with what to do, in parentheses */
 		ASSERT_EQ(err.msg[strlen(err.msg) - 1], ')', what);
 		/* a bad file changes nothing, not even the keys before the bad one */

@@ -4,8 +4,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <setjmp.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,35 +16,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cmocka.h>
 #include <json-c/json.h>
 
+#include "check.h"
 #include "ctl.h"
 #include "table.h"
 #include "util.h"
-
-#define ASSERT_EQ(got, want, what)                                                                 \
-	do {                                                                                       \
-		long long got_ = (long long) (got), want_ = (long long) (want);                    \
-		if (got_ != want_)                                                                 \
-			fail_msg("%s: got %lld, want %lld", (what), got_, want_);                  \
-	} while (0)
-
-#define ASSERT_STREQ(got, want, what)                                                              \
-	do {                                                                                       \
-		const char *got_ = (got), *want_ = (want);                                         \
-		if (!got_ || strcmp(got_, want_) != 0)                                             \
-			fail_msg("%s: got \"%s\", want \"%s\"", (what), got_ ? got_ : "(null)",    \
-				 want_);                                                           \
-	} while (0)
-
-#define ASSERT_CONTAINS(hay, needle, what)                                                         \
-	do {                                                                                       \
-		const char *hay_ = (hay);                                                          \
-		if (!hay_ || !strstr(hay_, (needle)))                                              \
-			fail_msg("%s: \"%s\" lacks \"%s\"", (what), hay_ ? hay_ : "(null)",        \
-				 (needle));                                                        \
-	} while (0)
 
 /* Every blocking step of the fake daemon gives up after this long. */
 #define FAKE_WAIT_MS 5000
@@ -100,9 +75,9 @@ static void test_parse_request_table(void **state)
 			fail_msg("case %zu \"%s\": got %d, want %d (%s)", i, cases[i].line, ret,
 				 cases[i].want_ret, err.msg);
 		if (ret == 0) {
-			ASSERT_STREQ(cmd, cases[i].want_cmd, cases[i].line);
+			ASSERT_STR_EQ(cmd, cases[i].want_cmd, cases[i].line);
 		} else {
-			ASSERT_STREQ(cmd, "untouched", "cmd left alone on failure");
+			ASSERT_STR_EQ(cmd, "untouched", "cmd left alone on failure");
 			if (!err.msg[0])
 				fail_msg("case %zu \"%s\": no error message", i, cases[i].line);
 		}
@@ -120,10 +95,10 @@ static void test_parse_request_limits(void **state)
 	/* a name that does not fit the caller's buffer */
 	ASSERT_EQ(sm_ctl_parse_request("{\"cmd\":\"workloads\"}", small, sizeof(small), &err),
 		  -ENAMETOOLONG, "name longer than the buffer");
-	ASSERT_CONTAINS(err.msg, "too long", "name-too-long message");
+	ASSERT_HAS(err.msg, "too long", "name-too-long message");
 	ASSERT_EQ(sm_ctl_parse_request("{\"cmd\":\"status\"}", small, sizeof(small), &err), 0,
 		  "name that just fits");
-	ASSERT_STREQ(small, "status", "name that just fits");
+	ASSERT_STR_EQ(small, "status", "name that just fits");
 
 	/* a line longer than SM_CTL_MAX_REQUEST */
 	n = SM_CTL_MAX_REQUEST + 100;
@@ -160,10 +135,10 @@ static void test_format_response(void **state)
 				  "\"ready\":true,\"uptime_s\":5}");
 	assert_non_null(data);
 	line = sm_ctl_format_response(data, NULL);
-	ASSERT_STREQ(line,
-		     "{\"ok\":true,\"data\":{\"node\":\"n1\",\"bpffs\":\"/sys/fs/bpf/sockmesh\","
-		     "\"ready\":true,\"uptime_s\":5}}\n",
-		     "ok response, slashes not escaped");
+	ASSERT_STR_EQ(line,
+		      "{\"ok\":true,\"data\":{\"node\":\"n1\",\"bpffs\":\"/sys/fs/bpf/sockmesh\","
+		      "\"ready\":true,\"uptime_s\":5}}\n",
+		      "ok response, slashes not escaped");
 	/* the round trip gives the same data back */
 	ASSERT_EQ(sm_ctl_parse_response(line, strlen(line), &back, &err), 0, "parse own answer");
 	ASSERT_EQ(json_object_equal(back, data), 1, "round trip keeps data");
@@ -173,25 +148,25 @@ static void test_format_response(void **state)
 	ASSERT_EQ(json_object_put(data), 1, "format_response leaves data's refcount alone");
 
 	line = sm_ctl_format_response(NULL, NULL);
-	ASSERT_STREQ(line, "{\"ok\":true,\"data\":null}\n", "ok without data");
+	ASSERT_STR_EQ(line, "{\"ok\":true,\"data\":null}\n", "ok without data");
 	ASSERT_EQ(sm_ctl_parse_response(line, strlen(line), &back, &err), 0, "parse null data");
 	ASSERT_EQ(back == NULL, 1, "null data comes back as NULL");
 	free(line);
 
 	line = sm_ctl_format_response(NULL, "unknown command 'x' (try: status)");
-	ASSERT_STREQ(line, "{\"ok\":false,\"error\":\"unknown command 'x' (try: status)\"}\n",
-		     "error response");
+	ASSERT_STR_EQ(line, "{\"ok\":false,\"error\":\"unknown command 'x' (try: status)\"}\n",
+		      "error response");
 	free(line);
 
 	/* an error with quotes and newlines still makes exactly one line */
 	data = json_object_new_int(7);
 	line = sm_ctl_format_response(data, "bad \"x\"\nsecond line");
-	ASSERT_STREQ(line, "{\"ok\":false,\"error\":\"bad \\\"x\\\"\\nsecond line\"}\n",
-		     "error escaped, data ignored");
+	ASSERT_STR_EQ(line, "{\"ok\":false,\"error\":\"bad \\\"x\\\"\\nsecond line\"}\n",
+		      "error escaped, data ignored");
 	ASSERT_EQ(strchr(line, '\n') == line + strlen(line) - 1, 1, "one newline, at the end");
 	ASSERT_EQ(sm_ctl_parse_response(line, strlen(line), &back, &err), -EPROTO,
 		  "parse own error");
-	ASSERT_STREQ(err.msg, "bad \"x\"\nsecond line", "error message round trip");
+	ASSERT_STR_EQ(err.msg, "bad \"x\"\nsecond line", "error message round trip");
 	ASSERT_EQ(back == NULL, 1, "no data on error");
 	free(line);
 	json_object_put(data);
@@ -232,7 +207,7 @@ static void test_parse_response_table(void **state)
 		if (ret)
 			ASSERT_EQ(data == NULL, 1, "no data on failure");
 		if (cases[i].want_msg)
-			ASSERT_CONTAINS(err.msg, cases[i].want_msg, cases[i].line);
+			ASSERT_HAS(err.msg, cases[i].want_msg, cases[i].line);
 		json_object_put(data);
 	}
 }
@@ -356,10 +331,10 @@ static void test_request_ok(void **state)
 
 	ASSERT_EQ(exchange(&f, "status", CLIENT_TIMEOUT_MS, &data, &err), 0, err.msg);
 	ASSERT_EQ(f.accepted, 1, "daemon saw a connection");
-	ASSERT_STREQ(f.request, "{\"cmd\":\"status\"}\n", "request line on the wire");
+	ASSERT_STR_EQ(f.request, "{\"cmd\":\"status\"}\n", "request line on the wire");
 	assert_non_null(data);
 	assert_true(json_object_object_get_ex(data, "node", &v));
-	ASSERT_STREQ(json_object_get_string(v), "n1", "data.node");
+	ASSERT_STR_EQ(json_object_get_string(v), "n1", "data.node");
 	assert_true(json_object_object_get_ex(data, "pid", &v));
 	ASSERT_EQ(json_object_get_int(v), 42, "data.pid");
 	json_object_put(data);
@@ -375,7 +350,7 @@ static void test_request_ok_in_pieces(void **state)
 	struct sm_error err = {""};
 
 	ASSERT_EQ(exchange(&f, "services", CLIENT_TIMEOUT_MS, &data, &err), 0, err.msg);
-	ASSERT_STREQ(f.request, "{\"cmd\":\"services\"}\n", "request line on the wire");
+	ASSERT_STR_EQ(f.request, "{\"cmd\":\"services\"}\n", "request line on the wire");
 	assert_non_null(data);
 	ASSERT_EQ(json_object_array_length(data), 1, "one service");
 	json_object_put(data);
@@ -391,8 +366,8 @@ static void test_request_daemon_error(void **state)
 	struct sm_error err = {""};
 
 	ASSERT_EQ(exchange(&f, "bogus", CLIENT_TIMEOUT_MS, &data, &err), -EPROTO, err.msg);
-	ASSERT_STREQ(err.msg, "unknown command 'bogus' (try: status, workloads, services)",
-		     "daemon's message passed through verbatim");
+	ASSERT_STR_EQ(err.msg, "unknown command 'bogus' (try: status, workloads, services)",
+		      "daemon's message passed through verbatim");
 	ASSERT_EQ(data == NULL, 1, "no data on error");
 }
 
@@ -414,7 +389,7 @@ static void test_request_bad_answers(void **state)
 		if (ret != cases[i].want_ret)
 			fail_msg("case %zu: got %d, want %d (%s)", i, ret, cases[i].want_ret,
 				 err.msg);
-		ASSERT_CONTAINS(err.msg, cases[i].want_msg, "message");
+		ASSERT_HAS(err.msg, cases[i].want_msg, "message");
 		ASSERT_EQ(data == NULL, 1, "no data on failure");
 	}
 }
@@ -430,8 +405,8 @@ static void test_request_timeout(void **state)
 	ret = sm_ctl_request(f.path, "status", 200, &data, &err);
 	fake_daemon_teardown(&f, true); /* releases the held connection */
 	ASSERT_EQ(ret, -ETIMEDOUT, err.msg);
-	ASSERT_CONTAINS(err.msg, "timed out", "timeout message");
-	ASSERT_CONTAINS(err.msg, f.path, "timeout message names the socket");
+	ASSERT_HAS(err.msg, "timed out", "timeout message");
+	ASSERT_HAS(err.msg, f.path, "timeout message names the socket");
 	ASSERT_EQ(data == NULL, 1, "no data on timeout");
 }
 
@@ -446,7 +421,7 @@ static void test_request_oversize(void **state)
 	assert_non_null(big);
 	memset(big, ' ', n); /* blanks, never a newline */
 	ASSERT_EQ(exchange(&f, "status", CLIENT_TIMEOUT_MS, &data, &err), -EMSGSIZE, err.msg);
-	ASSERT_CONTAINS(err.msg, "exceeds", "oversize message");
+	ASSERT_HAS(err.msg, "exceeds", "oversize message");
 	free(big);
 }
 
@@ -462,14 +437,14 @@ static void test_request_connect_errors(void **state)
 	fake_daemon_setup(&f, false);
 	snprintf(path, sizeof(path), "%s/absent.sock", f.dir);
 	ASSERT_EQ(sm_ctl_request(path, "status", 1000, &data, &err), -ENOENT, err.msg);
-	ASSERT_CONTAINS(err.msg, "cannot connect to ", "ENOENT message");
-	ASSERT_CONTAINS(err.msg, path, "ENOENT message names the socket");
-	ASSERT_CONTAINS(err.msg, "is sockmeshd running?", "ENOENT hint");
-	ASSERT_CONTAINS(err.msg, "--socket PATH", "ENOENT hint");
+	ASSERT_HAS(err.msg, "cannot connect to ", "ENOENT message");
+	ASSERT_HAS(err.msg, path, "ENOENT message names the socket");
+	ASSERT_HAS(err.msg, "is sockmeshd running?", "ENOENT hint");
+	ASSERT_HAS(err.msg, "--socket PATH", "ENOENT hint");
 
 	/* a bound socket nobody listens on (a dead daemon's leftover) */
 	ASSERT_EQ(sm_ctl_request(f.path, "status", 1000, &data, &err), -ECONNREFUSED, err.msg);
-	ASSERT_CONTAINS(err.msg, "is sockmeshd running?", "ECONNREFUSED hint");
+	ASSERT_HAS(err.msg, "is sockmeshd running?", "ECONNREFUSED hint");
 
 	/* a regular file */
 	snprintf(path, sizeof(path), "%s/file", f.dir);
@@ -477,7 +452,7 @@ static void test_request_connect_errors(void **state)
 	assert_true(fd >= 0);
 	close(fd);
 	ASSERT_EQ(sm_ctl_request(path, "status", 1000, &data, &err), -ECONNREFUSED, err.msg);
-	ASSERT_CONTAINS(err.msg, "not a socket", "regular-file hint");
+	ASSERT_HAS(err.msg, "not a socket", "regular-file hint");
 	unlink(path);
 
 	/* a path that does not fit in sockaddr_un */
@@ -512,7 +487,7 @@ static void test_request_eacces(void **state)
 	if (geteuid() != 0) {
 		ret = sm_ctl_request(f.path, "status", 1000, &data, &err);
 		ASSERT_EQ(ret, -EACCES, err.msg);
-		ASSERT_CONTAINS(err.msg, "run as root", "EACCES hint");
+		ASSERT_HAS(err.msg, "run as root", "EACCES hint");
 		fake_daemon_teardown(&f, false);
 		return;
 	}
@@ -575,12 +550,12 @@ static void test_table_alignment(void **state)
 	ASSERT_EQ(sm_table_cell(t, "%s", "b"), 0, "cell");
 	ASSERT_EQ(sm_table_rows(t), 3, "rows");
 	s = render(t);
-	ASSERT_STREQ(s,
-		     "NAME    COUNT  NOTE\n"
-		     "a           5  x\n"
-		     "longer  12345\n"
-		     "b\n",
-		     "widths from content, numbers right, no trailing blanks");
+	ASSERT_STR_EQ(s,
+		      "NAME    COUNT  NOTE\n"
+		      "a           5  x\n"
+		      "longer  12345\n"
+		      "b\n",
+		      "widths from content, numbers right, no trailing blanks");
 	free(s);
 	sm_table_free(t);
 }
@@ -600,11 +575,11 @@ static void test_table_right_last_utf8_control(void **state)
 	ASSERT_EQ(sm_table_cell(t, "%s", "a\tb\x1b[2J"), 0, "control characters");
 	ASSERT_EQ(sm_table_cell(t, "%d", 1234567), 0, "cell");
 	s = render(t);
-	ASSERT_STREQ(s,
-		     "N          VALUE\n"
-		     "h\xc3\xa9llo          7\n"
-		     "a?b?[2J  1234567\n",
-		     "utf-8 width in characters, control bytes shown as '?', right column padded");
+	ASSERT_STR_EQ(s,
+		      "N          VALUE\n"
+		      "h\xc3\xa9llo          7\n"
+		      "a?b?[2J  1234567\n",
+		      "utf-8 width in characters, control bytes shown as '?', right column padded");
 	free(s);
 	sm_table_free(t);
 

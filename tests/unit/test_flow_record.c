@@ -2,44 +2,14 @@
 /* Unit tests of userspace/lib/flow_record.c: the JSON schema, round trips, strict decoding. */
 #include <errno.h>
 #include <netinet/in.h>
-#include <setjmp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cmocka.h>
-
+#include "check.h"
 #include "flow_record.h"
-
-#define ASSERT_EQ(got, want, what)                                                                 \
-	do {                                                                                       \
-		long long got_ = (long long) (got), want_ = (long long) (want);                    \
-		if (got_ != want_) {                                                               \
-			print_error("FAIL %s: got %lld, want %lld\n", (what), got_, want_);        \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
-
-#define ASSERT_STR_EQ(got, want, what)                                                             \
-	do {                                                                                       \
-		const char *got_ = (got), *want_ = (want);                                         \
-		if (strcmp(got_, want_) != 0) {                                                    \
-			print_error("FAIL %s:\n got  '%s'\n want '%s'\n", (what), got_, want_);    \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
-
-#define ASSERT_HAS(haystack, needle, what)                                                         \
-	do {                                                                                       \
-		const char *h_ = (haystack), *n_ = (needle);                                       \
-		if (!strstr(h_, n_)) {                                                             \
-			print_error("FAIL %s: '%s' does not contain '%s'\n", (what), h_, n_);      \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
 
 #define T0 1795982462123456000LL /* 2026-11-29T20:01:02.123456Z */
 

@@ -3,34 +3,13 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <setjmp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
-#include <cmocka.h>
-
+#include "check.h"
 #include "util.h"
-
-#define ASSERT_EQ(got, want, what)                                                                 \
-	do {                                                                                       \
-		long long got_ = (long long) (got), want_ = (long long) (want);                    \
-		if (got_ != want_) {                                                               \
-			print_error("FAIL %s: got %lld, want %lld\n", (what), got_, want_);        \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
-
-#define ASSERT_STR_EQ(got, want, what)                                                             \
-	do {                                                                                       \
-		const char *got_ = (got), *want_ = (want);                                         \
-		if (strcmp(got_, want_) != 0) {                                                    \
-			print_error("FAIL %s: got '%s', want '%s'\n", (what), got_, want_);        \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
 
 static void test_addr_parse(void **state)
 {

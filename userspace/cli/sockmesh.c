@@ -95,6 +95,7 @@ void cli_error(const char *fmt, ...)
 
 	fputs("sockmesh: ", stderr);
 	va_start(ap, fmt);
+	// NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): clang 14 bug, ap is va_start'ed
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);

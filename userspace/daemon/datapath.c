@@ -143,6 +143,7 @@ int sm_datapath_open(struct sm_daemon *d)
 	snprintf(pin_root, sizeof(pin_root), "%s/maps", c->bpffs);
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_root);
 
+	// NOLINTNEXTLINE(clang-analyzer-unix.Malloc): generated code; destroy_skeleton() frees s
 	skel = sockmesh_bpf__open_opts(&opts);
 	if (!skel) {
 		err = -errno;

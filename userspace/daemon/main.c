@@ -189,6 +189,8 @@ static int parse_args(int argc, char **argv, struct args *a)
 			a->config_named = true;
 			break;
 		case OPT_SET: {
+			// --set is required_argument: getopt_long sets optarg or returns ':'
+			// NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker)
 			char *eq = strchr(optarg, '=');
 
 			if (!eq || eq == optarg) {
@@ -282,7 +284,7 @@ int sm_workload_by_cgroup(const struct sm_daemon *d, uint64_t cgroup_id)
 }
 
 /* The catalog, this node in it, the cgroup v2 mount and the daemon's cgroup. */
-static int resolve_node(struct sm_daemon *d)
+static int resolve_node(struct sm_daemon *d, bool check_only)
 {
 	struct sm_error err = {{0}};
 	char line[PATH_MAX + 8];
@@ -301,7 +303,7 @@ static int resolve_node(struct sm_daemon *d)
 	rc = sm_catalog_load(&d->cat, d->cfg.catalog, &err);
 	if (rc) {
 		pr_err("%s", err.msg);
-		return rc;
+		return -EINVAL; /* a missing or bad catalog is a usage error (exit 2) */
 	}
 	d->node_idx = sm_catalog_node_index(&d->cat, d->cfg.node);
 	if (d->node_idx < 0) {
@@ -322,6 +324,8 @@ static int resolve_node(struct sm_daemon *d)
 		return -ENOENT;
 	}
 
+	if (check_only)
+		return 0; /* where the daemon runs matters only when it attaches */
 	if (d->cfg.daemon_cgroup[0]) {
 		sm_strlcpy(d->daemon_cgroup, d->cfg.daemon_cgroup, sizeof(d->daemon_cgroup));
 		return 0;
@@ -518,7 +522,7 @@ int main(int argc, char **argv)
 	if (a.cleanup)
 		return sm_datapath_cleanup(d.cfg.bpffs) ? EXIT_RUNTIME : 0;
 
-	err = resolve_node(&d);
+	err = resolve_node(&d, a.check);
 	if (err) {
 		sm_catalog_free(&d.cat);
 		free(d.wl);

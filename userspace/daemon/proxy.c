@@ -384,8 +384,10 @@ void sm_proxy_free(struct sm_daemon *d)
 	if (!p)
 		return;
 	sm_proxy_stop_accepting(d);
-	while (p->relays)
-		relay_free(p->relays, true);
+	for (struct relay *r = p->relays, *next; r; r = next) {
+		next = r->next;
+		relay_free(r, true);
+	}
 	free(p);
 	d->proxy = NULL;
 }

@@ -37,21 +37,28 @@ static const char *const workload_keys[] = {"name", "node", "cgroup", "spiffe_id
 static const char *const service_keys[] = {"name", "address", "port", "workload"};
 static const char *const cidr_keys[] = {"cidr", "workload"};
 
-static int cat_error(struct cat_parse *p, unsigned int line, const char *fmt, ...)
+static void cat_report(struct cat_parse *p, unsigned int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* "FILE:LINE: " + the message. Always -EINVAL: every catalog error is bad input. */
-static int cat_error(struct cat_parse *p, unsigned int line, const char *fmt, ...)
+/* "FILE:LINE: " + the message. */
+static void cat_report(struct cat_parse *p, unsigned int line, const char *fmt, ...)
 {
 	char msg[sizeof(p->err->msg)];
 	va_list ap;
 
 	va_start(ap, fmt);
+	// NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): clang 14 bug, ap is va_start'ed
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	sm_error_set(p->err, "%s:%u: %s", p->file, line, msg);
-	return -EINVAL;
 }
+
+/*
+ * Report and evaluate to -EINVAL: every catalog error is bad input. A macro so
+ * that the value is visible where it is returned (the analyzer does not follow
+ * variadic calls, and would otherwise take a failed lookup for success).
+ */
+#define cat_error(p, line, ...) (cat_report((p), (line), __VA_ARGS__), -EINVAL)
 
 static int cat_nomem(struct cat_parse *p)
 {

@@ -17,6 +17,7 @@ typedef void (*sm_ev_fn)(struct sm_evloop *loop, struct sm_ev *ev, uint32_t even
 
 /* NULL and errno set on failure. */
 struct sm_evloop *sm_evloop_new(void);
+/* Free the loop. Registrations still active are not freed: remove each first. */
 void sm_evloop_free(struct sm_evloop *loop);
 
 /* Watch fd for events (EPOLLIN | EPOLLOUT ...). Returns NULL + errno on failure. */

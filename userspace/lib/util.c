@@ -19,6 +19,7 @@ void sm_error_set(struct sm_error *err, const char *fmt, ...)
 	if (!err)
 		return;
 	va_start(ap, fmt);
+	// NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): clang 14 bug, ap is va_start'ed
 	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 	va_end(ap);
 }

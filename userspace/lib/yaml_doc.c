@@ -140,11 +140,13 @@ static int node_reserve(struct sm_ynode *node)
 	if (node->n < node->cap)
 		return 0;
 	cap = node->cap ? node->cap * 2 : 4;
+	// NOLINTNEXTLINE(bugprone-sizeof-expression): an array of node pointers
 	vals = realloc(node->vals, cap * sizeof(*vals));
 	if (!vals)
 		return -ENOMEM;
 	node->vals = vals;
 	if (node->type == SM_YNODE_MAP) {
+		// NOLINTNEXTLINE(bugprone-sizeof-expression): an array of node pointers
 		keys = realloc(node->keys, cap * sizeof(*keys));
 		if (!keys)
 			return -ENOMEM;
@@ -171,6 +173,14 @@ static int builder_add(struct builder *b, struct sm_ynode *child)
 	char what[160];
 
 	if (b->depth == 0) {
+		/* libyaml gives a document one top node; check anyway rather than leak one */
+		if (b->have_root) {
+			unsigned int line = child->line;
+
+			sm_ynode_free(child);
+			return build_error(b, line, -EINVAL, "a second top-level value",
+					   "keep one list or mapping at the top of the file");
+		}
 		b->root = child;
 		b->have_root = true;
 		return 0;
@@ -252,10 +262,15 @@ static int builder_push(struct builder *b, enum sm_ynode_type type, const yaml_m
 	return 0;
 }
 
-static int builder_pop(struct builder *b)
+static int builder_pop(struct builder *b, unsigned int line)
 {
-	struct build_frame *f = &b->stack[--b->depth];
+	struct build_frame *f;
 
+	/* libyaml pairs every end with a start; check anyway rather than index stack[-1] */
+	if (b->depth == 0)
+		return build_error(b, line, -EINVAL, "end of a list or mapping that never began",
+				   "check the document's structure");
+	f = &b->stack[--b->depth];
 	/* libyaml never ends a mapping between a key and its value */
 	sm_ynode_free(f->pending_key);
 	f->pending_key = NULL;
@@ -295,7 +310,7 @@ static int builder_event(struct builder *b, const yaml_event_t *ev)
 		return builder_push(b, SM_YNODE_MAP, &ev->start_mark);
 	case YAML_SEQUENCE_END_EVENT:
 	case YAML_MAPPING_END_EVENT:
-		return builder_pop(b);
+		return builder_pop(b, line);
 	default:
 		return 0;
 	}
@@ -340,6 +355,11 @@ int sm_yaml_parse(const char *buf, size_t len, const char *name, struct sm_ynode
 			break;
 	}
 	yaml_parser_delete(&parser);
+	/* libyaml ends every list and mapping before the stream; check anyway, not leak */
+	if (!ret && b.depth > 0)
+		ret = build_error(&b, b.stack[b.depth - 1].node->line, -EINVAL,
+				  "a list or mapping that never ends",
+				  "check the document's structure");
 	if (ret) {
 		builder_cleanup(&b);
 		return ret;
