@@ -148,7 +148,15 @@ static __always_inline int emit_flow_event(__u8 type, const struct sm_sock_state
 	ev->segs_out = c->segs_out;
 	ev->total_retrans = c->total_retrans;
 	ev->srtt_us = c->srtt_us;
-	bpf_ringbuf_submit(ev, 0);
+	/*
+	 * Waking the daemon costs more than writing the event, so events are
+	 * batched: the daemon drains the ring every SM_FLOW_DRAIN_MS anyway,
+	 * and is woken early only once a quarter of the ring is in use.
+	 */
+	bpf_ringbuf_submit(ev, bpf_ringbuf_query(&flow_events, BPF_RB_AVAIL_DATA) >=
+					       cfg_ringbuf_wakeup_bytes
+				       ? BPF_RB_FORCE_WAKEUP
+				       : BPF_RB_NO_WAKEUP);
 	count(type == SM_FLOW_START    ? SM_CNT_FLOW_START
 	      : type == SM_FLOW_UPDATE ? SM_CNT_FLOW_UPDATE
 				       : SM_CNT_FLOW_END);

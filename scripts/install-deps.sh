@@ -13,6 +13,8 @@ PKGS=(
 	# tests and linters
 	libcmocka-dev bats iproute2 procps psmisc socat iperf3 jq python3
 	cppcheck clang-tidy clang-format
+	# make fuzz (libFuzzer runtime)
+	libclang-rt-14-dev
 	# bench
 	hyperfine
 )

@@ -23,18 +23,10 @@
 
 SB_REPO=${SB_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 
-# The build directory: SB_OUTPUT or SM_OUTPUT, else OUTPUT=... as make passed
-# it on in MAKEFLAGS (`make OUTPUT=dir demo`), else .output.
+# The build directory: SB_OUTPUT or SM_OUTPUT (the Makefile passes its OUTPUT as
+# SM_OUTPUT), else .output; relative paths are taken from the repository root.
 sb__find_output() {
-	local out=${SB_OUTPUT:-${SM_OUTPUT:-}} w
-	if [ -z "$out" ]; then
-		for w in ${MAKEFLAGS:-}; do
-			case "$w" in
-			OUTPUT=*) out=${w#OUTPUT=} ;;
-			esac
-		done
-	fi
-	out=${out:-.output}
+	local out=${SB_OUTPUT:-${SM_OUTPUT:-.output}}
 	case "$out" in
 	/*) echo "$out" ;;
 	*) echo "$SB_REPO/$out" ;;

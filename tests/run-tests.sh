@@ -12,8 +12,8 @@
 #   tests/run-tests.sh --lint                 clang-format, cppcheck, clang-tidy, one check each
 #   tests/run-tests.sh --all BIN...           lint, unit and integration
 #
-# Environment: SM_OUTPUT (build directory, default .output, also taken from
-# OUTPUT= in MAKEFLAGS), SM_UNIT_TIMEOUT (s per unit binary, 300),
+# Environment: SM_OUTPUT (build directory, default .output; make passes its
+# OUTPUT), SM_UNIT_TIMEOUT (s per unit binary, 300),
 # SM_BATS_TIMEOUT (s per bats file, 900).
 set -uo pipefail
 
@@ -30,17 +30,9 @@ usage() {
 	exit 2
 }
 
-# The build directory: SM_OUTPUT, else OUTPUT=... as make passed it on, else .output.
+# The build directory: SM_OUTPUT (the Makefile passes its OUTPUT), else .output.
 find_output() {
-	local out=${SM_OUTPUT:-} w
-	if [ -z "$out" ]; then
-		for w in ${MAKEFLAGS:-}; do
-			case "$w" in
-			OUTPUT=*) out=${w#OUTPUT=} ;;
-			esac
-		done
-	fi
-	out=${out:-.output}
+	local out=${SM_OUTPUT:-.output}
 	case "$out" in
 	/*) echo "$out" ;;
 	*) echo "$REPO/$out" ;;

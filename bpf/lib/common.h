@@ -35,6 +35,8 @@ const volatile __be16 cfg_outbound6_port __weak = 0;  /* network order */
 const volatile bool cfg_fail_open __weak = false;
 const volatile bool cfg_redirect __weak = false;
 const volatile __u64 cfg_update_interval_ns __weak = 10ULL * 1000000000ULL;
+/* flow_events fill level (bytes) from which a new event wakes the daemon */
+const volatile __u64 cfg_ringbuf_wakeup_bytes __weak = 0;
 
 /* How many cgroup levels above a socket's cgroup we look for a workload. */
 #define SM_MAX_CGROUP_DEPTH 16

@@ -26,6 +26,12 @@
 #define SM_DEFAULT_INBOUND_PORT	 15008
 #define SM_DEFAULT_ADMIN_PORT	 15020
 
+/*
+ * The daemon drains the flow_events ring buffer at least this often; the
+ * kernel side wakes it earlier only when the ring fills past a quarter.
+ */
+#define SM_FLOW_DRAIN_MS 100
+
 /* The daemon marks its own sockets with this SO_MARK (overridable by config). */
 #define SM_DEFAULT_DAEMON_MARK 0x5ec0de
 

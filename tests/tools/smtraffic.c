@@ -983,13 +983,18 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/*
+ * new_conn: every round trip on a fresh connection (connect, request,
+ * response, close), so the latency includes the connect path and the
+ * report adds connections per second.
+ */
 static int rr_run(const struct sm_addr *addr, uint16_t port, uint64_t count, uint64_t size,
-		  uint64_t timeout_s)
+		  uint64_t timeout_s, bool new_conn)
 {
 	unsigned char *buf = malloc(size);
 	uint64_t *lat = calloc(count, sizeof(*lat));
 	uint64_t total = 0, i, p50, p99;
-	int64_t t0;
+	int64_t t0, started;
 	int fd = -1, ret, rc = 1;
 
 	if (!buf || !lat) {
@@ -997,15 +1002,18 @@ static int rr_run(const struct sm_addr *addr, uint16_t port, uint64_t count, uin
 		goto free_bufs;
 	}
 	memset(buf, 'x', size);
-	fd = connect_timeout(addr, port, (int) (timeout_s * 1000));
-	if (fd < 0) {
-		pr_err("connect: %s", strerror(-fd));
-		goto free_bufs;
-	}
+	started = now_ns();
 	for (i = 0; i < count; i++) {
 		int64_t deadline = now_ms() + (int64_t) timeout_s * 1000;
 
 		t0 = now_ns();
+		if (fd < 0) {
+			fd = connect_timeout(addr, port, (int) (timeout_s * 1000));
+			if (fd < 0) {
+				pr_err("connect %" PRIu64 ": %s", i + 1, strerror(-fd));
+				goto free_bufs;
+			}
+		}
 		ret = rr_io(fd, buf, size, true, deadline);
 		if (!ret)
 			ret = rr_io(fd, buf, size, false, deadline);
@@ -1014,20 +1022,26 @@ static int rr_run(const struct sm_addr *addr, uint16_t port, uint64_t count, uin
 			       strerror(-ret));
 			goto close_fd;
 		}
+		if (new_conn) {
+			close(fd);
+			fd = -1;
+		}
 		lat[i] = (uint64_t) (now_ns() - t0);
 		total += lat[i];
 	}
 	qsort(lat, count, sizeof(*lat), cmp_u64);
 	p50 = lat[count / 2];
 	p99 = lat[count * 99 / 100];
-	printf("{\"ok\":true,\"count\":%" PRIu64 ",\"size\":%" PRIu64 ",\"p50_us\":%.1f,"
-	       "\"p99_us\":%.1f,\"mean_us\":%.1f}\n",
-	       count, size, (double) p50 / 1000.0, (double) p99 / 1000.0,
-	       (double) total / (double) count / 1000.0);
+	printf("{\"ok\":true,\"count\":%" PRIu64 ",\"size\":%" PRIu64 ",\"new_conn\":%s,"
+	       "\"p50_us\":%.1f,\"p99_us\":%.1f,\"mean_us\":%.1f,\"per_s\":%.0f}\n",
+	       count, size, new_conn ? "true" : "false", (double) p50 / 1000.0,
+	       (double) p99 / 1000.0, (double) total / (double) count / 1000.0,
+	       (double) count * 1e9 / (double) (now_ns() - started));
 	rc = 0;
 
 close_fd:
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 free_bufs:
 	free(lat);
 	free(buf);
@@ -1036,10 +1050,12 @@ free_bufs:
 
 static void rr_usage(FILE *f)
 {
-	fprintf(f, "usage: smtraffic rr --connect ADDR:PORT --count N --size B [--timeout S]\n"
-		   "Request/response against an echo server over one connection: writes B\n"
-		   "bytes, reads B back, N times. Prints {\"ok\":true,\"count\":N,\"size\":B,\n"
-		   "\"p50_us\":..,\"p99_us\":..,\"mean_us\":..}.\n");
+	fprintf(f, "usage: smtraffic rr --connect ADDR:PORT --count N --size B [--new-conn]\n"
+		   "                    [--timeout S]\n"
+		   "Request/response against an echo server: writes B bytes, reads B back,\n"
+		   "N times, over one connection (or a new one each time with --new-conn).\n"
+		   "Prints {\"ok\":true,\"count\":N,\"size\":B,\"new_conn\":bool,\"p50_us\":..,\n"
+		   "\"p99_us\":..,\"mean_us\":..,\"per_s\":..}.\n");
 }
 
 static int cmd_rr(int argc, char **argv)
@@ -1049,16 +1065,17 @@ static int cmd_rr(int argc, char **argv)
 		{"count", required_argument, NULL, 'n'},
 		{"size", required_argument, NULL, 'b'},
 		{"timeout", required_argument, NULL, 't'},
+		{"new-conn", no_argument, NULL, 'N'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	uint64_t count = 1000, size = 1, timeout_s = 30;
-	bool have_connect = false;
+	bool have_connect = false, new_conn = false;
 	struct sm_addr addr;
 	uint16_t port = 0;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "c:n:b:t:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:n:b:t:Nh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			if (sm_addrport_parse(optarg, &addr, &port)) {
@@ -1079,6 +1096,9 @@ static int cmd_rr(int argc, char **argv)
 			if (parse_num("timeout", optarg, 1, SMT_MAX_TIMEOUT_S, &timeout_s))
 				return 2;
 			break;
+		case 'N':
+			new_conn = true;
+			break;
 		case 'h':
 			rr_usage(stdout);
 			return 0;
@@ -1092,7 +1112,7 @@ static int cmd_rr(int argc, char **argv)
 		rr_usage(stderr);
 		return 2;
 	}
-	return rr_run(&addr, port, count, size, timeout_s);
+	return rr_run(&addr, port, count, size, timeout_s, new_conn);
 }
 
 static void usage(FILE *f)

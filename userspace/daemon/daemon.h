@@ -72,6 +72,8 @@ int sm_datapath_open(struct sm_daemon *d);
 int sm_datapath_attach(struct sm_daemon *d);
 /* Attach to workloads whose cgroup appeared since the last call. */
 void sm_datapath_recheck(struct sm_daemon *d);
+/* Drop the daemon's link handles; the links stay pinned and attached. */
+void sm_datapath_release_links(struct sm_daemon *d);
 void sm_datapath_close(struct sm_daemon *d);
 /* Detach and unpin everything under a bpffs directory. 0 or -errno. */
 int sm_datapath_cleanup(const char *bpffs);

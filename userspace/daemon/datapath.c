@@ -168,6 +168,7 @@ int sm_datapath_open(struct sm_daemon *d)
 	skel->rodata->cfg_fail_open = c->fail_open;
 	skel->rodata->cfg_redirect = c->redirect;
 	skel->rodata->cfg_update_interval_ns = (uint64_t) c->flow_update_interval * 1000000000ULL;
+	skel->rodata->cfg_ringbuf_wakeup_bytes = c->ringbuf_size / 4;
 
 	err = sockmesh_bpf__load(skel);
 	if (err) {
@@ -471,8 +472,8 @@ int sm_datapath_counters(struct sm_daemon *d, uint64_t *out)
 	return err;
 }
 
-/* Links stay pinned (and attached): the next daemon adopts them. */
-void sm_datapath_close(struct sm_daemon *d)
+/* Our handles on the links go; the links stay pinned and attached. */
+void sm_datapath_release_links(struct sm_daemon *d)
 {
 	for (unsigned int i = 0; i < d->natt; i++)
 		bpf_link__destroy(d->att[i].link);
@@ -481,6 +482,12 @@ void sm_datapath_close(struct sm_daemon *d)
 	d->natt = 0;
 	bpf_link__destroy(d->iter_link);
 	d->iter_link = NULL;
+}
+
+/* Links stay pinned (and attached): the next daemon adopts them. */
+void sm_datapath_close(struct sm_daemon *d)
+{
+	sm_datapath_release_links(d);
 	sockmesh_bpf__destroy(d->skel);
 	d->skel = NULL;
 }

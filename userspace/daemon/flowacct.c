@@ -41,6 +41,7 @@ struct flow_state {
 struct sm_flowexp {
 	struct ring_buffer *rb;
 	struct sm_ev *rb_ev;
+	struct sm_ev *drain_ev;
 	int file_fd;
 	struct flow_state *flows;
 	uint64_t records;
@@ -304,6 +305,10 @@ int sm_flowexp_start(struct sm_daemon *d)
 	fx->rb_ev = sm_evloop_add(d->loop, ring_buffer__epoll_fd(fx->rb), EPOLLIN, on_ringbuf, d);
 	if (!fx->rb_ev)
 		return -errno;
+	/* the kernel batches wakeups (see emit_flow_event): drain on a timer too */
+	fx->drain_ev = sm_evloop_timer(d->loop, SM_FLOW_DRAIN_MS, on_ringbuf, d);
+	if (!fx->drain_ev)
+		return -errno;
 	return 0;
 }
 
@@ -317,6 +322,7 @@ void sm_flowexp_stop(struct sm_daemon *d)
 	if (fx->rb) {
 		ring_buffer__consume(fx->rb);
 		sm_evloop_del(d->loop, fx->rb_ev);
+		sm_evloop_del(d->loop, fx->drain_ev);
 		ring_buffer__free(fx->rb);
 	}
 	HASH_ITER(hh, fx->flows, fs, tmp)

@@ -407,14 +407,8 @@ static int reload_catalog(struct sm_daemon *d)
 	d->cat = cat;
 	d->wl = wl;
 	d->node_idx = idx;
-	/* drop attachments and re-attach: adoption swaps programs on the same pins */
-	for (unsigned int i = 0; i < d->natt; i++)
-		bpf_link__destroy(d->att[i].link);
-	free(d->att);
-	d->att = NULL;
-	d->natt = 0;
-	bpf_link__destroy(d->iter_link);
-	d->iter_link = NULL;
+	/* drop our handles and re-attach: adoption swaps programs on the same pins */
+	sm_datapath_release_links(d);
 	if (sm_datapath_attach(d) || sm_intercept_sync(d))
 		pr_warn("SIGHUP: the new catalog was only partly applied; see the messages above");
 	else
