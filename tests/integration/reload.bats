@@ -1,0 +1,79 @@
+#!/usr/bin/env bats
+# SPDX-License-Identifier: Apache-2.0
+#
+# Catalog changes while the daemon runs: SIGHUP applies a new catalog (or keeps
+# the old one when the new one is bad), and a workload whose cgroup appears
+# after the start is enrolled without a restart.
+
+load helpers
+
+setup() {
+	sm_standard_sandbox
+}
+
+teardown() {
+	sm_teardown
+}
+
+service_listed() { # NODE PORT
+	sb_cli "$1" services -o json | jq -e --argjson p "$2" 'any(.[]; .port == $p)' >/dev/null
+}
+
+@test "SIGHUP applies a new catalog: a new service is listed and captured" {
+	sb_start_daemon node1
+	sb_start_daemon node2
+	sb_serve node2 server 10.11.0.2:8084 echo
+	! service_listed node1 8084
+
+	sb_add_service 10.11.0.2 8084 server added-later
+	sb_write_catalog
+	kill -HUP "$(sb_daemon_pid node1)"
+	sm_wait_until 10 service_listed node1 8084
+
+	before=$(sm_counter node1 connect_captured)
+	run sm_send node1 client 10.11.0.2:8084 100000 --expect echo
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(sm_counter node1 connect_captured)" -eq $((before + 1)) ]
+	grep -q 'SIGHUP: catalog reloaded' "$(sb_daemon_log node1)"
+}
+
+@test "SIGHUP with a broken catalog keeps the old one and the daemon keeps working" {
+	sb_start_daemon node1
+	sb_start_daemon node2
+	sb_serve node2 server 10.11.0.2:8080 echo
+	services_before=$(sb_cli node1 services -o json)
+
+	echo "services: [ {address: 10.11.0.2, port: 70000" >"$(sb_catalog)"
+	kill -HUP "$(sb_daemon_pid node1)"
+	sm_wait_until 10 grep -q 'keeping the current catalog' "$(sb_daemon_log node1)"
+	grep 'keeping the current catalog' "$(sb_daemon_log node1)"
+
+	sb_alive "$(sb_daemon_pid node1)"
+	[ "$(sb_cli node1 services -o json)" = "$services_before" ]
+	before=$(sm_counter node1 connect_captured)
+	run sm_send node1 client 10.11.0.2:8080 10000 --expect echo
+	[ "$status" -eq 0 ]
+	[ "$(sm_counter node1 connect_captured)" -eq $((before + 1)) ]
+}
+
+@test "a workload whose cgroup appears after the start is enrolled without a restart" {
+	rmdir "$(sb_cgroup_dir node1 client)"
+	sb_start_daemon node1
+	sb_start_daemon node2
+	sb_serve node2 server 10.11.0.2:8080 echo
+	sb_cli node1 workloads -o json | jq -e '.[] | select(.name == "client") | .attached == false'
+
+	mkdir "$(sb_cgroup_dir node1 client)"
+	client_attached() {
+		sb_cli node1 workloads -o json |
+			jq -e '.[] | select(.name == "client") | .attached == true' >/dev/null
+	}
+	sm_wait_until 15 client_attached
+
+	before=$(sm_counter node1 connect_captured)
+	run sm_send node1 client 10.11.0.2:8080 10000 --expect echo
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(sm_counter node1 connect_captured)" -eq $((before + 1)) ]
+}
