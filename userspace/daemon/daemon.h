@@ -69,6 +69,10 @@ struct sm_daemon {
 /* datapath.c: find cgroup v2 and bpffs, load, attach or adopt, clean up. */
 int sm_find_cgroup2_mount(char *buf, size_t len);
 int sm_datapath_open(struct sm_daemon *d);
+/* Find local workloads' cgroup ids; returns how many changed. Call before
+ * sm_intercept_sync(), which needs them, and that before sm_datapath_attach(),
+ * so no workload runs attached before the maps know it. */
+int sm_datapath_resolve(struct sm_daemon *d);
 int sm_datapath_attach(struct sm_daemon *d);
 /* Attach to workloads whose cgroup appeared since the last call. */
 void sm_datapath_recheck(struct sm_daemon *d);

@@ -329,26 +329,48 @@ static int workload_cgroup_path(const struct sm_daemon *d, unsigned int i, char 
 	return n < 0 || (size_t) n >= len ? -ENAMETOOLONG : 0;
 }
 
+/*
+ * The cgroup id of every local workload not yet attached (0 while its cgroup
+ * does not exist). Returns how many changed since the last call.
+ */
+int sm_datapath_resolve(struct sm_daemon *d)
+{
+	char path[PATH_MAX];
+	int changed = 0;
+
+	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
+		uint64_t cgid = 0;
+
+		if (d->cat.workloads[i].node != (unsigned int) d->node_idx || d->wl[i].attached)
+			continue;
+		if (workload_cgroup_path(d, i, path, sizeof(path)) == 0)
+			cgid = cgroup_id_of(path);
+		if (cgid != d->wl[i].cgroup_id) {
+			d->wl[i].cgroup_id = cgid;
+			changed++;
+		}
+	}
+	return changed;
+}
+
+/* Attach to a workload whose cgroup id sm_datapath_resolve() found. */
 static int attach_workload(struct sm_daemon *d, unsigned int i)
 {
 	struct sockmesh_bpf *s = d->skel;
 	struct bpf_program *progs[] = {s->progs.sock4_connect, s->progs.sock6_connect,
 				       s->progs.sockops_flow};
 	char path[PATH_MAX];
-	uint64_t cgid;
 	int err;
 
+	if (!d->wl[i].cgroup_id)
+		return -ENOENT;
 	if (workload_cgroup_path(d, i, path, sizeof(path)))
 		return -ENAMETOOLONG;
-	cgid = cgroup_id_of(path);
-	if (!cgid)
-		return -ENOENT;
 	for (size_t p = 0; p < SM_ARRAY_SIZE(progs); p++) {
-		err = attach_one(d, progs[p], path, cgid);
+		err = attach_one(d, progs[p], path, d->wl[i].cgroup_id);
 		if (err)
 			return err;
 	}
-	d->wl[i].cgroup_id = cgid;
 	d->wl[i].attached = true;
 	return 0;
 }
@@ -419,13 +441,17 @@ int sm_datapath_attach(struct sm_daemon *d)
 
 void sm_datapath_recheck(struct sm_daemon *d)
 {
+	if (sm_datapath_resolve(d) == 0)
+		return;
+	/* maps first: a workload must never run attached but unknown to the maps */
+	if (sm_intercept_sync(d))
+		return;
 	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
-		if (d->cat.workloads[i].node != (unsigned int) d->node_idx || d->wl[i].attached)
+		if (d->cat.workloads[i].node != (unsigned int) d->node_idx || d->wl[i].attached ||
+		    !d->wl[i].cgroup_id)
 			continue;
-		if (attach_workload(d, i) == 0) {
+		if (attach_workload(d, i) == 0)
 			pr_info("workload %s enrolled", d->cat.workloads[i].name);
-			sm_intercept_sync(d);
-		}
 	}
 }
 

@@ -409,7 +409,8 @@ static int reload_catalog(struct sm_daemon *d)
 	d->node_idx = idx;
 	/* drop our handles and re-attach: adoption swaps programs on the same pins */
 	sm_datapath_release_links(d);
-	if (sm_datapath_attach(d) || sm_intercept_sync(d))
+	sm_datapath_resolve(d);
+	if (sm_intercept_sync(d) || sm_datapath_attach(d))
 		pr_warn("SIGHUP: the new catalog was only partly applied; see the messages above");
 	else
 		pr_info("SIGHUP: catalog reloaded");
@@ -472,7 +473,8 @@ static int run(struct sm_daemon *d)
 	if (err)
 		goto close_sig;
 	/* maps first (services before workloads), then programs: nothing runs half-configured */
-	err = sm_datapath_attach(d) ?: sm_intercept_sync(d) ?: sm_flowexp_start(d) ?:
+	sm_datapath_resolve(d);
+	err = sm_intercept_sync(d) ?: sm_datapath_attach(d) ?: sm_flowexp_start(d) ?:
 	      sm_proxy_start(d) ?: sm_control_start(d);
 	if (err)
 		goto stop;
