@@ -421,10 +421,59 @@ static void test_decode_tolerates(void **state)
 	ASSERT_EQ(sm_flow_record_decode(json_text, &r), 0, "trailing newline");
 	ASSERT_EQ(memcmp(&r, &want, sizeof(r)), 0, "same record");
 	free_text(NULL);
-	json_text = mutate("\"tcp\":{", "\"tls\":{\"version\":\"TLSv1.3\"},\"tcp\":{\"x\":1,");
+	json_text = mutate("\"tcp\":{", "\"future\":{\"version\":\"TLSv9\"},\"tcp\":{\"x\":1,");
 	assert_non_null(json_text);
 	ASSERT_EQ(sm_flow_record_decode(json_text, &r), 0, "unknown fields are ignored");
 	ASSERT_EQ(memcmp(&r, &want, sizeof(r)), 0, "same record with extra fields");
+}
+
+/* The tls block and trace id: round trip, omission of empty fields, strictness. */
+static void test_tls_block(void **state)
+{
+	struct sm_flow_record r, back;
+	char *json = NULL;
+
+	make_conn(&r);
+	r.tls.present = true;
+	snprintf(r.tls.mode, sizeof(r.tls.mode), "STRICT");
+	r.tls.encrypted = true;
+	snprintf(r.tls.version, sizeof(r.tls.version), "TLSv1.3");
+	snprintf(r.tls.cipher, sizeof(r.tls.cipher), "TLS_AES_128_GCM_SHA256");
+	snprintf(r.tls.local_spiffe_id, sizeof(r.tls.local_spiffe_id), "spiffe://td/a");
+	snprintf(r.tls.peer_spiffe_id, sizeof(r.tls.peer_spiffe_id), "spiffe://td/b");
+	r.tls.handshake_us = 1234;
+	snprintf(r.trace_id, sizeof(r.trace_id),
+		 "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+	ASSERT_EQ(sm_flow_record_encode(&r, &json), 0, "encode with tls");
+	ASSERT_HAS(json, "\"tls\":{\"mode\":\"STRICT\",\"encrypted\":true", "tls block written");
+	ASSERT_HAS(json, "\"trace_id\":\"00-0af7", "trace id written");
+	memset(&back, 0, sizeof(back));
+	ASSERT_EQ(sm_flow_record_decode(json, &back), 0, "decode with tls");
+	ASSERT_EQ(memcmp(&r, &back, sizeof(r)), 0, "tls round trip");
+	free(json);
+	json = NULL;
+
+	/* plaintext in PERMISSIVE: no handshake fields at all */
+	make_conn(&r);
+	r.tls.present = true;
+	snprintf(r.tls.mode, sizeof(r.tls.mode), "PERMISSIVE");
+	ASSERT_EQ(sm_flow_record_encode(&r, &json), 0, "encode plaintext");
+	ASSERT_HAS(json, "\"tls\":{\"mode\":\"PERMISSIVE\",\"encrypted\":false}", "only mode");
+	ASSERT_EQ(strstr(json, "trace_id") == NULL, 1, "empty trace id omitted");
+	free(json);
+
+	json_text = mutate("\"tcp\":{", "\"tls\":\"yes\",\"tcp\":{");
+	assert_non_null(json_text);
+	ASSERT_EQ(sm_flow_record_decode(json_text, &back), -EINVAL, "tls not an object");
+	free_text(NULL);
+	json_text = mutate("\"tcp\":{", "\"tls\":{\"encrypted\":1},\"tcp\":{");
+	assert_non_null(json_text);
+	ASSERT_EQ(sm_flow_record_decode(json_text, &back), -EINVAL, "encrypted not a bool");
+	free_text(NULL);
+	json_text =
+		mutate("\"tcp\":{", "\"tls\":{\"encrypted\":true,\"handshake_us\":-1},\"tcp\":{");
+	assert_non_null(json_text);
+	ASSERT_EQ(sm_flow_record_decode(json_text, &back), -EINVAL, "negative handshake time");
 }
 
 static void test_names(void **state)
@@ -456,6 +505,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_encode_rejects, free_text),
 		cmocka_unit_test_teardown(test_decode_rejects, free_text),
 		cmocka_unit_test_teardown(test_decode_tolerates, free_text),
+		cmocka_unit_test_teardown(test_tls_block, free_text),
 		cmocka_unit_test(test_names),
 	};
 

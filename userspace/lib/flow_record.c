@@ -129,6 +129,35 @@ static struct json_object *encode_counters(const struct sm_flow_counters *c, boo
 	return o;
 }
 
+static int add_str_nonempty(struct json_object *o, const char *key, const char *s, size_t size)
+{
+	if (!memchr(s, '\0', size))
+		return -EINVAL;
+	return s[0] ? add_str(o, key, s) : 0;
+}
+
+static int encode_tls(struct json_object *o, const struct sm_flow_tls *t)
+{
+	struct json_object *sub = json_object_new_object();
+	int ret;
+
+	ret = add(o, "tls", sub);
+	ret = ret ?: add_str_nonempty(sub, "mode", t->mode, sizeof(t->mode));
+	ret = ret ?: add_bool(sub, "encrypted", t->encrypted);
+	ret = ret ?: add_str_nonempty(sub, "version", t->version, sizeof(t->version));
+	ret = ret ?: add_str_nonempty(sub, "cipher", t->cipher, sizeof(t->cipher));
+	ret = ret
+		      ?: add_str_nonempty(sub, "local_spiffe_id", t->local_spiffe_id,
+					  sizeof(t->local_spiffe_id));
+	ret = ret
+		      ?: add_str_nonempty(sub, "peer_spiffe_id", t->peer_spiffe_id,
+					  sizeof(t->peer_spiffe_id));
+	if (!ret && t->handshake_us)
+		ret = add_u64(sub, "handshake_us", t->handshake_us);
+	ret = ret ?: add_str_nonempty(sub, "failure", t->failure, sizeof(t->failure));
+	return ret;
+}
+
 static int encode_conn(struct json_object *o, const struct sm_flow_record *r)
 {
 	struct json_object *sub;
@@ -180,6 +209,9 @@ static int encode_conn(struct json_object *o, const struct sm_flow_record *r)
 	ret = add(o, "tcp", sub);
 	ret = ret ?: add_u64(sub, "srtt_us", r->srtt_us);
 	ret = ret ?: add_u64(sub, "total_retrans", r->total_retrans);
+	ret = ret ?: add_str_nonempty(o, "trace_id", r->trace_id, sizeof(r->trace_id));
+	if (!ret && r->tls.present)
+		ret = encode_tls(o, &r->tls);
 	return ret;
 }
 
@@ -376,6 +408,31 @@ static int decode_counters(struct json_object *o, struct sm_flow_counters *c, ui
 	return 0;
 }
 
+/* The optional "tls" block; absent leaves t->present false. */
+static int decode_tls(struct json_object *o, struct sm_flow_tls *t)
+{
+	struct json_object *sub;
+
+	if (!json_object_object_get_ex(o, "tls", &sub))
+		return 0;
+	if (!json_object_is_type(sub, json_type_object))
+		return -EINVAL;
+	t->present = true;
+	if (get_str(sub, "mode", false, t->mode, sizeof(t->mode)) ||
+	    get_bool(sub, "encrypted", &t->encrypted) ||
+	    get_str(sub, "version", false, t->version, sizeof(t->version)) ||
+	    get_str(sub, "cipher", false, t->cipher, sizeof(t->cipher)) ||
+	    get_str(sub, "local_spiffe_id", false, t->local_spiffe_id,
+		    sizeof(t->local_spiffe_id)) ||
+	    get_str(sub, "peer_spiffe_id", false, t->peer_spiffe_id, sizeof(t->peer_spiffe_id)) ||
+	    get_str(sub, "failure", false, t->failure, sizeof(t->failure)))
+		return -EINVAL;
+	if (json_object_object_get_ex(sub, "handshake_us", NULL) &&
+	    get_u32(sub, "handshake_us", &t->handshake_us))
+		return -EINVAL;
+	return 0;
+}
+
 static int decode_conn(struct json_object *o, struct sm_flow_record *r)
 {
 	struct json_object *sub;
@@ -422,7 +479,9 @@ static int decode_conn(struct json_object *o, struct sm_flow_record *r)
 	if (!sub || get_u32(sub, "srtt_us", &r->srtt_us) ||
 	    get_u32(sub, "total_retrans", &r->total_retrans))
 		return -EINVAL;
-	return 0;
+	if (get_str(o, "trace_id", false, r->trace_id, sizeof(r->trace_id)))
+		return -EINVAL;
+	return decode_tls(o, &r->tls);
 }
 
 static int decode_lost(struct json_object *o, struct sm_flow_record *r)

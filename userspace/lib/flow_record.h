@@ -51,6 +51,22 @@ struct sm_flow_counters {
 	uint64_t segs_out;
 };
 
+/*
+ * The "tls" block: how the connection was protected. Written only when
+ * present is set; empty strings and a zero handshake_us are omitted.
+ */
+struct sm_flow_tls {
+	bool present;
+	char mode[16];		   /* "mode": "STRICT" | "PERMISSIVE" */
+	bool encrypted;		   /* "encrypted": false for plaintext accepted in PERMISSIVE */
+	char version[16];	   /* "version", e.g. "TLSv1.3" */
+	char cipher[64];	   /* "cipher", e.g. "TLS_AES_128_GCM_SHA256" */
+	char local_spiffe_id[256]; /* "local_spiffe_id": the SVID this side presented */
+	char peer_spiffe_id[256];  /* "peer_spiffe_id": the verified peer */
+	uint32_t handshake_us;	   /* "handshake_us" */
+	char failure[64];	   /* "failure": why the handshake or stream failed */
+};
+
 /* One record. For type SM_REC_LOST only time, node and lost_* are used. */
 struct sm_flow_record {
 	enum sm_flow_record_type type;
@@ -72,6 +88,8 @@ struct sm_flow_record {
 	struct sm_flow_counters delta; /* "delta": since this connection's previous record */
 	uint32_t srtt_us;	       /* "tcp.srtt_us" */
 	uint32_t total_retrans;	       /* "tcp.total_retrans" */
+	char trace_id[64];	       /* "trace_id": shared by both nodes' records, "" = omitted */
+	struct sm_flow_tls tls;	       /* "tls" */
 	uint64_t redirected_bytes;     /* "counters.redirected_bytes_sent" */
 	/* lost records: "lost": {"ringbuf": N, "orig_dst": N, "storage": N, "sockhash": N} */
 	uint64_t lost_ringbuf;
