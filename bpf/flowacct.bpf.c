@@ -229,6 +229,14 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, bool pass
 			same_node = true;
 		} else {
 			st->peer_identity = identity_of_peer(ep.family, ep.remote);
+			/*
+			 * Neither this host (the daemon relays decrypted
+			 * connections from its addresses) nor a same-node
+			 * workload: plaintext from another host, which only a
+			 * PERMISSIVE workload's ingress program lets in.
+			 */
+			if (st->peer_identity != SM_ID_HOST)
+				st->flags |= SM_SK_F_PLAINTEXT;
 		}
 	} else if (st->flags & SM_SK_F_CAPTURED) {
 		od.family = st->orig_family;

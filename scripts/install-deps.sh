@@ -9,7 +9,7 @@ set -euo pipefail
 PKGS=(
 	# build
 	clang llvm gcc make pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
-	libssl-dev libnghttp2-dev libjson-c-dev libyaml-dev uthash-dev
+	libssl-dev libnghttp2-dev libjson-c-dev libyaml-dev uthash-dev openssl
 	# tests and linters
 	libcmocka-dev bats iproute2 procps psmisc socat iperf3 jq python3
 	cppcheck clang-tidy clang-format
@@ -18,6 +18,10 @@ PKGS=(
 	# bench
 	hyperfine
 )
+
+# HBONE interop tests drive sockmeshd with Node.js's own http2 module; any
+# Node.js already on the machine will do, else Debian's.
+command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
 
 missing=()
 for p in "${PKGS[@]}"; do

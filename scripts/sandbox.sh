@@ -57,6 +57,7 @@ SB_RUN_PID=""         # set by sb_run
 SB_RUN_OUT=""
 SB_RUN_ERR=""
 SB_RUN_SEQ=0
+SB_PKI=""             # set by sb_make_pki: credentials go into the catalog
 
 sb_log() {
 	echo "sandbox: $*" >&2
@@ -133,6 +134,7 @@ sb_create() {
 	SB_PIDS=()
 	SB_DAEMON_PID=()
 	SB_WL_NAMES=() SB_WL_NODES=() SB_WL_SPIFFE=() SB_WL_MODES=() SB_SVC_LINES=()
+	SB_PKI=""
 	if [ -z "$(sb_cgroup2_root)" ]; then
 		sb_log "no cgroup v2 mount in /proc/self/mountinfo (sockmesh needs the unified hierarchy)"
 		return 1
@@ -203,12 +205,16 @@ sb_add_service() {
 # sb_write_catalog [FILE]: every node, workload and service registered so far.
 sb_write_catalog() {
 	local f=${1:-$(sb_catalog)} i
+	if [ -z "$SB_PKI" ] && [ "${SB_MTLS:-1}" != 0 ]; then
+		sb_make_pki || return 1
+	fi
 	{
 		echo "# sockmesh test sandbox $SB_ID"
 		echo "nodes:"
 		for ((i = 1; i <= SB_N; i++)); do
 			echo "  - name: node$i"
 			echo "    addresses: [$(sb_node_ip4 "node$i"), \"$(sb_node_ip6 "node$i")\"]"
+			if [ -n "$SB_PKI" ]; then echo "    credentials: $SB_PKI/node$i"; fi
 		done
 		echo "workloads:"
 		for i in "${!SB_WL_NAMES[@]}"; do
@@ -217,12 +223,34 @@ sb_write_catalog() {
 			echo "    cgroup: sockmesh-test-$SB_ID/${SB_WL_NODES[$i]}/${SB_WL_NAMES[$i]}"
 			echo "    spiffe_id: ${SB_WL_SPIFFE[$i]}"
 			echo "    mode: ${SB_WL_MODES[$i]}"
+			if [ -n "$SB_PKI" ]; then echo "    credentials: $SB_PKI/wl-${SB_WL_NAMES[$i]}"; fi
 		done
 		if [ ${#SB_SVC_LINES[@]} -gt 0 ]; then
 			echo "services:"
 			printf '%s\n' "${SB_SVC_LINES[@]}"
 		fi
 	} >"$f"
+}
+
+# sb_make_pki [TRUST_DOMAIN]: a test PKI under $SB_DIR/pki (scripts/test-pki.sh) with
+# SVIDs for nodes 1..3 and every workload registered so far (directory wl-NAME);
+# sb_write_catalog names these credentials (and makes the PKI itself on its first
+# call unless SB_MTLS=0). TRUST_DOMAIN defaults to the first workload's; all
+# workload SPIFFE IDs must be in it to verify.
+sb_make_pki() {
+	local td=${1:-} args=() i
+	if [ -z "$td" ]; then
+		# one trust domain for the whole sandbox: the first workload's
+		td=${SB_WL_SPIFFE[0]:-spiffe://sockmesh.test/x}
+		td=${td#spiffe://}
+		td=${td%%/*}
+	fi
+	for i in "${!SB_WL_NAMES[@]}"; do
+		args+=("wl-${SB_WL_NAMES[$i]}=${SB_WL_SPIFFE[$i]}")
+	done
+	SB_PKI=$SB_DIR/pki
+	"$SB_REPO/scripts/test-pki.sh" "$SB_PKI" "$td" "${args[@]}" ||
+		{ sb_log "scripts/test-pki.sh failed"; return 1; }
 }
 
 # sb_cli NODE ARGS...: the CLI against NODE's daemon, bounded in time.

@@ -138,6 +138,9 @@
 	X(SM_CNT_FLOW_START, 14)                                                                   \
 	X(SM_CNT_FLOW_UPDATE, 15)                                                                  \
 	X(SM_CNT_FLOW_END, 16)                                                                     \
+	X(SM_CNT_INGRESS_PLAINTEXT_DROPPED, 17)                                                    \
+	X(SM_CNT_INGRESS_PLAINTEXT_ALLOWED, 18)                                                    \
+	X(SM_CNT_MAX, 19)                                                                          \
 	X(SM_FLOW_START, 1)                                                                        \
 	X(SM_FLOW_UPDATE, 2)                                                                       \
 	X(SM_FLOW_END, 3)                                                                          \
@@ -147,7 +150,8 @@
 	X(SM_SK_F_ESTABLISHED, 2)                                                                  \
 	X(SM_SK_F_PASSIVE, 4)                                                                      \
 	X(SM_SK_F_IN_SOCKHASH, 8)                                                                  \
-	X(SM_SK_F_SAME_NODE, 16)
+	X(SM_SK_F_SAME_NODE, 16)                                                                   \
+	X(SM_SK_F_PLAINTEXT, 32)
 
 /* offsetof without <stddef.h>, which BPF code does not have */
 #define SM_ABI_OFFSETOF(type, field) __builtin_offsetof(struct type, field)
@@ -164,6 +168,7 @@ SM_ABI_FIELDS(SM_ABI_ASSERT_FIELD)
 SM_ABI_CONSTANTS(SM_ABI_ASSERT_CONST)
 
 /* one name per counter, so `sockmesh status` never prints a counter under the wrong name */
+_Static_assert(SM_CNT_MAX <= SM_CNT_SLOTS, "the counter maps have no slot for every counter");
 _Static_assert(sizeof((const char *[]) SM_COUNTER_NAMES) / sizeof(const char *) == SM_CNT_MAX,
 	       "SM_COUNTER_NAMES must name every enum sm_counter value");
 

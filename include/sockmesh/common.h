@@ -59,8 +59,18 @@ enum sm_counter {
 	SM_CNT_FLOW_START,	     /* conn_start events emitted */
 	SM_CNT_FLOW_UPDATE,	     /* conn_update events emitted */
 	SM_CNT_FLOW_END,	     /* conn_end events emitted */
+	/* STRICT workload: a plaintext SYN from another host dropped */
+	SM_CNT_INGRESS_PLAINTEXT_DROPPED,
+	/* PERMISSIVE workload: a plaintext SYN from another host let in */
+	SM_CNT_INGRESS_PLAINTEXT_ALLOWED,
 	SM_CNT_MAX,
 };
+
+/*
+ * Slots of the pinned counter maps: more than SM_CNT_MAX, so appending a
+ * counter does not change the maps' size and a new daemon still adopts them.
+ */
+#define SM_CNT_SLOTS 64
 
 /* Names for the counters above, in order; user space only. */
 #define SM_COUNTER_NAMES                                                                           \
@@ -70,7 +80,7 @@ enum sm_counter {
 			"storage_fail", "orig_dst_update_fail", "ringbuf_reserve_fail",            \
 			"sockhash_update_fail", "getsockopt_hit", "getsockopt_miss",               \
 			"redirect_msgs", "redirect_bytes", "flow_start", "flow_update",            \
-			"flow_end",                                                                \
+			"flow_end", "ingress_plaintext_dropped", "ingress_plaintext_allowed",      \
 	}
 
 #endif /* SOCKMESH_COMMON_H */

@@ -94,5 +94,7 @@ struct sm_sock_state {
 #define SM_SK_F_PASSIVE	    (1U << 2) /* accepted (inbound) side */
 #define SM_SK_F_IN_SOCKHASH (1U << 3)
 #define SM_SK_F_SAME_NODE   (1U << 4) /* peer is a service on this node */
+/* accepted from another host without the mesh's mTLS (PERMISSIVE lets it in) */
+#define SM_SK_F_PLAINTEXT (1U << 5)
 
 #endif /* SOCKMESH_INTERCEPT_H */

@@ -26,7 +26,7 @@ teardown() {
 		--chunk 500 --rate 5000 --expect echo --timeout 30
 	first_pid=$SB_RUN_PID
 	holds_slot() {
-		sm_status node1 | jq -e '(.proxy.active >= 1) and
+		sm_status node1 | jq -e '(.proxy.active + .tunnel.streams_open >= 1) and
 			(.maps[] | select(.name == "orig_dst") | .entries == 1)' >/dev/null
 	}
 	sm_wait_until 15 holds_slot

@@ -27,8 +27,10 @@ service_listed() { # NODE PORT
 
 	sb_add_service 10.11.0.2 8084 server added-later
 	sb_write_catalog
-	kill -HUP "$(sb_daemon_pid node1)"
+	# both ends: node2's daemon only accepts CONNECTs to services it knows it hosts
+	kill -HUP "$(sb_daemon_pid node1)" "$(sb_daemon_pid node2)"
 	sm_wait_until 10 service_listed node1 8084
+	sm_wait_until 10 service_listed node2 8084
 
 	before=$(sm_counter node1 connect_captured)
 	run sm_send node1 client 10.11.0.2:8084 100000 --expect echo

@@ -43,26 +43,28 @@ static const char good_catalog[] =
 	"nodes:\n"						  /* 1 */
 	"  - name: node1\n"					  /* 2 */
 	"    addresses: [10.11.0.1, \"fc42::1\"]\n"		  /* 3 */
-	"  - name: node2\n"					  /* 4 */
-	"    addresses:\n"					  /* 5 */
-	"      - 10.11.0.2\n"					  /* 6 */
-	"      - fc42::2\n"					  /* 7 */
-	"workloads:\n"						  /* 8 */
-	"  - name: client\n"					  /* 9 */
-	"    node: node1\n"					  /* 10 */
-	"    cgroup: sockmesh-demo/node1/client\n"		  /* 11 */
-	"    spiffe_id: spiffe://example.org/ns/demo/sa/client\n" /* 12 */
-	"    mode: permissive\n"				  /* 13 */
-	"  - name: server2\n"					  /* 14 */
-	"    node: node2\n"					  /* 15 */
-	"    cgroup: system.slice/server.service\n"		  /* 16 */
-	"    spiffe_id: spiffe://example.org/ns/demo/sa/server\n" /* 17 */
-	"  - name: server1\n"					  /* 18 */
-	"    node: node1\n"					  /* 19 */
-	"    cgroup: system.slice/server.service\n"		  /* 20 */
-	"    spiffe_id: spiffe://example.org/ns/demo/sa/server\n" /* 21 */
-	"    mode: STRICT\n"					  /* 22 */
-	"  - {name: z-app, node: node2, cgroup: z, spiffe_id: 'spiffe://a.example/app'}\n"
+	"    credentials: /etc/sockmesh/credentials/node1\n"	  /* 4 */
+	"  - name: node2\n"					  /* 5 */
+	"    addresses:\n"					  /* 6 */
+	"      - 10.11.0.2\n"					  /* 7 */
+	"      - fc42::2\n"					  /* 8 */
+	"workloads:\n"						  /* 9 */
+	"  - name: client\n"					  /* 10 */
+	"    node: node1\n"					  /* 11 */
+	"    cgroup: sockmesh-demo/node1/client\n"		  /* 12 */
+	"    spiffe_id: spiffe://example.org/ns/demo/sa/client\n" /* 13 */
+	"    mode: permissive\n"				  /* 14 */
+	"  - name: server2\n"					  /* 15 */
+	"    node: node2\n"					  /* 16 */
+	"    cgroup: system.slice/server.service\n"		  /* 17 */
+	"    spiffe_id: spiffe://example.org/ns/demo/sa/server\n" /* 18 */
+	"  - name: server1\n"					  /* 19 */
+	"    node: node1\n"					  /* 20 */
+	"    cgroup: system.slice/server.service\n"		  /* 21 */
+	"    spiffe_id: spiffe://example.org/ns/demo/sa/server\n" /* 22 */
+	"    mode: STRICT\n"					  /* 23 */
+	"  - {name: z-app, node: node2, cgroup: z, spiffe_id: 'spiffe://a.example/app',\n"
+	"     credentials: /run/sockmesh/z-app}\n"
 	"services:\n"
 	"  - name: echo\n"
 	"    address: 10.11.0.2\n"
@@ -105,6 +107,11 @@ static void test_parse_good(void **state)
 	ASSERT_EQ(cat.workloads[2].mode, SM_MODE_STRICT, "STRICT accepted");
 	ASSERT_EQ(cat.workloads[3].node, 1, "z-app on node2 (flow mapping)");
 	ASSERT_STR_EQ(cat.workloads[3].spiffe_id, "spiffe://a.example/app", "z-app id");
+	ASSERT_STR_EQ(cat.workloads[3].credentials, "/run/sockmesh/z-app", "z-app credentials");
+	ASSERT_STR_EQ(cat.workloads[0].credentials, "", "credentials are optional");
+	ASSERT_STR_EQ(cat.nodes[0].credentials, "/etc/sockmesh/credentials/node1",
+		      "node1 credentials");
+	ASSERT_STR_EQ(cat.nodes[1].credentials, "", "node credentials are optional");
 
 	/* sorted distinct IDs: a.example/app, .../client, .../server */
 	ASSERT_EQ(cat.workloads[3].identity, SM_ID_FIRST_ALLOCATED + 0, "z-app identity");
@@ -231,7 +238,7 @@ static const struct bad_case bad_cases[] = {
 	{"nodes: n1\n", 1, "nodes: expected a list, found a single value", NULL},
 	{"nodes:\n  - n1\n", 2, "nodes[0]: expected a mapping, found a single value", NULL},
 	{"nodes:\n  - name: n1\n    adresses: [10.0.0.1]\n", 3,
-	 "nodes[0]: unknown key 'adresses' (known keys: name, addresses)", NULL},
+	 "nodes[0]: unknown key 'adresses' (known keys: name, addresses, credentials)", NULL},
 	{"nodes:\n  - addresses: [10.0.0.1]\n", 2, "nodes[0]: missing required key 'name'", NULL},
 	{"nodes:\n  - name: n 1\n    addresses: [10.0.0.1]\n", 2,
 	 "nodes[0]: name 'n 1' is not a valid name", "1 to 63 letters"},
@@ -268,7 +275,8 @@ static const struct bad_case bad_cases[] = {
 	{NODES "workloads:\n  name: w1\n", 5, "workloads: expected a list, found a mapping", NULL},
 	{NODES "workloads:\n  - [w1]\n", 5, "workloads[0]: expected a mapping, found a list", NULL},
 	{NODES WL "    spiffeid: spiffe://td.example/w1\n", 9,
-	 "workloads[0]: unknown key 'spiffeid' (known keys: name, node, cgroup, spiffe_id, mode)",
+	 "workloads[0]: unknown key 'spiffeid' (known keys: name, node, cgroup, spiffe_id, mode, "
+	 "credentials)",
 	 NULL},
 	{NODES "workloads:\n  - node: n1\n", 5, "workloads[0]: missing required key 'name'", NULL},
 	{NODES "workloads:\n  - name: w1\n    cgroup: x\n", 5,
@@ -333,6 +341,21 @@ static const struct bad_case bad_cases[] = {
 	{NODES WL "    mode: mtls\n", 9, "workload 'w1': mode 'mtls' is not valid",
 	 "(write strict or permissive)"},
 	{NODES WL "    mode:\n", 9, "workload 'w1': mode: empty", NULL},
+	/* credentials, on workloads (line 9) and on nodes (line 4) */
+	{NODES WL "    credentials: creds/w1\n", 9,
+	 "workload 'w1': credentials 'creds/w1' is not an absolute path", "cert.pem, key.pem"},
+	{NODES WL "    credentials: ./w1\n", 9, "credentials './w1' is not an absolute path", NULL},
+	{NODES WL "    credentials: [/etc/w1]\n", 9,
+	 "workload 'w1': credentials: expected a single value, found a list", "absolute path"},
+	{NODES WL "    credentials: {dir: /etc/w1}\n", 9,
+	 "credentials: expected a single value, found a mapping", NULL},
+	{NODES WL "    credentials: 42\n", 9, "credentials '42' is not an absolute path", NULL},
+	{NODES WL "    credentials: ''\n", 9, "workload 'w1': credentials: empty", NULL},
+	{NODES WL "    credentials:\n", 9, "workload 'w1': credentials: empty", NULL},
+	{NODES "    credentials: etc/node1\n", 4,
+	 "node 'n1': credentials 'etc/node1' is not an absolute path", NULL},
+	{NODES "    credentials: [/a, /b]\n", 4,
+	 "node 'n1': credentials: expected a single value, found a list", NULL},
 	/* services: lines 9.. */
 	{NODES WL "services:\n  - address: 10.0.0.1\n    port: 80\n    workload: w1\n"
 		  "    proto: tcp\n",

@@ -79,6 +79,11 @@ static void test_defaults(void **state)
 	ASSERT_EQ(cfg->redirect, false, "datapath.redirect");
 	ASSERT_EQ(cfg->fail_open, false, "datapath.fail_open");
 	ASSERT_EQ(cfg->flow_update_interval, 10, "datapath.flow_update_interval");
+	ASSERT_EQ(cfg->tunnel_hbone, true, "tunnel.hbone on by default");
+	ASSERT_EQ(cfg->tunnel_max_streams, 100, "tunnel.max_streams");
+	ASSERT_EQ(cfg->tunnel_idle_timeout, 300, "tunnel.idle_timeout");
+	ASSERT_EQ(cfg->tunnel_handshake_timeout, 10, "tunnel.handshake_timeout");
+	ASSERT_EQ(cfg->tunnel_expiry_warning, 3600, "tunnel.expiry_warning");
 	ASSERT_EQ(cfg->max_workloads, 4096, "datapath.max_workloads");
 	ASSERT_EQ(cfg->max_services, 65536, "datapath.max_services");
 	ASSERT_EQ(cfg->max_cidrs, 16384, "datapath.max_cidrs");
@@ -198,7 +203,7 @@ struct bad_case {
 static const struct bad_case bad_cases[] = {
 	/* unknown keys */
 	{"node: n1\ncatalog: /c\nnodee: n1\n", -EINVAL, 3, "unknown key 'nodee'",
-	 "(known keys: node, catalog, paths, listeners, datapath, flowlog, log)"},
+	 "(known keys: node, catalog, paths, listeners, datapath, tunnel, flowlog, log)"},
 	{"paths:\n  bpfs: /x\n", -EINVAL, 2, "unknown key 'paths.bpfs'",
 	 "known keys in paths: bpffs, cgroup_root, daemon_cgroup, control_socket, state_dir"},
 	{"datapath:\n  redirect: true\n  max_workload: 5\n", -EINVAL, 3,
@@ -223,6 +228,11 @@ static const struct bad_case bad_cases[] = {
 	 "datapath.flow_update_interval: 0 is out of range 1..3600 (set a number of "
 	 "seconds)",
 	 NULL},
+	{"tunnel:\n  max_streams: 0\n", -ERANGE, 2,
+	 "tunnel.max_streams: 0 is out of range 1..10000", NULL},
+	{"tunnel:\n  hbone: maybe\n", -EINVAL, 2, "tunnel.hbone", "set true or false"},
+	{"tunnel:\n  handshake_timeout: 301\n", -ERANGE, 2, "301 is out of range 1..300", NULL},
+	{"tunnel:\n  hbones: true\n", -EINVAL, 2, "unknown key 'tunnel.hbones'", NULL},
 	{"datapath:\n  flow_update_interval: 3601\n", -ERANGE, 2, "3601 is out of range 1..3600",
 	 NULL},
 	{"datapath:\n  flow_update_interval: ten\n", -EINVAL, 2,

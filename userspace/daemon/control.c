@@ -129,6 +129,36 @@ static json_object *status_maps(struct sm_daemon *d)
 	return arr;
 }
 
+static json_object *status_tunnel(struct sm_daemon *d)
+{
+	json_object *o = json_object_new_object(), *f = json_object_new_object();
+	struct sm_hbone_stats st;
+
+	sm_hbone_stats(d, &st);
+	json_object_object_add(o, "hbone", json_object_new_boolean(d->hbone != NULL));
+	json_object_object_add(o, "tls_handshakes_ok", json_object_new_uint64(st.tls_ok));
+	for (int i = 1; i < SM_SVID_REASON_MAX; i++)
+		json_object_object_add(f, sm_svid_reason_name((enum sm_svid_reason) i),
+				       json_object_new_uint64(st.tls_failed[i]));
+	json_object_object_add(f, "other", json_object_new_uint64(st.tls_failed_other));
+	json_object_object_add(o, "tls_handshakes_failed", f);
+	json_object_object_add(o, "connections_in", json_object_new_uint64(st.conns_in));
+	json_object_object_add(o, "connections_out", json_object_new_uint64(st.conns_out));
+	json_object_object_add(o, "streams_open", json_object_new_uint64(st.streams_open));
+	json_object_object_add(o, "streams_total", json_object_new_uint64(st.streams_total));
+	json_object_object_add(o, "streams_failed", json_object_new_uint64(st.streams_failed));
+	json_object_object_add(o, "requests_refused", json_object_new_uint64(st.requests_refused));
+	json_object_object_add(o, "upstream_errors", json_object_new_uint64(st.upstream_errors));
+	json_object_object_add(o, "bad_frames", json_object_new_uint64(st.bad_frames));
+	json_object_object_add(o, "refused_busy", json_object_new_uint64(st.refused_busy));
+	json_object_object_add(o, "credentials_reloads", json_object_new_uint64(st.creds_reloads));
+	json_object_object_add(o, "credentials_reload_failures",
+			       json_object_new_uint64(st.creds_reload_failures));
+	json_object_object_add(o, "credentials_expiring",
+			       json_object_new_uint64(st.creds_expiring));
+	return o;
+}
+
 static json_object *cmd_status(struct sm_daemon *d)
 {
 	json_object *o = json_object_new_object(), *c = json_object_new_object();
@@ -155,7 +185,9 @@ static json_object *cmd_status(struct sm_daemon *d)
 	json_object_object_add(px, "accepted", json_object_new_uint64(ps.accepted));
 	json_object_object_add(px, "upstream_errors", json_object_new_uint64(ps.upstream_errors));
 	json_object_object_add(px, "orig_dst_errors", json_object_new_uint64(ps.orig_dst_errors));
+	json_object_object_add(px, "tunnelled", json_object_new_uint64(ps.tunnelled));
 	json_object_object_add(o, "proxy", px);
+	json_object_object_add(o, "tunnel", status_tunnel(d));
 	json_object_object_add(fl, "records", json_object_new_uint64(sm_flowexp_records(d)));
 	json_object_object_add(fl, "lost_records",
 			       json_object_new_uint64(sm_flowexp_lost_records(d)));

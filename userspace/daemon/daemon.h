@@ -14,6 +14,7 @@
 #include "catalog.h"
 #include "config.h"
 #include "evloop.h"
+#include "spiffe.h"
 
 #ifndef SOCKMESH_VERSION
 #define SOCKMESH_VERSION "0.1.0"
@@ -24,6 +25,8 @@ struct ring_buffer;
 struct bpf_link;
 struct sm_proxy;
 struct sm_flowexp;
+struct sm_hbone;
+struct sm_flow_record;
 
 /* One attachment of a program to a cgroup, pinned under <bpffs>/links/. */
 struct sm_attachment {
@@ -57,6 +60,7 @@ struct sm_daemon {
 
 	struct sm_proxy *proxy;
 	struct sm_flowexp *flows;
+	struct sm_hbone *hbone; /* NULL unless tunnel.hbone */
 
 	int ctl_fd;
 	struct sm_ev *ctl_ev;
@@ -96,6 +100,8 @@ void sm_flowexp_stop(struct sm_daemon *d);
 void sm_flowexp_check_lost(struct sm_daemon *d);
 uint64_t sm_flowexp_records(const struct sm_daemon *d);
 uint64_t sm_flowexp_lost_records(const struct sm_daemon *d);
+/* Write a record the daemon made itself (e.g. a refused handshake). */
+void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r);
 
 /* proxy.c: outbound capture listeners and plaintext relays. */
 int sm_proxy_start(struct sm_daemon *d);
@@ -104,8 +110,46 @@ void sm_proxy_stop_accepting(struct sm_daemon *d);
 void sm_proxy_free(struct sm_daemon *d);
 struct sm_proxy_stats {
 	uint64_t active, accepted, upstream_errors, orig_dst_errors;
+	uint64_t tunnelled; /* handed to the HBONE tunnel */
 };
 void sm_proxy_stats(const struct sm_daemon *d, struct sm_proxy_stats *st);
+
+/* hbone.c: the mTLS HTTP/2 CONNECT tunnel between nodes. */
+struct sm_hbone_stats {
+	uint64_t tls_ok;			 /* handshakes that verified the peer */
+	uint64_t tls_failed[SM_SVID_REASON_MAX]; /* by enum sm_svid_reason */
+	uint64_t tls_failed_other;		 /* timeouts, peer refusals, connect failures */
+	uint64_t conns_in, conns_out;		 /* open TLS connections */
+	uint64_t streams_open, streams_total, streams_failed;
+	uint64_t requests_refused;	/* 400/502/503 answered */
+	uint64_t upstream_errors;	/* the local service did not answer */
+	uint64_t bad_frames;		/* malformed HTTP/2 */
+	uint64_t refused_busy;		/* accepted while too many handshakes ran */
+	uint64_t creds_reloads;		/* rotations applied */
+	uint64_t creds_reload_failures; /* new sets refused (old kept) */
+	uint64_t creds_expiring;	/* sets within tunnel.expiry_warning of expiry */
+};
+int sm_hbone_start(struct sm_daemon *d);
+void sm_hbone_stop_accepting(struct sm_daemon *d);
+void sm_hbone_free(struct sm_daemon *d);
+void sm_hbone_tick(struct sm_daemon *d);
+/* The catalog was replaced: reload credentials by the new one. 0 or -errno. */
+int sm_hbone_catalog_changed(struct sm_daemon *d);
+void sm_hbone_stats(const struct sm_daemon *d, struct sm_hbone_stats *st);
+/*
+ * Take a captured connection (cfd, whose peer is cli:cport) to dst:dport
+ * through the tunnel. 0: cfd is the tunnel's now; -errno: the caller still
+ * owns cfd (not a remote service, no credentials, no route to the node).
+ */
+int sm_hbone_outbound(struct sm_daemon *d, int cfd, const struct sm_addr *dst, uint16_t dport,
+		      const struct sm_addr *cli, uint16_t cport);
+/*
+ * Add what the tunnel knows (tls block, trace id, the verified caller) to the
+ * record of a workload socket whose far end is key_addr:key_port; final (a
+ * conn_end) forgets it.
+ */
+void sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
+		       bool final, struct sm_flow_record *r);
 
 /* control.c: the control socket. */
 int sm_control_start(struct sm_daemon *d);

@@ -358,7 +358,7 @@ static int attach_workload(struct sm_daemon *d, unsigned int i)
 {
 	struct sockmesh_bpf *s = d->skel;
 	struct bpf_program *progs[] = {s->progs.sock4_connect, s->progs.sock6_connect,
-				       s->progs.sockops_flow};
+				       s->progs.sockops_flow, s->progs.skb_ingress_mode};
 	char path[PATH_MAX];
 	int err;
 

@@ -68,7 +68,7 @@ static void sink_write(struct sm_daemon *d, const char *line)
 	fx->records++;
 }
 
-static void emit(struct sm_daemon *d, const struct sm_flow_record *r)
+void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 {
 	char *json = NULL;
 
@@ -123,6 +123,24 @@ static void counters_sub(struct sm_flow_counters *out, const struct sm_flow_coun
 	out->segs_out = a->segs_out - b->segs_out;
 }
 
+/*
+ * The tls block of a connection accepted in plaintext from another host
+ * (SM_SK_F_PLAINTEXT): the accepting workload's mode, not encrypted. Only
+ * those records get it here; tunnelled connections get theirs elsewhere.
+ */
+static void plaintext_tls(const struct sm_daemon *d, const struct sm_flow_event *ev, int self_wl,
+			  struct sm_flow_tls *tls)
+{
+	int wl = self_wl >= 0 ? self_wl : sm_catalog_workload_by_identity(&d->cat, ev->identity);
+
+	tls->present = true;
+	tls->encrypted = false;
+	if (wl >= 0) /* a workload gone from the catalog: mode unknown, omitted */
+		sm_strlcpy(tls->mode,
+			   d->cat.workloads[wl].mode == SM_MODE_STRICT ? "STRICT" : "PERMISSIVE",
+			   sizeof(tls->mode));
+}
+
 static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *ev,
 			      struct sm_flow_record *r)
 {
@@ -167,6 +185,9 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 				service_workload(d, ev->family, ev->remote_addr, ev->remote_port));
 	}
 
+	if (ev->flags & SM_SK_F_PLAINTEXT)
+		plaintext_tls(d, ev, self_wl, &r->tls);
+
 	r->total.bytes_sent = ev->bytes_acked + ev->redirected_tx;
 	r->total.bytes_received = ev->bytes_received + ev->redirected_rx;
 	r->total.segs_in = ev->segs_in;
@@ -174,6 +195,14 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 	r->redirected_bytes = ev->redirected_tx;
 	r->srtt_us = ev->srtt_us;
 	r->total_retrans = ev->total_retrans;
+
+	/* a tunnelled socket: the tunnel knows its TLS details and the real caller */
+	if (d->hbone && (r->captured || passive)) {
+		/* keyed by the socket's far end (EGRESS: our client side, INGRESS: the caller) */
+		struct sm_addr key = r->source.addr;
+
+		sm_hbone_decorate(d, &key, r->source.port, r->type == SM_REC_CONN_END, r);
+	}
 
 	HASH_FIND(hh, d->flows->flows, &ev->cookie, sizeof(ev->cookie), fs);
 	if (fs)
@@ -210,7 +239,7 @@ static int on_flow_event(void *ctx, void *data, size_t size)
 		return 0;
 	}
 	record_from_event(d, data, &r);
-	emit(d, &r);
+	sm_flowexp_emit(d, &r);
 	return 0;
 }
 
@@ -264,7 +293,7 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 	r.lost_orig_dst = delta[1];
 	r.lost_storage = delta[2];
 	r.lost_sockhash = delta[3];
-	emit(d, &r);
+	sm_flowexp_emit(d, &r);
 	d->flows->lost_records++;
 	for (size_t i = 0; i < SM_ARRAY_SIZE(loss_counters); i++) {
 		uint32_t k = loss_counters[i];

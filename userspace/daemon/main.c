@@ -360,25 +360,36 @@ static int resolve_node(struct sm_daemon *d, bool check_only)
 
 static time_t drain_deadline;
 
+/* Connections the daemon itself carries: plaintext relays and tunnel streams. */
+static uint64_t active_connections(const struct sm_daemon *d)
+{
+	struct sm_proxy_stats ps;
+	struct sm_hbone_stats hs;
+
+	sm_proxy_stats(d, &ps);
+	sm_hbone_stats(d, &hs);
+	return ps.active + hs.streams_open;
+}
+
 static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
 	struct sm_daemon *d = arg;
-	struct sm_proxy_stats ps;
 	static unsigned int ticks;
 
 	(void) ev;
 	(void) events;
 	sm_datapath_run_iter(d);
 	sm_flowexp_check_lost(d);
+	sm_hbone_tick(d);
 	if (++ticks % 5 == 0 && !d->draining)
 		sm_datapath_recheck(d);
 	if (!d->draining)
 		return;
-	sm_proxy_stats(d, &ps);
-	if (ps.active == 0 || time(NULL) >= drain_deadline) {
-		if (ps.active)
-			pr_warn("drain deadline reached: closing %llu relayed connections",
-				(unsigned long long) ps.active);
+	if (active_connections(d) == 0 || time(NULL) >= drain_deadline) {
+		if (active_connections(d))
+			pr_warn("drain deadline reached: closing %llu relayed or tunnelled "
+				"connections",
+				(unsigned long long) active_connections(d));
 		sm_evloop_stop(loop);
 	}
 }
@@ -410,7 +421,7 @@ static int reload_catalog(struct sm_daemon *d)
 	/* drop our handles and re-attach: adoption swaps programs on the same pins */
 	sm_datapath_release_links(d);
 	sm_datapath_resolve(d);
-	if (sm_intercept_sync(d) || sm_datapath_attach(d))
+	if (sm_intercept_sync(d) || sm_datapath_attach(d) || sm_hbone_catalog_changed(d))
 		pr_warn("SIGHUP: the new catalog was only partly applied; see the messages above");
 	else
 		pr_info("SIGHUP: catalog reloaded");
@@ -421,7 +432,6 @@ static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 {
 	struct sm_daemon *d = arg;
 	struct signalfd_siginfo si;
-	struct sm_proxy_stats ps;
 
 	(void) events;
 	(void) ev;
@@ -441,8 +451,8 @@ static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 	d->ready = false;
 	drain_deadline = time(NULL) + DRAIN_TIMEOUT_S;
 	sm_proxy_stop_accepting(d);
-	sm_proxy_stats(d, &ps);
-	if (ps.active == 0)
+	sm_hbone_stop_accepting(d);
+	if (active_connections(d) == 0)
 		sm_evloop_stop(loop);
 }
 
@@ -475,7 +485,7 @@ static int run(struct sm_daemon *d)
 	/* maps first (services before workloads), then programs: nothing runs half-configured */
 	sm_datapath_resolve(d);
 	err = sm_intercept_sync(d) ?: sm_datapath_attach(d) ?: sm_flowexp_start(d) ?:
-	      sm_proxy_start(d) ?: sm_control_start(d);
+	      sm_hbone_start(d) ?: sm_proxy_start(d) ?: sm_control_start(d);
 	if (err)
 		goto stop;
 	tick = sm_evloop_timer(d->loop, 1000, on_tick, d);
@@ -491,6 +501,7 @@ stop:
 	sm_evloop_del(d->loop, tick);
 	sm_control_stop(d);
 	sm_proxy_free(d);
+	sm_hbone_free(d);
 	sm_flowexp_stop(d);
 	sm_datapath_close(d);
 close_sig:

@@ -239,6 +239,25 @@ static void relay_start(struct sm_daemon *d, int cfd, int family)
 		return;
 	}
 
+	if (d->cfg.tunnel_hbone) {
+		/* the mTLS tunnel takes the connection, or nobody does: never plaintext */
+		err = sm_hbone_outbound(d, cfd, &daddr, dport, &paddr, pport);
+		if (err) {
+			p->st.upstream_errors++;
+			pr_warn("cannot tunnel %s:%u -> %s:%u: %s (connection reset)",
+				sm_addr_format(&paddr, pbuf, sizeof(pbuf)), pport,
+				sm_addr_format(&daddr, dbuf, sizeof(dbuf)), dport,
+				err == -EHOSTUNREACH ? "not a service on another node"
+				: err == -ENOENT     ? "no orig_dst entry for the client"
+				: err == -ENOKEY     ? "no credentials for the source workload"
+						     : strerror(-err));
+			reset_close(cfd);
+		} else {
+			p->st.tunnelled++;
+		}
+		return;
+	}
+
 	r = calloc(1, sizeof(*r));
 	if (!r) {
 		reset_close(cfd);

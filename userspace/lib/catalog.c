@@ -17,6 +17,9 @@
 #define NAME_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 #define NAME_FIX   "use 1 to 63 letters, digits, '.', '_' or '-'"
 #define SPIFFE_FIX "write spiffe://TRUST-DOMAIN/PATH, e.g. spiffe://example.org/ns/prod/sa/orders"
+#define CREDS_FIX                                                                                  \
+	"write the absolute path of a directory holding cert.pem, key.pem and bundle.pem, e.g. "   \
+	"/etc/sockmesh/credentials/orders"
 /* The SPIFFE ID standard's limit; ours is SM_SPIFFE_MAX - 1 (a fixed buffer). */
 #define SPIFFE_STANDARD_MAX 2048
 
@@ -32,8 +35,10 @@ struct cat_parse {
 };
 
 static const char *const top_keys[] = {"nodes", "workloads", "services", "cidrs"};
-static const char *const node_keys[] = {"name", "addresses"};
-static const char *const workload_keys[] = {"name", "node", "cgroup", "spiffe_id", "mode"};
+static const char *const node_keys[] = {"name", "addresses", "credentials"};
+static const char *const workload_keys[] = {
+	"name", "node", "cgroup", "spiffe_id", "mode", "credentials",
+};
 static const char *const service_keys[] = {"name", "address", "port", "workload"};
 static const char *const cidr_keys[] = {"cidr", "workload"};
 
@@ -220,6 +225,27 @@ static int parse_name(struct cat_parse *p, const struct sm_ynode *map, const cha
 	return 0;
 }
 
+/* Optional "credentials: DIR": an absolute path that fits PATH_MAX; "" when absent. */
+static int parse_credentials(struct cat_parse *p, const struct sm_ynode *map, const char *what,
+			     char *out)
+{
+	const struct sm_ynode *val;
+	int ret;
+
+	out[0] = '\0';
+	ret = get_scalar(p, map, what, "credentials", false, CREDS_FIX, &val);
+	if (ret || !val)
+		return ret;
+	if (val->text[0] != '/')
+		return cat_error(p, val->line,
+				 "%s: credentials '%.100s' is not an absolute path (%s)", what,
+				 val->text, CREDS_FIX);
+	if (sm_strlcpy(out, val->text, PATH_MAX))
+		return cat_error(p, val->line, "%s: credentials: the path is too long (%s)", what,
+				 CREDS_FIX);
+	return 0;
+}
+
 static int parse_node(struct cat_parse *p, const struct sm_ynode *map, unsigned int idx)
 {
 	struct sm_node_def *node = &p->cat->nodes[idx];
@@ -291,7 +317,7 @@ static int parse_node(struct cat_parse *p, const struct sm_ynode *map, unsigned 
 						other->name, p->node_lines[n]);
 		}
 	}
-	return 0;
+	return parse_credentials(p, map, what, node->credentials);
 }
 
 /* "relative to the cgroup v2 mount": no leading '/', no ".." segment, not empty. */
@@ -408,7 +434,7 @@ static int parse_workload(struct cat_parse *p, const struct sm_ynode *map, unsig
 				 "%s: mode '%.40s' is not valid (write strict or "
 				 "permissive)",
 				 what, val->text);
-	return 0;
+	return parse_credentials(p, map, what, wl->credentials);
 }
 
 static int workload_index(const struct sm_catalog *cat, const char *name)

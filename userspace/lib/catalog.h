@@ -28,6 +28,7 @@ struct sm_node_def {
 	char name[SM_NAME_MAX];
 	unsigned int naddrs;
 	struct sm_addr addrs[SM_NODE_ADDRS_MAX]; /* addresses: the node's own addresses */
+	char credentials[PATH_MAX]; /* optional absolute directory (tlsctx.h); "" when absent */
 };
 
 struct sm_workload_def {
@@ -35,8 +36,9 @@ struct sm_workload_def {
 	unsigned int node;	/* index into nodes */
 	char cgroup[PATH_MAX];	/* path relative to the cgroup v2 mount, no leading '/' */
 	char spiffe_id[SM_SPIFFE_MAX];
-	enum sm_mode mode; /* mode: strict|permissive, default strict */
-	uint32_t identity; /* allocated, see above */
+	enum sm_mode mode;	    /* mode: strict|permissive, default strict */
+	uint32_t identity;	    /* allocated, see above */
+	char credentials[PATH_MAX]; /* optional absolute directory (tlsctx.h); "" when absent */
 };
 
 struct sm_service_def {
@@ -68,7 +70,9 @@ struct sm_catalog {
  * Parse and validate a catalog file into cat (zeroed first). Checks: required
  * keys, unknown keys, types, unique names, unique service address:port,
  * references to existing nodes/workloads, valid SPIFFE IDs
- * ("spiffe://trust-domain/path"), ports 1..65535, CIDR host bits zero.
+ * ("spiffe://trust-domain/path"), ports 1..65535, CIDR host bits zero,
+ * credentials directories given as absolute paths (their contents are read
+ * later, by sm_creds_load()).
  * Returns 0, or -errno with err->msg = "FILE:LINE: what is wrong (what to do)";
  * on error cat holds nothing to free.
  */

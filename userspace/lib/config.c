@@ -86,6 +86,15 @@ static const struct cfg_key cfg_keys[] = {
 	 "set a number of map entries"},
 	{"datapath", "ringbuf_size", CK_POW2, F(ringbuf_size), 0, 4096, 1073741824,
 	 "set a power of two number of bytes, e.g. 1048576"},
+	{"tunnel", "hbone", CK_BOOL, F(tunnel_hbone), 0, 0, 0, "set true or false"},
+	{"tunnel", "max_streams", CK_U32, F(tunnel_max_streams), 0, 1, 10000,
+	 "set the number of streams one mTLS connection may carry, e.g. 100"},
+	{"tunnel", "idle_timeout", CK_U32, F(tunnel_idle_timeout), 0, 1, 86400,
+	 "set a number of seconds, e.g. 300"},
+	{"tunnel", "handshake_timeout", CK_U32, F(tunnel_handshake_timeout), 0, 1, 300,
+	 "set a number of seconds, e.g. 10"},
+	{"tunnel", "expiry_warning", CK_U32, F(tunnel_expiry_warning), 0, 0, 31536000,
+	 "set how many seconds before expiry credentials are warned about, e.g. 3600"},
 	{"flowlog", "file", CK_PATH_OPT, F(flowlog_file), 0, 0, 0,
 	 "set a file path, or \"\" for no file sink"},
 	{"flowlog", "stdout", CK_BOOL, F(flowlog_stdout), 0, 0, 0, "set true or false"},
@@ -94,8 +103,8 @@ static const struct cfg_key cfg_keys[] = {
 
 #undef F
 
-static const char *const top_keys[] = {"node",	   "catalog", "paths", "listeners",
-				       "datapath", "flowlog", "log"};
+static const char *const top_keys[] = {"node",	   "catalog", "paths",	 "listeners",
+				       "datapath", "tunnel",  "flowlog", "log"};
 
 void sm_config_defaults(struct sm_config *cfg)
 {
@@ -114,6 +123,11 @@ void sm_config_defaults(struct sm_config *cfg)
 	cfg->admin_port = SM_DEFAULT_ADMIN_PORT;
 	cfg->daemon_mark = SM_DEFAULT_DAEMON_MARK;
 	cfg->redirect = false;
+	cfg->tunnel_hbone = true;
+	cfg->tunnel_max_streams = 100;
+	cfg->tunnel_idle_timeout = 300;
+	cfg->tunnel_handshake_timeout = 10;
+	cfg->tunnel_expiry_warning = 3600;
 	cfg->fail_open = false;
 	cfg->flow_update_interval = 10;
 	cfg->max_workloads = 4096;

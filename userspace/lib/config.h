@@ -47,6 +47,13 @@ struct sm_config {
 	uint32_t max_sockhash;	       /* datapath.max_sockhash, 65536 */
 	uint32_t ringbuf_size; /* datapath.ringbuf_size (bytes, power of 2 >= 4096), 1 MiB */
 
+	/* tunnel: the cross-node hop (DESIGN.md sections 2 and 4) */
+	bool tunnel_hbone;	      /* tunnel.hbone: mTLS HBONE (true) or plaintext relay */
+	uint32_t tunnel_max_streams;  /* tunnel.max_streams per connection, 100 */
+	uint32_t tunnel_idle_timeout; /* tunnel.idle_timeout (s) of an unused connection, 300 */
+	uint32_t tunnel_handshake_timeout; /* tunnel.handshake_timeout (s), 10 */
+	uint32_t tunnel_expiry_warning;	   /* tunnel.expiry_warning (s) before expiry, 3600 */
+
 	/* flowlog: */
 	char flowlog_file[PATH_MAX]; /* flowlog.file, "" = no file sink */
 	bool flowlog_stdout;	     /* flowlog.stdout, false */

@@ -22,18 +22,18 @@
 /* Why a peer's SVID was refused: stable names for flow records and counters. */
 enum sm_svid_reason {
 	SM_SVID_OK = 0,
-	SM_SVID_NO_CERTIFICATE,     /* "no_client_certificate" (or none from a server) */
-	SM_SVID_EXPIRED,            /* "expired" */
-	SM_SVID_NOT_YET_VALID,      /* "not_yet_valid" */
-	SM_SVID_UNKNOWN_CA,         /* "unknown_ca": no chain to the trust domain's bundle */
+	SM_SVID_NO_CERTIFICATE,	    /* "no_client_certificate" (or none from a server) */
+	SM_SVID_EXPIRED,	    /* "expired" */
+	SM_SVID_NOT_YET_VALID,	    /* "not_yet_valid" */
+	SM_SVID_UNKNOWN_CA,	    /* "unknown_ca": no chain to the trust domain's bundle */
 	SM_SVID_WRONG_TRUST_DOMAIN, /* "wrong_trust_domain": no bundle for its trust domain */
-	SM_SVID_BAD_SAN,            /* "bad_san": not exactly one URI SAN, or not a SPIFFE ID */
-	SM_SVID_LEAF_IS_CA,         /* "leaf_is_ca" */
-	SM_SVID_BAD_KEY_USAGE,      /* "bad_key_usage" */
-	SM_SVID_BAD_EKU,            /* "bad_eku" */
-	SM_SVID_BAD_KEY,            /* "bad_key": not ECDSA P-256 */
+	SM_SVID_BAD_SAN,	    /* "bad_san": not exactly one URI SAN, or not a SPIFFE ID */
+	SM_SVID_LEAF_IS_CA,	    /* "leaf_is_ca" */
+	SM_SVID_BAD_KEY_USAGE,	    /* "bad_key_usage" */
+	SM_SVID_BAD_EKU,	    /* "bad_eku" */
+	SM_SVID_BAD_KEY,	    /* "bad_key": not ECDSA P-256 */
 	SM_SVID_IDENTITY_MISMATCH,  /* "identity_mismatch": valid, but not who we expected */
-	SM_SVID_PROTOCOL,           /* "protocol": TLS version, cipher or ALPN refused */
+	SM_SVID_PROTOCOL,	    /* "protocol": TLS version, cipher or ALPN refused */
 	SM_SVID_REASON_MAX,
 };
 
@@ -70,7 +70,7 @@ void sm_bundles_put(struct sm_bundles *b);
  * (0 = current time) against bundles for purpose. On success writes the
  * SPIFFE ID (spiffe_id[len]) and returns SM_SVID_OK; else the reason.
  */
-enum sm_svid_reason sm_svid_verify(X509 *leaf, STACK_OF(X509) *chain,
+enum sm_svid_reason sm_svid_verify(X509 *leaf, STACK_OF(X509) * chain,
 				   const struct sm_bundles *bundles, enum sm_svid_purpose purpose,
 				   time_t now, char *spiffe_id, size_t len);
 

@@ -39,9 +39,9 @@ struct sm_creds *sm_creds_get(struct sm_creds *c);
 void sm_creds_put(struct sm_creds *c);
 
 const char *sm_creds_spiffe_id(const struct sm_creds *c); /* our own SPIFFE ID */
-time_t sm_creds_not_after(const struct sm_creds *c);      /* leaf expiry */
-SSL_CTX *sm_creds_client_ctx(const struct sm_creds *c);   /* borrowed */
-SSL_CTX *sm_creds_server_ctx(const struct sm_creds *c);   /* borrowed */
+time_t sm_creds_not_after(const struct sm_creds *c);	  /* leaf expiry */
+SSL_CTX *sm_creds_client_ctx(const struct sm_creds *c);	  /* borrowed */
+SSL_CTX *sm_creds_server_ctx(const struct sm_creds *c);	  /* borrowed */
 
 /*
  * The outcome of a handshake's peer verification, kept on the SSL by the

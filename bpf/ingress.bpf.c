@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Per-workload inbound modes (DESIGN.md sections 2 and 4): a cgroup_skb/ingress
+ * program on each local workload's cgroup looks at new TCP connections, i.e.
+ * segments with SYN set and ACK clear, whose source is not this node (the
+ * cidrs map gives loopback and every address of this node the identity
+ * SM_ID_HOST, and the daemon connects to local workloads from those). A
+ * STRICT workload does not get them (the segment is dropped, the client's
+ * connect() times out); a PERMISSIVE workload does, and they are counted.
+ * Every other segment passes untouched, so replies to a workload's own
+ * outbound connections (SYN+ACK, then ACKs) are never affected. The accepted
+ * socket of a plaintext connection is flagged by sockops (flowacct.bpf.c).
+ */
+#include "lib/common.h"
+
+#define SM_SKB_PASS 1 /* cgroup_skb: 1 = let the packet in, 0 = drop it */
+#define SM_SKB_DROP 0
+
+#define SM_ETH_P_IP	  0x0800
+#define SM_ETH_P_IPV6	  0x86DD
+#define SM_IP6_HDR_LEN	  40
+#define SM_IP6_HOPOPTS	  0
+#define SM_IP6_ROUTING	  43
+#define SM_IP6_DSTOPTS	  60
+#define SM_IP6_MAX_EXTHDR 4
+#define SM_TCP_FLAGS_OFF  13 /* the byte holding CWR..FIN in the TCP header */
+#define SM_TCP_F_SYN	  0x02
+#define SM_TCP_F_ACK	  0x10
+
+/*
+ * The workload the receiving socket belongs to: its own cgroup, or the
+ * nearest enrolled ancestor (as current_workload() does for the connecting
+ * task). In cgroup_skb the skb's socket is the receiver: the listener for a
+ * SYN.
+ */
+static __always_inline struct sm_workload *skb_workload(struct __sk_buff *skb)
+{
+	struct sm_workload *wl;
+	__u64 id = bpf_skb_cgroup_id(skb);
+
+	wl = bpf_map_lookup_elem(&workloads, &id);
+	if (wl)
+		return wl;
+	for (int level = SM_MAX_CGROUP_DEPTH; level >= 1; level--) {
+		id = bpf_skb_ancestor_cgroup_id(skb, level);
+		if (!id)
+			continue;
+		wl = bpf_map_lookup_elem(&workloads, &id);
+		if (wl)
+			return wl;
+	}
+	return NULL;
+}
+
+/*
+ * Where the TCP header starts in an IPv6 packet whose network header is at
+ * offset 0, or -1 when it is not TCP. Hop-by-hop, routing and destination
+ * options headers (at most SM_IP6_MAX_EXTHDR) are skipped; a packet with any
+ * other extension header (AH, ESP, or more of them) is treated as not TCP and
+ * passes. Fragments never get here: the stack reassembles before TCP.
+ */
+static __always_inline int ip6_tcp_offset(struct __sk_buff *skb)
+{
+	__u8 ext[2]; /* next header, length in 8-octet units not counting the first */
+	__u8 next;
+	int off = SM_IP6_HDR_LEN;
+
+	if (bpf_skb_load_bytes(skb, 6, &next, 1))
+		return -1;
+	for (int i = 0; i < SM_IP6_MAX_EXTHDR; i++) {
+		if (next == SM_IPPROTO_TCP)
+			return off;
+		if (next != SM_IP6_HOPOPTS && next != SM_IP6_ROUTING && next != SM_IP6_DSTOPTS)
+			return -1;
+		if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)))
+			return -1;
+		next = ext[0];
+		off += (ext[1] + 1) * 8;
+	}
+	return next == SM_IPPROTO_TCP ? off : -1;
+}
+
+/*
+ * Fill the source address (map form: 16 bytes, IPv4 in the first 4) and the
+ * TCP flags byte of the packet. Returns the family, or 0 when the packet is
+ * not TCP over IPv4/IPv6 or too short.
+ */
+static __always_inline __u8 tcp_source(struct __sk_buff *skb, __u8 *saddr, __u8 *flags)
+{
+	int tcp_off;
+
+	if (skb->protocol == bpf_htons(SM_ETH_P_IP)) {
+		__u8 vihl, proto;
+
+		if (bpf_skb_load_bytes(skb, 0, &vihl, 1) || bpf_skb_load_bytes(skb, 9, &proto, 1))
+			return 0;
+		if (proto != SM_IPPROTO_TCP || (vihl & 0x0f) < 5)
+			return 0;
+		if (bpf_skb_load_bytes(skb, 12, saddr, 4))
+			return 0;
+		tcp_off = (vihl & 0x0f) * 4;
+		if (bpf_skb_load_bytes(skb, tcp_off + SM_TCP_FLAGS_OFF, flags, 1))
+			return 0;
+		return AF_INET;
+	}
+	if (skb->protocol == bpf_htons(SM_ETH_P_IPV6)) {
+		tcp_off = ip6_tcp_offset(skb);
+		if (tcp_off < 0 || tcp_off > 0xffff)
+			return 0;
+		if (bpf_skb_load_bytes(skb, 8, saddr, 16))
+			return 0;
+		if (bpf_skb_load_bytes(skb, tcp_off + SM_TCP_FLAGS_OFF, flags, 1))
+			return 0;
+		return AF_INET6;
+	}
+	return 0;
+}
+
+SEC("cgroup_skb/ingress")
+int skb_ingress_mode(struct __sk_buff *skb)
+{
+	struct sm_workload *wl;
+	__u8 saddr[16] = {};
+	__u8 flags = 0;
+	__u8 family;
+
+	family = tcp_source(skb, saddr, &flags);
+	if (!family)
+		return SM_SKB_PASS;
+	/* only a new connection: SYN without ACK; everything else passes */
+	if ((flags & (SM_TCP_F_SYN | SM_TCP_F_ACK)) != SM_TCP_F_SYN)
+		return SM_SKB_PASS;
+	if (identity_of_peer(family, saddr) == SM_ID_HOST)
+		return SM_SKB_PASS; /* loopback, this node's addresses: the daemon, local callers */
+	wl = skb_workload(skb);
+	if (!wl)
+		return SM_SKB_PASS; /* not (or no longer) enrolled */
+	if (wl->flags & SM_WL_F_STRICT) {
+		count(SM_CNT_INGRESS_PLAINTEXT_DROPPED);
+		return SM_SKB_DROP;
+	}
+	count(SM_CNT_INGRESS_PLAINTEXT_ALLOWED);
+	return SM_SKB_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

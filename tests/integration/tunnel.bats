@@ -1,0 +1,114 @@
+#!/usr/bin/env bats
+# SPDX-License-Identifier: Apache-2.0
+#
+# The HBONE tunnel (tunnel.hbone): captured cross-node connections travel as
+# HTTP/2 CONNECT streams over mutual TLS 1.3 between the node daemons, with
+# SPIFFE identities checked at both ends.
+
+load helpers
+
+setup() {
+	sm_standard_sandbox
+	sb_make_pki
+	sb_write_catalog
+	sb_start_daemon node1 --set tunnel.hbone=true
+	sb_start_daemon node2 --set tunnel.hbone=true
+}
+
+teardown() {
+	sm_teardown
+}
+
+tunnel() { # NODE FIELD: a number from status.tunnel
+	sm_status "$1" | jq -er ".tunnel.$2"
+}
+
+@test "IPv4 and IPv6 cross-node connections go through the mTLS tunnel, 4 MB intact" {
+	sb_serve node2 server 10.11.0.2:8080 echo
+	sb_serve node2 server "[fc42::2]:8080" echo
+	for dst in 10.11.0.2:8080 "[fc42::2]:8080"; do
+		run sm_send node1 client "$dst" 4000000 --expect echo
+		echo "$output"
+		[ "$status" -eq 0 ]
+		[ "$(sm_field "$output" received)" -eq 4000000 ]
+		[ "$(sm_field "$output" sent_sha256)" = "$(sm_field "$output" received_sha256)" ]
+	done
+	[ "$(tunnel node1 streams_total)" -ge 2 ]
+	[ "$(tunnel node1 tls_handshakes_ok)" -ge 1 ]
+	[ "$(tunnel node2 tls_handshakes_ok)" -ge 1 ]
+	[ "$(sm_status node1 | jq .proxy.tunnelled)" -eq 2 ]
+}
+
+@test "both nodes' records carry the tls block and join on the trace id" {
+	sb_serve node2 server 10.11.0.2:8080 echo
+	run sm_send node1 client 10.11.0.2:8080 123456 --expect echo
+	[ "$status" -eq 0 ]
+	port=$(sm_port_of "$(sm_field "$output" local)")
+	out=$(sm_wait_record node1 ".type == \"conn_end\" and .source.port == $port")
+	echo "node1: $out"
+	jq -e --arg c "$SM_CLIENT_ID" '.verdict == "FORWARDED" and .tls.encrypted == true and
+		.tls.version == "TLSv1.3" and (.tls.cipher | test("GCM")) and
+		.tls.local_spiffe_id == $c and
+		.tls.peer_spiffe_id == "spiffe://sockmesh.test/sockmesh/node/node2" and
+		.counters.bytes_sent == 123456 and .counters.bytes_received == 123456' <<<"$out"
+	trace=$(jq -r .trace_id <<<"$out")
+	[[ "$trace" =~ ^00-[0-9a-f]{32}-[0-9a-f]{16}-01$ ]]
+
+	in=$(sm_wait_record node2 ".type == \"conn_end\" and .traffic_direction == \"INGRESS\" and .trace_id == \"$trace\"")
+	echo "node2: $in"
+	jq -e --arg c "$SM_CLIENT_ID" --arg s "$SM_SERVER_ID" '.source.spiffe_id == $c and
+		.source.workload == "client" and .destination.spiffe_id == $s and
+		.tls.encrypted == true and .tls.peer_spiffe_id == $c and
+		.counters.bytes_sent == 123456 and .counters.bytes_received == 123456' <<<"$in"
+}
+
+@test "streams share pooled connections: 20 connections, one TLS connection" {
+	sb_serve node2 server 10.11.0.2:8080 echo
+	for i in $(seq 20); do
+		run sm_send node1 client 10.11.0.2:8080 1000 --expect echo
+		[ "$status" -eq 0 ]
+	done
+	[ "$(tunnel node1 streams_total)" -eq 20 ]
+	[ "$(tunnel node1 connections_out)" -eq 1 ]
+	[ "$(tunnel node1 tls_handshakes_ok)" -eq 1 ]
+}
+
+@test "200 concurrent connections through the tunnel all complete intact" {
+	sb_serve node2 server 10.11.0.2:8080 echo
+	pids=()
+	outs=()
+	for i in $(seq 200); do
+		sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.2:8080 --bytes 50000 \
+			--expect echo --timeout 60
+		pids+=("$SB_RUN_PID")
+		outs+=("$SB_RUN_OUT")
+	done
+	failed=0
+	for i in "${!pids[@]}"; do
+		sb_wait_pid "${pids[$i]}" 90 || { failed=$((failed + 1)); cat "${outs[$i]}"; }
+	done
+	echo "failed: $failed"
+	[ "$failed" -eq 0 ]
+	[ "$(tunnel node1 streams_total)" -ge 200 ]
+}
+
+@test "half-close and a server that speaks first work through the tunnel" {
+	sb_serve node2 server 10.11.0.2:8083 sink
+	sb_serve node2 server 10.11.0.2:8081 greet alpha
+	run sm_send node1 client 10.11.0.2:8083 300000 --expect sink
+	echo "$output"
+	[ "$status" -eq 0 ]
+	run sm_send node1 client 10.11.0.2:8081 1000 --expect greet --expect-name alpha
+	echo "$output"
+	[ "$status" -eq 0 ]
+}
+
+@test "refused at the far end: the client sees a close, node2 records upstream_refused" {
+	run sm_send node1 client 10.11.0.2:8099 1000 --expect echo --timeout 20
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$(sm_field "$output" error)" != *timeout* ]]
+	sm_wait_record node2 '.verdict == "DROPPED" and .drop_reason == "upstream_refused"'
+	port=$(sm_port_of "$(sm_field "$output" local)")
+	sm_wait_record node1 ".type == \"conn_end\" and .source.port == $port and .verdict == \"DROPPED\""
+}

@@ -1,0 +1,445 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Unit tests of userspace/lib/spiffe.c: every kind of bad X.509-SVID, EKU purposes, bundles, time.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
+#include "check.h"
+#include "spiffe.h"
+
+#define TD     "example.org"
+#define ID_PFX "spiffe://" TD "/sockmesh/"
+
+/* The PKI of this run (scripts/test-pki.sh), made by the group setup; "" when skipped. */
+static char pki[64];
+static bool openssl_missing;
+
+/*
+ * Run scripts/test-pki.sh into a fresh temporary directory. The tests run
+ * from the repo root (tests/run-tests.sh cds there); SM_TEST_PKI overrides
+ * the script's path.
+ */
+static int make_pki(void **state)
+{
+	const char *script = getenv("SM_TEST_PKI");
+	char cmd[512];
+
+	if (!script)
+		script = "scripts/test-pki.sh";
+
+	if (system("command -v openssl >/dev/null 2>&1") != 0) {
+		openssl_missing = true;
+		return 0;
+	}
+	if (access(script, X_OK) != 0) {
+		fprintf(stderr,
+			"%s: not found or not executable (run the tests from the repo root "
+			"or set SM_TEST_PKI)\n",
+			script);
+		return -1;
+	}
+	snprintf(pki, sizeof(pki), "/tmp/sockmesh-spiffe-XXXXXX");
+	if (!mkdtemp(pki)) {
+		perror("mkdtemp");
+		pki[0] = '\0';
+		return -1;
+	}
+	snprintf(cmd, sizeof(cmd), "'%s' '%s' " TD, script, pki);
+	if (system(cmd) != 0) {
+		fprintf(stderr, "%s failed\n", cmd);
+		return -1;
+	}
+	return 0;
+}
+
+static int remove_pki(void **state)
+{
+	char cmd[128];
+
+	if (pki[0] && strncmp(pki, "/tmp/sockmesh-spiffe-", 21) == 0) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", pki);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", pki);
+	}
+	return 0;
+}
+
+static void need_pki(void)
+{
+	if (openssl_missing) {
+		print_message("openssl CLI not installed (scripts/install-deps.sh): skipped\n");
+		skip();
+	}
+}
+
+/* A credential directory's cert.pem: leaf and its intermediates; the test fails if unreadable. */
+struct svid {
+	X509 *leaf;
+	STACK_OF(X509) * chain;
+};
+
+static void svid_free(struct svid *s)
+{
+	X509_free(s->leaf);
+	sk_X509_pop_free(s->chain, X509_free);
+	s->leaf = NULL;
+	s->chain = NULL;
+}
+
+static void svid_read(const char *dir, struct svid *s)
+{
+	char path[256];
+	FILE *f;
+	X509 *x;
+
+	snprintf(path, sizeof(path), "%s/%s/cert.pem", pki, dir);
+	f = fopen(path, "r");
+	if (!f)
+		fail_msg("%s: %s", path, strerror(errno));
+	s->leaf = PEM_read_X509(f, NULL, NULL, NULL);
+	s->chain = sk_X509_new_null();
+	while ((x = PEM_read_X509(f, NULL, NULL, NULL)))
+		sk_X509_push(s->chain, x);
+	fclose(f);
+	ERR_clear_error();
+	ASSERT_NOT_NULL(s->leaf, path);
+}
+
+static struct sm_bundles *bundles_of(const char *td, const char *file)
+{
+	char path[256];
+	struct sm_error err = {""};
+	struct sm_bundles *b;
+
+	snprintf(path, sizeof(path), "%s/%s", pki, file);
+	b = sm_bundles_load(td, path, &err);
+	if (!b)
+		fail_msg("sm_bundles_load(%s, %s): %s", td, path, err.msg);
+	return b;
+}
+
+/* Verify DIR's SVID against bundles; returns the reason, id gets the SPIFFE ID. */
+static enum sm_svid_reason verify_dir(const char *dir, const struct sm_bundles *b,
+				      enum sm_svid_purpose purpose, time_t now, char *id,
+				      size_t len)
+{
+	struct svid s;
+	enum sm_svid_reason r;
+
+	svid_read(dir, &s);
+	r = sm_svid_verify(s.leaf, s.chain, b, purpose, now, id, len);
+	svid_free(&s);
+	return r;
+}
+
+static void assert_reason(enum sm_svid_reason got, enum sm_svid_reason want, const char *what)
+{
+	if (got != want)
+		fail_msg("%s: got %s, want %s", what, sm_svid_reason_name(got),
+			 sm_svid_reason_name(want));
+}
+
+static void test_good_leaf(void **state)
+{
+	struct sm_bundles *b;
+	char id[256];
+
+	need_pki();
+	b = bundles_of(TD, "ca/root.pem");
+	for (int p = SM_SVID_PEER_IS_CLIENT; p <= SM_SVID_PEER_IS_SERVER; p++) {
+		strcpy(id, "junk");
+		assert_reason(verify_dir("node1", b, p, 0, id, sizeof(id)), SM_SVID_OK, "node1");
+		ASSERT_STR_EQ(id, ID_PFX "node/node1", "node1's SPIFFE ID");
+	}
+	/* without the intermediate there is no path to the root */
+	{
+		struct svid s;
+
+		svid_read("node2", &s);
+		assert_reason(
+			sm_svid_verify(s.leaf, NULL, b, SM_SVID_PEER_IS_SERVER, 0, id, sizeof(id)),
+			SM_SVID_UNKNOWN_CA, "node2 without its intermediate");
+		ASSERT_STR_EQ(id, "", "no ID on failure");
+		/* a buffer too small for the ID is refused, not truncated */
+		assert_reason(sm_svid_verify(s.leaf, s.chain, b, SM_SVID_PEER_IS_SERVER, 0, id, 10),
+			      SM_SVID_BAD_SAN, "ID buffer of 10 bytes");
+		ASSERT_STR_EQ(id, "", "no partial ID");
+		assert_reason(
+			sm_svid_verify(s.leaf, s.chain, b, SM_SVID_PEER_IS_SERVER, 0, NULL, 0),
+			SM_SVID_OK, "no ID buffer");
+		svid_free(&s);
+	}
+	assert_reason(sm_svid_verify(NULL, NULL, b, SM_SVID_PEER_IS_CLIENT, 0, id, sizeof(id)),
+		      SM_SVID_NO_CERTIFICATE, "no leaf");
+	sm_bundles_put(b);
+	assert_reason(verify_dir("node1", NULL, SM_SVID_PEER_IS_CLIENT, 0, id, sizeof(id)),
+		      SM_SVID_WRONG_TRUST_DOMAIN, "no bundles at all");
+}
+
+static const struct {
+	const char *kind;
+	enum sm_svid_reason reason;
+} bad_kinds[] = {
+	{"expired", SM_SVID_EXPIRED},
+	{"not_yet_valid", SM_SVID_NOT_YET_VALID},
+	{"unknown_ca", SM_SVID_UNKNOWN_CA},
+	{"wrong_trust_domain", SM_SVID_WRONG_TRUST_DOMAIN},
+	{"no_uri_san", SM_SVID_BAD_SAN},
+	{"two_uri_sans", SM_SVID_BAD_SAN},
+	{"not_spiffe_uri", SM_SVID_BAD_SAN},
+	{"leaf_is_ca", SM_SVID_LEAF_IS_CA},
+	{"key_cert_sign", SM_SVID_BAD_KEY_USAGE},
+	{"crl_sign", SM_SVID_BAD_KEY_USAGE},
+	{"no_key_usage", SM_SVID_BAD_KEY_USAGE},
+	{"eku_wrong", SM_SVID_BAD_EKU},
+	{"rsa_key", SM_SVID_BAD_KEY},
+	{"int_expired", SM_SVID_EXPIRED},
+};
+
+static void test_bad_kinds(void **state)
+{
+	struct sm_bundles *b;
+	char dir[64], id[256];
+
+	need_pki();
+	b = bundles_of(TD, "ca/root.pem");
+	for (size_t i = 0; i < SM_ARRAY_SIZE(bad_kinds); i++) {
+		snprintf(dir, sizeof(dir), "bad/%s", bad_kinds[i].kind);
+		for (int p = SM_SVID_PEER_IS_CLIENT; p <= SM_SVID_PEER_IS_SERVER; p++) {
+			strcpy(id, "junk");
+			assert_reason(verify_dir(dir, b, p, 0, id, sizeof(id)), bad_kinds[i].reason,
+				      dir);
+			ASSERT_STR_EQ(id, "", "no ID for a refused SVID");
+		}
+	}
+	sm_bundles_put(b);
+}
+
+static void test_eku_purpose(void **state)
+{
+	static const struct {
+		const char *dir;
+		enum sm_svid_reason as_client, as_server;
+	} cases[] = {
+		{"eku/server_only", SM_SVID_BAD_EKU, SM_SVID_OK},
+		{"eku/client_only", SM_SVID_OK, SM_SVID_BAD_EKU},
+		{"eku/none", SM_SVID_OK, SM_SVID_OK},
+		{"node3", SM_SVID_OK, SM_SVID_OK},
+	};
+	struct sm_bundles *b;
+	char what[96], id[256];
+
+	need_pki();
+	b = bundles_of(TD, "ca/root.pem");
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++) {
+		snprintf(what, sizeof(what), "%s as a client", cases[i].dir);
+		assert_reason(
+			verify_dir(cases[i].dir, b, SM_SVID_PEER_IS_CLIENT, 0, id, sizeof(id)),
+			cases[i].as_client, what);
+		snprintf(what, sizeof(what), "%s as a server", cases[i].dir);
+		assert_reason(
+			verify_dir(cases[i].dir, b, SM_SVID_PEER_IS_SERVER, 0, id, sizeof(id)),
+			cases[i].as_server, what);
+	}
+	sm_bundles_put(b);
+}
+
+/* Rotation overlap: a bundle with the old and the new root accepts SVIDs of both. */
+static void test_two_roots(void **state)
+{
+	struct sm_bundles *old_only, *new_only, *both, *added;
+	struct sm_error err = {""};
+	char path[256], id[256];
+
+	need_pki();
+	old_only = bundles_of(TD, "ca/root.pem");
+	new_only = bundles_of(TD, "ca/other-root.pem");
+	both = bundles_of(TD, "both-roots.pem");
+	added = bundles_of(TD, "ca/root.pem");
+	snprintf(path, sizeof(path), "%s/ca/other-root.pem", pki);
+	ASSERT_EQ(sm_bundles_add(added, TD, path, &err), 0, "adding a second root to a domain");
+
+	assert_reason(verify_dir("node1", old_only, 1, 0, id, sizeof(id)), SM_SVID_OK, "old/old");
+	assert_reason(verify_dir("other", old_only, 1, 0, id, sizeof(id)), SM_SVID_UNKNOWN_CA,
+		      "new SVID, old root only");
+	assert_reason(verify_dir("node1", new_only, 1, 0, id, sizeof(id)), SM_SVID_UNKNOWN_CA,
+		      "old SVID, new root only");
+	assert_reason(verify_dir("other", new_only, 1, 0, id, sizeof(id)), SM_SVID_OK, "new/new");
+	for (int i = 0; i < 2; i++) {
+		struct sm_bundles *b = i ? added : both;
+
+		assert_reason(verify_dir("node1", b, 1, 0, id, sizeof(id)), SM_SVID_OK,
+			      "old SVID, both roots");
+		ASSERT_STR_EQ(id, ID_PFX "node/node1", "old SVID's ID");
+		assert_reason(verify_dir("other", b, 0, 0, id, sizeof(id)), SM_SVID_OK,
+			      "new SVID, both roots");
+		ASSERT_STR_EQ(id, ID_PFX "other", "new SVID's ID");
+	}
+	sm_bundles_put(old_only);
+	sm_bundles_put(new_only);
+	sm_bundles_put(both);
+	sm_bundles_put(added);
+}
+
+/* Federation: a second trust domain with its own roots. */
+static void test_federated_domain(void **state)
+{
+	struct sm_bundles *b;
+	struct sm_error err = {""};
+	char path[256], id[256];
+
+	need_pki();
+	b = bundles_of(TD, "ca/root.pem");
+	assert_reason(verify_dir("bad/wrong_trust_domain", b, 0, 0, id, sizeof(id)),
+		      SM_SVID_WRONG_TRUST_DOMAIN, "unfederated domain");
+	snprintf(path, sizeof(path), "%s/ca/root.pem", pki);
+	/* the roots of example.org do not vouch for wrong.test */
+	ASSERT_EQ(sm_bundles_add(b, "wrong.test", path, &err), 0, "add wrong.test with our root");
+	assert_reason(verify_dir("bad/wrong_trust_domain", b, 0, 0, id, sizeof(id)),
+		      SM_SVID_UNKNOWN_CA, "federated domain, wrong roots");
+	snprintf(path, sizeof(path), "%s/ca/other-root.pem", pki);
+	ASSERT_EQ(sm_bundles_add(b, "wrong.test", path, &err), 0, "add wrong.test's own root");
+	assert_reason(verify_dir("bad/wrong_trust_domain", b, 0, 0, id, sizeof(id)), SM_SVID_OK,
+		      "federated domain, its roots");
+	ASSERT_STR_EQ(id, "spiffe://wrong.test/sockmesh/bad/wrong_trust_domain", "federated ID");
+	/* other.root vouches for wrong.test only, not for our own domain */
+	assert_reason(verify_dir("bad/unknown_ca", b, 0, 0, id, sizeof(id)), SM_SVID_UNKNOWN_CA,
+		      "our domain, a federated domain's root");
+	/* a shared set cannot change under its readers */
+	sm_bundles_get(b);
+	ASSERT_EQ(sm_bundles_add(b, "late.test", path, &err), -EBUSY, "add to a shared set");
+	ASSERT_HAS(err.msg, "shared", "message");
+	sm_bundles_put(b);
+	sm_bundles_put(b);
+}
+
+/* The validity window is judged at now, not at the wall clock, when now is given. */
+static void test_time_window(void **state)
+{
+	time_t t = time(NULL);
+	struct sm_bundles *b;
+	char id[256];
+
+	need_pki();
+	b = bundles_of(TD, "ca/root.pem");
+	assert_reason(verify_dir("node1", b, 0, t + 12 * 3600, id, sizeof(id)), SM_SVID_OK,
+		      "good leaf in 12 h");
+	assert_reason(verify_dir("node1", b, 0, t + 2 * 86400, id, sizeof(id)), SM_SVID_EXPIRED,
+		      "good leaf in 2 days");
+	assert_reason(verify_dir("node1", b, 0, t - 2 * 3600, id, sizeof(id)),
+		      SM_SVID_NOT_YET_VALID, "good leaf 2 h ago");
+	assert_reason(verify_dir("bad/expired", b, 0, t - 36 * 3600, id, sizeof(id)), SM_SVID_OK,
+		      "expired leaf 36 h ago, when it was valid");
+	assert_reason(verify_dir("bad/not_yet_valid", b, 0, t + 36 * 3600, id, sizeof(id)),
+		      SM_SVID_OK, "not-yet-valid leaf in 36 h");
+	assert_reason(verify_dir("bad/not_yet_valid", b, 0, t + 3 * 86400, id, sizeof(id)),
+		      SM_SVID_EXPIRED, "not-yet-valid leaf in 3 days");
+	sm_bundles_put(b);
+}
+
+static void test_bundles_load_errors(void **state)
+{
+	static const struct {
+		const char *file; /* under the PKI dir; written first when content is set */
+		const char *content;
+		const char *td;
+		int err;
+		const char *msg;
+	} cases[] = {
+		{"missing.pem", NULL, TD, ENOENT, "cannot open"},
+		{"node1/cert.pem", NULL, TD, EINVAL, "not a CA certificate"},
+		{"empty.pem", "", TD, ENOENT, "no PEM certificate"},
+		{"junk.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", TD,
+		 EINVAL, "not valid PEM"},
+		{"ca/root.pem", NULL, "Example.org", EINVAL, "trust domain 'Example.org'"},
+		{"ca/root.pem", NULL, "example.org/path", EINVAL, "is not valid"},
+		{"ca/root.pem", NULL, "", EINVAL, "is not valid"},
+	};
+	struct sm_error err;
+	char path[256];
+
+	need_pki();
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++) {
+		struct sm_bundles *b;
+
+		snprintf(path, sizeof(path), "%s/%s", pki, cases[i].file);
+		if (cases[i].content) {
+			FILE *f = fopen(path, "w");
+
+			ASSERT_NOT_NULL(f, path);
+			fputs(cases[i].content, f);
+			fclose(f);
+		}
+		err.msg[0] = '\0';
+		errno = 0;
+		b = sm_bundles_load(cases[i].td, path, &err);
+		if (b) {
+			sm_bundles_put(b);
+			fail_msg("%s (trust domain '%s') was accepted", path, cases[i].td);
+		}
+		ASSERT_EQ(errno, cases[i].err, path);
+		ASSERT_HAS(err.msg, path, "message names the file");
+		ASSERT_HAS(err.msg, cases[i].msg, path);
+	}
+	ASSERT_EQ(ERR_peek_error(), 0, "OpenSSL error queue left empty");
+}
+
+static void test_names_and_trust_domain(void **state)
+{
+	static const char *const names[] = {
+		"ok",
+		"no_client_certificate",
+		"expired",
+		"not_yet_valid",
+		"unknown_ca",
+		"wrong_trust_domain",
+		"bad_san",
+		"leaf_is_ca",
+		"bad_key_usage",
+		"bad_eku",
+		"bad_key",
+		"identity_mismatch",
+		"protocol",
+	};
+	char td[32];
+
+	ASSERT_EQ(SM_ARRAY_SIZE(names), SM_SVID_REASON_MAX, "a name per reason");
+	for (int r = 0; r < SM_SVID_REASON_MAX; r++)
+		ASSERT_STR_EQ(sm_svid_reason_name(r), names[r], "reason name");
+	ASSERT_STR_EQ(sm_svid_reason_name(SM_SVID_REASON_MAX), "unknown", "out of range");
+	ASSERT_STR_EQ(sm_svid_reason_name(-1), "unknown", "negative");
+
+	ASSERT_EQ(sm_spiffe_trust_domain("spiffe://example.org/ns/a", td, sizeof(td)), 0, "td");
+	ASSERT_STR_EQ(td, "example.org", "td of an ID");
+	ASSERT_EQ(sm_spiffe_trust_domain("spiffe://td.only", td, sizeof(td)), 0, "bare td");
+	ASSERT_STR_EQ(td, "td.only", "td of a bare trust domain");
+	ASSERT_EQ(sm_spiffe_trust_domain("https://example.org/x", td, sizeof(td)), -EINVAL,
+		  "not spiffe");
+	ASSERT_EQ(sm_spiffe_trust_domain("spiffe://Example.org/x", td, sizeof(td)), -EINVAL,
+		  "uppercase td");
+	ASSERT_EQ(sm_spiffe_trust_domain("spiffe://example.org/x", td, 5), -EINVAL,
+		  "buffer too small");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_good_leaf),
+		cmocka_unit_test(test_bad_kinds),
+		cmocka_unit_test(test_eku_purpose),
+		cmocka_unit_test(test_two_roots),
+		cmocka_unit_test(test_federated_domain),
+		cmocka_unit_test(test_time_window),
+		cmocka_unit_test(test_bundles_load_errors),
+		cmocka_unit_test(test_names_and_trust_domain),
+	};
+
+	return cmocka_run_group_tests(tests, make_pki, remove_pki);
+}

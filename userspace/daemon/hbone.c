@@ -1,0 +1,1762 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * HBONE: the cross-node hop as HTTP/2 CONNECT over mutual TLS 1.3, as Istio's
+ * ztunnel speaks it on port 15008 (DESIGN.md sections 2 and 4).
+ *
+ * Outbound, a captured connection becomes one CONNECT stream with
+ * :authority = the original destination, on a pooled mTLS connection to the
+ * destination node keyed by (source identity, destination identity, node) and
+ * made with the source workload's SVID; the server must prove the identity
+ * the catalog names (the destination workload, or its node). Inbound, a
+ * listener on the node's addresses verifies the client's SVID, checks that
+ * :authority is a service hosted on this node (else 400), connects to it from
+ * the daemon's own cgroup, and answers 200 only once that connect succeeded
+ * (502 when refused, 503 otherwise).
+ *
+ * Flow control: received DATA is acknowledged to the peer
+ * (nghttp2_session_consume) only once written to the plain socket, so a slow
+ * reader slows its sender. Half-close travels as END_STREAM one way and
+ * shutdown(SHUT_WR) the other; errors reset both sides.
+ *
+ * Ownership: handlers never free. A stream or connection that is finished is
+ * marked dead and freed by conn_reap() at the end of the handler that marked
+ * it, so no callback can touch freed memory. Everything runs on the daemon's
+ * event loop; there is no global state.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <json-c/json.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <uthash.h>
+
+#include "daemon.h"
+#include "flow_record.h"
+#include "log.h"
+#include "sockmesh.skel.h"
+#include "tlsctx.h"
+
+#include <sockmesh/intercept.h>
+
+#define HB_BUF		    65536	 /* read size from a plain socket */
+#define HB_WINDOW	    (256 * 1024) /* stream receive window we advertise */
+#define HB_CONN_WINDOW	    (4 << 20)	 /* connection receive window */
+#define HB_TLS_READ	    16384
+#define HB_MAX_HANDSHAKING  256 /* inbound handshakes in flight at once */
+#define HB_MAX_HEADER_VALUE 256 /* longest request header value accepted */
+#define HB_MAX_HEADERS	    32	/* header fields per request */
+#define HB_JOIN_LINGER_S    60	/* a join entry outlives its stream this long */
+#define HB_PUMP_ROUNDS	    64	/* reads per event, for fairness */
+
+/* Bytes waiting to go one way. */
+struct hb_buf {
+	uint8_t *data;
+	size_t off, len, cap;
+};
+
+struct hb_conn;
+
+/* One CONNECT stream and the plain TCP socket it carries. */
+struct hb_stream {
+	struct hb_conn *conn;
+	int32_t id;
+	int fd; /* the client (outbound) or the local service (inbound) */
+	struct sm_ev *ev;
+	bool dead;	    /* free at the next reap */
+	bool reset;	    /* ... resetting the plain socket */
+	bool fd_connecting; /* inbound: connect to the service in progress */
+	bool established;   /* 200 received (outbound) or sent (inbound) */
+	bool fd_eof;	    /* the plain socket said EOF: END_STREAM follows */
+	bool h2_eof;	    /* END_STREAM received: shutdown(SHUT_WR) follows */
+	bool fd_shut;
+	bool deferred;	  /* the data provider waits for bytes */
+	bool h2_closed;	  /* nghttp2 closed the stream */
+	bool bad_request; /* a header broke the limits */
+	unsigned int nheaders;
+	int status;	    /* outbound: the :status received */
+	struct hb_buf up;   /* plain socket → HTTP/2 */
+	struct hb_buf down; /* HTTP/2 → plain socket */
+	char method[16];
+	char authority[64];
+	char trace[64];
+	/* the join key: the plain socket's far end, as the kernel's records see it */
+	struct sm_addr key_addr;
+	uint16_t key_port;
+	struct hb_stream *next;
+};
+
+/* One TLS connection carrying an HTTP/2 session, either role. */
+struct hb_conn {
+	struct sm_daemon *d;
+	bool server;
+	int fd;
+	struct sm_ev *ev;
+	SSL *ssl;
+	struct sm_creds *creds;
+	nghttp2_session *h2;
+	bool handshaking;
+	bool dead;
+	bool goaway; /* takes no new streams */
+	int64_t started_ns;
+	uint32_t handshake_us;
+	int64_t idle_since; /* monotonic s since it has no streams, 0 = busy */
+	struct hb_buf out;  /* HTTP/2 frames waiting for SSL_write */
+	unsigned int nstreams;
+	struct hb_stream *streams;
+	struct sm_addr peer;
+	uint16_t peer_port;
+	char peer_spiffe[256];
+	char failure[64];
+	/* outbound pool key and the identities the server may prove */
+	uint32_t src_id, dst_id;
+	int node;
+	char expect[2][256];
+	struct hb_conn *next;
+};
+
+/* What a tunnelled socket's flow records get: see sm_hbone_decorate(). */
+struct hb_join {
+	struct {
+		uint8_t family;
+		uint8_t addr[16];
+		uint16_t port;
+	} key;
+	struct sm_flow_tls tls;
+	char trace[64];
+	bool inbound;
+	uint32_t peer_identity; /* inbound: the verified calling workload */
+	char peer_workload[64];
+	char failure[64]; /* a handshake or stream failure: the record is DROPPED */
+	int64_t expires;  /* monotonic s; 0 while the stream lives */
+	UT_hash_handle hh;
+};
+
+struct hb_listener {
+	struct sm_daemon *d;
+	int fd;
+	struct sm_ev *ev;
+};
+
+/* A watched credential directory: -1 = the node's, else a catalog workload index. */
+struct hb_watch {
+	int wd;
+	int owner;
+	bool dirty;
+	int64_t dirty_ns; /* last change seen; reload once it has been quiet a while */
+	bool expiry_warned;
+};
+
+struct sm_hbone {
+	struct sm_creds *node_creds;
+	struct sm_creds **wl_creds; /* per catalog workload, NULL when not local */
+	unsigned int nwl;	    /* entries of wl_creds (the catalog it was made for) */
+	int inotify_fd;
+	struct sm_ev *inotify_ev;
+	struct hb_watch *watches;
+	unsigned int nwatches;
+	struct hb_listener l[SM_NODE_ADDRS_MAX];
+	unsigned int nl;
+	struct hb_conn *conns;
+	struct hb_join *joins;
+	unsigned int handshaking_in;
+	struct sm_hbone_stats st;
+};
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int64_t mono_s(void)
+{
+	return mono_ns() / 1000000000LL;
+}
+
+static size_t buf_pending(const struct hb_buf *b)
+{
+	return b->len - b->off;
+}
+
+/* Room for more bytes at data + len; 0 or -ENOMEM. */
+static int buf_reserve(struct hb_buf *b, size_t more)
+{
+	uint8_t *p;
+	size_t cap;
+
+	if (b->off == b->len) {
+		b->off = 0;
+		b->len = 0;
+	}
+	if (b->len + more <= b->cap)
+		return 0;
+	if (b->off) {
+		memmove(b->data, b->data + b->off, b->len - b->off);
+		b->len -= b->off;
+		b->off = 0;
+		if (b->len + more <= b->cap)
+			return 0;
+	}
+	cap = b->cap ? b->cap : 16384;
+	while (cap < b->len + more)
+		cap *= 2;
+	p = realloc(b->data, cap);
+	if (!p)
+		return -ENOMEM;
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+static int buf_append(struct hb_buf *b, const uint8_t *p, size_t n)
+{
+	if (buf_reserve(b, n))
+		return -ENOMEM;
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+static void reset_close(int fd)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+static void set_mark(struct sm_daemon *d, int fd)
+{
+	int one = 1;
+
+	/* the mark keeps the daemon's own connections out of connect4/6 */
+	setsockopt(fd, SOL_SOCKET, SO_MARK, &d->cfg.daemon_mark, sizeof(d->cfg.daemon_mark));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void fail_count(struct sm_hbone *hb, const char *reason)
+{
+	for (int i = 0; i < SM_SVID_REASON_MAX; i++) {
+		if (strcmp(reason, sm_svid_reason_name((enum sm_svid_reason) i)) == 0) {
+			hb->st.tls_failed[i]++;
+			return;
+		}
+	}
+	hb->st.tls_failed_other++;
+}
+
+/* ---- flow-record joins ---- */
+
+static void join_key(struct hb_join *j, const struct sm_addr *a, uint16_t port)
+{
+	memset(&j->key, 0, sizeof(j->key));
+	j->key.family = a->family;
+	memcpy(j->key.addr, a->bytes, a->family == AF_INET ? 4 : 16);
+	j->key.port = port;
+}
+
+static struct hb_join *join_find(struct sm_hbone *hb, const struct sm_addr *a, uint16_t port)
+{
+	struct hb_join probe, *j = NULL;
+
+	join_key(&probe, a, port);
+	HASH_FIND(hh, hb->joins, &probe.key, sizeof(probe.key), j);
+	return j;
+}
+
+/* Record what the stream knows (and a failure, first one wins) for its socket's records. */
+static void join_update(struct hb_stream *s, const char *failure)
+{
+	struct hb_conn *c = s->conn;
+	struct sm_daemon *d = c->d;
+	struct sm_hbone *hb = d->hbone;
+	struct hb_join *j;
+
+	if (!s->key_port)
+		return;
+	j = join_find(hb, &s->key_addr, s->key_port);
+	if (!j) {
+		j = calloc(1, sizeof(*j));
+		if (!j)
+			return;
+		join_key(j, &s->key_addr, s->key_port);
+		HASH_ADD(hh, hb->joins, key, sizeof(j->key), j);
+	}
+	j->inbound = c->server;
+	sm_strlcpy(j->trace, s->trace, sizeof(j->trace));
+	j->tls.present = true;
+	if (c->ssl && !c->handshaking && !c->failure[0]) {
+		const char *v = SSL_get_version(c->ssl), *ciph = SSL_get_cipher_name(c->ssl);
+
+		j->tls.encrypted = true;
+		sm_strlcpy(j->tls.version, v ? v : "", sizeof(j->tls.version));
+		sm_strlcpy(j->tls.cipher, ciph ? ciph : "", sizeof(j->tls.cipher));
+		j->tls.handshake_us = c->handshake_us;
+	}
+	if (c->creds)
+		sm_strlcpy(j->tls.local_spiffe_id, sm_creds_spiffe_id(c->creds),
+			   sizeof(j->tls.local_spiffe_id));
+	sm_strlcpy(j->tls.peer_spiffe_id, c->peer_spiffe, sizeof(j->tls.peer_spiffe_id));
+	if (c->server && c->peer_spiffe[0] && !j->peer_identity) {
+		for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
+			if (strcmp(d->cat.workloads[i].spiffe_id, c->peer_spiffe) == 0) {
+				j->peer_identity = d->cat.workloads[i].identity;
+				sm_strlcpy(j->peer_workload, d->cat.workloads[i].name,
+					   sizeof(j->peer_workload));
+				break;
+			}
+		}
+	}
+	if (failure && !j->failure[0]) {
+		sm_strlcpy(j->failure, failure, sizeof(j->failure));
+		sm_strlcpy(j->tls.failure, failure, sizeof(j->tls.failure));
+	}
+}
+
+void sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
+		       bool final, struct sm_flow_record *r)
+{
+	struct sm_hbone *hb = d->hbone;
+	struct hb_join *j;
+	int wl;
+
+	if (!hb)
+		return;
+	j = join_find(hb, key_addr, key_port);
+	if (!j)
+		return;
+	r->tls = j->tls;
+	/* the mode is the local workload's: the caller's outbound, the service's inbound */
+	wl = sm_workload_by_cgroup(d, r->cgroup_id);
+	if (wl >= 0)
+		sm_strlcpy(r->tls.mode,
+			   d->cat.workloads[wl].mode == SM_MODE_STRICT ? "STRICT" : "PERMISSIVE",
+			   sizeof(r->tls.mode));
+	sm_strlcpy(r->trace_id, j->trace, sizeof(r->trace_id));
+	if (j->inbound && j->peer_identity) {
+		/* the kernel saw the daemon connect; the certificate says who called */
+		r->source.identity = j->peer_identity;
+		sm_strlcpy(r->source.spiffe_id, j->tls.peer_spiffe_id, sizeof(r->source.spiffe_id));
+		sm_strlcpy(r->source.workload, j->peer_workload, sizeof(r->source.workload));
+	}
+	if (final && j->failure[0]) {
+		r->verdict = SM_VERDICT_DROPPED;
+		sm_strlcpy(r->drop_reason, j->failure, sizeof(r->drop_reason));
+	}
+	if (final) {
+		HASH_DEL(hb->joins, j);
+		free(j);
+	}
+}
+
+/* A record of the daemon's own, for a failure no workload socket reports. */
+static void record_failure(struct hb_conn *c, const char *reason, const char *authority)
+{
+	struct sm_daemon *d = c->d;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct sm_flow_record r;
+	struct timespec ts;
+	int64_t age = mono_ns() - c->started_ns;
+	uint16_t port = 0;
+
+	memset(&r, 0, sizeof(r));
+	r.type = SM_REC_CONN_END;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	r.time_ns = (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	r.start_ns = r.time_ns - age;
+	r.duration_us = (uint64_t) age / 1000;
+	sm_strlcpy(r.node, d->cat.nodes[d->node_idx].name, sizeof(r.node));
+	r.verdict = SM_VERDICT_DROPPED;
+	sm_strlcpy(r.drop_reason, reason, sizeof(r.drop_reason));
+	r.direction = c->server ? SM_DIR_INGRESS : SM_DIR_EGRESS;
+	r.source.addr = c->peer;
+	r.source.port = c->peer_port;
+	r.source.identity = SM_ID_WORLD;
+	sm_strlcpy(r.source.spiffe_id, c->peer_spiffe, sizeof(r.source.spiffe_id));
+	r.destination.addr = c->peer;
+	if (authority && sm_addrport_parse(authority, &r.destination.addr, &port) == 0 &&
+	    r.destination.addr.family == r.source.addr.family) {
+		r.destination.port = port;
+	} else if (getsockname(c->fd, (struct sockaddr *) &ss, &sl) == 0) {
+		sm_addr_from_sockaddr((struct sockaddr *) &ss, &r.destination.addr,
+				      &r.destination.port);
+	}
+	if (r.destination.addr.family != r.source.addr.family) {
+		r.destination.addr = r.source.addr;
+		r.destination.port = 0;
+	}
+	r.tls.present = true;
+	/* the HBONE port itself accepts nothing but mTLS */
+	sm_strlcpy(r.tls.mode, "STRICT", sizeof(r.tls.mode));
+	sm_strlcpy(r.tls.failure, reason, sizeof(r.tls.failure));
+	sm_strlcpy(r.tls.peer_spiffe_id, c->peer_spiffe, sizeof(r.tls.peer_spiffe_id));
+	if (c->creds)
+		sm_strlcpy(r.tls.local_spiffe_id, sm_creds_spiffe_id(c->creds),
+			   sizeof(r.tls.local_spiffe_id));
+	sm_flowexp_emit(d, &r);
+}
+
+/* ---- streams ---- */
+
+static struct hb_stream *stream_new(struct hb_conn *c, int fd)
+{
+	struct hb_stream *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->conn = c;
+	s->fd = fd;
+	s->id = -1;
+	s->next = c->streams;
+	c->streams = s;
+	c->nstreams++;
+	c->idle_since = 0;
+	c->d->hbone->st.streams_open++;
+	c->d->hbone->st.streams_total++;
+	return s;
+}
+
+/* The stream failed: RST_STREAM to the peer, reset of the plain socket at reap. */
+static void stream_fail(struct hb_stream *s, uint32_t h2_error, const char *reason)
+{
+	struct hb_conn *c = s->conn;
+
+	if (s->dead)
+		return;
+	c->d->hbone->st.streams_failed++;
+	join_update(s, reason);
+	if (s->id > 0 && c->h2 && !s->h2_closed)
+		nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, s->id, h2_error);
+	s->dead = true;
+	s->reset = true;
+	pr_debug("stream %d (%s) failed: %s", s->id, s->authority, reason);
+}
+
+static void stream_interest(struct hb_stream *s)
+{
+	uint32_t want = 0;
+
+	if (!s->ev || s->dead)
+		return;
+	if (s->fd_connecting) {
+		want = EPOLLOUT;
+	} else {
+		if (s->established && !s->fd_eof && buf_pending(&s->up) == 0)
+			want |= EPOLLIN;
+		if (buf_pending(&s->down) > 0)
+			want |= EPOLLOUT;
+	}
+	sm_evloop_mod(s->conn->d->loop, s->ev, want);
+}
+
+/* Write what HTTP/2 delivered to the plain socket; acknowledge it to the peer. */
+static void stream_flush_down(struct hb_stream *s)
+{
+	struct hb_conn *c = s->conn;
+	size_t written = 0;
+
+	if (s->dead || s->fd_connecting || s->fd < 0)
+		return;
+	while (buf_pending(&s->down) > 0) {
+		ssize_t n = send(s->fd, s->down.data + s->down.off, buf_pending(&s->down),
+				 MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			stream_fail(s, NGHTTP2_CONNECT_ERROR, "plain_socket_reset");
+			return;
+		}
+		s->down.off += (size_t) n;
+		written += (size_t) n;
+	}
+	/* acknowledging only what reached the socket reopens the peer's window */
+	if (written && c->h2) {
+		if (s->h2_closed)
+			nghttp2_session_consume_connection(c->h2, written);
+		else
+			nghttp2_session_consume(c->h2, s->id, written);
+	}
+	if (buf_pending(&s->down) == 0 && s->h2_eof && !s->fd_shut) {
+		shutdown(s->fd, SHUT_WR);
+		s->fd_shut = true;
+	}
+}
+
+/* Read the plain socket into the up buffer and wake the data provider. */
+static void stream_read_up(struct hb_stream *s)
+{
+	struct hb_conn *c = s->conn;
+	ssize_t n;
+
+	if (s->dead || s->fd_eof || !s->established || buf_pending(&s->up) > 0)
+		return;
+	if (buf_reserve(&s->up, HB_BUF)) {
+		stream_fail(s, NGHTTP2_INTERNAL_ERROR, "out_of_memory");
+		return;
+	}
+	n = recv(s->fd, s->up.data + s->up.len, HB_BUF, 0);
+	if (n > 0) {
+		s->up.len += (size_t) n;
+	} else if (n == 0) {
+		s->fd_eof = true;
+	} else {
+		if (errno != EAGAIN && errno != EINTR)
+			stream_fail(s, NGHTTP2_CONNECT_ERROR, "plain_socket_reset");
+		return;
+	}
+	if (s->deferred) {
+		s->deferred = false;
+		nghttp2_session_resume_data(c->h2, s->id);
+	}
+}
+
+/* nghttp2 pulls the bytes of our DATA frames from here. */
+static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+			 nghttp2_data_source *src, void *user)
+{
+	struct hb_stream *s = src->ptr;
+	size_t n;
+
+	(void) h2;
+	(void) id;
+	(void) user;
+	if (!s || s->dead)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	n = buf_pending(&s->up);
+	if (n && s->established) {
+		if (n > len)
+			n = len;
+		memcpy(buf, s->up.data + s->up.off, n);
+		s->up.off += n;
+		if (buf_pending(&s->up) == 0 && s->fd_eof)
+			*flags |= NGHTTP2_DATA_FLAG_EOF;
+		return (ssize_t) n;
+	}
+	if (s->fd_eof && s->established) {
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		return 0;
+	}
+	s->deferred = true;
+	return NGHTTP2_ERR_DEFERRED;
+}
+
+/* ---- connections ---- */
+
+static void conn_fail(struct hb_conn *c, const char *reason)
+{
+	if (c->dead)
+		return;
+	if (!c->failure[0])
+		sm_strlcpy(c->failure, reason, sizeof(c->failure));
+	for (struct hb_stream *s = c->streams; s; s = s->next)
+		stream_fail(s, NGHTTP2_CONNECT_ERROR, reason);
+	c->dead = true;
+	pr_debug("%s connection %s: %s", c->server ? "inbound" : "outbound", c->peer_spiffe,
+		 reason);
+}
+
+static void conn_free(struct hb_conn *c)
+{
+	struct sm_hbone *hb = c->d->hbone;
+	struct hb_conn **pp;
+
+	for (pp = &hb->conns; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	if (c->server && c->handshaking)
+		hb->handshaking_in--;
+	if (c->server)
+		hb->st.conns_in--;
+	else
+		hb->st.conns_out--;
+	sm_evloop_del(c->d->loop, c->ev);
+	if (c->ssl)
+		SSL_free(c->ssl);
+	if (c->fd >= 0) {
+		if (c->failure[0])
+			reset_close(c->fd);
+		else
+			close(c->fd);
+	}
+	nghttp2_session_del(c->h2);
+	sm_creds_put(c->creds);
+	free(c->out.data);
+	free(c);
+}
+
+/* Free what handlers marked dead; stream fds get their final interest. */
+static void conn_reap(struct hb_conn *c)
+{
+	struct hb_stream **pp = &c->streams;
+
+	while (*pp) {
+		struct hb_stream *s = *pp;
+		bool finished = !s->fd_connecting && s->h2_closed && s->fd_eof && s->fd_shut &&
+				buf_pending(&s->down) == 0;
+
+		if (!s->dead && (finished || c->dead)) {
+			/* both ways done cleanly; or the tunnel is gone under the stream */
+			s->dead = true;
+			s->reset = !finished;
+		}
+		if (!s->dead) {
+			stream_interest(s);
+			pp = &s->next;
+			continue;
+		}
+		*pp = s->next;
+		/* bytes we will never write still hold the connection's window */
+		if (buf_pending(&s->down) && c->h2 && !c->dead)
+			nghttp2_session_consume_connection(c->h2, buf_pending(&s->down));
+		if (s->fd >= 0) {
+			sm_evloop_del(c->d->loop, s->ev);
+			if (s->reset)
+				reset_close(s->fd);
+			else
+				close(s->fd);
+		}
+		if (s->key_port) {
+			struct hb_join *j = join_find(c->d->hbone, &s->key_addr, s->key_port);
+
+			if (j && !j->expires)
+				j->expires = mono_s() + HB_JOIN_LINGER_S;
+		}
+		if (s->id > 0 && c->h2)
+			nghttp2_session_set_stream_user_data(c->h2, s->id, NULL);
+		free(s->up.data);
+		free(s->down.data);
+		c->nstreams--;
+		c->d->hbone->st.streams_open--;
+		free(s);
+	}
+	if (c->nstreams == 0 && !c->idle_since)
+		c->idle_since = mono_s();
+	if (c->dead)
+		conn_free(c);
+}
+
+static void handshake_done(struct hb_conn *c)
+{
+	struct sm_hbone *hb = c->d->hbone;
+	enum sm_svid_reason why;
+
+	c->handshaking = false;
+	c->handshake_us = (uint32_t) ((mono_ns() - c->started_ns) / 1000);
+	if (c->server)
+		hb->handshaking_in--;
+	why = sm_tls_peer_result(c->ssl, c->peer_spiffe, sizeof(c->peer_spiffe));
+	if (why != SM_SVID_OK) {
+		/* cannot happen with SSL_VERIFY_PEER, but never trust an unverified peer */
+		fail_count(hb, sm_svid_reason_name(why));
+		if (c->server)
+			record_failure(c, sm_svid_reason_name(why), NULL);
+		conn_fail(c, sm_svid_reason_name(why));
+		return;
+	}
+	if (!c->server && strcmp(c->peer_spiffe, c->expect[0]) != 0 &&
+	    strcmp(c->peer_spiffe, c->expect[1]) != 0) {
+		pr_warn("server %s presented %s, but the catalog names %s (or its node %s)",
+			c->expect[0], c->peer_spiffe, c->expect[0], c->expect[1]);
+		fail_count(hb, "identity_mismatch");
+		conn_fail(c, "identity_mismatch");
+		return;
+	}
+	hb->st.tls_ok++;
+	for (struct hb_stream *s = c->streams; s; s = s->next)
+		join_update(s, NULL);
+}
+
+/* Why a handshake failed, in the words of sm_svid_reason_name() where possible. */
+static const char *handshake_failure(struct hb_conn *c)
+{
+	char ignored[8];
+	enum sm_svid_reason why = sm_tls_peer_result(c->ssl, ignored, sizeof(ignored));
+	unsigned long e = ERR_peek_last_error();
+
+	if (why != SM_SVID_OK && why != SM_SVID_PROTOCOL)
+		return sm_svid_reason_name(why);
+	/* the peer refused us: its alert says why */
+	switch (ERR_GET_REASON(e)) {
+	case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+		return "peer_refused_expired";
+	case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+		return "peer_refused_unknown_ca";
+	case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+	case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+	case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
+		return "peer_refused_certificate";
+	case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+		return "peer_requires_certificate";
+	default:
+		return sm_svid_reason_name(SM_SVID_PROTOCOL);
+	}
+}
+
+/* Drive TLS and HTTP/2 as far as the sockets allow. */
+static void conn_pump(struct hb_conn *c)
+{
+	uint8_t buf[HB_TLS_READ];
+	uint32_t want = EPOLLIN;
+	int r, e;
+
+	if (c->dead)
+		return;
+	if (c->handshaking) {
+		ERR_clear_error();
+		r = SSL_do_handshake(c->ssl);
+		if (r != 1) {
+			e = SSL_get_error(c->ssl, r);
+			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+				sm_evloop_mod(c->d->loop, c->ev,
+					      e == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN);
+				return;
+			}
+			const char *why = e == SSL_ERROR_SYSCALL && errno && !c->server
+						  ? "tunnel_connect_failed"
+						  : handshake_failure(c);
+
+			fail_count(c->d->hbone, why);
+			if (c->server)
+				record_failure(c, why, NULL);
+			conn_fail(c, why);
+			return;
+		}
+		handshake_done(c);
+		if (c->dead)
+			return;
+	}
+
+	for (int round = 0; round < HB_PUMP_ROUNDS; round++) {
+		ERR_clear_error();
+		r = SSL_read(c->ssl, buf, sizeof(buf));
+		if (r > 0) {
+			ssize_t used = nghttp2_session_mem_recv(c->h2, buf, (size_t) r);
+
+			if (used < 0) {
+				c->d->hbone->st.bad_frames++;
+				if (c->server)
+					record_failure(c, "malformed_hbone", NULL);
+				conn_fail(c, "malformed_hbone");
+				return;
+			}
+			continue;
+		}
+		e = SSL_get_error(c->ssl, r);
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+			break;
+		if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && r == 0)) {
+			/* the peer closed: streams that are still open were cut off */
+			for (struct hb_stream *s = c->streams; s; s = s->next)
+				if (!s->h2_closed)
+					stream_fail(s, NGHTTP2_CONNECT_ERROR, "tunnel_closed");
+			c->dead = true;
+			return;
+		}
+		conn_fail(c, "tls_error");
+		return;
+	}
+
+	for (int round = 0; round < HB_PUMP_ROUNDS; round++) {
+		if (buf_pending(&c->out) == 0) {
+			const uint8_t *p;
+			ssize_t n = nghttp2_session_mem_send(c->h2, &p);
+
+			if (n < 0) {
+				conn_fail(c, "http2_error");
+				return;
+			}
+			if (n == 0)
+				break;
+			if (buf_append(&c->out, p, (size_t) n)) {
+				conn_fail(c, "out_of_memory");
+				return;
+			}
+		}
+		ERR_clear_error();
+		r = SSL_write(c->ssl, c->out.data + c->out.off, (int) buf_pending(&c->out));
+		if (r > 0) {
+			c->out.off += (size_t) r;
+			continue;
+		}
+		e = SSL_get_error(c->ssl, r);
+		if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+			break;
+		conn_fail(c, "tls_error");
+		return;
+	}
+	if (buf_pending(&c->out) > 0 || nghttp2_session_want_write(c->h2))
+		want |= EPOLLOUT;
+	sm_evloop_mod(c->d->loop, c->ev, want);
+	if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2) &&
+	    buf_pending(&c->out) == 0)
+		c->dead = true; /* both sides said GOAWAY and all is sent */
+}
+
+static void on_conn(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct hb_conn *c = arg;
+
+	(void) loop;
+	(void) ev;
+	(void) events;
+	conn_pump(c);
+	conn_reap(c);
+}
+
+static void on_stream_fd(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg);
+
+/* ---- nghttp2 callbacks (both roles) ---- */
+
+static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
+{
+	struct hb_conn *c = user;
+	struct hb_stream *s;
+
+	if (!c->server || frame->hd.type != NGHTTP2_HEADERS ||
+	    frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	if (c->goaway || c->d->draining) {
+		nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+					  NGHTTP2_REFUSED_STREAM);
+		return 0;
+	}
+	s = stream_new(c, -1);
+	if (!s)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	s->id = frame->hd.stream_id;
+	nghttp2_session_set_stream_user_data(h2, s->id, s);
+	return 0;
+}
+
+static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
+		     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+		     void *user)
+{
+	struct hb_stream *s = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+	struct hb_conn *c = user;
+
+	(void) flags;
+	if (!s || frame->hd.type != NGHTTP2_HEADERS)
+		return 0;
+	if (!c->server) {
+		if (namelen == 7 && memcmp(name, ":status", 7) == 0 && valuelen == 3)
+			s->status =
+				(value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
+		return 0;
+	}
+	if (++s->nheaders > HB_MAX_HEADERS || valuelen > HB_MAX_HEADER_VALUE) {
+		s->bad_request = true;
+		return 0;
+	}
+	if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+		snprintf(s->method, sizeof(s->method), "%.*s", (int) valuelen, value);
+	else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
+		snprintf(s->authority, sizeof(s->authority), "%.*s", (int) valuelen, value);
+	else if (namelen == 11 && memcmp(name, "traceparent", 11) == 0)
+		snprintf(s->trace, sizeof(s->trace), "%.*s", (int) valuelen, value);
+	return 0;
+}
+
+/* A request answered without a body: the stream ends with the response. */
+static void respond(struct hb_stream *s, const char *status, const char *why)
+{
+	struct hb_conn *c = s->conn;
+	nghttp2_nv nv[] = {{(uint8_t *) ":status", (uint8_t *) status, 7, strlen(status),
+			    NGHTTP2_NV_FLAG_NONE}};
+
+	nghttp2_submit_response(c->h2, s->id, nv, 1, NULL);
+	c->d->hbone->st.requests_refused++;
+	record_failure(c, why, s->authority);
+	s->dead = true;
+	s->reset = true;
+}
+
+/* The service hosted on this node at addr:port, or -1. */
+static int local_service(const struct sm_daemon *d, const struct sm_addr *a, uint16_t port)
+{
+	for (unsigned int i = 0; i < d->cat.nservices; i++) {
+		const struct sm_service_def *sv = &d->cat.services[i];
+
+		if (sv->port == port && sm_addr_equal(&sv->addr, a) &&
+		    d->cat.workloads[sv->workload].node == (unsigned int) d->node_idx)
+			return (int) i;
+	}
+	return -1;
+}
+
+static void upstream_ready(struct hb_stream *s)
+{
+	struct hb_conn *c = s->conn;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
+	nghttp2_nv nv[] = {{(uint8_t *) ":status", (uint8_t *) "200", 7, 3, NGHTTP2_NV_FLAG_NONE}};
+
+	s->fd_connecting = false;
+	s->established = true;
+	/* the workload's records see the daemon's side of this socket */
+	if (getsockname(s->fd, (struct sockaddr *) &ss, &sl) == 0)
+		sm_addr_from_sockaddr((struct sockaddr *) &ss, &s->key_addr, &s->key_port);
+	join_update(s, NULL);
+	if (nghttp2_submit_response(c->h2, s->id, nv, 1, &prd) != 0)
+		stream_fail(s, NGHTTP2_INTERNAL_ERROR, "http2_error");
+	stream_flush_down(s); /* DATA that arrived before the service answered */
+}
+
+static void handle_request(struct hb_stream *s)
+{
+	struct hb_conn *c = s->conn;
+	struct sm_daemon *d = c->d;
+	struct sockaddr_storage ss;
+	struct sm_addr dst;
+	uint16_t dport;
+	socklen_t sl;
+	int fd;
+
+	if (s->bad_request || strcmp(s->method, "CONNECT") != 0 ||
+	    sm_addrport_parse(s->authority, &dst, &dport) != 0) {
+		respond(s, "400", "malformed_hbone");
+		return;
+	}
+	if (local_service(d, &dst, dport) < 0) {
+		pr_info("refusing CONNECT %s from %s: not a service hosted on node %s",
+			s->authority, c->peer_spiffe, d->cfg.node);
+		respond(s, "400", "authority_not_hosted");
+		return;
+	}
+	fd = socket(dst.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		respond(s, "503", "upstream_unreachable");
+		return;
+	}
+	set_mark(d, fd);
+	s->fd = fd;
+	sl = sm_addr_to_sockaddr(&dst, dport, &ss);
+	if (connect(fd, (struct sockaddr *) &ss, sl) < 0 && errno != EINPROGRESS) {
+		respond(s, errno == ECONNREFUSED ? "502" : "503",
+			errno == ECONNREFUSED ? "upstream_refused" : "upstream_unreachable");
+		return;
+	}
+	s->fd_connecting = true;
+	s->ev = sm_evloop_add(d->loop, fd, EPOLLOUT, on_stream_fd, s);
+	if (!s->ev)
+		respond(s, "503", "out_of_memory");
+}
+
+static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
+{
+	struct hb_stream *s = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+	struct hb_conn *c = user;
+
+	if (frame->hd.type == NGHTTP2_GOAWAY) {
+		c->goaway = true;
+		return 0;
+	}
+	if (!s || s->dead)
+		return 0;
+	if (frame->hd.type == NGHTTP2_HEADERS) {
+		if (c->server && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+			handle_request(s);
+			return 0;
+		}
+		if (!c->server && frame->headers.cat == NGHTTP2_HCAT_RESPONSE) {
+			if (s->status != 200) {
+				char why[32];
+
+				snprintf(why, sizeof(why), "http_%d", s->status);
+				stream_fail(s, NGHTTP2_CANCEL, why);
+				return 0;
+			}
+			s->established = true;
+			join_update(s, NULL);
+			if (s->deferred) {
+				s->deferred = false;
+				nghttp2_session_resume_data(h2, s->id);
+			}
+		}
+	}
+	if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+	    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+		s->h2_eof = true;
+		stream_flush_down(s);
+	}
+	return 0;
+}
+
+static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id, const uint8_t *data,
+			 size_t len, void *user)
+{
+	struct hb_stream *s = nghttp2_session_get_stream_user_data(h2, id);
+
+	(void) flags;
+	(void) user;
+	if (!s || s->dead) {
+		nghttp2_session_consume(h2, id, len); /* nobody reads it: free the window */
+		return 0;
+	}
+	if (buf_append(&s->down, data, len)) {
+		stream_fail(s, NGHTTP2_INTERNAL_ERROR, "out_of_memory");
+		return 0;
+	}
+	stream_flush_down(s);
+	return 0;
+}
+
+static int on_stream_close(nghttp2_session *h2, int32_t id, uint32_t error, void *user)
+{
+	struct hb_stream *s = nghttp2_session_get_stream_user_data(h2, id);
+
+	(void) user;
+	if (!s)
+		return 0;
+	s->h2_closed = true;
+	if (s->dead)
+		return 0;
+	if (error != NGHTTP2_NO_ERROR || !s->established) {
+		char why[32];
+
+		snprintf(why, sizeof(why),
+			 s->status && s->status != 200 ? "http_%d" : "stream_reset", s->status);
+		stream_fail(s, NGHTTP2_NO_ERROR, why);
+		return 0;
+	}
+	/* a clean close: anything still buffered goes out before the socket closes */
+	s->h2_eof = true;
+	if (!s->fd_eof) {
+		/* the peer finished both ways; we stop reading as well */
+		s->fd_eof = true;
+	}
+	stream_flush_down(s);
+	return 0;
+}
+
+static nghttp2_session_callbacks *h2_callbacks(void)
+{
+	nghttp2_session_callbacks *cb;
+
+	if (nghttp2_session_callbacks_new(&cb))
+		return NULL;
+	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+	return cb;
+}
+
+static int conn_h2_init(struct hb_conn *c)
+{
+	nghttp2_session_callbacks *cb = h2_callbacks();
+	nghttp2_option *opt = NULL;
+	nghttp2_settings_entry iv[] = {
+		{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->d->cfg.tunnel_max_streams},
+		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, HB_WINDOW},
+		{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+		{NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 8192},
+	};
+	int rv;
+
+	if (!cb || nghttp2_option_new(&opt)) {
+		nghttp2_session_callbacks_del(cb);
+		return -ENOMEM;
+	}
+	/* windows open when bytes reach the plain socket, not when they arrive */
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+	nghttp2_option_set_max_outbound_ack(opt, 1000);
+	rv = c->server ? nghttp2_session_server_new2(&c->h2, cb, c, opt)
+		       : nghttp2_session_client_new2(&c->h2, cb, c, opt);
+	nghttp2_session_callbacks_del(cb);
+	nghttp2_option_del(opt);
+	if (rv)
+		return -ENOMEM;
+	nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, SM_ARRAY_SIZE(iv));
+	nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, HB_CONN_WINDOW);
+	return 0;
+}
+
+static struct hb_conn *conn_new(struct sm_daemon *d, int fd, bool server, struct sm_creds *creds)
+{
+	struct hb_conn *c = calloc(1, sizeof(*c));
+	SSL_CTX *ctx = server ? sm_creds_server_ctx(creds) : sm_creds_client_ctx(creds);
+
+	if (!c)
+		return NULL;
+	c->d = d;
+	c->fd = fd;
+	c->server = server;
+	c->handshaking = true;
+	c->started_ns = mono_ns();
+	c->creds = sm_creds_get(creds);
+	c->ssl = SSL_new(ctx);
+	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1 || conn_h2_init(c))
+		goto fail;
+	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (server)
+		SSL_set_accept_state(c->ssl);
+	else
+		SSL_set_connect_state(c->ssl);
+	c->ev = sm_evloop_add(d->loop, fd, server ? EPOLLIN : EPOLLOUT, on_conn, c);
+	if (!c->ev)
+		goto fail;
+	c->next = d->hbone->conns;
+	d->hbone->conns = c;
+	if (server)
+		d->hbone->st.conns_in++;
+	else
+		d->hbone->st.conns_out++;
+	return c;
+fail:
+	if (c->ssl)
+		SSL_free(c->ssl);
+	nghttp2_session_del(c->h2);
+	sm_creds_put(c->creds);
+	free(c);
+	return NULL;
+}
+
+/* ---- plain sockets of streams ---- */
+
+static void on_stream_fd(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct hb_stream *s = arg;
+	struct hb_conn *c = s->conn;
+
+	(void) loop;
+	(void) ev;
+	if (s->dead)
+		return;
+	if (s->fd_connecting) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+
+		if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err) {
+			c->d->hbone->st.upstream_errors++;
+			respond(s, err == ECONNREFUSED ? "502" : "503",
+				err == ECONNREFUSED ? "upstream_refused" : "upstream_unreachable");
+		} else {
+			upstream_ready(s);
+		}
+	} else {
+		if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+			stream_read_up(s);
+		if (events & EPOLLOUT)
+			stream_flush_down(s);
+	}
+	conn_pump(c);
+	conn_reap(c);
+}
+
+/* ---- outbound ---- */
+
+/* The node that hosts addr:port (a service, else a workload's range) and its workload. */
+static int destination_node(const struct sm_daemon *d, const struct sm_addr *a, uint16_t port,
+			    int *workload)
+{
+	for (unsigned int i = 0; i < d->cat.nservices; i++) {
+		const struct sm_service_def *sv = &d->cat.services[i];
+
+		if (sv->port == port && sm_addr_equal(&sv->addr, a)) {
+			*workload = (int) sv->workload;
+			return (int) d->cat.workloads[sv->workload].node;
+		}
+	}
+	return -1;
+}
+
+/* The source workload's identity, from the orig_dst entry of the client socket. */
+static int source_identity(struct sm_daemon *d, int cfd, const struct sm_addr *cli, uint16_t cport,
+			   uint32_t *identity)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct sm_tuple key;
+	struct sm_orig_dst od;
+	struct sm_addr local;
+	uint16_t lport;
+
+	if (getsockname(cfd, (struct sockaddr *) &ss, &sl) < 0)
+		return -errno;
+	sm_addr_from_sockaddr((struct sockaddr *) &ss, &local, &lport);
+	memset(&key, 0, sizeof(key));
+	key.family = cli->family;
+	key.sport = htons(cport);
+	key.dport = htons(lport);
+	memcpy(key.saddr, cli->bytes, cli->family == AF_INET ? 4 : 16);
+	memcpy(key.daddr, local.bytes, local.family == AF_INET ? 4 : 16);
+	if (bpf_map_lookup_elem(bpf_map__fd(d->skel->maps.orig_dst), &key, &od))
+		return -ENOENT;
+	*identity = od.src_identity;
+	return 0;
+}
+
+static struct sm_creds *workload_creds(struct sm_daemon *d, uint32_t identity)
+{
+	for (unsigned int i = 0; i < d->hbone->nwl && i < d->cat.nworkloads; i++)
+		if (d->hbone->wl_creds[i] && d->cat.workloads[i].identity == identity &&
+		    d->cat.workloads[i].node == (unsigned int) d->node_idx)
+			return d->hbone->wl_creds[i];
+	return NULL;
+}
+
+/* spiffe://<trust domain of example>/sockmesh/node/<node>: how nodes are named. */
+static void node_spiffe_id(const char *example, const char *node, char *out, size_t len)
+{
+	char td[256];
+
+	if (sm_spiffe_trust_domain(example, td, sizeof(td)))
+		td[0] = '\0';
+	snprintf(out, len, "spiffe://%s/sockmesh/node/%s", td, node);
+}
+
+static struct hb_conn *pool_get(struct sm_daemon *d, uint32_t src_id, uint32_t dst_id, int node,
+				int wl, struct sm_creds *creds)
+{
+	const struct sm_node_def *n = &d->cat.nodes[node];
+	struct sockaddr_storage ss;
+	struct hb_conn *c;
+	socklen_t sl;
+	int fd;
+
+	for (c = d->hbone->conns; c; c = c->next)
+		if (!c->server && !c->dead && !c->goaway && c->src_id == src_id &&
+		    c->dst_id == dst_id && c->node == node &&
+		    c->nstreams < d->cfg.tunnel_max_streams)
+			return c;
+	if (n->naddrs == 0)
+		return NULL;
+	fd = socket(n->addrs[0].family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return NULL;
+	set_mark(d, fd);
+	sl = sm_addr_to_sockaddr(&n->addrs[0], d->cfg.inbound_port, &ss);
+	if (connect(fd, (struct sockaddr *) &ss, sl) < 0 && errno != EINPROGRESS) {
+		close(fd);
+		return NULL;
+	}
+	c = conn_new(d, fd, false, creds);
+	if (!c) {
+		close(fd);
+		return NULL;
+	}
+	c->src_id = src_id;
+	c->dst_id = dst_id;
+	c->node = node;
+	c->peer = n->addrs[0];
+	c->peer_port = d->cfg.inbound_port;
+	sm_strlcpy(c->expect[0], d->cat.workloads[wl].spiffe_id, sizeof(c->expect[0]));
+	node_spiffe_id(d->cat.workloads[wl].spiffe_id, n->name, c->expect[1], sizeof(c->expect[1]));
+	return c;
+}
+
+/* W3C trace context: a fresh trace id shared by both nodes' records. */
+static void new_traceparent(char *out, size_t len)
+{
+	unsigned char r[24];
+	char hex[49];
+
+	if (RAND_bytes(r, sizeof(r)) != 1)
+		memset(r, 0x5a, sizeof(r));
+	for (size_t i = 0; i < sizeof(r); i++)
+		snprintf(hex + 2 * i, 3, "%02x", r[i]);
+	snprintf(out, len, "00-%.32s-%.16s-01", hex, hex + 32);
+}
+
+int sm_hbone_outbound(struct sm_daemon *d, int cfd, const struct sm_addr *dst, uint16_t dport,
+		      const struct sm_addr *cli, uint16_t cport)
+{
+	struct sm_hbone *hb = d->hbone;
+	nghttp2_data_provider prd = {.read_callback = data_read};
+	char abuf[INET6_ADDRSTRLEN];
+	struct sm_creds *creds;
+	struct hb_stream *s;
+	struct hb_conn *c;
+	uint32_t src_id = 0;
+	int node, wl = -1;
+
+	if (!hb)
+		return -ENOTCONN;
+	node = destination_node(d, dst, dport, &wl);
+	if (node < 0 || node == d->node_idx)
+		return -EHOSTUNREACH;
+	if (source_identity(d, cfd, cli, cport, &src_id))
+		return -ENOENT;
+	creds = workload_creds(d, src_id);
+	if (!creds)
+		creds = hb->node_creds;
+	if (!creds)
+		return -ENOKEY;
+	c = pool_get(d, src_id, d->cat.workloads[wl].identity, node, wl, creds);
+	if (!c)
+		return -ECONNREFUSED;
+	s = stream_new(c, cfd);
+	if (!s)
+		return -ENOMEM;
+	s->key_addr = *cli;
+	s->key_port = cport;
+	sm_addr_format(dst, abuf, sizeof(abuf));
+	snprintf(s->authority, sizeof(s->authority), dst->family == AF_INET6 ? "[%s]:%u" : "%s:%u",
+		 abuf, dport);
+	new_traceparent(s->trace, sizeof(s->trace));
+	{
+		nghttp2_nv nv[] = {
+			{(uint8_t *) ":method", (uint8_t *) "CONNECT", 7, 7, NGHTTP2_NV_FLAG_NONE},
+			{(uint8_t *) ":authority", (uint8_t *) s->authority, 10,
+			 strlen(s->authority), NGHTTP2_NV_FLAG_NONE},
+			{(uint8_t *) "traceparent", (uint8_t *) s->trace, 11, strlen(s->trace),
+			 NGHTTP2_NV_FLAG_NONE},
+		};
+
+		prd.source.ptr = s;
+		s->id = nghttp2_submit_request(c->h2, NULL, nv, SM_ARRAY_SIZE(nv), &prd, s);
+	}
+	s->ev = sm_evloop_add(d->loop, cfd, 0, on_stream_fd, s);
+	if (s->id < 0 || !s->ev) {
+		/* the caller still owns cfd: give it back untouched */
+		s->fd = -1;
+		sm_evloop_del(d->loop, s->ev);
+		s->ev = NULL;
+		s->dead = true;
+		conn_reap(c);
+		return -ENOMEM;
+	}
+	join_update(s, NULL);
+	conn_pump(c);
+	conn_reap(c);
+	return 0;
+}
+
+/* ---- inbound ---- */
+
+static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct hb_listener *l = arg;
+	struct sm_daemon *d = l->d;
+	struct sm_hbone *hb = d->hbone;
+
+	(void) loop;
+	(void) ev;
+	(void) events;
+	for (int i = 0; i < 64; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		struct hb_conn *c;
+		int fd = accept4(l->fd, (struct sockaddr *) &ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0)
+			return;
+		if (hb->handshaking_in >= HB_MAX_HANDSHAKING || d->draining) {
+			hb->st.refused_busy++;
+			reset_close(fd);
+			continue;
+		}
+		set_mark(d, fd);
+		c = conn_new(d, fd, true, hb->node_creds);
+		if (!c) {
+			reset_close(fd);
+			continue;
+		}
+		sm_addr_from_sockaddr((struct sockaddr *) &ss, &c->peer, &c->peer_port);
+		hb->handshaking_in++;
+		conn_pump(c);
+		conn_reap(c);
+	}
+}
+
+static int listen_inbound(struct sm_daemon *d, const struct sm_addr *a)
+{
+	struct sm_hbone *hb = d->hbone;
+	struct hb_listener *l = &hb->l[hb->nl];
+	struct sockaddr_storage ss;
+	char buf[INET6_ADDRSTRLEN];
+	socklen_t sl = sm_addr_to_sockaddr(a, d->cfg.inbound_port, &ss);
+	int one = 1, fd, err;
+
+	fd = socket(a->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (a->family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *) &ss, sl) < 0 || listen(fd, 1024) < 0) {
+		err = -errno;
+		pr_err("cannot listen for HBONE on %s port %u: %s (is the address on this node? "
+		       "change listeners.inbound_port if the port is taken)",
+		       sm_addr_format(a, buf, sizeof(buf)), d->cfg.inbound_port, strerror(-err));
+		close(fd);
+		return err;
+	}
+	l->d = d;
+	l->fd = fd;
+	l->ev = sm_evloop_add(d->loop, fd, EPOLLIN, on_accept, l);
+	if (!l->ev) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	hb->nl++;
+	pr_info("HBONE inbound listener on %s port %u", sm_addr_format(a, buf, sizeof(buf)),
+		d->cfg.inbound_port);
+	return 0;
+}
+
+/* ---- credential rotation ---- */
+
+#define HB_QUIET_NS (300 * 1000000LL) /* writers update several files: wait until they are done */
+
+static struct sm_creds **watch_slot(struct sm_daemon *d, const struct hb_watch *w)
+{
+	return w->owner < 0 ? &d->hbone->node_creds : &d->hbone->wl_creds[w->owner];
+}
+
+static const char *watch_dir(const struct sm_daemon *d, const struct hb_watch *w)
+{
+	return w->owner < 0 ? d->cat.nodes[d->node_idx].credentials
+			    : d->cat.workloads[w->owner].credentials;
+}
+
+static void on_inotify(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct sm_daemon *d = arg;
+	struct sm_hbone *hb = d->hbone;
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n;
+
+	(void) loop;
+	(void) ev;
+	(void) events;
+	while ((n = read(hb->inotify_fd, buf, sizeof(buf))) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			const struct inotify_event *ie = (const struct inotify_event *) p;
+
+			for (unsigned int i = 0; i < hb->nwatches; i++) {
+				if (hb->watches[i].wd == ie->wd) {
+					hb->watches[i].dirty = true;
+					hb->watches[i].dirty_ns = mono_ns();
+				}
+			}
+			p += sizeof(*ie) + ie->len;
+		}
+	}
+}
+
+/*
+ * A changed directory, once quiet: load the new set and swap it in for new
+ * handshakes. Connections made with the old set keep their reference and are
+ * not disturbed; a set that does not load leaves the old one in place.
+ */
+static void creds_reload(struct sm_daemon *d, struct hb_watch *w)
+{
+	struct sm_creds **slot = watch_slot(d, w), *fresh;
+	struct sm_error err = {{0}};
+	const char *dir = watch_dir(d, w);
+
+	w->dirty = false;
+	fresh = sm_creds_load(dir, &err);
+	if (!fresh) {
+		d->hbone->st.creds_reload_failures++;
+		pr_warn("new credentials in %s refused, keeping the current ones: %s", dir,
+			err.msg);
+		return;
+	}
+	sm_creds_put(*slot);
+	*slot = fresh;
+	w->expiry_warned = false;
+	d->hbone->st.creds_reloads++;
+	pr_info("credentials in %s reloaded: %s, valid until %ld", dir, sm_creds_spiffe_id(fresh),
+		(long) sm_creds_not_after(fresh));
+}
+
+/* Reload quiet changed sets; warn (once per set) about those close to expiry. */
+static void creds_tick(struct sm_daemon *d)
+{
+	struct sm_hbone *hb = d->hbone;
+	time_t now = time(NULL);
+	uint64_t expiring = 0;
+
+	for (unsigned int i = 0; i < hb->nwatches; i++) {
+		struct hb_watch *w = &hb->watches[i];
+		struct sm_creds *c;
+
+		if (w->dirty && mono_ns() - w->dirty_ns >= HB_QUIET_NS)
+			creds_reload(d, w);
+		c = *watch_slot(d, w);
+		if (!c || sm_creds_not_after(c) - now > (time_t) d->cfg.tunnel_expiry_warning)
+			continue;
+		expiring++;
+		if (!w->expiry_warned) {
+			w->expiry_warned = true;
+			pr_warn("credentials %s (%s) expire in %ld s; rotate them", watch_dir(d, w),
+				sm_creds_spiffe_id(c), (long) (sm_creds_not_after(c) - now));
+		}
+	}
+	hb->st.creds_expiring = expiring;
+}
+
+static int creds_watch(struct sm_daemon *d, int owner)
+{
+	struct sm_hbone *hb = d->hbone;
+	struct hb_watch *grown;
+	const char *dir;
+	int wd;
+
+	grown = realloc(hb->watches, (hb->nwatches + 1) * sizeof(*hb->watches));
+	if (!grown)
+		return -ENOMEM;
+	hb->watches = grown;
+	memset(&hb->watches[hb->nwatches], 0, sizeof(*hb->watches));
+	hb->watches[hb->nwatches].owner = owner;
+	dir = watch_dir(d, &hb->watches[hb->nwatches]);
+	wd = inotify_add_watch(hb->inotify_fd, dir,
+			       IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB);
+	if (wd < 0) {
+		pr_warn("cannot watch %s for rotation: %s (credentials there will not reload)", dir,
+			strerror(errno));
+		return 0;
+	}
+	hb->watches[hb->nwatches++].wd = wd;
+	return 0;
+}
+
+static struct sm_creds *load_creds(const char *what, const char *dir)
+{
+	struct sm_error err = {{0}};
+	struct sm_creds *c = sm_creds_load(dir, &err);
+
+	if (!c)
+		pr_err("%s: cannot load credentials from %s: %s", what, dir, err.msg);
+	else
+		pr_info("%s: credentials %s (%s)", what, dir, sm_creds_spiffe_id(c));
+	return c;
+}
+
+/* Drop every credential set and watch (connections keep their own references). */
+static void creds_release_all(struct sm_daemon *d)
+{
+	struct sm_hbone *hb = d->hbone;
+
+	for (unsigned int i = 0; i < hb->nwatches; i++)
+		inotify_rm_watch(hb->inotify_fd, hb->watches[i].wd);
+	free(hb->watches);
+	hb->watches = NULL;
+	hb->nwatches = 0;
+	for (unsigned int i = 0; i < hb->nwl; i++)
+		sm_creds_put(hb->wl_creds[i]);
+	free(hb->wl_creds);
+	hb->wl_creds = NULL;
+	hb->nwl = 0;
+	sm_creds_put(hb->node_creds);
+	hb->node_creds = NULL;
+}
+
+/* Load the node's and every local workload's credentials named by the catalog. */
+static int creds_load_all(struct sm_daemon *d)
+{
+	const struct sm_node_def *self = &d->cat.nodes[d->node_idx];
+	struct sm_hbone *hb = d->hbone;
+	int err;
+
+	/* an array of pointers to credential sets, one per catalog workload */
+	// NOLINTNEXTLINE(bugprone-sizeof-expression)
+	hb->wl_creds = calloc(d->cat.nworkloads ? d->cat.nworkloads : 1, sizeof(*hb->wl_creds));
+	if (!hb->wl_creds)
+		return -ENOMEM;
+	hb->nwl = d->cat.nworkloads;
+	if (!self->credentials[0]) {
+		pr_err("node %s has no credentials in the catalog: the HBONE tunnel needs the "
+		       "node's "
+		       "SVID (add credentials: DIR to the node, or set tunnel.hbone: false)",
+		       self->name);
+		return -ENOKEY;
+	}
+	hb->node_creds = load_creds(self->name, self->credentials);
+	if (!hb->node_creds)
+		return -ENOKEY;
+	err = creds_watch(d, -1);
+	if (err)
+		return err;
+	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
+		const struct sm_workload_def *w = &d->cat.workloads[i];
+
+		if (w->node != (unsigned int) d->node_idx || !w->credentials[0])
+			continue;
+		hb->wl_creds[i] = load_creds(w->name, w->credentials);
+		if (!hb->wl_creds[i])
+			return -ENOKEY;
+		err = creds_watch(d, (int) i);
+		if (err)
+			return err;
+	}
+	creds_tick(d);
+	return 0;
+}
+
+int sm_hbone_catalog_changed(struct sm_daemon *d)
+{
+	int err;
+
+	if (!d->hbone)
+		return 0;
+	creds_release_all(d);
+	err = creds_load_all(d);
+	if (err)
+		pr_warn("the new catalog's credentials did not all load: tunnelled connections "
+			"from "
+			"the workloads concerned will fail until they do");
+	return err;
+}
+
+/* ---- lifecycle ---- */
+
+int sm_hbone_start(struct sm_daemon *d)
+{
+	const struct sm_node_def *self = &d->cat.nodes[d->node_idx];
+	struct sm_hbone *hb;
+	int err;
+
+	if (!d->cfg.tunnel_hbone)
+		return 0;
+	hb = calloc(1, sizeof(*hb));
+	if (!hb)
+		return -ENOMEM;
+	d->hbone = hb;
+
+	hb->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (hb->inotify_fd < 0)
+		return -errno;
+	hb->inotify_ev = sm_evloop_add(d->loop, hb->inotify_fd, EPOLLIN, on_inotify, d);
+	if (!hb->inotify_ev)
+		return -errno;
+	err = creds_load_all(d);
+	if (err)
+		return err;
+	for (unsigned int i = 0; i < self->naddrs; i++) {
+		err = listen_inbound(d, &self->addrs[i]);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+void sm_hbone_stop_accepting(struct sm_daemon *d)
+{
+	struct sm_hbone *hb = d->hbone;
+
+	if (!hb)
+		return;
+	for (unsigned int i = 0; i < hb->nl; i++) {
+		sm_evloop_del(d->loop, hb->l[i].ev);
+		close(hb->l[i].fd);
+	}
+	hb->nl = 0;
+	/* tell peers not to open new streams here */
+	for (struct hb_conn *c = hb->conns; c; c = c->next) {
+		if (c->h2 && !c->handshaking && !c->dead) {
+			nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
+					      nghttp2_session_get_last_proc_stream_id(c->h2),
+					      NGHTTP2_NO_ERROR, NULL, 0);
+			conn_pump(c);
+		}
+	}
+}
+
+void sm_hbone_free(struct sm_daemon *d)
+{
+	struct sm_hbone *hb = d->hbone;
+	struct hb_join *j, *tmp;
+
+	if (!hb)
+		return;
+	sm_hbone_stop_accepting(d);
+	while (hb->conns) {
+		struct hb_conn *c = hb->conns;
+
+		conn_fail(c, "daemon_stopped");
+		conn_reap(c);
+	}
+	HASH_ITER(hh, hb->joins, j, tmp)
+	{
+		// uthash's delete-while-iterating idiom (see flowacct.c)
+		// NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
+		HASH_DEL(hb->joins, j);
+		free(j);
+	}
+	if (hb->inotify_fd > 0) {
+		creds_release_all(d);
+		sm_evloop_del(d->loop, hb->inotify_ev);
+		close(hb->inotify_fd);
+	}
+	sm_creds_put(hb->node_creds);
+	free(hb);
+	d->hbone = NULL;
+}
+
+void sm_hbone_tick(struct sm_daemon *d)
+{
+	struct sm_hbone *hb = d->hbone;
+	int64_t now = mono_s(), now_ns = mono_ns();
+	struct hb_join *j, *tmp;
+	struct hb_conn *c, *next;
+
+	if (!hb)
+		return;
+	creds_tick(d);
+	for (c = hb->conns; c; c = next) {
+		next = c->next;
+		if (c->handshaking &&
+		    now_ns - c->started_ns >
+			    (int64_t) d->cfg.tunnel_handshake_timeout * 1000000000LL) {
+			fail_count(hb, "handshake_timeout");
+			if (c->server)
+				record_failure(c, "handshake_timeout", NULL);
+			conn_fail(c, "handshake_timeout");
+		} else if (!c->handshaking && c->nstreams == 0 && c->idle_since &&
+			   now - c->idle_since > (int64_t) d->cfg.tunnel_idle_timeout) {
+			nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL,
+					      0);
+			conn_pump(c);
+			c->dead = true;
+		}
+		conn_reap(c);
+	}
+	HASH_ITER(hh, hb->joins, j, tmp)
+	{
+		/* entries are calloc'ed: expires is always set (cppcheck loses that in uthash) */
+		// cppcheck-suppress uninitvar
+		if (j->expires && j->expires < now) {
+			HASH_DEL(hb->joins, j);
+			free(j);
+		}
+	}
+}
+
+void sm_hbone_stats(const struct sm_daemon *d, struct sm_hbone_stats *st)
+{
+	if (d->hbone)
+		*st = d->hbone->st;
+	else
+		memset(st, 0, sizeof(*st));
+}
