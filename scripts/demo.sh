@@ -61,6 +61,8 @@ sb_add_service 10.11.0.1 8000 web web
 sb_add_service fc42::1 8000 web web6
 sb_add_service 10.11.0.2 8080 api api
 sb_add_service fc42::2 8080 api api6
+step "making a test PKI (scripts/test-pki.sh): SVIDs for both nodes and every workload"
+sb_make_pki
 sb_write_catalog
 echo "catalog ($(sb_catalog)):"
 sed 's/^/    /' "$(sb_catalog)"
@@ -77,7 +79,7 @@ sb_serve node2 api 10.11.0.2:8080 greet api
 sb_serve node2 api '[fc42::2]:8080' greet api
 echo "listening"
 
-step "cross-node traffic: client (node1) -> api (node2), captured by node1's daemon"
+step "cross-node traffic: client (node1) -> api (node2), captured and carried in mTLS (HBONE)"
 send node1 10.11.0.2:8080 1000000 greet api
 send node1 '[fc42::2]:8080' 1000000 greet api
 
@@ -97,9 +99,16 @@ if [ -s "$(sb_flowlog node1)" ]; then
 	jq -c '{type, traffic_direction, src: "\(.source.ip):\(.source.port) \(.source.workload // "-")",
 		dst: "\(.destination.ip // "-"):\(.destination.port // "-") \(.destination.workload // "-")",
 		captured, same_node, bytes_sent: .counters.bytes_sent,
-		bytes_received: .counters.bytes_received}' "$(sb_flowlog node1)"
-	step "one full record (the last conn_end)"
-	grep '"conn_end"' "$(sb_flowlog node1)" | tail -n 1 | jq .
+		bytes_received: .counters.bytes_received, encrypted: .tls.encrypted}' "$(sb_flowlog node1)"
+	step "one full record: the client's end of the tunnelled IPv4 connection (node1)"
+	grep '"conn_end"' "$(sb_flowlog node1)" | jq -c 'select(.captured and .ip.family == "IPv4")' |
+		head -n 1 | jq .
+	step "the same connection as node2's api saw it: same trace_id, the verified caller as source"
+	trace=$(grep '"conn_end"' "$(sb_flowlog node1)" |
+		jq -r 'select(.captured and .ip.family == "IPv4") | .trace_id' | head -n 1)
+	jq -c --arg t "$trace" 'select(.trace_id == $t and .type == "conn_end") |
+		{node, traffic_direction, trace_id, source: .source.spiffe_id,
+		 destination: .destination.spiffe_id, tls}' "$(sb_flowlog node2)"
 else
 	echo "(empty)"
 fi

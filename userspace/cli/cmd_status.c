@@ -222,6 +222,12 @@ int cli_render_status(const struct cli_opts *o, const char *cmd, struct json_obj
 						   "orig_dst errors"};
 	static const char *const flow_keys[] = {"records", "lost_records"};
 	static const char *const flow_labels[] = {"records", "lost"};
+	static const char *const tunnel_keys[] = {"connections_out",   "connections_in",
+						  "streams_open",      "streams_total",
+						  "tls_handshakes_ok", "credentials_reloads"};
+	static const char *const tunnel_labels[] = {
+		"out", "in", "streams open", "streams", "TLS handshakes", "rotations"};
+	struct json_object *tun;
 	struct json_object *v;
 	int err = 0;
 
@@ -232,6 +238,14 @@ int cli_render_status(const struct cli_opts *o, const char *cmd, struct json_obj
 		    SM_ARRAY_SIZE(proxy_keys));
 	print_stats("flows:", member(data, "flows", json_type_object), flow_keys, flow_labels,
 		    SM_ARRAY_SIZE(flow_keys));
+	/* the tunnel, or why there is none */
+	tun = member(data, "tunnel", json_type_object);
+	if (tun && json_object_get_boolean(member(tun, "hbone", json_type_boolean)))
+		print_stats("tunnel:", tun, tunnel_keys, tunnel_labels, SM_ARRAY_SIZE(tunnel_keys));
+	else if (tun)
+		printf("%-13splaintext relay (tunnel.hbone: false): traffic between nodes is NOT "
+		       "encrypted\n",
+		       "tunnel:");
 
 	v = member(data, "programs", json_type_array);
 	if (v)
