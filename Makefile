@@ -151,8 +151,14 @@ test-unit: $(UNIT_BINS) ## unit tests (C, cmocka, ASan+UBSan, no root)
 test-integration: all ## integration tests (bats, root, netns sandboxes)
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --integration $(TESTS)
 
-test: all $(UNIT_BINS) $(OUTPUT)/bpf/abi_check.bpf.o ## everything: lint, unit and integration tests, one summary line
-	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --all $(UNIT_BINS)
+# The integration tests run the daemon, the CLI and the tools built with
+# AddressSanitizer and UndefinedBehaviorSanitizer (into $(OUTPUT)/asan); a
+# sanitizer report in a daemon's log fails the test that ran it.
+ASAN_OUTPUT := $(OUTPUT)/asan
+
+test: all $(UNIT_BINS) $(OUTPUT)/bpf/abi_check.bpf.o ## everything: lint, unit and integration tests (ASan+UBSan), one summary line
+	$(Q)$(MAKE) --no-print-directory SANITIZE=1 OUTPUT=$(ASAN_OUTPUT) all
+	$(Q)SM_OUTPUT=$(ASAN_OUTPUT) tests/run-tests.sh --all $(UNIT_BINS)
 
 lint: | $(DEPS_STAMP) ## cppcheck, clang-tidy and clang-format checks
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --lint

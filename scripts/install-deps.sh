@@ -15,8 +15,8 @@ PKGS=(
 	cppcheck clang-tidy clang-format
 	# make fuzz (libFuzzer runtime)
 	libclang-rt-14-dev
-	# bench
-	hyperfine
+	# bench (bench/hbone.sh compares against HAProxy)
+	hyperfine haproxy
 )
 
 # HBONE interop tests drive sockmeshd with Node.js's own http2 module; any

@@ -91,17 +91,30 @@ sm_standard_sandbox() {
 	sb_write_catalog
 }
 
-# Teardown: on failure show what the daemons said, then remove everything.
+# Teardown: on failure show what the daemons said, then remove everything. A
+# sanitizer report in a daemon's log (an ASan/UBSan build, as make test uses)
+# fails the test even when everything else passed; daemons are stopped first,
+# so leak reports written at exit are seen too.
 sm_teardown() {
-	local f
-	if [ -n "${SB_ID:-}" ] && [ "${BATS_TEST_COMPLETED:-}" != 1 ]; then
+	local f sanitizer=0 node
+	if [ -n "${SB_ID:-}" ]; then
+		for node in "${!SB_DAEMON_PID[@]}"; do
+			sb_stop_daemon "$node" TERM 10 >/dev/null 2>&1
+		done
 		for f in "$SB_DIR"/node*/sockmeshd.log; do
 			[ -s "$f" ] || continue
-			echo "--- last lines of $f"
-			tail -n 25 "$f"
+			if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$f"; then
+				sanitizer=1
+				echo "--- sanitizer report in $f"
+				grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$f" | head -n 60
+			elif [ "${BATS_TEST_COMPLETED:-}" != 1 ]; then
+				echo "--- last lines of $f"
+				tail -n 25 "$f"
+			fi
 		done
 	fi
 	sb_destroy
+	return "$sanitizer"
 }
 
 # sm_wait_until TIMEOUT_S CMD...: poll CMD every 0.1 s until it succeeds.

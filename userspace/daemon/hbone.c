@@ -53,15 +53,16 @@
 
 #include <sockmesh/intercept.h>
 
-#define HB_BUF		    65536	 /* read size from a plain socket */
+#define HB_BUF (256 * 1024) /* read size from a plain socket */
 #define HB_WINDOW	    (256 * 1024) /* stream receive window we advertise */
 #define HB_CONN_WINDOW	    (4 << 20)	 /* connection receive window */
 #define HB_TLS_READ	    16384
-#define HB_MAX_HANDSHAKING  256 /* inbound handshakes in flight at once */
-#define HB_MAX_HEADER_VALUE 256 /* longest request header value accepted */
-#define HB_MAX_HEADERS	    32	/* header fields per request */
-#define HB_JOIN_LINGER_S    60	/* a join entry outlives its stream this long */
-#define HB_PUMP_ROUNDS	    64	/* reads per event, for fairness */
+#define HB_TLS_BATCH	    (64 * 1024) /* HTTP/2 output gathered per SSL_write */
+#define HB_MAX_HANDSHAKING  256		/* inbound handshakes in flight at once */
+#define HB_MAX_HEADER_VALUE 256		/* longest request header value accepted */
+#define HB_MAX_HEADERS	    32		/* header fields per request */
+#define HB_JOIN_LINGER_S    60		/* a join entry outlives its stream this long */
+#define HB_PUMP_ROUNDS	    64		/* reads per event, for fairness */
 
 /* Bytes waiting to go one way. */
 struct hb_buf {
@@ -777,9 +778,18 @@ static void conn_pump(struct hb_conn *c)
 		conn_fail(c, "tls_error");
 		return;
 	}
+	/* what this round delivered goes to the plain sockets in one write each */
+	for (struct hb_stream *s = c->streams; s; s = s->next)
+		if (buf_pending(&s->down) > 0)
+			stream_flush_down(s);
 
 	for (int round = 0; round < HB_PUMP_ROUNDS; round++) {
-		if (buf_pending(&c->out) == 0) {
+		/*
+		 * Gather frames before writing: one SSL_write per 9-byte frame
+		 * header and per 16 KiB payload made two TLS records and two
+		 * write()s per DATA frame; a batch fills whole records.
+		 */
+		while (buf_pending(&c->out) < HB_TLS_BATCH) {
 			const uint8_t *p;
 			ssize_t n = nghttp2_session_mem_send(c->h2, &p);
 
@@ -794,6 +804,8 @@ static void conn_pump(struct hb_conn *c)
 				return;
 			}
 		}
+		if (buf_pending(&c->out) == 0)
+			break;
 		ERR_clear_error();
 		r = SSL_write(c->ssl, c->out.data + c->out.off, (int) buf_pending(&c->out));
 		if (r > 0) {
@@ -1016,11 +1028,9 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id, const u
 		nghttp2_session_consume(h2, id, len); /* nobody reads it: free the window */
 		return 0;
 	}
-	if (buf_append(&s->down, data, len)) {
+	if (buf_append(&s->down, data, len))
 		stream_fail(s, NGHTTP2_INTERNAL_ERROR, "out_of_memory");
-		return 0;
-	}
-	stream_flush_down(s);
+	/* written out once per read round (conn_pump), not once per frame */
 	return 0;
 }
 
@@ -1075,6 +1085,8 @@ static int conn_h2_init(struct hb_conn *c)
 		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, HB_WINDOW},
 		{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
 		{NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 8192},
+		/* bigger DATA frames from the peer: fewer frames per TLS record batch */
+		{NGHTTP2_SETTINGS_MAX_FRAME_SIZE, 65536},
 	};
 	int rv;
 

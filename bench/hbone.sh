@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# Benchmark (not a test): sockmesh's HBONE mTLS tunnel vs HAProxy 2.6 as an mTLS
+# TCP tunnel vs plain TCP, between two sandbox nodes, all measured in one run.
+#   plain     client (unenrolled cgroup, node1) -> server (unenrolled cgroup, node2)
+#   sockmesh  client (workload, node1) -> captured -> sockmeshd -> HBONE (mTLS 1.3,
+#             HTTP/2 CONNECT) -> sockmeshd on node2 -> server (workload)
+#   haproxy   client (unenrolled) -> haproxy on node1 127.0.0.1 (mode tcp) -> TLS 1.3
+#             with the client workload's SVID -> haproxy on node2 (verify required)
+#             -> the unenrolled server
+# Figures per path: iperf3 1 and 4 streams (Gbit/s); request/response p50/p99 with
+# 1 B and 1 KiB on one connection; new connections/s at concurrency 16 (connect,
+# 1-byte echo, close); the proxies' CPU seconds per GB during the 1-stream run
+# (utime+stime of both nodes' proxies); proxy RSS per idle tunnelled connection
+# (2000 connections held open, VmRSS of both proxies after minus before).
+#
+# Usage: bench/hbone.sh [--quick] [--bytes 1G] [--rr-count 20000]
+#                       [--connects 1000] [--idle 2000]
+#   --connects is per client; 16 clients run at once. --quick: small counts.
+# Build directory: SM_OUTPUT (or OUTPUT), default .output.
+# Results: printed, and saved as JSON under bench/results/ (not committed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${SM_OUTPUT:-${OUTPUT:-.output}}
+case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
+BYTES=1G RR_COUNT=20000 CONNECTS=1000 IDLE=2000 CONC=16 QUICK=0
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) QUICK=1 BYTES=64M RR_COUNT=2000 CONNECTS=100 IDLE=200; shift ;;
+	--bytes) BYTES=$2; shift 2 ;;
+	--rr-count) RR_COUNT=$2; shift 2 ;;
+	--connects) CONNECTS=$2; shift 2 ;;
+	--idle) IDLE=$2; shift 2 ;;
+	-h | --help) sed -n '3,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
+	esac
+done
+if [[ ! $IDLE =~ ^[0-9]+$ ]] || ((IDLE < 1 || IDLE > 4000)); then
+	echo "bench: --idle $IDLE: want 1..4000 (each holds fds in 4 processes; the limit is $(ulimit -Hn))" >&2
+	exit 2
+fi
+[ "$(id -u)" -eq 0 ] || { echo "bench: run as root (namespaces, cgroups, BPF)" >&2; exit 1; }
+for t in iperf3 haproxy jq python3; do
+	command -v "$t" >/dev/null || { echo "bench: $t missing (scripts/install-deps.sh)" >&2; exit 1; }
+done
+
+export SOCKMESHD=$OUT/sockmeshd SOCKMESH=$OUT/sockmesh SMTRAFFIC=$OUT/tools/smtraffic
+# shellcheck source=scripts/sandbox.sh
+. scripts/sandbox.sh
+
+cleanup() {
+	set +e # teardown must run to the end whatever fails in it
+	sb_destroy
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# 2000 idle connections mean ~2000 fds in each of the daemons, haproxys and helpers
+ulimit -n "$(ulimit -Hn)"
+
+SRV=10.11.0.2
+sb_create "hb$$" 2
+sb_add_workload node1 client spiffe://example.org/ns/bench/sa/client
+sb_add_cgroup node1 plain
+sb_add_workload node2 server spiffe://example.org/ns/bench/sa/server
+sb_add_cgroup node2 plainsrv
+# sockmesh path: the workload's servers; plain and haproxy paths: the unenrolled ones
+sb_add_service $SRV 5201 server iperf
+sb_add_service $SRV 7000 server echo
+sb_add_service $SRV 7200 server idle
+sb_write_catalog "$(sb_catalog)"
+sb_start_daemon node1
+sb_start_daemon node2
+
+sb_run node2 server iperf3 -s -B $SRV -p 5201
+sb_run node2 plainsrv iperf3 -s -B $SRV -p 5202
+sb_serve node2 server $SRV:7000 echo
+sb_serve node2 plainsrv $SRV:7100 echo
+for spec in server:7200 plainsrv:7300; do
+	sb_run node2 "${spec%:*}" python3 bench/idleconns.py serve --listen "$SRV:${spec#*:}" --timeout 900
+done
+
+# ---- haproxy: node1 127.0.0.1:16xxx -> TLS -> node2 10.11.0.2:26xxx -> server ----
+HAP_DIR=$SB_DIR/haproxy
+mkdir -p "$HAP_DIR"
+(umask 077 && cat "$SB_PKI/wl-client/cert.pem" "$SB_PKI/wl-client/key.pem" >"$HAP_DIR/client.pem" &&
+	cat "$SB_PKI/node2/cert.pem" "$SB_PKI/node2/key.pem" >"$HAP_DIR/node2.pem")
+# TLS profile of docs/security.md: 1.3 only, AES-GCM, P-256, no resumption. haproxy 2.6
+# has no `curves` for servers: the client's groups come from an OpenSSL config.
+TLS="ssl-min-ver TLSv1.3 ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384"
+cat >"$HAP_DIR/openssl.cnf" <<EOF
+openssl_conf = sockmesh_bench
+[sockmesh_bench]
+ssl_conf = sockmesh_bench_ssl
+[sockmesh_bench_ssl]
+system_default = sockmesh_bench_tls
+[sockmesh_bench_tls]
+Groups = P-256
+EOF
+hap_head() {
+	printf 'global\n\tnbthread 2\n\tmaxconn 5000\n'
+	printf 'defaults\n\tmode tcp\n\ttimeout connect 5s\n\ttimeout client 600s\n\ttimeout server 600s\n'
+}
+{
+	hap_head
+	for p in 6201 6700 6730; do
+		printf 'listen out%s\n\tbind 127.0.0.1:1%s\n' $p $p
+		printf '\tserver node2 %s:2%s ssl crt %s ca-file %s verify required no-ssl-reuse %s\n' \
+			$SRV $p "$HAP_DIR/client.pem" "$SB_PKI/wl-client/bundle.pem" "$TLS"
+	done
+} >"$HAP_DIR/node1.cfg"
+{
+	hap_head
+	for p in 6201:5202 6700:7100 6730:7300; do
+		printf 'listen in%s\n' "${p%:*}"
+		printf '\tbind %s:2%s ssl crt %s ca-file %s verify required curves P-256 no-tls-tickets %s\n' \
+			$SRV "${p%:*}" "$HAP_DIR/node2.pem" "$SB_PKI/node2/bundle.pem" "$TLS"
+		printf '\tserver app %s:%s\n' $SRV "${p#*:}"
+	done
+} >"$HAP_DIR/node2.cfg"
+declare -A HAP_PID=()
+for node in node2 node1; do
+	haproxy -c -q -f "$HAP_DIR/$node.cfg" || { echo "bench: bad haproxy config $HAP_DIR/$node.cfg" >&2; exit 1; }
+	sb_run "$node" haproxy env OPENSSL_CONF="$HAP_DIR/openssl.cnf" haproxy -db -f "$HAP_DIR/$node.cfg"
+	HAP_PID[$node]=$SB_RUN_PID
+	port=$([ $node = node1 ] && echo 16730 || echo 26730)
+	for ((i = 0; i < 100; i++)); do
+		nsenter --net="/run/netns/$(sb_ns $node)" ss -Hltn "sport = :$port" | grep -q . && break
+		sb_alive "${HAP_PID[$node]}" || break
+		sleep 0.1
+	done
+	if ((i == 100)) || ! sb_alive "${HAP_PID[$node]}"; then
+		echo "bench: haproxy on $node did not start:" >&2
+		cat "$SB_RUN_ERR" >&2
+		exit 1
+	fi
+done
+sleep 0.3
+
+# path -> client cgroup, server address for iperf3, echo, idle
+declare -A CG=([plain]=plain [sockmesh]=client [haproxy]=plain)
+declare -A IPERF=([plain]=$SRV:5202 [sockmesh]=$SRV:5201 [haproxy]=127.0.0.1:16201)
+declare -A ECHO=([plain]=$SRV:7100 [sockmesh]=$SRV:7000 [haproxy]=127.0.0.1:16700)
+declare -A IDLEADDR=([sockmesh]=$SRV:7200 [haproxy]=127.0.0.1:16730)
+PATHS=(plain sockmesh haproxy)
+declare -A R=() # results: R[path.metric]
+
+proxy_pids() { # PATH -> the pids of its proxies on node1 and node2
+	case $1 in
+	sockmesh) echo "$(sb_daemon_pid node1) $(sb_daemon_pid node2)" ;;
+	haproxy) echo "${HAP_PID[node1]} ${HAP_PID[node2]}" ;;
+	esac
+}
+cpu_ticks() { # PIDS... -> utime+stime summed, in clock ticks
+	local pid st sum=0 f
+	for pid in "$@"; do
+		st=$(cat "/proc/$pid/stat")
+		read -ra f <<<"${st##*) }" # fields from the 3rd (state) on
+		sum=$((sum + f[11] + f[12]))
+	done
+	echo $sum
+}
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.2f", a / b; else print "-" }'; }
+iperf() { # PATH STREAMS -> "Gbit/s bytes"
+	local hp=${IPERF[$1]}
+	sb_exec node1 "${CG[$1]}" iperf3 -c "${hp%:*}" -p "${hp#*:}" -n "$BYTES" -P "$2" -J |
+		jq -r '"\(.end.sum_received.bits_per_second / 1e9) \(.end.sum_received.bytes)"'
+}
+
+TCK=$(getconf CLK_TCK)
+echo "== iperf3, $BYTES, 1 stream (with the proxies' CPU) and 4 streams"
+for p in "${PATHS[@]}"; do
+	ppids=$(proxy_pids "$p")
+	# shellcheck disable=SC2086 # ppids is a list
+	[ -z "$ppids" ] || t0=$(cpu_ticks $ppids)
+	read -r bw bytes < <(iperf "$p" 1) || true
+	[ -n "${bytes:-}" ] || { echo "bench: iperf3 over $p failed" >&2; exit 1; }
+	R[$p.bw1]=$bw
+	if [ -n "$ppids" ]; then
+		# shellcheck disable=SC2086
+		t1=$(cpu_ticks $ppids)
+		R[$p.cpu]=$(awk -v t=$((t1 - t0)) -v k="$TCK" -v b="$bytes" 'BEGIN { printf "%.3f", t / k / (b / 1e9) }')
+	fi
+	bw=$(iperf "$p" 4)
+	R[$p.bw4]=${bw%% *}
+	printf '  %-9s 1 stream %6.2f Gbit/s  4 streams %6.2f Gbit/s  proxy CPU %s s/GB\n' "$p" \
+		"${R[$p.bw1]}" "${R[$p.bw4]}" "${R[$p.cpu]:--}"
+done
+
+echo "== request/response on one connection, $RR_COUNT round trips"
+for size in 1 1024; do
+	for p in "${PATHS[@]}"; do
+		j=$(sb_exec node1 "${CG[$p]}" "$SMTRAFFIC" rr --connect "${ECHO[$p]}" --count "$RR_COUNT" \
+			--size $size --timeout 120)
+		R[$p.rr$size.p50]=$(jq .p50_us <<<"$j")
+		R[$p.rr$size.p99]=$(jq .p99_us <<<"$j")
+		printf '  %-9s %4s B  p50 %7s us  p99 %7s us\n' "$p" $size "${R[$p.rr$size.p50]}" \
+			"${R[$p.rr$size.p99]}"
+	done
+done
+
+echo "== new connections (connect, 1-byte echo, close), $CONC clients x $CONNECTS"
+for p in "${PATHS[@]}"; do
+	pids=() outs=()
+	start=$(date +%s%N)
+	for ((i = 0; i < CONC; i++)); do
+		sb_run node1 "${CG[$p]}" "$SMTRAFFIC" rr --connect "${ECHO[$p]}" --count "$CONNECTS" \
+			--size 1 --new-conn --timeout 60
+		pids+=("$SB_RUN_PID") outs+=("$SB_RUN_OUT")
+	done
+	for i in "${!pids[@]}"; do
+		if ! sb_wait_pid "${pids[$i]}" 300; then
+			echo "bench: $p client $i failed (status $SB_LAST_RC):" >&2
+			cat "${outs[$i]/%.out/.err}" >&2
+			exit 1
+		fi
+	done
+	wall_ns=$(($(date +%s%N) - start))
+	R[$p.cps]=$(cat "${outs[@]}" | jq -s 'map(.per_s) | add | floor')
+	R[$p.cps_wall]=$(awk -v n=$((CONC * CONNECTS)) -v t=$wall_ns 'BEGIN { printf "%.0f", n * 1e9 / t }')
+	R[$p.cps_p99]=$(cat "${outs[@]}" | jq -s 'map(.p99_us) | max')
+	printf '  %-9s %7s conn/s (sum of clients; %s over the wall time)  worst client p99 %s us\n' \
+		"$p" "${R[$p.cps]}" "${R[$p.cps_wall]}" "${R[$p.cps_p99]}"
+done
+
+echo "== proxy RSS with $IDLE idle tunnelled connections"
+for p in sockmesh haproxy; do
+	read -r pa pb <<<"$(proxy_pids $p)"
+	ra=$(rss_kib "$pa") rb=$(rss_kib "$pb")
+	sb_run node1 "${CG[$p]}" python3 bench/idleconns.py open --connect "${IDLEADDR[$p]}" \
+		--count "$IDLE" --batch 100 --timeout 120 --hold 300
+	holder=$SB_RUN_PID
+	for ((i = 0; i < 1500; i++)); do
+		grep -qs '"ok"' "$SB_RUN_OUT" && break
+		sb_alive "$holder" || break
+		sleep 0.1
+	done
+	if ! grep -qs '"ok": true' "$SB_RUN_OUT"; then
+		echo "bench: $p: $IDLE idle connections did not open:" >&2
+		cat "$SB_RUN_OUT" "$SB_RUN_ERR" >&2
+		exit 1
+	fi
+	sleep 1 # let both ends settle
+	ra2=$(rss_kib "$pa") rb2=$(rss_kib "$pb")
+	kill "$holder"
+	sb_wait_pid "$holder" 10 || true
+	R[$p.rss]=$(awk -v d=$((ra2 - ra + rb2 - rb)) -v n="$IDLE" 'BEGIN { printf "%.1f", d / n }')
+	R[$p.rss1]=$(awk -v d=$((ra2 - ra)) -v n="$IDLE" 'BEGIN { printf "%.1f", d / n }')
+	R[$p.rss2]=$(awk -v d=$((rb2 - rb)) -v n="$IDLE" 'BEGIN { printf "%.1f", d / n }')
+	R[$p.rss_base]=$((ra + rb))
+	printf '  %-9s %s KiB per connection (node1 %s, node2 %s; both proxies %s KiB before)\n' "$p" \
+		"${R[$p.rss]}" "${R[$p.rss1]}" "${R[$p.rss2]}" "${R[$p.rss_base]}"
+done
+
+# ---- the table ----
+row() { # LABEL KEY: plain, sockmesh, haproxy and the three ratios
+	local a=${R[plain.$2]:-} b=${R[sockmesh.$2]:-} c=${R[haproxy.$2]:-}
+	printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "${a:--}" "${b:--}" "${c:--}" \
+		"$(ratio "$b" "$a")" "$(ratio "$c" "$a")" "$(ratio "$b" "$c")"
+}
+for p in "${PATHS[@]}"; do
+	for k in bw1 bw4; do R[$p.$k]=$(printf '%.2f' "${R[$p.$k]}"); done
+done
+echo
+echo "| | plain TCP | sockmesh | HAProxy | sockmesh/plain | HAProxy/plain | sockmesh/HAProxy |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+row "iperf3 1 stream, Gbit/s" bw1
+row "iperf3 4 streams, Gbit/s" bw4
+row "RR 1 B p50, µs" rr1.p50
+row "RR 1 B p99, µs" rr1.p99
+row "RR 1 KiB p50, µs" rr1024.p50
+row "RR 1 KiB p99, µs" rr1024.p99
+row "new connections/s, $CONC clients" cps
+row "proxy CPU s per GB (1 stream)" cpu
+row "proxy RSS KiB per idle connection" rss
+
+mkdir -p bench/results
+res=bench/results/hbone-$(date -u +%Y%m%dT%H%M%SZ).json
+for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done |
+	jq -R -s --arg bytes "$BYTES" --argjson rr "$RR_COUNT" --argjson conc "$CONC" \
+		--argjson connects "$CONNECTS" --argjson idle "$IDLE" --argjson quick "$QUICK" \
+		--arg kernel "$(uname -r)" --arg haproxy "$(haproxy -v | awk 'NR == 1 { print $3 }')" \
+		'split("\n") | map(select(length > 0) | split("\t")) |
+		 (reduce .[] as [$k, $v] ({}; setpath($k | split(".") | [.[0], (.[1:] | join("."))];
+		   ($v | tonumber? // $v)))) as $r |
+		 {kernel: $kernel, haproxy: $haproxy, quick: ($quick == 1),
+		  params: {bytes: $bytes, rr_count: $rr, concurrency: $conc, connects_per_client: $connects, idle: $idle},
+		  units: {bw1: "Gbit/s", bw4: "Gbit/s", "rr1.p50": "us", cps: "conn/s (sum of clients)",
+		          cps_wall: "conn/s (all over wall time)", cpu: "proxy CPU s per GB, both nodes",
+		          rss: "KiB per idle connection, both nodes"},
+		  results: $r}' >"$res"
+echo "saved $res"
