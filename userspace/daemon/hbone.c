@@ -53,7 +53,7 @@
 
 #include <sockmesh/intercept.h>
 
-#define HB_BUF (256 * 1024) /* read size from a plain socket */
+#define HB_BUF		    (256 * 1024) /* read size from a plain socket */
 #define HB_WINDOW	    (256 * 1024) /* stream receive window we advertise */
 #define HB_CONN_WINDOW	    (4 << 20)	 /* connection receive window */
 #define HB_TLS_READ	    16384
