@@ -89,6 +89,7 @@ struct hb_stream {
 	bool h2_closed;	  /* nghttp2 closed the stream */
 	bool bad_request; /* a header broke the limits */
 	unsigned int nheaders;
+	size_t read_size;   /* next read from the plain socket: 4 KiB growing to HB_BUF */
 	int status;	    /* outbound: the :status received */
 	struct hb_buf up;   /* plain socket → HTTP/2 */
 	struct hb_buf down; /* HTTP/2 → plain socket */
@@ -215,7 +216,7 @@ static int buf_reserve(struct hb_buf *b, size_t more)
 		if (b->len + more <= b->cap)
 			return 0;
 	}
-	cap = b->cap ? b->cap : 16384;
+	cap = b->cap ? b->cap : 4096; /* idle streams stay small */
 	while (cap < b->len + more)
 		cap *= 2;
 	p = realloc(b->data, cap);
@@ -510,12 +511,17 @@ static void stream_read_up(struct hb_stream *s)
 
 	if (s->dead || s->fd_eof || !s->established || buf_pending(&s->up) > 0)
 		return;
-	if (buf_reserve(&s->up, HB_BUF)) {
+	/* start small (idle streams cost little) and grow while reads fill the buffer */
+	if (!s->read_size)
+		s->read_size = 4096;
+	if (buf_reserve(&s->up, s->read_size)) {
 		stream_fail(s, NGHTTP2_INTERNAL_ERROR, "out_of_memory");
 		return;
 	}
-	n = recv(s->fd, s->up.data + s->up.len, HB_BUF, 0);
+	n = recv(s->fd, s->up.data + s->up.len, s->read_size, 0);
 	if (n > 0) {
+		if ((size_t) n == s->read_size && s->read_size < HB_BUF)
+			s->read_size *= 2;
 		s->up.len += (size_t) n;
 	} else if (n == 0) {
 		s->fd_eof = true;
