@@ -12,71 +12,21 @@
 #include <openssl/pem.h>
 
 #include "check.h"
+#include "pki.h"
 #include "spiffe.h"
 
 #define TD     "example.org"
 #define ID_PFX "spiffe://" TD "/sockmesh/"
 
 /* The PKI of this run (scripts/test-pki.sh), made by the group setup; "" when skipped. */
-static char pki[64];
-static bool openssl_missing;
-
-/*
- * Run scripts/test-pki.sh into a fresh temporary directory. The tests run
- * from the repo root (tests/run-tests.sh cds there); SM_TEST_PKI overrides
- * the script's path.
- */
 static int make_pki(void **state)
 {
-	const char *script = getenv("SM_TEST_PKI");
-	char cmd[512];
-
-	if (!script)
-		script = "scripts/test-pki.sh";
-
-	if (system("command -v openssl >/dev/null 2>&1") != 0) {
-		openssl_missing = true;
-		return 0;
-	}
-	if (access(script, X_OK) != 0) {
-		fprintf(stderr,
-			"%s: not found or not executable (run the tests from the repo root "
-			"or set SM_TEST_PKI)\n",
-			script);
-		return -1;
-	}
-	snprintf(pki, sizeof(pki), "/tmp/sockmesh-spiffe-XXXXXX");
-	if (!mkdtemp(pki)) {
-		perror("mkdtemp");
-		pki[0] = '\0';
-		return -1;
-	}
-	snprintf(cmd, sizeof(cmd), "'%s' '%s' " TD, script, pki);
-	if (system(cmd) != 0) {
-		fprintf(stderr, "%s failed\n", cmd);
-		return -1;
-	}
-	return 0;
+	return pki_make("spiffe", TD);
 }
 
 static int remove_pki(void **state)
 {
-	char cmd[128];
-
-	if (pki[0] && strncmp(pki, "/tmp/sockmesh-spiffe-", 21) == 0) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", pki);
-		if (system(cmd) != 0)
-			fprintf(stderr, "cannot remove %s\n", pki);
-	}
-	return 0;
-}
-
-static void need_pki(void)
-{
-	if (openssl_missing) {
-		print_message("openssl CLI not installed (scripts/install-deps.sh): skipped\n");
-		skip();
-	}
+	return pki_remove();
 }
 
 /* A credential directory's cert.pem: leaf and its intermediates; the test fails if unreadable. */

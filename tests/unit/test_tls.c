@@ -14,6 +14,7 @@
 #include <openssl/ssl.h>
 
 #include "check.h"
+#include "pki.h"
 #include "tlsctx.h"
 
 #define TD     "example.org"
@@ -22,8 +23,6 @@
 #define HANDSHAKE_TURNS 500
 
 /* The PKI of this run (scripts/test-pki.sh), made by the group setup. */
-static char pki[64];
-static bool openssl_missing;
 
 /* What each test may leave behind, released by teardown even when a check fails. */
 static struct {
@@ -35,47 +34,12 @@ static struct {
 
 static int make_pki(void **state)
 {
-	const char *script = getenv("SM_TEST_PKI");
-	char cmd[512];
-
-	if (!script)
-		script = "scripts/test-pki.sh";
-
-	if (system("command -v openssl >/dev/null 2>&1") != 0) {
-		openssl_missing = true;
-		return 0;
-	}
-	if (access(script, X_OK) != 0) {
-		fprintf(stderr,
-			"%s: not found or not executable (run the tests from the repo root "
-			"or set SM_TEST_PKI)\n",
-			script);
-		return -1;
-	}
-	snprintf(pki, sizeof(pki), "/tmp/sockmesh-tls-XXXXXX");
-	if (!mkdtemp(pki)) {
-		perror("mkdtemp");
-		pki[0] = '\0';
-		return -1;
-	}
-	snprintf(cmd, sizeof(cmd), "'%s' '%s' " TD, script, pki);
-	if (system(cmd) != 0) {
-		fprintf(stderr, "%s failed\n", cmd);
-		return -1;
-	}
-	return 0;
+	return pki_make("tls", TD);
 }
 
 static int remove_pki(void **state)
 {
-	char cmd[128];
-
-	if (pki[0] && strncmp(pki, "/tmp/sockmesh-tls-", 18) == 0) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", pki);
-		if (system(cmd) != 0)
-			fprintf(stderr, "cannot remove %s\n", pki);
-	}
-	return 0;
+	return pki_remove();
 }
 
 static int release(void **state)
@@ -93,14 +57,6 @@ static int release(void **state)
 	}
 	ERR_clear_error();
 	return 0;
-}
-
-static void need_pki(void)
-{
-	if (openssl_missing) {
-		print_message("openssl CLI not installed (scripts/install-deps.sh): skipped\n");
-		skip();
-	}
 }
 
 static void assert_reason(enum sm_svid_reason got, enum sm_svid_reason want, const char *what)

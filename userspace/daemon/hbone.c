@@ -1408,24 +1408,15 @@ static int listen_inbound(struct sm_daemon *d, const struct sm_addr *a)
 {
 	struct sm_hbone *hb = d->hbone;
 	struct hb_listener *l = &hb->l[hb->nl];
-	struct sockaddr_storage ss;
 	char buf[INET6_ADDRSTRLEN];
-	socklen_t sl = sm_addr_to_sockaddr(a, d->cfg.inbound_port, &ss);
-	int one = 1, fd, err;
+	int fd, err;
 
-	fd = socket(a->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (a->family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *) &ss, sl) < 0 || listen(fd, 1024) < 0) {
-		err = -errno;
+	fd = sm_tcp_listen(a, d->cfg.inbound_port, 1024);
+	if (fd < 0) {
 		pr_err("cannot listen for HBONE on %s port %u: %s (is the address on this node? "
 		       "change listeners.inbound_port if the port is taken)",
-		       sm_addr_format(a, buf, sizeof(buf)), d->cfg.inbound_port, strerror(-err));
-		close(fd);
-		return err;
+		       sm_addr_format(a, buf, sizeof(buf)), d->cfg.inbound_port, strerror(-fd));
+		return fd;
 	}
 	l->d = d;
 	l->fd = fd;

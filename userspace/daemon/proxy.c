@@ -330,26 +330,16 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 static int listen_on(struct sm_daemon *d, const struct sm_addr *a, uint16_t port)
 {
 	struct sm_proxy *p = d->proxy;
-	struct sockaddr_storage ss;
 	char buf[INET6_ADDRSTRLEN];
-	socklen_t len = sm_addr_to_sockaddr(a, port, &ss);
 	struct listener *l = &p->l[p->nl];
-	int one = 1, fd, err;
+	int fd, err;
 
-	fd = socket(a->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (a->family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *) &ss, len) < 0 || listen(fd, 4096) < 0) {
-		err = -errno;
+	fd = sm_tcp_listen(a, port, 4096);
+	if (fd < 0) {
 		pr_err("cannot listen on %s port %u: %s (another sockmeshd in this network "
-		       "namespace? "
-		       "change listeners.outbound / --outbound)",
-		       sm_addr_format(a, buf, sizeof(buf)), port, strerror(-err));
-		close(fd);
-		return err;
+		       "namespace? change listeners.outbound / --outbound)",
+		       sm_addr_format(a, buf, sizeof(buf)), port, strerror(-fd));
+		return fd;
 	}
 	l->d = d;
 	l->fd = fd;

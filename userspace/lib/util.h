@@ -37,6 +37,12 @@ socklen_t sm_addr_to_sockaddr(const struct sm_addr *a, uint16_t port, struct soc
 int sm_addr_from_sockaddr(const struct sockaddr *sa, struct sm_addr *a, uint16_t *port);
 bool sm_addr_equal(const struct sm_addr *a, const struct sm_addr *b);
 
+/*
+ * A non-blocking, close-on-exec TCP listener on a:port (SO_REUSEADDR; IPv6
+ * listeners are IPv6-only). Returns the fd, or -errno from socket/bind/listen.
+ */
+int sm_tcp_listen(const struct sm_addr *a, uint16_t port, int backlog);
+
 /* Decimal or 0x-hex unsigned integer within [min, max]. 0, -EINVAL or -ERANGE. */
 int sm_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 /* "true/false/yes/no/on/off/1/0". 0 or -EINVAL. */
