@@ -47,7 +47,9 @@ trap 'exit 130' INT TERM
 sb_create "bench$$" 2
 sb_add_workload node1 client spiffe://example.org/ns/bench/sa/client
 sb_add_cgroup node1 plain
-sb_add_workload node2 server spiffe://example.org/ns/bench/sa/server
+# PERMISSIVE: the "plain TCP" client is not enrolled, and a STRICT server refuses
+# plaintext from other hosts
+sb_add_workload node2 server spiffe://example.org/ns/bench/sa/server permissive
 sb_add_service 10.11.0.2 5201 server iperf
 sb_add_service 10.11.0.2 7000 server echo
 sb_write_catalog
