@@ -112,3 +112,36 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 	port=$(sm_port_of "$(sm_field "$output" local)")
 	sm_wait_record node1 ".type == \"conn_end\" and .source.port == $port and .verdict == \"DROPPED\""
 }
+
+@test "keepalive: answered PINGs keep an idle pooled connection; a silent peer is cut off" {
+	sb_stop_daemon node1
+	sb_stop_daemon node2
+	sb_start_daemon node1 --set tunnel.keepalive_interval=1 --set tunnel.keepalive_timeout=2
+	sb_start_daemon node2
+	sb_serve node2 server 10.11.0.2:8080 echo
+
+	run sm_send node1 client 10.11.0.2:8080 1000 --expect echo
+	[ "$status" -eq 0 ]
+	sleep 4 # several PINGs go out and are answered while the pool connection idles
+	run sm_send node1 client 10.11.0.2:8080 1000 --expect echo
+	[ "$status" -eq 0 ]
+	[ "$(tunnel node1 tls_handshakes_ok)" -eq 1 ] # the same connection served both
+	[ "$(tunnel node1 keepalive_failures)" -eq 0 ]
+
+	# a stream in flight, then node2's daemon stops answering (its kernel still ACKs TCP)
+	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.2:8080 --bytes 200000 \
+		--chunk 1000 --rate 10000 --expect echo --timeout 60
+	client=$SB_RUN_PID
+	streaming() { [ "$(tunnel node1 streams_open)" -ge 1 ]; }
+	sm_wait_until 10 streaming
+	kill -STOP "$(sb_daemon_pid node2)"
+	cut_off() { [ "$(tunnel node1 keepalive_failures)" -ge 1 ]; }
+	sm_wait_until 15 cut_off
+	kill -CONT "$(sb_daemon_pid node2)"
+	# the client learns of it as a reset, not by hanging until its own timeout
+	sb_wait_pid "$client" 20 || true
+	cat "$SB_RUN_OUT"
+	[ "$SB_LAST_RC" -ne 124 ]
+	[ "$(jq -r .ok "$SB_RUN_OUT")" = false ]
+	[[ "$(jq -r .error "$SB_RUN_OUT")" != *timeout* ]]
+}

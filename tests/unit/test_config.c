@@ -84,6 +84,8 @@ static void test_defaults(void **state)
 	ASSERT_EQ(cfg->tunnel_idle_timeout, 300, "tunnel.idle_timeout");
 	ASSERT_EQ(cfg->tunnel_handshake_timeout, 10, "tunnel.handshake_timeout");
 	ASSERT_EQ(cfg->tunnel_expiry_warning, 3600, "tunnel.expiry_warning");
+	ASSERT_EQ(cfg->tunnel_keepalive_interval, 30, "tunnel.keepalive_interval");
+	ASSERT_EQ(cfg->tunnel_keepalive_timeout, 10, "tunnel.keepalive_timeout");
 	ASSERT_EQ(cfg->max_workloads, 4096, "datapath.max_workloads");
 	ASSERT_EQ(cfg->max_services, 65536, "datapath.max_services");
 	ASSERT_EQ(cfg->max_cidrs, 16384, "datapath.max_cidrs");

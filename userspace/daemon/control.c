@@ -156,6 +156,8 @@ static json_object *status_tunnel(struct sm_daemon *d)
 			       json_object_new_uint64(st.creds_reload_failures));
 	json_object_object_add(o, "credentials_expiring",
 			       json_object_new_uint64(st.creds_expiring));
+	json_object_object_add(o, "keepalive_failures",
+			       json_object_new_uint64(st.keepalive_failures));
 	return o;
 }
 

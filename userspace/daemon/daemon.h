@@ -128,6 +128,7 @@ struct sm_hbone_stats {
 	uint64_t creds_reloads;		/* rotations applied */
 	uint64_t creds_reload_failures; /* new sets refused (old kept) */
 	uint64_t creds_expiring;	/* sets within tunnel.expiry_warning of expiry */
+	uint64_t keepalive_failures;	/* connections closed: PING unanswered */
 };
 int sm_hbone_start(struct sm_daemon *d);
 void sm_hbone_stop_accepting(struct sm_daemon *d);

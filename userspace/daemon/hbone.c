@@ -117,6 +117,8 @@ struct hb_conn {
 	int64_t started_ns;
 	uint32_t handshake_us;
 	int64_t idle_since; /* monotonic s since it has no streams, 0 = busy */
+	int64_t last_rx_ns; /* last bytes from the peer (monotonic) */
+	int64_t ping_ns;    /* keepalive PING outstanding since, 0 = none */
 	struct hb_buf out;  /* HTTP/2 frames waiting for SSL_write */
 	unsigned int nstreams;
 	struct hb_stream *streams;
@@ -759,6 +761,7 @@ static void conn_pump(struct hb_conn *c)
 		ERR_clear_error();
 		r = SSL_read(c->ssl, buf, sizeof(buf));
 		if (r > 0) {
+			c->last_rx_ns = mono_ns();
 			ssize_t used = nghttp2_session_mem_recv(c->h2, buf, (size_t) r);
 
 			if (used < 0) {
@@ -992,6 +995,10 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
 		c->goaway = true;
 		return 0;
 	}
+	if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+		c->ping_ns = 0;
+		return 0;
+	}
 	if (!s || s->dead)
 		return 0;
 	if (frame->hd.type == NGHTTP2_HEADERS) {
@@ -1126,6 +1133,7 @@ static struct hb_conn *conn_new(struct sm_daemon *d, int fd, bool server, struct
 	c->server = server;
 	c->handshaking = true;
 	c->started_ns = mono_ns();
+	c->last_rx_ns = c->started_ns;
 	c->creds = sm_creds_get(creds);
 	c->ssl = SSL_new(ctx);
 	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1 || conn_h2_init(c))
@@ -1742,6 +1750,18 @@ void sm_hbone_tick(struct sm_daemon *d)
 			if (c->server)
 				record_failure(c, "handshake_timeout", NULL);
 			conn_fail(c, "handshake_timeout");
+		} else if (!c->handshaking && c->ping_ns &&
+			   now_ns - c->ping_ns >
+				   (int64_t) d->cfg.tunnel_keepalive_timeout * 1000000000LL) {
+			/* the peer stopped answering: its streams are gone with it */
+			hb->st.keepalive_failures++;
+			conn_fail(c, "keepalive_timeout");
+		} else if (!c->handshaking && !c->ping_ns && !c->dead &&
+			   now_ns - c->last_rx_ns >
+				   (int64_t) d->cfg.tunnel_keepalive_interval * 1000000000LL) {
+			c->ping_ns = now_ns;
+			nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL);
+			conn_pump(c);
 		} else if (!c->handshaking && c->nstreams == 0 && c->idle_since &&
 			   now - c->idle_since > (int64_t) d->cfg.tunnel_idle_timeout) {
 			nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL,

@@ -93,6 +93,10 @@ static const struct cfg_key cfg_keys[] = {
 	 "set a number of seconds, e.g. 300"},
 	{"tunnel", "handshake_timeout", CK_U32, F(tunnel_handshake_timeout), 0, 1, 300,
 	 "set a number of seconds, e.g. 10"},
+	{"tunnel", "keepalive_interval", CK_U32, F(tunnel_keepalive_interval), 0, 1, 86400,
+	 "set after how many silent seconds a tunnel connection is pinged, e.g. 30"},
+	{"tunnel", "keepalive_timeout", CK_U32, F(tunnel_keepalive_timeout), 0, 1, 3600,
+	 "set how many seconds a ping may go unanswered before the connection is closed, e.g. 10"},
 	{"tunnel", "expiry_warning", CK_U32, F(tunnel_expiry_warning), 0, 0, 31536000,
 	 "set how many seconds before expiry credentials are warned about, e.g. 3600"},
 	{"flowlog", "file", CK_PATH_OPT, F(flowlog_file), 0, 0, 0,
@@ -128,6 +132,8 @@ void sm_config_defaults(struct sm_config *cfg)
 	cfg->tunnel_idle_timeout = 300;
 	cfg->tunnel_handshake_timeout = 10;
 	cfg->tunnel_expiry_warning = 3600;
+	cfg->tunnel_keepalive_interval = 30;
+	cfg->tunnel_keepalive_timeout = 10;
 	cfg->fail_open = false;
 	cfg->flow_update_interval = 10;
 	cfg->max_workloads = 4096;
