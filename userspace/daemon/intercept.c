@@ -14,6 +14,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <netinet/in.h>
+#include <uthash.h>
 
 #include "daemon.h"
 #include "log.h"
@@ -21,52 +22,61 @@
 
 #include <sockmesh/intercept.h>
 
+/* One wanted entry; key and value bytes follow in data[] (key first). */
+struct kv {
+	UT_hash_handle hh;
+	uint8_t data[];
+};
+
+/*
+ * The entries a map must hold, hashed by key so that building the set and
+ * finding stale map keys stay linear in the catalog's size.
+ */
 struct kv_set {
 	size_t key_size, value_size;
-	size_t n, cap;
-	uint8_t *keys, *values;
+	size_t n;
+	struct kv *head;
 };
 
 static int kv_add(struct kv_set *s, const void *key, const void *value)
 {
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 64;
-		uint8_t *k = realloc(s->keys, cap * s->key_size);
+	struct kv *e = NULL;
 
-		if (!k)
-			return -ENOMEM;
-		s->keys = k;
-		k = realloc(s->values, cap * s->value_size);
-		if (!k)
-			return -ENOMEM;
-		s->values = k;
-		s->cap = cap;
+	HASH_FIND(hh, s->head, key, s->key_size, e);
+	if (e) {
+		/* a later entry for the same key wins (most specific source last) */
+		memcpy(e->data + s->key_size, value, s->value_size);
+		return 0;
 	}
-	/* a later entry for the same key wins (most specific source last) */
-	for (size_t i = 0; i < s->n; i++) {
-		if (memcmp(s->keys + i * s->key_size, key, s->key_size) == 0) {
-			memcpy(s->values + i * s->value_size, value, s->value_size);
-			return 0;
-		}
-	}
-	memcpy(s->keys + s->n * s->key_size, key, s->key_size);
-	memcpy(s->values + s->n * s->value_size, value, s->value_size);
+	e = malloc(sizeof(*e) + s->key_size + s->value_size);
+	if (!e)
+		return -ENOMEM;
+	memcpy(e->data, key, s->key_size);
+	memcpy(e->data + s->key_size, value, s->value_size);
+	HASH_ADD_KEYPTR(hh, s->head, e->data, s->key_size, e);
 	s->n++;
 	return 0;
 }
 
 static bool kv_has(const struct kv_set *s, const void *key)
 {
-	for (size_t i = 0; i < s->n; i++)
-		if (memcmp(s->keys + i * s->key_size, key, s->key_size) == 0)
-			return true;
-	return false;
+	struct kv *e = NULL;
+
+	HASH_FIND(hh, s->head, key, s->key_size, e);
+	return e != NULL;
 }
 
 static void kv_free(struct kv_set *s)
 {
-	free(s->keys);
-	free(s->values);
+	struct kv *e, *tmp;
+
+	HASH_ITER(hh, s->head, e, tmp)
+	{
+		// uthash's delete-while-iterating idiom (see flowacct.c)
+		// NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
+		HASH_DEL(s->head, e);
+		free(e);
+	}
 }
 
 /* Make the map hold exactly the set: update every wanted key, delete the rest. */
@@ -79,9 +89,8 @@ static int map_sync(struct bpf_map *map, const struct kv_set *want)
 	int err = 0;
 	void *prev = NULL;
 
-	for (size_t i = 0; i < want->n; i++) {
-		if (bpf_map_update_elem(fd, want->keys + i * want->key_size,
-					want->values + i * want->value_size, BPF_ANY)) {
+	for (const struct kv *e = want->head; e; e = e->hh.next) {
+		if (bpf_map_update_elem(fd, e->data, e->data + want->key_size, BPF_ANY)) {
 			err = -errno;
 			pr_err("cannot update map %s: %s (%zu entries wanted, max_entries %u: "
 			       "raise "

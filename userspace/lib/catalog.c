@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <uthash.h>
 #include <strings.h>
 
 #include "sockmesh/common.h"
@@ -24,6 +26,17 @@
 #define SPIFFE_STANDARD_MAX 2048
 
 /* Parser state; the *_lines arrays hold where each entry was defined, for "first at line N". */
+/* A service's address:port seen while parsing: finds duplicates without a quadratic scan. */
+struct svc_seen {
+	struct {
+		uint8_t family;
+		uint8_t addr[16];
+		uint16_t port;
+	} key;
+	unsigned int idx;
+	UT_hash_handle hh;
+};
+
 struct cat_parse {
 	const char *file;
 	struct sm_error *err;
@@ -32,6 +45,7 @@ struct cat_parse {
 	unsigned int *workload_lines;
 	unsigned int *service_lines;
 	unsigned int *cidr_lines;
+	struct svc_seen *services_seen; /* hash of every service parsed so far */
 };
 
 static const char *const top_keys[] = {"nodes", "workloads", "services", "cidrs"};
@@ -473,6 +487,7 @@ static int parse_service(struct cat_parse *p, const struct sm_ynode *map, unsign
 {
 	struct sm_service_def *svc = &p->cat->services[idx];
 	const struct sm_ynode *val, *addr_node;
+	struct svc_seen *seen, *dup = NULL;
 	char what[96], buf[64];
 	uint64_t port;
 	int ret, wl;
@@ -514,18 +529,25 @@ static int parse_service(struct cat_parse *p, const struct sm_ynode *map, unsign
 				 what, val->text);
 	svc->port = (uint16_t) port;
 
-	for (unsigned int i = 0; i < idx; i++) {
-		const struct sm_service_def *o = &p->cat->services[i];
-
-		if (o->port == svc->port && sm_addr_equal(&o->addr, &svc->addr))
-			return cat_error(p, addr_node->line,
-					 "%s: %s%s%s:%u is already a service "
-					 "(line %u) (each address:port is one service; remove one)",
-					 what, svc->addr.family == AF_INET6 ? "[" : "",
-					 sm_addr_format(&svc->addr, buf, sizeof(buf)),
-					 svc->addr.family == AF_INET6 ? "]" : "", svc->port,
-					 p->service_lines[i]);
+	seen = calloc(1, sizeof(*seen));
+	if (!seen)
+		return cat_error(p, map->line, "%s: out of memory", what);
+	seen->key.family = svc->addr.family;
+	memcpy(seen->key.addr, svc->addr.bytes, svc->addr.family == AF_INET ? 4 : 16);
+	seen->key.port = svc->port;
+	seen->idx = idx;
+	HASH_FIND(hh, p->services_seen, &seen->key, sizeof(seen->key), dup);
+	if (dup) {
+		free(seen);
+		return cat_error(p, addr_node->line,
+				 "%s: %s%s%s:%u is already a service "
+				 "(line %u) (each address:port is one service; remove one)",
+				 what, svc->addr.family == AF_INET6 ? "[" : "",
+				 sm_addr_format(&svc->addr, buf, sizeof(buf)),
+				 svc->addr.family == AF_INET6 ? "]" : "", svc->port,
+				 p->service_lines[dup->idx]);
 	}
+	HASH_ADD(hh, p->services_seen, key, sizeof(seen->key), seen);
 
 	ret = parse_workload_ref(p, map, what, true, &wl);
 	if (ret)
@@ -738,6 +760,7 @@ static int catalog_from_tree(struct sm_catalog *cat, struct sm_ynode *root, cons
 			     struct sm_error *err)
 {
 	struct cat_parse p = {.file = name, .err = err, .cat = cat};
+	struct svc_seen *seen, *tmp;
 	int ret;
 
 	ret = catalog_build(&p, root);
@@ -745,6 +768,13 @@ static int catalog_from_tree(struct sm_catalog *cat, struct sm_ynode *root, cons
 	free(p.workload_lines);
 	free(p.service_lines);
 	free(p.cidr_lines);
+	HASH_ITER(hh, p.services_seen, seen, tmp)
+	{
+		// uthash's delete-while-iterating idiom (see daemon/flowacct.c)
+		// NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
+		HASH_DEL(p.services_seen, seen);
+		free(seen);
+	}
 	sm_ynode_free(root);
 	if (ret)
 		sm_catalog_free(cat);
