@@ -18,10 +18,8 @@ declare -gA REASON=(
 )
 
 setup() {
-	command -v node >/dev/null || skip "node (Node.js) not installed: scripts/install-deps.sh"
-	sm_standard_sandbox
-	sb_make_pki
-	sb_write_catalog
+	sm_require_node
+	sm_standard_sandbox # writes the catalog, with a test PKI
 	sb_add_cgroup node1 nodejs
 	sb_add_cgroup node2 nodejs
 }
@@ -35,7 +33,7 @@ failed_count() { # NODE REASON
 }
 
 @test "inbound: each bad client certificate kind is refused with its reason" {
-	sb_start_daemon node2 --set tunnel.hbone=true
+	sb_start_daemon node2
 	sb_serve node2 server 10.11.0.2:8080 echo
 	[ "${#REASON[@]}" -eq 12 ] # the table is really there (a loop over nothing passes)
 	for kind in "${!REASON[@]}"; do
@@ -57,7 +55,7 @@ failed_count() { # NODE REASON
 }
 
 @test "inbound: no client certificate is refused as no_client_certificate" {
-	sb_start_daemon node2 --set tunnel.hbone=true
+	sb_start_daemon node2
 	mkdir -p "$SB_DIR/nocert"
 	HBONE_CA=$SB_PKI/ca/root.pem run sb_exec node1 nodejs env HBONE_CA="$SB_PKI/ca/root.pem" \
 		node "$SM_REPO/tests/interop/hbone-client.js" 10.11.0.2 15008 10.11.0.2:8080 \
@@ -69,7 +67,7 @@ failed_count() { # NODE REASON
 }
 
 @test "outbound: each bad server certificate kind, and a wrong identity, is refused with its reason" {
-	sb_start_daemon node1 --set tunnel.hbone=true
+	sb_start_daemon node1
 	declare -A OUT=([node3]=identity_mismatch)
 	for kind in "${!REASON[@]}"; do OUT[bad/$kind]=${REASON[$kind]}; done
 	[ "${#OUT[@]}" -eq 13 ]

@@ -65,6 +65,11 @@ sm_require_kernel() {
 	fi
 }
 
+# Skip tests that drive sockmeshd with Node.js's http2 module when there is no Node.js.
+sm_require_node() {
+	command -v node >/dev/null || skip "node (Node.js) not installed: scripts/install-deps.sh"
+}
+
 # sm_sandbox NNODES: a fresh sandbox with a unique id.
 sm_sandbox() {
 	sm_require || return 1

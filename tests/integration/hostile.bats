@@ -9,12 +9,10 @@
 load helpers
 
 setup() {
-	command -v node >/dev/null || skip "node (Node.js) not installed: scripts/install-deps.sh"
-	sm_standard_sandbox
-	sb_make_pki
-	sb_write_catalog
+	sm_require_node
+	sm_standard_sandbox # writes the catalog, with a test PKI
 	sb_add_cgroup node1 attacker
-	sb_start_daemon node2 --set tunnel.hbone=true --set tunnel.handshake_timeout=2
+	sb_start_daemon node2 --set tunnel.handshake_timeout=2
 	sb_serve node2 server 10.11.0.2:8080 echo
 }
 

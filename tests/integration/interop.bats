@@ -8,10 +8,8 @@
 load helpers
 
 setup() {
-	command -v node >/dev/null || skip "node (Node.js) not installed: scripts/install-deps.sh"
-	sm_standard_sandbox
-	sb_make_pki
-	sb_write_catalog
+	sm_require_node
+	sm_standard_sandbox # writes the catalog, with a test PKI
 	sb_add_cgroup node1 nodejs
 	sb_add_cgroup node2 nodejs
 }
@@ -27,7 +25,7 @@ js() { # NODE CGROUP SCRIPT ARGS...: a Node.js helper in the foreground
 }
 
 @test "Node.js http2 client: CONNECT over mTLS into sockmeshd, bytes intact both ways" {
-	sb_start_daemon node2 --set tunnel.hbone=true
+	sb_start_daemon node2
 	sb_serve node2 server 10.11.0.2:8080 echo
 	run js node1 nodejs hbone-client.js 10.11.0.2 15008 10.11.0.2:8080 "$SB_PKI/wl-client" 500000
 	echo "$output"
@@ -41,7 +39,7 @@ js() { # NODE CGROUP SCRIPT ARGS...: a Node.js helper in the foreground
 }
 
 @test "Node.js http2 client: a CONNECT to an address node2 does not host gets 400" {
-	sb_start_daemon node2 --set tunnel.hbone=true
+	sb_start_daemon node2
 	# 10.11.0.1:9090 is a service, but of node1
 	run js node1 nodejs hbone-client.js 10.11.0.2 15008 10.11.0.1:9090 "$SB_PKI/wl-client" 10
 	echo "$output"
@@ -52,7 +50,7 @@ js() { # NODE CGROUP SCRIPT ARGS...: a Node.js helper in the foreground
 }
 
 @test "Node.js http2 server: sockmeshd's outbound side tunnels to it, bytes intact" {
-	sb_start_daemon node1 --set tunnel.hbone=true
+	sb_start_daemon node1
 	log=$SB_DIR/logs/node-hbone-server.jsonl
 	sb_run node2 nodejs node "$SM_REPO/tests/interop/hbone-server.js" 10.11.0.2 15008 \
 		"$SB_PKI/node2" "$log"

@@ -8,13 +8,11 @@
 load helpers
 
 setup() {
-	command -v node >/dev/null || skip "node (Node.js) not installed: scripts/install-deps.sh"
-	sm_standard_sandbox
-	sb_make_pki
-	sb_write_catalog
+	sm_require_node
+	sm_standard_sandbox # writes the catalog, with a test PKI
 	sb_add_cgroup node1 nodejs
-	sb_start_daemon node1 --set tunnel.hbone=true
-	sb_start_daemon node2 --set tunnel.hbone=true
+	sb_start_daemon node1
+	sb_start_daemon node2
 }
 
 teardown() {
@@ -88,7 +86,7 @@ install_creds() { # FROM TO
 	[ "$(tunnel node2 credentials_expiring)" -eq 0 ]
 	sb_stop_daemon node2
 	# the test SVIDs live one day: a two-day window covers them
-	sb_start_daemon node2 --set tunnel.hbone=true --set tunnel.expiry_warning=172800
+	sb_start_daemon node2 --set tunnel.expiry_warning=172800
 	[ "$(tunnel node2 credentials_expiring)" -ge 1 ]
 	grep -q 'expire in' "$(sb_daemon_log node2)"
 }

@@ -8,11 +8,9 @@
 load helpers
 
 setup() {
-	sm_standard_sandbox
-	sb_make_pki
-	sb_write_catalog
-	sb_start_daemon node1 --set tunnel.hbone=true
-	sb_start_daemon node2 --set tunnel.hbone=true
+	sm_standard_sandbox # writes the catalog, with a test PKI
+	sb_start_daemon node1
+	sb_start_daemon node2
 }
 
 teardown() {
