@@ -31,7 +31,8 @@ js() { # NODE CGROUP SCRIPT ARGS...: a Node.js helper in the foreground
 	echo "$output"
 	[ "$status" -eq 0 ]
 	[ "$(sm_field "$output" ok)" = true ]
-	[ "$(sm_field "$output" peer_spiffe_id)" = "spiffe://sockmesh.test/sockmesh/node/node2" ]
+	# 10.11.0.2 serves one workload only: node2 presents that workload's SVID
+	[ "$(sm_field "$output" peer_spiffe_id)" = "$SM_SERVER_ID" ]
 	rec=$(sm_wait_record node2 '.type == "conn_end" and .traffic_direction == "INGRESS" and .destination.port == 8080')
 	echo "$rec"
 	jq -e --arg c "$SM_CLIENT_ID" '.source.spiffe_id == $c and .tls.peer_spiffe_id == $c and

@@ -40,7 +40,8 @@ install_creds() { # FROM TO
 
 @test "rotation under 50 streaming connections: none fails, new handshakes use the new certificate" {
 	sb_serve node2 server 10.11.0.2:8080 echo
-	[ "$(node2_presents)" = "spiffe://sockmesh.test/sockmesh/node/node2" ]
+	# 10.11.0.2 serves one workload only: node2 presents its SVID (docs/tunnel.md)
+	[ "$(node2_presents)" = "$SM_SERVER_ID" ]
 
 	# 50 connections, 60 KB each at 20 KB/s: they stream across the rotation
 	pids=()
@@ -54,12 +55,12 @@ install_creds() { # FROM TO
 	streaming() { [ "$(tunnel node1 streams_open)" -ge 50 ]; }
 	sm_wait_until 20 streaming
 
-	# node2's new SVID: the server workload's identity, which node1 also accepts
-	install_creds "$SB_PKI/wl-server" "$SB_PKI/node2"
+	# the server workload's new SVID: node2's identity, which node1 also accepts
+	install_creds "$SB_PKI/node2" "$SB_PKI/wl-server"
 	reloaded() { [ "$(tunnel node2 credentials_reloads)" -ge 1 ]; }
 	sm_wait_until 15 reloaded
 	[ "$(tunnel node1 streams_open)" -ge 1 ] # still streaming: the rotation happened mid-flight
-	[ "$(node2_presents)" = "$SM_SERVER_ID" ]
+	[ "$(node2_presents)" = "spiffe://sockmesh.test/sockmesh/node/node2" ]
 
 	failed=0
 	for i in "${!pids[@]}"; do
@@ -67,17 +68,17 @@ install_creds() { # FROM TO
 	done
 	echo "failed: $failed"
 	[ "$failed" -eq 0 ]
-	grep -q "reloaded: $SM_SERVER_ID" "$(sb_daemon_log node2)"
+	grep -q "reloaded: spiffe://sockmesh.test/sockmesh/node/node2" "$(sb_daemon_log node2)"
 }
 
 @test "a broken new certificate is refused and the old one stays in use" {
 	sb_serve node2 server 10.11.0.2:8080 echo
-	echo "not a certificate" >"$SB_PKI/node2/.cert.pem.new"
-	mv "$SB_PKI/node2/.cert.pem.new" "$SB_PKI/node2/cert.pem"
+	echo "not a certificate" >"$SB_PKI/wl-server/.cert.pem.new"
+	mv "$SB_PKI/wl-server/.cert.pem.new" "$SB_PKI/wl-server/cert.pem"
 	refused() { [ "$(tunnel node2 credentials_reload_failures)" -ge 1 ]; }
 	sm_wait_until 15 refused
 	grep 'refused, keeping the current ones' "$(sb_daemon_log node2)"
-	[ "$(node2_presents)" = "spiffe://sockmesh.test/sockmesh/node/node2" ]
+	[ "$(node2_presents)" = "$SM_SERVER_ID" ]
 	run sm_send node1 client 10.11.0.2:8080 10000 --expect echo
 	[ "$status" -eq 0 ]
 }

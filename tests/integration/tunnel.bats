@@ -44,10 +44,11 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 	port=$(sm_port_of "$(sm_field "$output" local)")
 	out=$(sm_wait_record node1 ".type == \"conn_end\" and .source.port == $port")
 	echo "node1: $out"
-	jq -e --arg c "$SM_CLIENT_ID" '.verdict == "FORWARDED" and .tls.encrypted == true and
+	# node2's address serves one workload only: node2 presents that workload's SVID
+	jq -e --arg c "$SM_CLIENT_ID" --arg s "$SM_SERVER_ID" '.verdict == "FORWARDED" and .tls.encrypted == true and
 		.tls.version == "TLSv1.3" and (.tls.cipher | test("GCM")) and
 		.tls.local_spiffe_id == $c and
-		.tls.peer_spiffe_id == "spiffe://sockmesh.test/sockmesh/node/node2" and
+		.tls.peer_spiffe_id == $s and
 		.counters.bytes_sent == 123456 and .counters.bytes_received == 123456' <<<"$out"
 	trace=$(jq -r .trace_id <<<"$out")
 	[[ "$trace" =~ ^00-[0-9a-f]{32}-[0-9a-f]{16}-01$ ]]
@@ -60,7 +61,9 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 		.counters.bytes_sent == 123456 and .counters.bytes_received == 123456' <<<"$in"
 }
 
-@test "streams share pooled connections: 20 connections, one TLS connection" {
+@test "streams share pooled connections: 20 connections, one TLS connection (one worker)" {
+	sb_stop_daemon node1
+	sb_start_daemon node1 --workers 1
 	sb_serve node2 server 10.11.0.2:8080 echo
 	for i in $(seq 20); do
 		run sm_send node1 client 10.11.0.2:8080 1000 --expect echo
@@ -69,6 +72,23 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 	[ "$(tunnel node1 streams_total)" -eq 20 ]
 	[ "$(tunnel node1 connections_out)" -eq 1 ]
 	[ "$(tunnel node1 tls_handshakes_ok)" -eq 1 ]
+}
+
+@test "two workers: the kernel spreads connections over both, each pools its own TLS connection" {
+	sb_stop_daemon node1
+	sb_start_daemon node1 --workers 2
+	sb_serve node2 server 10.11.0.2:8080 echo
+	for i in $(seq 40); do
+		run sm_send node1 client 10.11.0.2:8080 1000 --expect echo
+		[ "$status" -eq 0 ]
+	done
+	st=$(sm_status node1)
+	jq '.workers' <<<"$st"
+	# SO_REUSEPORT hashes each connection's 4-tuple: 40 all on one worker is a 2^-39 chance
+	jq -e '(.workers | length) == 2 and ([.workers[].accepted] | all(. > 0) and add == 40) and
+		([.workers[].streams_total] | add == 40) and
+		([.workers[].connections_out] | all(. == 1))' <<<"$st"
+	[ "$(tunnel node1 tls_handshakes_ok)" -eq 2 ]
 }
 
 @test "200 concurrent connections through the tunnel all complete intact" {
@@ -114,7 +134,9 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 @test "keepalive: answered PINGs keep an idle pooled connection; a silent peer is cut off" {
 	sb_stop_daemon node1
 	sb_stop_daemon node2
-	sb_start_daemon node1 --set tunnel.keepalive_interval=1 --set tunnel.keepalive_timeout=2
+	# one worker: both connections below must share its one pooled TLS connection
+	sb_start_daemon node1 --workers 1 --set tunnel.keepalive_interval=1 \
+		--set tunnel.keepalive_timeout=2
 	sb_start_daemon node2
 	sb_serve node2 server 10.11.0.2:8080 echo
 

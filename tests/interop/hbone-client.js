@@ -9,6 +9,8 @@
 // Usage: node hbone-client.js HOST PORT AUTHORITY CREDS_DIR BYTES [TIMEOUT_MS]
 // CREDS_DIR holds cert.pem, key.pem and bundle.pem (scripts/test-pki.sh);
 // without cert.pem no client certificate is sent and HBONE_CA names the roots.
+// HBONE_SNI, if set, is sent as the TLS server name (how a client names the
+// SVID it wants the server to present, docs/tunnel.md).
 'use strict';
 const fs = require('fs');
 const http2 = require('http2');
@@ -49,6 +51,7 @@ const client = http2.connect(`https://${host.includes(':') ? `[${host}]` : host}
 	minVersion: 'TLSv1.3',
 	maxVersion: 'TLSv1.3',
 	ALPNProtocols: ['h2'],
+	servername: process.env.HBONE_SNI || undefined,
 	// SPIFFE: identity is the URI SAN, not a host name; we record it below.
 	checkServerIdentity: () => undefined,
 });

@@ -341,6 +341,35 @@ static void test_bundles_load_errors(void **state)
 	ASSERT_EQ(ERR_peek_error(), 0, "OpenSSL error queue left empty");
 }
 
+/* The SNI name of a SPIFFE ID: a fixed vector (sha256sum), DNS-safe, bounded, checked. */
+static void test_sni_name(void **state)
+{
+	char name[SM_SNI_NAME_LEN], other[SM_SNI_NAME_LEN], small[16], longid[2100];
+
+	(void) state;
+	ASSERT_EQ(sm_spiffe_sni_name("spiffe://example.org/ns/prod/sa/web", name, sizeof(name)), 0,
+		  "sni name");
+	/* printf %s spiffe://example.org/ns/prod/sa/web | sha256sum | cut -c1-32 */
+	ASSERT_STR_EQ(name, "6faf9c8ba36dcc9e61068da2de1762b4.svid.sockmesh.invalid", "vector");
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '.'))
+			fail_msg("not DNS-safe: %s", name);
+	ASSERT_EQ(sm_spiffe_sni_name("spiffe://example.org/ns/prod/sa/api", other, sizeof(other)),
+		  0, "another ID");
+	if (strcmp(other, name) == 0)
+		fail_msg("two IDs share a name");
+	ASSERT_EQ(sm_spiffe_sni_name("spiffe://example.org/x", small, sizeof(small)), -EINVAL,
+		  "buffer too small");
+	ASSERT_EQ(sm_spiffe_sni_name("http://example.org/x", name, sizeof(name)), -EINVAL,
+		  "not a SPIFFE ID");
+	/* the longest IDs still give a short name */
+	memset(longid, 'a', sizeof(longid));
+	memcpy(longid, "spiffe://example.org/", 21);
+	longid[2000] = '\0';
+	if (sm_spiffe_sni_name(longid, name, sizeof(name)) == 0 && strlen(name) != 54)
+		fail_msg("name length %zu", strlen(name));
+}
+
 static void test_names_and_trust_domain(void **state)
 {
 	static const char *const names[] = {
@@ -389,6 +418,7 @@ int main(void)
 		cmocka_unit_test(test_time_window),
 		cmocka_unit_test(test_bundles_load_errors),
 		cmocka_unit_test(test_names_and_trust_domain),
+		cmocka_unit_test(test_sni_name),
 	};
 
 	return cmocka_run_group_tests(tests, make_pki, remove_pki);

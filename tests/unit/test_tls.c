@@ -73,7 +73,7 @@ static struct sm_creds *load(const char *dir)
 	char path[256];
 
 	snprintf(path, sizeof(path), "%s/%s", pki, dir);
-	c = sm_creds_load(path, &err);
+	c = sm_creds_load(path, 2, &err);
 	if (!c)
 		fail_msg("sm_creds_load(%s): %s", path, err.msg);
 	return c;
@@ -190,7 +190,7 @@ static void test_good_handshake(void **state)
 	t.creds[0] = load("node1");
 	t.creds[1] = load("node2");
 	ASSERT_STR_EQ(sm_creds_spiffe_id(t.creds[0]), ID_PFX "node/node1", "own ID");
-	o = handshake(sm_creds_client_ctx(t.creds[0]), sm_creds_server_ctx(t.creds[1]),
+	o = handshake(sm_creds_client_ctx(t.creds[0], 1), sm_creds_server_ctx(t.creds[1], 1),
 		      ID_PFX "node/node2");
 	ASSERT_EQ(o.client_ok, true, "client handshake");
 	ASSERT_EQ(o.server_ok, true, "server handshake");
@@ -257,7 +257,7 @@ static void test_bad_client_cert(void **state)
 		if (strcmp(bad_kinds[i].kind, "eku/client_only") == 0)
 			continue;
 		t.ctx[0] = raw_ctx(false, bad_kinds[i].kind, TLS1_3_VERSION, true);
-		o = handshake(t.ctx[0], sm_creds_server_ctx(t.creds[1]), NULL);
+		o = handshake(t.ctx[0], sm_creds_server_ctx(t.creds[1], 0), NULL);
 		snprintf(what, sizeof(what), "client with %s: server handshake", bad_kinds[i].kind);
 		ASSERT_EQ(o.server_ok, false, what);
 		ASSERT_EQ(o.client_ok, false, "the client learns of the refusal");
@@ -287,7 +287,7 @@ static void test_bad_server_cert(void **state)
 		if (strcmp(bad_kinds[i].kind, "eku/server_only") == 0)
 			continue;
 		t.ctx[1] = raw_ctx(true, bad_kinds[i].kind, TLS1_3_VERSION, true);
-		o = handshake(sm_creds_client_ctx(t.creds[0]), t.ctx[1], NULL);
+		o = handshake(sm_creds_client_ctx(t.creds[0], 0), t.ctx[1], NULL);
 		snprintf(what, sizeof(what), "server with %s: client handshake", bad_kinds[i].kind);
 		ASSERT_EQ(o.client_ok, false, what);
 		snprintf(what, sizeof(what), "server with %s: client's reason", bad_kinds[i].kind);
@@ -313,7 +313,7 @@ static void test_no_client_cert(void **state)
 	need_pki();
 	t.creds[1] = load("node2");
 	t.ctx[0] = raw_ctx(false, NULL, TLS1_3_VERSION, true);
-	o = handshake(t.ctx[0], sm_creds_server_ctx(t.creds[1]), NULL);
+	o = handshake(t.ctx[0], sm_creds_server_ctx(t.creds[1], 0), NULL);
 	ASSERT_EQ(o.server_ok, false, "server handshake");
 	assert_reason(sm_tls_peer_result(t.ssl[1], id, sizeof(id)), SM_SVID_NO_CERTIFICATE,
 		      "server's reason");
@@ -327,7 +327,7 @@ static void test_identity_mismatch(void **state)
 	need_pki();
 	t.creds[0] = load("node1");
 	t.creds[1] = load("node2");
-	o = handshake(sm_creds_client_ctx(t.creds[0]), sm_creds_server_ctx(t.creds[1]),
+	o = handshake(sm_creds_client_ctx(t.creds[0], 0), sm_creds_server_ctx(t.creds[1], 0),
 		      ID_PFX "node/node3");
 	ASSERT_EQ(o.client_ok, false, "client handshake");
 	ASSERT_EQ(o.server_ok, false, "server handshake");
@@ -406,9 +406,9 @@ static void test_protocol(void **state)
 					  strlen(cases[i].alpn_list)),
 				  0, "alpn");
 		if (cases[i].server_raw)
-			o = handshake(sm_creds_client_ctx(t.creds[0]), raw, NULL);
+			o = handshake(sm_creds_client_ctx(t.creds[0], 0), raw, NULL);
 		else
-			o = handshake(raw, sm_creds_server_ctx(t.creds[1]), NULL);
+			o = handshake(raw, sm_creds_server_ctx(t.creds[1], 0), NULL);
 		ours = cases[i].server_raw ? t.ssl[0] : t.ssl[1];
 		snprintf(what, sizeof(what), "%s: handshake", cases[i].what);
 		ASSERT_EQ(cases[i].server_raw ? o.client_ok : o.server_ok, false, what);
@@ -425,7 +425,7 @@ static void test_protocol(void **state)
 	}
 	/* the raw contexts are good otherwise: the same sides with the profile succeed */
 	t.ctx[0] = raw_ctx(false, "node1", TLS1_3_VERSION, true);
-	o = handshake(t.ctx[0], sm_creds_server_ctx(t.creds[1]), NULL);
+	o = handshake(t.ctx[0], sm_creds_server_ctx(t.creds[1], 0), NULL);
 	ASSERT_EQ(o.server_ok, true, "control: raw TLS 1.3 client with ALPN h2");
 }
 
@@ -465,7 +465,7 @@ static void expect_load_error(const char *dir, int want_errno, const char *file,
 
 	snprintf(path, sizeof(path), "%s/%s", pki, dir);
 	errno = 0;
-	c = sm_creds_load(path, &err);
+	c = sm_creds_load(path, 2, &err);
 	if (c) {
 		sm_creds_put(c);
 		fail_msg("sm_creds_load(%s) accepted it", path);
@@ -492,8 +492,14 @@ static void test_creds_load(void **state)
 	if (na < now + 86400 - 600 || na > now + 86400 + 600)
 		fail_msg("not_after %lld is not about a day from now (%lld)", (long long) na,
 			 (long long) now);
-	ASSERT_NOT_NULL(sm_creds_client_ctx(t.creds[0]), "client ctx");
-	ASSERT_NOT_NULL(sm_creds_server_ctx(t.creds[0]), "server ctx");
+	ASSERT_NOT_NULL(sm_creds_client_ctx(t.creds[0], 0), "client ctx");
+	ASSERT_NOT_NULL(sm_creds_server_ctx(t.creds[0], 0), "server ctx");
+	/* one pair per worker (load() asks for 2), indexes wrap around */
+	if (sm_creds_client_ctx(t.creds[0], 0) == sm_creds_client_ctx(t.creds[0], 1) ||
+	    sm_creds_server_ctx(t.creds[0], 0) == sm_creds_server_ctx(t.creds[0], 1))
+		fail_msg("workers 0 and 1 share an SSL_CTX");
+	ASSERT_EQ(sm_creds_client_ctx(t.creds[0], 2) == sm_creds_client_ctx(t.creds[0], 0), true,
+		  "index 2 wraps to 0");
 	/* a reference outlives the loader's */
 	t.creds[1] = sm_creds_get(t.creds[0]);
 	sm_creds_put(t.creds[0]);
@@ -556,7 +562,7 @@ static void test_federation_and_rotation(void **state)
 	put_file("t-fed/bundles/wrong.test.pem", "ca/other-root.pem", NULL);
 	t.creds[1] = load("t-fed");
 	t.ctx[0] = raw_ctx(false, "bad/wrong_trust_domain", TLS1_3_VERSION, true);
-	o = handshake(t.ctx[0], sm_creds_server_ctx(t.creds[1]), NULL);
+	o = handshake(t.ctx[0], sm_creds_server_ctx(t.creds[1], 0), NULL);
 	ASSERT_EQ(o.server_ok, true, "federated client accepted");
 	assert_reason(sm_tls_peer_result(t.ssl[1], id, sizeof(id)), SM_SVID_OK, "server's view");
 	ASSERT_STR_EQ(id, "spiffe://wrong.test/sockmesh/bad/wrong_trust_domain", "federated ID");
@@ -577,8 +583,8 @@ static void test_federation_and_rotation(void **state)
 	t.creds[0] = load("t-old");
 	t.creds[1] = load("t-new");
 	for (int dir = 0; dir < 2; dir++) {
-		o = handshake(sm_creds_client_ctx(t.creds[dir]), sm_creds_server_ctx(t.creds[!dir]),
-			      NULL);
+		o = handshake(sm_creds_client_ctx(t.creds[dir], 0),
+			      sm_creds_server_ctx(t.creds[!dir], 0), NULL);
 		ASSERT_EQ(o.client_ok && o.server_ok, true, "old and new roots interoperate");
 		assert_reason(sm_tls_peer_result(t.ssl[1], id, sizeof(id)), SM_SVID_OK, "server");
 		ASSERT_STR_EQ(id, sm_creds_spiffe_id(t.creds[dir]), "server sees the client");
@@ -592,7 +598,7 @@ static void test_federation_and_rotation(void **state)
 	/* the old node trusting only its own root refuses the new one */
 	sm_creds_put(t.creds[0]);
 	t.creds[0] = load("node1");
-	o = handshake(sm_creds_client_ctx(t.creds[0]), sm_creds_server_ctx(t.creds[1]), NULL);
+	o = handshake(sm_creds_client_ctx(t.creds[0], 0), sm_creds_server_ctx(t.creds[1], 0), NULL);
 	ASSERT_EQ(o.client_ok, false, "old root only");
 	assert_reason(sm_tls_peer_result(t.ssl[0], id, sizeof(id)), SM_SVID_UNKNOWN_CA,
 		      "old root only: client's reason");
@@ -607,7 +613,7 @@ static void test_creds_outlive_put(void **state)
 	need_pki();
 	t.creds[0] = load("node1");
 	t.creds[1] = load("node2");
-	o = handshake(sm_creds_client_ctx(t.creds[0]), sm_creds_server_ctx(t.creds[1]), NULL);
+	o = handshake(sm_creds_client_ctx(t.creds[0], 0), sm_creds_server_ctx(t.creds[1], 0), NULL);
 	ASSERT_EQ(o.client_ok && o.server_ok, true, "handshake");
 	sm_creds_put(t.creds[0]);
 	sm_creds_put(t.creds[1]);

@@ -151,6 +151,7 @@ static json_object *status_tunnel(struct sm_daemon *d)
 	json_object_object_add(o, "upstream_errors", json_object_new_uint64(st.upstream_errors));
 	json_object_object_add(o, "bad_frames", json_object_new_uint64(st.bad_frames));
 	json_object_object_add(o, "refused_busy", json_object_new_uint64(st.refused_busy));
+	json_object_object_add(o, "sni_selected", json_object_new_uint64(st.sni_selected));
 	json_object_object_add(o, "credentials_reloads", json_object_new_uint64(st.creds_reloads));
 	json_object_object_add(o, "credentials_reload_failures",
 			       json_object_new_uint64(st.creds_reload_failures));
@@ -159,6 +160,31 @@ static json_object *status_tunnel(struct sm_daemon *d)
 	json_object_object_add(o, "keepalive_failures",
 			       json_object_new_uint64(st.keepalive_failures));
 	return o;
+}
+
+/* What each worker thread carries: shows how the kernel spread connections. */
+static json_object *status_workers(struct sm_daemon *d)
+{
+	json_object *arr = json_object_new_array();
+
+	for (unsigned int i = 0; i < d->nworkers; i++) {
+		json_object *o = json_object_new_object();
+		struct sm_proxy_stats ps;
+		struct sm_hbone_stats hs;
+
+		sm_proxy_worker_stats(&d->workers[i], &ps);
+		sm_hbone_worker_stats(&d->workers[i], &hs);
+		json_object_object_add(o, "id", json_object_new_int64(i));
+		json_object_object_add(o, "accepted", json_object_new_uint64(ps.accepted));
+		json_object_object_add(o, "relays_active", json_object_new_uint64(ps.active));
+		json_object_object_add(o, "connections_in", json_object_new_uint64(hs.conns_in));
+		json_object_object_add(o, "connections_out", json_object_new_uint64(hs.conns_out));
+		json_object_object_add(o, "streams_open", json_object_new_uint64(hs.streams_open));
+		json_object_object_add(o, "streams_total",
+				       json_object_new_uint64(hs.streams_total));
+		json_object_array_add(arr, o);
+	}
+	return arr;
 }
 
 static json_object *cmd_status(struct sm_daemon *d)
@@ -190,6 +216,7 @@ static json_object *cmd_status(struct sm_daemon *d)
 	json_object_object_add(px, "tunnelled", json_object_new_uint64(ps.tunnelled));
 	json_object_object_add(o, "proxy", px);
 	json_object_object_add(o, "tunnel", status_tunnel(d));
+	json_object_object_add(o, "workers", status_workers(d));
 	json_object_object_add(fl, "records", json_object_new_uint64(sm_flowexp_records(d)));
 	json_object_object_add(fl, "lost_records",
 			       json_object_new_uint64(sm_flowexp_lost_records(d)));

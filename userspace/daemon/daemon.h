@@ -1,12 +1,25 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * sockmeshd's modules and the state they share. One thread: everything runs
- * on the event loop (userspace/lib/evloop.h).
+ * sockmeshd's modules and the state they share.
+ *
+ * Threads: the main thread runs the control socket, signals, the flow ring
+ * buffer, the datapath and credential rotation on its event loop. Worker
+ * threads (listeners.workers, default one per CPU) each run their own event
+ * loop with their own outbound and HBONE listeners (SO_REUSEPORT groups),
+ * relays, tunnel connections and SSL_CTXs; nothing on the data path takes a
+ * lock shared between workers.
+ *
+ * Shared state (the catalog, credential sets, struct sm_config) is changed
+ * only by the main thread, and only while every worker is paused at a safe
+ * point between events (sm_workers_pause()), so workers read it without
+ * locks. Counters a worker writes and another thread reads use relaxed
+ * atomics (SM_STAT_*).
  */
 #ifndef SOCKMESHD_DAEMON_H
 #define SOCKMESHD_DAEMON_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -15,6 +28,7 @@
 #include "config.h"
 #include "evloop.h"
 #include "spiffe.h"
+#include "util.h"
 
 #ifndef SOCKMESH_VERSION
 #define SOCKMESH_VERSION "0.1.0"
@@ -27,6 +41,37 @@ struct sm_proxy;
 struct sm_flowexp;
 struct sm_hbone;
 struct sm_flow_record;
+struct sm_hbone_worker;
+
+/* A counter one thread writes and others read: relaxed atomics, no lock. */
+#define SM_STAT_ADD(f, n)                                                                          \
+	__atomic_store_n(&(f), __atomic_load_n(&(f), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+#define SM_STAT_INC(f) SM_STAT_ADD(f, 1)
+#define SM_STAT_DEC(f) SM_STAT_ADD(f, -1)
+#define SM_STAT_GET(f) __atomic_load_n(&(f), __ATOMIC_RELAXED)
+
+/* Requests from the main thread to a worker (bits of sm_worker.cmds). */
+enum {
+	SM_WCMD_PAUSE = 1,	    /* wait at a safe point until sm_workers_resume() */
+	SM_WCMD_STOP_ACCEPTING = 2, /* drain: close listeners, GOAWAY to peers */
+	SM_WCMD_STOP = 4,	    /* leave the event loop */
+};
+
+/* One worker thread and everything it owns. */
+struct sm_worker {
+	struct sm_daemon *d;
+	unsigned int id;
+	pthread_t thread;
+	bool started;
+	struct sm_evloop *loop;
+	int wake_fd; /* eventfd: the main thread posted cmds */
+	struct sm_ev *wake_ev;
+	struct sm_ev *tick;
+	unsigned int cmds; /* SM_WCMD_* bits, atomic */
+	bool draining;	   /* this worker stopped accepting */
+	struct sm_proxy *proxy;
+	struct sm_hbone_worker *hb; /* NULL unless tunnel.hbone */
+};
 
 /* One attachment of a program to a cgroup, pinned under <bpffs>/links/. */
 struct sm_attachment {
@@ -58,9 +103,16 @@ struct sm_daemon {
 	struct bpf_link *iter_link;
 	bool redirect_attached;
 
-	struct sm_proxy *proxy;
 	struct sm_flowexp *flows;
-	struct sm_hbone *hbone; /* NULL unless tunnel.hbone */
+	struct sm_hbone *hbone; /* NULL unless tunnel.hbone: shared credentials */
+
+	struct sm_worker *workers;
+	unsigned int nworkers;
+	pthread_mutex_t pause_mu;
+	pthread_cond_t pause_cv;
+	bool pause_req;
+	unsigned int paused;	  /* workers waiting in the pause (under pause_mu) */
+	unsigned int pause_depth; /* main thread only */
 
 	int ctl_fd;
 	struct sm_ev *ctl_ev;
@@ -100,19 +152,40 @@ void sm_flowexp_stop(struct sm_daemon *d);
 void sm_flowexp_check_lost(struct sm_daemon *d);
 uint64_t sm_flowexp_records(const struct sm_daemon *d);
 uint64_t sm_flowexp_lost_records(const struct sm_daemon *d);
-/* Write a record the daemon made itself (e.g. a refused handshake). */
+/* Write a record the daemon made itself (e.g. a refused handshake). Any thread. */
 void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r);
 
-/* proxy.c: outbound capture listeners and plaintext relays. */
-int sm_proxy_start(struct sm_daemon *d);
+/* worker.c: worker threads. */
+/* How many: listeners.workers, or one per online CPU (at most 256). */
+unsigned int sm_workers_count(const struct sm_daemon *d);
+/* Make the workers and their listeners (errors reported here), then start the threads. */
+int sm_workers_start(struct sm_daemon *d);
+/* Post cmds (SM_WCMD_*) to every worker. */
+void sm_workers_post(struct sm_daemon *d, unsigned int cmds);
+/* Stop and join the threads, then free what each worker owns. */
+void sm_workers_stop(struct sm_daemon *d);
+/*
+ * Hold every running worker at a safe point (between events) so the main
+ * thread may change shared state; sm_workers_resume() lets them go on. Both
+ * only from the main thread; no-ops before the threads run.
+ */
+void sm_workers_pause(struct sm_daemon *d);
+void sm_workers_resume(struct sm_daemon *d);
+/* A listener of worker w on a:port; the first worker's probe reports a taken port. */
+int sm_worker_listen(struct sm_worker *w, const struct sm_addr *a, uint16_t port, int backlog);
+
+/* proxy.c: outbound capture listeners and plaintext relays, per worker. */
+int sm_proxy_start(struct sm_worker *w);
 /* Stop accepting; relays go on. */
-void sm_proxy_stop_accepting(struct sm_daemon *d);
-void sm_proxy_free(struct sm_daemon *d);
+void sm_proxy_stop_accepting(struct sm_worker *w);
+void sm_proxy_free(struct sm_worker *w);
 struct sm_proxy_stats {
 	uint64_t active, accepted, upstream_errors, orig_dst_errors;
 	uint64_t tunnelled; /* handed to the HBONE tunnel */
 };
+/* Summed over the workers (any thread). */
 void sm_proxy_stats(const struct sm_daemon *d, struct sm_proxy_stats *st);
+void sm_proxy_worker_stats(const struct sm_worker *w, struct sm_proxy_stats *st);
 
 /* hbone.c: the mTLS HTTP/2 CONNECT tunnel between nodes. */
 struct sm_hbone_stats {
@@ -125,29 +198,39 @@ struct sm_hbone_stats {
 	uint64_t upstream_errors;	/* the local service did not answer */
 	uint64_t bad_frames;		/* malformed HTTP/2 */
 	uint64_t refused_busy;		/* accepted while too many handshakes ran */
+	uint64_t sni_selected;		/* inbound handshakes that chose a workload's SVID by SNI */
 	uint64_t creds_reloads;		/* rotations applied */
 	uint64_t creds_reload_failures; /* new sets refused (old kept) */
 	uint64_t creds_expiring;	/* sets within tunnel.expiry_warning of expiry */
 	uint64_t keepalive_failures;	/* connections closed: PING unanswered */
 };
+/* Shared part (main thread): credentials and their rotation. */
 int sm_hbone_start(struct sm_daemon *d);
-void sm_hbone_stop_accepting(struct sm_daemon *d);
 void sm_hbone_free(struct sm_daemon *d);
+/* Main thread, every second: credential rotation and expiry warnings. */
 void sm_hbone_tick(struct sm_daemon *d);
-/* The catalog was replaced: reload credentials by the new one. 0 or -errno. */
+/* The catalog was replaced (workers paused): reload credentials. 0 or -errno. */
 int sm_hbone_catalog_changed(struct sm_daemon *d);
+/* Per worker: its inbound listeners, connections and flow-record joins. */
+int sm_hbone_worker_start(struct sm_worker *w);
+void sm_hbone_stop_accepting(struct sm_worker *w);
+void sm_hbone_worker_free(struct sm_worker *w);
+/* Worker, every second: handshake and keepalive timeouts, idle connections. */
+void sm_hbone_worker_tick(struct sm_worker *w);
+/* Summed over the workers plus the shared counters (any thread). */
 void sm_hbone_stats(const struct sm_daemon *d, struct sm_hbone_stats *st);
+void sm_hbone_worker_stats(const struct sm_worker *w, struct sm_hbone_stats *st);
 /*
  * Take a captured connection (cfd, whose peer is cli:cport) to dst:dport
  * through the tunnel. 0: cfd is the tunnel's now; -errno: the caller still
  * owns cfd (not a remote service, no credentials, no route to the node).
  */
-int sm_hbone_outbound(struct sm_daemon *d, int cfd, const struct sm_addr *dst, uint16_t dport,
+int sm_hbone_outbound(struct sm_worker *w, int cfd, const struct sm_addr *dst, uint16_t dport,
 		      const struct sm_addr *cli, uint16_t cport);
 /*
  * Add what the tunnel knows (tls block, trace id, the verified caller) to the
  * record of a workload socket whose far end is key_addr:key_port; final (a
- * conn_end) forgets it.
+ * conn_end) forgets it. Main thread; looks through every worker's joins.
  */
 void sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
 		       bool final, struct sm_flow_record *r);

@@ -44,7 +44,9 @@ struct sm_flowexp {
 	struct sm_ev *drain_ev;
 	int file_fd;
 	struct flow_state *flows;
-	uint64_t records;
+	/* the sinks: the main thread and the workers (their own records) write */
+	pthread_mutex_t sink_mu;
+	uint64_t records; /* SM_STAT_GET to read */
 	uint64_t lost_records;
 	uint64_t write_errors;
 };
@@ -55,6 +57,7 @@ static void sink_write(struct sm_daemon *d, const char *line)
 	size_t len = strlen(line);
 	struct iovec iov[2] = {{(void *) line, len}, {"\n", 1}};
 
+	pthread_mutex_lock(&fx->sink_mu);
 	if (fx->file_fd >= 0 && writev(fx->file_fd, iov, 2) != (ssize_t) (len + 1)) {
 		if (fx->write_errors++ == 0)
 			pr_warn("cannot write flow log %s: %s", d->cfg.flowlog_file,
@@ -65,7 +68,8 @@ static void sink_write(struct sm_daemon *d, const char *line)
 		fputc('\n', stdout);
 		fflush(stdout);
 	}
-	fx->records++;
+	SM_STAT_INC(fx->records);
+	pthread_mutex_unlock(&fx->sink_mu);
 }
 
 void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
@@ -313,6 +317,7 @@ int sm_flowexp_start(struct sm_daemon *d)
 	if (!fx)
 		return -ENOMEM;
 	fx->file_fd = -1;
+	pthread_mutex_init(&fx->sink_mu, NULL);
 	d->flows = fx;
 	if (d->cfg.flowlog_file[0]) {
 		fx->file_fd =
@@ -364,13 +369,14 @@ void sm_flowexp_stop(struct sm_daemon *d)
 	}
 	if (fx->file_fd >= 0)
 		close(fx->file_fd);
+	pthread_mutex_destroy(&fx->sink_mu);
 	free(fx);
 	d->flows = NULL;
 }
 
 uint64_t sm_flowexp_records(const struct sm_daemon *d)
 {
-	return d->flows ? d->flows->records : 0;
+	return d->flows ? SM_STAT_GET(d->flows->records) : 0;
 }
 
 uint64_t sm_flowexp_lost_records(const struct sm_daemon *d)

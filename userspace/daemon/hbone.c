@@ -20,10 +20,22 @@
  *
  * Ownership: handlers never free. A stream or connection that is finished is
  * marked dead and freed by conn_reap() at the end of the handler that marked
- * it, so no callback can touch freed memory. Everything runs on the daemon's
- * event loop; there is no global state.
+ * it, so no callback can touch freed memory.
+ *
+ * Threads: each worker (worker.c) owns its listeners, connections, streams
+ * and flow-record joins (struct sm_hbone_worker); connections never move
+ * between workers. The credential sets (struct sm_hbone) belong to the main
+ * thread, which swaps them only while the workers are paused. The joins are
+ * the one structure two threads touch (the worker writes, the main thread's
+ * flow export reads), behind the worker's own mutex.
+ *
+ * Which SVID the inbound side presents: the workload's whose SPIFFE ID the
+ * client names in SNI (sm_spiffe_sni_name()); else, on a listener address
+ * whose services all belong to one local workload, that workload's; else the
+ * node's.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +117,7 @@ struct hb_stream {
 /* One TLS connection carrying an HTTP/2 session, either role. */
 struct hb_conn {
 	struct sm_daemon *d;
+	struct sm_worker *w; /* the one thread that touches this connection */
 	bool server;
 	int fd;
 	struct sm_ev *ev;
@@ -113,7 +126,8 @@ struct hb_conn {
 	nghttp2_session *h2;
 	bool handshaking;
 	bool dead;
-	bool goaway; /* takes no new streams */
+	bool goaway;	   /* takes no new streams */
+	bool sni_selected; /* the client's SNI chose our SVID (counted once: HRR asks twice) */
 	int64_t started_ns;
 	uint32_t handshake_us;
 	int64_t idle_since; /* monotonic s since it has no streams, 0 = busy */
@@ -151,8 +165,9 @@ struct hb_join {
 };
 
 struct hb_listener {
-	struct sm_daemon *d;
+	struct sm_worker *w;
 	int fd;
+	unsigned int addr; /* index into this node's catalog addresses */
 	struct sm_ev *ev;
 };
 
@@ -165,19 +180,29 @@ struct hb_watch {
 	bool expiry_warned;
 };
 
+/* Shared, main thread: credential sets (workers read them; swapped while they are paused). */
 struct sm_hbone {
 	struct sm_creds *node_creds;
-	struct sm_creds **wl_creds; /* per catalog workload, NULL when not local */
-	unsigned int nwl;	    /* entries of wl_creds (the catalog it was made for) */
+	struct sm_creds **wl_creds;	 /* per catalog workload, NULL when not local */
+	char (*wl_sni)[SM_SNI_NAME_LEN]; /* per catalog workload with credentials: its SNI name */
+	unsigned int nwl; /* entries of wl_creds and wl_sni (the catalog they were made for) */
+	int addr_owner[SM_NODE_ADDRS_MAX]; /* per node address: the one local workload whose
+					      services use it (with credentials), else -1 */
 	int inotify_fd;
 	struct sm_ev *inotify_ev;
 	struct hb_watch *watches;
 	unsigned int nwatches;
+	uint64_t creds_reloads, creds_reload_failures, creds_expiring;
+};
+
+/* Per worker: only its thread touches it, except joins (join_mu) and st (SM_STAT_*). */
+struct sm_hbone_worker {
 	struct hb_listener l[SM_NODE_ADDRS_MAX];
 	unsigned int nl;
 	struct hb_conn *conns;
-	struct hb_join *joins;
 	unsigned int handshaking_in;
+	pthread_mutex_t join_mu;
+	struct hb_join *joins;
 	struct sm_hbone_stats st;
 };
 
@@ -255,15 +280,15 @@ static void set_mark(struct sm_daemon *d, int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-static void fail_count(struct sm_hbone *hb, const char *reason)
+static void fail_count(struct sm_hbone_worker *hw, const char *reason)
 {
 	for (int i = 0; i < SM_SVID_REASON_MAX; i++) {
 		if (strcmp(reason, sm_svid_reason_name((enum sm_svid_reason) i)) == 0) {
-			hb->st.tls_failed[i]++;
+			SM_STAT_INC(hw->st.tls_failed[i]);
 			return;
 		}
 	}
-	hb->st.tls_failed_other++;
+	SM_STAT_INC(hw->st.tls_failed_other);
 }
 
 /* ---- flow-record joins ---- */
@@ -276,12 +301,13 @@ static void join_key(struct hb_join *j, const struct sm_addr *a, uint16_t port)
 	j->key.port = port;
 }
 
-static struct hb_join *join_find(struct sm_hbone *hb, const struct sm_addr *a, uint16_t port)
+/* Caller holds hw->join_mu. */
+static struct hb_join *join_find(struct sm_hbone_worker *hw, const struct sm_addr *a, uint16_t port)
 {
 	struct hb_join probe, *j = NULL;
 
 	join_key(&probe, a, port);
-	HASH_FIND(hh, hb->joins, &probe.key, sizeof(probe.key), j);
+	HASH_FIND(hh, hw->joins, &probe.key, sizeof(probe.key), j);
 	return j;
 }
 
@@ -290,18 +316,21 @@ static void join_update(struct hb_stream *s, const char *failure)
 {
 	struct hb_conn *c = s->conn;
 	struct sm_daemon *d = c->d;
-	struct sm_hbone *hb = d->hbone;
+	struct sm_hbone_worker *hw = c->w->hb;
 	struct hb_join *j;
 
 	if (!s->key_port)
 		return;
-	j = join_find(hb, &s->key_addr, s->key_port);
+	pthread_mutex_lock(&hw->join_mu);
+	j = join_find(hw, &s->key_addr, s->key_port);
 	if (!j) {
 		j = calloc(1, sizeof(*j));
-		if (!j)
+		if (!j) {
+			pthread_mutex_unlock(&hw->join_mu);
 			return;
+		}
 		join_key(j, &s->key_addr, s->key_port);
-		HASH_ADD(hh, hb->joins, key, sizeof(j->key), j);
+		HASH_ADD(hh, hw->joins, key, sizeof(j->key), j);
 	}
 	j->inbound = c->server;
 	sm_strlcpy(j->trace, s->trace, sizeof(j->trace));
@@ -332,20 +361,15 @@ static void join_update(struct hb_stream *s, const char *failure)
 		sm_strlcpy(j->failure, failure, sizeof(j->failure));
 		sm_strlcpy(j->tls.failure, failure, sizeof(j->tls.failure));
 	}
+	pthread_mutex_unlock(&hw->join_mu);
 }
 
-void sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
-		       bool final, struct sm_flow_record *r)
+/* Fill r from a join entry; caller holds the worker's join_mu. */
+static void join_apply(struct sm_daemon *d, const struct hb_join *j, bool final,
+		       struct sm_flow_record *r)
 {
-	struct sm_hbone *hb = d->hbone;
-	struct hb_join *j;
 	int wl;
 
-	if (!hb)
-		return;
-	j = join_find(hb, key_addr, key_port);
-	if (!j)
-		return;
 	r->tls = j->tls;
 	/* the mode is the local workload's: the caller's outbound, the service's inbound */
 	wl = sm_workload_by_cgroup(d, r->cgroup_id);
@@ -364,9 +388,31 @@ void sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint
 		r->verdict = SM_VERDICT_DROPPED;
 		sm_strlcpy(r->drop_reason, j->failure, sizeof(r->drop_reason));
 	}
-	if (final) {
-		HASH_DEL(hb->joins, j);
-		free(j);
+}
+
+void sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
+		       bool final, struct sm_flow_record *r)
+{
+	if (!d->hbone)
+		return;
+	for (unsigned int i = 0; i < d->nworkers; i++) {
+		struct sm_hbone_worker *hw = d->workers[i].hb;
+		struct hb_join *j;
+
+		if (!hw)
+			continue;
+		pthread_mutex_lock(&hw->join_mu);
+		j = join_find(hw, key_addr, key_port);
+		if (j) {
+			join_apply(d, j, final, r);
+			if (final) {
+				HASH_DEL(hw->joins, j);
+				free(j);
+			}
+		}
+		pthread_mutex_unlock(&hw->join_mu);
+		if (j)
+			return;
 	}
 }
 
@@ -433,8 +479,8 @@ static struct hb_stream *stream_new(struct hb_conn *c, int fd)
 	c->streams = s;
 	c->nstreams++;
 	c->idle_since = 0;
-	c->d->hbone->st.streams_open++;
-	c->d->hbone->st.streams_total++;
+	SM_STAT_INC(c->w->hb->st.streams_open);
+	SM_STAT_INC(c->w->hb->st.streams_total);
 	return s;
 }
 
@@ -445,7 +491,7 @@ static void stream_fail(struct hb_stream *s, uint32_t h2_error, const char *reas
 
 	if (s->dead)
 		return;
-	c->d->hbone->st.streams_failed++;
+	SM_STAT_INC(c->w->hb->st.streams_failed);
 	join_update(s, reason);
 	if (s->id > 0 && c->h2 && !s->h2_closed)
 		nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, s->id, h2_error);
@@ -468,7 +514,7 @@ static void stream_interest(struct hb_stream *s)
 		if (buf_pending(&s->down) > 0)
 			want |= EPOLLOUT;
 	}
-	sm_evloop_mod(s->conn->d->loop, s->ev, want);
+	sm_evloop_mod(s->conn->w->loop, s->ev, want);
 }
 
 /* Write what HTTP/2 delivered to the plain socket; acknowledge it to the peer. */
@@ -585,22 +631,22 @@ static void conn_fail(struct hb_conn *c, const char *reason)
 
 static void conn_free(struct hb_conn *c)
 {
-	struct sm_hbone *hb = c->d->hbone;
+	struct sm_hbone_worker *hw = c->w->hb;
 	struct hb_conn **pp;
 
-	for (pp = &hb->conns; *pp; pp = &(*pp)->next) {
+	for (pp = &hw->conns; *pp; pp = &(*pp)->next) {
 		if (*pp == c) {
 			*pp = c->next;
 			break;
 		}
 	}
 	if (c->server && c->handshaking)
-		hb->handshaking_in--;
+		hw->handshaking_in--;
 	if (c->server)
-		hb->st.conns_in--;
+		SM_STAT_DEC(hw->st.conns_in);
 	else
-		hb->st.conns_out--;
-	sm_evloop_del(c->d->loop, c->ev);
+		SM_STAT_DEC(hw->st.conns_out);
+	sm_evloop_del(c->w->loop, c->ev);
 	if (c->ssl)
 		SSL_free(c->ssl);
 	if (c->fd >= 0) {
@@ -640,24 +686,28 @@ static void conn_reap(struct hb_conn *c)
 		if (buf_pending(&s->down) && c->h2 && !c->dead)
 			nghttp2_session_consume_connection(c->h2, buf_pending(&s->down));
 		if (s->fd >= 0) {
-			sm_evloop_del(c->d->loop, s->ev);
+			sm_evloop_del(c->w->loop, s->ev);
 			if (s->reset)
 				reset_close(s->fd);
 			else
 				close(s->fd);
 		}
 		if (s->key_port) {
-			struct hb_join *j = join_find(c->d->hbone, &s->key_addr, s->key_port);
+			struct sm_hbone_worker *hw = c->w->hb;
+			struct hb_join *j;
 
+			pthread_mutex_lock(&hw->join_mu);
+			j = join_find(hw, &s->key_addr, s->key_port);
 			if (j && !j->expires)
 				j->expires = mono_s() + HB_JOIN_LINGER_S;
+			pthread_mutex_unlock(&hw->join_mu);
 		}
 		if (s->id > 0 && c->h2)
 			nghttp2_session_set_stream_user_data(c->h2, s->id, NULL);
 		free(s->up.data);
 		free(s->down.data);
 		c->nstreams--;
-		c->d->hbone->st.streams_open--;
+		SM_STAT_DEC(c->w->hb->st.streams_open);
 		free(s);
 	}
 	if (c->nstreams == 0 && !c->idle_since)
@@ -668,17 +718,17 @@ static void conn_reap(struct hb_conn *c)
 
 static void handshake_done(struct hb_conn *c)
 {
-	struct sm_hbone *hb = c->d->hbone;
+	struct sm_hbone_worker *hw = c->w->hb;
 	enum sm_svid_reason why;
 
 	c->handshaking = false;
 	c->handshake_us = (uint32_t) ((mono_ns() - c->started_ns) / 1000);
 	if (c->server)
-		hb->handshaking_in--;
+		hw->handshaking_in--;
 	why = sm_tls_peer_result(c->ssl, c->peer_spiffe, sizeof(c->peer_spiffe));
 	if (why != SM_SVID_OK) {
 		/* cannot happen with SSL_VERIFY_PEER, but never trust an unverified peer */
-		fail_count(hb, sm_svid_reason_name(why));
+		fail_count(hw, sm_svid_reason_name(why));
 		if (c->server)
 			record_failure(c, sm_svid_reason_name(why), NULL);
 		conn_fail(c, sm_svid_reason_name(why));
@@ -688,11 +738,11 @@ static void handshake_done(struct hb_conn *c)
 	    strcmp(c->peer_spiffe, c->expect[1]) != 0) {
 		pr_warn("server %s presented %s, but the catalog names %s (or its node %s)",
 			c->expect[0], c->peer_spiffe, c->expect[0], c->expect[1]);
-		fail_count(hb, "identity_mismatch");
+		fail_count(hw, "identity_mismatch");
 		conn_fail(c, "identity_mismatch");
 		return;
 	}
-	hb->st.tls_ok++;
+	SM_STAT_INC(hw->st.tls_ok);
 	for (struct hb_stream *s = c->streams; s; s = s->next)
 		join_update(s, NULL);
 }
@@ -738,7 +788,7 @@ static void conn_pump(struct hb_conn *c)
 		if (r != 1) {
 			e = SSL_get_error(c->ssl, r);
 			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-				sm_evloop_mod(c->d->loop, c->ev,
+				sm_evloop_mod(c->w->loop, c->ev,
 					      e == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN);
 				return;
 			}
@@ -746,7 +796,7 @@ static void conn_pump(struct hb_conn *c)
 						  ? "tunnel_connect_failed"
 						  : handshake_failure(c);
 
-			fail_count(c->d->hbone, why);
+			fail_count(c->w->hb, why);
 			if (c->server)
 				record_failure(c, why, NULL);
 			conn_fail(c, why);
@@ -765,7 +815,7 @@ static void conn_pump(struct hb_conn *c)
 			ssize_t used = nghttp2_session_mem_recv(c->h2, buf, (size_t) r);
 
 			if (used < 0) {
-				c->d->hbone->st.bad_frames++;
+				SM_STAT_INC(c->w->hb->st.bad_frames);
 				if (c->server)
 					record_failure(c, "malformed_hbone", NULL);
 				conn_fail(c, "malformed_hbone");
@@ -829,7 +879,7 @@ static void conn_pump(struct hb_conn *c)
 	}
 	if (buf_pending(&c->out) > 0 || nghttp2_session_want_write(c->h2))
 		want |= EPOLLOUT;
-	sm_evloop_mod(c->d->loop, c->ev, want);
+	sm_evloop_mod(c->w->loop, c->ev, want);
 	if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2) &&
 	    buf_pending(&c->out) == 0)
 		c->dead = true; /* both sides said GOAWAY and all is sent */
@@ -858,7 +908,7 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, voi
 	if (!c->server || frame->hd.type != NGHTTP2_HEADERS ||
 	    frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	if (c->goaway || c->d->draining) {
+	if (c->goaway || c->w->draining) {
 		nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
 					  NGHTTP2_REFUSED_STREAM);
 		return 0;
@@ -908,7 +958,7 @@ static void respond(struct hb_stream *s, const char *status, const char *why)
 			    NGHTTP2_NV_FLAG_NONE}};
 
 	nghttp2_submit_response(c->h2, s->id, nv, 1, NULL);
-	c->d->hbone->st.requests_refused++;
+	SM_STAT_INC(c->w->hb->st.requests_refused);
 	record_failure(c, why, s->authority);
 	s->dead = true;
 	s->reset = true;
@@ -981,7 +1031,7 @@ static void handle_request(struct hb_stream *s)
 		return;
 	}
 	s->fd_connecting = true;
-	s->ev = sm_evloop_add(d->loop, fd, EPOLLOUT, on_stream_fd, s);
+	s->ev = sm_evloop_add(c->w->loop, fd, EPOLLOUT, on_stream_fd, s);
 	if (!s->ev)
 		respond(s, "503", "out_of_memory");
 }
@@ -1121,14 +1171,16 @@ static int conn_h2_init(struct hb_conn *c)
 	return 0;
 }
 
-static struct hb_conn *conn_new(struct sm_daemon *d, int fd, bool server, struct sm_creds *creds)
+static struct hb_conn *conn_new(struct sm_worker *w, int fd, bool server, struct sm_creds *creds)
 {
 	struct hb_conn *c = calloc(1, sizeof(*c));
-	SSL_CTX *ctx = server ? sm_creds_server_ctx(creds) : sm_creds_client_ctx(creds);
+	SSL_CTX *ctx =
+		server ? sm_creds_server_ctx(creds, w->id) : sm_creds_client_ctx(creds, w->id);
 
 	if (!c)
 		return NULL;
-	c->d = d;
+	c->d = w->d;
+	c->w = w;
 	c->fd = fd;
 	c->server = server;
 	c->handshaking = true;
@@ -1143,15 +1195,15 @@ static struct hb_conn *conn_new(struct sm_daemon *d, int fd, bool server, struct
 		SSL_set_accept_state(c->ssl);
 	else
 		SSL_set_connect_state(c->ssl);
-	c->ev = sm_evloop_add(d->loop, fd, server ? EPOLLIN : EPOLLOUT, on_conn, c);
+	c->ev = sm_evloop_add(w->loop, fd, server ? EPOLLIN : EPOLLOUT, on_conn, c);
 	if (!c->ev)
 		goto fail;
-	c->next = d->hbone->conns;
-	d->hbone->conns = c;
+	c->next = w->hb->conns;
+	w->hb->conns = c;
 	if (server)
-		d->hbone->st.conns_in++;
+		SM_STAT_INC(w->hb->st.conns_in);
 	else
-		d->hbone->st.conns_out++;
+		SM_STAT_INC(w->hb->st.conns_out);
 	return c;
 fail:
 	if (c->ssl)
@@ -1180,7 +1232,7 @@ static void on_stream_fd(struct sm_evloop *loop, struct sm_ev *ev, uint32_t even
 		if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 			err = errno;
 		if (err) {
-			c->d->hbone->st.upstream_errors++;
+			SM_STAT_INC(c->w->hb->st.upstream_errors);
 			respond(s, err == ECONNREFUSED ? "502" : "503",
 				err == ECONNREFUSED ? "upstream_refused" : "upstream_unreachable");
 		} else {
@@ -1258,16 +1310,17 @@ static void node_spiffe_id(const char *example, const char *node, char *out, siz
 	snprintf(out, len, "spiffe://%s/sockmesh/node/%s", td, node);
 }
 
-static struct hb_conn *pool_get(struct sm_daemon *d, uint32_t src_id, uint32_t dst_id, int node,
+static struct hb_conn *pool_get(struct sm_worker *w, uint32_t src_id, uint32_t dst_id, int node,
 				int wl, struct sm_creds *creds)
 {
+	struct sm_daemon *d = w->d;
 	const struct sm_node_def *n = &d->cat.nodes[node];
 	struct sockaddr_storage ss;
 	struct hb_conn *c;
 	socklen_t sl;
 	int fd;
 
-	for (c = d->hbone->conns; c; c = c->next)
+	for (c = w->hb->conns; c; c = c->next)
 		if (!c->server && !c->dead && !c->goaway && c->src_id == src_id &&
 		    c->dst_id == dst_id && c->node == node &&
 		    c->nstreams < d->cfg.tunnel_max_streams)
@@ -1283,7 +1336,7 @@ static struct hb_conn *pool_get(struct sm_daemon *d, uint32_t src_id, uint32_t d
 		close(fd);
 		return NULL;
 	}
-	c = conn_new(d, fd, false, creds);
+	c = conn_new(w, fd, false, creds);
 	if (!c) {
 		close(fd);
 		return NULL;
@@ -1295,6 +1348,13 @@ static struct hb_conn *pool_get(struct sm_daemon *d, uint32_t src_id, uint32_t d
 	c->peer_port = d->cfg.inbound_port;
 	sm_strlcpy(c->expect[0], d->cat.workloads[wl].spiffe_id, sizeof(c->expect[0]));
 	node_spiffe_id(d->cat.workloads[wl].spiffe_id, n->name, c->expect[1], sizeof(c->expect[1]));
+	if (d->cfg.tunnel_sni) {
+		char sni[SM_SNI_NAME_LEN];
+
+		/* ask for the destination workload's SVID (the server may still send its node's) */
+		if (sm_spiffe_sni_name(c->expect[0], sni, sizeof(sni)) == 0)
+			SSL_set_tlsext_host_name(c->ssl, sni);
+	}
 	return c;
 }
 
@@ -1311,9 +1371,10 @@ static void new_traceparent(char *out, size_t len)
 	snprintf(out, len, "00-%.32s-%.16s-01", hex, hex + 32);
 }
 
-int sm_hbone_outbound(struct sm_daemon *d, int cfd, const struct sm_addr *dst, uint16_t dport,
+int sm_hbone_outbound(struct sm_worker *w, int cfd, const struct sm_addr *dst, uint16_t dport,
 		      const struct sm_addr *cli, uint16_t cport)
 {
+	struct sm_daemon *d = w->d;
 	struct sm_hbone *hb = d->hbone;
 	nghttp2_data_provider prd = {.read_callback = data_read};
 	char abuf[INET6_ADDRSTRLEN];
@@ -1323,7 +1384,7 @@ int sm_hbone_outbound(struct sm_daemon *d, int cfd, const struct sm_addr *dst, u
 	uint32_t src_id = 0;
 	int node, wl = -1;
 
-	if (!hb)
+	if (!hb || !w->hb)
 		return -ENOTCONN;
 	node = destination_node(d, dst, dport, &wl);
 	if (node < 0 || node == d->node_idx)
@@ -1335,7 +1396,7 @@ int sm_hbone_outbound(struct sm_daemon *d, int cfd, const struct sm_addr *dst, u
 		creds = hb->node_creds;
 	if (!creds)
 		return -ENOKEY;
-	c = pool_get(d, src_id, d->cat.workloads[wl].identity, node, wl, creds);
+	c = pool_get(w, src_id, d->cat.workloads[wl].identity, node, wl, creds);
 	if (!c)
 		return -ECONNREFUSED;
 	s = stream_new(c, cfd);
@@ -1359,11 +1420,11 @@ int sm_hbone_outbound(struct sm_daemon *d, int cfd, const struct sm_addr *dst, u
 		prd.source.ptr = s;
 		s->id = nghttp2_submit_request(c->h2, NULL, nv, SM_ARRAY_SIZE(nv), &prd, s);
 	}
-	s->ev = sm_evloop_add(d->loop, cfd, 0, on_stream_fd, s);
+	s->ev = sm_evloop_add(w->loop, cfd, 0, on_stream_fd, s);
 	if (s->id < 0 || !s->ev) {
 		/* the caller still owns cfd: give it back untouched */
 		s->fd = -1;
-		sm_evloop_del(d->loop, s->ev);
+		sm_evloop_del(w->loop, s->ev);
 		s->ev = NULL;
 		s->dead = true;
 		conn_reap(c);
@@ -1377,11 +1438,45 @@ int sm_hbone_outbound(struct sm_daemon *d, int cfd, const struct sm_addr *dst, u
 
 /* ---- inbound ---- */
 
+/* SNI named a SPIFFE ID: answer with that local workload's SVID if we hold it. */
+static SSL_CTX *pick_by_sni(SSL *ssl, const char *name, void *arg)
+{
+	struct hb_conn *c = arg;
+	struct sm_hbone *hb = c->d->hbone;
+
+	(void) ssl;
+	for (unsigned int i = 0; i < hb->nwl; i++) {
+		struct sm_creds *cr = hb->wl_creds[i];
+
+		if (!cr || strcmp(hb->wl_sni[i], name) != 0)
+			continue;
+		if (cr != c->creds) {
+			sm_creds_put(c->creds);
+			c->creds = sm_creds_get(cr);
+		}
+		if (!c->sni_selected)
+			SM_STAT_INC(c->w->hb->st.sni_selected);
+		c->sni_selected = true;
+		return sm_creds_server_ctx(cr, c->w->id);
+	}
+	return NULL; /* unknown name: the default SVID; the client decides */
+}
+
+/* The SVID a listener presents when SNI names none: its address's one workload, or the node. */
+static struct sm_creds *listener_creds(const struct sm_hbone *hb, unsigned int addr)
+{
+	int owner = addr < SM_NODE_ADDRS_MAX ? hb->addr_owner[addr] : -1;
+
+	if (owner >= 0 && (unsigned int) owner < hb->nwl && hb->wl_creds[owner])
+		return hb->wl_creds[owner];
+	return hb->node_creds;
+}
+
 static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
 	struct hb_listener *l = arg;
-	struct sm_daemon *d = l->d;
-	struct sm_hbone *hb = d->hbone;
+	struct sm_worker *w = l->w;
+	struct sm_hbone_worker *hw = w->hb;
 
 	(void) loop;
 	(void) ev;
@@ -1394,49 +1489,53 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 
 		if (fd < 0)
 			return;
-		if (hb->handshaking_in >= HB_MAX_HANDSHAKING || d->draining) {
-			hb->st.refused_busy++;
+		if (hw->handshaking_in >= HB_MAX_HANDSHAKING || w->draining) {
+			SM_STAT_INC(hw->st.refused_busy);
 			reset_close(fd);
 			continue;
 		}
-		set_mark(d, fd);
-		c = conn_new(d, fd, true, hb->node_creds);
+		set_mark(w->d, fd);
+		c = conn_new(w, fd, true, listener_creds(w->d->hbone, l->addr));
 		if (!c) {
 			reset_close(fd);
 			continue;
 		}
+		if (sm_tls_on_sni(c->ssl, pick_by_sni, c))
+			conn_fail(c, "out_of_memory");
 		sm_addr_from_sockaddr((struct sockaddr *) &ss, &c->peer, &c->peer_port);
-		hb->handshaking_in++;
+		hw->handshaking_in++;
 		conn_pump(c);
 		conn_reap(c);
 	}
 }
 
-static int listen_inbound(struct sm_daemon *d, const struct sm_addr *a)
+static int listen_inbound(struct sm_worker *w, const struct sm_addr *a, unsigned int addr)
 {
-	struct sm_hbone *hb = d->hbone;
-	struct hb_listener *l = &hb->l[hb->nl];
+	struct sm_hbone_worker *hw = w->hb;
+	struct hb_listener *l = &hw->l[hw->nl];
 	char buf[INET6_ADDRSTRLEN];
 	int fd, err;
 
-	fd = sm_tcp_listen(a, d->cfg.inbound_port, 1024);
+	fd = sm_worker_listen(w, a, w->d->cfg.inbound_port, 1024);
 	if (fd < 0) {
 		pr_err("cannot listen for HBONE on %s port %u: %s (is the address on this node? "
-		       "change listeners.inbound_port if the port is taken)",
-		       sm_addr_format(a, buf, sizeof(buf)), d->cfg.inbound_port, strerror(-fd));
+		       "another sockmeshd? change listeners.inbound_port if the port is taken)",
+		       sm_addr_format(a, buf, sizeof(buf)), w->d->cfg.inbound_port, strerror(-fd));
 		return fd;
 	}
-	l->d = d;
+	l->w = w;
 	l->fd = fd;
-	l->ev = sm_evloop_add(d->loop, fd, EPOLLIN, on_accept, l);
+	l->addr = addr;
+	l->ev = sm_evloop_add(w->loop, fd, EPOLLIN, on_accept, l);
 	if (!l->ev) {
 		err = -errno;
 		close(fd);
 		return err;
 	}
-	hb->nl++;
-	pr_info("HBONE inbound listener on %s port %u", sm_addr_format(a, buf, sizeof(buf)),
-		d->cfg.inbound_port);
+	hw->nl++;
+	if (w->id == 0)
+		pr_info("HBONE inbound listener on %s port %u", sm_addr_format(a, buf, sizeof(buf)),
+			w->d->cfg.inbound_port);
 	return 0;
 }
 
@@ -1483,26 +1582,30 @@ static void on_inotify(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events
 /*
  * A changed directory, once quiet: load the new set and swap it in for new
  * handshakes. Connections made with the old set keep their reference and are
- * not disturbed; a set that does not load leaves the old one in place.
+ * not disturbed; a set that does not load leaves the old one in place. The
+ * swap happens while the workers are paused (they read the slots unlocked).
  */
 static void creds_reload(struct sm_daemon *d, struct hb_watch *w)
 {
-	struct sm_creds **slot = watch_slot(d, w), *fresh;
+	struct sm_creds **slot = watch_slot(d, w), *fresh, *old;
 	struct sm_error err = {{0}};
 	const char *dir = watch_dir(d, w);
 
 	w->dirty = false;
-	fresh = sm_creds_load(dir, &err);
+	fresh = sm_creds_load(dir, d->nworkers, &err);
 	if (!fresh) {
-		d->hbone->st.creds_reload_failures++;
+		d->hbone->creds_reload_failures++;
 		pr_warn("new credentials in %s refused, keeping the current ones: %s", dir,
 			err.msg);
 		return;
 	}
-	sm_creds_put(*slot);
+	sm_workers_pause(d);
+	old = *slot;
 	*slot = fresh;
+	sm_workers_resume(d);
+	sm_creds_put(old);
 	w->expiry_warned = false;
-	d->hbone->st.creds_reloads++;
+	d->hbone->creds_reloads++;
 	pr_info("credentials in %s reloaded: %s, valid until %ld", dir, sm_creds_spiffe_id(fresh),
 		(long) sm_creds_not_after(fresh));
 }
@@ -1530,7 +1633,7 @@ static void creds_tick(struct sm_daemon *d)
 				sm_creds_spiffe_id(c), (long) (sm_creds_not_after(c) - now));
 		}
 	}
-	hb->st.creds_expiring = expiring;
+	hb->creds_expiring = expiring;
 }
 
 static int creds_watch(struct sm_daemon *d, int owner)
@@ -1558,10 +1661,10 @@ static int creds_watch(struct sm_daemon *d, int owner)
 	return 0;
 }
 
-static struct sm_creds *load_creds(const char *what, const char *dir)
+static struct sm_creds *load_creds(const struct sm_daemon *d, const char *what, const char *dir)
 {
 	struct sm_error err = {{0}};
-	struct sm_creds *c = sm_creds_load(dir, &err);
+	struct sm_creds *c = sm_creds_load(dir, d->nworkers, &err);
 
 	if (!c)
 		pr_err("%s: cannot load credentials from %s: %s", what, dir, err.msg);
@@ -1584,9 +1687,41 @@ static void creds_release_all(struct sm_daemon *d)
 		sm_creds_put(hb->wl_creds[i]);
 	free(hb->wl_creds);
 	hb->wl_creds = NULL;
+	free(hb->wl_sni);
+	hb->wl_sni = NULL;
 	hb->nwl = 0;
 	sm_creds_put(hb->node_creds);
 	hb->node_creds = NULL;
+}
+
+/*
+ * For each of this node's addresses, the one local workload with credentials
+ * whose services use it, or -1 (none, or several: the node's SVID serves them).
+ */
+static void addr_owners(struct sm_daemon *d)
+{
+	const struct sm_node_def *self = &d->cat.nodes[d->node_idx];
+	struct sm_hbone *hb = d->hbone;
+
+	for (unsigned int a = 0; a < SM_NODE_ADDRS_MAX; a++)
+		hb->addr_owner[a] = -1;
+	for (unsigned int a = 0; a < self->naddrs && a < SM_NODE_ADDRS_MAX; a++) {
+		for (unsigned int i = 0; i < d->cat.nservices; i++) {
+			const struct sm_service_def *sv = &d->cat.services[i];
+			int wl = (int) sv->workload;
+
+			if (!sm_addr_equal(&sv->addr, &self->addrs[a]) || hb->addr_owner[a] == wl)
+				continue;
+			if (hb->addr_owner[a] != -1 || !hb->wl_creds[wl] ||
+			    d->cat.workloads[wl].node != (unsigned int) d->node_idx) {
+				hb->addr_owner[a] = -2; /* shared, or a workload without an SVID */
+				break;
+			}
+			hb->addr_owner[a] = wl;
+		}
+		if (hb->addr_owner[a] < 0)
+			hb->addr_owner[a] = -1;
+	}
 }
 
 /* Load the node's and every local workload's credentials named by the catalog. */
@@ -1599,7 +1734,8 @@ static int creds_load_all(struct sm_daemon *d)
 	/* an array of pointers to credential sets, one per catalog workload */
 	// NOLINTNEXTLINE(bugprone-sizeof-expression)
 	hb->wl_creds = calloc(d->cat.nworkloads ? d->cat.nworkloads : 1, sizeof(*hb->wl_creds));
-	if (!hb->wl_creds)
+	hb->wl_sni = calloc(d->cat.nworkloads ? d->cat.nworkloads : 1, sizeof(*hb->wl_sni));
+	if (!hb->wl_creds || !hb->wl_sni)
 		return -ENOMEM;
 	hb->nwl = d->cat.nworkloads;
 	if (!self->credentials[0]) {
@@ -1609,7 +1745,7 @@ static int creds_load_all(struct sm_daemon *d)
 		       self->name);
 		return -ENOKEY;
 	}
-	hb->node_creds = load_creds(self->name, self->credentials);
+	hb->node_creds = load_creds(d, self->name, self->credentials);
 	if (!hb->node_creds)
 		return -ENOKEY;
 	err = creds_watch(d, -1);
@@ -1620,13 +1756,16 @@ static int creds_load_all(struct sm_daemon *d)
 
 		if (w->node != (unsigned int) d->node_idx || !w->credentials[0])
 			continue;
-		hb->wl_creds[i] = load_creds(w->name, w->credentials);
+		hb->wl_creds[i] = load_creds(d, w->name, w->credentials);
 		if (!hb->wl_creds[i])
 			return -ENOKEY;
+		if (sm_spiffe_sni_name(w->spiffe_id, hb->wl_sni[i], sizeof(hb->wl_sni[i])))
+			hb->wl_sni[i][0] = '\0';
 		err = creds_watch(d, (int) i);
 		if (err)
 			return err;
 	}
+	addr_owners(d);
 	creds_tick(d);
 	return 0;
 }
@@ -1650,9 +1789,7 @@ int sm_hbone_catalog_changed(struct sm_daemon *d)
 
 int sm_hbone_start(struct sm_daemon *d)
 {
-	const struct sm_node_def *self = &d->cat.nodes[d->node_idx];
 	struct sm_hbone *hb;
-	int err;
 
 	if (!d->cfg.tunnel_hbone)
 		return 0;
@@ -1660,67 +1797,21 @@ int sm_hbone_start(struct sm_daemon *d)
 	if (!hb)
 		return -ENOMEM;
 	d->hbone = hb;
-
 	hb->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (hb->inotify_fd < 0)
 		return -errno;
 	hb->inotify_ev = sm_evloop_add(d->loop, hb->inotify_fd, EPOLLIN, on_inotify, d);
 	if (!hb->inotify_ev)
 		return -errno;
-	err = creds_load_all(d);
-	if (err)
-		return err;
-	for (unsigned int i = 0; i < self->naddrs; i++) {
-		err = listen_inbound(d, &self->addrs[i]);
-		if (err)
-			return err;
-	}
-	return 0;
-}
-
-void sm_hbone_stop_accepting(struct sm_daemon *d)
-{
-	struct sm_hbone *hb = d->hbone;
-
-	if (!hb)
-		return;
-	for (unsigned int i = 0; i < hb->nl; i++) {
-		sm_evloop_del(d->loop, hb->l[i].ev);
-		close(hb->l[i].fd);
-	}
-	hb->nl = 0;
-	/* tell peers not to open new streams here */
-	for (struct hb_conn *c = hb->conns; c; c = c->next) {
-		if (c->h2 && !c->handshaking && !c->dead) {
-			nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
-					      nghttp2_session_get_last_proc_stream_id(c->h2),
-					      NGHTTP2_NO_ERROR, NULL, 0);
-			conn_pump(c);
-		}
-	}
+	return creds_load_all(d);
 }
 
 void sm_hbone_free(struct sm_daemon *d)
 {
 	struct sm_hbone *hb = d->hbone;
-	struct hb_join *j, *tmp;
 
 	if (!hb)
 		return;
-	sm_hbone_stop_accepting(d);
-	while (hb->conns) {
-		struct hb_conn *c = hb->conns;
-
-		conn_fail(c, "daemon_stopped");
-		conn_reap(c);
-	}
-	HASH_ITER(hh, hb->joins, j, tmp)
-	{
-		// uthash's delete-while-iterating idiom (see flowacct.c)
-		// NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
-		HASH_DEL(hb->joins, j);
-		free(j);
-	}
 	if (hb->inotify_fd > 0) {
 		creds_release_all(d);
 		sm_evloop_del(d->loop, hb->inotify_ev);
@@ -1733,37 +1824,116 @@ void sm_hbone_free(struct sm_daemon *d)
 
 void sm_hbone_tick(struct sm_daemon *d)
 {
-	struct sm_hbone *hb = d->hbone;
+	if (d->hbone)
+		creds_tick(d);
+}
+
+int sm_hbone_worker_start(struct sm_worker *w)
+{
+	const struct sm_node_def *self = &w->d->cat.nodes[w->d->node_idx];
+	struct sm_hbone_worker *hw;
+	int err;
+
+	if (!w->d->hbone)
+		return 0;
+	hw = calloc(1, sizeof(*hw));
+	if (!hw)
+		return -ENOMEM;
+	err = -pthread_mutex_init(&hw->join_mu, NULL);
+	if (err) {
+		free(hw);
+		return err;
+	}
+	w->hb = hw;
+	for (unsigned int i = 0; i < self->naddrs && i < SM_NODE_ADDRS_MAX; i++) {
+		err = listen_inbound(w, &self->addrs[i], i);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+void sm_hbone_stop_accepting(struct sm_worker *w)
+{
+	struct sm_hbone_worker *hw = w->hb;
+
+	if (!hw)
+		return;
+	for (unsigned int i = 0; i < hw->nl; i++) {
+		sm_evloop_del(w->loop, hw->l[i].ev);
+		close(hw->l[i].fd);
+	}
+	hw->nl = 0;
+	/* tell peers not to open new streams here */
+	for (struct hb_conn *c = hw->conns; c; c = c->next) {
+		if (c->h2 && !c->handshaking && !c->dead) {
+			nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
+					      nghttp2_session_get_last_proc_stream_id(c->h2),
+					      NGHTTP2_NO_ERROR, NULL, 0);
+			conn_pump(c);
+		}
+	}
+}
+
+void sm_hbone_worker_free(struct sm_worker *w)
+{
+	struct sm_hbone_worker *hw = w->hb;
+	struct hb_join *j, *tmp;
+
+	if (!hw)
+		return;
+	sm_hbone_stop_accepting(w);
+	while (hw->conns) {
+		struct hb_conn *c = hw->conns;
+
+		conn_fail(c, "daemon_stopped");
+		conn_reap(c);
+	}
+	HASH_ITER(hh, hw->joins, j, tmp)
+	{
+		// uthash's delete-while-iterating idiom (see flowacct.c)
+		// NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
+		HASH_DEL(hw->joins, j);
+		free(j);
+	}
+	pthread_mutex_destroy(&hw->join_mu);
+	free(hw);
+	w->hb = NULL;
+}
+
+void sm_hbone_worker_tick(struct sm_worker *w)
+{
+	const struct sm_config *cfg = &w->d->cfg;
+	struct sm_hbone_worker *hw = w->hb;
 	int64_t now = mono_s(), now_ns = mono_ns();
 	struct hb_join *j, *tmp;
 	struct hb_conn *c, *next;
 
-	if (!hb)
+	if (!hw)
 		return;
-	creds_tick(d);
-	for (c = hb->conns; c; c = next) {
+	for (c = hw->conns; c; c = next) {
 		next = c->next;
 		if (c->handshaking &&
 		    now_ns - c->started_ns >
-			    (int64_t) d->cfg.tunnel_handshake_timeout * 1000000000LL) {
-			fail_count(hb, "handshake_timeout");
+			    (int64_t) cfg->tunnel_handshake_timeout * 1000000000LL) {
+			fail_count(hw, "handshake_timeout");
 			if (c->server)
 				record_failure(c, "handshake_timeout", NULL);
 			conn_fail(c, "handshake_timeout");
 		} else if (!c->handshaking && c->ping_ns &&
 			   now_ns - c->ping_ns >
-				   (int64_t) d->cfg.tunnel_keepalive_timeout * 1000000000LL) {
+				   (int64_t) cfg->tunnel_keepalive_timeout * 1000000000LL) {
 			/* the peer stopped answering: its streams are gone with it */
-			hb->st.keepalive_failures++;
+			SM_STAT_INC(hw->st.keepalive_failures);
 			conn_fail(c, "keepalive_timeout");
 		} else if (!c->handshaking && !c->ping_ns && !c->dead &&
 			   now_ns - c->last_rx_ns >
-				   (int64_t) d->cfg.tunnel_keepalive_interval * 1000000000LL) {
+				   (int64_t) cfg->tunnel_keepalive_interval * 1000000000LL) {
 			c->ping_ns = now_ns;
 			nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL);
 			conn_pump(c);
 		} else if (!c->handshaking && c->nstreams == 0 && c->idle_since &&
-			   now - c->idle_since > (int64_t) d->cfg.tunnel_idle_timeout) {
+			   now - c->idle_since > (int64_t) cfg->tunnel_idle_timeout) {
 			nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL,
 					      0);
 			conn_pump(c);
@@ -1771,21 +1941,51 @@ void sm_hbone_tick(struct sm_daemon *d)
 		}
 		conn_reap(c);
 	}
-	HASH_ITER(hh, hb->joins, j, tmp)
+	pthread_mutex_lock(&hw->join_mu);
+	HASH_ITER(hh, hw->joins, j, tmp)
 	{
 		/* entries are calloc'ed: expires is always set (cppcheck loses that in uthash) */
 		// cppcheck-suppress uninitvar
 		if (j->expires && j->expires < now) {
-			HASH_DEL(hb->joins, j);
+			HASH_DEL(hw->joins, j);
 			free(j);
 		}
 	}
+	pthread_mutex_unlock(&hw->join_mu);
 }
+
+void sm_hbone_worker_stats(const struct sm_worker *w, struct sm_hbone_stats *st)
+{
+	const uint64_t *src;
+	uint64_t *dst = (uint64_t *) st;
+
+	memset(st, 0, sizeof(*st));
+	if (!w->hb)
+		return;
+	/* every field is a uint64_t counter (checked below) */
+	src = (const uint64_t *) &w->hb->st;
+	for (size_t i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
+		dst[i] = SM_STAT_GET(src[i]);
+}
+
+_Static_assert(sizeof(struct sm_hbone_stats) % sizeof(uint64_t) == 0,
+	       "struct sm_hbone_stats holds uint64_t counters only");
 
 void sm_hbone_stats(const struct sm_daemon *d, struct sm_hbone_stats *st)
 {
-	if (d->hbone)
-		*st = d->hbone->st;
-	else
-		memset(st, 0, sizeof(*st));
+	struct sm_hbone_stats one = {0};
+	uint64_t *dst = (uint64_t *) st;
+	const uint64_t *src = (const uint64_t *) &one;
+
+	memset(st, 0, sizeof(*st));
+	if (!d->hbone)
+		return;
+	for (unsigned int i = 0; i < d->nworkers; i++) {
+		sm_hbone_worker_stats(&d->workers[i], &one);
+		for (size_t k = 0; k < sizeof(*st) / sizeof(uint64_t); k++)
+			dst[k] += src[k];
+	}
+	st->creds_reloads = d->hbone->creds_reloads;
+	st->creds_reload_failures = d->hbone->creds_reload_failures;
+	st->creds_expiring = d->hbone->creds_expiring;
 }

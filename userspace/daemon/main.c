@@ -56,6 +56,8 @@ static const char usage_text[] =
 	"(datapath.redirect)\n"
 	"      --flow-update-interval SEC  seconds between conn_update records    "
 	"(datapath.flow_update_interval)\n"
+	"      --workers N             worker threads, 0 = one per CPU            "
+	"(listeners.workers)\n"
 	"      --set KEY=VALUE         set any config key (repeatable)\n"
 	"      --check                 validate config and catalog, attach nothing, exit\n"
 	"      --cleanup               detach and unpin everything under the bpffs directory, "
@@ -84,6 +86,7 @@ enum {
 	OPT_FLOW_STDOUT,
 	OPT_REDIRECT,
 	OPT_UPDATE_INTERVAL,
+	OPT_WORKERS,
 	OPT_SET,
 	OPT_CHECK,
 	OPT_CLEANUP,
@@ -105,6 +108,7 @@ static const struct option long_opts[] = {
 	{"flow-stdout", no_argument, NULL, OPT_FLOW_STDOUT},
 	{"redirect", no_argument, NULL, OPT_REDIRECT},
 	{"flow-update-interval", required_argument, NULL, OPT_UPDATE_INTERVAL},
+	{"workers", required_argument, NULL, OPT_WORKERS},
 	{"set", required_argument, NULL, OPT_SET},
 	{"check", no_argument, NULL, OPT_CHECK},
 	{"cleanup", no_argument, NULL, OPT_CLEANUP},
@@ -145,6 +149,8 @@ static const char *flag_key(int opt)
 		return "datapath.redirect";
 	case OPT_UPDATE_INTERVAL:
 		return "datapath.flow_update_interval";
+	case OPT_WORKERS:
+		return "listeners.workers";
 	default:
 		return NULL;
 	}
@@ -380,7 +386,7 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 	(void) events;
 	sm_datapath_run_iter(d);
 	sm_flowexp_check_lost(d);
-	sm_hbone_tick(d);
+	sm_hbone_tick(d); /* credential rotation; connections are the workers' */
 	if (++ticks % 5 == 0 && !d->draining)
 		sm_datapath_recheck(d);
 	if (!d->draining)
@@ -397,12 +403,13 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 static int reload_catalog(struct sm_daemon *d)
 {
 	struct sm_catalog cat = {0};
-	struct sm_error err = {{0}};
+	struct sm_error e = {{0}};
 	struct sm_local_workload *wl;
 	int idx;
+	bool err;
 
-	if (sm_catalog_load(&cat, d->cfg.catalog, &err)) {
-		pr_warn("SIGHUP: %s; keeping the current catalog", err.msg);
+	if (sm_catalog_load(&cat, d->cfg.catalog, &e)) {
+		pr_warn("SIGHUP: %s; keeping the current catalog", e.msg);
 		return -EINVAL;
 	}
 	idx = sm_catalog_node_index(&cat, d->cfg.node);
@@ -413,6 +420,8 @@ static int reload_catalog(struct sm_daemon *d)
 		sm_catalog_free(&cat);
 		return -EINVAL;
 	}
+	/* the workers read the catalog and the credentials: hold them while both change */
+	sm_workers_pause(d);
 	sm_catalog_free(&d->cat);
 	free(d->wl);
 	d->cat = cat;
@@ -421,7 +430,9 @@ static int reload_catalog(struct sm_daemon *d)
 	/* drop our handles and re-attach: adoption swaps programs on the same pins */
 	sm_datapath_release_links(d);
 	sm_datapath_resolve(d);
-	if (sm_intercept_sync(d) || sm_datapath_attach(d) || sm_hbone_catalog_changed(d))
+	err = sm_intercept_sync(d) || sm_datapath_attach(d) || sm_hbone_catalog_changed(d);
+	sm_workers_resume(d);
+	if (err)
 		pr_warn("SIGHUP: the new catalog was only partly applied; see the messages above");
 	else
 		pr_info("SIGHUP: catalog reloaded");
@@ -450,8 +461,7 @@ static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 	d->draining = true;
 	d->ready = false;
 	drain_deadline = time(NULL) + DRAIN_TIMEOUT_S;
-	sm_proxy_stop_accepting(d);
-	sm_hbone_stop_accepting(d);
+	sm_workers_post(d, SM_WCMD_STOP_ACCEPTING);
 	if (active_connections(d) == 0)
 		sm_evloop_stop(loop);
 }
@@ -484,8 +494,9 @@ static int run(struct sm_daemon *d)
 		goto close_sig;
 	/* maps first (services before workloads), then programs: nothing runs half-configured */
 	sm_datapath_resolve(d);
+	d->nworkers = sm_workers_count(d); /* the credential sets hold an SSL_CTX per worker */
 	err = sm_intercept_sync(d) ?: sm_datapath_attach(d) ?: sm_flowexp_start(d) ?:
-	      sm_hbone_start(d) ?: sm_proxy_start(d) ?: sm_control_start(d);
+	      sm_hbone_start(d) ?: sm_workers_start(d) ?: sm_control_start(d);
 	if (err)
 		goto stop;
 	tick = sm_evloop_timer(d->loop, 1000, on_tick, d);
@@ -499,8 +510,8 @@ static int run(struct sm_daemon *d)
 	err = sm_evloop_run(d->loop);
 stop:
 	sm_evloop_del(d->loop, tick);
+	sm_workers_stop(d);
 	sm_control_stop(d);
-	sm_proxy_free(d);
 	sm_hbone_free(d);
 	sm_flowexp_stop(d);
 	sm_datapath_close(d);
@@ -514,7 +525,11 @@ free_loop:
 
 int main(int argc, char **argv)
 {
-	struct sm_daemon d = {.ctl_fd = -1};
+	struct sm_daemon d = {
+		.ctl_fd = -1,
+		.pause_mu = PTHREAD_MUTEX_INITIALIZER,
+		.pause_cv = PTHREAD_COND_INITIALIZER,
+	};
 	struct args a;
 	int err;
 

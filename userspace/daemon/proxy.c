@@ -5,8 +5,9 @@
  * recover the original destination with getsockopt(SO_ORIGINAL_DST) (answered
  * by the cgroup/getsockopt program, or by netfilter under an iptables
  * REDIRECT), connect there with the daemon's SO_MARK, and relay bytes both
- * ways with half-close propagated. The mTLS tunnel replaces the upstream hop
- * in a later step; the accept side stays as it is.
+ * ways with half-close propagated, or hand them to the mTLS tunnel
+ * (tunnel.hbone). Each worker has its own listeners (an SO_REUSEPORT group)
+ * and relays.
  *
  * Failure contract: no original destination, or an upstream that refuses or
  * fails, closes the client's connection with a reset (never a hang).
@@ -45,7 +46,7 @@ struct relay_dir {
 };
 
 struct relay {
-	struct sm_daemon *d;
+	struct sm_worker *w;
 	int fd[2];
 	struct sm_ev *ev[2];
 	struct relay_dir dir[2]; /* dir[i]: from fd[i] to fd[1 - i] */
@@ -55,7 +56,7 @@ struct relay {
 };
 
 struct listener {
-	struct sm_daemon *d;
+	struct sm_worker *w;
 	int fd;
 	int family;
 	struct sm_ev *ev;
@@ -70,13 +71,13 @@ struct sm_proxy {
 
 static void relay_free(struct relay *r, bool reset)
 {
-	struct sm_proxy *p = r->d->proxy;
+	struct sm_proxy *p = r->w->proxy;
 
 	for (int i = 0; i < 2; i++) {
 		free(r->dir[i].buf);
 		if (r->fd[i] < 0)
 			continue;
-		sm_evloop_del(r->d->loop, r->ev[i]);
+		sm_evloop_del(r->w->loop, r->ev[i]);
 		if (reset) {
 			struct linger lg = {.l_onoff = 1, .l_linger = 0};
 
@@ -90,7 +91,7 @@ static void relay_free(struct relay *r, bool reset)
 		p->relays = r->next;
 	if (r->next)
 		r->next->prev = r->prev;
-	p->st.active--;
+	SM_STAT_DEC(p->st.active);
 	free(r);
 }
 
@@ -109,7 +110,7 @@ static void relay_interest(struct relay *r)
 		}
 	}
 	for (int i = 0; i < 2; i++)
-		sm_evloop_mod(r->d->loop, r->ev[i], want[i]);
+		sm_evloop_mod(r->w->loop, r->ev[i], want[i]);
 }
 
 /* Move what can move; returns 0, 1 when the relay is finished, or -errno. */
@@ -164,7 +165,7 @@ static void on_relay(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, 
 		if (getsockopt(r->fd[SIDE_UPSTREAM], SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 			err = errno;
 		if (err) {
-			r->d->proxy->st.upstream_errors++;
+			SM_STAT_INC(r->w->proxy->st.upstream_errors);
 			pr_info("upstream connect failed for %s: %s (client reset)", r->what,
 				strerror(err));
 			relay_free(r, true);
@@ -212,9 +213,10 @@ static void reset_close(int fd)
 	close(fd);
 }
 
-static void relay_start(struct sm_daemon *d, int cfd, int family)
+static void relay_start(struct sm_worker *w, int cfd, int family)
 {
-	struct sm_proxy *p = d->proxy;
+	struct sm_daemon *d = w->d;
+	struct sm_proxy *p = w->proxy;
 	struct sockaddr_storage dst, peer;
 	socklen_t plen = sizeof(peer);
 	char dbuf[INET6_ADDRSTRLEN], pbuf[INET6_ADDRSTRLEN];
@@ -229,7 +231,7 @@ static void relay_start(struct sm_daemon *d, int cfd, int family)
 	if (!err)
 		err = sm_addr_from_sockaddr((struct sockaddr *) &dst, &daddr, &dport);
 	if (err || dport == 0 || is_own_listener(d, &daddr, dport)) {
-		p->st.orig_dst_errors++;
+		SM_STAT_INC(p->st.orig_dst_errors);
 		pr_warn("no original destination for captured connection from %s:%u: %s (closing "
 			"it; "
 			"is the orig_dst map full? see `sockmesh status`)",
@@ -241,9 +243,9 @@ static void relay_start(struct sm_daemon *d, int cfd, int family)
 
 	if (d->cfg.tunnel_hbone) {
 		/* the mTLS tunnel takes the connection, or nobody does: never plaintext */
-		err = sm_hbone_outbound(d, cfd, &daddr, dport, &paddr, pport);
+		err = sm_hbone_outbound(w, cfd, &daddr, dport, &paddr, pport);
 		if (err) {
-			p->st.upstream_errors++;
+			SM_STAT_INC(p->st.upstream_errors);
 			pr_warn("cannot tunnel %s:%u -> %s:%u: %s (connection reset)",
 				sm_addr_format(&paddr, pbuf, sizeof(pbuf)), pport,
 				sm_addr_format(&daddr, dbuf, sizeof(dbuf)), dport,
@@ -253,7 +255,7 @@ static void relay_start(struct sm_daemon *d, int cfd, int family)
 						     : strerror(-err));
 			reset_close(cfd);
 		} else {
-			p->st.tunnelled++;
+			SM_STAT_INC(p->st.tunnelled);
 		}
 		return;
 	}
@@ -263,7 +265,7 @@ static void relay_start(struct sm_daemon *d, int cfd, int family)
 		reset_close(cfd);
 		return;
 	}
-	r->d = d;
+	r->w = w;
 	r->fd[SIDE_CLIENT] = cfd;
 	r->fd[SIDE_UPSTREAM] = -1;
 	snprintf(r->what, sizeof(r->what), "%s:%u -> %s:%u",
@@ -273,7 +275,7 @@ static void relay_start(struct sm_daemon *d, int cfd, int family)
 	if (p->relays)
 		p->relays->prev = r;
 	p->relays = r;
-	p->st.active++;
+	SM_STAT_INC(p->st.active);
 
 	for (int i = 0; i < 2; i++) {
 		r->dir[i].buf = malloc(RELAY_BUF);
@@ -290,14 +292,14 @@ static void relay_start(struct sm_daemon *d, int cfd, int family)
 		pr_debug("SO_MARK on upstream socket: %s", strerror(errno));
 	plen = sm_addr_to_sockaddr(&daddr, dport, &dst);
 	if (connect(ufd, (struct sockaddr *) &dst, plen) < 0 && errno != EINPROGRESS) {
-		p->st.upstream_errors++;
+		SM_STAT_INC(p->st.upstream_errors);
 		pr_info("upstream connect failed for %s: %s (client reset)", r->what,
 			strerror(errno));
 		goto fail;
 	}
 	r->connecting = true;
-	r->ev[SIDE_CLIENT] = sm_evloop_add(d->loop, cfd, 0, on_relay, r);
-	r->ev[SIDE_UPSTREAM] = sm_evloop_add(d->loop, ufd, EPOLLOUT, on_relay, r);
+	r->ev[SIDE_CLIENT] = sm_evloop_add(w->loop, cfd, 0, on_relay, r);
+	r->ev[SIDE_UPSTREAM] = sm_evloop_add(w->loop, ufd, EPOLLOUT, on_relay, r);
 	if (!r->ev[SIDE_CLIENT] || !r->ev[SIDE_UPSTREAM])
 		goto fail;
 	pr_debug("captured %s", r->what);
@@ -309,7 +311,7 @@ fail:
 static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
 	struct listener *l = arg;
-	struct sm_daemon *d = l->d;
+	struct sm_worker *w = l->w;
 
 	(void) loop;
 	(void) ev;
@@ -322,89 +324,113 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 				pr_warn("accept on outbound listener: %s", strerror(errno));
 			return;
 		}
-		d->proxy->st.accepted++;
-		relay_start(d, cfd, l->family);
+		SM_STAT_INC(w->proxy->st.accepted);
+		relay_start(w, cfd, l->family);
 	}
 }
 
-static int listen_on(struct sm_daemon *d, const struct sm_addr *a, uint16_t port)
+static int listen_on(struct sm_worker *w, const struct sm_addr *a, uint16_t port)
 {
-	struct sm_proxy *p = d->proxy;
+	struct sm_proxy *p = w->proxy;
 	char buf[INET6_ADDRSTRLEN];
 	struct listener *l = &p->l[p->nl];
 	int fd, err;
 
-	fd = sm_tcp_listen(a, port, 4096);
+	fd = sm_worker_listen(w, a, port, 4096);
 	if (fd < 0) {
 		pr_err("cannot listen on %s port %u: %s (another sockmeshd in this network "
 		       "namespace? change listeners.outbound / --outbound)",
 		       sm_addr_format(a, buf, sizeof(buf)), port, strerror(-fd));
 		return fd;
 	}
-	l->d = d;
+	l->w = w;
 	l->fd = fd;
 	l->family = a->family;
-	l->ev = sm_evloop_add(d->loop, fd, EPOLLIN, on_accept, l);
+	l->ev = sm_evloop_add(w->loop, fd, EPOLLIN, on_accept, l);
 	if (!l->ev) {
 		err = -errno;
 		close(fd);
 		return err;
 	}
 	p->nl++;
-	pr_info("outbound listener on %s port %u", sm_addr_format(a, buf, sizeof(buf)), port);
+	if (w->id == 0)
+		pr_info("outbound listener on %s port %u", sm_addr_format(a, buf, sizeof(buf)),
+			port);
 	return 0;
 }
 
-int sm_proxy_start(struct sm_daemon *d)
+int sm_proxy_start(struct sm_worker *w)
 {
+	const struct sm_config *cfg = &w->d->cfg;
 	int err;
 
-	d->proxy = calloc(1, sizeof(*d->proxy));
-	if (!d->proxy)
+	w->proxy = calloc(1, sizeof(*w->proxy));
+	if (!w->proxy)
 		return -ENOMEM;
-	err = listen_on(d, &d->cfg.outbound_addr, d->cfg.outbound_port);
+	err = listen_on(w, &cfg->outbound_addr, cfg->outbound_port);
 	if (err)
 		return err;
-	err = listen_on(d, &d->cfg.outbound6_addr, d->cfg.outbound6_port);
+	err = listen_on(w, &cfg->outbound6_addr, cfg->outbound6_port);
 	if (err == -EADDRNOTAVAIL || err == -EAFNOSUPPORT) {
-		pr_warn("no IPv6 outbound listener: captured IPv6 connections will be refused");
+		if (w->id == 0)
+			pr_warn("no IPv6 outbound listener: captured IPv6 connections will be "
+				"refused");
 		err = 0;
 	}
 	return err;
 }
 
-void sm_proxy_stop_accepting(struct sm_daemon *d)
+void sm_proxy_stop_accepting(struct sm_worker *w)
 {
-	struct sm_proxy *p = d->proxy;
+	struct sm_proxy *p = w->proxy;
 
 	if (!p)
 		return;
 	for (unsigned int i = 0; i < p->nl; i++) {
-		sm_evloop_del(d->loop, p->l[i].ev);
+		sm_evloop_del(w->loop, p->l[i].ev);
 		close(p->l[i].fd);
 	}
 	p->nl = 0;
 }
 
-void sm_proxy_free(struct sm_daemon *d)
+void sm_proxy_free(struct sm_worker *w)
 {
-	struct sm_proxy *p = d->proxy;
+	struct sm_proxy *p = w->proxy;
 
 	if (!p)
 		return;
-	sm_proxy_stop_accepting(d);
+	sm_proxy_stop_accepting(w);
 	for (struct relay *r = p->relays, *next; r; r = next) {
 		next = r->next;
 		relay_free(r, true);
 	}
 	free(p);
-	d->proxy = NULL;
+	w->proxy = NULL;
+}
+
+void sm_proxy_worker_stats(const struct sm_worker *w, struct sm_proxy_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (!w->proxy)
+		return;
+	st->active = SM_STAT_GET(w->proxy->st.active);
+	st->accepted = SM_STAT_GET(w->proxy->st.accepted);
+	st->upstream_errors = SM_STAT_GET(w->proxy->st.upstream_errors);
+	st->orig_dst_errors = SM_STAT_GET(w->proxy->st.orig_dst_errors);
+	st->tunnelled = SM_STAT_GET(w->proxy->st.tunnelled);
 }
 
 void sm_proxy_stats(const struct sm_daemon *d, struct sm_proxy_stats *st)
 {
-	if (d->proxy)
-		*st = d->proxy->st;
-	else
-		memset(st, 0, sizeof(*st));
+	struct sm_proxy_stats one;
+
+	memset(st, 0, sizeof(*st));
+	for (unsigned int i = 0; i < d->nworkers; i++) {
+		sm_proxy_worker_stats(&d->workers[i], &one);
+		st->active += one.active;
+		st->accepted += one.accepted;
+		st->upstream_errors += one.upstream_errors;
+		st->orig_dst_errors += one.orig_dst_errors;
+		st->tunnelled += one.tunnelled;
+	}
 }

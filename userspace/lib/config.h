@@ -56,6 +56,10 @@ struct sm_config {
 	uint32_t tunnel_keepalive_interval; /* tunnel.keepalive_interval (s) of silence before a
 					       PING, 30 */
 	uint32_t tunnel_keepalive_timeout;  /* tunnel.keepalive_timeout (s) for its answer, 10 */
+	bool tunnel_sni; /* tunnel.sni: name the destination's SPIFFE ID in SNI, false */
+
+	/* workers: threads serving the listeners and the tunnel */
+	uint32_t workers; /* listeners.workers, 0 = one per online CPU */
 
 	/* flowlog: */
 	char flowlog_file[PATH_MAX]; /* flowlog.file, "" = no file sink */

@@ -70,6 +70,20 @@ int sm_spiffe_trust_domain(const char *spiffe_id, char *td, size_t len)
 	return 0;
 }
 
+int sm_spiffe_sni_name(const char *spiffe_id, char *out, size_t len)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	if (!sm_spiffe_id_valid(spiffe_id) || len < SM_SNI_NAME_LEN ||
+	    !EVP_Digest(spiffe_id, strlen(spiffe_id), md, &mdlen, EVP_sha256(), NULL) || mdlen < 16)
+		return -EINVAL;
+	for (unsigned int i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+	snprintf(out + 32, len - 32, ".svid.sockmesh.invalid");
+	return 0;
+}
+
 /* A trust domain name as the SPIFFE ID standard allows it (no scheme, no path). */
 static bool trust_domain_valid(const char *td)
 {

@@ -77,4 +77,14 @@ enum sm_svid_reason sm_svid_verify(X509 *leaf, STACK_OF(X509) * chain,
 /* The trust domain of a SPIFFE ID ("spiffe://td/path" → "td"). 0 or -EINVAL. */
 int sm_spiffe_trust_domain(const char *spiffe_id, char *td, size_t len);
 
+/*
+ * The TLS server name (SNI) that names a SPIFFE ID on the HBONE hop: the
+ * first 128 bits of SHA-256 over the ID, as 32 lowercase hex digits, then
+ * ".svid.sockmesh.invalid". A DNS-safe host name (one 32-character label,
+ * 54 bytes in all) for IDs of any length; a server compares it with the names
+ * of the IDs it holds SVIDs for. len >= SM_SNI_NAME_LEN. 0 or -EINVAL.
+ */
+#define SM_SNI_NAME_LEN 64
+int sm_spiffe_sni_name(const char *spiffe_id, char *out, size_t len);
+
 #endif /* SOCKMESH_SPIFFE_H */

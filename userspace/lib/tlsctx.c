@@ -31,8 +31,11 @@ struct sm_creds {
 	atomic_int refs;
 	char spiffe_id[SM_SPIFFE_MAX];
 	time_t not_after;
-	SSL_CTX *client;
-	SSL_CTX *server;
+	unsigned int nctx;
+	struct {
+		SSL_CTX *client;
+		SSL_CTX *server;
+	} ctx[]; /* one pair per worker: no OpenSSL object shared between threads */
 };
 
 /* Per-SSL verification state, in SSL ex_data; freed with the SSL. */
@@ -43,6 +46,8 @@ struct peer_state {
 	enum sm_svid_reason reason;
 	char spiffe_id[SM_SPIFFE_MAX]; /* the peer's, when reason is OK or IDENTITY_MISMATCH */
 	char expect[SM_SPIFFE_MAX];    /* client: the server's required ID, "" = any */
+	sm_tls_sni_fn sni_fn;	       /* server: picks a context by the client's SNI */
+	void *sni_arg;
 };
 
 static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
@@ -189,6 +194,24 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
 	return SSL_CLIENT_HELLO_SUCCESS;
 }
 
+/* Server: a server name the owner of the SSL knows may switch the SVID presented. */
+static int servername_cb(SSL *ssl, int *alert, void *arg)
+{
+	struct peer_state *st = peer_state(ssl, false);
+	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	SSL_CTX *ctx;
+
+	(void) alert;
+	(void) arg;
+	if (!st || !st->sni_fn || !name)
+		return SSL_TLSEXT_ERR_OK;
+	ctx = st->sni_fn(ssl, name, st->sni_arg);
+	/* the contexts are built alike: only the certificate and key differ */
+	if (ctx && ctx != SSL_get_SSL_CTX(ssl) && !SSL_set_SSL_CTX(ssl, ctx))
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	return SSL_TLSEXT_ERR_OK;
+}
+
 /* Server: "h2" or nothing; no overlap fails the handshake (no_application_protocol). */
 static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 			  const unsigned char *in, unsigned int inlen, void *arg)
@@ -244,6 +267,7 @@ static SSL_CTX *build_ctx(bool server, X509 *leaf, STACK_OF(X509) * chain, EVP_P
 	if (server) {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
 		SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
+		SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
 		SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
 	} else {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
@@ -457,7 +481,7 @@ static time_t asn1_to_time(const ASN1_TIME *t)
 	return timegm(&tm);
 }
 
-struct sm_creds *sm_creds_load(const char *dir, struct sm_error *err)
+struct sm_creds *sm_creds_load(const char *dir, unsigned int nctx, struct sm_error *err)
 {
 	char cert_path[PATH_MAX], key_path[PATH_MAX], bundle_path[PATH_MAX];
 	char td[SM_SPIFFE_MAX], id[SM_SPIFFE_MAX];
@@ -469,6 +493,8 @@ struct sm_creds *sm_creds_load(const char *dir, struct sm_error *err)
 	X509 *leaf = NULL;
 	int ret;
 
+	if (nctx == 0)
+		nctx = 1;
 	if (!dir || !*dir) {
 		sm_error_set(err, "credentials: no directory given");
 		errno = EINVAL;
@@ -526,7 +552,7 @@ struct sm_creds *sm_creds_load(const char *dir, struct sm_error *err)
 		ret = -EINVAL;
 		goto put_bundles;
 	}
-	c = calloc(1, sizeof(*c));
+	c = calloc(1, sizeof(*c) + nctx * sizeof(c->ctx[0]));
 	if (!c) {
 		sm_error_set(err, "%s: out of memory", dir);
 		ret = -ENOMEM;
@@ -535,16 +561,33 @@ struct sm_creds *sm_creds_load(const char *dir, struct sm_error *err)
 	atomic_init(&c->refs, 1);
 	sm_strlcpy(c->spiffe_id, id, sizeof(c->spiffe_id));
 	c->not_after = asn1_to_time(X509_get0_notAfter(leaf));
-	c->client = build_ctx(false, leaf, chain, key, bundles, dir, err);
-	c->server = c->client ? build_ctx(true, leaf, chain, key, bundles, dir, err) : NULL;
-	if (!c->server) {
-		ret = -ENOMEM;
-		goto free_creds;
+	for (unsigned int i = 0; i < nctx; i++) {
+		/* each pair gets its own trust store: verification shares no lock either */
+		struct sm_bundles *b =
+			i == 0 ? sm_bundles_get(bundles) : sm_bundles_load(td, bundle_path, err);
+
+		if (!b || (i > 0 && load_federated(b, dir, err))) {
+			sm_bundles_put(b);
+			ret = -EINVAL;
+			goto free_creds;
+		}
+		c->ctx[i].client = build_ctx(false, leaf, chain, key, b, dir, err);
+		c->ctx[i].server =
+			c->ctx[i].client ? build_ctx(true, leaf, chain, key, b, dir, err) : NULL;
+		sm_bundles_put(b); /* the contexts hold their own references */
+		c->nctx = i + 1;
+		if (!c->ctx[i].server) {
+			ret = -ENOMEM;
+			goto free_creds;
+		}
 	}
 	ret = 0;
-	goto put_bundles; /* the contexts hold their own references */
+	goto put_bundles;
 free_creds:
-	SSL_CTX_free(c->client);
+	for (unsigned int i = 0; i < c->nctx; i++) {
+		SSL_CTX_free(c->ctx[i].client);
+		SSL_CTX_free(c->ctx[i].server);
+	}
 	free(c);
 	c = NULL;
 put_bundles:
@@ -573,8 +616,10 @@ void sm_creds_put(struct sm_creds *c)
 	if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
 		return;
 	/* SSL objects still alive keep their SSL_CTX (and its bundles) referenced */
-	SSL_CTX_free(c->client);
-	SSL_CTX_free(c->server);
+	for (unsigned int i = 0; i < c->nctx; i++) {
+		SSL_CTX_free(c->ctx[i].client);
+		SSL_CTX_free(c->ctx[i].server);
+	}
 	free(c);
 }
 
@@ -588,14 +633,14 @@ time_t sm_creds_not_after(const struct sm_creds *c)
 	return c->not_after;
 }
 
-SSL_CTX *sm_creds_client_ctx(const struct sm_creds *c)
+SSL_CTX *sm_creds_client_ctx(const struct sm_creds *c, unsigned int i)
 {
-	return c->client;
+	return c->ctx[i % c->nctx].client;
 }
 
-SSL_CTX *sm_creds_server_ctx(const struct sm_creds *c)
+SSL_CTX *sm_creds_server_ctx(const struct sm_creds *c, unsigned int i)
 {
-	return c->server;
+	return c->ctx[i % c->nctx].server;
 }
 
 enum sm_svid_reason sm_tls_peer_result(SSL *ssl, char *spiffe_id, size_t len)
@@ -633,4 +678,15 @@ int sm_tls_expect_peer(SSL *ssl, const char *spiffe_id)
 	if (!st)
 		return -ENOMEM;
 	return sm_strlcpy(st->expect, spiffe_id, sizeof(st->expect));
+}
+
+int sm_tls_on_sni(SSL *ssl, sm_tls_sni_fn fn, void *arg)
+{
+	struct peer_state *st = peer_state(ssl, true);
+
+	if (!st)
+		return -ENOMEM;
+	st->sni_fn = fn;
+	st->sni_arg = arg;
+	return 0;
 }

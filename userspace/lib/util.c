@@ -228,7 +228,7 @@ const char *sm_format_time_ns(int64_t realtime_ns, char *buf, size_t len)
 	return buf;
 }
 
-int sm_tcp_listen(const struct sm_addr *a, uint16_t port, int backlog)
+int sm_tcp_listen(const struct sm_addr *a, uint16_t port, int backlog, bool reuseport)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sm_addr_to_sockaddr(a, port, &ss);
@@ -238,6 +238,11 @@ int sm_tcp_listen(const struct sm_addr *a, uint16_t port, int backlog)
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
 	if (a->family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *) &ss, len) < 0 || listen(fd, backlog) < 0) {

@@ -39,9 +39,11 @@ bool sm_addr_equal(const struct sm_addr *a, const struct sm_addr *b);
 
 /*
  * A non-blocking, close-on-exec TCP listener on a:port (SO_REUSEADDR; IPv6
- * listeners are IPv6-only). Returns the fd, or -errno from socket/bind/listen.
+ * listeners are IPv6-only). reuseport: join a SO_REUSEPORT group, so several
+ * threads can each listen on the same address (the kernel spreads
+ * connections among them). Returns the fd, or -errno from socket/bind/listen.
  */
-int sm_tcp_listen(const struct sm_addr *a, uint16_t port, int backlog);
+int sm_tcp_listen(const struct sm_addr *a, uint16_t port, int backlog, bool reuseport);
 
 /* Decimal or 0x-hex unsigned integer within [min, max]. 0, -EINVAL or -ERANGE. */
 int sm_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);

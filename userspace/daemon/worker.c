@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Worker threads: each runs its own event loop with its own outbound and
+ * HBONE listeners (one SO_REUSEPORT group per address, so the kernel spreads
+ * new connections over the workers), relays and tunnel connections. The main
+ * thread talks to a worker only through bits in sm_worker.cmds and an
+ * eventfd; shared state changes only while all workers are paused.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+
+#include "daemon.h"
+#include "log.h"
+
+#define WORKERS_MAX 256
+
+static void pause_here(struct sm_worker *w)
+{
+	struct sm_daemon *d = w->d;
+
+	pthread_mutex_lock(&d->pause_mu);
+	d->paused++;
+	pthread_cond_broadcast(&d->pause_cv);
+	while (d->pause_req)
+		pthread_cond_wait(&d->pause_cv, &d->pause_mu);
+	d->paused--;
+	pthread_mutex_unlock(&d->pause_mu);
+}
+
+/* The main thread posted something: this runs between events, a safe point. */
+static void on_wake(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct sm_worker *w = arg;
+	unsigned int cmds;
+	uint64_t n;
+
+	(void) ev;
+	(void) events;
+	if (read(w->wake_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		pr_warn("worker %u: reading its eventfd: %s", w->id, strerror(errno));
+	cmds = __atomic_exchange_n(&w->cmds, 0, __ATOMIC_ACQ_REL);
+	if (cmds & SM_WCMD_PAUSE)
+		pause_here(w);
+	if ((cmds & SM_WCMD_STOP_ACCEPTING) && !w->draining) {
+		w->draining = true;
+		sm_proxy_stop_accepting(w);
+		sm_hbone_stop_accepting(w);
+	}
+	if (cmds & SM_WCMD_STOP)
+		sm_evloop_stop(loop);
+}
+
+static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	(void) loop;
+	(void) ev;
+	(void) events;
+	sm_hbone_worker_tick(arg);
+}
+
+static void *worker_main(void *arg)
+{
+	struct sm_worker *w = arg;
+	int err = sm_evloop_run(w->loop);
+
+	if (err)
+		pr_err("worker %u: event loop failed: %s", w->id, strerror(-err));
+	return NULL;
+}
+
+int sm_worker_listen(struct sm_worker *w, const struct sm_addr *a, uint16_t port, int backlog)
+{
+	int fd;
+
+	if (w->id == 0 && w->d->nworkers > 1) {
+		/*
+		 * SO_REUSEPORT would let a second daemon (same user) join our
+		 * group and take half the connections: bind once without it
+		 * first, so a port someone holds fails here, as it would
+		 * without workers. A later daemon's probe fails on our group.
+		 */
+		fd = sm_tcp_listen(a, port, 1, false);
+		if (fd < 0)
+			return fd;
+		close(fd);
+	}
+	return sm_tcp_listen(a, port, backlog, w->d->nworkers > 1);
+}
+
+unsigned int sm_workers_count(const struct sm_daemon *d)
+{
+	long n = d->cfg.workers ? (long) d->cfg.workers : sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 1)
+		n = 1;
+	return n > WORKERS_MAX ? WORKERS_MAX : (unsigned int) n;
+}
+
+/* Everything but the thread: the loop, the eventfd, the listeners. */
+static int worker_init(struct sm_daemon *d, struct sm_worker *w, unsigned int id)
+{
+	int err;
+
+	w->d = d;
+	w->id = id;
+	w->wake_fd = -1;
+	w->loop = sm_evloop_new();
+	if (!w->loop)
+		return -errno;
+	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (w->wake_fd < 0)
+		return -errno;
+	w->wake_ev = sm_evloop_add(w->loop, w->wake_fd, EPOLLIN, on_wake, w);
+	w->tick = sm_evloop_timer(w->loop, 1000, on_tick, w);
+	if (!w->wake_ev || !w->tick)
+		return -errno;
+	/* the tunnel first: the outbound side hands it connections */
+	err = sm_hbone_worker_start(w);
+	if (err)
+		return err;
+	return sm_proxy_start(w);
+}
+
+int sm_workers_start(struct sm_daemon *d)
+{
+	unsigned int n = d->nworkers ? d->nworkers : sm_workers_count(d);
+	int err;
+
+	d->nworkers = n;
+	d->workers = calloc(n, sizeof(*d->workers));
+	if (!d->workers)
+		return -ENOMEM;
+	for (unsigned int i = 0; i < n; i++) {
+		err = worker_init(d, &d->workers[i], i);
+		if (err)
+			return err;
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		err = -pthread_create(&d->workers[i].thread, NULL, worker_main, &d->workers[i]);
+		if (err) {
+			pr_err("cannot start worker thread %u: %s", i, strerror(-err));
+			return err;
+		}
+		d->workers[i].started = true;
+	}
+	pr_info("%u worker thread%s", n, n == 1 ? "" : "s");
+	return 0;
+}
+
+void sm_workers_post(struct sm_daemon *d, unsigned int cmds)
+{
+	uint64_t one = 1;
+
+	for (unsigned int i = 0; i < d->nworkers; i++) {
+		struct sm_worker *w = &d->workers[i];
+
+		if (!w->started)
+			continue;
+		__atomic_fetch_or(&w->cmds, cmds, __ATOMIC_ACQ_REL);
+		if (write(w->wake_fd, &one, sizeof(one)) < 0)
+			pr_warn("worker %u: cannot wake it: %s", i, strerror(errno));
+	}
+}
+
+static unsigned int workers_running(const struct sm_daemon *d)
+{
+	unsigned int n = 0;
+
+	for (unsigned int i = 0; i < d->nworkers; i++)
+		n += d->workers[i].started;
+	return n;
+}
+
+void sm_workers_pause(struct sm_daemon *d)
+{
+	unsigned int n = workers_running(d);
+
+	/* nested pauses (a reload that also reloads credentials) hold until the outermost resume */
+	if (d->pause_depth++ > 0 || !n)
+		return;
+	pthread_mutex_lock(&d->pause_mu);
+	d->pause_req = true;
+	pthread_mutex_unlock(&d->pause_mu);
+	sm_workers_post(d, SM_WCMD_PAUSE);
+	pthread_mutex_lock(&d->pause_mu);
+	while (d->paused < n)
+		pthread_cond_wait(&d->pause_cv, &d->pause_mu);
+	pthread_mutex_unlock(&d->pause_mu);
+}
+
+void sm_workers_resume(struct sm_daemon *d)
+{
+	if (d->pause_depth == 0 || --d->pause_depth > 0)
+		return;
+	pthread_mutex_lock(&d->pause_mu);
+	d->pause_req = false;
+	pthread_cond_broadcast(&d->pause_cv);
+	pthread_mutex_unlock(&d->pause_mu);
+}
+
+void sm_workers_stop(struct sm_daemon *d)
+{
+	if (!d->workers)
+		return;
+	sm_workers_post(d, SM_WCMD_STOP);
+	for (unsigned int i = 0; i < d->nworkers; i++) {
+		if (d->workers[i].started)
+			pthread_join(d->workers[i].thread, NULL);
+		d->workers[i].started = false;
+	}
+	/* single-threaded from here on */
+	for (unsigned int i = 0; i < d->nworkers; i++) {
+		struct sm_worker *w = &d->workers[i];
+
+		if (!w->loop)
+			continue;
+		sm_proxy_free(w);
+		sm_hbone_worker_free(w);
+		sm_evloop_del(w->loop, w->tick);
+		sm_evloop_del(w->loop, w->wake_ev);
+		if (w->wake_fd >= 0)
+			close(w->wake_fd);
+		sm_evloop_free(w->loop);
+	}
+	free(d->workers);
+	d->workers = NULL;
+	d->nworkers = 0;
+}
