@@ -86,6 +86,8 @@ static void test_defaults(void **state)
 	ASSERT_EQ(cfg->tunnel_expiry_warning, 3600, "tunnel.expiry_warning");
 	ASSERT_EQ(cfg->tunnel_keepalive_interval, 30, "tunnel.keepalive_interval");
 	ASSERT_EQ(cfg->tunnel_keepalive_timeout, 10, "tunnel.keepalive_timeout");
+	ASSERT_EQ(cfg->tunnel_sni, false, "tunnel.sni off by default (DESIGN.md section 4)");
+	ASSERT_EQ(cfg->workers, 0, "listeners.workers: one per CPU");
 	ASSERT_EQ(cfg->max_workloads, 4096, "datapath.max_workloads");
 	ASSERT_EQ(cfg->max_services, 65536, "datapath.max_services");
 	ASSERT_EQ(cfg->max_cidrs, 16384, "datapath.max_cidrs");
@@ -112,6 +114,7 @@ static const char full_config[] = "# every key\n"
 				  "  outbound6: \"[fc42::1]:16001\"\n"
 				  "  inbound_port: 16008\n"
 				  "  admin: '[::1]:16020'\n"
+				  "  workers: 3\n"
 				  "datapath:\n"
 				  "  daemon_mark: 0x1234\n"
 				  "  redirect: true\n"
@@ -123,6 +126,15 @@ static const char full_config[] = "# every key\n"
 				  "  max_orig_dst: 3\n"
 				  "  max_sockhash: 4\n"
 				  "  ringbuf_size: 4096\n"
+				  "tunnel:\n"
+				  "  hbone: false\n"
+				  "  max_streams: 7\n"
+				  "  idle_timeout: 8\n"
+				  "  handshake_timeout: 9\n"
+				  "  keepalive_interval: 11\n"
+				  "  keepalive_timeout: 12\n"
+				  "  sni: true\n"
+				  "  expiry_warning: 13\n"
 				  "flowlog:\n"
 				  "  file: /tmp/flows.json\n"
 				  "  stdout: on\n"
@@ -161,6 +173,15 @@ static void test_load_every_key(void **state)
 	ASSERT_EQ(cfg->max_orig_dst, 3, "datapath.max_orig_dst");
 	ASSERT_EQ(cfg->max_sockhash, 4, "datapath.max_sockhash");
 	ASSERT_EQ(cfg->ringbuf_size, 4096, "datapath.ringbuf_size");
+	ASSERT_EQ(cfg->workers, 3, "listeners.workers");
+	ASSERT_EQ(cfg->tunnel_hbone, false, "tunnel.hbone");
+	ASSERT_EQ(cfg->tunnel_max_streams, 7, "tunnel.max_streams");
+	ASSERT_EQ(cfg->tunnel_idle_timeout, 8, "tunnel.idle_timeout");
+	ASSERT_EQ(cfg->tunnel_handshake_timeout, 9, "tunnel.handshake_timeout");
+	ASSERT_EQ(cfg->tunnel_keepalive_interval, 11, "tunnel.keepalive_interval");
+	ASSERT_EQ(cfg->tunnel_keepalive_timeout, 12, "tunnel.keepalive_timeout");
+	ASSERT_EQ(cfg->tunnel_sni, true, "tunnel.sni");
+	ASSERT_EQ(cfg->tunnel_expiry_warning, 13, "tunnel.expiry_warning");
 	ASSERT_STR_EQ(cfg->flowlog_file, "/tmp/flows.json", "flowlog.file");
 	ASSERT_EQ(cfg->flowlog_stdout, true, "flowlog.stdout");
 	ASSERT_EQ(cfg->log_level, SM_LOG_DEBUG, "log.level");
@@ -235,6 +256,8 @@ static const struct bad_case bad_cases[] = {
 	{"tunnel:\n  hbone: maybe\n", -EINVAL, 2, "tunnel.hbone", "set true or false"},
 	{"tunnel:\n  handshake_timeout: 301\n", -ERANGE, 2, "301 is out of range 1..300", NULL},
 	{"tunnel:\n  hbones: true\n", -EINVAL, 2, "unknown key 'tunnel.hbones'", NULL},
+	{"listeners:\n  workers: 257\n", -ERANGE, 2, "listeners.workers: 257 is out of range 0..256",
+	 "worker threads"},
 	{"datapath:\n  flow_update_interval: 3601\n", -ERANGE, 2, "3601 is out of range 1..3600",
 	 NULL},
 	{"datapath:\n  flow_update_interval: ten\n", -EINVAL, 2,
