@@ -65,9 +65,9 @@
 
 #include <sockmesh/intercept.h>
 
-#define HB_BUF		    (256 * 1024) /* read size from a plain socket */
-#define HB_WINDOW	    (256 * 1024) /* stream receive window we advertise */
-#define HB_CONN_WINDOW	    (4 << 20)	 /* connection receive window */
+#define HB_BUF		    (256 * 1024)  /* read size from a plain socket */
+#define HB_WINDOW	    (1024 * 1024) /* stream receive window we advertise */
+#define HB_CONN_WINDOW	    (8 << 20)	  /* connection receive window */
 #define HB_TLS_READ	    16384
 #define HB_TLS_BATCH	    (64 * 1024) /* HTTP/2 output gathered per SSL_write */
 #define HB_MAX_HANDSHAKING  256		/* inbound handshakes in flight at once */
