@@ -6,6 +6,9 @@
 #   plain     client (unenrolled cgroup, node1) -> server (unenrolled cgroup, node2)
 #   sockmesh  client (workload, node1) -> captured -> sockmeshd -> HBONE (mTLS 1.3,
 #             HTTP/2 CONNECT) -> sockmeshd on node2 -> server (workload)
+#   skmsg     the same with both daemons restarted with --redirect: sk_msg carries
+#             the two loopback hops (client <-> sockmeshd on node1, sockmeshd <->
+#             server on node2); the daemons switch back for the next sockmesh run
 #   haproxy   client (unenrolled) -> haproxy on node1 127.0.0.1 (mode tcp) -> TLS 1.3
 #             with the client workload's SVID -> haproxy on node2 (verify required)
 #             -> the unenrolled server
@@ -32,7 +35,7 @@ while [ $# -gt 0 ]; do
 	--rr-count) RR_COUNT=$2; shift 2 ;;
 	--connects) CONNECTS=$2; shift 2 ;;
 	--idle) IDLE=$2; shift 2 ;;
-	-h | --help) sed -n '3,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '3,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -140,18 +143,38 @@ done
 sleep 0.3
 
 # path -> client cgroup, server address for iperf3, echo, idle
-declare -A CG=([plain]=plain [sockmesh]=client [haproxy]=plain)
-declare -A IPERF=([plain]=$SRV:5202 [sockmesh]=$SRV:5201 [haproxy]=127.0.0.1:16201)
-declare -A ECHO=([plain]=$SRV:7100 [sockmesh]=$SRV:7000 [haproxy]=127.0.0.1:16700)
-declare -A IDLEADDR=([sockmesh]=$SRV:7200 [haproxy]=127.0.0.1:16730)
-PATHS=(plain sockmesh haproxy)
+declare -A CG=([plain]=plain [sockmesh]=client [skmsg]=client [haproxy]=plain)
+declare -A IPERF=([plain]=$SRV:5202 [sockmesh]=$SRV:5201 [skmsg]=$SRV:5201 [haproxy]=127.0.0.1:16201)
+declare -A ECHO=([plain]=$SRV:7100 [sockmesh]=$SRV:7000 [skmsg]=$SRV:7000 [haproxy]=127.0.0.1:16700)
+declare -A IDLEADDR=([sockmesh]=$SRV:7200 [skmsg]=$SRV:7200 [haproxy]=127.0.0.1:16730)
+declare -A LABEL=([plain]=plain [sockmesh]=sockmesh [skmsg]=sockmesh+sk_msg [haproxy]=haproxy)
+PATHS=(plain sockmesh skmsg haproxy)
 declare -A R=() # results: R[path.metric]
 
 proxy_pids() { # PATH -> the pids of its proxies on node1 and node2
 	case $1 in
-	sockmesh) echo "$(sb_daemon_pid node1) $(sb_daemon_pid node2)" ;;
+	sockmesh | skmsg) echo "$(sb_daemon_pid node1) $(sb_daemon_pid node2)" ;;
 	haproxy) echo "${HAP_PID[node1]} ${HAP_PID[node2]}" ;;
 	esac
+}
+
+# The sockmesh and skmsg paths share the daemons: restart both, with or without
+# --redirect, when the next path wants the other setting (their servers stay up).
+REDIRECT=off
+daemons_for() { # PATH
+	local want=off node
+	case $1 in
+	sockmesh) ;;
+	skmsg) want=on ;;
+	*) return 0 ;;
+	esac
+	[ "$want" != "$REDIRECT" ] || return 0
+	for node in node1 node2; do
+		sb_stop_daemon $node
+		if [ "$want" = on ]; then sb_start_daemon $node --redirect; else sb_start_daemon $node; fi ||
+			{ echo "bench: sockmeshd on $node did not restart" >&2; exit 1; }
+	done
+	REDIRECT=$want
 }
 cpu_ticks() { # PIDS... -> utime+stime summed, in clock ticks
 	local pid st sum=0 f
@@ -173,6 +196,7 @@ iperf() { # PATH STREAMS -> "Gbit/s bytes"
 TCK=$(getconf CLK_TCK)
 echo "== iperf3, $BYTES, 1 stream (with the proxies' CPU) and 4 streams"
 for p in "${PATHS[@]}"; do
+	daemons_for "$p"
 	ppids=$(proxy_pids "$p")
 	# shellcheck disable=SC2086 # ppids is a list
 	[ -z "$ppids" ] || t0=$(cpu_ticks $ppids)
@@ -186,24 +210,26 @@ for p in "${PATHS[@]}"; do
 	fi
 	bw=$(iperf "$p" 4)
 	R[$p.bw4]=${bw%% *}
-	printf '  %-9s 1 stream %6.2f Gbit/s  4 streams %6.2f Gbit/s  proxy CPU %s s/GB\n' "$p" \
+	printf '  %-15s 1 stream %6.2f Gbit/s  4 streams %6.2f Gbit/s  proxy CPU %s s/GB\n' "${LABEL[$p]}" \
 		"${R[$p.bw1]}" "${R[$p.bw4]}" "${R[$p.cpu]:--}"
 done
 
 echo "== request/response on one connection, $RR_COUNT round trips"
 for size in 1 1024; do
 	for p in "${PATHS[@]}"; do
+		daemons_for "$p"
 		j=$(sb_exec node1 "${CG[$p]}" "$SMTRAFFIC" rr --connect "${ECHO[$p]}" --count "$RR_COUNT" \
 			--size $size --timeout 120)
 		R[$p.rr$size.p50]=$(jq .p50_us <<<"$j")
 		R[$p.rr$size.p99]=$(jq .p99_us <<<"$j")
-		printf '  %-9s %4s B  p50 %7s us  p99 %7s us\n' "$p" $size "${R[$p.rr$size.p50]}" \
+		printf '  %-15s %4s B  p50 %7s us  p99 %7s us\n' "${LABEL[$p]}" $size "${R[$p.rr$size.p50]}" \
 			"${R[$p.rr$size.p99]}"
 	done
 done
 
 echo "== new connections (connect, 1-byte echo, close), $CONC clients x $CONNECTS"
 for p in "${PATHS[@]}"; do
+	daemons_for "$p"
 	pids=() outs=()
 	start=$(date +%s%N)
 	for ((i = 0; i < CONC; i++)); do
@@ -222,12 +248,13 @@ for p in "${PATHS[@]}"; do
 	R[$p.cps]=$(cat "${outs[@]}" | jq -s 'map(.per_s) | add | floor')
 	R[$p.cps_wall]=$(awk -v n=$((CONC * CONNECTS)) -v t=$wall_ns 'BEGIN { printf "%.0f", n * 1e9 / t }')
 	R[$p.cps_p99]=$(cat "${outs[@]}" | jq -s 'map(.p99_us) | max')
-	printf '  %-9s %7s conn/s (sum of clients; %s over the wall time)  worst client p99 %s us\n' \
-		"$p" "${R[$p.cps]}" "${R[$p.cps_wall]}" "${R[$p.cps_p99]}"
+	printf '  %-15s %7s conn/s (sum of clients; %s over the wall time)  worst client p99 %s us\n' \
+		"${LABEL[$p]}" "${R[$p.cps]}" "${R[$p.cps_wall]}" "${R[$p.cps_p99]}"
 done
 
 echo "== proxy RSS with $IDLE idle tunnelled connections"
-for p in sockmesh haproxy; do
+for p in sockmesh skmsg haproxy; do
+	daemons_for "$p"
 	read -r pa pb <<<"$(proxy_pids $p)"
 	ra=$(rss_kib "$pa") rb=$(rss_kib "$pb")
 	sb_run node1 "${CG[$p]}" python3 bench/idleconns.py open --connect "${IDLEADDR[$p]}" \
@@ -251,22 +278,22 @@ for p in sockmesh haproxy; do
 	R[$p.rss1]=$(awk -v d=$((ra2 - ra)) -v n="$IDLE" 'BEGIN { printf "%.1f", d / n }')
 	R[$p.rss2]=$(awk -v d=$((rb2 - rb)) -v n="$IDLE" 'BEGIN { printf "%.1f", d / n }')
 	R[$p.rss_base]=$((ra + rb))
-	printf '  %-9s %s KiB per connection (node1 %s, node2 %s; both proxies %s KiB before)\n' "$p" \
+	printf '  %-15s %s KiB per connection (node1 %s, node2 %s; both proxies %s KiB before)\n' "${LABEL[$p]}" \
 		"${R[$p.rss]}" "${R[$p.rss1]}" "${R[$p.rss2]}" "${R[$p.rss_base]}"
 done
 
 # ---- the table ----
-row() { # LABEL KEY: plain, sockmesh, haproxy and the three ratios
-	local a=${R[plain.$2]:-} b=${R[sockmesh.$2]:-} c=${R[haproxy.$2]:-}
-	printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "${a:--}" "${b:--}" "${c:--}" \
-		"$(ratio "$b" "$a")" "$(ratio "$c" "$a")" "$(ratio "$b" "$c")"
+row() { # LABEL KEY: plain, sockmesh, sockmesh + sk_msg, haproxy and four ratios
+	local a=${R[plain.$2]:-} b=${R[sockmesh.$2]:-} k=${R[skmsg.$2]:-} c=${R[haproxy.$2]:-}
+	printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "${a:--}" "${b:--}" "${k:--}" \
+		"${c:--}" "$(ratio "$b" "$a")" "$(ratio "$c" "$a")" "$(ratio "$b" "$c")" "$(ratio "$k" "$b")"
 }
 for p in "${PATHS[@]}"; do
 	for k in bw1 bw4; do R[$p.$k]=$(printf '%.2f' "${R[$p.$k]}"); done
 done
 echo
-echo "| | plain TCP | sockmesh | HAProxy | sockmesh/plain | HAProxy/plain | sockmesh/HAProxy |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
+echo "| | plain TCP | sockmesh | sockmesh + sk_msg | HAProxy | sockmesh/plain | HAProxy/plain | sockmesh/HAProxy | sk_msg/sockmesh |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 row "iperf3 1 stream, Gbit/s" bw1
 row "iperf3 4 streams, Gbit/s" bw4
 row "RR 1 B p50, µs" rr1.p50

@@ -7,15 +7,7 @@
  * reports long-lived flows every cfg_update_interval_ns.
  */
 #include "lib/common.h"
-
-/* A socket's own tuple, addresses in map form, ports in network order. */
-struct sm_endpoints {
-	__u8 family;
-	__be16 local_port;
-	__be16 remote_port;
-	__u8 local[16];
-	__u8 remote[16];
-};
+#include "lib/sockpairs.h"
 
 struct sm_tcp_counters {
 	__u64 bytes_acked;
@@ -25,20 +17,6 @@ struct sm_tcp_counters {
 	__u32 total_retrans;
 	__u32 srtt_us;
 };
-
-static __always_inline void skops_endpoints(struct bpf_sock_ops *skops, struct sm_endpoints *ep)
-{
-	__u32 l6[4] = {skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2],
-		       skops->local_ip6[3]};
-	__u32 r6[4] = {skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
-		       skops->remote_ip6[3]};
-
-	ep->family = addr_store(ep->local, skops->family, skops->local_ip4, l6);
-	addr_store(ep->remote, skops->family, skops->remote_ip4, r6);
-	ep->local_port = bpf_htons((__u16) skops->local_port);
-	/* remote_port holds the network-order port in its upper 16 bits */
-	ep->remote_port = (__be16) (skops->remote_port >> 16);
-}
 
 #define SM_RCV_SHUTDOWN	 1
 #define SM_SEND_SHUTDOWN 2
@@ -87,18 +65,6 @@ static __always_inline void tuple_from(struct sm_tuple *t, const struct sm_endpo
 		__builtin_memcpy(t->saddr, ep->local, 16);
 		__builtin_memcpy(t->daddr, ep->remote, 16);
 	}
-}
-
-static __always_inline void sock_key_from(struct sm_sock_key *key, __u64 netns_cookie,
-					  const struct sm_endpoints *ep)
-{
-	__builtin_memset(key, 0, sizeof(*key));
-	key->netns_cookie = netns_cookie;
-	key->family = ep->family;
-	key->local_port = ep->local_port;
-	key->remote_port = ep->remote_port;
-	__builtin_memcpy(key->local_addr, ep->local, 16);
-	__builtin_memcpy(key->remote_addr, ep->remote, 16);
 }
 
 /* Send one event; a full ring buffer is counted, never silent. */
@@ -163,27 +129,6 @@ static __always_inline int emit_flow_event(__u8 type, const struct sm_sock_state
 	return 0;
 }
 
-static __always_inline void sockhash_add(struct bpf_sock_ops *skops, struct sm_sock_state *st,
-					 const struct sm_endpoints *ep)
-{
-	struct sm_sock_key key;
-	__u64 zero = 0;
-
-	st->netns_cookie = bpf_get_netns_cookie(skops);
-	sock_key_from(&key, st->netns_cookie, ep);
-	/* the receive counter first: sk_msg may run as soon as both ends are in */
-	if (bpf_map_update_elem(&redirect_rx, &key, &zero, BPF_ANY)) {
-		count(SM_CNT_SOCKHASH_UPDATE_FAIL);
-		return;
-	}
-	if (bpf_sock_hash_update(skops, &sock_pairs, &key, BPF_NOEXIST)) {
-		bpf_map_delete_elem(&redirect_rx, &key);
-		count(SM_CNT_SOCKHASH_UPDATE_FAIL);
-		return;
-	}
-	st->flags |= SM_SK_F_IN_SOCKHASH;
-}
-
 static __always_inline void on_established(struct bpf_sock_ops *skops, bool passive)
 {
 	struct bpf_sock *bsk = skops->sk;
@@ -198,7 +143,7 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, bool pass
 	struct tcp_sock *tp;
 	__u64 now = bpf_ktime_get_ns();
 	__u64 cgid = 0;
-	bool record = false, same_node = false;
+	bool record = false, same_node = false, join = false;
 
 	if (!bsk)
 		return;
@@ -238,11 +183,23 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, bool pass
 			if (st->peer_identity != SM_ID_HOST)
 				st->flags |= SM_SK_F_PLAINTEXT;
 		}
+		/*
+		 * A passive socket joins sock_pairs only behind its peer: a
+		 * same-node workload's socket, or the daemon's connection
+		 * carrying a tunnelled stream (bpf/redirect.bpf.c). Any other
+		 * caller from this host (an unenrolled process, the daemon's
+		 * other connections) is not in the map, so neither is this
+		 * socket, and its sends never pay for a failed lookup.
+		 */
+		if (cfg_redirect && (same_node || st->peer_identity == SM_ID_HOST))
+			join = peer_in_sockpairs(skops, &ep);
 	} else if (st->flags & SM_SK_F_CAPTURED) {
 		od.family = st->orig_family;
 		od.port = st->orig_port;
 		__builtin_memcpy(od.addr, st->orig_addr, 16);
 		record = true;
+		/* its peer, the daemon's accepted socket, joins behind it */
+		join = true;
 	} else {
 		/*
 		 * A destination on this node (a local service, or any port of
@@ -256,6 +213,7 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, bool pass
 		else if (svc && svc->identity == SM_ID_HOST)
 			same_node = true;
 		record = same_node;
+		join = same_node;
 		od.family = ep.family;
 		od.port = ep.remote_port;
 		__builtin_memcpy(od.addr, ep.remote, 16);
@@ -269,8 +227,8 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, bool pass
 		if (bpf_map_update_elem(&orig_dst, &tuple, &od, BPF_ANY))
 			count(SM_CNT_ORIGDST_UPDATE_FAIL);
 	}
-	if (cfg_redirect && same_node)
-		sockhash_add(skops, st, &ep);
+	if (cfg_redirect && join)
+		sockhash_add(skops, tp, st, &ep);
 
 	st->start_ns = now;
 	st->last_report_ns = now;
@@ -305,13 +263,7 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	tcp_counters(tp, st->flags & SM_SK_F_PASSIVE, &c);
 	emit_flow_event(SM_FLOW_END, st, &ep, &c, bpf_ktime_get_ns());
 	st->flags &= ~SM_SK_F_ESTABLISHED; /* one conn_end per connection */
-	if (st->flags & SM_SK_F_IN_SOCKHASH) {
-		struct sm_sock_key key;
-
-		/* the kernel drops the sockhash entry itself when the socket closes */
-		sock_key_from(&key, st->netns_cookie, &ep);
-		bpf_map_delete_elem(&redirect_rx, &key);
-	}
+	sockhash_forget(st, &ep);
 }
 
 SEC("sockops")

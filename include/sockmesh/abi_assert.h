@@ -140,7 +140,8 @@
 	X(SM_CNT_FLOW_END, 16)                                                                     \
 	X(SM_CNT_INGRESS_PLAINTEXT_DROPPED, 17)                                                    \
 	X(SM_CNT_INGRESS_PLAINTEXT_ALLOWED, 18)                                                    \
-	X(SM_CNT_MAX, 19)                                                                          \
+	X(SM_CNT_REDIRECT_PEER_MISSING, 19)                                                        \
+	X(SM_CNT_MAX, 20)                                                                          \
 	X(SM_FLOW_START, 1)                                                                        \
 	X(SM_FLOW_UPDATE, 2)                                                                       \
 	X(SM_FLOW_END, 3)                                                                          \
@@ -151,7 +152,8 @@
 	X(SM_SK_F_PASSIVE, 4)                                                                      \
 	X(SM_SK_F_IN_SOCKHASH, 8)                                                                  \
 	X(SM_SK_F_SAME_NODE, 16)                                                                   \
-	X(SM_SK_F_PLAINTEXT, 32)
+	X(SM_SK_F_PLAINTEXT, 32)                                                                   \
+	X(SM_SK_F_TCP_ONLY, 64)
 
 /* offsetof without <stddef.h>, which BPF code does not have */
 #define SM_ABI_OFFSETOF(type, field) __builtin_offsetof(struct type, field)

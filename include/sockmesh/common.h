@@ -63,6 +63,8 @@ enum sm_counter {
 	SM_CNT_INGRESS_PLAINTEXT_DROPPED,
 	/* PERMISSIVE workload: a plaintext SYN from another host let in */
 	SM_CNT_INGRESS_PLAINTEXT_ALLOWED,
+	/* sk_msg: a socket's send found no peer in sock_pairs; it stays on TCP */
+	SM_CNT_REDIRECT_PEER_MISSING,
 	SM_CNT_MAX,
 };
 
@@ -81,6 +83,7 @@ enum sm_counter {
 			"sockhash_update_fail", "getsockopt_hit", "getsockopt_miss",               \
 			"redirect_msgs", "redirect_bytes", "flow_start", "flow_update",            \
 			"flow_end", "ingress_plaintext_dropped", "ingress_plaintext_allowed",      \
+			"redirect_peer_missing",                                                   \
 	}
 
 #endif /* SOCKMESH_COMMON_H */

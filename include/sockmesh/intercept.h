@@ -96,5 +96,7 @@ struct sm_sock_state {
 #define SM_SK_F_SAME_NODE   (1U << 4) /* peer is a service on this node */
 /* accepted from another host without the mesh's mTLS (PERMISSIVE lets it in) */
 #define SM_SK_F_PLAINTEXT (1U << 5)
+/* in sock_pairs, but a send found no peer: its bytes stay on TCP for good */
+#define SM_SK_F_TCP_ONLY (1U << 6)
 
 #endif /* SOCKMESH_INTERCEPT_H */

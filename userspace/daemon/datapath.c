@@ -8,8 +8,9 @@
  * Pin layout under <bpffs>: maps/<map name> (libbpf pins by name),
  * links/cg<cgroup id>-<program> (one per program and cgroup),
  * progs/sk_msg_redirect (while attached to the sock_pairs map).
- * Programs attach to each local workload's cgroup (connect4/6, sockops) and
- * to the daemon's own cgroup (getsockopt), never to the cgroup v2 root.
+ * Programs attach to each local workload's cgroup (connect4/6, sockops,
+ * cgroup_skb) and to the daemon's own cgroup (getsockopt, and sockops for the
+ * redirect of the daemon's loopback hops), never to the cgroup v2 root.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -402,7 +403,7 @@ static int redirect_sync(struct sm_daemon *d)
 	if (err)
 		pr_warn("cannot pin %s: %s (--cleanup will not find it)", pin, strerror(-err));
 	d->redirect_attached = true;
-	pr_info("same-node redirect (sk_msg) is on");
+	pr_info("sk_msg redirect is on (same-node connections and the tunnel's loopback hops)");
 	return 0;
 }
 
@@ -424,7 +425,16 @@ int sm_datapath_attach(struct sm_daemon *d)
 		if (err)
 			return err;
 	}
+	/*
+	 * sockops_daemon is attached whether redirect is on or not (it then
+	 * does nothing), so turning redirect on or off is a restart, never a
+	 * link to add or remove.
+	 */
 	err = attach_one(d, d->skel->progs.sockopt_orig_dst, d->daemon_cgroup,
+			 cgroup_id_of(d->daemon_cgroup));
+	if (err)
+		return err;
+	err = attach_one(d, d->skel->progs.sockops_daemon, d->daemon_cgroup,
 			 cgroup_id_of(d->daemon_cgroup));
 	if (err)
 		return err;

@@ -52,7 +52,7 @@ static const char usage_text[] =
 	"      --flow-log FILE         write flow records to FILE                 (flowlog.file)\n"
 	"      --flow-stdout           write flow records to stdout               "
 	"(flowlog.stdout)\n"
-	"      --redirect              same-node sk_msg redirect                  "
+	"      --redirect              sk_msg redirect (same-node, tunnel hops)   "
 	"(datapath.redirect)\n"
 	"      --flow-update-interval SEC  seconds between conn_update records    "
 	"(datapath.flow_update_interval)\n"
