@@ -77,7 +77,9 @@ still_healthy() {
 }
 
 @test "a handshake flood is bounded: the excess is refused and counted, then all is freed" {
-	# 300 silent connections: more than the 256 handshakes allowed in flight
+	# 300 silent connections: more than the 256 handshakes one worker allows in flight
+	sb_stop_daemon node2
+	sb_start_daemon node2 --workers 1 --set tunnel.handshake_timeout=2
 	sb_run node1 attacker sh -c 'for i in $(seq 300); do (sleep 20 | socat - TCP:10.11.0.2:15008 2>/dev/null &) ; done; sleep 20'
 	flood=$SB_RUN_PID
 	refused() { [ "$(tunnel refused_busy)" -ge 1 ]; }
