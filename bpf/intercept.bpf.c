@@ -4,10 +4,12 @@
  * connect() of an enrolled workload, whether the destination is a service on
  * another node (rewrite to the daemon's outbound listener, remember the
  * original destination in socket storage), on this node, or outside the mesh
- * (both left alone). cgroup/getsockopt answers the daemon's
+ * (both left alone), after the connection policy had its say (a denied
+ * connect fails at once with EPERM). cgroup/getsockopt answers the daemon's
  * getsockopt(SO_ORIGINAL_DST) from the orig_dst map.
  */
 #include "lib/common.h"
+#include "lib/policy.h"
 
 #define SM_SOL_IP	   0
 #define SM_SOL_IPV6	   41
@@ -22,6 +24,7 @@ static __always_inline int __sock_connect(struct bpf_sock_addr *ctx, __u8 family
 					  __be16 port, bool *capture)
 {
 	struct bpf_sock *sk = ctx->sk;
+	struct sm_policy_value *pv;
 	struct sm_sock_state *st;
 	struct sm_workload *wl;
 	struct sm_service *svc;
@@ -43,6 +46,21 @@ static __always_inline int __sock_connect(struct bpf_sock_addr *ctx, __u8 family
 		count(SM_CNT_CONNECT_PASSTHROUGH);
 		return SM_ALLOW_VERDICT;
 	}
+	pv = policy_lookup(wl->identity, svc->identity, bpf_ntohs(port));
+	if (pv) {
+		if (pv->flags & SM_POLICY_F_AUDIT) {
+			count(SM_CNT_POLICY_AUDIT);
+			policy_event(SM_FLOW_AUDIT, pv, bpf_get_socket_cookie(ctx), wl->identity,
+				     svc->identity, family, addr, port);
+		}
+		if (pv->action == SM_POLICY_DENY) {
+			count(SM_CNT_POLICY_DENIED);
+			policy_event(SM_FLOW_DENIED, pv, bpf_get_socket_cookie(ctx), wl->identity,
+				     svc->identity, family, addr, port);
+			return SM_EPERM_VERDICT;
+		}
+	}
+	count(SM_CNT_POLICY_ALLOWED);
 	if (!(svc->flags & SM_SVC_F_REMOTE)) {
 		count(SM_CNT_CONNECT_SAME_NODE);
 		return SM_ALLOW_VERDICT;

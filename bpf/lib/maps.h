@@ -12,6 +12,7 @@
 #include <sockmesh/intercept.h>
 #include <sockmesh/flowacct.h>
 #include <sockmesh/redirect.h>
+#include <sockmesh/policy.h>
 
 /* workloads: cgroup id → workload identity. Written by the daemon. */
 struct {
@@ -116,5 +117,53 @@ struct {
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lost_reported SEC(".maps") __weak;
+
+/*
+ * Connection policy (include/sockmesh/policy.h). Two slots per outer map:
+ * the daemon fills new inner maps for a revision in the slot not in use,
+ * then flips policy_state.slot, so a lookup sees one whole revision or the
+ * other, never a mix; the entries and the CIDR identities flip together.
+ */
+struct sm_policy_inner {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1); /* the daemon creates each revision's map at its size */
+	/* sizes, not BTF types: objects that never use the structs carry only forward declarations */
+	__uint(key_size, sizeof(struct sm_policy_key));
+	__uint(value_size, sizeof(struct sm_policy_value));
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct sm_policy_inner); /* last: a flexible array */
+} policy_maps SEC(".maps") __weak;
+
+/* CIDR sources → their policy identities (LPM, key as the cidrs map's). */
+struct sm_policy_cidr_inner {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(key_size, sizeof(struct sm_cidr_key));
+	__uint(value_size, sizeof(__u32));
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct sm_policy_cidr_inner);
+} policy_cidr_maps SEC(".maps") __weak;
+
+/* Which slot is live, its revision, and whether any policy is loaded. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sm_policy_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} policy_state SEC(".maps") __weak;
 
 #endif /* SOCKMESH_BPF_MAPS_H */

@@ -20,6 +20,7 @@
 #include "flowacct.h"
 #include "intercept.h"
 #include "redirect.h"
+#include "policy.h"
 
 /* X(struct tag, sizeof) for every shared struct. */
 #define SM_ABI_STRUCTS(X)                                                                          \
@@ -30,8 +31,11 @@
 	X(sm_tuple, 40)                                                                            \
 	X(sm_orig_dst, 32)                                                                         \
 	X(sm_sock_state, 80)                                                                       \
-	X(sm_flow_event, 152)                                                                      \
-	X(sm_sock_key, 48)
+	X(sm_flow_event, 168)                                                                      \
+	X(sm_sock_key, 48)                                                                         \
+	X(sm_policy_key, 12)                                                                       \
+	X(sm_policy_value, 16)                                                                     \
+	X(sm_policy_state, 16)
 
 /* X(struct tag, field, offsetof) for every field of the structs above. */
 #define SM_ABI_FIELDS(X)                                                                           \
@@ -101,6 +105,28 @@
 	X(sm_flow_event, segs_out, 140)                                                            \
 	X(sm_flow_event, total_retrans, 144)                                                       \
 	X(sm_flow_event, srtt_us, 148)                                                             \
+	X(sm_flow_event, policy_rule, 152)                                                         \
+	X(sm_flow_event, policy_revision, 156)                                                     \
+	X(sm_flow_event, policy_action, 160)                                                       \
+	X(sm_flow_event, policy_reason, 161)                                                       \
+	X(sm_flow_event, pad2, 162)                                                                \
+	X(sm_flow_event, pad3, 164)                                                                \
+	X(sm_policy_key, src_identity, 0)                                                          \
+	X(sm_policy_key, dst_identity, 4)                                                          \
+	X(sm_policy_key, dport, 8)                                                                 \
+	X(sm_policy_key, proto, 10)                                                                \
+	X(sm_policy_key, pad, 11)                                                                  \
+	X(sm_policy_value, action, 0)                                                              \
+	X(sm_policy_value, reason, 1)                                                              \
+	X(sm_policy_value, flags, 2)                                                               \
+	X(sm_policy_value, pad, 3)                                                                 \
+	X(sm_policy_value, rule_id, 4)                                                             \
+	X(sm_policy_value, audit_rule_id, 8)                                                       \
+	X(sm_policy_value, revision, 12)                                                           \
+	X(sm_policy_state, slot, 0)                                                                \
+	X(sm_policy_state, revision, 4)                                                            \
+	X(sm_policy_state, loaded, 8)                                                              \
+	X(sm_policy_state, pad, 12)                                                                \
 	X(sm_sock_key, netns_cookie, 0)                                                            \
 	X(sm_sock_key, family, 8)                                                                  \
 	X(sm_sock_key, pad, 9)                                                                     \
@@ -141,7 +167,20 @@
 	X(SM_CNT_INGRESS_PLAINTEXT_DROPPED, 17)                                                    \
 	X(SM_CNT_INGRESS_PLAINTEXT_ALLOWED, 18)                                                    \
 	X(SM_CNT_REDIRECT_PEER_MISSING, 19)                                                        \
-	X(SM_CNT_MAX, 20)                                                                          \
+	X(SM_CNT_POLICY_DENIED, 20)                                                                \
+	X(SM_CNT_POLICY_ALLOWED, 21)                                                               \
+	X(SM_CNT_POLICY_AUDIT, 22)                                                                 \
+	X(SM_FLOW_DENIED, 4)                                                                       \
+	X(SM_FLOW_AUDIT, 5)                                                                        \
+	X(SM_POLICY_SRC_DEFAULT, 0xffffffffU)                                                      \
+	X(SM_ID_CIDR_BASE, 16777216)                                                               \
+	X(SM_POLICY_ALLOW, 1)                                                                      \
+	X(SM_POLICY_DENY, 2)                                                                       \
+	X(SM_POLICY_R_RULE, 1)                                                                     \
+	X(SM_POLICY_R_DEFAULT_DENY, 2)                                                             \
+	X(SM_POLICY_R_NO_POLICY, 3)                                                                \
+	X(SM_POLICY_F_AUDIT, 1)                                                                    \
+	X(SM_CNT_MAX, 23)                                                                          \
 	X(SM_FLOW_START, 1)                                                                        \
 	X(SM_FLOW_UPDATE, 2)                                                                       \
 	X(SM_FLOW_END, 3)                                                                          \

@@ -65,6 +65,12 @@ enum sm_counter {
 	SM_CNT_INGRESS_PLAINTEXT_ALLOWED,
 	/* sk_msg: a socket's send found no peer in sock_pairs; it stays on TCP */
 	SM_CNT_REDIRECT_PEER_MISSING,
+	/* connect4/6: policy denied the connection (EPERM) */
+	SM_CNT_POLICY_DENIED,
+	/* connect4/6: policy allowed it, by a rule or because nothing selects the destination */
+	SM_CNT_POLICY_ALLOWED,
+	/* connect4/6: an AUDIT rule matched (the verdict did not change) */
+	SM_CNT_POLICY_AUDIT,
 	SM_CNT_MAX,
 };
 
@@ -83,7 +89,8 @@ enum sm_counter {
 			"sockhash_update_fail", "getsockopt_hit", "getsockopt_miss",               \
 			"redirect_msgs", "redirect_bytes", "flow_start", "flow_update",            \
 			"flow_end", "ingress_plaintext_dropped", "ingress_plaintext_allowed",      \
-			"redirect_peer_missing",                                                   \
+			"redirect_peer_missing", "policy_denied", "policy_allowed",                 \
+			"policy_audit",                                                            \
 	}
 
 #endif /* SOCKMESH_COMMON_H */

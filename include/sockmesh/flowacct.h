@@ -13,6 +13,8 @@ enum sm_flow_event_type {
 	SM_FLOW_START = 1,  /* ACTIVE/PASSIVE_ESTABLISHED */
 	SM_FLOW_UPDATE = 2, /* periodic, long-lived flows */
 	SM_FLOW_END = 3,    /* state change to TCP_CLOSE */
+	SM_FLOW_DENIED = 4, /* connect4/6 refused by policy (EPERM); no socket follows */
+	SM_FLOW_AUDIT = 5,  /* connect4/6 matched an AUDIT rule; the connection goes on */
 };
 
 /*
@@ -49,6 +51,13 @@ struct sm_flow_event {
 	__u32 segs_out;
 	__u32 total_retrans;
 	__u32 srtt_us; /* smoothed RTT in microseconds (kernel value >> 3) */
+	/* SM_FLOW_DENIED / SM_FLOW_AUDIT: the policy entry that decided (policy.h) */
+	__u32 policy_rule;	 /* rule_id, or audit_rule_id for SM_FLOW_AUDIT */
+	__u32 policy_revision;
+	__u8 policy_action; /* enum sm_policy_action */
+	__u8 policy_reason; /* enum sm_policy_reason */
+	__u16 pad2;
+	__u32 pad3;
 };
 
 #endif /* SOCKMESH_FLOWACCT_H */

@@ -57,4 +57,12 @@ struct sm_policy_value {
 	__u32 revision;	     /* the policy set revision these entries belong to */
 };
 
+/* policy_state[0]: written by the daemon only, after the slot's maps are complete. */
+struct sm_policy_state {
+	__u32 slot;	/* 0 or 1: the live slot of policy_maps and policy_cidr_maps */
+	__u32 revision; /* of the live slot */
+	__u32 loaded;	/* 0: no policy set was ever applied, nothing is looked up */
+	__u32 pad;
+};
+
 #endif /* SOCKMESH_POLICY_H */
