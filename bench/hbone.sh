@@ -249,7 +249,7 @@ for p in "${PATHS[@]}"; do
 		cat "${outs[$i]/%.out/.err}" >&2
 		if [ "$p" != haproxy ] && [ "$p" != plain ]; then
 			for n in node1 node2; do
-				grep -E ' (warn|error): ' "$(sb_daemon_log $n)" | tail -n 3 >&2
+				grep -E ' (warn|error): ' "$(sb_daemon_log $n)" | tail -n 3 >&2 || true
 			done
 		fi
 	done
