@@ -127,7 +127,8 @@ struct {
 struct sm_policy_inner {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1); /* the daemon creates each revision's map at its size */
-	/* sizes, not BTF types: objects that never use the structs carry only forward declarations */
+	/* sizes, not BTF types: objects that never use the structs carry only forward declarations
+	 */
 	__uint(key_size, sizeof(struct sm_policy_key));
 	__uint(value_size, sizeof(struct sm_policy_value));
 };

@@ -89,7 +89,7 @@ enum sm_counter {
 			"sockhash_update_fail", "getsockopt_hit", "getsockopt_miss",               \
 			"redirect_msgs", "redirect_bytes", "flow_start", "flow_update",            \
 			"flow_end", "ingress_plaintext_dropped", "ingress_plaintext_allowed",      \
-			"redirect_peer_missing", "policy_denied", "policy_allowed",                 \
+			"redirect_peer_missing", "policy_denied", "policy_allowed",                \
 			"policy_audit",                                                            \
 	}
 

@@ -52,7 +52,7 @@ struct sm_flow_event {
 	__u32 total_retrans;
 	__u32 srtt_us; /* smoothed RTT in microseconds (kernel value >> 3) */
 	/* SM_FLOW_DENIED / SM_FLOW_AUDIT: the policy entry that decided (policy.h) */
-	__u32 policy_rule;	 /* rule_id, or audit_rule_id for SM_FLOW_AUDIT */
+	__u32 policy_rule; /* rule_id, or audit_rule_id for SM_FLOW_AUDIT */
 	__u32 policy_revision;
 	__u8 policy_action; /* enum sm_policy_action */
 	__u8 policy_reason; /* enum sm_policy_reason */

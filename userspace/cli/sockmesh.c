@@ -153,14 +153,16 @@ const char *cli_json_text(struct json_object *obj, const char *key, char *buf, s
 
 static void print_usage(FILE *out)
 {
-	fprintf(out,
-		"Usage: sockmesh [OPTIONS] COMMAND [OPTIONS]\n"
-		"\n"
-		"Inspects the sockmesh data plane of one node through sockmeshd's control socket.\n"
-		"\n"
-		"Commands:\n");
+	fprintf(out, "Usage: sockmesh [OPTIONS] COMMAND [OPTIONS]\n"
+		     "\n"
+		     "Inspects and steers the sockmesh data plane of one node through sockmeshd's\n"
+		     "control socket.\n"
+		     "\n"
+		     "Commands:\n");
 	for (size_t i = 0; i < SM_ARRAY_SIZE(commands); i++)
 		fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
+	fprintf(out, "  %-12s %s\n", "policy",
+		"connection policy: apply, validate, diff, get, delete, explain, wait");
 	fprintf(out, "  %-12s %s\n", "help", "help on a command: sockmesh help status");
 	fprintf(out,
 		"\n%s"
@@ -186,8 +188,8 @@ static const struct cli_cmd *find_cmd(const char *name)
 
 static int unknown_cmd(const char *name)
 {
-	cli_error("unknown command '%s' (commands: status, workloads, services; run 'sockmesh "
-		  "--help')",
+	cli_error("unknown command '%s' (commands: status, workloads, services, policy; run "
+		  "'sockmesh --help')",
 		  name);
 	return CLI_EXIT_USAGE;
 }
@@ -307,6 +309,12 @@ static int run_help(int argc, char **argv)
 		print_usage(stdout);
 		return CLI_EXIT_OK;
 	}
+	if (strcmp(argv[1], "policy") == 0) {
+		char *sub[] = {argv[1], (char *) "--help", NULL};
+		struct cli_opts o = {0};
+
+		return cli_policy(&o, 2, sub);
+	}
 	cmd = find_cmd(argv[1]);
 	if (!cmd)
 		return unknown_cmd(argv[1]);
@@ -350,6 +358,8 @@ int main(int argc, char **argv)
 	cmd_argv = argv + optind;
 	if (strcmp(cmd_argv[0], "help") == 0)
 		return run_help(cmd_argc, cmd_argv);
+	if (strcmp(cmd_argv[0], "policy") == 0)
+		return cli_policy(&o, cmd_argc, cmd_argv);
 	cmd = find_cmd(cmd_argv[0]);
 	if (!cmd)
 		return unknown_cmd(cmd_argv[0]);

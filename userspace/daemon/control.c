@@ -167,7 +167,7 @@ static json_object *status_workers(struct sm_daemon *d)
 {
 	json_object *arr = json_object_new_array();
 
-	for (unsigned int i = 0; i < d->nworkers; i++) {
+	for (unsigned int i = 0; d->workers && i < d->nworkers; i++) {
 		json_object *o = json_object_new_object();
 		struct sm_proxy_stats ps;
 		struct sm_hbone_stats hs;
@@ -217,6 +217,14 @@ static json_object *cmd_status(struct sm_daemon *d)
 	json_object_object_add(o, "proxy", px);
 	json_object_object_add(o, "tunnel", status_tunnel(d));
 	json_object_object_add(o, "workers", status_workers(d));
+	{
+		struct sm_error perr = {{0}};
+		bool handled;
+
+		json_object_object_add(
+			o, "policy",
+			sm_policy_command(d, "policy_status", NULL, false, &handled, &perr));
+	}
 	json_object_object_add(fl, "records", json_object_new_uint64(sm_flowexp_records(d)));
 	json_object_object_add(fl, "lost_records",
 			       json_object_new_uint64(sm_flowexp_lost_records(d)));
@@ -279,26 +287,58 @@ static json_object *cmd_services(struct sm_daemon *d)
 	return arr;
 }
 
-static void serve(struct sm_daemon *d, int fd)
+/* Read one request line (up to SM_CTL_MAX_REQUEST); malloc'ed, NULL when out of memory. */
+static char *read_request(int fd)
 {
-	char line[SM_CTL_MAX_REQUEST + 2], cmd[64];
-	struct sm_error err = {{0}};
-	json_object *data = NULL;
-	size_t got = 0;
-	char *answer;
+	size_t got = 0, cap = 4096;
+	char *line = malloc(cap + 1), *grown;
 
-	/* the request is one short line; SO_RCVTIMEO bounds a stalled client */
-	while (got < sizeof(line) - 1) {
-		ssize_t n = recv(fd, line + got, sizeof(line) - 1 - got, 0);
+	if (!line)
+		return NULL;
+	/* SO_RCVTIMEO bounds a stalled client */
+	while (got < SM_CTL_MAX_REQUEST) {
+		ssize_t n;
 
+		if (got == cap) {
+			cap = cap * 2 > SM_CTL_MAX_REQUEST ? SM_CTL_MAX_REQUEST : cap * 2;
+			grown = realloc(line, cap + 1);
+			if (!grown)
+				break;
+			line = grown;
+		}
+		n = recv(fd, line + got, cap - got, 0);
 		if (n <= 0)
 			break;
 		got += (size_t) n;
-		if (memchr(line, '\n', got))
+		if (memchr(line + got - (size_t) n, '\n', (size_t) n))
 			break;
 	}
 	line[got] = '\0';
-	if (sm_ctl_parse_request(line, cmd, sizeof(cmd), &err) == 0) {
+	return line;
+}
+
+/* May this client change things (the policy)? root, or the daemon's own user. */
+static bool client_privileged(int fd)
+{
+	struct ucred uc;
+	socklen_t len = sizeof(uc);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0)
+		return false;
+	return uc.uid == 0 || uc.uid == geteuid();
+}
+
+static void serve(struct sm_daemon *d, int fd)
+{
+	struct sm_error err = {{0}};
+	json_object *data = NULL, *args = NULL;
+	char *line = read_request(fd), cmd[64];
+	bool handled = false;
+	char *answer;
+
+	if (!line) {
+		sm_error_set(&err, "out of memory reading the request");
+	} else if (sm_ctl_parse_request_args(line, cmd, sizeof(cmd), &args, &err) == 0) {
 		if (strcmp(cmd, "status") == 0)
 			data = cmd_status(d);
 		else if (strcmp(cmd, "workloads") == 0)
@@ -306,10 +346,16 @@ static void serve(struct sm_daemon *d, int fd)
 		else if (strcmp(cmd, "services") == 0)
 			data = cmd_services(d);
 		else
+			data = sm_policy_command(d, cmd, args, client_privileged(fd), &handled,
+						 &err);
+		if (!data && !handled && !err.msg[0])
 			sm_error_set(&err,
-				     "unknown command '%s' (try: status, workloads, services)",
+				     "unknown command '%s' (try: status, workloads, services, "
+				     "policy_*)",
 				     cmd);
 	}
+	free(line);
+	json_object_put(args);
 	answer = sm_ctl_format_response(data, data ? NULL : err.msg);
 	if (answer) {
 		size_t len = strlen(answer), off = 0;

@@ -27,6 +27,7 @@
 #include "catalog.h"
 #include "config.h"
 #include "evloop.h"
+#include "policy.h"
 #include "spiffe.h"
 #include "util.h"
 
@@ -42,6 +43,8 @@ struct sm_flowexp;
 struct sm_hbone;
 struct sm_flow_record;
 struct sm_hbone_worker;
+struct sm_policyd;
+struct json_object;
 
 /* A counter one thread writes and others read: relaxed atomics, no lock. */
 #define SM_STAT_ADD(f, n)                                                                          \
@@ -105,6 +108,7 @@ struct sm_daemon {
 
 	struct sm_flowexp *flows;
 	struct sm_hbone *hbone; /* NULL unless tunnel.hbone: shared credentials */
+	struct sm_policyd *policy;
 
 	struct sm_worker *workers;
 	unsigned int nworkers;
@@ -234,6 +238,30 @@ int sm_hbone_outbound(struct sm_worker *w, int cfd, const struct sm_addr *dst, u
  */
 void sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
 		       bool final, struct sm_flow_record *r);
+
+/* policy.c: the connection policy set, its kernel maps and its control commands. */
+/* Restore <state_dir>/policy.json into the kernel; before any attach (fail closed). */
+int sm_policy_start(struct sm_daemon *d);
+void sm_policy_stop(struct sm_daemon *d);
+/* The catalog changed (workers paused): recompile, patterns re-expand. 0 or -errno. */
+int sm_policy_catalog_changed(struct sm_daemon *d);
+/* The catalog identity of a SPIFFE ID; SM_ID_WORLD when it names no workload. */
+uint32_t sm_policy_identity_of(const struct sm_daemon *d, const char *spiffe_id);
+/* The live policy's verdict for src → dst:port (any thread). */
+void sm_policy_check(const struct sm_daemon *d, uint32_t src, uint32_t dst, uint16_t port,
+		     struct sm_policy_decision *out);
+uint32_t sm_policy_revision(const struct sm_daemon *d);
+/* Fill r->policy for a decision (audit: rule_id is the AUDIT rule's). */
+void sm_policy_fill_record(const struct sm_daemon *d, uint32_t rule_id, uint32_t revision,
+			   enum sm_policy_reason reason, bool audit, struct sm_flow_record *r);
+/*
+ * A control command named policy_*: *handled says whether cmd was one. The
+ * answer's data, or NULL with err set. privileged: the client may change
+ * the policy (its uid is root or the daemon's).
+ */
+struct json_object *sm_policy_command(struct sm_daemon *d, const char *cmd,
+				      struct json_object *args, bool privileged, bool *handled,
+				      struct sm_error *err);
 
 /* control.c: the control socket. */
 int sm_control_start(struct sm_daemon *d);

@@ -232,14 +232,59 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 	fs->last = r->total;
 }
 
+/*
+ * A connect() the policy decided in the kernel: DENIED (it failed with
+ * EPERM, no socket follows) or AUDIT (an AUDIT rule matched, the connection
+ * goes on and has its own records). One "denied" record each.
+ */
+static void record_from_policy_event(struct sm_daemon *d, const struct sm_flow_event *ev,
+				     struct sm_flow_record *r)
+{
+	bool audit = ev->type == SM_FLOW_AUDIT;
+
+	memset(r, 0, sizeof(*r));
+	r->type = SM_REC_DENIED;
+	r->time_ns = (int64_t) ev->ts_ns + d->mono_to_real_ns;
+	r->start_ns = r->time_ns;
+	sm_strlcpy(r->node, d->cat.nodes[d->node_idx].name, sizeof(r->node));
+	r->direction = SM_DIR_EGRESS;
+	r->cookie = ev->cookie;
+	r->cgroup_id = ev->cgroup_id;
+	endpoint_fill(d, &r->source, ev->family, ev->local_addr, 0, ev->identity,
+		      sm_workload_by_cgroup(d, ev->cgroup_id));
+	endpoint_fill(d, &r->destination, ev->family, ev->orig_addr, ev->orig_port,
+		      ev->peer_identity,
+		      service_workload(d, ev->family, ev->orig_addr, ev->orig_port));
+	if (audit) {
+		r->verdict = SM_VERDICT_AUDIT;
+	} else {
+		r->verdict = SM_VERDICT_DROPPED;
+		sm_strlcpy(r->drop_reason,
+			   ev->policy_reason == SM_POLICY_R_DEFAULT_DENY ? "policy_default_deny"
+									 : "policy_denied",
+			   sizeof(r->drop_reason));
+	}
+	sm_policy_fill_record(d, audit ? 0 : ev->policy_rule, ev->policy_revision,
+			      (enum sm_policy_reason) ev->policy_reason, false, r);
+	if (audit)
+		sm_policy_fill_record(d, ev->policy_rule, ev->policy_revision,
+				      (enum sm_policy_reason) ev->policy_reason, true, r);
+}
+
 static int on_flow_event(void *ctx, void *data, size_t size)
 {
 	struct sm_daemon *d = ctx;
+	const struct sm_flow_event *ev = data;
 	struct sm_flow_record r;
 
 	if (size < sizeof(struct sm_flow_event)) {
 		pr_warn("short flow event (%zu bytes, want %zu): kernel and daemon builds differ",
 			size, sizeof(struct sm_flow_event));
+		return 0;
+	}
+	if (ev->type == SM_FLOW_DENIED || ev->type == SM_FLOW_AUDIT) {
+		record_from_policy_event(d, ev, &r);
+		sm_flowexp_emit(d, &r);
 		return 0;
 	}
 	record_from_event(d, data, &r);

@@ -75,6 +75,7 @@
 #define HB_MAX_HEADERS	    32		/* header fields per request */
 #define HB_JOIN_LINGER_S    60		/* a join entry outlives its stream this long */
 #define HB_PUMP_ROUNDS	    64		/* reads per event, for fairness */
+#define HB_KEEP_BUF	    (16 * 1024) /* emptied buffers up to this size are freed */
 
 /* Bytes waiting to go one way. */
 struct hb_buf {
@@ -254,6 +255,19 @@ static int buf_reserve(struct hb_buf *b, size_t more)
 	return 0;
 }
 
+/*
+ * An emptied small buffer is freed: an idle stream then holds no buffer at
+ * all (2,000 idle streams held 8 KiB each per node). Bulk streams, whose
+ * buffers have grown past HB_KEEP_BUF, keep theirs.
+ */
+static void buf_release_small(struct hb_buf *b)
+{
+	if (b->cap && b->cap <= HB_KEEP_BUF && b->off == b->len) {
+		free(b->data);
+		memset(b, 0, sizeof(*b));
+	}
+}
+
 static int buf_append(struct hb_buf *b, const uint8_t *p, size_t n)
 {
 	if (buf_reserve(b, n))
@@ -395,7 +409,7 @@ void sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint
 {
 	if (!d->hbone)
 		return;
-	for (unsigned int i = 0; i < d->nworkers; i++) {
+	for (unsigned int i = 0; d->workers && i < d->nworkers; i++) {
 		struct sm_hbone_worker *hw = d->workers[i].hb;
 		struct hb_join *j;
 
@@ -416,8 +430,12 @@ void sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint
 	}
 }
 
-/* A record of the daemon's own, for a failure no workload socket reports. */
-static void record_failure(struct hb_conn *c, const char *reason, const char *authority)
+/*
+ * A record of the daemon's own, for a failure no workload socket reports;
+ * pd: the policy decision behind it, if the policy refused the stream.
+ */
+static void record_failure_policy(struct hb_conn *c, const char *reason, const char *authority,
+				  const struct sm_policy_decision *pd)
 {
 	struct sm_daemon *d = c->d;
 	struct sockaddr_storage ss;
@@ -461,7 +479,20 @@ static void record_failure(struct hb_conn *c, const char *reason, const char *au
 	if (c->creds)
 		sm_strlcpy(r.tls.local_spiffe_id, sm_creds_spiffe_id(c->creds),
 			   sizeof(r.tls.local_spiffe_id));
+	if (pd) {
+		r.type = SM_REC_DENIED;
+		r.source.identity = sm_policy_identity_of(d, c->peer_spiffe);
+		sm_policy_fill_record(d, pd->rule_id, sm_policy_revision(d), pd->reason, false, &r);
+		if (pd->audit)
+			sm_policy_fill_record(d, pd->audit_rule_id, sm_policy_revision(d),
+					      pd->reason, true, &r);
+	}
 	sm_flowexp_emit(d, &r);
+}
+
+static void record_failure(struct hb_conn *c, const char *reason, const char *authority)
+{
+	record_failure_policy(c, reason, authority, NULL);
 }
 
 /* ---- streams ---- */
@@ -549,6 +580,7 @@ static void stream_flush_down(struct hb_stream *s)
 		shutdown(s->fd, SHUT_WR);
 		s->fd_shut = true;
 	}
+	buf_release_small(&s->down);
 }
 
 /* Read the plain socket into the up buffer and wake the data provider. */
@@ -604,6 +636,7 @@ static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t l
 		s->up.off += n;
 		if (buf_pending(&s->up) == 0 && s->fd_eof)
 			*flags |= NGHTTP2_DATA_FLAG_EOF;
+		buf_release_small(&s->up);
 		return (ssize_t) n;
 	}
 	if (s->fd_eof && s->established) {
@@ -951,7 +984,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
 }
 
 /* A request answered without a body: the stream ends with the response. */
-static void respond(struct hb_stream *s, const char *status, const char *why)
+static void respond_policy(struct hb_stream *s, const char *status, const char *why,
+			   const struct sm_policy_decision *pd)
 {
 	struct hb_conn *c = s->conn;
 	nghttp2_nv nv[] = {{(uint8_t *) ":status", (uint8_t *) status, 7, strlen(status),
@@ -959,9 +993,14 @@ static void respond(struct hb_stream *s, const char *status, const char *why)
 
 	nghttp2_submit_response(c->h2, s->id, nv, 1, NULL);
 	SM_STAT_INC(c->w->hb->st.requests_refused);
-	record_failure(c, why, s->authority);
+	record_failure_policy(c, why, s->authority, pd);
 	s->dead = true;
 	s->reset = true;
+}
+
+static void respond(struct hb_stream *s, const char *status, const char *why)
+{
+	respond_policy(s, status, why, NULL);
 }
 
 /* The service hosted on this node at addr:port, or -1. */
@@ -1000,21 +1039,35 @@ static void handle_request(struct hb_stream *s)
 {
 	struct hb_conn *c = s->conn;
 	struct sm_daemon *d = c->d;
+	struct sm_policy_decision pd;
 	struct sockaddr_storage ss;
 	struct sm_addr dst;
 	uint16_t dport;
 	socklen_t sl;
-	int fd;
+	int fd, svc;
 
 	if (s->bad_request || strcmp(s->method, "CONNECT") != 0 ||
 	    sm_addrport_parse(s->authority, &dst, &dport) != 0) {
 		respond(s, "400", "malformed_hbone");
 		return;
 	}
-	if (local_service(d, &dst, dport) < 0) {
+	svc = local_service(d, &dst, dport);
+	if (svc < 0) {
 		pr_info("refusing CONNECT %s from %s: not a service hosted on node %s",
 			s->authority, c->peer_spiffe, d->cfg.node);
 		respond(s, "400", "authority_not_hosted");
+		return;
+	}
+	/* the destination's own check, by the caller's certificate identity */
+	sm_policy_check(d, sm_policy_identity_of(d, c->peer_spiffe),
+			d->cat.workloads[d->cat.services[svc].workload].identity, dport, &pd);
+	if (pd.action == SM_POLICY_DENY) {
+		pr_debug("refusing CONNECT %s from %s: policy (%s)", s->authority, c->peer_spiffe,
+			 pd.reason == SM_POLICY_R_DEFAULT_DENY ? "default deny" : "denied");
+		respond_policy(s, "403",
+			       pd.reason == SM_POLICY_R_DEFAULT_DENY ? "policy_default_deny"
+								     : "policy_denied",
+			       &pd);
 		return;
 	}
 	fd = socket(dst.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1034,6 +1087,15 @@ static void handle_request(struct hb_stream *s)
 	s->ev = sm_evloop_add(c->w->loop, fd, EPOLLOUT, on_stream_fd, s);
 	if (!s->ev)
 		respond(s, "503", "out_of_memory");
+}
+
+/* Why a CONNECT was answered status: 403 is the destination's policy. */
+static const char *status_reason(int status, char *buf, size_t len)
+{
+	if (status == 403)
+		return "policy_denied_remote";
+	snprintf(buf, len, "http_%d", status);
+	return buf;
 }
 
 static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
@@ -1060,8 +1122,8 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
 			if (s->status != 200) {
 				char why[32];
 
-				snprintf(why, sizeof(why), "http_%d", s->status);
-				stream_fail(s, NGHTTP2_CANCEL, why);
+				stream_fail(s, NGHTTP2_CANCEL,
+					    status_reason(s->status, why, sizeof(why)));
 				return 0;
 			}
 			s->established = true;
@@ -1110,9 +1172,10 @@ static int on_stream_close(nghttp2_session *h2, int32_t id, uint32_t error, void
 	if (error != NGHTTP2_NO_ERROR || !s->established) {
 		char why[32];
 
-		snprintf(why, sizeof(why),
-			 s->status && s->status != 200 ? "http_%d" : "stream_reset", s->status);
-		stream_fail(s, NGHTTP2_NO_ERROR, why);
+		stream_fail(s, NGHTTP2_NO_ERROR,
+			    s->status && s->status != 200
+				    ? status_reason(s->status, why, sizeof(why))
+				    : "stream_reset");
 		return 0;
 	}
 	/* a clean close: anything still buffered goes out before the socket closes */
@@ -1980,7 +2043,7 @@ void sm_hbone_stats(const struct sm_daemon *d, struct sm_hbone_stats *st)
 	memset(st, 0, sizeof(*st));
 	if (!d->hbone)
 		return;
-	for (unsigned int i = 0; i < d->nworkers; i++) {
+	for (unsigned int i = 0; d->workers && i < d->nworkers; i++) {
 		sm_hbone_worker_stats(&d->workers[i], &one);
 		for (size_t k = 0; k < sizeof(*st) / sizeof(uint64_t); k++)
 			dst[k] += src[k];

@@ -430,7 +430,8 @@ static int reload_catalog(struct sm_daemon *d)
 	/* drop our handles and re-attach: adoption swaps programs on the same pins */
 	sm_datapath_release_links(d);
 	sm_datapath_resolve(d);
-	err = sm_intercept_sync(d) || sm_datapath_attach(d) || sm_hbone_catalog_changed(d);
+	err = sm_intercept_sync(d) || sm_datapath_attach(d) || sm_hbone_catalog_changed(d) ||
+	      sm_policy_catalog_changed(d);
 	sm_workers_resume(d);
 	if (err)
 		pr_warn("SIGHUP: the new catalog was only partly applied; see the messages above");
@@ -495,8 +496,10 @@ static int run(struct sm_daemon *d)
 	/* maps first (services before workloads), then programs: nothing runs half-configured */
 	sm_datapath_resolve(d);
 	d->nworkers = sm_workers_count(d); /* the credential sets hold an SSL_CTX per worker */
-	err = sm_intercept_sync(d) ?: sm_datapath_attach(d) ?: sm_flowexp_start(d) ?:
-	      sm_hbone_start(d) ?: sm_workers_start(d) ?: sm_control_start(d);
+	/* the policy too: a restored policy is in force before any program is attached */
+	err = sm_intercept_sync(d) ?: sm_policy_start(d) ?: sm_datapath_attach(d) ?:
+	      sm_flowexp_start(d) ?: sm_hbone_start(d) ?: sm_workers_start(d) ?:
+	      sm_control_start(d);
 	if (err)
 		goto stop;
 	tick = sm_evloop_timer(d->loop, 1000, on_tick, d);
@@ -514,6 +517,7 @@ stop:
 	sm_control_stop(d);
 	sm_hbone_free(d);
 	sm_flowexp_stop(d);
+	sm_policy_stop(d);
 	sm_datapath_close(d);
 close_sig:
 	sm_evloop_del(d->loop, sig_ev);

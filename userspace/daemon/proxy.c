@@ -425,7 +425,7 @@ void sm_proxy_stats(const struct sm_daemon *d, struct sm_proxy_stats *st)
 	struct sm_proxy_stats one;
 
 	memset(st, 0, sizeof(*st));
-	for (unsigned int i = 0; i < d->nworkers; i++) {
+	for (unsigned int i = 0; d->workers && i < d->nworkers; i++) {
 		sm_proxy_worker_stats(&d->workers[i], &one);
 		st->active += one.active;
 		st->accepted += one.accepted;

@@ -158,7 +158,7 @@ void sm_workers_post(struct sm_daemon *d, unsigned int cmds)
 {
 	uint64_t one = 1;
 
-	for (unsigned int i = 0; i < d->nworkers; i++) {
+	for (unsigned int i = 0; d->workers && i < d->nworkers; i++) {
 		struct sm_worker *w = &d->workers[i];
 
 		if (!w->started)
@@ -173,7 +173,7 @@ static unsigned int workers_running(const struct sm_daemon *d)
 {
 	unsigned int n = 0;
 
-	for (unsigned int i = 0; i < d->nworkers; i++)
+	for (unsigned int i = 0; d->workers && i < d->nworkers; i++)
 		n += d->workers[i].started;
 	return n;
 }

@@ -86,6 +86,8 @@ static const struct cfg_key cfg_keys[] = {
 	 "set a number of map entries"},
 	{"datapath", "max_sockhash", CK_U32, F(max_sockhash), 0, 1, 16777216,
 	 "set a number of map entries"},
+	{"datapath", "max_policy_entries", CK_U32, F(max_policy_entries), 0, 1, 16777216,
+	 "set a number of map entries"},
 	{"datapath", "ringbuf_size", CK_POW2, F(ringbuf_size), 0, 4096, 1073741824,
 	 "set a power of two number of bytes, e.g. 1048576"},
 	{"tunnel", "hbone", CK_BOOL, F(tunnel_hbone), 0, 0, 0, "set true or false"},
@@ -144,6 +146,7 @@ void sm_config_defaults(struct sm_config *cfg)
 	cfg->max_cidrs = 16384;
 	cfg->max_orig_dst = 65536;
 	cfg->max_sockhash = 65536;
+	cfg->max_policy_entries = 65536;
 	cfg->ringbuf_size = 1U << 20;
 	cfg->flowlog_stdout = false;
 	cfg->log_level = SM_LOG_INFO;

@@ -45,6 +45,7 @@ struct sm_config {
 	uint32_t max_cidrs;	       /* datapath.max_cidrs, 16384 */
 	uint32_t max_orig_dst;	       /* datapath.max_orig_dst, 65536 */
 	uint32_t max_sockhash;	       /* datapath.max_sockhash, 65536 */
+	uint32_t max_policy_entries;   /* datapath.max_policy_entries, 65536 */
 	uint32_t ringbuf_size; /* datapath.ringbuf_size (bytes, power of 2 >= 4096), 1 MiB */
 
 	/* tunnel: the cross-node hop (DESIGN.md sections 2 and 4) */

@@ -99,11 +99,22 @@ free_tok:
 
 int sm_ctl_parse_request(const char *line, char *cmd, size_t cmdlen, struct sm_error *err)
 {
-	struct json_object *req, *jcmd;
+	struct json_object *args = NULL;
+	int ret = sm_ctl_parse_request_args(line, cmd, cmdlen, &args, err);
+
+	json_object_put(args);
+	return ret;
+}
+
+int sm_ctl_parse_request_args(const char *line, char *cmd, size_t cmdlen, struct json_object **args,
+			      struct sm_error *err)
+{
+	struct json_object *req, *jcmd, *jargs;
 	const char *why = "", *name;
 	size_t len = strlen(line);
 	int ret = 0;
 
+	*args = NULL;
 	if (len > SM_CTL_MAX_REQUEST) {
 		sm_error_set(err, "request too long (%zu bytes, at most %u)", len,
 			     SM_CTL_MAX_REQUEST);
@@ -141,6 +152,15 @@ int sm_ctl_parse_request(const char *line, char *cmd, size_t cmdlen, struct sm_e
 			     cmdlen ? cmdlen - 1 : 0);
 		ret = -ENAMETOOLONG;
 		goto put_req;
+	}
+	if (json_object_object_get_ex(req, "args", &jargs) &&
+	    !json_object_is_type(jargs, json_type_null)) {
+		if (!json_object_is_type(jargs, json_type_object)) {
+			sm_error_set(err, "bad request: \"args\" must be a JSON object");
+			ret = -EINVAL;
+			goto put_req;
+		}
+		*args = json_object_get(jargs);
 	}
 	memcpy(cmd, name, strlen(name) + 1);
 put_req:
@@ -463,6 +483,12 @@ free_buf:
 int sm_ctl_request(const char *socket_path, const char *cmd, int timeout_ms,
 		   struct json_object **data, struct sm_error *err)
 {
+	return sm_ctl_request_args(socket_path, cmd, NULL, timeout_ms, data, err);
+}
+
+int sm_ctl_request_args(const char *socket_path, const char *cmd, struct json_object *args,
+			int timeout_ms, struct json_object **data, struct sm_error *err)
+{
 	struct json_object *req = NULL;
 	char *reqline = NULL, *answer = NULL;
 	size_t answer_len = 0;
@@ -479,7 +505,8 @@ int sm_ctl_request(const char *socket_path, const char *cmd, int timeout_ms,
 	deadline = ctl_now_ms() + timeout_ms;
 
 	req = json_object_new_object();
-	if (req && !json_object_object_add(req, "cmd", json_object_new_string(cmd)))
+	if (req && !json_object_object_add(req, "cmd", json_object_new_string(cmd)) &&
+	    (!args || !json_object_object_add(req, "args", json_object_get(args))))
 		reqline = ctl_to_line(req);
 	if (!reqline) {
 		sm_error_set(err, "out of memory building the control request");

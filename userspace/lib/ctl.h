@@ -4,7 +4,8 @@
  * framing helpers the daemon's server side shares with it.
  *
  * One exchange per connection: the client sends one JSON object and a newline,
- * {"cmd":"status"}\n; the daemon answers one JSON object and a newline,
+ * {"cmd":"status"}\n, or with arguments {"cmd":"policy_get","args":{...}}\n;
+ * the daemon answers one JSON object and a newline,
  * {"ok":true,"data":...}\n or {"ok":false,"error":"message"}\n, then closes.
  */
 #ifndef SOCKMESH_CTL_H
@@ -22,8 +23,9 @@ struct json_object;
 #define SM_CTL_DEFAULT_TIMEOUT_MS 5000
 /* Longest answer the client accepts, newline included. */
 #define SM_CTL_MAX_RESPONSE (16u << 20)
-/* Longest request line a server should read (newline included) before giving up. */
-#define SM_CTL_MAX_REQUEST 4096
+/* Longest request line a server should read (newline included) before giving up:
+ * room for a policy document (`sockmesh policy apply -f`). */
+#define SM_CTL_MAX_REQUEST (8u << 20)
 /* Longest command name, terminating NUL included. */
 #define SM_CTL_CMD_MAX 64
 
@@ -45,6 +47,9 @@ struct json_object;
  */
 int sm_ctl_request(const char *socket_path, const char *cmd, int timeout_ms,
 		   struct json_object **data, struct sm_error *err);
+/* The same with an "args" object (borrowed; NULL sends none). */
+int sm_ctl_request_args(const char *socket_path, const char *cmd, struct json_object *args,
+			int timeout_ms, struct json_object **data, struct sm_error *err);
 
 /*
  * Server side: parse one request line (the trailing newline, if present, is
@@ -55,6 +60,13 @@ int sm_ctl_request(const char *socket_path, const char *cmd, int timeout_ms,
  * fit to send back as the "error" of the answer.
  */
 int sm_ctl_parse_request(const char *line, char *cmd, size_t cmdlen, struct sm_error *err);
+/*
+ * The same, also returning the request's "args" member in *args (a new
+ * reference the caller releases; NULL when absent). "args" other than an
+ * object is -EINVAL.
+ */
+int sm_ctl_parse_request_args(const char *line, char *cmd, size_t cmdlen, struct json_object **args,
+			      struct sm_error *err);
 
 /*
  * Server side: the answer line, malloc'ed and ending in "\n", always one line

@@ -158,6 +158,27 @@ static int encode_tls(struct json_object *o, const struct sm_flow_tls *t)
 	return ret;
 }
 
+static int encode_policy(struct json_object *o, const struct sm_flow_policy *p)
+{
+	struct json_object *sub = json_object_new_object(), *audit;
+	int ret;
+
+	ret = add(o, "policy", sub);
+	ret = ret ?: add_u64(sub, "revision", p->revision);
+	ret = ret ?: add_str_nonempty(sub, "match", p->match, sizeof(p->match));
+	ret = ret ?: add_str_nonempty(sub, "name", p->name, sizeof(p->name));
+	if (!ret && p->name[0] && p->rule >= 0)
+		ret = add_u64(sub, "rule", (uint64_t) p->rule);
+	if (!ret && p->audit_name[0]) {
+		audit = json_object_new_object();
+		ret = add(sub, "audit", audit);
+		ret = ret ?: add_str_nonempty(audit, "name", p->audit_name, sizeof(p->audit_name));
+		if (!ret && p->audit_rule >= 0)
+			ret = add_u64(audit, "rule", (uint64_t) p->audit_rule);
+	}
+	return ret;
+}
+
 static int encode_conn(struct json_object *o, const struct sm_flow_record *r)
 {
 	struct json_object *sub;
@@ -212,6 +233,8 @@ static int encode_conn(struct json_object *o, const struct sm_flow_record *r)
 	ret = ret ?: add_str_nonempty(o, "trace_id", r->trace_id, sizeof(r->trace_id));
 	if (!ret && r->tls.present)
 		ret = encode_tls(o, &r->tls);
+	if (!ret && r->policy.present)
+		ret = encode_policy(o, &r->policy);
 	return ret;
 }
 

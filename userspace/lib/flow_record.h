@@ -67,6 +67,20 @@ struct sm_flow_tls {
 	char failure[64];	   /* "failure": why the handshake or stream failed */
 };
 
+/*
+ * The "policy" block: what the connection policy decided (docs/policy.md).
+ * Written only when present is set.
+ */
+struct sm_flow_policy {
+	bool present;
+	uint32_t revision;   /* "revision" of the policy set */
+	char match[16];	     /* "match": "rule" | "default-deny" | "no-policy" */
+	char name[64];	     /* "name": the deciding policy, "" = omitted */
+	int rule;	     /* "rule": its rule index (0-based), -1 = omitted */
+	char audit_name[64]; /* "audit": {"name", "rule"}: an AUDIT rule that matched */
+	int audit_rule;
+};
+
 /* One record. For type SM_REC_LOST only time, node and lost_* are used. */
 struct sm_flow_record {
 	enum sm_flow_record_type type;
@@ -90,6 +104,7 @@ struct sm_flow_record {
 	uint32_t total_retrans;	       /* "tcp.total_retrans" */
 	char trace_id[64];	       /* "trace_id": shared by both nodes' records, "" = omitted */
 	struct sm_flow_tls tls;	       /* "tls" */
+	struct sm_flow_policy policy;  /* "policy" */
 	uint64_t redirected_bytes;     /* "counters.redirected_bytes_sent" */
 	/* lost records: "lost": {"ringbuf": N, "orig_dst": N, "storage": N, "sockhash": N} */
 	uint64_t lost_ringbuf;

@@ -1,0 +1,870 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Connection policy in the daemon (DESIGN.md section 5): the current policy
+ * set and its revision, kept in <state_dir>/policy.json and restored before
+ * any program is attached; compiled (userspace/lib/policy.c) and installed
+ * into the kernel by filling complete new inner maps in the slot not in use
+ * and then flipping policy_state (include/sockmesh/policy.h), so no lookup
+ * ever sees half a revision; and the control commands behind
+ * `sockmesh policy`.
+ *
+ * Threads: the main thread owns all of it. The workers read the compiled
+ * policy (the inbound check in hbone.c) through sm_policy_check(); the
+ * compiled policy is replaced only while they are paused.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <json-c/json.h>
+
+#include "daemon.h"
+#include "flow_record.h"
+#include "log.h"
+#include "policy.h"
+#include "sockmesh.skel.h"
+
+#include <sockmesh/intercept.h>
+
+#define POLICY_FILE "policy.json"
+
+struct sm_policyd {
+	struct sm_policy_set set;
+	struct sm_policy_compiled compiled;
+	uint32_t revision; /* 0: never applied */
+	int64_t applied_at;
+	char path[PATH_MAX];
+};
+
+/* ---- kernel maps ---- */
+
+static int fill_entries(int fd, const struct sm_policy_compiled *c)
+{
+	struct sm_policy_key *keys;
+	struct sm_policy_value *vals;
+	__u32 count = (__u32) c->nentries;
+	int err;
+
+	if (!c->nentries)
+		return 0;
+	keys = calloc(c->nentries, sizeof(*keys));
+	vals = calloc(c->nentries, sizeof(*vals));
+	if (!keys || !vals) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < c->nentries; i++) {
+		keys[i] = c->entries[i].key;
+		vals[i] = c->entries[i].value;
+	}
+	err = bpf_map_update_batch(fd, keys, vals, &count, NULL);
+	if (!err && count != c->nentries)
+		err = -EIO;
+out:
+	free(keys);
+	free(vals);
+	return err;
+}
+
+static int fill_cidrs(int fd, const struct sm_policy_compiled *c)
+{
+	for (size_t i = 0; i < c->ncidrs; i++) {
+		struct sm_cidr_key k = {.prefixlen = 32U + c->cidrs[i].prefix};
+		__u32 id = c->cidrs[i].identity;
+
+		k.family = c->cidrs[i].addr.family;
+		memcpy(k.addr, c->cidrs[i].addr.bytes, 16);
+		if (bpf_map_update_elem(fd, &k, &id, BPF_ANY))
+			return -errno;
+	}
+	return 0;
+}
+
+/*
+ * Fill new inner maps for c in the slot not in use, then flip policy_state:
+ * a lookup sees the old revision or the new one, whole. 0 or -errno; on
+ * failure the live slot is untouched.
+ */
+static int kernel_install(struct sm_daemon *d, const struct sm_policy_compiled *c)
+{
+	LIBBPF_OPTS(bpf_map_create_opts, lpm_opts, .map_flags = BPF_F_NO_PREALLOC);
+	int outer = bpf_map__fd(d->skel->maps.policy_maps);
+	int couter = bpf_map__fd(d->skel->maps.policy_cidr_maps);
+	int state = bpf_map__fd(d->skel->maps.policy_state);
+	struct sm_policy_state ps = {0};
+	__u32 zero = 0, slot;
+	int inner, cinner, err;
+
+	if (bpf_map_lookup_elem(state, &zero, &ps))
+		return -errno;
+	slot = ps.loaded ? !ps.slot : 0;
+	inner = bpf_map_create(BPF_MAP_TYPE_HASH, "sm_policy", sizeof(struct sm_policy_key),
+			       sizeof(struct sm_policy_value),
+			       c->nentries ? (__u32) c->nentries : 1, NULL);
+	if (inner < 0)
+		return -errno;
+	cinner = bpf_map_create(BPF_MAP_TYPE_LPM_TRIE, "sm_policy_cidr", sizeof(struct sm_cidr_key),
+				sizeof(__u32), c->ncidrs ? (__u32) c->ncidrs : 1, &lpm_opts);
+	if (cinner < 0) {
+		err = -errno;
+		goto close_inner;
+	}
+	err = fill_entries(inner, c) ?: fill_cidrs(cinner, c);
+	if (err)
+		goto close_cinner;
+	if (bpf_map_update_elem(outer, &slot, &inner, BPF_ANY) ||
+	    bpf_map_update_elem(couter, &slot, &cinner, BPF_ANY)) {
+		err = -errno;
+		goto close_cinner;
+	}
+	ps.slot = slot;
+	ps.revision = c->revision;
+	ps.loaded = 1;
+	if (bpf_map_update_elem(state, &zero, &ps, BPF_ANY))
+		err = -errno;
+close_cinner:
+	close(cinner); /* the outer maps hold their own references */
+close_inner:
+	close(inner);
+	return err;
+}
+
+/* ---- the state file ---- */
+
+/* Write the set and its revision, atomically (temp file, fsync, rename). */
+static int state_save(struct sm_policyd *p, const struct sm_policy_set *set, uint32_t revision)
+{
+	json_object *o = json_object_new_object(), *doc;
+	char *text = sm_policy_set_to_json(set), tmp[PATH_MAX + 8];
+	const char *out;
+	int fd, err = 0;
+	size_t len;
+
+	if (!o || !text) {
+		err = -ENOMEM;
+		goto out;
+	}
+	doc = json_tokener_parse(text);
+	if (!doc) {
+		err = -EINVAL;
+		goto out;
+	}
+	json_object_object_add(o, "revision", json_object_new_int64(revision));
+	json_object_object_add(o, "set", doc);
+	out = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+							JSON_C_TO_STRING_NOSLASHESCAPE);
+	len = strlen(out);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", p->path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		err = -errno;
+		goto out;
+	}
+	if (write(fd, out, len) != (ssize_t) len || write(fd, "\n", 1) != 1 || fsync(fd) < 0)
+		err = errno ? -errno : -EIO;
+	close(fd);
+	if (!err && rename(tmp, p->path) < 0)
+		err = -errno;
+	if (err)
+		unlink(tmp);
+out:
+	if (err)
+		pr_err("cannot save the policy to %s: %s", p->path, strerror(-err));
+	json_object_put(o);
+	free(text);
+	return err;
+}
+
+/* Read <state_dir>/policy.json: 0 (set, revision), -ENOENT (none yet) or -errno. */
+static int state_load(struct sm_policyd *p, struct sm_policy_set *set, uint32_t *revision)
+{
+	struct sm_error err = {{0}};
+	json_object *o, *rev, *doc;
+	const char *text;
+	int ret;
+
+	o = json_object_from_file(p->path);
+	if (!o) {
+		if (access(p->path, F_OK) < 0 && errno == ENOENT)
+			return -ENOENT;
+		pr_err("%s: not a policy state file (JSON): %s (move it away to start without "
+		       "policy, or restore it)",
+		       p->path, json_util_get_last_err() ? json_util_get_last_err() : "unreadable");
+		return -EINVAL;
+	}
+	if (!json_object_object_get_ex(o, "revision", &rev) ||
+	    !json_object_is_type(rev, json_type_int) || json_object_get_int64(rev) < 0 ||
+	    json_object_get_int64(rev) > UINT32_MAX || !json_object_object_get_ex(o, "set", &doc)) {
+		pr_err("%s: expected {\"revision\": N, \"set\": {...}} (restore the file, or move "
+		       "it "
+		       "away to start without policy)",
+		       p->path);
+		json_object_put(o);
+		return -EINVAL;
+	}
+	*revision = (uint32_t) json_object_get_int64(rev);
+	text = json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PLAIN);
+	ret = sm_policy_set_parse(set, text, strlen(text), p->path, &err);
+	if (ret)
+		pr_err("%s: the stored policy set does not parse: %s", p->path, err.msg);
+	json_object_put(o);
+	return ret;
+}
+
+/* ---- apply ---- */
+
+/* Make c the live policy (kernel, then the daemon's copy, under a worker pause). */
+static int go_live(struct sm_daemon *d, struct sm_policy_set *set, struct sm_policy_compiled *c)
+{
+	struct sm_policyd *p = d->policy;
+	struct sm_policy_compiled old;
+	struct sm_policy_set old_set;
+	int err = kernel_install(d, c);
+
+	if (err) {
+		pr_err("cannot install policy revision %u in the kernel: %s (the previous "
+		       "revision stays)",
+		       c->revision, strerror(-err));
+		return err;
+	}
+	sm_workers_pause(d);
+	old = p->compiled;
+	old_set = p->set;
+	p->compiled = *c;
+	p->set = *set;
+	p->revision = c->revision;
+	p->applied_at = time(NULL);
+	sm_workers_resume(d);
+	sm_policy_compiled_free(&old);
+	sm_policy_set_free(&old_set);
+	memset(c, 0, sizeof(*c));
+	memset(set, 0, sizeof(*set));
+	return 0;
+}
+
+int sm_policy_start(struct sm_daemon *d)
+{
+	struct sm_policy_set set = {0};
+	struct sm_policy_compiled c = {0};
+	struct sm_error err = {{0}};
+	struct sm_policyd *p;
+	uint32_t revision = 0;
+	int ret;
+
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	d->policy = p;
+	if (mkdir(d->cfg.state_dir, 0700) < 0 && errno != EEXIST) {
+		ret = -errno;
+		pr_err("cannot create the state directory %s: %s (set paths.state_dir)",
+		       d->cfg.state_dir, strerror(-ret));
+		return ret;
+	}
+	snprintf(p->path, sizeof(p->path), "%s/%s", d->cfg.state_dir, POLICY_FILE);
+	ret = state_load(p, &set, &revision);
+	/* -ENOENT: no policy ever applied, an empty set, nothing is denied */
+	if (ret && ret != -ENOENT)
+		return ret; /* fail closed: attach nothing rather than run unenforced */
+	ret = sm_policy_compile(&set, &d->cat, revision, d->cfg.max_policy_entries, &c, &err);
+	if (ret) {
+		pr_err("%s: the stored policy no longer compiles: %s", p->path, err.msg);
+		sm_policy_set_free(&set);
+		return ret;
+	}
+	ret = go_live(d, &set, &c);
+	if (ret) {
+		sm_policy_compiled_free(&c);
+		sm_policy_set_free(&set);
+		return ret;
+	}
+	if (revision)
+		pr_info("policy revision %u restored from %s: %zu policies, %zu kernel entries",
+			revision, p->path, p->set.npolicies, p->compiled.nentries);
+	return 0;
+}
+
+void sm_policy_stop(struct sm_daemon *d)
+{
+	struct sm_policyd *p = d->policy;
+
+	if (!p)
+		return;
+	sm_policy_compiled_free(&p->compiled);
+	sm_policy_set_free(&p->set);
+	free(p);
+	d->policy = NULL;
+}
+
+int sm_policy_catalog_changed(struct sm_daemon *d)
+{
+	struct sm_policyd *p = d->policy;
+	struct sm_policy_compiled c = {0};
+	struct sm_policy_set set = {0};
+	struct sm_error err = {{0}};
+	int ret;
+
+	if (!p)
+		return 0;
+	ret = sm_policy_set_copy(&p->set, &set)
+		      ?: sm_policy_recompile(&set, &d->cat, p->revision, d->cfg.max_policy_entries,
+					     &c, &err);
+	if (ret) {
+		pr_warn("policy revision %u does not compile against the new catalog: %s (the "
+			"kernel keeps the entries compiled before)",
+			p->revision, err.msg[0] ? err.msg : strerror(-ret));
+		sm_policy_set_free(&set);
+		return ret;
+	}
+	ret = go_live(d, &set, &c);
+	if (ret) {
+		sm_policy_compiled_free(&c);
+		sm_policy_set_free(&set);
+	}
+	return ret;
+}
+
+/* ---- checks the workers make ---- */
+
+uint32_t sm_policy_identity_of(const struct sm_daemon *d, const char *spiffe_id)
+{
+	for (unsigned int i = 0; i < d->cat.nworkloads; i++)
+		if (strcmp(d->cat.workloads[i].spiffe_id, spiffe_id) == 0)
+			return d->cat.workloads[i].identity;
+	return SM_ID_WORLD;
+}
+
+void sm_policy_check(const struct sm_daemon *d, uint32_t src, uint32_t dst, uint16_t port,
+		     struct sm_policy_decision *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->action = SM_POLICY_ALLOW;
+	out->reason = SM_POLICY_R_NO_POLICY;
+	if (d->policy)
+		sm_policy_lookup(&d->policy->compiled, src, dst, port, out);
+}
+
+uint32_t sm_policy_revision(const struct sm_daemon *d)
+{
+	return d->policy ? d->policy->revision : 0;
+}
+
+void sm_policy_fill_record(const struct sm_daemon *d, uint32_t rule_id, uint32_t revision,
+			   enum sm_policy_reason reason, bool audit, struct sm_flow_record *r)
+{
+	struct sm_policy_rule_info info;
+
+	r->policy.present = true;
+	r->policy.revision = revision;
+	sm_strlcpy(r->policy.match,
+		   reason == SM_POLICY_R_DEFAULT_DENY ? "default-deny"
+		   : reason == SM_POLICY_R_NO_POLICY  ? "no-policy"
+						      : "rule",
+		   sizeof(r->policy.match));
+	r->policy.rule = -1;
+	if (d->policy && rule_id && sm_policy_describe(&d->policy->compiled, rule_id, &info) == 0) {
+		if (audit) {
+			sm_strlcpy(r->policy.audit_name, info.policy, sizeof(r->policy.audit_name));
+			r->policy.audit_rule = (int) info.rule_index;
+		} else {
+			sm_strlcpy(r->policy.name, info.policy, sizeof(r->policy.name));
+			r->policy.rule = (int) info.rule_index;
+		}
+	}
+}
+
+/* ---- control commands ---- */
+
+static const char *arg_str(json_object *args, const char *key)
+{
+	json_object *v;
+
+	if (!args || !json_object_object_get_ex(args, key, &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+static bool arg_bool(json_object *args, const char *key)
+{
+	json_object *v;
+
+	return args && json_object_object_get_ex(args, key, &v) &&
+	       json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v);
+}
+
+/* The diff as text, one line per change, as `policy apply` prints it. */
+static json_object *diff_text(const struct sm_daemon *d, const struct sm_policy_diff *diff,
+			      const struct sm_policy_compiled *old,
+			      const struct sm_policy_compiled *new_c)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	json_object *s;
+
+	if (!f)
+		return json_object_new_string("");
+	sm_policy_diff_print(f, diff, old, new_c, &d->cat);
+	fclose(f);
+	s = json_object_new_string_len(buf ? buf : "", (int) len);
+	free(buf);
+	return s;
+}
+
+/*
+ * Compile a candidate set (incoming merged into the current one, or the
+ * current one minus a policy) and either report the diff (dry_run) or make
+ * it live, saved first. Returns the answer, or NULL with err set.
+ */
+static json_object *change(struct sm_daemon *d, struct sm_policy_set *set, bool dry_run,
+			   struct sm_error *err)
+{
+	struct sm_policyd *p = d->policy;
+	struct sm_policy_compiled c = {0};
+	struct sm_policy_diff diff = {0};
+	uint32_t revision = p->revision + 1;
+	json_object *o = NULL;
+	struct timespec t0, t1;
+	int ret;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ret = sm_policy_compile(set, &d->cat, revision, d->cfg.max_policy_entries, &c, err);
+	if (ret)
+		goto out; /* err says why: too many entries (with the numbers), ... */
+	if (sm_policy_diff(&p->compiled, &c, &diff)) {
+		sm_error_set(err, "out of memory computing the diff");
+		goto out;
+	}
+	o = json_object_new_object();
+	json_object_object_add(o, "dry_run", json_object_new_boolean(dry_run));
+	json_object_object_add(o, "revision",
+			       json_object_new_int64(dry_run ? p->revision : revision));
+	json_object_object_add(o, "policies", json_object_new_int64((int64_t) set->npolicies));
+	json_object_object_add(o, "entries", json_object_new_int64((int64_t) c.nentries));
+	json_object_object_add(o, "added", json_object_new_int64((int64_t) diff.added));
+	json_object_object_add(o, "removed", json_object_new_int64((int64_t) diff.removed));
+	json_object_object_add(o, "changed", json_object_new_int64((int64_t) diff.changed));
+	json_object_object_add(o, "unmatched_patterns",
+			       json_object_new_int64(c.unmatched_patterns));
+	if (c.unmatched_example[0])
+		json_object_object_add(o, "unmatched_example",
+				       json_object_new_string(c.unmatched_example));
+	json_object_object_add(o, "diff", diff_text(d, &diff, &p->compiled, &c));
+	if (dry_run)
+		goto out;
+	if (state_save(p, set, revision)) {
+		sm_error_set(err,
+			     "cannot save the policy to %s (see the daemon's log); nothing "
+			     "changed",
+			     p->path);
+		goto fail;
+	}
+	if (go_live(d, set, &c)) {
+		sm_error_set(err,
+			     "the kernel refused the new policy maps (see the daemon's log); "
+			     "revision %u stays live",
+			     p->revision);
+		/* the file already holds the new set: put the live one back */
+		state_save(p, &p->set, p->revision);
+		goto fail;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	json_object_object_add(o, "apply_ms",
+			       json_object_new_double((double) (t1.tv_sec - t0.tv_sec) * 1e3 +
+						      (double) (t1.tv_nsec - t0.tv_nsec) / 1e6));
+	pr_info("policy revision %u applied: %zu policies, %zu kernel entries (+%zu -%zu ~%zu)",
+		revision, p->set.npolicies, p->compiled.nentries, diff.added, diff.removed,
+		diff.changed);
+	goto out;
+fail:
+	json_object_put(o);
+	o = NULL;
+out:
+	sm_policy_diff_free(&diff);
+	sm_policy_compiled_free(&c);
+	return o;
+}
+
+static json_object *cmd_apply(struct sm_daemon *d, json_object *args, bool force_dry_run,
+			      struct sm_error *err)
+{
+	const char *doc = arg_str(args, "document"), *source = arg_str(args, "source");
+	struct sm_policy_set incoming = {0}, merged = {0};
+	json_object *o = NULL;
+
+	if (!doc) {
+		sm_error_set(err, "missing args.document (the policy file's text)");
+		return NULL;
+	}
+	if (sm_policy_set_parse(&incoming, doc, strlen(doc), source ? source : "policy", err))
+		return NULL;
+	if (sm_policy_set_merge(&d->policy->set, &incoming, &merged)) {
+		sm_error_set(err, "out of memory merging the policy set");
+		goto out;
+	}
+	o = change(d, &merged, force_dry_run || arg_bool(args, "dry_run"), err);
+out:
+	sm_policy_set_free(&merged);
+	sm_policy_set_free(&incoming);
+	return o;
+}
+
+static json_object *cmd_validate(struct sm_daemon *d, json_object *args, struct sm_error *err)
+{
+	const char *doc = arg_str(args, "document"), *source = arg_str(args, "source");
+	struct sm_policy_compiled c = {0};
+	struct sm_policy_set set = {0};
+	json_object *o = NULL;
+
+	if (!doc) {
+		sm_error_set(err, "missing args.document (the policy file's text)");
+		return NULL;
+	}
+	if (sm_policy_set_parse(&set, doc, strlen(doc), source ? source : "policy", err))
+		return NULL;
+	/* compiled on its own, against this node's catalog: capacity is checked too */
+	if (sm_policy_compile(&set, &d->cat, 0, d->cfg.max_policy_entries, &c, err) == 0) {
+		o = json_object_new_object();
+		json_object_object_add(o, "valid", json_object_new_boolean(true));
+		json_object_object_add(o, "policies",
+				       json_object_new_int64((int64_t) set.npolicies));
+		json_object_object_add(o, "rules", json_object_new_int64((int64_t) c.nrules));
+		json_object_object_add(o, "entries", json_object_new_int64((int64_t) c.nentries));
+		json_object_object_add(o, "cidrs", json_object_new_int64((int64_t) c.ncidrs));
+		json_object_object_add(o, "max_entries",
+				       json_object_new_int64(d->cfg.max_policy_entries));
+		json_object_object_add(o, "unmatched_patterns",
+				       json_object_new_int64(c.unmatched_patterns));
+		if (c.unmatched_example[0])
+			json_object_object_add(o, "unmatched_example",
+					       json_object_new_string(c.unmatched_example));
+	}
+	sm_policy_compiled_free(&c);
+	sm_policy_set_free(&set);
+	return o;
+}
+
+static json_object *cmd_delete(struct sm_daemon *d, json_object *args, struct sm_error *err)
+{
+	const char *name = arg_str(args, "name");
+	struct sm_policy_set rest = {0};
+	json_object *o;
+
+	if (arg_bool(args, "all")) {
+		if (!arg_bool(args, "yes")) {
+			sm_error_set(err,
+				     "deleting every policy needs all and yes (sockmesh policy "
+				     "delete --all --yes)");
+			return NULL;
+		}
+		return change(d, &rest, false, err);
+	}
+	if (!name) {
+		sm_error_set(err, "missing args.name (the policy to delete)");
+		return NULL;
+	}
+	if (sm_policy_set_remove(&d->policy->set, name, &rest)) {
+		sm_error_set(err, "no policy named '%s' (sockmesh policy get lists them)", name);
+		return NULL;
+	}
+	o = change(d, &rest, false, err);
+	sm_policy_set_free(&rest);
+	return o;
+}
+
+static json_object *cmd_get(struct sm_daemon *d, json_object *args, struct sm_error *err)
+{
+	const char *name = arg_str(args, "name"), *format = arg_str(args, "format");
+	struct sm_policyd *p = d->policy;
+	struct sm_policy_set one = {0};
+	const struct sm_policy_set *set = &p->set;
+	json_object *o;
+	char *text;
+
+	if (name) {
+		const struct sm_policy *pol = sm_policy_set_find(&p->set, name);
+
+		if (!pol) {
+			sm_error_set(err, "no policy named '%s' (sockmesh policy get lists them)",
+				     name);
+			return NULL;
+		}
+		/* a set of one: everything but that policy removed */
+		if (sm_policy_set_copy(&p->set, &one)) {
+			sm_error_set(err, "out of memory");
+			return NULL;
+		}
+		for (size_t i = 0; i < p->set.npolicies; i++) {
+			struct sm_policy_set next = {0};
+
+			if (strcmp(p->set.policies[i].name, name) == 0)
+				continue;
+			if (sm_policy_set_remove(&one, p->set.policies[i].name, &next) == 0) {
+				sm_policy_set_free(&one);
+				one = next;
+			}
+		}
+		set = &one;
+	}
+	text = format && strcmp(format, "yaml") == 0 ? sm_policy_set_to_yaml(set)
+						     : sm_policy_set_to_json(set);
+	o = json_object_new_object();
+	json_object_object_add(o, "revision", json_object_new_int64(p->revision));
+	json_object_object_add(o, "policies", json_object_new_int64((int64_t) set->npolicies));
+	json_object_object_add(o, "document", json_object_new_string(text ? text : ""));
+	free(text);
+	sm_policy_set_free(&one);
+	return o;
+}
+
+/* An identity from a SPIFFE ID, "host", "world", an address (CIDR or service), or a number. */
+static int parse_identity(const struct sm_daemon *d, const char *s, bool dst, uint16_t port,
+			  uint32_t *id, struct sm_error *err)
+{
+	struct sm_addr a;
+	uint64_t n;
+
+	if (strncmp(s, "spiffe://", 9) == 0) {
+		*id = sm_policy_identity_of(d, s);
+		if (*id == SM_ID_WORLD) {
+			sm_error_set(err, "%s is not a workload of the catalog", s);
+			return -ENOENT;
+		}
+		return 0;
+	}
+	if (strcmp(s, "host") == 0 || strcmp(s, "world") == 0) {
+		*id = strcmp(s, "host") == 0 ? SM_ID_HOST : SM_ID_WORLD;
+		return 0;
+	}
+	if (sm_addr_parse(s, &a) == 0) {
+		if (dst) {
+			for (unsigned int i = 0; i < d->cat.nservices; i++) {
+				if (sm_addr_equal(&d->cat.services[i].addr, &a) &&
+				    d->cat.services[i].port == port) {
+					*id = d->cat.workloads[d->cat.services[i].workload]
+						      .identity;
+					return 0;
+				}
+			}
+			sm_error_set(err, "no catalog service at %s port %u", s, port);
+			return -ENOENT;
+		}
+		*id = sm_policy_cidr_identity(&d->policy->compiled, &a);
+		if (!*id)
+			*id = SM_ID_WORLD;
+		return 0;
+	}
+	if (sm_parse_u64(s, 0, UINT32_MAX, &n) == 0) {
+		*id = (uint32_t) n;
+		return 0;
+	}
+	sm_error_set(err,
+		     "'%s': expected a SPIFFE ID, host, world, an address or an identity number",
+		     s);
+	return -EINVAL;
+}
+
+/* The live kernel map's answer for the same lookup (the contract's five steps). */
+static int kernel_lookup(struct sm_daemon *d, uint32_t src, uint32_t dst, uint16_t port,
+			 struct sm_policy_value *out, unsigned int *step)
+{
+	struct sm_policy_key k = {.proto = 6};
+	struct sm_policy_state ps = {0};
+	const uint32_t srcs[5] = {src, src, 0, 0, SM_POLICY_SRC_DEFAULT};
+	const uint16_t ports[5] = {port, 0, port, 0, 0};
+	__u32 zero = 0, inner_id = 0;
+	int fd, ret = 0;
+
+	*step = 0;
+	if (bpf_map_lookup_elem(bpf_map__fd(d->skel->maps.policy_state), &zero, &ps))
+		return -errno;
+	if (!ps.loaded)
+		return 0;
+	if (bpf_map_lookup_elem(bpf_map__fd(d->skel->maps.policy_maps), &ps.slot, &inner_id))
+		return -errno;
+	fd = bpf_map_get_fd_by_id(inner_id);
+	if (fd < 0)
+		return -errno;
+	k.dst_identity = dst;
+	for (unsigned int i = 0; i < 5; i++) {
+		k.src_identity = srcs[i];
+		k.dport = ports[i];
+		if (bpf_map_lookup_elem(fd, &k, out) == 0) {
+			*step = i + 1;
+			break;
+		}
+	}
+	close(fd);
+	return ret;
+}
+
+static const char *action_name(enum sm_policy_action a)
+{
+	return a == SM_POLICY_DENY ? "DENY" : "ALLOW";
+}
+
+static const char *reason_name(enum sm_policy_reason r)
+{
+	return r == SM_POLICY_R_DEFAULT_DENY ? "default-deny"
+	       : r == SM_POLICY_R_RULE	     ? "rule"
+					     : "no-policy";
+}
+
+static json_object *rule_json(const struct sm_policyd *p, uint32_t rule_id)
+{
+	struct sm_policy_rule_info info;
+	json_object *o;
+
+	if (!rule_id || sm_policy_describe(&p->compiled, rule_id, &info))
+		return NULL;
+	o = json_object_new_object();
+	json_object_object_add(o, "policy", json_object_new_string(info.policy));
+	json_object_object_add(o, "rule", json_object_new_int64(info.rule_index));
+	json_object_object_add(o, "action",
+			       json_object_new_string(info.action == SM_POLICY_RULE_DENY ? "DENY"
+						      : info.action == SM_POLICY_RULE_AUDIT
+							      ? "AUDIT"
+							      : "ALLOW"));
+	json_object_object_add(o, "line", json_object_new_int64(info.line));
+	return o;
+}
+
+static json_object *cmd_explain(struct sm_daemon *d, json_object *args, struct sm_error *err)
+{
+	const char *from = arg_str(args, "from"), *to = arg_str(args, "to");
+	struct sm_policyd *p = d->policy;
+	struct sm_policy_decision dec, ev;
+	struct sm_policy_value kv = {0};
+	struct sm_policy_ctx *ctx;
+	json_object *o, *port_j, *k;
+	uint32_t src, dst;
+	unsigned int step;
+	int64_t port;
+	char why[512];
+
+	if (!from || !to || !args || !json_object_object_get_ex(args, "port", &port_j) ||
+	    !json_object_is_type(port_j, json_type_int) ||
+	    (port = json_object_get_int64(port_j)) < 1 || port > 65535) {
+		sm_error_set(err, "explain needs from, to and a port 1..65535");
+		return NULL;
+	}
+	if (parse_identity(d, from, false, 0, &src, err) ||
+	    parse_identity(d, to, true, (uint16_t) port, &dst, err))
+		return NULL;
+	sm_policy_lookup(&p->compiled, src, dst, (uint16_t) port, &dec);
+	ctx = sm_policy_ctx_new(&p->set, &d->cat);
+	if (!ctx) {
+		sm_error_set(err, "out of memory");
+		return NULL;
+	}
+	sm_policy_eval(&p->set, ctx, src, dst, (uint16_t) port, &ev);
+	sm_policy_ctx_free(ctx);
+	if (kernel_lookup(d, src, dst, (uint16_t) port, &kv, &step)) {
+		sm_error_set(err, "cannot read the kernel's policy map: %s", strerror(errno));
+		return NULL;
+	}
+
+	o = json_object_new_object();
+	json_object_object_add(o, "revision", json_object_new_int64(p->revision));
+	json_object_object_add(o, "src_identity", json_object_new_int64(src));
+	json_object_object_add(o, "dst_identity", json_object_new_int64(dst));
+	json_object_object_add(o, "port", json_object_new_int64(port));
+	json_object_object_add(o, "decision", json_object_new_string(action_name(dec.action)));
+	json_object_object_add(o, "reason", json_object_new_string(reason_name(dec.reason)));
+	if (dec.rule_id)
+		json_object_object_add(o, "rule", rule_json(p, dec.rule_id));
+	if (dec.audit)
+		json_object_object_add(o, "audit", rule_json(p, dec.audit_rule_id));
+	json_object_object_add(o, "lookup_step", json_object_new_int64(dec.step));
+	if (dec.reason == SM_POLICY_R_DEFAULT_DENY)
+		snprintf(why, sizeof(why),
+			 "a policy with ALLOW rules selects the destination and "
+			 "none of its rules allows this source and port");
+	else if (dec.reason == SM_POLICY_R_NO_POLICY)
+		snprintf(why, sizeof(why),
+			 "no ALLOW or DENY rule applies and no ALLOW policy "
+			 "selects the destination");
+	else if (dec.action == SM_POLICY_DENY)
+		snprintf(why, sizeof(why), "a DENY rule applies (it beats any ALLOW)");
+	else
+		snprintf(why, sizeof(why), "an ALLOW rule applies and no DENY rule does");
+	json_object_object_add(o, "why", json_object_new_string(why));
+	/* what the kernel's own map answers, and the rules evaluated directly */
+	k = json_object_new_object();
+	json_object_object_add(k, "decision",
+			       json_object_new_string(step ? action_name(kv.action) : "ALLOW"));
+	json_object_object_add(k, "rule_id", json_object_new_int64(step ? kv.rule_id : 0));
+	json_object_object_add(k, "lookup_step", json_object_new_int64(step));
+	json_object_object_add(o, "kernel", k);
+	json_object_object_add(
+		o, "agree",
+		json_object_new_boolean((step ? (enum sm_policy_action) kv.action
+					      : SM_POLICY_ALLOW) == dec.action &&
+					(step ? kv.rule_id : 0) == dec.rule_id &&
+					step == dec.step && ev.action == dec.action &&
+					ev.rule_id == dec.rule_id && ev.reason == dec.reason));
+	return o;
+}
+
+static json_object *cmd_status(struct sm_daemon *d)
+{
+	struct sm_policyd *p = d->policy;
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "revision", json_object_new_int64(p->revision));
+	json_object_object_add(o, "policies", json_object_new_int64((int64_t) p->set.npolicies));
+	json_object_object_add(o, "entries", json_object_new_int64((int64_t) p->compiled.nentries));
+	json_object_object_add(o, "cidrs", json_object_new_int64((int64_t) p->compiled.ncidrs));
+	json_object_object_add(o, "max_entries", json_object_new_int64(d->cfg.max_policy_entries));
+	json_object_object_add(o, "applied_at", json_object_new_int64(p->applied_at));
+	json_object_object_add(o, "file", json_object_new_string(p->path));
+	return o;
+}
+
+json_object *sm_policy_command(struct sm_daemon *d, const char *cmd, json_object *args,
+			       bool privileged, bool *handled, struct sm_error *err)
+{
+	bool mutating = strcmp(cmd, "policy_apply") == 0 || strcmp(cmd, "policy_delete") == 0;
+
+	*handled = strncmp(cmd, "policy_", 7) == 0;
+	if (!*handled)
+		return NULL;
+	if (!d->policy) {
+		sm_error_set(err, "policy is not loaded yet");
+		return NULL;
+	}
+	if (mutating && !privileged) {
+		sm_error_set(err,
+			     "%s changes the policy: only root (or the daemon's own user) may "
+			     "do that",
+			     cmd);
+		return NULL;
+	}
+	if (strcmp(cmd, "policy_apply") == 0)
+		return cmd_apply(d, args, false, err);
+	if (strcmp(cmd, "policy_diff") == 0)
+		return cmd_apply(d, args, true, err);
+	if (strcmp(cmd, "policy_validate") == 0)
+		return cmd_validate(d, args, err);
+	if (strcmp(cmd, "policy_delete") == 0)
+		return cmd_delete(d, args, err);
+	if (strcmp(cmd, "policy_get") == 0)
+		return cmd_get(d, args, err);
+	if (strcmp(cmd, "policy_explain") == 0)
+		return cmd_explain(d, args, err);
+	if (strcmp(cmd, "policy_status") == 0)
+		return cmd_status(d);
+	sm_error_set(err,
+		     "unknown command '%s' (policy_apply, policy_diff, policy_validate, "
+		     "policy_delete, policy_get, policy_explain, policy_status)",
+		     cmd);
+	return NULL;
+}
