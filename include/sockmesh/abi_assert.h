@@ -170,6 +170,7 @@
 	X(SM_CNT_POLICY_DENIED, 20)                                                                \
 	X(SM_CNT_POLICY_ALLOWED, 21)                                                               \
 	X(SM_CNT_POLICY_AUDIT, 22)                                                                 \
+	X(SM_CNT_POLICY_CLOSED, 23)                                                                \
 	X(SM_FLOW_DENIED, 4)                                                                       \
 	X(SM_FLOW_AUDIT, 5)                                                                        \
 	X(SM_POLICY_SRC_DEFAULT, 0xffffffffU)                                                      \
@@ -180,7 +181,7 @@
 	X(SM_POLICY_R_DEFAULT_DENY, 2)                                                             \
 	X(SM_POLICY_R_NO_POLICY, 3)                                                                \
 	X(SM_POLICY_F_AUDIT, 1)                                                                    \
-	X(SM_CNT_MAX, 23)                                                                          \
+	X(SM_CNT_MAX, 24)                                                                          \
 	X(SM_FLOW_START, 1)                                                                        \
 	X(SM_FLOW_UPDATE, 2)                                                                       \
 	X(SM_FLOW_END, 3)                                                                          \
@@ -192,7 +193,8 @@
 	X(SM_SK_F_IN_SOCKHASH, 8)                                                                  \
 	X(SM_SK_F_SAME_NODE, 16)                                                                   \
 	X(SM_SK_F_PLAINTEXT, 32)                                                                   \
-	X(SM_SK_F_TCP_ONLY, 64)
+	X(SM_SK_F_TCP_ONLY, 64)                                                                    \
+	X(SM_SK_F_POLICY_CLOSED, 128)
 
 /* offsetof without <stddef.h>, which BPF code does not have */
 #define SM_ABI_OFFSETOF(type, field) __builtin_offsetof(struct type, field)

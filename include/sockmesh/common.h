@@ -71,6 +71,8 @@ enum sm_counter {
 	SM_CNT_POLICY_ALLOWED,
 	/* connect4/6: an AUDIT rule matched (the verdict did not change) */
 	SM_CNT_POLICY_AUDIT,
+	/* an established connection a new policy revision denies, destroyed */
+	SM_CNT_POLICY_CLOSED,
 	SM_CNT_MAX,
 };
 
@@ -90,7 +92,7 @@ enum sm_counter {
 			"redirect_msgs", "redirect_bytes", "flow_start", "flow_update",            \
 			"flow_end", "ingress_plaintext_dropped", "ingress_plaintext_allowed",      \
 			"redirect_peer_missing", "policy_denied", "policy_allowed",                \
-			"policy_audit",                                                            \
+			"policy_audit", "policy_closed",                                           \
 	}
 
 #endif /* SOCKMESH_COMMON_H */

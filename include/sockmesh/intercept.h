@@ -98,5 +98,7 @@ struct sm_sock_state {
 #define SM_SK_F_PLAINTEXT (1U << 5)
 /* in sock_pairs, but a send found no peer: its bytes stay on TCP for good */
 #define SM_SK_F_TCP_ONLY (1U << 6)
+/* destroyed because a new policy revision denies it (bpf/policy.bpf.c) */
+#define SM_SK_F_POLICY_CLOSED (1U << 7)
 
 #endif /* SOCKMESH_INTERCEPT_H */

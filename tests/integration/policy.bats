@@ -247,3 +247,44 @@ explain() {
 	run sb_cli node1 policy wait 6 --max-wait 2
 	[ "$status" -eq 0 ]
 }
+
+@test "a revision that denies a live connection closes it, with a policy_revoked record" {
+	write_policy server-from-client "$SM_SERVER_ID" ALLOW "$SM_CLIENT_ID"
+	apply node1
+	# a cross-node (tunnelled) and a same-node connection, both streaming for a while
+	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.2:8080 --bytes 400000 \
+		--chunk 1000 --rate 20000 --expect echo --timeout 60
+	cross=$SB_RUN_PID
+	cross_out=$SB_RUN_OUT
+	sb_serve node1 local 10.11.0.1:9090 echo
+	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.1:9090 --bytes 400000 \
+		--chunk 1000 --rate 20000 --expect echo --timeout 60
+	same=$SB_RUN_PID
+	streaming() { [ "$(sm_status node1 | jq .tunnel.streams_open)" -ge 1 ]; }
+	sm_wait_until 10 streaming
+	sleep 1
+	cat >"$POL" <<-EOF2
+	policies:
+	  - name: lockdown
+	    selector: {spiffe: "$SM_TD/*"}
+	    rules:
+	      - {action: DENY, from: ["$SM_CLIENT_ID"]}
+	EOF2
+	run apply node1
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# both end at once, long before their 20 s of streaming
+	run sb_wait_pid "$cross" 10
+	[ "$status" -ne 0 ]
+	run sb_wait_pid "$same" 10
+	[ "$status" -ne 0 ]
+	cat "$cross_out"
+	[ "$(sm_counter node1 policy_closed)" -ge 2 ]
+	rec=$(sm_wait_record node1 '.type == "conn_end" and .drop_reason == "policy_revoked" and .destination.port == 8080')
+	echo "$rec"
+	jq -e '.verdict == "DROPPED" and .policy.name == "lockdown" and .policy.revision == 2' <<<"$rec"
+	sm_wait_record node1 '.type == "conn_end" and .drop_reason == "policy_revoked" and .destination.port == 9090'
+	# and new ones are refused at connect
+	run sm_send node1 client 10.11.0.2:8080 1000 --expect echo
+	[ "$status" -ne 0 ]
+}

@@ -207,6 +207,15 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 
 		sm_hbone_decorate(d, &key, r->source.port, r->type == SM_REC_CONN_END, r);
 	}
+	if ((ev->flags & SM_SK_F_POLICY_CLOSED) && r->type == SM_REC_CONN_END) {
+		/* a new revision denied it and the kernel closed it: which rule, found again */
+		struct sm_policy_decision pd;
+
+		sm_policy_check(d, ev->identity, ev->peer_identity, r->destination.port, &pd);
+		r->verdict = SM_VERDICT_DROPPED;
+		sm_strlcpy(r->drop_reason, "policy_revoked", sizeof(r->drop_reason));
+		sm_policy_fill_record(d, pd.rule_id, sm_policy_revision(d), pd.reason, false, r);
+	}
 
 	HASH_FIND(hh, d->flows->flows, &ev->cookie, sizeof(ev->cookie), fs);
 	if (fs)
