@@ -56,34 +56,15 @@ static const char *const workload_keys[] = {
 static const char *const service_keys[] = {"name", "address", "port", "workload"};
 static const char *const cidr_keys[] = {"cidr", "workload"};
 
-static void cat_report(struct cat_parse *p, unsigned int line, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-/* "FILE:LINE: " + the message. */
-static void cat_report(struct cat_parse *p, unsigned int line, const char *fmt, ...)
-{
-	char msg[sizeof(p->err->msg)];
-	va_list ap;
-
-	va_start(ap, fmt);
-	// NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): clang 14 bug, ap is va_start'ed
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	sm_error_set(p->err, "%s:%u: %s", p->file, line, msg);
-}
-
 /*
  * Report and evaluate to -EINVAL: every catalog error is bad input. A macro so
  * that the value is visible where it is returned (the analyzer does not follow
  * variadic calls, and would otherwise take a failed lookup for success).
  */
-#define cat_error(p, line, ...) (cat_report((p), (line), __VA_ARGS__), -EINVAL)
+#define cat_error(p, line, ...)                                                                    \
+	(sm_ycheck_report((p)->err, (p)->file, (line), __VA_ARGS__), -EINVAL)
 
-static int cat_nomem(struct cat_parse *p)
-{
-	sm_error_set(p->err, "%s: out of memory", p->file);
-	return -ENOMEM;
-}
+#define cat_nomem(p) sm_ycheck_nomem((p)->err, (p)->file)
 
 static bool name_valid(const char *s)
 {
@@ -160,31 +141,8 @@ bool sm_spiffe_id_valid(const char *id)
 	return id && !spiffe_id_problem(id);
 }
 
-/*
- * Fetch key from an entry. Missing (when required), null or not a single value
- * are errors naming what. *out is NULL for an absent optional key.
- */
-static int get_scalar(struct cat_parse *p, const struct sm_ynode *map, const char *what,
-		      const char *key, bool required, const char *fix, const struct sm_ynode **out)
-{
-	const struct sm_ynode *key_node = NULL;
-	const struct sm_ynode *val = sm_ymap_get(map, key, &key_node);
-
-	*out = NULL;
-	if (!val) {
-		if (!required)
-			return 0;
-		return cat_error(p, map->line, "%s: missing required key '%s' (%s)", what, key,
-				 fix);
-	}
-	if (val->type != SM_YNODE_SCALAR)
-		return cat_error(p, val->line, "%s: %s: expected a single value, found %s (%s)",
-				 what, key, sm_ynode_kind(val), fix);
-	if (sm_ynode_is_null(val) || !val->text[0])
-		return cat_error(p, key_node->line, "%s: %s: empty (%s)", what, key, fix);
-	*out = val;
-	return 0;
-}
+#define get_scalar(p, map, what, key, required, fix, out)                                          \
+	sm_ycheck_scalar((p)->err, (p)->file, (map), (what), (key), (required), (fix), (out))
 
 /* A section: absent or null = no entries; otherwise a list of mappings. */
 static int get_section(struct cat_parse *p, const struct sm_ynode *root, const char *section,
@@ -211,17 +169,8 @@ static int get_section(struct cat_parse *p, const struct sm_ynode *root, const c
 	return 0;
 }
 
-static int check_keys(struct cat_parse *p, const struct sm_ynode *map, const char *what,
-		      const char *const *known, size_t nknown)
-{
-	const struct sm_ynode *bad = sm_ymap_unknown_key(map, known, nknown);
-	char list[128];
-
-	if (!bad)
-		return 0;
-	return cat_error(p, bad->line, "%s: unknown key '%.60s' (known keys: %s)", what, bad->text,
-			 sm_ykeys_join(known, nknown, list, sizeof(list)));
-}
+#define check_keys(p, map, what, known, nknown)                                                    \
+	sm_ycheck_keys((p)->err, (p)->file, (map), (what), (known), (nknown))
 
 static int parse_name(struct cat_parse *p, const struct sm_ynode *map, const char *what,
 		      const char *key, bool required, char *out)

@@ -51,30 +51,11 @@ static const char *const policy_keys[] = {"name", "selector", "rules", "descript
 static const char *const selector_keys[] = {"spiffe", "ports"};
 static const char *const rule_keys[] = {"action", "from", "ports", "description"};
 
-static void pol_report(struct pol_parse *p, unsigned int line, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-/* "FILE:LINE: " + the message. */
-static void pol_report(struct pol_parse *p, unsigned int line, const char *fmt, ...)
-{
-	char msg[sizeof(p->err->msg)];
-	va_list ap;
-
-	va_start(ap, fmt);
-	// NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): clang 14 bug, ap is va_start'ed
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	sm_error_set(p->err, "%s:%u: %s", p->file, line, msg);
-}
-
 /* Report and evaluate to -EINVAL (a macro so the analyzer sees the value returned). */
-#define pol_error(p, line, ...) (pol_report((p), (line), __VA_ARGS__), -EINVAL)
+#define pol_error(p, line, ...)                                                                    \
+	(sm_ycheck_report((p)->err, (p)->file, (line), __VA_ARGS__), -EINVAL)
 
-static int pol_nomem(struct pol_parse *p)
-{
-	sm_error_set(p->err, "%s: out of memory", p->file);
-	return -ENOMEM;
-}
+#define pol_nomem(p) sm_ycheck_nomem((p)->err, (p)->file)
 
 static bool policy_name_valid(const char *s)
 {
@@ -87,43 +68,11 @@ static bool policy_name_valid(const char *s)
 	return s[0] != '-' && s[n - 1] != '-';
 }
 
-static int check_keys(struct pol_parse *p, const struct sm_ynode *map, const char *what,
-		      const char *const *known, size_t nknown)
-{
-	const struct sm_ynode *bad = sm_ymap_unknown_key(map, known, nknown);
-	char list[128];
+#define check_keys(p, map, what, known, nknown)                                                    \
+	sm_ycheck_keys((p)->err, (p)->file, (map), (what), (known), (nknown))
 
-	if (!bad)
-		return 0;
-	return pol_error(p, bad->line, "%s: unknown key '%.60s' (known keys: %s)", what, bad->text,
-			 sm_ykeys_join(known, nknown, list, sizeof(list)));
-}
-
-/*
- * Fetch a single-value key. Missing (when required), a list or mapping, or
- * empty are errors naming what; *out is NULL for an absent optional key.
- */
-static int get_scalar(struct pol_parse *p, const struct sm_ynode *map, const char *what,
-		      const char *key, bool required, const char *fix, const struct sm_ynode **out)
-{
-	const struct sm_ynode *key_node = NULL;
-	const struct sm_ynode *val = sm_ymap_get(map, key, &key_node);
-
-	*out = NULL;
-	if (!val) {
-		if (!required)
-			return 0;
-		return pol_error(p, map->line, "%s: missing required key '%s' (%s)", what, key,
-				 fix);
-	}
-	if (val->type != SM_YNODE_SCALAR)
-		return pol_error(p, val->line, "%s: %s: expected a single value, found %s (%s)",
-				 what, key, sm_ynode_kind(val), fix);
-	if (sm_ynode_is_null(val) || !val->text[0])
-		return pol_error(p, key_node->line, "%s: %s: empty (%s)", what, key, fix);
-	*out = val;
-	return 0;
-}
+#define get_scalar(p, map, what, key, required, fix, out)                                          \
+	sm_ycheck_scalar((p)->err, (p)->file, (map), (what), (key), (required), (fix), (out))
 
 /* A required non-empty list under key; *key_line gets the key's line. */
 static int get_list(struct pol_parse *p, const struct sm_ynode *map, const char *what,

@@ -3,6 +3,7 @@
 #include "yaml_doc.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -431,4 +432,65 @@ free_buf:
 close_fd:
 	close(fd);
 	return ret;
+}
+
+void sm_ycheck_report(struct sm_error *err, const char *file, unsigned int line, const char *fmt,
+		      ...)
+{
+	char msg[sizeof(err->msg)];
+	va_list ap;
+
+	va_start(ap, fmt);
+	// NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): clang 14 bug, ap is va_start'ed
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	sm_error_set(err, "%s:%u: %s", file, line, msg);
+}
+
+int sm_ycheck_nomem(struct sm_error *err, const char *file)
+{
+	sm_error_set(err, "%s: out of memory", file);
+	return -ENOMEM;
+}
+
+int sm_ycheck_keys(struct sm_error *err, const char *file, const struct sm_ynode *map,
+		   const char *what, const char *const *known, size_t nknown)
+{
+	const struct sm_ynode *bad = sm_ymap_unknown_key(map, known, nknown);
+	char list[128];
+
+	if (!bad)
+		return 0;
+	sm_ycheck_report(err, file, bad->line, "%s: unknown key '%.60s' (known keys: %s)", what,
+			 bad->text, sm_ykeys_join(known, nknown, list, sizeof(list)));
+	return -EINVAL;
+}
+
+int sm_ycheck_scalar(struct sm_error *err, const char *file, const struct sm_ynode *map,
+		     const char *what, const char *key, bool required, const char *fix,
+		     const struct sm_ynode **out)
+{
+	const struct sm_ynode *key_node = NULL;
+	const struct sm_ynode *val = sm_ymap_get(map, key, &key_node);
+
+	*out = NULL;
+	if (!val) {
+		if (!required)
+			return 0;
+		sm_ycheck_report(err, file, map->line, "%s: missing required key '%s' (%s)", what,
+				 key, fix);
+		return -EINVAL;
+	}
+	if (val->type != SM_YNODE_SCALAR) {
+		sm_ycheck_report(err, file, val->line,
+				 "%s: %s: expected a single value, found %s (%s)", what, key,
+				 sm_ynode_kind(val), fix);
+		return -EINVAL;
+	}
+	if (sm_ynode_is_null(val) || !val->text[0]) {
+		sm_ycheck_report(err, file, key_node->line, "%s: %s: empty (%s)", what, key, fix);
+		return -EINVAL;
+	}
+	*out = val;
+	return 0;
 }

@@ -76,4 +76,24 @@ const struct sm_ynode *sm_ymap_unknown_key(const struct sm_ynode *map, const cha
 /* "a, b, c" into buf (truncated to fit). Returns buf. */
 const char *sm_ykeys_join(const char *const *known, size_t nknown, char *buf, size_t len);
 
+/*
+ * Checking a parsed document: what the config, catalog and policy parsers
+ * share. Every message is "FILE:LINE: what is wrong (what to do)" in err.
+ */
+void sm_ycheck_report(struct sm_error *err, const char *file, unsigned int line, const char *fmt,
+		      ...) __attribute__((format(printf, 4, 5)));
+/* "FILE: out of memory"; returns -ENOMEM. */
+int sm_ycheck_nomem(struct sm_error *err, const char *file);
+/* A key of map not in known: -EINVAL naming it and the known keys; else 0. */
+int sm_ycheck_keys(struct sm_error *err, const char *file, const struct sm_ynode *map,
+		   const char *what, const char *const *known, size_t nknown);
+/*
+ * A single-value key of map: missing (when required), a list or mapping, or
+ * empty are -EINVAL naming what and the fix; *out is NULL for an absent
+ * optional key.
+ */
+int sm_ycheck_scalar(struct sm_error *err, const char *file, const struct sm_ynode *map,
+		     const char *what, const char *key, bool required, const char *fix,
+		     const struct sm_ynode **out);
+
 #endif /* SOCKMESH_YAML_DOC_H */
