@@ -112,10 +112,8 @@ static char *read_file(const char *path)
 		if (len == cap) {
 			cap *= 2;
 			grown = realloc(buf, cap + 1);
-			if (!grown) {
+			if (!grown)
 				free(buf);
-				buf = NULL;
-			}
 			buf = grown;
 		}
 	}

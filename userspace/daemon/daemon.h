@@ -145,6 +145,8 @@ int sm_datapath_cleanup(const char *bpffs);
 int sm_datapath_counters(struct sm_daemon *d, uint64_t *out);
 /* Run the flow-update iterator once. */
 void sm_datapath_run_iter(struct sm_daemon *d);
+/* Create an iterator on link and read it to the end, which runs its program once. */
+void sm_datapath_drive_iter(struct bpf_link *link, const char *what);
 
 /* intercept.c: fill the workloads, services and cidrs maps from the catalog. */
 int sm_intercept_sync(struct sm_daemon *d);

@@ -465,22 +465,25 @@ void sm_datapath_recheck(struct sm_daemon *d)
 	}
 }
 
-void sm_datapath_run_iter(struct sm_daemon *d)
+void sm_datapath_drive_iter(struct bpf_link *link, const char *what)
 {
 	char buf[256];
-	int fd;
+	int fd = bpf_iter_create(bpf_link__fd(link));
 
-	if (!d->iter_link)
-		return;
-	fd = bpf_iter_create(bpf_link__fd(d->iter_link));
 	if (fd < 0) {
-		pr_warn("cannot run the flow-update iterator: %s", strerror(errno));
+		pr_warn("cannot run the %s iterator: %s", what, strerror(errno));
 		return;
 	}
-	/* the program prints nothing; reading drives it over every TCP socket */
+	/* the programs print nothing; reading drives them over every TCP socket */
 	for (int i = 0; i < 1024 && read(fd, buf, sizeof(buf)) > 0; i++)
 		;
 	close(fd);
+}
+
+void sm_datapath_run_iter(struct sm_daemon *d)
+{
+	if (d->iter_link)
+		sm_datapath_drive_iter(d->iter_link, "flow-update");
 }
 
 int sm_datapath_counters(struct sm_daemon *d, uint64_t *out)

@@ -144,8 +144,6 @@ static uint64_t recheck_established(struct sm_daemon *d)
 {
 	uint64_t before[SM_CNT_MAX] = {0}, after[SM_CNT_MAX] = {0};
 	struct bpf_link *link;
-	char buf[64];
-	int fd;
 
 	link = bpf_program__attach_iter(d->skel->progs.policy_recheck, NULL);
 	if (!link) {
@@ -155,13 +153,7 @@ static uint64_t recheck_established(struct sm_daemon *d)
 		return 0;
 	}
 	sm_datapath_counters(d, before);
-	fd = bpf_iter_create(bpf_link__fd(link));
-	if (fd >= 0) {
-		/* the program prints nothing; reading drives it over every TCP socket */
-		for (int i = 0; i < 1024 && read(fd, buf, sizeof(buf)) > 0; i++)
-			;
-		close(fd);
-	}
+	sm_datapath_drive_iter(link, "policy re-check");
 	bpf_link__destroy(link);
 	sm_datapath_counters(d, after);
 	return after[SM_CNT_POLICY_CLOSED] - before[SM_CNT_POLICY_CLOSED];
@@ -634,21 +626,9 @@ static json_object *cmd_get(struct sm_daemon *d, json_object *args, struct sm_er
 				     name);
 			return NULL;
 		}
-		/* a set of one: everything but that policy removed */
-		if (sm_policy_set_copy(&p->set, &one)) {
-			sm_error_set(err, "out of memory");
-			return NULL;
-		}
-		for (size_t i = 0; i < p->set.npolicies; i++) {
-			struct sm_policy_set next = {0};
-
-			if (strcmp(p->set.policies[i].name, name) == 0)
-				continue;
-			if (sm_policy_set_remove(&one, p->set.policies[i].name, &next) == 0) {
-				sm_policy_set_free(&one);
-				one = next;
-			}
-		}
+		/* a set of that one policy, borrowed: only read by the serialisers */
+		one.policies = (struct sm_policy *) pol;
+		one.npolicies = 1;
 		set = &one;
 	}
 	text = format && strcmp(format, "yaml") == 0 ? sm_policy_set_to_yaml(set)
@@ -658,7 +638,6 @@ static json_object *cmd_get(struct sm_daemon *d, json_object *args, struct sm_er
 	json_object_object_add(o, "policies", json_object_new_int64((int64_t) set->npolicies));
 	json_object_object_add(o, "document", json_object_new_string(text ? text : ""));
 	free(text);
-	sm_policy_set_free(&one);
 	return o;
 }
 
@@ -709,16 +688,14 @@ static int parse_identity(const struct sm_daemon *d, const char *s, bool dst, ui
 	return -EINVAL;
 }
 
-/* The live kernel map's answer for the same lookup (the contract's five steps). */
+/* The live kernel map's answer for the same lookup (the contract's steps). */
 static int kernel_lookup(struct sm_daemon *d, uint32_t src, uint32_t dst, uint16_t port,
 			 struct sm_policy_value *out, unsigned int *step)
 {
-	struct sm_policy_key k = {.proto = 6};
 	struct sm_policy_state ps = {0};
-	const uint32_t srcs[5] = {src, src, 0, 0, SM_POLICY_SRC_DEFAULT};
-	const uint16_t ports[5] = {port, 0, port, 0, 0};
+	struct sm_policy_key k;
 	__u32 zero = 0, inner_id = 0;
-	int fd, ret = 0;
+	int fd;
 
 	*step = 0;
 	if (bpf_map_lookup_elem(bpf_map__fd(d->skel->maps.policy_state), &zero, &ps))
@@ -730,17 +707,15 @@ static int kernel_lookup(struct sm_daemon *d, uint32_t src, uint32_t dst, uint16
 	fd = bpf_map_get_fd_by_id(inner_id);
 	if (fd < 0)
 		return -errno;
-	k.dst_identity = dst;
-	for (unsigned int i = 0; i < 5; i++) {
-		k.src_identity = srcs[i];
-		k.dport = ports[i];
+	for (unsigned int i = 1; i <= SM_POLICY_STEPS; i++) {
+		sm_policy_step_key(i, src, dst, port, &k);
 		if (bpf_map_lookup_elem(fd, &k, out) == 0) {
-			*step = i + 1;
+			*step = i;
 			break;
 		}
 	}
 	close(fd);
-	return ret;
+	return 0;
 }
 
 static const char *action_name(enum sm_policy_action a)

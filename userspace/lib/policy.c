@@ -2297,23 +2297,30 @@ static const struct sm_policy_entry *entry_find(const struct sm_policy_compiled 
 	return it ? &c->entries[it->idx] : NULL;
 }
 
+void sm_policy_step_key(unsigned int step, uint32_t src, uint32_t dst, uint16_t port,
+			struct sm_policy_key *key)
+{
+	memset(key, 0, sizeof(*key));
+	key->proto = IPPROTO_TCP;
+	key->dst_identity = dst;
+	key->src_identity = step <= 2 ? src : step == 5 ? SM_POLICY_SRC_DEFAULT : 0;
+	key->dport = step == 1 || step == 3 ? port : 0;
+}
+
 int sm_policy_lookup(const struct sm_policy_compiled *c, uint32_t src, uint32_t dst, uint16_t port,
 		     struct sm_policy_decision *d)
 {
-	const struct {
-		uint32_t src;
-		uint16_t port;
-	} steps[] = {
-		{src, port}, {src, 0}, {0, port}, {0, 0}, {SM_POLICY_SRC_DEFAULT, 0},
-	};
 	static const struct sm_policy_value nohit = {.action = SM_POLICY_ALLOW,
 						     .reason = SM_POLICY_R_NO_POLICY};
+	struct sm_policy_key k;
 
-	for (unsigned int i = 0; i < SM_ARRAY_SIZE(steps); i++) {
-		const struct sm_policy_entry *e = entry_find(c, steps[i].src, dst, steps[i].port);
+	for (unsigned int step = 1; step <= SM_POLICY_STEPS; step++) {
+		const struct sm_policy_entry *e;
 
+		sm_policy_step_key(step, src, dst, port, &k);
+		e = entry_find(c, k.src_identity, dst, k.dport);
 		if (e) {
-			value_to_decision(&e->value, i + 1, d);
+			value_to_decision(&e->value, step, d);
 			return 0;
 		}
 	}
