@@ -10,8 +10,15 @@
  * Every other segment passes untouched, so replies to a workload's own
  * outbound connections (SYN+ACK, then ACKs) are never affected. The accepted
  * socket of a plaintext connection is flagged by sockops (flowacct.bpf.c).
+ *
+ * A PERMISSIVE workload's plaintext callers are also subject to connection
+ * policy (docs/policy.md): such a caller has no certificate, so its source
+ * identity is the policy CIDR holding its address, or "any other source". A
+ * denied SYN is dropped; the first SYN of each attempt produces the DENIED or
+ * AUDIT event, its retransmissions only the same verdict.
  */
 #include "lib/common.h"
+#include "lib/policy.h"
 
 #define SM_SKB_PASS 1 /* cgroup_skb: 1 = let the packet in, 0 = drop it */
 #define SM_SKB_DROP 0
@@ -26,6 +33,28 @@
 #define SM_TCP_FLAGS_OFF  13 /* the byte holding CWR..FIN in the TCP header */
 #define SM_TCP_F_SYN	  0x02
 #define SM_TCP_F_ACK	  0x10
+
+/* how long a denied or audited SYN's retransmissions are recognised (tcp_syn_retries=6: 127 s) */
+#define SM_SYN_RETRY_NS (130ULL * 1000000000ULL)
+
+/* A connection attempt: the SYN's addresses (map form) and ports. */
+struct sm_syn_key {
+	__u8 family;
+	__u8 pad;
+	__be16 sport;
+	__be16 dport;
+	__u16 pad2;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+/* syn_seen: attempts the policy denied or audited → when the first SYN came (ktime ns). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct sm_syn_key);
+	__type(value, __u64);
+} syn_seen SEC(".maps");
 
 /*
  * The workload the receiving socket belongs to: its own cgroup, or the
@@ -81,11 +110,11 @@ static __always_inline int ip6_tcp_offset(struct __sk_buff *skb)
 }
 
 /*
- * Fill the source address (map form: 16 bytes, IPv4 in the first 4) and the
- * TCP flags byte of the packet. Returns the family, or 0 when the packet is
- * not TCP over IPv4/IPv6 or too short.
+ * Fill the attempt's addresses and ports (map form: 16 bytes, IPv4 in the
+ * first 4) and the TCP flags byte of the packet. Returns the family, or 0
+ * when the packet is not TCP over IPv4/IPv6 or too short.
  */
-static __always_inline __u8 tcp_source(struct __sk_buff *skb, __u8 *saddr, __u8 *flags)
+static __always_inline __u8 tcp_attempt(struct __sk_buff *skb, struct sm_syn_key *k, __u8 *flags)
 {
 	int tcp_off;
 
@@ -96,41 +125,101 @@ static __always_inline __u8 tcp_source(struct __sk_buff *skb, __u8 *saddr, __u8 
 			return 0;
 		if (proto != SM_IPPROTO_TCP || (vihl & 0x0f) < 5)
 			return 0;
-		if (bpf_skb_load_bytes(skb, 12, saddr, 4))
+		if (bpf_skb_load_bytes(skb, 12, k->saddr, 4) ||
+		    bpf_skb_load_bytes(skb, 16, k->daddr, 4))
 			return 0;
 		tcp_off = (vihl & 0x0f) * 4;
-		if (bpf_skb_load_bytes(skb, tcp_off + SM_TCP_FLAGS_OFF, flags, 1))
-			return 0;
-		return AF_INET;
-	}
-	if (skb->protocol == bpf_htons(SM_ETH_P_IPV6)) {
+		k->family = AF_INET;
+	} else if (skb->protocol == bpf_htons(SM_ETH_P_IPV6)) {
 		tcp_off = ip6_tcp_offset(skb);
 		if (tcp_off < 0 || tcp_off > 0xffff)
 			return 0;
-		if (bpf_skb_load_bytes(skb, 8, saddr, 16))
+		if (bpf_skb_load_bytes(skb, 8, k->saddr, 16) ||
+		    bpf_skb_load_bytes(skb, 24, k->daddr, 16))
 			return 0;
-		if (bpf_skb_load_bytes(skb, tcp_off + SM_TCP_FLAGS_OFF, flags, 1))
-			return 0;
-		return AF_INET6;
+		k->family = AF_INET6;
+	} else {
+		return 0;
 	}
-	return 0;
+	if (bpf_skb_load_bytes(skb, tcp_off, &k->sport, 2) ||
+	    bpf_skb_load_bytes(skb, tcp_off + 2, &k->dport, 2) ||
+	    bpf_skb_load_bytes(skb, tcp_off + SM_TCP_FLAGS_OFF, flags, 1))
+		return 0;
+	return k->family;
+}
+
+/* Report a denied or audited plaintext attempt: the workload's side is the local one. */
+static __always_inline void ingress_event(struct __sk_buff *skb, __u8 type,
+					  const struct sm_policy_value *v, __u32 own, __u32 peer,
+					  const struct sm_syn_key *k)
+{
+	struct sm_flow_event *ev = policy_event_new(type, v, own, peer, k->family);
+
+	if (!ev)
+		return;
+	ev->flags = SM_SK_F_PASSIVE | SM_SK_F_PLAINTEXT;
+	ev->cgroup_id = bpf_skb_cgroup_id(skb);
+	__builtin_memcpy(ev->local_addr, k->daddr, 16);
+	__builtin_memcpy(ev->orig_addr, k->daddr, 16);
+	__builtin_memcpy(ev->remote_addr, k->saddr, 16);
+	ev->local_port = k->dport;
+	ev->orig_port = k->dport;
+	ev->remote_port = k->sport;
+	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
+}
+
+/*
+ * Connection policy for a plaintext attempt on a PERMISSIVE workload. A SYN
+ * already decided (the same addresses and ports within SM_SYN_RETRY_NS) gets
+ * the same verdict silently, so one attempt is one record and one count.
+ */
+static __always_inline int ingress_policy(struct __sk_buff *skb, const struct sm_workload *wl,
+					  const struct sm_syn_key *k)
+{
+	struct sm_policy_value *pv;
+	__u64 now, *seen;
+	bool deny;
+	__u32 src;
+
+	pv = policy_lookup_addr(k->family, k->saddr, wl->identity, bpf_ntohs(k->dport), &src);
+	if (!pv || (pv->action != SM_POLICY_DENY && !(pv->flags & SM_POLICY_F_AUDIT))) {
+		count(SM_CNT_POLICY_ALLOWED);
+		count(SM_CNT_INGRESS_PLAINTEXT_ALLOWED);
+		return SM_SKB_PASS;
+	}
+	deny = pv->action == SM_POLICY_DENY;
+	now = bpf_ktime_get_ns();
+	seen = bpf_map_lookup_elem(&syn_seen, k);
+	if (seen && now - *seen < SM_SYN_RETRY_NS)
+		return deny ? SM_SKB_DROP : SM_SKB_PASS;
+	bpf_map_update_elem(&syn_seen, k, &now, BPF_ANY);
+	if (pv->flags & SM_POLICY_F_AUDIT) {
+		count(SM_CNT_POLICY_AUDIT);
+		ingress_event(skb, SM_FLOW_AUDIT, pv, wl->identity, src ?: SM_ID_WORLD, k);
+	}
+	if (deny) {
+		count(SM_CNT_POLICY_DENIED);
+		ingress_event(skb, SM_FLOW_DENIED, pv, wl->identity, src ?: SM_ID_WORLD, k);
+		return SM_SKB_DROP;
+	}
+	count(SM_CNT_POLICY_ALLOWED);
+	count(SM_CNT_INGRESS_PLAINTEXT_ALLOWED);
+	return SM_SKB_PASS;
 }
 
 SEC("cgroup_skb/ingress")
 int skb_ingress_mode(struct __sk_buff *skb)
 {
+	struct sm_syn_key k = {};
 	struct sm_workload *wl;
-	__u8 saddr[16] = {};
 	__u8 flags = 0;
-	__u8 family;
 
-	family = tcp_source(skb, saddr, &flags);
-	if (!family)
+	if (!tcp_attempt(skb, &k, &flags))
 		return SM_SKB_PASS;
 	/* only a new connection: SYN without ACK; everything else passes */
 	if ((flags & (SM_TCP_F_SYN | SM_TCP_F_ACK)) != SM_TCP_F_SYN)
 		return SM_SKB_PASS;
-	if (identity_of_peer(family, saddr) == SM_ID_HOST)
+	if (identity_of_peer(k.family, k.saddr) == SM_ID_HOST)
 		return SM_SKB_PASS; /* loopback, this node's addresses: the daemon, local callers */
 	wl = skb_workload(skb);
 	if (!wl)
@@ -139,8 +228,7 @@ int skb_ingress_mode(struct __sk_buff *skb)
 		count(SM_CNT_INGRESS_PLAINTEXT_DROPPED);
 		return SM_SKB_DROP;
 	}
-	count(SM_CNT_INGRESS_PLAINTEXT_ALLOWED);
-	return SM_SKB_PASS;
+	return ingress_policy(skb, wl, &k);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -37,7 +37,7 @@ static const char policy_help[] =
 	"  wait REV [--max-wait S]     until revision REV (or later) is in force\n"
 	"\n"
 	"FILE may be - for standard input. IDs are SPIFFE IDs, host, world, an address\n"
-	"(--from: a non-mesh peer, matched by CIDR rules; --to: a service address with\n"
+	"(--from: a plaintext caller, matched by CIDR rules; --to: a service address with\n"
 	"--port) or an identity number.\n"
 	"\n"
 	"Exit status: 0 done (explain: allowed); 1 failed, invalid file, or wait timed out;\n"

@@ -249,6 +249,8 @@ void sm_policy_stop(struct sm_daemon *d);
 int sm_policy_catalog_changed(struct sm_daemon *d);
 /* The catalog identity of a SPIFFE ID; SM_ID_WORLD when it names no workload. */
 uint32_t sm_policy_identity_of(const struct sm_daemon *d, const char *spiffe_id);
+/* A plaintext caller's source identity: its policy CIDR's, else SM_ID_WORLD (no certificate). */
+uint32_t sm_policy_addr_identity(const struct sm_daemon *d, const struct sm_addr *addr);
 /* The live policy's verdict for src → dst:port (any thread). */
 void sm_policy_check(const struct sm_daemon *d, uint32_t src, uint32_t dst, uint16_t port,
 		     struct sm_policy_decision *out);

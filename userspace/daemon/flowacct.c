@@ -211,7 +211,12 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 		/* a new revision denied it and the kernel closed it: which rule, found again */
 		struct sm_policy_decision pd;
 
-		sm_policy_check(d, ev->identity, ev->peer_identity, r->destination.port, &pd);
+		if (passive) /* a plaintext caller (bpf/policy.bpf.c): known by its address */
+			sm_policy_check(d, sm_policy_addr_identity(d, &r->source.addr),
+					ev->identity, r->destination.port, &pd);
+		else
+			sm_policy_check(d, ev->identity, ev->peer_identity, r->destination.port,
+					&pd);
 		r->verdict = SM_VERDICT_DROPPED;
 		sm_strlcpy(r->drop_reason, "policy_revoked", sizeof(r->drop_reason));
 		sm_policy_fill_record(d, pd.rule_id, sm_policy_revision(d), pd.reason, false, r);
@@ -242,8 +247,9 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 }
 
 /*
- * A connect() the policy decided in the kernel: DENIED (it failed with
- * EPERM, no socket follows) or AUDIT (an AUDIT rule matched, the connection
+ * A connection the policy decided in the kernel, at connect() or at a
+ * PERMISSIVE workload's plaintext ingress: DENIED (connect() failed with
+ * EPERM, or the SYN was dropped; no socket follows) or AUDIT (an AUDIT rule matched, the connection
  * goes on and has its own records). One "denied" record each.
  */
 static void record_from_policy_event(struct sm_daemon *d, const struct sm_flow_event *ev,
@@ -256,14 +262,26 @@ static void record_from_policy_event(struct sm_daemon *d, const struct sm_flow_e
 	r->time_ns = (int64_t) ev->ts_ns + d->mono_to_real_ns;
 	r->start_ns = r->time_ns;
 	sm_strlcpy(r->node, d->cat.nodes[d->node_idx].name, sizeof(r->node));
-	r->direction = SM_DIR_EGRESS;
 	r->cookie = ev->cookie;
 	r->cgroup_id = ev->cgroup_id;
-	endpoint_fill(d, &r->source, ev->family, ev->local_addr, 0, ev->identity,
-		      sm_workload_by_cgroup(d, ev->cgroup_id));
-	endpoint_fill(d, &r->destination, ev->family, ev->orig_addr, ev->orig_port,
-		      ev->peer_identity,
-		      service_workload(d, ev->family, ev->orig_addr, ev->orig_port));
+	if (ev->flags & SM_SK_F_PASSIVE) {
+		/* a plaintext SYN to a PERMISSIVE workload (bpf/ingress.bpf.c) */
+		int wl = sm_workload_by_cgroup(d, ev->cgroup_id);
+
+		r->direction = SM_DIR_INGRESS;
+		endpoint_fill(d, &r->source, ev->family, ev->remote_addr, ev->remote_port,
+			      ev->peer_identity, -1);
+		endpoint_fill(d, &r->destination, ev->family, ev->local_addr, ev->local_port,
+			      ev->identity, wl);
+		plaintext_tls(d, ev, wl, &r->tls);
+	} else {
+		r->direction = SM_DIR_EGRESS;
+		endpoint_fill(d, &r->source, ev->family, ev->local_addr, 0, ev->identity,
+			      sm_workload_by_cgroup(d, ev->cgroup_id));
+		endpoint_fill(d, &r->destination, ev->family, ev->orig_addr, ev->orig_port,
+			      ev->peer_identity,
+			      service_workload(d, ev->family, ev->orig_addr, ev->orig_port));
+	}
 	if (audit) {
 		r->verdict = SM_VERDICT_AUDIT;
 	} else {

@@ -364,6 +364,13 @@ uint32_t sm_policy_identity_of(const struct sm_daemon *d, const char *spiffe_id)
 	return SM_ID_WORLD;
 }
 
+uint32_t sm_policy_addr_identity(const struct sm_daemon *d, const struct sm_addr *addr)
+{
+	uint32_t id = d->policy ? sm_policy_cidr_identity(&d->policy->compiled, addr) : 0;
+
+	return id ? id : SM_ID_WORLD;
+}
+
 void sm_policy_check(const struct sm_daemon *d, uint32_t src, uint32_t dst, uint16_t port,
 		     struct sm_policy_decision *out)
 {
@@ -673,9 +680,7 @@ static int parse_identity(const struct sm_daemon *d, const char *s, bool dst, ui
 			sm_error_set(err, "no catalog service at %s port %u", s, port);
 			return -ENOENT;
 		}
-		*id = sm_policy_cidr_identity(&d->policy->compiled, &a);
-		if (!*id)
-			*id = SM_ID_WORLD;
+		*id = sm_policy_addr_identity(d, &a);
 		return 0;
 	}
 	if (sm_parse_u64(s, 0, UINT32_MAX, &n) == 0) {
@@ -689,12 +694,18 @@ static int parse_identity(const struct sm_daemon *d, const char *s, bool dst, ui
 }
 
 /* The live kernel map's answer for the same lookup (the contract's steps). */
-static int kernel_lookup(struct sm_daemon *d, uint32_t src, uint32_t dst, uint16_t port,
-			 struct sm_policy_value *out, unsigned int *step)
+/*
+ * What the kernel's live maps answer, with the lookups the programs make.
+ * from: a plaintext caller's address, whose source identity the kernel finds
+ * in its own CIDR map (*src is replaced by it; 0 there is SM_ID_WORLD here),
+ * or NULL: *src as given. *step = 0 when no entry (or no policy) applies.
+ */
+static int kernel_lookup(struct sm_daemon *d, const struct sm_addr *from, uint32_t *src,
+			 uint32_t dst, uint16_t port, struct sm_policy_value *out, unsigned int *step)
 {
 	struct sm_policy_state ps = {0};
 	struct sm_policy_key k;
-	__u32 zero = 0, inner_id = 0;
+	__u32 zero = 0, inner_id = 0, cidr_id = 0, id = 0;
 	int fd;
 
 	*step = 0;
@@ -702,13 +713,29 @@ static int kernel_lookup(struct sm_daemon *d, uint32_t src, uint32_t dst, uint16
 		return -errno;
 	if (!ps.loaded)
 		return 0;
+	if (from) {
+		struct sm_cidr_key ck = {.family = from->family};
+
+		ck.prefixlen = 32U + (from->family == AF_INET ? 32U : 128U);
+		memcpy(ck.addr, from->bytes, sizeof(ck.addr));
+		if (bpf_map_lookup_elem(bpf_map__fd(d->skel->maps.policy_cidr_maps), &ps.slot,
+					&cidr_id))
+			return -errno;
+		fd = bpf_map_get_fd_by_id(cidr_id);
+		if (fd < 0)
+			return -errno;
+		if (bpf_map_lookup_elem(fd, &ck, &id))
+			id = 0;
+		close(fd);
+		*src = id ? id : SM_ID_WORLD;
+	}
 	if (bpf_map_lookup_elem(bpf_map__fd(d->skel->maps.policy_maps), &ps.slot, &inner_id))
 		return -errno;
 	fd = bpf_map_get_fd_by_id(inner_id);
 	if (fd < 0)
 		return -errno;
 	for (unsigned int i = 1; i <= SM_POLICY_STEPS; i++) {
-		sm_policy_step_key(i, src, dst, port, &k);
+		sm_policy_step_key(i, *src, dst, port, &k);
 		if (bpf_map_lookup_elem(fd, &k, out) == 0) {
 			*step = i;
 			break;
@@ -757,7 +784,8 @@ static json_object *cmd_explain(struct sm_daemon *d, json_object *args, struct s
 	struct sm_policy_value kv = {0};
 	struct sm_policy_ctx *ctx;
 	json_object *o, *port_j, *k;
-	uint32_t src, dst;
+	uint32_t src, dst, ksrc;
+	struct sm_addr from_addr;
 	unsigned int step;
 	int64_t port;
 	char why[512];
@@ -779,7 +807,9 @@ static json_object *cmd_explain(struct sm_daemon *d, json_object *args, struct s
 	}
 	sm_policy_eval(&p->set, ctx, src, dst, (uint16_t) port, &ev);
 	sm_policy_ctx_free(ctx);
-	if (kernel_lookup(d, src, dst, (uint16_t) port, &kv, &step)) {
+	ksrc = src;
+	if (kernel_lookup(d, sm_addr_parse(from, &from_addr) == 0 ? &from_addr : NULL, &ksrc, dst,
+			  (uint16_t) port, &kv, &step)) {
 		sm_error_set(err, "cannot read the kernel's policy map: %s", strerror(errno));
 		return NULL;
 	}
@@ -815,13 +845,14 @@ static json_object *cmd_explain(struct sm_daemon *d, json_object *args, struct s
 			       json_object_new_string(step ? action_name(kv.action) : "ALLOW"));
 	json_object_object_add(k, "rule_id", json_object_new_int64(step ? kv.rule_id : 0));
 	json_object_object_add(k, "lookup_step", json_object_new_int64(step));
+	json_object_object_add(k, "src_identity", json_object_new_int64(ksrc));
 	json_object_object_add(o, "kernel", k);
 	json_object_object_add(
 		o, "agree",
 		json_object_new_boolean((step ? (enum sm_policy_action) kv.action
 					      : SM_POLICY_ALLOW) == dec.action &&
 					(step ? kv.rule_id : 0) == dec.rule_id &&
-					step == dec.step && ev.action == dec.action &&
+					step == dec.step && ksrc == src && ev.action == dec.action &&
 					ev.rule_id == dec.rule_id && ev.reason == dec.reason));
 	return o;
 }
