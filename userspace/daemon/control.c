@@ -6,6 +6,7 @@
  * stalled client cannot hold the daemon.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -370,6 +371,13 @@ static void serve(struct sm_daemon *d, int fd)
 		free(answer);
 	}
 	json_object_put(data);
+	/*
+	 * A policy request may have parsed, compiled and diffed a large set and
+	 * answered with a large document: give the freed heap back to the
+	 * system rather than keep the peak resident for the daemon's life.
+	 */
+	if (handled)
+		malloc_trim(0);
 }
 
 static void on_control(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
