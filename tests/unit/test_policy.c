@@ -317,8 +317,10 @@ static const struct semantic_case semantic_cases[] = {
 			    {B + 0, DB, 80, AL, R, 3, 0, 2},
 			    {B + 2, DB, 80, AL, R, 3, 0, 2},
 			    {B + 3, DB, 80, DN, DD, 0, 0, 5},
-			    {SM_ID_WORLD, WEB, 80, DN, DD, 0, 0, 5}},
-		.nexplain = 8,
+			    {SM_ID_WORLD, WEB, 80, DN, DD, 0, 0, 5},
+			    /* a mesh identity is never a CIDR's, whatever its address */
+			    {API, WEB, 80, DN, DD, 0, 0, 5}},
+		.nexplain = 9,
 		.nentries = -1,
 	},
 	{
