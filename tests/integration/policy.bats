@@ -288,3 +288,51 @@ explain() {
 	run sm_send node1 client 10.11.0.2:8080 1000 --expect echo
 	[ "$status" -ne 0 ]
 }
+
+@test "a revision applied only on the destination resets the live streams it denies there" {
+	# no policy anywhere: two long tunnelled connections to the server, from client and local
+	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.2:8080 --bytes 240000 \
+		--chunk 1000 --rate 20000 --expect echo --timeout 60
+	denied=$SB_RUN_PID
+	denied_out=$SB_RUN_OUT
+	denied_err=$SB_RUN_ERR
+	sb_run node1 local "$SMTRAFFIC" send --connect 10.11.0.2:8080 --bytes 240000 \
+		--chunk 1000 --rate 20000 --expect echo --timeout 60
+	allowed=$SB_RUN_PID
+	allowed_out=$SB_RUN_OUT
+	both_open() { [ "$(sm_status node2 | jq .tunnel.streams_open)" -ge 2 ]; }
+	sm_wait_until 10 both_open
+	sleep 1
+	[ "$(sm_status node2 | jq -e .tunnel.policy_streams_closed)" -eq 0 ]
+	# only node2 learns it: node1 still lets the client connect, node2 must close it
+	write_policy server-from-local "$SM_SERVER_ID" ALLOW "$SM_LOCAL_ID"
+	run sb_cli node2 policy apply -f "$POL" -o json
+	echo "$output"
+	[ "$status" -eq 0 ]
+	jq -e '.revision == 1 and .streams_closed == 1' <<<"$output"
+	# the client's connection ends at once, long before its 12 s of streaming
+	rc=0
+	sb_wait_pid "$denied" 5 || rc=$?
+	cat "$denied_out" "$denied_err"
+	[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ]
+	[ "$(sm_status node2 | jq -e .tunnel.policy_streams_closed)" -eq 1 ]
+	rec=$(sm_wait_record node2 '.type == "conn_end" and .drop_reason == "policy_revoked"')
+	echo "node2: $rec"
+	jq -e --arg c "$SM_CLIENT_ID" '.verdict == "DROPPED" and .traffic_direction == "INGRESS" and
+		.tls.peer_spiffe_id == $c and .destination.port == 8080 and
+		.policy.revision == 1 and .policy.match == "default-deny"' <<<"$rec"
+	grep -q "policy revision 1: 0 established connections and 1 inbound tunnel streams" \
+		"$(sb_daemon_log node2)"
+	# the allowed stream lives on across the apply and finishes its transfer
+	sb_alive "$allowed"
+	rc=0
+	sb_wait_pid "$allowed" 30 || rc=$?
+	cat "$allowed_out"
+	[ "$rc" -eq 0 ]
+	# a new connection from the client is refused by node2 (403)
+	run sm_send node1 client 10.11.0.2:8080 1000 --expect echo
+	[ "$status" -ne 0 ]
+	sm_wait_record node2 '.type == "denied" and .drop_reason == "policy_default_deny" and
+		.policy.revision == 1'
+	[ "$(sm_status node2 | jq -e .tunnel.policy_streams_closed)" -eq 1 ]
+}

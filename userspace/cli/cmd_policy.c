@@ -183,6 +183,11 @@ static int show_change(const struct cli_opts *o, json_object *data, bool dry_run
 		       (long long) num(data, "revision"), (long long) num(data, "policies"),
 		       (long long) num(data, "entries"), (long long) num(data, "added"),
 		       (long long) num(data, "removed"), (long long) num(data, "changed"));
+	if (!dry_run && (num(data, "closed") || num(data, "streams_closed")))
+		printf("closed: %lld established connection(s) and %lld inbound tunnel stream(s) "
+		       "that revision %lld denies\n",
+		       (long long) num(data, "closed"), (long long) num(data, "streams_closed"),
+		       (long long) num(data, "revision"));
 	if (num(data, "unmatched_patterns"))
 		printf("note: %lld selector(s) or source(s) match no workload of the catalog yet, "
 		       "e.g. %s\n",

@@ -160,6 +160,8 @@ static json_object *status_tunnel(struct sm_daemon *d)
 			       json_object_new_uint64(st.creds_expiring));
 	json_object_object_add(o, "keepalive_failures",
 			       json_object_new_uint64(st.keepalive_failures));
+	json_object_object_add(o, "policy_streams_closed",
+			       json_object_new_uint64(st.policy_streams_closed));
 	return o;
 }
 

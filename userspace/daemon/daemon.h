@@ -58,6 +58,8 @@ enum {
 	SM_WCMD_PAUSE = 1,	    /* wait at a safe point until sm_workers_resume() */
 	SM_WCMD_STOP_ACCEPTING = 2, /* drain: close listeners, GOAWAY to peers */
 	SM_WCMD_STOP = 4,	    /* leave the event loop */
+	/* re-check the inbound tunnel streams against the live policy (sm_workers_call()) */
+	SM_WCMD_POLICY_RECHECK = 8,
 };
 
 /* One worker thread and everything it owns. */
@@ -74,6 +76,7 @@ struct sm_worker {
 	bool draining;	   /* this worker stopped accepting */
 	struct sm_proxy *proxy;
 	struct sm_hbone_worker *hb; /* NULL unless tunnel.hbone */
+	unsigned int call_done;	    /* the last sm_workers_call() round it finished (pause_mu) */
 };
 
 /* One attachment of a program to a cgroup, pinned under <bpffs>/links/. */
@@ -117,6 +120,7 @@ struct sm_daemon {
 	bool pause_req;
 	unsigned int paused;	  /* workers waiting in the pause (under pause_mu) */
 	unsigned int pause_depth; /* main thread only */
+	unsigned int call_gen;	  /* sm_workers_call() rounds (under pause_mu) */
 
 	int ctl_fd;
 	struct sm_ev *ctl_ev;
@@ -177,6 +181,14 @@ void sm_workers_stop(struct sm_daemon *d);
  */
 void sm_workers_pause(struct sm_daemon *d);
 void sm_workers_resume(struct sm_daemon *d);
+/*
+ * Post cmd (a command a worker acknowledges: SM_WCMD_POLICY_RECHECK) and wait
+ * until every running worker has run it on its own thread, for work that
+ * needs a worker's own loop, sockets and SSL objects. Main thread only, and
+ * never while the workers are paused (they could not answer): -EDEADLK.
+ * -ETIMEDOUT when a worker did not answer within 10 s (it runs cmd later).
+ */
+int sm_workers_call(struct sm_daemon *d, unsigned int cmd);
 /* A listener of worker w on a:port; the first worker's probe reports a taken port. */
 int sm_worker_listen(struct sm_worker *w, const struct sm_addr *a, uint16_t port, int backlog);
 
@@ -209,6 +221,7 @@ struct sm_hbone_stats {
 	uint64_t creds_reload_failures; /* new sets refused (old kept) */
 	uint64_t creds_expiring;	/* sets within tunnel.expiry_warning of expiry */
 	uint64_t keepalive_failures;	/* connections closed: PING unanswered */
+	uint64_t policy_streams_closed; /* inbound streams reset: a new revision denies them */
 };
 /* Shared part (main thread): credentials and their rotation. */
 int sm_hbone_start(struct sm_daemon *d);
@@ -223,6 +236,15 @@ void sm_hbone_stop_accepting(struct sm_worker *w);
 void sm_hbone_worker_free(struct sm_worker *w);
 /* Worker, every second: handshake and keepalive timeouts, idle connections. */
 void sm_hbone_worker_tick(struct sm_worker *w);
+/*
+ * A new policy revision went live: every worker checks its live inbound
+ * streams again, as the CONNECT was checked (caller's certificate identity →
+ * the service's workload, port), and resets those now denied. Main thread,
+ * workers not paused (sm_workers_call()). Returns how many were reset.
+ */
+uint64_t sm_hbone_policy_recheck(struct sm_daemon *d);
+/* The same, for one worker's own streams, on that worker's thread. */
+void sm_hbone_worker_policy_recheck(struct sm_worker *w);
 /* Summed over the workers plus the shared counters (any thread). */
 void sm_hbone_stats(const struct sm_daemon *d, struct sm_hbone_stats *st);
 void sm_hbone_worker_stats(const struct sm_worker *w, struct sm_hbone_stats *st);

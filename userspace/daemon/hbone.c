@@ -27,7 +27,10 @@
  * between workers. The credential sets (struct sm_hbone) belong to the main
  * thread, which swaps them only while the workers are paused. The joins are
  * the one structure two threads touch (the worker writes, the main thread's
- * flow export reads), behind the worker's own mutex.
+ * flow export reads), behind the worker's own mutex. When a policy revision
+ * goes live, each worker re-checks its own inbound streams on its own thread
+ * (sm_workers_call()), so streams, nghttp2 sessions and SSL objects are never
+ * touched by two threads; the main thread only waits for the answer.
  *
  * Which SVID the inbound side presents: the workload's whose SPIFFE ID the
  * client names in SNI (sm_spiffe_sni_name()); else, on a listener address
@@ -101,6 +104,7 @@ struct hb_stream {
 	bool deferred;	  /* the data provider waits for bytes */
 	bool h2_closed;	  /* nghttp2 closed the stream */
 	bool bad_request; /* a header broke the limits */
+	bool admitted;	  /* inbound: the policy let the CONNECT through to svc_addr:dport */
 	unsigned int nheaders;
 	size_t read_size;   /* next read from the plain socket: 4 KiB growing to HB_BUF */
 	int status;	    /* outbound: the :status received */
@@ -112,6 +116,14 @@ struct hb_stream {
 	/* the join key: the plain socket's far end, as the kernel's records see it */
 	struct sm_addr key_addr;
 	uint16_t key_port;
+	/*
+	 * Inbound, once admitted: the service, for re-checking the stream when
+	 * a new policy revision goes live. Its address rather than its
+	 * workload's identity: identities are catalog positions and move when a
+	 * reload adds a workload; the address finds the current one.
+	 */
+	struct sm_addr svc_addr;
+	uint16_t dport;
 	struct hb_stream *next;
 };
 
@@ -161,7 +173,9 @@ struct hb_join {
 	uint32_t peer_identity; /* inbound: the verified calling workload */
 	char peer_workload[64];
 	char failure[64]; /* a handshake or stream failure: the record is DROPPED */
-	int64_t expires;  /* monotonic s; 0 while the stream lives */
+	/* failure policy_revoked: the revision and the rule that did it */
+	struct sm_flow_policy policy;
+	int64_t expires; /* monotonic s; 0 while the stream lives */
 	UT_hash_handle hh;
 };
 
@@ -401,6 +415,8 @@ static void join_apply(struct sm_daemon *d, const struct hb_join *j, bool final,
 	if (final && j->failure[0]) {
 		r->verdict = SM_VERDICT_DROPPED;
 		sm_strlcpy(r->drop_reason, j->failure, sizeof(r->drop_reason));
+		if (j->policy.present)
+			r->policy = j->policy;
 	}
 }
 
@@ -998,6 +1014,12 @@ static void respond_policy(struct hb_stream *s, const char *status, const char *
 	s->reset = true;
 }
 
+/* The drop_reason of a stream the policy refuses. */
+static const char *policy_reason(const struct sm_policy_decision *pd)
+{
+	return pd->reason == SM_POLICY_R_DEFAULT_DENY ? "policy_default_deny" : "policy_denied";
+}
+
 static void respond(struct hb_stream *s, const char *status, const char *why)
 {
 	respond_policy(s, status, why, NULL);
@@ -1064,12 +1086,12 @@ static void handle_request(struct hb_stream *s)
 	if (pd.action == SM_POLICY_DENY) {
 		pr_debug("refusing CONNECT %s from %s: policy (%s)", s->authority, c->peer_spiffe,
 			 pd.reason == SM_POLICY_R_DEFAULT_DENY ? "default deny" : "denied");
-		respond_policy(s, "403",
-			       pd.reason == SM_POLICY_R_DEFAULT_DENY ? "policy_default_deny"
-								     : "policy_denied",
-			       &pd);
+		respond_policy(s, "403", policy_reason(&pd), &pd);
 		return;
 	}
+	s->admitted = true;
+	s->svc_addr = dst;
+	s->dport = dport;
 	fd = socket(dst.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		respond(s, "503", "upstream_unreachable");
@@ -1309,6 +1331,116 @@ static void on_stream_fd(struct sm_evloop *loop, struct sm_ev *ev, uint32_t even
 	}
 	conn_pump(c);
 	conn_reap(c);
+}
+
+/* ---- re-checking live streams when a policy revision goes live ---- */
+
+/* Keep the revoking decision for the conn_end record of the stream's service socket. */
+static void join_set_policy(struct hb_stream *s, const struct sm_flow_policy *pol)
+{
+	struct sm_hbone_worker *hw = s->conn->w->hb;
+	struct hb_join *j;
+
+	if (!s->key_port)
+		return;
+	pthread_mutex_lock(&hw->join_mu);
+	j = join_find(hw, &s->key_addr, s->key_port);
+	/* only when this revocation is the failure the record will report */
+	if (j && strcmp(j->failure, "policy_revoked") == 0)
+		j->policy = *pol;
+	pthread_mutex_unlock(&hw->join_mu);
+}
+
+/*
+ * The live revision denies a stream an older one admitted. Not answered yet
+ * (the service is still being connected): 403, as if the CONNECT came now.
+ * Established: RST_STREAM with CANCEL. Not REFUSED_STREAM: that tells the
+ * peer the stream was not processed and may be retried as it is (RFC 9113
+ * section 8.7), which is false once bytes were relayed, and a retry would be
+ * refused anyway; CANCEL says the stream is no longer wanted, which is what
+ * a revocation is. The socket to the service is reset at the next reap; its
+ * conn_end record (the join) says DROPPED, policy_revoked, and which rule.
+ */
+static void stream_revoke(struct hb_stream *s, const struct sm_policy_decision *pd)
+{
+	struct hb_conn *c = s->conn;
+	struct sm_daemon *d = c->d;
+	struct sm_flow_record r;
+
+	if (!s->established) {
+		respond_policy(s, "403", policy_reason(pd), pd);
+		return;
+	}
+	SM_STAT_INC(c->w->hb->st.policy_streams_closed);
+	stream_fail(s, NGHTTP2_CANCEL, "policy_revoked");
+	/* the record's policy block, made the way every policy record's is */
+	memset(&r, 0, sizeof(r));
+	sm_policy_fill_record(d, pd->rule_id, sm_policy_revision(d), pd->reason, false, &r);
+	join_set_policy(s, &r.policy);
+	pr_debug("stream %d (%s) from %s reset: policy revision %u denies it", s->id, s->authority,
+		 c->peer_spiffe, sm_policy_revision(d));
+}
+
+void sm_hbone_worker_policy_recheck(struct sm_worker *w)
+{
+	struct sm_hbone_worker *hw = w->hb;
+	struct sm_daemon *d = w->d;
+	struct hb_conn *c, *next;
+
+	if (!hw)
+		return;
+	for (c = hw->conns; c; c = next) {
+		bool touched = false;
+		uint32_t src, dst;
+
+		next = c->next; /* conn_reap() may free c */
+		if (!c->server || c->handshaking || c->dead)
+			continue;
+		/* the same lookups handle_request() made, against today's catalog and policy */
+		src = sm_policy_identity_of(d, c->peer_spiffe);
+		for (struct hb_stream *s = c->streams; s; s = s->next) {
+			struct sm_policy_decision pd;
+			int svc;
+
+			if (s->dead || !s->admitted)
+				continue;
+			/* gone from the catalog: a catalog matter, not the policy's */
+			svc = local_service(d, &s->svc_addr, s->dport);
+			if (svc < 0)
+				continue;
+			dst = d->cat.workloads[d->cat.services[svc].workload].identity;
+			sm_policy_check(d, src, dst, s->dport, &pd);
+			if (pd.action != SM_POLICY_DENY)
+				continue;
+			stream_revoke(s, &pd);
+			touched = true;
+		}
+		if (touched) {
+			conn_pump(c); /* the resets and answers go out now, not at the next event */
+			conn_reap(c);
+		}
+	}
+}
+
+uint64_t sm_hbone_policy_recheck(struct sm_daemon *d)
+{
+	struct sm_hbone_stats before, after;
+	int err;
+
+	if (!d->hbone)
+		return 0;
+	sm_hbone_stats(d, &before);
+	err = sm_workers_call(d, SM_WCMD_POLICY_RECHECK);
+	if (err == -ETIMEDOUT)
+		pr_warn("policy revision %u: a worker did not re-check its inbound tunnel streams "
+			"within 10 s (it does when it gets to it; the count reported misses them)",
+			sm_policy_revision(d));
+	else if (err)
+		pr_warn("policy revision %u: cannot re-check the inbound tunnel streams: %s (they "
+			"stay open; new streams are checked)",
+			sm_policy_revision(d), strerror(-err));
+	sm_hbone_stats(d, &after);
+	return after.policy_streams_closed - before.policy_streams_closed;
 }
 
 /* ---- outbound ---- */

@@ -10,7 +10,9 @@
  *
  * Threads: the main thread owns all of it. The workers read the compiled
  * policy (the inbound check in hbone.c) through sm_policy_check(); the
- * compiled policy is replaced only while they are paused.
+ * compiled policy is replaced only while they are paused. After an apply
+ * the workers re-check their live inbound streams on their own threads
+ * (sm_hbone_policy_recheck(), called with the workers running).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -463,7 +465,7 @@ static json_object *change(struct sm_daemon *d, struct sm_policy_set *set, bool 
 	uint32_t revision = p->revision + 1;
 	json_object *o = NULL;
 	struct timespec t0, t1;
-	uint64_t closed;
+	uint64_t closed, streams;
 	int ret;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -508,11 +510,15 @@ static json_object *change(struct sm_daemon *d, struct sm_policy_set *set, bool 
 		goto fail;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
+	/* the calling sides here (kernel), then the streams this node accepted (tunnel) */
 	closed = recheck_established(d);
+	streams = sm_hbone_policy_recheck(d);
 	json_object_object_add(o, "closed", json_object_new_int64((int64_t) closed));
-	if (closed)
-		pr_info("policy revision %u: %llu established connections it denies were closed",
-			revision, (unsigned long long) closed);
+	json_object_object_add(o, "streams_closed", json_object_new_int64((int64_t) streams));
+	if (closed || streams)
+		pr_info("policy revision %u: %llu established connections and %llu inbound tunnel "
+			"streams it denies were closed",
+			revision, (unsigned long long) closed, (unsigned long long) streams);
 	json_object_object_add(o, "apply_ms",
 			       json_object_new_double((double) (t1.tv_sec - t0.tv_sec) * 1e3 +
 						      (double) (t1.tv_nsec - t0.tv_nsec) / 1e6));

@@ -4,7 +4,9 @@
  * HBONE listeners (one SO_REUSEPORT group per address, so the kernel spreads
  * new connections over the workers), relays and tunnel connections. The main
  * thread talks to a worker only through bits in sm_worker.cmds and an
- * eventfd; shared state changes only while all workers are paused.
+ * eventfd; shared state changes only while all workers are paused. Work that
+ * must run on each worker's own thread (its connections, its SSL objects)
+ * goes through sm_workers_call(), which waits until every worker did it.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -19,7 +22,8 @@
 #include "daemon.h"
 #include "log.h"
 
-#define WORKERS_MAX 256
+#define WORKERS_MAX    256
+#define CALL_TIMEOUT_S 10 /* sm_workers_call(): a worker busier than this is reported */
 
 static void pause_here(struct sm_worker *w)
 {
@@ -31,6 +35,18 @@ static void pause_here(struct sm_worker *w)
 	while (d->pause_req)
 		pthread_cond_wait(&d->pause_cv, &d->pause_mu);
 	d->paused--;
+	pthread_mutex_unlock(&d->pause_mu);
+}
+
+/* This worker finished the current sm_workers_call() round: tell the main thread. */
+static void call_done(struct sm_worker *w)
+{
+	struct sm_daemon *d = w->d;
+
+	pthread_mutex_lock(&d->pause_mu);
+	/* two rounds whose bits arrived together are both answered by this one run */
+	w->call_done = d->call_gen;
+	pthread_cond_broadcast(&d->pause_cv);
 	pthread_mutex_unlock(&d->pause_mu);
 }
 
@@ -46,6 +62,10 @@ static void on_wake(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 	if (read(w->wake_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
 		pr_warn("worker %u: reading its eventfd: %s", w->id, strerror(errno));
 	cmds = __atomic_exchange_n(&w->cmds, 0, __ATOMIC_ACQ_REL);
+	if (cmds & SM_WCMD_POLICY_RECHECK) {
+		sm_hbone_worker_policy_recheck(w);
+		call_done(w);
+	}
 	if (cmds & SM_WCMD_PAUSE)
 		pause_here(w);
 	if ((cmds & SM_WCMD_STOP_ACCEPTING) && !w->draining) {
@@ -203,6 +223,41 @@ void sm_workers_resume(struct sm_daemon *d)
 	d->pause_req = false;
 	pthread_cond_broadcast(&d->pause_cv);
 	pthread_mutex_unlock(&d->pause_mu);
+}
+
+/* Has every running worker finished round gen? Caller holds pause_mu. */
+static bool calls_answered(const struct sm_daemon *d, unsigned int gen)
+{
+	for (unsigned int i = 0; i < d->nworkers; i++)
+		if (d->workers[i].started && d->workers[i].call_done != gen)
+			return false;
+	return true;
+}
+
+int sm_workers_call(struct sm_daemon *d, unsigned int cmd)
+{
+	struct timespec deadline;
+	unsigned int gen;
+	int err = 0;
+
+	if (d->pause_depth > 0)
+		return -EDEADLK;
+	if (!workers_running(d))
+		return 0;
+	/* pause_cv's clock is CLOCK_REALTIME (main.c initialises it with the defaults) */
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += CALL_TIMEOUT_S;
+	pthread_mutex_lock(&d->pause_mu);
+	gen = ++d->call_gen;
+	pthread_mutex_unlock(&d->pause_mu);
+	sm_workers_post(d, cmd);
+	pthread_mutex_lock(&d->pause_mu);
+	while (!calls_answered(d, gen) && !err)
+		err = -pthread_cond_timedwait(&d->pause_cv, &d->pause_mu, &deadline);
+	if (err && calls_answered(d, gen))
+		err = 0;
+	pthread_mutex_unlock(&d->pause_mu);
+	return err;
 }
 
 void sm_workers_stop(struct sm_daemon *d)
