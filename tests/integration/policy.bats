@@ -136,6 +136,21 @@ explain() {
 	[ "$(explain node2 "$SM_CLIENT_ID" "$SM_SERVER_ID" 8080)" = DENY ]
 }
 
+@test "AUDIT at the destination: the stream passes and node2 writes the AUDIT record" {
+	write_policy watch-server "$SM_SERVER_ID" AUDIT "$SM_CLIENT_ID"
+	apply node2
+	run sm_send node1 client 10.11.0.2:8080 2000 --expect echo
+	echo "$output"
+	[ "$status" -eq 0 ]
+	rec=$(sm_wait_record node2 '.type == "denied" and .verdict == "AUDIT"')
+	echo "$rec"
+	jq -e --arg c "$SM_CLIENT_ID" '.traffic_direction == "INGRESS" and (has("drop_reason") | not) and
+		.tls.peer_spiffe_id == $c and .policy.audit.name == "watch-server" and
+		.policy.audit.rule == 0 and .policy.revision == 1' <<<"$rec"
+	[ "$(sm_records node2 '.type == "denied"' | wc -l)" -eq 1 ]
+	! sm_has_record node1 '.type == "denied"'
+}
+
 @test "validate, diff and --dry-run change nothing; bad files are refused with file and line" {
 	write_policy server-from-client "$SM_SERVER_ID" ALLOW "$SM_CLIENT_ID"
 	run sb_cli node1 policy validate -f "$POL"

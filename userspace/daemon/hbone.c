@@ -448,7 +448,8 @@ void sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint
 
 /*
  * A record of the daemon's own, for a failure no workload socket reports;
- * pd: the policy decision behind it, if the policy refused the stream.
+ * pd: the policy decision behind it, if the policy refused the stream. With
+ * reason NULL and pd: the AUDIT record of a stream the policy let through.
  */
 static void record_failure_policy(struct hb_conn *c, const char *reason, const char *authority,
 				  const struct sm_policy_decision *pd)
@@ -468,8 +469,9 @@ static void record_failure_policy(struct hb_conn *c, const char *reason, const c
 	r.start_ns = r.time_ns - age;
 	r.duration_us = (uint64_t) age / 1000;
 	sm_strlcpy(r.node, d->cat.nodes[d->node_idx].name, sizeof(r.node));
-	r.verdict = SM_VERDICT_DROPPED;
-	sm_strlcpy(r.drop_reason, reason, sizeof(r.drop_reason));
+	r.verdict = reason ? SM_VERDICT_DROPPED : SM_VERDICT_AUDIT;
+	if (reason)
+		sm_strlcpy(r.drop_reason, reason, sizeof(r.drop_reason));
 	r.direction = c->server ? SM_DIR_INGRESS : SM_DIR_EGRESS;
 	r.source.addr = c->peer;
 	r.source.port = c->peer_port;
@@ -490,7 +492,8 @@ static void record_failure_policy(struct hb_conn *c, const char *reason, const c
 	r.tls.present = true;
 	/* the HBONE port itself accepts nothing but mTLS */
 	sm_strlcpy(r.tls.mode, "STRICT", sizeof(r.tls.mode));
-	sm_strlcpy(r.tls.failure, reason, sizeof(r.tls.failure));
+	if (reason)
+		sm_strlcpy(r.tls.failure, reason, sizeof(r.tls.failure));
 	sm_strlcpy(r.tls.peer_spiffe_id, c->peer_spiffe, sizeof(r.tls.peer_spiffe_id));
 	if (c->creds)
 		sm_strlcpy(r.tls.local_spiffe_id, sm_creds_spiffe_id(c->creds),
@@ -498,7 +501,12 @@ static void record_failure_policy(struct hb_conn *c, const char *reason, const c
 	if (pd) {
 		r.type = SM_REC_DENIED;
 		r.source.identity = sm_policy_identity_of(d, c->peer_spiffe);
-		sm_policy_fill_record(d, pd->rule_id, sm_policy_revision(d), pd->reason, false, &r);
+		/* an AUDIT record names only the AUDIT rule: the verdict was not a rule's */
+		if (reason)
+			sm_policy_fill_record(d, pd->rule_id, sm_policy_revision(d), pd->reason,
+					      false, &r);
+		else
+			sm_policy_fill_record(d, 0, sm_policy_revision(d), pd->reason, false, &r);
 		if (pd->audit)
 			sm_policy_fill_record(d, pd->audit_rule_id, sm_policy_revision(d),
 					      pd->reason, true, &r);
@@ -1089,6 +1097,8 @@ static void handle_request(struct hb_stream *s)
 		respond_policy(s, "403", policy_reason(&pd), &pd);
 		return;
 	}
+	if (pd.audit) /* the caller would have been refused: say so, and go on */
+		record_failure_policy(c, NULL, s->authority, &pd);
 	s->admitted = true;
 	s->svc_addr = dst;
 	s->dport = dport;
