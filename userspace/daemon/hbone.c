@@ -446,6 +446,19 @@ void sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint
 	}
 }
 
+/* The service hosted on this node at addr:port, or -1. */
+static int local_service(const struct sm_daemon *d, const struct sm_addr *a, uint16_t port)
+{
+	for (unsigned int i = 0; i < d->cat.nservices; i++) {
+		const struct sm_service_def *sv = &d->cat.services[i];
+
+		if (sv->port == port && sm_addr_equal(&sv->addr, a) &&
+		    d->cat.workloads[sv->workload].node == (unsigned int) d->node_idx)
+			return (int) i;
+	}
+	return -1;
+}
+
 /*
  * A record of the daemon's own, for a failure no workload socket reports;
  * pd: the policy decision behind it, if the policy refused the stream. With
@@ -461,6 +474,7 @@ static void record_failure_policy(struct hb_conn *c, const char *reason, const c
 	struct timespec ts;
 	int64_t age = mono_ns() - c->started_ns;
 	uint16_t port = 0;
+	int svc;
 
 	memset(&r, 0, sizeof(r));
 	r.type = SM_REC_CONN_END;
@@ -477,17 +491,35 @@ static void record_failure_policy(struct hb_conn *c, const char *reason, const c
 	r.source.port = c->peer_port;
 	r.source.identity = SM_ID_WORLD;
 	sm_strlcpy(r.source.spiffe_id, c->peer_spiffe, sizeof(r.source.spiffe_id));
-	r.destination.addr = c->peer;
-	if (authority && sm_addrport_parse(authority, &r.destination.addr, &port) == 0 &&
-	    r.destination.addr.family == r.source.addr.family) {
+	/* the destination the CONNECT named, else this end of the TLS connection */
+	if (authority && sm_addrport_parse(authority, &r.destination.addr, &port) == 0) {
 		r.destination.port = port;
+		svc = c->server ? local_service(d, &r.destination.addr, port) : -1;
+		if (svc >= 0) {
+			const struct sm_workload_def *wl =
+				&d->cat.workloads[d->cat.services[svc].workload];
+
+			r.destination.identity = wl->identity;
+			sm_strlcpy(r.destination.spiffe_id, wl->spiffe_id,
+				   sizeof(r.destination.spiffe_id));
+			sm_strlcpy(r.destination.workload, wl->name,
+				   sizeof(r.destination.workload));
+		}
 	} else if (getsockname(c->fd, (struct sockaddr *) &ss, &sl) == 0) {
 		sm_addr_from_sockaddr((struct sockaddr *) &ss, &r.destination.addr,
 				      &r.destination.port);
+	} else {
+		r.destination.addr = c->peer;
 	}
+	/*
+	 * One family per record: an IPv6 service reached through an IPv4
+	 * tunnel keeps its own address, and the caller, known by its
+	 * certificate, gets the unspecified address of that family.
+	 */
 	if (r.destination.addr.family != r.source.addr.family) {
-		r.destination.addr = r.source.addr;
-		r.destination.port = 0;
+		memset(&r.source.addr, 0, sizeof(r.source.addr));
+		r.source.addr.family = r.destination.addr.family;
+		r.source.port = 0;
 	}
 	r.tls.present = true;
 	/* the HBONE port itself accepts nothing but mTLS */
@@ -499,7 +531,10 @@ static void record_failure_policy(struct hb_conn *c, const char *reason, const c
 		sm_strlcpy(r.tls.local_spiffe_id, sm_creds_spiffe_id(c->creds),
 			   sizeof(r.tls.local_spiffe_id));
 	if (pd) {
+		/* a decision about one CONNECT, made now: not the pooled connection's age */
 		r.type = SM_REC_DENIED;
+		r.start_ns = r.time_ns;
+		r.duration_us = 0;
 		r.source.identity = sm_policy_identity_of(d, c->peer_spiffe);
 		/* an AUDIT record names only the AUDIT rule: the verdict was not a rule's */
 		if (reason)
@@ -1031,19 +1066,6 @@ static const char *policy_reason(const struct sm_policy_decision *pd)
 static void respond(struct hb_stream *s, const char *status, const char *why)
 {
 	respond_policy(s, status, why, NULL);
-}
-
-/* The service hosted on this node at addr:port, or -1. */
-static int local_service(const struct sm_daemon *d, const struct sm_addr *a, uint16_t port)
-{
-	for (unsigned int i = 0; i < d->cat.nservices; i++) {
-		const struct sm_service_def *sv = &d->cat.services[i];
-
-		if (sv->port == port && sm_addr_equal(&sv->addr, a) &&
-		    d->cat.workloads[sv->workload].node == (unsigned int) d->node_idx)
-			return (int) i;
-	}
-	return -1;
 }
 
 static void upstream_ready(struct hb_stream *s)
