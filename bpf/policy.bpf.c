@@ -21,7 +21,7 @@ extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
  * same way).
  */
 static __always_inline struct sm_policy_value *recheck_plaintext(struct sock_common *skc,
-								  const struct sm_sock_state *st)
+								 const struct sm_sock_state *st)
 {
 	__u32 ip6[4], ip4, src;
 	__u8 addr[16] = {};
@@ -56,7 +56,7 @@ int policy_recheck(struct bpf_iter__tcp *ctx)
 	if (!st || !(st->flags & SM_SK_F_ESTABLISHED) || st->identity < SM_ID_FIRST_ALLOCATED)
 		return 0;
 	if (st->flags & SM_SK_F_PASSIVE) {
-		/* the accepting side only decides plaintext callers; the rest the caller's node did */
+		/* the accepting side decides plaintext callers; the caller's node the rest */
 		if (!(st->flags & SM_SK_F_PLAINTEXT))
 			return 0;
 		v = recheck_plaintext(skc, st);

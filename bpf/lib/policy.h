@@ -69,8 +69,8 @@ static __always_inline struct sm_policy_value *policy_lookup(__u32 src, __u32 ds
  * same revision as the entries, else 0 ("any other source"; a catalog
  * address proves nothing without a certificate). *src receives it.
  */
-static __always_inline struct sm_policy_value *policy_lookup_addr(__u8 family, const __u8 *addr,
-								  __u32 dst, __u16 dport, __u32 *src)
+static __always_inline struct sm_policy_value *
+policy_lookup_addr(__u8 family, const __u8 *addr, __u32 dst, __u16 dport, __u32 *src)
 {
 	struct sm_cidr_key ckey = {};
 	void *entries, *cidrs = NULL;
@@ -98,9 +98,8 @@ static __always_inline struct sm_policy_value *policy_lookup_addr(__u8 family, c
  * (counted). The caller adds the endpoints and submits with
  * BPF_RB_FORCE_WAKEUP: denials are rare and an operator waits for them.
  */
-static __always_inline struct sm_flow_event *policy_event_new(__u8 type,
-							      const struct sm_policy_value *v,
-							      __u32 own, __u32 peer, __u8 family)
+static __always_inline struct sm_flow_event *
+policy_event_new(__u8 type, const struct sm_policy_value *v, __u32 own, __u32 peer, __u8 family)
 {
 	struct sm_flow_event *ev = bpf_ringbuf_reserve(&flow_events, sizeof(*ev), 0);
 

@@ -707,7 +707,8 @@ static int parse_identity(const struct sm_daemon *d, const char *s, bool dst, ui
  * or NULL: *src as given. *step = 0 when no entry (or no policy) applies.
  */
 static int kernel_lookup(struct sm_daemon *d, const struct sm_addr *from, uint32_t *src,
-			 uint32_t dst, uint16_t port, struct sm_policy_value *out, unsigned int *step)
+			 uint32_t dst, uint16_t port, struct sm_policy_value *out,
+			 unsigned int *step)
 {
 	struct sm_policy_state ps = {0};
 	struct sm_policy_key k;
@@ -853,13 +854,13 @@ static json_object *cmd_explain(struct sm_daemon *d, json_object *args, struct s
 	json_object_object_add(k, "lookup_step", json_object_new_int64(step));
 	json_object_object_add(k, "src_identity", json_object_new_int64(ksrc));
 	json_object_object_add(o, "kernel", k);
-	json_object_object_add(
-		o, "agree",
-		json_object_new_boolean((step ? (enum sm_policy_action) kv.action
-					      : SM_POLICY_ALLOW) == dec.action &&
-					(step ? kv.rule_id : 0) == dec.rule_id &&
-					step == dec.step && ksrc == src && ev.action == dec.action &&
-					ev.rule_id == dec.rule_id && ev.reason == dec.reason));
+	json_object_object_add(o, "agree",
+			       json_object_new_boolean(
+				       (step ? (enum sm_policy_action) kv.action
+					     : SM_POLICY_ALLOW) == dec.action &&
+				       (step ? kv.rule_id : 0) == dec.rule_id && step == dec.step &&
+				       ksrc == src && ev.action == dec.action &&
+				       ev.rule_id == dec.rule_id && ev.reason == dec.reason));
 	return o;
 }
 
