@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Unit tests of userspace/lib/flowfilter.c: every key, sides, alternatives, and bad filters. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "check.h"
+#include "flowfilter.h"
+
+/* A denied connect() from api (10.0.1.5:40000) to web (10.0.2.7:8080) on node1. */
+static void sample(struct sm_flow_record *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->type = SM_REC_DENIED;
+	sm_strlcpy(r->node, "node1", sizeof(r->node));
+	r->verdict = SM_VERDICT_DROPPED;
+	sm_strlcpy(r->drop_reason, "policy_default_deny", sizeof(r->drop_reason));
+	r->direction = SM_DIR_EGRESS;
+	sm_addr_parse("10.0.1.5", &r->source.addr);
+	r->source.port = 40000;
+	r->source.identity = 256;
+	sm_strlcpy(r->source.spiffe_id, "spiffe://example.org/ns/prod/sa/api",
+		   sizeof(r->source.spiffe_id));
+	sm_strlcpy(r->source.workload, "api", sizeof(r->source.workload));
+	sm_addr_parse("10.0.2.7", &r->destination.addr);
+	r->destination.port = 8080;
+	r->destination.identity = 258;
+	sm_strlcpy(r->destination.spiffe_id, "spiffe://example.org/ns/prod/sa/web",
+		   sizeof(r->destination.spiffe_id));
+	sm_strlcpy(r->destination.workload, "web", sizeof(r->destination.workload));
+	sm_strlcpy(r->trace_id, "00-0123-4567-01", sizeof(r->trace_id));
+}
+
+static bool matches(const char *text, const struct sm_flow_record *r)
+{
+	struct sm_flowfilter *f;
+	struct sm_error err = {{0}};
+	bool m;
+
+	if (sm_flowfilter_parse(text, &f, &err))
+		fail_msg("'%s' did not parse: %s", text, err.msg);
+	m = sm_flowfilter_match(f, r);
+	sm_flowfilter_free(f);
+	return m;
+}
+
+static void test_match(void **state)
+{
+	static const struct {
+		const char *filter;
+		bool want;
+	} cases[] = {
+		{"", true},
+		{"   ", true},
+		{"type=denied", true},
+		{"type=conn_end", false},
+		{"type=conn_start|conn_end|denied", true},
+		{"verdict=DROPPED", true},
+		{"verdict=FORWARDED|AUDIT", false},
+		{"drop_reason=policy_default_deny", true},
+		{"drop_reason=policy_denied", false},
+		{"direction=EGRESS", true},
+		{"direction=INGRESS", false},
+		{"node=node1", true},
+		{"node=node2", false},
+		{"trace_id=00-0123-4567-01", true},
+		{"trace_id=00", false},
+		/* identities: either side, or one side; exact, pattern, number */
+		{"identity=spiffe://example.org/ns/prod/sa/web", true},
+		{"from-identity=spiffe://example.org/ns/prod/sa/web", false},
+		{"to-identity=spiffe://example.org/ns/prod/sa/web", true},
+		{"from-identity=spiffe://example.org/ns/prod/*", true},
+		{"from-identity=spiffe://example.org/ns/dev/*", false},
+		{"identity=spiffe://example.org/ns/prod/sa/ap", false},
+		{"from-identity=256", true},
+		{"to-identity=256", false},
+		{"identity=258", true},
+		/* workloads */
+		{"workload=web", true},
+		{"from-workload=web", false},
+		{"from-workload=db|api", true},
+		/* addresses and CIDRs */
+		{"ip=10.0.2.7", true},
+		{"from-ip=10.0.2.7", false},
+		{"from-ip=10.0.0.0/16", true},
+		{"to-ip=10.0.1.0/24", false},
+		{"ip=0.0.0.0/0", true},
+		{"ip=::/0", false},
+		/* ports and ranges */
+		{"port=8080", true},
+		{"from-port=8080", false},
+		{"to-port=8000-8100", true},
+		{"to-port=8081-9000", false},
+		{"from-port=40000", true},
+		/* terms AND, alternatives OR */
+		{"verdict=DROPPED to-port=8080 from-workload=api", true},
+		{"verdict=DROPPED to-port=8081", false},
+		{"verdict=AUDIT|DROPPED\tto-workload=web", true},
+	};
+	struct sm_flow_record r;
+
+	(void) state;
+	sample(&r);
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++)
+		ASSERT_EQ(matches(cases[i].filter, &r), cases[i].want, cases[i].filter);
+}
+
+static void test_lost_records(void **state)
+{
+	struct sm_flow_record r;
+
+	(void) state;
+	memset(&r, 0, sizeof(r));
+	r.type = SM_REC_LOST;
+	sm_strlcpy(r.node, "node1", sizeof(r.node));
+	ASSERT_EQ(matches("type=lost", &r), true, "type=lost");
+	ASSERT_EQ(matches("node=node1", &r), true, "node on a lost record");
+	/* no endpoints, no verdict: a zeroed record must not look like FORWARDED to 0.0.0.0 */
+	ASSERT_EQ(matches("verdict=FORWARDED", &r), false, "verdict on a lost record");
+	ASSERT_EQ(matches("direction=EGRESS", &r), false, "direction on a lost record");
+	ASSERT_EQ(matches("ip=0.0.0.0/0", &r), false, "ip on a lost record");
+}
+
+static void test_match_any(void **state)
+{
+	struct sm_flowfilter *fs[2];
+	struct sm_error err = {{0}};
+	struct sm_flow_record r;
+
+	(void) state;
+	sample(&r);
+	ASSERT_EQ(sm_flowfilter_parse("verdict=AUDIT", &fs[0], &err), 0, "parse 0");
+	ASSERT_EQ(sm_flowfilter_parse("to-port=8080", &fs[1], &err), 0, "parse 1");
+	ASSERT_EQ(sm_flowfilter_match_any(fs, 0, &r), false, "no filters: none matches");
+	ASSERT_EQ(sm_flowfilter_match_any(fs, 1, &r), false, "first only");
+	ASSERT_EQ(sm_flowfilter_match_any(fs, 2, &r), true, "second matches");
+	sm_flowfilter_free(fs[0]);
+	sm_flowfilter_free(fs[1]);
+}
+
+static void test_bad_filters(void **state)
+{
+	static const struct {
+		const char *filter;
+		const char *says; /* part of the message */
+	} cases[] = {
+		{"verdict", "expected KEY=VALUE"},
+		{"colour=red", "unknown key 'colour'"},
+		{"verdict=dropped", "unknown value 'dropped'"},
+		{"type=flow", "one of: conn_start"},
+		{"direction=IN", "EGRESS, INGRESS"},
+		{"verdict=", "empty value"},
+		{"verdict=DROPPED|", "empty value"},
+		{"identity=web", "neither a SPIFFE ID"},
+		{"identity=spiffe://example.org/ns/*/sa", "whole last path segment"},
+		{"ip=10.0.0.1/8", "host bits zero"},
+		{"ip=example.org", "not an address"},
+		{"port=0", "not a port"},
+		{"port=70000", "not a port"},
+		{"port=9000-8000", "A <= B"},
+		{"port=http", "not a port"},
+	};
+
+	(void) state;
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++) {
+		struct sm_flowfilter *f = (struct sm_flowfilter *) 1;
+		struct sm_error err = {{0}};
+
+		ASSERT_EQ(sm_flowfilter_parse(cases[i].filter, &f, &err), -EINVAL, cases[i].filter);
+		ASSERT_EQ(f == NULL, 1, cases[i].filter);
+		if (!strstr(err.msg, cases[i].says))
+			fail_msg("'%s': message '%s' does not say '%s'", cases[i].filter, err.msg,
+				 cases[i].says);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_match),
+		cmocka_unit_test(test_lost_records),
+		cmocka_unit_test(test_match_any),
+		cmocka_unit_test(test_bad_filters),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
