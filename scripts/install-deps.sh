@@ -12,6 +12,7 @@ PKGS=(
 	libssl-dev libnghttp2-dev libjson-c-dev libyaml-dev uthash-dev openssl
 	# tests and linters
 	libcmocka-dev bats iproute2 procps psmisc socat iperf3 jq python3
+	python3-jsonschema
 	cppcheck clang-tidy clang-format
 	# make fuzz (libFuzzer runtime)
 	libclang-rt-14-dev

@@ -9,7 +9,7 @@
 #
 #   tests/run-tests.sh --unit BIN...          cmocka unit test binaries
 #   tests/run-tests.sh --integration [FILE...] bats files (default tests/integration/*.bats)
-#   tests/run-tests.sh --lint                 clang-format, cppcheck, clang-tidy, one check each
+#   tests/run-tests.sh --lint                 clang-format, cppcheck, clang-tidy, schema examples
 #   tests/run-tests.sh --all BIN...           lint, unit and integration
 #
 # Environment: SM_OUTPUT (build directory, default .output; make passes its
@@ -299,6 +299,37 @@ run_lint() {
 		tap_fail "lint: cppcheck"
 	fi
 	run_clang_tidy
+	run_schema_examples
+}
+
+# The flow records the documentation shows (every line of docs/*.md that starts
+# with {"version") validate against docs/flow-schema.json, with the same
+# validator the integration tests run on every flow log.
+run_schema_examples() {
+	local py out
+	py=$(schema_python) || {
+		tap_fail "lint: flow-schema examples (python3-jsonschema missing: run scripts/install-deps.sh)"
+		return
+	}
+	if out=$(grep -h '^{"version"' docs/*.md | "$py" tests/tools/validate-flows.py \
+		docs/flow-schema.json - 2>&1); then
+		tap_ok "lint: flow-schema examples ($(echo "$out" | tail -n 1))"
+	else
+		echo "$out" | head -n 40 | tap_comment
+		tap_fail "lint: flow-schema examples"
+	fi
+}
+
+# A python3 that has the jsonschema module: Debian's first (python3-jsonschema).
+schema_python() {
+	local py
+	for py in /usr/bin/python3 python3; do
+		if "$py" -c 'import jsonschema' 2>/dev/null; then
+			echo "$py"
+			return 0
+		fi
+	done
+	return 1
 }
 
 # clang-tidy with the repo's .clang-tidy on the user-space C files; it needs

@@ -133,3 +133,53 @@ identity_of() {
 	echo "lost.ringbuf sum $(lost_sum), counter $(sm_counter node1 ringbuf_reserve_fail)"
 	jq -e '.flows.lost_records >= 1' <<<"$(sm_status node1)"
 }
+
+@test "every record type is written and validates against docs/flow-schema.json" {
+	sb_start_daemon node1 --flow-update-interval 1 --set datapath.ringbuf_size=4096
+	sb_start_daemon node2
+	sb_serve node1 local 10.11.0.1:9090 echo
+	sb_serve node2 server 10.11.0.2:8080 echo
+	# denied: a DENY at connect(), and an AUDIT hit on an allowed connection
+	cat >"$SB_DIR/policy.yaml" <<-EOF2
+	policies:
+	  - name: local-in
+	    selector: {spiffe: "$SM_LOCAL_ID"}
+	    rules:
+	      - {action: AUDIT, from: ["$SM_CLIENT_ID"]}
+	  - name: server-in
+	    selector: {spiffe: "$SM_SERVER_ID"}
+	    rules:
+	      - {action: DENY, from: ["$SM_CLIENT_ID"], ports: [8081]}
+	EOF2
+	sb_cli node1 policy apply -f "$SB_DIR/policy.yaml"
+	run sm_send node1 client 10.11.0.2:8081 10 --expect echo
+	[ "$status" -ne 0 ]
+	# conn_start, conn_update, conn_end: a tunnelled flow (tls block, trace id) and a long
+	# same-node one
+	run sm_send node1 client 10.11.0.2:8080 20000 --expect echo
+	[ "$status" -eq 0 ]
+	run sm_send node1 client 10.11.0.1:9090 30000 --expect echo --chunk 1000 --rate 15000
+	[ "$status" -eq 0 ]
+	sm_wait_record node1 '.type == "conn_update"' 10
+	# lost: the ring buffer overflows while the daemon is stopped
+	pid=$(sb_daemon_pid node1)
+	kill -STOP "$pid"
+	run sb_exec node1 client sh -c 'i=0; while [ $i -lt 150 ]; do
+		"$0" send --connect 10.11.0.1:9090 --bytes 10 --expect echo --timeout 10 >/dev/null || exit 1
+		i=$((i + 1)); done' "$SMTRAFFIC"
+	kill -CONT "$pid"
+	[ "$status" -eq 0 ]
+	sm_wait_record node1 '.type == "lost"' 20
+	sm_wait_record node1 '.type == "denied" and .verdict == "AUDIT"'
+	sm_wait_record node2 '.type == "conn_end" and has("trace_id")'
+	run sm_validate_flows "$(sb_flowlog node1)" "$(sb_flowlog node2)" \
+		--types=conn_start,conn_update,conn_end,denied,lost
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# the validator is not blind: a record with a field the schema does not name fails
+	head -n 1 "$(sb_flowlog node1)" | jq -c '. + {"colour": "red"}' >"$SB_DIR/bad.jsonl"
+	run sm_validate_flows "$SB_DIR/bad.jsonl"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *colour* ]]
+}

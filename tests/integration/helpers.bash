@@ -99,17 +99,27 @@ sm_standard_sandbox() {
 # Teardown: on failure show what the daemons said, then remove everything. A
 # sanitizer report in a daemon's log (an ASan/UBSan build, as make test uses)
 # fails the test even when everything else passed; daemons are stopped first,
-# so leak reports written at exit are seen too.
+# so leak reports written at exit are seen too. So does a flow record that
+# does not validate against docs/flow-schema.json: every test's flow logs are
+# checked, so every record the suite makes is.
 sm_teardown() {
-	local f sanitizer=0 node
+	local f bad=0 node logs=()
 	if [ -n "${SB_ID:-}" ]; then
 		for node in "${!SB_DAEMON_PID[@]}"; do
 			sb_stop_daemon "$node" TERM 10 >/dev/null 2>&1
 		done
+		for f in "$SB_DIR"/node*/flows.jsonl; do
+			[ -s "$f" ] && logs+=("$f")
+		done
+		if [ ${#logs[@]} -gt 0 ] && ! sm_validate_flows "${logs[@]}" >"$SB_DIR/schema.out" 2>&1; then
+			bad=1
+			echo "--- flow records that do not match docs/flow-schema.json"
+			head -n 40 "$SB_DIR/schema.out"
+		fi
 		for f in "$SB_DIR"/node*/sockmeshd.log; do
 			[ -s "$f" ] || continue
 			if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$f"; then
-				sanitizer=1
+				bad=1
 				echo "--- sanitizer report in $f"
 				grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$f" | head -n 60
 			elif [ "${BATS_TEST_COMPLETED:-}" != 1 ]; then
@@ -119,7 +129,19 @@ sm_teardown() {
 		done
 	fi
 	sb_destroy
-	return "$sanitizer"
+	return "$bad"
+}
+
+# sm_validate_flows FILE... [--types=T,...]: validate flow-log lines against
+# docs/flow-schema.json with the jsonschema library (tests/tools/validate-flows.py).
+sm_validate_flows() {
+	local py
+	for py in /usr/bin/python3 python3; do
+		"$py" -c 'import jsonschema' 2>/dev/null && break
+		py=
+	done
+	[ -n "$py" ] || { echo "python3-jsonschema is missing: run scripts/install-deps.sh" >&2; return 1; }
+	"$py" "$SM_REPO/tests/tools/validate-flows.py" "$SM_REPO/docs/flow-schema.json" "$@"
 }
 
 # sm_wait_until TIMEOUT_S CMD...: poll CMD every 0.1 s until it succeeds.

@@ -45,6 +45,8 @@ static void make_conn(struct sm_flow_record *r)
 	r->direction = SM_DIR_EGRESS;
 	set_ep(&r->source, "10.11.0.1", 40000, 256, "spiffe://example.org/ns/demo/sa/client",
 	       "client");
+	strcpy(r->source.node, "node1");
+	strcpy(r->source.cgroup, "sockmesh/client");
 	set_ep(&r->destination, "10.11.0.2", 8080, 257, "spiffe://example.org/ns/demo/sa/server",
 	       "server2");
 	r->captured = true;
@@ -64,9 +66,11 @@ static void make_conn(struct sm_flow_record *r)
 static const char golden_conn_end[] =
 	"{\"version\":1,\"type\":\"conn_end\",\"time\":\"2026-11-29T20:01:02.123456Z\","
 	"\"node\":\"node1\",\"verdict\":\"FORWARDED\",\"traffic_direction\":\"EGRESS\","
+	"\"reporter\":\"source\","
 	"\"ip\":{\"family\":\"IPv4\"},\"l4\":{\"protocol\":\"TCP\"},"
 	"\"source\":{\"ip\":\"10.11.0.1\",\"port\":40000,\"identity\":256,"
-	"\"spiffe_id\":\"spiffe://example.org/ns/demo/sa/client\",\"workload\":\"client\"},"
+	"\"spiffe_id\":\"spiffe://example.org/ns/demo/sa/client\",\"workload\":\"client\","
+	"\"node\":\"node1\",\"cgroup\":\"sockmesh/client\"},"
 	"\"destination\":{\"ip\":\"10.11.0.2\",\"port\":8080,\"identity\":257,"
 	"\"spiffe_id\":\"spiffe://example.org/ns/demo/sa/server\",\"workload\":\"server2\"},"
 	"\"captured\":true,\"same_node\":false,\"redirected\":false,\"socket_cookie\":4097,"
@@ -320,6 +324,12 @@ static void test_decode_rejects(void **state)
 		{"\"verdict\":\"FORWARDED\",", ""},
 		{"\"EGRESS\"", "\"OUTBOUND\""},
 		{"\"traffic_direction\":\"EGRESS\",", ""},
+		{"\"reporter\":\"source\",", ""},
+		{"\"reporter\":\"source\"", "\"reporter\":\"destination\""},
+		{"\"reporter\":\"source\"", "\"reporter\":\"src\""},
+		{"\"cgroup\":\"sockmesh/client\"", "\"cgroup\":12"},
+		{"\"workload\":\"client\",\"node\":\"node1\"",
+		 "\"workload\":\"client\",\"node\":1"},
 		{"\"FORWARDED\",", "\"FORWARDED\",\"drop_reason\":5,"},
 		{"\"IPv4\"", "\"IPv6\""},
 		{"\"IPv4\"", "\"ipv4\""},
@@ -427,6 +437,50 @@ static void test_decode_tolerates(void **state)
 	ASSERT_EQ(memcmp(&r, &want, sizeof(r)), 0, "same record with extra fields");
 }
 
+/* The policy block: round trip with and without rule and audit, and a bad one refused. */
+static void test_policy_block(void **state)
+{
+	struct sm_flow_record r, back;
+	char *json = NULL;
+
+	(void) state;
+	make_conn(&r);
+	r.type = SM_REC_DENIED;
+	r.verdict = SM_VERDICT_DROPPED;
+	snprintf(r.drop_reason, sizeof(r.drop_reason), "policy_denied");
+	r.policy.present = true;
+	r.policy.revision = 7;
+	snprintf(r.policy.match, sizeof(r.policy.match), "rule");
+	snprintf(r.policy.name, sizeof(r.policy.name), "web-in");
+	r.policy.rule = 2;
+	snprintf(r.policy.audit_name, sizeof(r.policy.audit_name), "watch");
+	r.policy.audit_rule = 0;
+	ASSERT_EQ(sm_flow_record_encode(&r, &json), 0, "encode with policy");
+	ASSERT_HAS(json,
+		   "\"policy\":{\"revision\":7,\"match\":\"rule\",\"name\":\"web-in\",\"rule\":2,"
+		   "\"audit\":{\"name\":\"watch\",\"rule\":0}}",
+		   "policy block written");
+	memset(&back, 0, sizeof(back));
+	ASSERT_EQ(sm_flow_record_decode(json, &back), 0, "decode with policy");
+	ASSERT_EQ(memcmp(&r, &back, sizeof(r)), 0, "policy round trip");
+	free(json);
+	json = NULL;
+	/* default-deny: no name, no rule, no audit */
+	memset(&r.policy, 0, sizeof(r.policy));
+	r.policy.present = true;
+	r.policy.revision = 3;
+	snprintf(r.policy.match, sizeof(r.policy.match), "default-deny");
+	r.policy.rule = -1;
+	r.policy.audit_rule = -1;
+	ASSERT_EQ(sm_flow_record_encode(&r, &json), 0, "encode default-deny");
+	ASSERT_HAS(json, "\"policy\":{\"revision\":3,\"match\":\"default-deny\"}", "short block");
+	memset(&back, 0, sizeof(back));
+	ASSERT_EQ(sm_flow_record_decode(json, &back), 0, "decode default-deny");
+	ASSERT_EQ(memcmp(&r, &back, sizeof(r)), 0, "default-deny round trip");
+	free(json);
+	json_text = NULL;
+}
+
 /* The tls block and trace id: round trip, omission of empty fields, strictness. */
 static void test_tls_block(void **state)
 {
@@ -506,6 +560,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_decode_rejects, free_text),
 		cmocka_unit_test_teardown(test_decode_tolerates, free_text),
 		cmocka_unit_test_teardown(test_tls_block, free_text),
+		cmocka_unit_test_teardown(test_policy_block, free_text),
 		cmocka_unit_test(test_names),
 	};
 

@@ -42,6 +42,7 @@ struct sm_proxy;
 struct sm_flowexp;
 struct sm_hbone;
 struct sm_flow_record;
+struct sm_flow_endpoint;
 struct sm_hbone_worker;
 struct sm_policyd;
 struct json_object;
@@ -164,6 +165,8 @@ uint64_t sm_flowexp_records(const struct sm_daemon *d);
 uint64_t sm_flowexp_lost_records(const struct sm_daemon *d);
 /* Write a record the daemon made itself (e.g. a refused handshake). Any thread. */
 void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r);
+/* Name an endpoint after catalog workload wl: identity, SPIFFE ID, name, node, cgroup. */
+void sm_flow_endpoint_workload(const struct sm_daemon *d, struct sm_flow_endpoint *ep, int wl);
 
 /* worker.c: worker threads. */
 /* How many: listeners.workers, or one per online CPU (at most 256). */

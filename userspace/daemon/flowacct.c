@@ -84,6 +84,17 @@ void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 	free(json);
 }
 
+void sm_flow_endpoint_workload(const struct sm_daemon *d, struct sm_flow_endpoint *ep, int wl)
+{
+	const struct sm_workload_def *w = &d->cat.workloads[wl];
+
+	ep->identity = w->identity;
+	sm_strlcpy(ep->spiffe_id, w->spiffe_id, sizeof(ep->spiffe_id));
+	sm_strlcpy(ep->workload, w->name, sizeof(ep->workload));
+	sm_strlcpy(ep->node, d->cat.nodes[w->node].name, sizeof(ep->node));
+	sm_strlcpy(ep->cgroup, w->cgroup, sizeof(ep->cgroup));
+}
+
 static void endpoint_fill(const struct sm_daemon *d, struct sm_flow_endpoint *ep, uint8_t family,
 			  const uint8_t *addr, uint16_t port_be, uint32_t identity, int wl_hint)
 {
@@ -96,10 +107,8 @@ static void endpoint_fill(const struct sm_daemon *d, struct sm_flow_endpoint *ep
 	ep->identity = identity;
 	if (wl < 0 && identity >= SM_ID_FIRST_ALLOCATED)
 		wl = sm_catalog_workload_by_identity(&d->cat, identity);
-	if (wl >= 0) {
-		sm_strlcpy(ep->spiffe_id, d->cat.workloads[wl].spiffe_id, sizeof(ep->spiffe_id));
-		sm_strlcpy(ep->workload, d->cat.workloads[wl].name, sizeof(ep->workload));
-	}
+	if (wl >= 0)
+		sm_flow_endpoint_workload(d, ep, wl);
 }
 
 /* The workload behind a service address:port, for naming the destination. */

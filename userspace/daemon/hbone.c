@@ -408,9 +408,13 @@ static void join_apply(struct sm_daemon *d, const struct hb_join *j, bool final,
 	sm_strlcpy(r->trace_id, j->trace, sizeof(r->trace_id));
 	if (j->inbound && j->peer_identity) {
 		/* the kernel saw the daemon connect; the certificate says who called */
+		int peer = sm_catalog_workload_by_identity(&d->cat, j->peer_identity);
+
 		r->source.identity = j->peer_identity;
 		sm_strlcpy(r->source.spiffe_id, j->tls.peer_spiffe_id, sizeof(r->source.spiffe_id));
 		sm_strlcpy(r->source.workload, j->peer_workload, sizeof(r->source.workload));
+		if (peer >= 0)
+			sm_flow_endpoint_workload(d, &r->source, peer);
 	}
 	if (final && j->failure[0]) {
 		r->verdict = SM_VERDICT_DROPPED;
@@ -495,16 +499,9 @@ static void record_failure_policy(struct hb_conn *c, const char *reason, const c
 	if (authority && sm_addrport_parse(authority, &r.destination.addr, &port) == 0) {
 		r.destination.port = port;
 		svc = c->server ? local_service(d, &r.destination.addr, port) : -1;
-		if (svc >= 0) {
-			const struct sm_workload_def *wl =
-				&d->cat.workloads[d->cat.services[svc].workload];
-
-			r.destination.identity = wl->identity;
-			sm_strlcpy(r.destination.spiffe_id, wl->spiffe_id,
-				   sizeof(r.destination.spiffe_id));
-			sm_strlcpy(r.destination.workload, wl->name,
-				   sizeof(r.destination.workload));
-		}
+		if (svc >= 0)
+			sm_flow_endpoint_workload(d, &r.destination,
+						  (int) d->cat.services[svc].workload);
 	} else if (getsockname(c->fd, (struct sockaddr *) &ss, &sl) == 0) {
 		sm_addr_from_sockaddr((struct sockaddr *) &ss, &r.destination.addr,
 				      &r.destination.port);
@@ -532,10 +529,15 @@ static void record_failure_policy(struct hb_conn *c, const char *reason, const c
 			   sizeof(r.tls.local_spiffe_id));
 	if (pd) {
 		/* a decision about one CONNECT, made now: not the pooled connection's age */
+		int peer;
+
 		r.type = SM_REC_DENIED;
 		r.start_ns = r.time_ns;
 		r.duration_us = 0;
 		r.source.identity = sm_policy_identity_of(d, c->peer_spiffe);
+		peer = sm_catalog_workload_by_identity(&d->cat, r.source.identity);
+		if (peer >= 0)
+			sm_flow_endpoint_workload(d, &r.source, peer);
 		/* an AUDIT record names only the AUDIT rule: the verdict was not a rule's */
 		if (reason)
 			sm_policy_fill_record(d, pd->rule_id, sm_policy_revision(d), pd->reason,

@@ -27,6 +27,11 @@ static const char *const direction_names[SM_DIR_MAX] = {
 	[SM_DIR_EGRESS] = "EGRESS",
 	[SM_DIR_INGRESS] = "INGRESS",
 };
+/* "reporter", indexed by direction: the connecting socket is the source's */
+static const char *const reporter_names[SM_DIR_MAX] = {
+	[SM_DIR_EGRESS] = "source",
+	[SM_DIR_INGRESS] = "destination",
+};
 
 const char *sm_flow_record_type_name(enum sm_flow_record_type t)
 {
@@ -101,6 +106,10 @@ static struct json_object *encode_endpoint(const struct sm_flow_endpoint *ep)
 		ret = add_str(o, "spiffe_id", ep->spiffe_id);
 	if (!ret && ep->workload[0])
 		ret = add_str(o, "workload", ep->workload);
+	if (!ret && ep->node[0])
+		ret = add_str(o, "node", ep->node);
+	if (!ret && ep->cgroup[0])
+		ret = add_str(o, "cgroup", ep->cgroup);
 	if (ret) {
 		json_object_put(o);
 		return NULL;
@@ -195,13 +204,19 @@ static int encode_conn(struct json_object *o, const struct sm_flow_record *r)
 	    !memchr(r->source.spiffe_id, '\0', sizeof(r->source.spiffe_id)) ||
 	    !memchr(r->source.workload, '\0', sizeof(r->source.workload)) ||
 	    !memchr(r->destination.spiffe_id, '\0', sizeof(r->destination.spiffe_id)) ||
-	    !memchr(r->destination.workload, '\0', sizeof(r->destination.workload)))
+	    !memchr(r->destination.workload, '\0', sizeof(r->destination.workload)) ||
+	    !memchr(r->source.node, '\0', sizeof(r->source.node)) ||
+	    !memchr(r->source.cgroup, '\0', sizeof(r->source.cgroup)) ||
+	    !memchr(r->destination.node, '\0', sizeof(r->destination.node)) ||
+	    !memchr(r->destination.cgroup, '\0', sizeof(r->destination.cgroup)))
 		return -EINVAL;
 
 	ret = add_str(o, "verdict", verdict_names[r->verdict]);
 	if (!ret && r->drop_reason[0])
 		ret = add_str(o, "drop_reason", r->drop_reason);
 	ret = ret ?: add_str(o, "traffic_direction", direction_names[r->direction]);
+	/* which end wrote it: the connecting socket's node is the source's */
+	ret = ret ?: add_str(o, "reporter", reporter_names[r->direction]);
 	if (ret)
 		return ret;
 
@@ -412,7 +427,9 @@ static int decode_endpoint(struct json_object *o, int family, struct sm_flow_end
 		return -EINVAL;
 	ep->port = (uint16_t) port;
 	if (get_str(o, "spiffe_id", false, ep->spiffe_id, sizeof(ep->spiffe_id)) ||
-	    get_str(o, "workload", false, ep->workload, sizeof(ep->workload)))
+	    get_str(o, "workload", false, ep->workload, sizeof(ep->workload)) ||
+	    get_str(o, "node", false, ep->node, sizeof(ep->node)) ||
+	    get_str(o, "cgroup", false, ep->cgroup, sizeof(ep->cgroup)))
 		return -EINVAL;
 	return 0;
 }
@@ -456,6 +473,41 @@ static int decode_tls(struct json_object *o, struct sm_flow_tls *t)
 	return 0;
 }
 
+/* The optional "policy" block; absent leaves p->present false. */
+static int decode_policy(struct json_object *o, struct sm_flow_policy *p)
+{
+	struct json_object *sub, *audit;
+	uint64_t rule;
+
+	if (!json_object_object_get_ex(o, "policy", &sub))
+		return 0;
+	if (!json_object_is_type(sub, json_type_object))
+		return -EINVAL;
+	p->present = true;
+	p->rule = -1;
+	p->audit_rule = -1;
+	if (get_u32(sub, "revision", &p->revision) ||
+	    get_str(sub, "match", false, p->match, sizeof(p->match)) ||
+	    get_str(sub, "name", false, p->name, sizeof(p->name)))
+		return -EINVAL;
+	if (json_object_object_get_ex(sub, "rule", NULL)) {
+		if (get_u64(sub, "rule", INT32_MAX, &rule))
+			return -EINVAL;
+		p->rule = (int) rule;
+	}
+	if (!json_object_object_get_ex(sub, "audit", &audit))
+		return 0;
+	if (!json_object_is_type(audit, json_type_object) ||
+	    get_str(audit, "name", false, p->audit_name, sizeof(p->audit_name)))
+		return -EINVAL;
+	if (json_object_object_get_ex(audit, "rule", NULL)) {
+		if (get_u64(audit, "rule", INT32_MAX, &rule))
+			return -EINVAL;
+		p->audit_rule = (int) rule;
+	}
+	return 0;
+}
+
 static int decode_conn(struct json_object *o, struct sm_flow_record *r)
 {
 	struct json_object *sub;
@@ -470,6 +522,9 @@ static int decode_conn(struct json_object *o, struct sm_flow_record *r)
 	if (get_enum(o, "traffic_direction", direction_names, SM_DIR_MAX, &v))
 		return -EINVAL;
 	r->direction = (enum sm_direction) v;
+	/* derived from the direction: a record where they disagree is not ours */
+	if (get_enum(o, "reporter", reporter_names, SM_DIR_MAX, &v) || v != (int) r->direction)
+		return -EINVAL;
 
 	sub = get(o, "ip", json_type_object);
 	if (!sub || get_str(sub, "family", true, buf, sizeof(buf)))
@@ -504,7 +559,7 @@ static int decode_conn(struct json_object *o, struct sm_flow_record *r)
 		return -EINVAL;
 	if (get_str(o, "trace_id", false, r->trace_id, sizeof(r->trace_id)))
 		return -EINVAL;
-	return decode_tls(o, &r->tls);
+	return decode_tls(o, &r->tls) ?: decode_policy(o, &r->policy);
 }
 
 static int decode_lost(struct json_object *o, struct sm_flow_record *r)

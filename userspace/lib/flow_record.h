@@ -42,6 +42,8 @@ struct sm_flow_endpoint {
 	uint32_t identity;
 	char spiffe_id[256]; /* "" when unknown (omitted from JSON) */
 	char workload[64];   /* "" when unknown (omitted) */
+	char node[64];	     /* the catalog node hosting the workload, "" = omitted */
+	char cgroup[512];    /* the workload's cgroup (catalog path), "" = omitted */
 };
 
 struct sm_flow_counters {
