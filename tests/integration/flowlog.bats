@@ -15,6 +15,20 @@ teardown() {
 	sm_teardown
 }
 
+# overflow_ring: with node1's daemon stopped (SIGSTOP), 150 same-node
+# connections from client to local's echo on 10.11.0.1:9090: 4 events each
+# (start and end of both sockets), far more than a 4 KiB ring buffer holds.
+overflow_ring() {
+	local pid rc=0
+	pid=$(sb_daemon_pid node1)
+	kill -STOP "$pid"
+	sb_exec node1 client sh -c 'i=0; while [ $i -lt 150 ]; do
+		"$0" send --connect 10.11.0.1:9090 --bytes 10 --expect echo --timeout 10 >/dev/null || exit 1
+		i=$((i + 1)); done' "$SMTRAFFIC" || rc=$?
+	kill -CONT "$pid"
+	return "$rc"
+}
+
 # The numeric identity `sockmesh workloads` gives a workload.
 identity_of() {
 	sb_cli node1 workloads -o json | jq -er --arg w "$1" '.[] | select(.name == $w) | .identity'
@@ -109,14 +123,7 @@ identity_of() {
 @test "ring-buffer loss: a lost record whose ringbuf count equals ringbuf_reserve_fail" {
 	sb_start_daemon node1 --set datapath.ringbuf_size=4096
 	sb_serve node1 local 10.11.0.1:9090 echo
-	pid=$(sb_daemon_pid node1)
-
-	kill -STOP "$pid"
-	# 4 events per connection (start and end of both sockets): far more than 4 KiB holds
-	run sb_exec node1 client sh -c 'i=0; while [ $i -lt 150 ]; do
-		"$0" send --connect 10.11.0.1:9090 --bytes 10 --expect echo --timeout 10 >/dev/null || exit 1
-		i=$((i + 1)); done' "$SMTRAFFIC"
-	kill -CONT "$pid"
+	run overflow_ring
 	echo "$output"
 	[ "$status" -eq 0 ]
 
@@ -162,12 +169,7 @@ identity_of() {
 	[ "$status" -eq 0 ]
 	sm_wait_record node1 '.type == "conn_update"' 10
 	# lost: the ring buffer overflows while the daemon is stopped
-	pid=$(sb_daemon_pid node1)
-	kill -STOP "$pid"
-	run sb_exec node1 client sh -c 'i=0; while [ $i -lt 150 ]; do
-		"$0" send --connect 10.11.0.1:9090 --bytes 10 --expect echo --timeout 10 >/dev/null || exit 1
-		i=$((i + 1)); done' "$SMTRAFFIC"
-	kill -CONT "$pid"
+	run overflow_ring
 	[ "$status" -eq 0 ]
 	sm_wait_record node1 '.type == "lost"' 20
 	sm_wait_record node1 '.type == "denied" and .verdict == "AUDIT"'
