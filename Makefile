@@ -66,7 +66,8 @@ DEPS_STAMP := $(OUTPUT)/.deps-ok
 
 .DELETE_ON_ERROR:
 .SECONDARY:
-.PHONY: all help deps test test-unit test-integration lint format demo clean install bench fuzz
+.PHONY: all help deps test test-unit test-integration lint format demo clean install bench fuzz \
+	bench-tools
 
 all: $(OUTPUT)/sockmeshd $(OUTPUT)/sockmesh ## build the daemon, the CLI and the BPF objects
 
@@ -212,3 +213,12 @@ $(OUTPUT)/tools/%: tests/tools/%.c $(LIBSM) | $(DEPS_STAMP)
 	$(call msg,TOOL,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $< $(LIBSM) $(LDLIBS) -lcrypto -o $@
+
+# ---- bench tools (bench/*.c, run by the bench scripts; never part of make test) ----
+$(OUTPUT)/bench/flowsink-bench: bench/flowsink-bench.c $(OUTPUT)/daemon/sinks.o $(LIBSM)
+	$(call msg,BENCH,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) -Iuserspace/daemon $(CFLAGS) $(LDFLAGS) $< $(OUTPUT)/daemon/sinks.o \
+		$(LIBSM) $(LDLIBS) -o $@
+
+bench-tools: $(OUTPUT)/bench/flowsink-bench ## build the bench drivers (bench/*.c)

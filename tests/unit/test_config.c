@@ -96,6 +96,13 @@ static void test_defaults(void **state)
 	ASSERT_EQ(cfg->ringbuf_size, 1048576, "datapath.ringbuf_size");
 	ASSERT_STR_EQ(cfg->flowlog_file, "", "flowlog.file");
 	ASSERT_EQ(cfg->flowlog_stdout, false, "flowlog.stdout");
+	ASSERT_EQ(cfg->flowlog_max_size, 10 << 20, "flowlog.max_size");
+	ASSERT_EQ(cfg->flowlog_max_backups, 5, "flowlog.max_backups");
+	ASSERT_EQ(cfg->flowlog_compress, true, "flowlog.compress");
+	ASSERT_EQ(cfg->flowlog_allow.n + cfg->flowlog_deny.n + cfg->flowlog_fields.n, 0,
+		  "flowlog.allow, deny, fields empty");
+	ASSERT_EQ(cfg->flowlog_denied_rate, 100, "flowlog.denied_rate");
+	ASSERT_EQ(cfg->flowlog_denied_burst, 200, "flowlog.denied_burst");
 	ASSERT_EQ(cfg->log_level, SM_LOG_INFO, "log.level");
 }
 
@@ -138,6 +145,15 @@ static const char full_config[] = "# every key\n"
 				  "flowlog:\n"
 				  "  file: /tmp/flows.json\n"
 				  "  stdout: on\n"
+				  "  max_size: 1MiB\n"
+				  "  max_backups: 9\n"
+				  "  compress: false\n"
+				  "  allow: [\"verdict=DROPPED|AUDIT\", \"to-port=443\"]\n"
+				  "  deny:\n"
+				  "    - type=conn_update\n"
+				  "  fields: [verdict, source.ip, tls]\n"
+				  "  denied_rate: 7\n"
+				  "  denied_burst: 8\n"
 				  "log:\n"
 				  "  level: debug\n";
 
@@ -184,6 +200,18 @@ static void test_load_every_key(void **state)
 	ASSERT_EQ(cfg->tunnel_expiry_warning, 13, "tunnel.expiry_warning");
 	ASSERT_STR_EQ(cfg->flowlog_file, "/tmp/flows.json", "flowlog.file");
 	ASSERT_EQ(cfg->flowlog_stdout, true, "flowlog.stdout");
+	ASSERT_EQ(cfg->flowlog_max_size, 1 << 20, "flowlog.max_size");
+	ASSERT_EQ(cfg->flowlog_max_backups, 9, "flowlog.max_backups");
+	ASSERT_EQ(cfg->flowlog_compress, false, "flowlog.compress");
+	ASSERT_EQ(cfg->flowlog_allow.n, 2, "flowlog.allow items");
+	ASSERT_STR_EQ(cfg->flowlog_allow.items[0], "verdict=DROPPED|AUDIT", "flowlog.allow[0]");
+	ASSERT_STR_EQ(cfg->flowlog_allow.items[1], "to-port=443", "flowlog.allow[1]");
+	ASSERT_EQ(cfg->flowlog_deny.n, 1, "flowlog.deny items");
+	ASSERT_STR_EQ(cfg->flowlog_deny.items[0], "type=conn_update", "flowlog.deny[0]");
+	ASSERT_EQ(cfg->flowlog_fields.n, 3, "flowlog.fields items");
+	ASSERT_STR_EQ(cfg->flowlog_fields.items[1], "source.ip", "flowlog.fields[1]");
+	ASSERT_EQ(cfg->flowlog_denied_rate, 7, "flowlog.denied_rate");
+	ASSERT_EQ(cfg->flowlog_denied_burst, 8, "flowlog.denied_burst");
 	ASSERT_EQ(cfg->log_level, SM_LOG_DEBUG, "log.level");
 }
 
@@ -224,6 +252,26 @@ struct bad_case {
 };
 
 static const struct bad_case bad_cases[] = {
+	/* flowlog sinks */
+	{"flowlog:\n  max_size: 1000\n", -ERANGE, 2, "flowlog.max_size: 1000 is out of range",
+	 "at least 16KiB"},
+	{"flowlog:\n  max_size: 15KiB\n", -ERANGE, 2, "flowlog.max_size: 15KiB is out of range",
+	 NULL},
+	{"flowlog:\n  max_size: 10MB\n", -EINVAL, 2, "flowlog.max_size: '10MB' is not valid",
+	 "KiB, MiB or GiB"},
+	{"flowlog:\n  max_size: 99999999999999999999GiB\n", -ERANGE, 2,
+	 "flowlog.max_size: 99999999999999999999GiB is out of range", NULL},
+	{"flowlog:\n  max_backups: 1001\n", -ERANGE, 2, "flowlog.max_backups: 1001", NULL},
+	{"flowlog:\n  allow: verdict=DROPPED\n", -EINVAL, 2,
+	 "flowlog.allow: expected a list, found a single value", NULL},
+	{"flowlog:\n  allow:\n    - verdict=DROPPED\n    - colour=red\n", -EINVAL, 4,
+	 "flowlog.allow: ", "colour"},
+	{"flowlog:\n  deny: [[a]]\n", -EINVAL, 2, "flowlog.deny: item 1: expected a single value",
+	 NULL},
+	{"flowlog:\n  fields: [verdict, source.ipp]\n", -EINVAL, 2,
+	 "flowlog.fields: 'source.ipp' is not a flow record field", NULL},
+	{"flowlog:\n  denied_burst: 0\n", -ERANGE, 2, "flowlog.denied_burst: 0 is out of range",
+	 NULL},
 	/* unknown keys */
 	{"node: n1\ncatalog: /c\nnodee: n1\n", -EINVAL, 3, "unknown key 'nodee'",
 	 "(known keys: node, catalog, paths, listeners, datapath, tunnel, flowlog, log)"},
@@ -417,6 +465,14 @@ static const struct set_case set_cases[] = {
 	{"flowlog.file", "/tmp/f.json", 0, NULL},
 	{"flowlog.stdout", "1", 0, NULL},
 	{"log.level", "warn", 0, NULL},
+	{"flowlog.max_size", "16KiB", 0, NULL},
+	{"flowlog.fields", "verdict,source.ip", 0, NULL},
+	{"flowlog.deny", "verdict=AUDIT to-port=80", 0, NULL},
+	{"flowlog.allow", "verdict=DROPPED", 0, NULL},
+	{"flowlog.allow", "", 0, NULL},
+	{"flowlog.max_size", "16383", -ERANGE, "flowlog.max_size: 16383 is out of range"},
+	{"flowlog.fields", "verdict,nope", -EINVAL, "'nope' is not a flow record field"},
+	{"flowlog.deny", "port=x", -EINVAL, "flowlog.deny: "},
 	{"nodee", "x", -ENOENT, "unknown key 'nodee'"},
 	{"datapath.redirekt", "true", -ENOENT,
 	 "unknown key 'datapath.redirekt' (known keys in datapath: daemon_mark, redirect"},
@@ -470,6 +526,39 @@ static void test_set(void **state)
 	ASSERT_EQ(cfg->daemon_mark, 0xffffffffU, "daemon_mark set");
 	ASSERT_EQ(cfg->flowlog_stdout, true, "flowlog.stdout set");
 	ASSERT_EQ(cfg->log_level, SM_LOG_WARN, "log.level set");
+	ASSERT_EQ(cfg->flowlog_max_size, 16384, "flowlog.max_size set");
+	ASSERT_EQ(cfg->flowlog_fields.n, 2, "flowlog.fields: comma-separated");
+	ASSERT_STR_EQ(cfg->flowlog_fields.items[1], "source.ip", "flowlog.fields[1]");
+	ASSERT_EQ(cfg->flowlog_deny.n, 1, "flowlog.deny: one filter");
+	ASSERT_STR_EQ(cfg->flowlog_deny.items[0], "verdict=AUDIT to-port=80", "the whole filter");
+	ASSERT_EQ(cfg->flowlog_allow.n, 0, "flowlog.allow emptied by ''");
+}
+
+/* SIGHUP's tools: copy one section, name the keys that differ elsewhere. */
+static void test_sections(void **state)
+{
+	struct sm_config *a = &cfg_buf, *b = &other_buf;
+	struct sm_error err;
+	char buf[128];
+
+	sm_config_defaults(a);
+	sm_config_defaults(b);
+	ASSERT_EQ(sm_config_changed_keys(a, b, NULL, buf, sizeof(buf)), 0, "equal");
+	ASSERT_STR_EQ(buf, "", "nothing named");
+	ASSERT_EQ(sm_config_set(b, "flowlog.deny", "type=conn_update", &err), 0, err.msg);
+	ASSERT_EQ(sm_config_set(b, "flowlog.max_size", "1MiB", &err), 0, err.msg);
+	ASSERT_EQ(sm_config_set(b, "datapath.redirect", "true", &err), 0, err.msg);
+	ASSERT_EQ(sm_config_set(b, "listeners.admin", "127.0.0.1:1", &err), 0, err.msg);
+	ASSERT_EQ(sm_config_changed_keys(a, b, "flowlog", buf, sizeof(buf)), 2, "outside flowlog");
+	ASSERT_STR_EQ(buf, "listeners.admin, datapath.redirect", "named in table order");
+	ASSERT_EQ(sm_config_changed_keys(a, b, NULL, buf, sizeof(buf)), 4, "all");
+	ASSERT_EQ(sm_config_changed_keys(a, b, NULL, buf, 12), 4, "short buffer");
+	ASSERT_STR_EQ(buf, "listener...", "truncated with dots");
+	sm_config_copy_section(a, b, "flowlog");
+	ASSERT_EQ(a->flowlog_deny.n, 1, "flowlog copied");
+	ASSERT_EQ(a->flowlog_max_size, 1 << 20, "flowlog.max_size copied");
+	ASSERT_EQ(a->redirect, false, "datapath not copied");
+	ASSERT_EQ(sm_config_changed_keys(a, b, NULL, buf, sizeof(buf)), 2, "two left");
 }
 
 /* flags after the file: the file sets a value, sm_config_set overrides it */
@@ -497,6 +586,7 @@ int main(void)
 		cmocka_unit_test(test_load_missing_and_unreadable),
 		cmocka_unit_test(test_set),
 		cmocka_unit_test(test_file_then_set),
+		cmocka_unit_test(test_sections),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -11,6 +11,8 @@
 #include "check.h"
 #include "flow_record.h"
 
+#include <json-c/json.h>
+
 #define T0 1795982462123456000LL /* 2026-11-29T20:01:02.123456Z */
 
 /* Encoded text of the test being run: freed by teardown even when a check fails. */
@@ -118,11 +120,13 @@ static void test_golden_lost(void **state)
 	r.lost_orig_dst = 0;
 	r.lost_storage = 1;
 	r.lost_sockhash = 7;
+	r.lost_queue = 3;
+	r.lost_rate_limited = 11;
 	ASSERT_EQ(sm_flow_record_encode(&r, &json_text), 0, "encode lost");
 	ASSERT_STR_EQ(json_text,
 		      "{\"version\":1,\"type\":\"lost\",\"time\":\"2026-11-29T20:01:02.123456Z\","
 		      "\"node\":\"node2\",\"lost\":{\"ringbuf\":5,\"orig_dst\":0,\"storage\":1,"
-		      "\"sockhash\":7}}",
+		      "\"sockhash\":7,\"queue\":3,\"rate_limited\":11}}",
 		      "lost encoding");
 	ASSERT_EQ(sm_flow_record_decode(json_text, &back), 0, "decode lost");
 	ASSERT_EQ(memcmp(&back, &r, sizeof(r)), 0, "lost round trip");
@@ -178,6 +182,7 @@ static void test_round_trip_edges(void **state)
 		r.time_ns = T0;
 		strcpy(r.node, "n");
 		r.lost_ringbuf = r.lost_orig_dst = r.lost_storage = r.lost_sockhash = v;
+		r.lost_queue = r.lost_rate_limited = v;
 		round_trip(&r, what);
 	}
 	/* ports and times at their ends */
@@ -407,6 +412,25 @@ static void test_decode_rejects(void **state)
 		"\"node\":\"n\"}",
 		"{\"version\":1,\"type\":\"lost\",\"time\":\"2026-11-29T20:01:02.123456Z\","
 		"\"node\":\"n\",\"lost\":{\"ringbuf\":1,\"orig_dst\":2,\"storage\":3}}",
+		/* queue and rate_limited are required */
+		"{\"version\":1,\"type\":\"lost\",\"time\":\"2026-11-29T20:01:02.123456Z\","
+		"\"node\":\"n\",\"lost\":{\"ringbuf\":1,\"orig_dst\":2,\"storage\":3,"
+		"\"sockhash\":4}}",
+		"{\"version\":1,\"type\":\"lost\",\"time\":\"2026-11-29T20:01:02.123456Z\","
+		"\"node\":\"n\",\"lost\":{\"ringbuf\":1,\"orig_dst\":2,\"storage\":3,"
+		"\"sockhash\":4,\"queue\":0}}",
+		/* sources: a non-empty list of {identity, ip?, suppressed} */
+		"{\"version\":1,\"type\":\"lost\",\"time\":\"2026-11-29T20:01:02.123456Z\","
+		"\"node\":\"n\",\"lost\":{\"ringbuf\":1,\"orig_dst\":2,\"storage\":3,"
+		"\"sockhash\":4,\"queue\":0,\"rate_limited\":0,\"rate_limited_sources\":[]}}",
+		"{\"version\":1,\"type\":\"lost\",\"time\":\"2026-11-29T20:01:02.123456Z\","
+		"\"node\":\"n\",\"lost\":{\"ringbuf\":1,\"orig_dst\":2,\"storage\":3,"
+		"\"sockhash\":4,\"queue\":0,\"rate_limited\":1,\"rate_limited_sources\":"
+		"[{\"identity\":2,\"ip\":\"not-an-ip\",\"suppressed\":1}]}}",
+		"{\"version\":1,\"type\":\"lost\",\"time\":\"2026-11-29T20:01:02.123456Z\","
+		"\"node\":\"n\",\"lost\":{\"ringbuf\":1,\"orig_dst\":2,\"storage\":3,"
+		"\"sockhash\":4,\"queue\":0,\"rate_limited\":1,\"rate_limited_sources\":"
+		"[{\"identity\":300}]}}",
 		"{\"version\":1,\"type\":\"lost\",\"time\":\"2026-11-29T20:01:02.123456Z\","
 		"\"node\":\"n\",\"lost\":[1,2,3,4]}",
 		"{\"version\":1,\"type\":\"lost\",\"time\":\"2026-11-29T20:01:02.123456Z\","
@@ -547,11 +571,84 @@ static void test_names(void **state)
 	ASSERT_STR_EQ(sm_direction_name(SM_DIR_MAX), "unknown", "direction out of range");
 }
 
+static void test_lost_sources(void **state)
+{
+	struct sm_flow_record r = {0}, back;
+
+	r.type = SM_REC_LOST;
+	r.time_ns = T0;
+	strcpy(r.node, "node1");
+	r.lost_rate_limited = 42;
+	r.nlost_sources = 2;
+	r.lost_sources[0].identity = 2;
+	sm_addr_parse("10.0.0.9", &r.lost_sources[0].addr);
+	r.lost_sources[0].suppressed = 40;
+	r.lost_sources[1].identity = 300;
+	r.lost_sources[1].suppressed = 2;
+	ASSERT_EQ(sm_flow_record_encode(&r, &json_text), 0, "encode lost with sources");
+	ASSERT_HAS(json_text,
+		   "\"rate_limited\":42,\"rate_limited_sources\":[{\"identity\":2,\"ip\":"
+		   "\"10.0.0.9\",\"suppressed\":40},{\"identity\":300,\"suppressed\":2}]}",
+		   "sources listed, ip only for a source known by its address");
+	ASSERT_EQ(sm_flow_record_decode(json_text, &back), 0, "decode lost with sources");
+	ASSERT_EQ(memcmp(&back, &r, sizeof(r)), 0, "lost sources round trip");
+	free(json_text);
+	json_text = NULL;
+	r.nlost_sources = SM_FLOW_LOST_SOURCES_MAX + 1;
+	ASSERT_EQ(sm_flow_record_encode(&r, &json_text), -EINVAL, "too many sources");
+}
+
+/* The mask keeps what it names (whole subtrees or single members) and the four fixed fields. */
+static void test_mask(void **state)
+{
+	static const char *const paths[] = {"verdict", "source.ip", "tls"};
+	struct sm_flow_record r;
+	struct json_object *o;
+	const char *text;
+
+	make_conn(&r);
+	r.tls.present = true;
+	strcpy(r.tls.mode, "STRICT");
+	o = sm_flow_record_to_json(&r);
+	ASSERT_NOT_NULL(o, "to_json");
+	ASSERT_EQ(sm_flow_json_mask(o, paths, SM_ARRAY_SIZE(paths)), 0, "mask");
+	text = json_object_to_json_string_ext(o, SM_FLOW_JSON_FLAGS);
+	ASSERT_STR_EQ(
+		text,
+		"{\"version\":1,\"type\":\"conn_end\",\"time\":\"2026-11-29T20:01:02.123456Z\","
+		"\"node\":\"node1\",\"verdict\":\"FORWARDED\",\"source\":{\"ip\":\"10.11.0.1\"},"
+		"\"tls\":{\"mode\":\"STRICT\",\"encrypted\":false}}",
+		"masked record");
+	json_object_put(o);
+
+	/* no paths: the record whole, the same text the encoder writes */
+	o = sm_flow_record_to_json(&r);
+	ASSERT_EQ(sm_flow_json_mask(o, NULL, 0), 0, "empty mask");
+	ASSERT_EQ(sm_flow_record_encode(&r, &json_text), 0, "encode");
+	ASSERT_STR_EQ(json_object_to_json_string_ext(o, SM_FLOW_JSON_FLAGS), json_text,
+		      "empty mask keeps all");
+	json_object_put(o);
+	ASSERT_EQ(sm_flow_json_mask(NULL, paths, 1), -EINVAL, "not an object");
+}
+
+static void test_field_known(void **state)
+{
+	ASSERT_EQ(sm_flow_field_known("source.ip"), true, "source.ip");
+	ASSERT_EQ(sm_flow_field_known("tls"), true, "tls");
+	ASSERT_EQ(sm_flow_field_known("policy.audit.rule"), true, "policy.audit.rule");
+	ASSERT_EQ(sm_flow_field_known("source.ipp"), false, "typo");
+	ASSERT_EQ(sm_flow_field_known("source."), false, "trailing dot");
+	ASSERT_EQ(sm_flow_field_known(""), false, "empty");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_golden_conn_end, free_text),
 		cmocka_unit_test_teardown(test_golden_lost, free_text),
+		cmocka_unit_test_teardown(test_lost_sources, free_text),
+		cmocka_unit_test_teardown(test_mask, free_text),
+		cmocka_unit_test(test_field_known),
 		cmocka_unit_test_teardown(test_round_trip_types, free_text),
 		cmocka_unit_test_teardown(test_round_trip_edges, free_text),
 		cmocka_unit_test_teardown(test_round_trip_ipv6_and_omitted, free_text),

@@ -231,6 +231,22 @@ static json_object *cmd_status(struct sm_daemon *d)
 	json_object_object_add(fl, "records", json_object_new_uint64(sm_flowexp_records(d)));
 	json_object_object_add(fl, "lost_records",
 			       json_object_new_uint64(sm_flowexp_lost_records(d)));
+	{
+		/* the sinks (sinks.c): what they left out, dropped and did with the file */
+		struct sm_sinks_stats ss;
+
+		sm_flowexp_sink_stats(d, &ss);
+		json_object_object_add(fl, "filtered", json_object_new_uint64(ss.filtered));
+		json_object_object_add(fl, "rate_limited", json_object_new_uint64(ss.rate_limited));
+		json_object_object_add(fl, "queue_dropped",
+				       json_object_new_uint64(ss.queue_dropped));
+		json_object_object_add(fl, "queued", json_object_new_uint64(ss.queued));
+		json_object_object_add(fl, "write_errors", json_object_new_uint64(ss.write_errors));
+		json_object_object_add(fl, "rotations", json_object_new_uint64(ss.rotations));
+		json_object_object_add(fl, "compressed", json_object_new_uint64(ss.compressed));
+		json_object_object_add(fl, "compress_errors",
+				       json_object_new_uint64(ss.compress_errors));
+	}
 	json_object_object_add(o, "flows", fl);
 	return o;
 }

@@ -163,10 +163,47 @@ void sm_flowexp_stop(struct sm_daemon *d);
 void sm_flowexp_check_lost(struct sm_daemon *d);
 uint64_t sm_flowexp_records(const struct sm_daemon *d);
 uint64_t sm_flowexp_lost_records(const struct sm_daemon *d);
+/* The sinks' counters (zero before start). */
+struct sm_sinks_stats;
+void sm_flowexp_sink_stats(const struct sm_daemon *d, struct sm_sinks_stats *st);
 /* Write a record the daemon made itself (e.g. a refused handshake). Any thread. */
 void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r);
 /* Name an endpoint after catalog workload wl: identity, SPIFFE ID, name, node, cgroup. */
 void sm_flow_endpoint_workload(const struct sm_daemon *d, struct sm_flow_endpoint *ep, int wl);
+
+/* flowacct.c, the sinks' part: apply a reloaded config's flowlog section (SIGHUP). */
+int sm_flowexp_reconfigure(struct sm_daemon *d, const struct sm_config *cfg, struct sm_error *err);
+
+/*
+ * sinks.c: the flow-log sinks (file with rotation and gzip backups, stdout)
+ * behind the flowlog section's filters, field mask and rate limits. Records
+ * are encoded on the caller's thread and written by the sinks' own threads.
+ */
+struct sm_sinks;
+struct sm_sinks_stats {
+	uint64_t written;	  /* records handed to the file and/or stdout */
+	uint64_t filtered;	  /* left out by flowlog.allow / flowlog.deny */
+	uint64_t rate_limited;	  /* DROPPED/AUDIT records over flowlog.denied_rate */
+	uint64_t queue_dropped;	  /* dropped: the writer's queue was full */
+	uint64_t write_errors;	  /* failed writes, rotations or opens */
+	uint64_t rotations;	  /* live file renamed to a backup */
+	uint64_t compressed;	  /* backups gzipped */
+	uint64_t compress_errors; /* backups left uncompressed */
+	uint64_t queued;	  /* lines waiting for the writer now */
+};
+/* Open the sinks cfg's flowlog section names; NULL with errno and err set. */
+struct sm_sinks *sm_sinks_new(const struct sm_config *cfg, struct sm_error *err);
+/* New flowlog settings; a bad section (or a file that cannot open) changes nothing. */
+int sm_sinks_reconfigure(struct sm_sinks *s, const struct sm_config *cfg, struct sm_error *err);
+/* Filter, limit, mask and queue one record. Any thread; never blocks on I/O. */
+void sm_sinks_write(struct sm_sinks *s, const struct sm_flow_record *r);
+/* Fill r's lost_queue / lost_rate_limited(_sources) since the last call; true if any. */
+bool sm_sinks_take_lost(struct sm_sinks *s, struct sm_flow_record *r);
+/* Wait until the queue is written and the backups compressed. 0 or -ETIMEDOUT. */
+int sm_sinks_flush(struct sm_sinks *s, int timeout_ms);
+void sm_sinks_stats(struct sm_sinks *s, struct sm_sinks_stats *st);
+/* Write what is queued, finish the compressions, close. */
+void sm_sinks_free(struct sm_sinks *s);
 
 /* worker.c: worker threads. */
 /* How many: listeners.workers, or one per online CPU (at most 256). */

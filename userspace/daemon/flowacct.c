@@ -2,8 +2,8 @@
 /*
  * Flow export: consume struct sm_flow_event from the flow_events ring buffer,
  * join each with what the catalog says (SPIFFE IDs, workload names), compute
- * per-connection deltas, and write one JSON line per record to the sinks
- * (file and/or stdout). Loss is never silent: when the kernel's loss counters
+ * per-connection deltas, and hand each record to the sinks (sinks.c: file
+ * and/or stdout). Loss is never silent: when the kernel's loss counters
  * move, a "lost" record carries the difference. The last reported loss
  * counts are kept in the pinned lost_reported map, so a restarted daemon
  * reports what was lost while it was away.
@@ -42,46 +42,23 @@ struct sm_flowexp {
 	struct ring_buffer *rb;
 	struct sm_ev *rb_ev;
 	struct sm_ev *drain_ev;
-	int file_fd;
 	struct flow_state *flows;
-	/* the sinks: the main thread and the workers (their own records) write */
+	/*
+	 * The main thread and the workers (their own records) emit. The sinks
+	 * lock what they share themselves; sink_mu serializes other consumers'
+	 * hooks in sm_flowexp_emit (keep work under it short).
+	 */
 	pthread_mutex_t sink_mu;
-	uint64_t records; /* SM_STAT_GET to read */
+	struct sm_sinks *sinks;
 	uint64_t lost_records;
-	uint64_t write_errors;
 };
-
-static void sink_write(struct sm_daemon *d, const char *line)
-{
-	struct sm_flowexp *fx = d->flows;
-	size_t len = strlen(line);
-	struct iovec iov[2] = {{(void *) line, len}, {"\n", 1}};
-
-	pthread_mutex_lock(&fx->sink_mu);
-	if (fx->file_fd >= 0 && writev(fx->file_fd, iov, 2) != (ssize_t) (len + 1)) {
-		if (fx->write_errors++ == 0)
-			pr_warn("cannot write flow log %s: %s", d->cfg.flowlog_file,
-				strerror(errno));
-	}
-	if (d->cfg.flowlog_stdout) {
-		fputs(line, stdout);
-		fputc('\n', stdout);
-		fflush(stdout);
-	}
-	SM_STAT_INC(fx->records);
-	pthread_mutex_unlock(&fx->sink_mu);
-}
 
 void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 {
-	char *json = NULL;
-
-	if (sm_flow_record_encode(r, &json)) {
-		pr_warn("cannot encode a flow record");
+	if (!d->flows || !d->flows->sinks)
 		return;
-	}
-	sink_write(d, json);
-	free(json);
+	/* filtered, limited and encoded on this thread, then queued: never waits for a disk */
+	sm_sinks_write(d->flows->sinks, r);
 }
 
 void sm_flow_endpoint_workload(const struct sm_daemon *d, struct sm_flow_endpoint *ep, int wl)
@@ -353,7 +330,7 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 		delta[SM_ARRAY_SIZE(loss_counters)];
 	struct sm_flow_record r;
 	struct timespec ts;
-	bool any = false;
+	bool any = false, sinks_lost;
 
 	if (sm_datapath_counters(d, now))
 		return;
@@ -367,9 +344,11 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 		delta[i] = now[k] >= seen[i] ? now[k] - seen[i] : now[k];
 		any |= delta[i] != 0;
 	}
-	if (!any)
-		return;
 	memset(&r, 0, sizeof(r));
+	/* and what the sinks dropped (queue full) or suppressed (rate limits) */
+	sinks_lost = sm_sinks_take_lost(d->flows->sinks, &r);
+	if (!any && !sinks_lost)
+		return;
 	r.type = SM_REC_LOST;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	r.time_ns = (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
@@ -379,7 +358,13 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 	r.lost_storage = delta[2];
 	r.lost_sockhash = delta[3];
 	sm_flowexp_emit(d, &r);
-	d->flows->lost_records++;
+	SM_STAT_INC(d->flows->lost_records);
+	if (r.lost_queue)
+		pr_warn("flow log queue full: %llu records dropped (the disk is slower than the "
+			"records; see the lost record)",
+			(unsigned long long) r.lost_queue);
+	if (!any)
+		return;
 	for (size_t i = 0; i < SM_ARRAY_SIZE(loss_counters); i++) {
 		uint32_t k = loss_counters[i];
 
@@ -393,23 +378,18 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 int sm_flowexp_start(struct sm_daemon *d)
 {
 	struct sm_flowexp *fx = calloc(1, sizeof(*fx));
+	struct sm_error e = {{0}};
 	int err;
 
 	if (!fx)
 		return -ENOMEM;
-	fx->file_fd = -1;
 	pthread_mutex_init(&fx->sink_mu, NULL);
 	d->flows = fx;
-	if (d->cfg.flowlog_file[0]) {
-		fx->file_fd =
-			open(d->cfg.flowlog_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-		if (fx->file_fd < 0) {
-			err = -errno;
-			pr_err("cannot open flow log %s: %s (check the directory exists and is "
-			       "writable)",
-			       d->cfg.flowlog_file, strerror(-err));
-			return err;
-		}
+	fx->sinks = sm_sinks_new(&d->cfg, &e);
+	if (!fx->sinks) {
+		err = -errno;
+		pr_err("%s", e.msg);
+		return err;
 	}
 	fx->rb = ring_buffer__new(bpf_map__fd(d->skel->maps.flow_events), on_flow_event, d, NULL);
 	if (!fx->rb) {
@@ -448,8 +428,7 @@ void sm_flowexp_stop(struct sm_daemon *d)
 		HASH_DEL(fx->flows, fs);
 		free(fs);
 	}
-	if (fx->file_fd >= 0)
-		close(fx->file_fd);
+	sm_sinks_free(fx->sinks);
 	pthread_mutex_destroy(&fx->sink_mu);
 	free(fx);
 	d->flows = NULL;
@@ -457,10 +436,29 @@ void sm_flowexp_stop(struct sm_daemon *d)
 
 uint64_t sm_flowexp_records(const struct sm_daemon *d)
 {
-	return d->flows ? SM_STAT_GET(d->flows->records) : 0;
+	struct sm_sinks_stats st;
+
+	sm_flowexp_sink_stats(d, &st);
+	return st.written;
 }
 
 uint64_t sm_flowexp_lost_records(const struct sm_daemon *d)
 {
-	return d->flows ? d->flows->lost_records : 0;
+	return d->flows ? SM_STAT_GET(d->flows->lost_records) : 0;
+}
+
+void sm_flowexp_sink_stats(const struct sm_daemon *d, struct sm_sinks_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (d->flows && d->flows->sinks)
+		sm_sinks_stats(d->flows->sinks, st);
+}
+
+int sm_flowexp_reconfigure(struct sm_daemon *d, const struct sm_config *cfg, struct sm_error *err)
+{
+	if (!d->flows || !d->flows->sinks) {
+		sm_error_set(err, "the flow exporter is not running");
+		return -ENODEV;
+	}
+	return sm_sinks_reconfigure(d->flows->sinks, cfg, err);
 }

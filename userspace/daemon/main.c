@@ -251,32 +251,68 @@ static int parse_args(int argc, char **argv, struct args *a)
 	return 0;
 }
 
-/* Defaults, then the file, then flags. Messages name file, line and fix. */
-static int load_config(struct sm_daemon *d, const struct args *a)
+/* Defaults, then the file, then flags. err->msg names file, line and fix. */
+static int load_config(struct sm_config *cfg, const struct args *a, struct sm_error *err)
 {
-	struct sm_error err = {{0}};
+	char msg[sizeof(err->msg)];
 	int rc;
 
-	sm_config_defaults(&d->cfg);
-	rc = sm_config_load(&d->cfg, a->config, &err);
+	sm_config_defaults(cfg);
+	rc = sm_config_load(cfg, a->config, err);
 	if (rc == -ENOENT && !a->config_named) {
 		pr_debug("no config file %s: built-in defaults", a->config);
 	} else if (rc) {
-		pr_err("%s", err.msg);
 		return rc;
 	}
 	for (int i = 0; i < a->nset; i++) {
-		rc = sm_config_set(&d->cfg, a->set[i].key, a->set[i].value, &err);
+		rc = sm_config_set(cfg, a->set[i].key, a->set[i].value, err);
 		if (rc) {
-			pr_err("command line: %s", err.msg);
+			sm_strlcpy(msg, err->msg, sizeof(msg));
+			sm_error_set(err, "command line: %s", msg);
 			return rc;
 		}
 	}
 	if (a->verbose > 0)
-		d->cfg.log_level = a->verbose > 1 ? SM_LOG_DEBUG + 1 : SM_LOG_DEBUG;
+		cfg->log_level = a->verbose > 1 ? SM_LOG_DEBUG + 1 : SM_LOG_DEBUG;
 	else if (a->verbose < 0)
-		d->cfg.log_level = SM_LOG_WARN;
+		cfg->log_level = SM_LOG_WARN;
 	return 0;
+}
+
+/* The command line, for reading the config again on SIGHUP. */
+static const struct args *daemon_args;
+
+/*
+ * SIGHUP, sinks: read the config file again (with the same flags over it)
+ * and apply its flowlog section. A file that does not load, or a flowlog
+ * section the sinks refuse, changes nothing; other sections' changes are
+ * named and wait for a restart.
+ */
+static void reload_flowlog(struct sm_daemon *d)
+{
+	struct sm_config *next = malloc(sizeof(*next));
+	struct sm_error err = {{0}};
+	char changed[256];
+
+	if (!next)
+		return;
+	if (load_config(next, daemon_args, &err)) {
+		pr_warn("SIGHUP: %s; keeping the current flowlog settings", err.msg);
+		goto free_next;
+	}
+	if (sm_config_changed_keys(&d->cfg, next, "flowlog", changed, sizeof(changed)))
+		pr_warn("SIGHUP: %s changed %s: not applied (a restart applies them)",
+			daemon_args->config, changed);
+	if (!sm_config_changed_keys(&d->cfg, next, NULL, changed, sizeof(changed)))
+		goto free_next;
+	if (sm_flowexp_reconfigure(d, next, &err)) {
+		pr_warn("SIGHUP: flowlog: %s; keeping the current flowlog settings", err.msg);
+		goto free_next;
+	}
+	sm_config_copy_section(&d->cfg, next, "flowlog");
+	pr_info("SIGHUP: flowlog settings reloaded");
+free_next:
+	free(next);
 }
 
 int sm_workload_by_cgroup(const struct sm_daemon *d, uint64_t cgroup_id)
@@ -450,6 +486,7 @@ static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 	if (read(sm_ev_fd(ev), &si, sizeof(si)) != sizeof(si))
 		return;
 	if (si.ssi_signo == SIGHUP) {
+		reload_flowlog(d);
 		reload_catalog(d);
 		return;
 	}
@@ -534,6 +571,7 @@ int main(int argc, char **argv)
 		.pause_mu = PTHREAD_MUTEX_INITIALIZER,
 		.pause_cv = PTHREAD_COND_INITIALIZER,
 	};
+	struct sm_error cfg_err = {{0}};
 	struct args a;
 	int err;
 
@@ -541,8 +579,11 @@ int main(int argc, char **argv)
 	sm_log_route_libbpf();
 	if (parse_args(argc, argv, &a))
 		return EXIT_USAGE;
-	if (load_config(&d, &a))
+	if (load_config(&d.cfg, &a, &cfg_err)) {
+		pr_err("%s", cfg_err.msg);
 		return EXIT_USAGE;
+	}
+	daemon_args = &a;
 	sm_log_set_level(d.cfg.log_level);
 
 	if (a.cleanup)

@@ -12,6 +12,8 @@
 
 #include "sockmesh/common.h"
 
+#include "flow_record.h"
+#include "flowfilter.h"
 #include "log.h"
 #include "yaml_doc.h"
 
@@ -31,6 +33,9 @@ enum cfg_kind {
 	CK_POW2,     /* uint32_t within [min, max], a power of two */
 	CK_BOOL,     /* bool */
 	CK_LOGLEVEL, /* int: error|warn|info|debug */
+	CK_SIZE,    /* uint64_t bytes with an optional KiB/MiB/GiB suffix: 0 or within [min, max] */
+	CK_FILTERS, /* struct sm_config_list of flow filters (flowfilter.h) */
+	CK_FIELDS,  /* struct sm_config_list of flow record field paths */
 };
 
 struct cfg_key {
@@ -107,6 +112,24 @@ static const struct cfg_key cfg_keys[] = {
 	{"flowlog", "file", CK_PATH_OPT, F(flowlog_file), 0, 0, 0,
 	 "set a file path, or \"\" for no file sink"},
 	{"flowlog", "stdout", CK_BOOL, F(flowlog_stdout), 0, 0, 0, "set true or false"},
+	{"flowlog", "max_size", CK_SIZE, F(flowlog_max_size), 0, SM_FLOWLOG_MIN_SIZE, 1ULL << 40,
+	 "set a size in bytes, optionally with a KiB, MiB or GiB suffix, of at least 16KiB, "
+	 "e.g. 10MiB; or 0 to never rotate"},
+	{"flowlog", "max_backups", CK_U32, F(flowlog_max_backups), 0, 0, 1000,
+	 "set how many rotated files to keep, e.g. 5"},
+	{"flowlog", "compress", CK_BOOL, F(flowlog_compress), 0, 0, 0, "set true or false"},
+	{"flowlog", "allow", CK_FILTERS, F(flowlog_allow), 0, 0, 0,
+	 "set a list of flow filters, e.g. [\"verdict=DROPPED\", \"to-port=443\"] "
+	 "(docs/flow-schema.md, Filters)"},
+	{"flowlog", "deny", CK_FILTERS, F(flowlog_deny), 0, 0, 0,
+	 "set a list of flow filters, e.g. [\"type=conn_update\"] (docs/flow-schema.md, Filters)"},
+	{"flowlog", "fields", CK_FIELDS, F(flowlog_fields), 0, 0, 0,
+	 "set a list of record fields to keep, e.g. [verdict, source.ip, destination] "
+	 "(docs/flow-schema.md)"},
+	{"flowlog", "denied_rate", CK_U32, F(flowlog_denied_rate), 0, 0, 1000000,
+	 "set DROPPED/AUDIT records per second per source, e.g. 100, or 0 for no limit"},
+	{"flowlog", "denied_burst", CK_U32, F(flowlog_denied_burst), 0, 1, 1000000,
+	 "set how many DROPPED/AUDIT records a source may send at once, e.g. 200"},
 	{"log", "level", CK_LOGLEVEL, F(log_level), 0, 0, 0, "set one of error, warn, info, debug"},
 };
 
@@ -149,6 +172,11 @@ void sm_config_defaults(struct sm_config *cfg)
 	cfg->max_policy_entries = 65536;
 	cfg->ringbuf_size = 1U << 20;
 	cfg->flowlog_stdout = false;
+	cfg->flowlog_max_size = 10ULL << 20;
+	cfg->flowlog_max_backups = 5;
+	cfg->flowlog_compress = true;
+	cfg->flowlog_denied_rate = 100;
+	cfg->flowlog_denied_burst = 200;
 	cfg->log_level = SM_LOG_INFO;
 }
 
@@ -168,6 +196,125 @@ static const char *key_dotted(const struct cfg_key *k, char *buf, size_t len)
 	else
 		snprintf(buf, len, "%s", k->name);
 	return buf;
+}
+
+/* "N", "NKiB", "NMiB" or "NGiB" into bytes. 0, -EINVAL or -ERANGE. */
+static int parse_size(const char *text, uint64_t *out)
+{
+	static const struct {
+		const char *suffix;
+		unsigned int shift;
+	} units[] = {{"KiB", 10}, {"MiB", 20}, {"GiB", 30}};
+	char digits[32];
+	size_t n = strspn(text, "0123456789");
+	unsigned int shift = 0;
+	uint64_t v;
+	int ret;
+
+	if (n == 0 || n >= sizeof(digits))
+		return n ? -ERANGE : -EINVAL;
+	if (text[n]) {
+		size_t i;
+
+		for (i = 0; i < SM_ARRAY_SIZE(units); i++)
+			if (strcmp(text + n, units[i].suffix) == 0)
+				break;
+		if (i == SM_ARRAY_SIZE(units))
+			return -EINVAL;
+		shift = units[i].shift;
+	}
+	memcpy(digits, text, n);
+	digits[n] = '\0';
+	ret = sm_parse_u64(digits, 0, UINT64_MAX >> shift, &v);
+	if (ret)
+		return ret;
+	*out = v << shift;
+	return 0;
+}
+
+/* One item of a list key: a filter that parses, or a known field path. */
+static int list_item_check(const struct cfg_key *k, const char *item, const char *where,
+			   const char *key, struct sm_error *err)
+{
+	struct sm_flowfilter *f = NULL;
+	struct sm_error ferr = {{0}};
+	int ret;
+
+	if (strlen(item) >= SM_CONFIG_ITEM_MAX) {
+		sm_error_set(err, "%s%s: an item of %zu bytes is longer than %d (%s)", where, key,
+			     strlen(item), SM_CONFIG_ITEM_MAX - 1, k->fix);
+		return -ERANGE;
+	}
+	if (k->kind == CK_FIELDS) {
+		if (sm_flow_field_known(item))
+			return 0;
+		sm_error_set(err,
+			     "%s%s: '%.100s' is not a flow record field (name a top-level field "
+			     "such as verdict or tls, or a member such as source.ip; see "
+			     "docs/flow-schema.md)",
+			     where, key, item);
+		return -EINVAL;
+	}
+	ret = sm_flowfilter_parse(item, &f, &ferr);
+	sm_flowfilter_free(f);
+	if (ret == -EINVAL)
+		sm_error_set(err, "%s%s: %s", where, key, ferr.msg);
+	else if (ret)
+		sm_error_set(err, "%s%s: out of memory", where, key);
+	return ret;
+}
+
+/* Check every item, then store them all (n == 0: the empty list). */
+static int list_apply(struct sm_config *cfg, const struct cfg_key *k, const char *const *items,
+		      size_t n, const char *where, struct sm_error *err)
+{
+	struct sm_config_list *list = (struct sm_config_list *) ((char *) cfg + k->off);
+	char key[64];
+	int ret;
+
+	key_dotted(k, key, sizeof(key));
+	if (n > SM_CONFIG_LIST_MAX) {
+		sm_error_set(err, "%s%s: %zu items, at most %d (%s)", where, key, n,
+			     SM_CONFIG_LIST_MAX, k->fix);
+		return -ERANGE;
+	}
+	for (size_t i = 0; i < n; i++) {
+		ret = list_item_check(k, items[i], where, key, err);
+		if (ret)
+			return ret;
+	}
+	memset(list, 0, sizeof(*list));
+	for (size_t i = 0; i < n; i++)
+		sm_strlcpy(list->items[i], items[i], SM_CONFIG_ITEM_MAX);
+	list->n = (uint32_t) n;
+	return 0;
+}
+
+/*
+ * A list key set from one string (a flag): "" is the empty list; a filter
+ * list takes the string as its one filter; a field list is comma-separated.
+ */
+static int list_apply_text(struct sm_config *cfg, const struct cfg_key *k, const char *text,
+			   const char *where, struct sm_error *err)
+{
+	const char *items[SM_CONFIG_LIST_MAX + 1];
+	char buf[SM_CONFIG_LIST_MAX * SM_CONFIG_ITEM_MAX], *save = NULL, *tok;
+	size_t n = 0;
+
+	if (!*text)
+		return list_apply(cfg, k, NULL, 0, where, err);
+	if (k->kind == CK_FILTERS) {
+		items[0] = text;
+		return list_apply(cfg, k, items, 1, where, err);
+	}
+	if (sm_strlcpy(buf, text, sizeof(buf))) {
+		sm_error_set(err, "%s%s: too long (%s)", where, k->name, k->fix);
+		return -ERANGE;
+	}
+	for (tok = strtok_r(buf, ",", &save); tok && n <= SM_CONFIG_LIST_MAX;
+	     tok = strtok_r(NULL, ",", &save))
+		items[n++] = tok;
+	return list_apply(cfg, k, items, n, where, err);
 }
 
 /*
@@ -276,6 +423,20 @@ static int cfg_apply(struct sm_config *cfg, const struct cfg_key *k, const char 
 			goto err_invalid;
 		memcpy(base + k->off, &level, sizeof(level));
 		return 0;
+	case CK_SIZE:
+		ret = parse_size(text, &v);
+		if (ret == -EINVAL)
+			goto err_invalid;
+		if (ret || (v && (v < k->min || v > k->max))) {
+			sm_error_set(err, "%s%s: %.100s is out of range (%s)", where, key, text,
+				     k->fix);
+			return -ERANGE;
+		}
+		memcpy(base + k->off, &v, sizeof(v));
+		return 0;
+	case CK_FILTERS:
+	case CK_FIELDS:
+		return list_apply_text(cfg, k, text, where, err);
 	}
 err_invalid:
 	sm_error_set(err, "%s%s: '%.200s' is not valid (%s)", where, key, text, k->fix);
@@ -318,6 +479,44 @@ static bool section_known(const char *name)
 	return false;
 }
 
+/* The value of a list key in the file: a list of single values; null or [] is empty. */
+static int cfg_apply_list_node(struct sm_config *cfg, const struct cfg_key *k,
+			       const struct sm_ynode *val, const char *file, const char *where,
+			       struct sm_error *err)
+{
+	const char *items[SM_CONFIG_LIST_MAX];
+	char key[64], item_where[PATH_MAX + 32];
+	int ret;
+
+	if (sm_ynode_is_null(val))
+		return list_apply(cfg, k, NULL, 0, where, err);
+	key_dotted(k, key, sizeof(key));
+	if (val->type != SM_YNODE_LIST) {
+		sm_error_set(err, "%s%s: expected a list, found %s (%s)", where, key,
+			     sm_ynode_kind(val), k->fix);
+		return -EINVAL;
+	}
+	if (val->n > SM_CONFIG_LIST_MAX) {
+		sm_error_set(err, "%s%s: %zu items, at most %d (%s)", where, key, val->n,
+			     SM_CONFIG_LIST_MAX, k->fix);
+		return -ERANGE;
+	}
+	for (size_t i = 0; i < val->n; i++) {
+		if (val->vals[i]->type != SM_YNODE_SCALAR || sm_ynode_is_null(val->vals[i])) {
+			sm_error_set(err, "%s%s: item %zu: expected a single value, found %s (%s)",
+				     where, key, i + 1, sm_ynode_kind(val->vals[i]), k->fix);
+			return -EINVAL;
+		}
+		items[i] = val->vals[i]->text;
+		/* checked here too, so that a message names the item's own line */
+		snprintf(item_where, sizeof(item_where), "%s:%u: ", file, val->vals[i]->line);
+		ret = list_item_check(k, items[i], item_where, key, err);
+		if (ret)
+			return ret;
+	}
+	return list_apply(cfg, k, items, val->n, where, err);
+}
+
 /* One value node of the file for key k: a single value, null meaning "". */
 static int cfg_apply_node(struct sm_config *cfg, const struct cfg_key *k,
 			  const struct sm_ynode *val, const char *file, struct sm_error *err)
@@ -325,6 +524,8 @@ static int cfg_apply_node(struct sm_config *cfg, const struct cfg_key *k,
 	char where[PATH_MAX + 32], key[64];
 
 	snprintf(where, sizeof(where), "%s:%u: ", file, val->line);
+	if (k->kind == CK_FILTERS || k->kind == CK_FIELDS)
+		return cfg_apply_list_node(cfg, k, val, file, where, err);
 	if (val->type != SM_YNODE_SCALAR) {
 		sm_error_set(err, "%s%s: expected a single value, found %s (%s)", where,
 			     key_dotted(k, key, sizeof(key)), sm_ynode_kind(val), k->fix);
@@ -462,4 +663,92 @@ int sm_config_set(struct sm_config *cfg, const char *key, const char *value, str
 		return -ENOENT;
 	}
 	return cfg_apply(cfg, k, value, "", err);
+}
+
+/* The size of the field a key of kind kind stores (CK_ADDR*: the address; the port apart). */
+static size_t kind_size(enum cfg_kind kind)
+{
+	switch (kind) {
+	case CK_NAME:
+		return SM_ARRAY_SIZE(((struct sm_config *) 0)->node);
+	case CK_PATH:
+	case CK_PATH_OPT:
+	case CK_ABS:
+	case CK_ABS_OPT:
+	case CK_SOCK:
+		return PATH_MAX;
+	case CK_ADDR4:
+	case CK_ADDR6:
+	case CK_ADDR:
+		return sizeof(struct sm_addr);
+	case CK_PORT:
+		return sizeof(uint16_t);
+	case CK_U32:
+	case CK_POW2:
+		return sizeof(uint32_t);
+	case CK_BOOL:
+		return sizeof(bool);
+	case CK_LOGLEVEL:
+		return sizeof(int);
+	case CK_SIZE:
+		return sizeof(uint64_t);
+	case CK_FILTERS:
+	case CK_FIELDS:
+		return sizeof(struct sm_config_list);
+	}
+	return 0;
+}
+
+static bool section_is(const struct cfg_key *k, const char *section)
+{
+	return k->section && section && strcmp(k->section, section) == 0;
+}
+
+void sm_config_copy_section(struct sm_config *dst, const struct sm_config *src, const char *section)
+{
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cfg_keys); i++) {
+		const struct cfg_key *k = &cfg_keys[i];
+
+		if (!section_is(k, section))
+			continue;
+		memcpy((char *) dst + k->off, (const char *) src + k->off, kind_size(k->kind));
+		if (k->port_off)
+			memcpy((char *) dst + k->port_off, (const char *) src + k->port_off,
+			       sizeof(uint16_t));
+	}
+}
+
+unsigned int sm_config_changed_keys(const struct sm_config *a, const struct sm_config *b,
+				    const char *skip, char *buf, size_t len)
+{
+	unsigned int n = 0;
+	size_t used = 0;
+	char key[64];
+
+	if (len)
+		buf[0] = '\0';
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cfg_keys); i++) {
+		const struct cfg_key *k = &cfg_keys[i];
+		bool differ;
+
+		if (section_is(k, skip))
+			continue;
+		differ = memcmp((const char *) a + k->off, (const char *) b + k->off,
+				kind_size(k->kind)) != 0;
+		if (k->port_off)
+			differ |= memcmp((const char *) a + k->port_off,
+					 (const char *) b + k->port_off, sizeof(uint16_t)) != 0;
+		if (!differ)
+			continue;
+		n++;
+		if (used < len) {
+			int w = snprintf(buf + used, len - used, "%s%s", n > 1 ? ", " : "",
+					 key_dotted(k, key, sizeof(key)));
+
+			used += w > 0 ? (size_t) w : 0;
+			if (used >= len && len > 4)
+				memcpy(buf + len - 4, "...", 4);
+		}
+	}
+	return n;
 }

@@ -15,6 +15,17 @@
 
 #define SM_DEFAULT_CONFIG_PATH "/etc/sockmesh/sockmesh.yaml"
 
+/* flowlog: list keys (allow, deny, fields): at most this many items of this many bytes. */
+#define SM_CONFIG_LIST_MAX 32
+#define SM_CONFIG_ITEM_MAX 256
+/* flowlog.max_size: smallest size that rotates (0 = never rotate) */
+#define SM_FLOWLOG_MIN_SIZE (16ULL << 10)
+
+struct sm_config_list {
+	uint32_t n;
+	char items[SM_CONFIG_LIST_MAX][SM_CONFIG_ITEM_MAX];
+};
+
 struct sm_config {
 	char node[64];		/* node: this node's name in the catalog */
 	char catalog[PATH_MAX]; /* catalog: path of the catalog file */
@@ -65,6 +76,15 @@ struct sm_config {
 	/* flowlog: */
 	char flowlog_file[PATH_MAX]; /* flowlog.file, "" = no file sink */
 	bool flowlog_stdout;	     /* flowlog.stdout, false */
+	/* flowlog sinks (userspace/daemon/sinks.c): rotation, filters, masks, rate limits */
+	uint64_t flowlog_max_size;    /* flowlog.max_size (bytes), 10 MiB; 0 = never rotate */
+	uint32_t flowlog_max_backups; /* flowlog.max_backups, 5 */
+	bool flowlog_compress;	      /* flowlog.compress: gzip the backups, true */
+	struct sm_config_list flowlog_allow;  /* flowlog.allow: filters (flowfilter.h), any */
+	struct sm_config_list flowlog_deny;   /* flowlog.deny: filters, none may match */
+	struct sm_config_list flowlog_fields; /* flowlog.fields: field paths to keep, [] = all */
+	uint32_t flowlog_denied_rate; /* flowlog.denied_rate (records/s per source), 100; 0 = off */
+	uint32_t flowlog_denied_burst; /* flowlog.denied_burst, 200 */
 
 	/* log: */
 	int log_level; /* log.level: error|warn|info|debug, info */
@@ -87,5 +107,17 @@ int sm_config_load(struct sm_config *cfg, const char *path, struct sm_error *err
  * Returns 0 or -EINVAL/-ERANGE/-ENOENT (unknown key) with err->msg set.
  */
 int sm_config_set(struct sm_config *cfg, const char *key, const char *value, struct sm_error *err);
+
+/* Copy the keys of one section ("flowlog") from src to dst; the rest of dst stays. */
+void sm_config_copy_section(struct sm_config *dst, const struct sm_config *src,
+			    const char *section);
+
+/*
+ * The dotted names of the keys whose values differ between a and b, outside
+ * section skip (NULL: none skipped), as "a.b, c.d" into buf (truncated with
+ * "..." when long). Returns how many differ.
+ */
+unsigned int sm_config_changed_keys(const struct sm_config *a, const struct sm_config *b,
+				    const char *skip, char *buf, size_t len);
 
 #endif /* SOCKMESH_CONFIG_H */

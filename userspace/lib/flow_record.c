@@ -253,6 +253,37 @@ static int encode_conn(struct json_object *o, const struct sm_flow_record *r)
 	return ret;
 }
 
+static int encode_lost_sources(struct json_object *lost, const struct sm_flow_record *r)
+{
+	struct json_object *arr, *e;
+	char buf[64];
+	int ret;
+
+	if (!r->nlost_sources)
+		return 0;
+	if (r->nlost_sources > SM_FLOW_LOST_SOURCES_MAX)
+		return -EINVAL;
+	arr = json_object_new_array();
+	ret = add(lost, "rate_limited_sources", arr);
+	for (unsigned int i = 0; !ret && i < r->nlost_sources; i++) {
+		const struct sm_flow_lost_source *ls = &r->lost_sources[i];
+
+		e = json_object_new_object();
+		if (!e || json_object_array_add(arr, e)) {
+			json_object_put(e);
+			return -ENOMEM;
+		}
+		ret = add_u64(e, "identity", ls->identity);
+		if (!ret && ls->addr.family) {
+			if (ls->addr.family != AF_INET && ls->addr.family != AF_INET6)
+				return -EINVAL;
+			ret = add_str(e, "ip", sm_addr_format(&ls->addr, buf, sizeof(buf)));
+		}
+		ret = ret ?: add_u64(e, "suppressed", ls->suppressed);
+	}
+	return ret;
+}
+
 static int encode_lost(struct json_object *o, const struct sm_flow_record *r)
 {
 	struct json_object *sub = json_object_new_object();
@@ -263,38 +294,211 @@ static int encode_lost(struct json_object *o, const struct sm_flow_record *r)
 	ret = ret ?: add_u64(sub, "orig_dst", r->lost_orig_dst);
 	ret = ret ?: add_u64(sub, "storage", r->lost_storage);
 	ret = ret ?: add_u64(sub, "sockhash", r->lost_sockhash);
-	return ret;
+	ret = ret ?: add_u64(sub, "queue", r->lost_queue);
+	ret = ret ?: add_u64(sub, "rate_limited", r->lost_rate_limited);
+	return ret ?: encode_lost_sources(sub, r);
 }
 
-int sm_flow_record_encode(const struct sm_flow_record *r, char **out)
+struct json_object *sm_flow_record_to_json(const struct sm_flow_record *r)
 {
 	struct json_object *o;
-	const char *text;
 	int ret;
 
-	*out = NULL;
-	if ((unsigned int) r->type >= SM_REC_TYPE_MAX || !memchr(r->node, '\0', sizeof(r->node)))
-		return -EINVAL;
+	if ((unsigned int) r->type >= SM_REC_TYPE_MAX || !memchr(r->node, '\0', sizeof(r->node))) {
+		errno = EINVAL;
+		return NULL;
+	}
 	o = json_object_new_object();
-	if (!o)
-		return -ENOMEM;
+	if (!o) {
+		errno = ENOMEM;
+		return NULL;
+	}
 	ret = add_u64(o, "version", SM_FLOW_SCHEMA_VERSION);
 	ret = ret ?: add_str(o, "type", type_names[r->type]);
 	ret = ret ?: add_time(o, "time", r->time_ns);
 	ret = ret ?: add_str(o, "node", r->node);
 	if (!ret)
 		ret = r->type == SM_REC_LOST ? encode_lost(o, r) : encode_conn(o, r);
-	if (ret)
-		goto put;
-	/* plain: no spaces or newlines; SPIFFE IDs keep their '/' unescaped */
-	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-							 JSON_C_TO_STRING_NOSLASHESCAPE);
+	if (ret) {
+		json_object_put(o);
+		errno = -ret;
+		return NULL;
+	}
+	return o;
+}
+
+int sm_flow_record_encode(const struct sm_flow_record *r, char **out)
+{
+	struct json_object *o;
+	const char *text;
+	int ret = 0;
+
+	*out = NULL;
+	o = sm_flow_record_to_json(r);
+	if (!o)
+		return -errno;
+	text = json_object_to_json_string_ext(o, SM_FLOW_JSON_FLAGS);
 	*out = text ? strdup(text) : NULL;
 	if (!*out)
 		ret = -ENOMEM;
-put:
 	json_object_put(o);
 	return ret;
+}
+
+/* ---- field masks ---- */
+
+/*
+ * Every field path of the schema (docs/flow-schema.md), for checking a
+ * configured mask: a name missing here is most likely a typo.
+ */
+static const char *const known_fields[] = {
+	"version",
+	"type",
+	"time",
+	"node",
+	"verdict",
+	"drop_reason",
+	"traffic_direction",
+	"reporter",
+	"ip",
+	"ip.family",
+	"l4",
+	"l4.protocol",
+	"source",
+	"source.ip",
+	"source.port",
+	"source.identity",
+	"source.spiffe_id",
+	"source.workload",
+	"source.node",
+	"source.cgroup",
+	"destination",
+	"destination.ip",
+	"destination.port",
+	"destination.identity",
+	"destination.spiffe_id",
+	"destination.workload",
+	"destination.node",
+	"destination.cgroup",
+	"captured",
+	"same_node",
+	"redirected",
+	"socket_cookie",
+	"cgroup_id",
+	"start_time",
+	"duration_us",
+	"counters",
+	"counters.bytes_sent",
+	"counters.bytes_received",
+	"counters.segs_in",
+	"counters.segs_out",
+	"counters.redirected_bytes_sent",
+	"delta",
+	"delta.bytes_sent",
+	"delta.bytes_received",
+	"delta.segs_in",
+	"delta.segs_out",
+	"tcp",
+	"tcp.srtt_us",
+	"tcp.total_retrans",
+	"trace_id",
+	"tls",
+	"tls.mode",
+	"tls.encrypted",
+	"tls.version",
+	"tls.cipher",
+	"tls.local_spiffe_id",
+	"tls.peer_spiffe_id",
+	"tls.handshake_us",
+	"tls.failure",
+	"policy",
+	"policy.revision",
+	"policy.match",
+	"policy.name",
+	"policy.rule",
+	"policy.audit",
+	"policy.audit.name",
+	"policy.audit.rule",
+};
+
+bool sm_flow_field_known(const char *path)
+{
+	for (size_t i = 0; i < SM_ARRAY_SIZE(known_fields); i++)
+		if (strcmp(path, known_fields[i]) == 0)
+			return true;
+	return false;
+}
+
+/* How the mask paths relate to the member key of an object at prefix ("" or "a.b."). */
+enum mask_hit {
+	MASK_NONE,  /* no path names it: drop the member */
+	MASK_WHOLE, /* a path names it: keep it whole */
+	MASK_INNER, /* paths name members of it: keep those */
+};
+
+static enum mask_hit mask_lookup(const char *const *paths, size_t n, const char *prefix,
+				 const char *key)
+{
+	size_t plen = strlen(prefix), klen = strlen(key);
+	enum mask_hit hit = MASK_NONE;
+
+	for (size_t i = 0; i < n; i++) {
+		const char *p = paths[i];
+
+		if (strncmp(p, prefix, plen) != 0 || strncmp(p + plen, key, klen) != 0)
+			continue;
+		if (p[plen + klen] == '\0')
+			return MASK_WHOLE;
+		if (p[plen + klen] == '.')
+			hit = MASK_INNER;
+	}
+	return hit;
+}
+
+static bool always_kept(const char *key)
+{
+	return strcmp(key, "version") == 0 || strcmp(key, "type") == 0 ||
+	       strcmp(key, "time") == 0 || strcmp(key, "node") == 0;
+}
+
+static int mask_object(struct json_object *o, const char *const *paths, size_t n,
+		       const char *prefix)
+{
+	/* collected first: deleting members while iterating a json-c object is not safe */
+	const char *drop[64];
+	char sub[256];
+	size_t ndrop = 0;
+	int ret;
+
+	json_object_object_foreach(o, key, val)
+	{
+		enum mask_hit hit = mask_lookup(paths, n, prefix, key);
+
+		if ((!prefix[0] && always_kept(key)) || hit == MASK_WHOLE)
+			continue;
+		if (hit == MASK_INNER && json_object_is_type(val, json_type_object)) {
+			if ((size_t) snprintf(sub, sizeof(sub), "%s%s.", prefix, key) >=
+			    sizeof(sub))
+				return -EINVAL;
+			ret = mask_object(val, paths, n, sub);
+			if (ret)
+				return ret;
+			continue;
+		}
+		if (ndrop == SM_ARRAY_SIZE(drop))
+			return -EINVAL;
+		drop[ndrop++] = key;
+	}
+	for (size_t i = 0; i < ndrop; i++)
+		json_object_object_del(o, drop[i]);
+	return 0;
+}
+
+int sm_flow_json_mask(struct json_object *o, const char *const *paths, size_t n)
+{
+	if (!json_object_is_type(o, json_type_object))
+		return -EINVAL;
+	return n ? mask_object(o, paths, n, "") : 0;
 }
 
 /* ---- decoding: every helper returns 0 or -EINVAL ---- */
@@ -562,6 +766,36 @@ static int decode_conn(struct json_object *o, struct sm_flow_record *r)
 	return decode_tls(o, &r->tls) ?: decode_policy(o, &r->policy);
 }
 
+/* The optional "rate_limited_sources" of a lost record. */
+static int decode_lost_sources(struct json_object *lost, struct sm_flow_record *r)
+{
+	struct json_object *arr;
+	size_t n;
+
+	if (!json_object_object_get_ex(lost, "rate_limited_sources", &arr))
+		return 0;
+	if (!json_object_is_type(arr, json_type_array))
+		return -EINVAL;
+	n = json_object_array_length(arr);
+	if (n == 0 || n > SM_FLOW_LOST_SOURCES_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *e = json_object_array_get_idx(arr, i);
+		struct sm_flow_lost_source *ls = &r->lost_sources[i];
+		char ip[64];
+
+		if (!json_object_is_type(e, json_type_object) ||
+		    get_u32(e, "identity", &ls->identity) ||
+		    get_str(e, "ip", false, ip, sizeof(ip)) ||
+		    get_u64(e, "suppressed", UINT64_MAX, &ls->suppressed))
+			return -EINVAL;
+		if (ip[0] && sm_addr_parse(ip, &ls->addr))
+			return -EINVAL;
+	}
+	r->nlost_sources = (unsigned int) n;
+	return 0;
+}
+
 static int decode_lost(struct json_object *o, struct sm_flow_record *r)
 {
 	struct json_object *sub = get(o, "lost", json_type_object);
@@ -569,9 +803,11 @@ static int decode_lost(struct json_object *o, struct sm_flow_record *r)
 	if (!sub || get_u64(sub, "ringbuf", UINT64_MAX, &r->lost_ringbuf) ||
 	    get_u64(sub, "orig_dst", UINT64_MAX, &r->lost_orig_dst) ||
 	    get_u64(sub, "storage", UINT64_MAX, &r->lost_storage) ||
-	    get_u64(sub, "sockhash", UINT64_MAX, &r->lost_sockhash))
+	    get_u64(sub, "sockhash", UINT64_MAX, &r->lost_sockhash) ||
+	    get_u64(sub, "queue", UINT64_MAX, &r->lost_queue) ||
+	    get_u64(sub, "rate_limited", UINT64_MAX, &r->lost_rate_limited))
 		return -EINVAL;
-	return 0;
+	return decode_lost_sources(sub, r);
 }
 
 /*

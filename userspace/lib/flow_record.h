@@ -83,6 +83,20 @@ struct sm_flow_policy {
 	int audit_rule;
 };
 
+/* Most sources a lost record names in "lost.rate_limited_sources". */
+#define SM_FLOW_LOST_SOURCES_MAX 8
+
+/*
+ * One source whose DROPPED/AUDIT records a sink's rate limit suppressed:
+ * "identity", plus "ip" when the identity is 0 or 2 (world) and the source
+ * is known by its address; "suppressed" records since the previous lost record.
+ */
+struct sm_flow_lost_source {
+	uint32_t identity;
+	struct sm_addr addr; /* family 0: no "ip" */
+	uint64_t suppressed;
+};
+
 /* One record. For type SM_REC_LOST only time, node and lost_* are used. */
 struct sm_flow_record {
 	enum sm_flow_record_type type;
@@ -113,11 +127,28 @@ struct sm_flow_record {
 	uint64_t lost_orig_dst;
 	uint64_t lost_storage;
 	uint64_t lost_sockhash;
+	uint64_t lost_queue;	    /* "queue": records dropped because the sink queue was full */
+	uint64_t lost_rate_limited; /* "rate_limited": DROPPED/AUDIT records suppressed */
+	/* "rate_limited_sources": the sources suppressed most (omitted when none) */
+	unsigned int nlost_sources;
+	struct sm_flow_lost_source lost_sources[SM_FLOW_LOST_SOURCES_MAX];
 };
 
 const char *sm_flow_record_type_name(enum sm_flow_record_type t);
 const char *sm_verdict_name(enum sm_verdict v);
 const char *sm_direction_name(enum sm_direction d);
+
+/* json-c serialization flags of a record: one line, SPIFFE IDs' '/' unescaped. */
+#define SM_FLOW_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+struct json_object;
+
+/*
+ * The one encoder: r as a json-c object (the caller puts it), for callers
+ * that change it before serializing (field masks). NULL with errno EINVAL
+ * (a field out of range, an unterminated string) or ENOMEM.
+ */
+struct json_object *sm_flow_record_to_json(const struct sm_flow_record *r);
 
 /*
  * Encode r as one JSON object without a trailing newline into a malloc'ed
@@ -131,5 +162,19 @@ int sm_flow_record_encode(const struct sm_flow_record *r, char **out);
  * (unknown type, missing required fields, wrong types). Used by tests and the CLI.
  */
 int sm_flow_record_decode(const char *json, struct sm_flow_record *r);
+
+/*
+ * Whether path names a field of the schema: a top-level name ("tls") or a
+ * dotted path to a member of an object ("source.ip", "tls.peer_spiffe_id").
+ */
+bool sm_flow_field_known(const char *path);
+
+/*
+ * A field mask: keep in o (an encoded record) only the fields that one of
+ * paths names (whole subtrees for a top-level or intermediate name) and the
+ * fields every record keeps: version, type, time, node. n == 0 keeps all.
+ * Returns 0 or -EINVAL when o is not an object.
+ */
+int sm_flow_json_mask(struct json_object *o, const char *const *paths, size_t n);
 
 #endif /* SOCKMESH_FLOW_RECORD_H */
