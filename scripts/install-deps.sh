@@ -10,10 +10,13 @@ PKGS=(
 	# build
 	clang llvm gcc make pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
 	libssl-dev libnghttp2-dev libjson-c-dev libyaml-dev uthash-dev openssl
+	libmicrohttpd-dev
 	# tests and linters
 	libcmocka-dev bats iproute2 procps psmisc socat iperf3 jq python3
 	python3-jsonschema
 	cppcheck clang-tidy clang-format
+	# tests/integration/metrics.bats: a real HTTP client and Prometheus text parser
+	curl python3-prometheus-client
 	# make fuzz (libFuzzer runtime)
 	libclang-rt-14-dev
 	# bench (bench/hbone.sh compares against HAProxy)

@@ -113,7 +113,10 @@ stream_connections() {
 		sleep 0.02
 	done
 	sb_wait_pid "$pid" 10
-	sm_wait_until 15 queue_empty
+	# every record written (4 a connection: start and end of both sockets), so no
+	# rotation is still to come, and every backup compressed
+	all_written() { [ "$(status_flows records)" -ge 1200 ] && queue_empty; }
+	sm_wait_until 30 all_written
 	sm_wait_until 15 no_uncompressed_backups
 	echo "most backups seen: $max; rotations $(status_flows rotations)"
 	[ "$max" -le 2 ]

@@ -75,6 +75,7 @@ static void test_defaults(void **state)
 	ASSERT_EQ(cfg->inbound_port, 15008, "listeners.inbound_port");
 	addr_is(&cfg->admin_addr, "127.0.0.1", "listeners.admin address");
 	ASSERT_EQ(cfg->admin_port, 15020, "listeners.admin port");
+	ASSERT_EQ(cfg->metrics_max_series, 10000, "metrics.max_series");
 	ASSERT_EQ(cfg->daemon_mark, 0x5ec0de, "datapath.daemon_mark");
 	ASSERT_EQ(cfg->redirect, false, "datapath.redirect");
 	ASSERT_EQ(cfg->fail_open, false, "datapath.fail_open");
@@ -122,6 +123,8 @@ static const char full_config[] = "# every key\n"
 				  "  inbound_port: 16008\n"
 				  "  admin: '[::1]:16020'\n"
 				  "  workers: 3\n"
+				  "metrics:\n"
+				  "  max_series: 5\n"
 				  "datapath:\n"
 				  "  daemon_mark: 0x1234\n"
 				  "  redirect: true\n"
@@ -179,6 +182,7 @@ static void test_load_every_key(void **state)
 	ASSERT_EQ(cfg->inbound_port, 16008, "listeners.inbound_port");
 	addr_is(&cfg->admin_addr, "::1", "listeners.admin");
 	ASSERT_EQ(cfg->admin_port, 16020, "listeners.admin port");
+	ASSERT_EQ(cfg->metrics_max_series, 5, "metrics.max_series");
 	ASSERT_EQ(cfg->daemon_mark, 0x1234, "datapath.daemon_mark");
 	ASSERT_EQ(cfg->redirect, true, "datapath.redirect");
 	ASSERT_EQ(cfg->fail_open, true, "datapath.fail_open");
@@ -274,7 +278,7 @@ static const struct bad_case bad_cases[] = {
 	 NULL},
 	/* unknown keys */
 	{"node: n1\ncatalog: /c\nnodee: n1\n", -EINVAL, 3, "unknown key 'nodee'",
-	 "(known keys: node, catalog, paths, listeners, datapath, tunnel, flowlog, log)"},
+	 "(known keys: node, catalog, paths, listeners, datapath, tunnel, flowlog, log, metrics)"},
 	{"paths:\n  bpfs: /x\n", -EINVAL, 2, "unknown key 'paths.bpfs'",
 	 "known keys in paths: bpffs, cgroup_root, daemon_cgroup, control_socket, state_dir"},
 	{"datapath:\n  redirect: true\n  max_workload: 5\n", -EINVAL, 3,
@@ -361,7 +365,6 @@ static const struct bad_case bad_cases[] = {
 	{"listeners:\n  admin: localhost:15020\n", -EINVAL, 2,
 	 "listeners.admin: 'localhost:15020' is not valid", "ADDRESS:PORT"},
 	{"listeners:\n  admin: ::1:15020\n", -EINVAL, 2, "listeners.admin: '::1:15020'", NULL},
-	{"listeners:\n  admin:\n", -EINVAL, 2, "listeners.admin: '' is not valid", NULL},
 	/* paths */
 	{"paths:\n  bpffs: sys/fs/bpf\n", -EINVAL, 2,
 	 "paths.bpffs: 'sys/fs/bpf' is not an absolute path", "/sys/fs/bpf/sockmesh"},
@@ -561,6 +564,59 @@ static void test_sections(void **state)
 	ASSERT_EQ(sm_config_changed_keys(a, b, NULL, buf, sizeof(buf)), 2, "two left");
 }
 
+/* listeners.admin may be "" (no admin server); metrics.max_series is range-checked. */
+static void test_admin_and_metrics_keys(void **state)
+{
+	static const struct bad_case bad[] = {
+		{"metrics:\n  max_series: 0\n", -ERANGE, 2,
+		 "metrics.max_series: 0 is out of range 1..1000000", "label sets"},
+		{"metrics:\n  max_series: 1000001\n", -ERANGE, 2,
+		 "metrics.max_series: 1000001 is out of range", NULL},
+		{"metrics:\n  max_series: many\n", -EINVAL, 2, "'many' is not a number", NULL},
+		{"metrics:\n  series: 5\n", -EINVAL, 2, "unknown key 'metrics.series'",
+		 "known keys in metrics: max_series"},
+		{"metrics: 5\n", -EINVAL, 1, "metrics: expected a mapping", NULL},
+		{"listeners:\n  admin: 127.0.0.1\n", -EINVAL, 2,
+		 "listeners.admin: '127.0.0.1' is not valid", "or \"\" for no admin server"},
+	};
+	struct sm_config *cfg = &cfg_buf, *def = &other_buf;
+	struct sm_error err;
+	char path[64], what[700];
+
+	ASSERT_EQ(load_text("listeners:\n  admin: \"\"\n", cfg, &err, path, sizeof(path)), 0,
+		  err.msg);
+	ASSERT_EQ(cfg->admin_port, 0, "listeners.admin \"\": port 0, no admin server");
+	ASSERT_EQ(cfg->admin_addr.family, 0, "listeners.admin \"\": no address");
+	ASSERT_EQ(load_text("listeners:\n  admin:\n", cfg, &err, path, sizeof(path)), 0, err.msg);
+	ASSERT_EQ(cfg->admin_port, 0, "listeners.admin with no value means \"\"");
+	ASSERT_EQ(load_text("metrics:\n  max_series: 1000000\n", cfg, &err, path, sizeof(path)), 0,
+		  err.msg);
+	ASSERT_EQ(cfg->metrics_max_series, 1000000, "metrics.max_series at its maximum");
+
+	sm_config_defaults(cfg);
+	ASSERT_EQ(sm_config_set(cfg, "listeners.admin", "", &err), 0, err.msg);
+	ASSERT_EQ(cfg->admin_port, 0, "--admin \"\"");
+	ASSERT_EQ(sm_config_set(cfg, "listeners.admin", "[::1]:15020", &err), 0, err.msg);
+	addr_is(&cfg->admin_addr, "::1", "--admin [::1]:15020");
+	ASSERT_EQ(cfg->admin_port, 15020, "--admin [::1]:15020 port");
+	ASSERT_EQ(sm_config_set(cfg, "metrics.max_series", "1", &err), 0, err.msg);
+	ASSERT_EQ(cfg->metrics_max_series, 1, "--set metrics.max_series=1");
+	ASSERT_EQ(sm_config_set(cfg, "metrics.max_series", "0", &err), -ERANGE, err.msg);
+	ASSERT_EQ(cfg->metrics_max_series, 1, "a refused value changes nothing");
+
+	sm_config_defaults(def);
+	for (size_t i = 0; i < SM_ARRAY_SIZE(bad); i++) {
+		int ret = load_text(bad[i].yaml, cfg, &err, path, sizeof(path));
+
+		snprintf(what, sizeof(what), "case %zu (%.60s): %s", i, bad[i].yaml, err.msg);
+		ASSERT_EQ(ret, bad[i].ret, what);
+		ASSERT_HAS(err.msg, bad[i].has1, what);
+		if (bad[i].has2)
+			ASSERT_HAS(err.msg, bad[i].has2, what);
+		ASSERT_EQ(memcmp(cfg, def, sizeof(*cfg)), 0, what);
+	}
+}
+
 /* flags after the file: the file sets a value, sm_config_set overrides it */
 static void test_file_then_set(void **state)
 {
@@ -587,6 +643,7 @@ int main(void)
 		cmocka_unit_test(test_set),
 		cmocka_unit_test(test_file_then_set),
 		cmocka_unit_test(test_sections),
+		cmocka_unit_test(test_admin_and_metrics_keys),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);

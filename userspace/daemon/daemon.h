@@ -45,6 +45,7 @@ struct sm_flow_record;
 struct sm_flow_endpoint;
 struct sm_hbone_worker;
 struct sm_policyd;
+struct sm_metrics;
 struct json_object;
 
 /* A counter one thread writes and others read: relaxed atomics, no lock. */
@@ -113,6 +114,7 @@ struct sm_daemon {
 	struct sm_flowexp *flows;
 	struct sm_hbone *hbone; /* NULL unless tunnel.hbone: shared credentials */
 	struct sm_policyd *policy;
+	struct sm_metrics *metrics; /* NULL when listeners.admin is "" */
 
 	struct sm_worker *workers;
 	unsigned int nworkers;
@@ -328,6 +330,18 @@ void sm_policy_fill_record(const struct sm_daemon *d, uint32_t rule_id, uint32_t
 struct json_object *sm_policy_command(struct sm_daemon *d, const char *cmd,
 				      struct json_object *args, bool privileged, bool *handled,
 				      struct sm_error *err);
+
+/* metrics.c: the admin HTTP server: Prometheus /metrics, /healthz, /readyz (docs/metrics.md). */
+/* Bind listeners.admin (a taken port is an error) and serve; nothing when it is "". 0 or -errno. */
+int sm_metrics_start(struct sm_daemon *d);
+/* Stop serving; before the workers and the maps go (the HTTP thread reads them). */
+void sm_metrics_stop(struct sm_daemon *d);
+/* Stop serving and free the counts; after the last flow record (sm_flowexp_stop()). */
+void sm_metrics_free(struct sm_daemon *d);
+/* Count a flow record into the metrics (sm_flowexp_emit()). Any thread. */
+void sm_metrics_observe(struct sm_daemon *d, const struct sm_flow_record *r);
+/* Count n events a user-space source lost: lost_events_total{source}. Any thread. */
+void sm_metrics_lost(struct sm_daemon *d, const char *source, uint64_t n);
 
 /* control.c: the control socket. */
 int sm_control_start(struct sm_daemon *d);

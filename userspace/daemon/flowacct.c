@@ -55,6 +55,7 @@ struct sm_flowexp {
 
 void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 {
+	sm_metrics_observe(d, r); /* every record, whatever the sinks then keep */
 	if (!d->flows || !d->flows->sinks)
 		return;
 	/* filtered, limited and encoded on this thread, then queued: never waits for a disk */

@@ -49,6 +49,8 @@ static const char usage_text[] =
 	"(listeners.outbound)\n"
 	"      --outbound6 ADDR:PORT   IPv6 outbound capture listener             "
 	"(listeners.outbound6)\n"
+	"      --admin ADDR:PORT       admin HTTP (metrics, health), \"\" = off     "
+	"(listeners.admin)\n"
 	"      --flow-log FILE         write flow records to FILE                 (flowlog.file)\n"
 	"      --flow-stdout           write flow records to stdout               "
 	"(flowlog.stdout)\n"
@@ -91,6 +93,7 @@ enum {
 	OPT_CHECK,
 	OPT_CLEANUP,
 	OPT_VERSION,
+	OPT_ADMIN,
 };
 
 static const struct option long_opts[] = {
@@ -116,6 +119,7 @@ static const struct option long_opts[] = {
 	{"quiet", no_argument, NULL, 'q'},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, OPT_VERSION},
+	{"admin", required_argument, NULL, OPT_ADMIN},
 	{NULL, 0, NULL, 0},
 };
 
@@ -151,6 +155,8 @@ static const char *flag_key(int opt)
 		return "datapath.flow_update_interval";
 	case OPT_WORKERS:
 		return "listeners.workers";
+	case OPT_ADMIN:
+		return "listeners.admin";
 	default:
 		return NULL;
 	}
@@ -526,6 +532,10 @@ static int run(struct sm_daemon *d)
 		goto free_loop;
 	}
 	sig_ev = sm_evloop_add(d->loop, sfd, EPOLLIN, on_signal, d);
+	/* the admin port first: a taken port stops the start before anything is loaded */
+	err = sm_metrics_start(d);
+	if (err)
+		goto close_sig;
 
 	err = sm_datapath_open(d);
 	if (err)
@@ -550,6 +560,7 @@ static int run(struct sm_daemon *d)
 	err = sm_evloop_run(d->loop);
 stop:
 	sm_evloop_del(d->loop, tick);
+	sm_metrics_stop(d); /* its thread reads the workers' counters and the maps */
 	sm_workers_stop(d);
 	sm_control_stop(d);
 	sm_hbone_free(d);
@@ -557,6 +568,7 @@ stop:
 	sm_policy_stop(d);
 	sm_datapath_close(d);
 close_sig:
+	sm_metrics_free(d); /* after the last flow record, which it counts */
 	sm_evloop_del(d->loop, sig_ev);
 	close(sfd);
 free_loop:

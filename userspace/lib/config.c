@@ -15,6 +15,7 @@
 #include "flow_record.h"
 #include "flowfilter.h"
 #include "log.h"
+#include "metrics_agg.h"
 #include "yaml_doc.h"
 
 /* How a key's text is checked and stored. */
@@ -36,6 +37,7 @@ enum cfg_kind {
 	CK_SIZE,    /* uint64_t bytes with an optional KiB/MiB/GiB suffix: 0 or within [min, max] */
 	CK_FILTERS, /* struct sm_config_list of flow filters (flowfilter.h) */
 	CK_FIELDS,  /* struct sm_config_list of flow record field paths */
+	CK_ADDR_OPT, /* same as CK_ADDR, or "": address zeroed, port 0 (turned off) */
 };
 
 struct cfg_key {
@@ -73,8 +75,11 @@ static const struct cfg_key cfg_keys[] = {
 	 "set a TCP port, e.g. 15008"},
 	{"listeners", "workers", CK_U32, F(workers), 0, 0, 256,
 	 "set a number of worker threads, or 0 for one per CPU, e.g. 2"},
-	{"listeners", "admin", CK_ADDR, F(admin_addr), F(admin_port), 0, 0,
-	 "set ADDRESS:PORT, e.g. 127.0.0.1:15020"},
+	{"listeners", "admin", CK_ADDR_OPT, F(admin_addr), F(admin_port), 0, 0,
+	 "set ADDRESS:PORT, e.g. 127.0.0.1:15020, or \"\" for no admin server"},
+	{"metrics", "max_series", CK_U32, F(metrics_max_series), 0, 1, SM_METRICS_MAX_MAX_SERIES,
+	 "set how many label sets the tcp metrics keep before counting new ones as other, e.g. "
+	 "10000"},
 	{"datapath", "daemon_mark", CK_U32, F(daemon_mark), 0, 1, UINT32_MAX,
 	 "set a non-zero SO_MARK value, e.g. 0x5ec0de"},
 	{"datapath", "redirect", CK_BOOL, F(redirect), 0, 0, 0, "set true or false"},
@@ -135,8 +140,8 @@ static const struct cfg_key cfg_keys[] = {
 
 #undef F
 
-static const char *const top_keys[] = {"node",	   "catalog", "paths",	 "listeners",
-				       "datapath", "tunnel",  "flowlog", "log"};
+static const char *const top_keys[] = {"node",	 "catalog", "paths", "listeners", "datapath",
+				       "tunnel", "flowlog", "log",   "metrics"};
 
 void sm_config_defaults(struct sm_config *cfg)
 {
@@ -153,6 +158,7 @@ void sm_config_defaults(struct sm_config *cfg)
 	cfg->inbound_port = SM_DEFAULT_INBOUND_PORT;
 	sm_addr_parse("127.0.0.1", &cfg->admin_addr);
 	cfg->admin_port = SM_DEFAULT_ADMIN_PORT;
+	cfg->metrics_max_series = SM_METRICS_DEFAULT_MAX_SERIES;
 	cfg->daemon_mark = SM_DEFAULT_DAEMON_MARK;
 	cfg->redirect = false;
 	cfg->tunnel_hbone = true;
@@ -366,6 +372,13 @@ static int cfg_apply(struct sm_config *cfg, const struct cfg_key *k, const char 
 		}
 		sm_strlcpy(base + k->off, text, PATH_MAX);
 		return 0;
+	case CK_ADDR_OPT:
+		if (!*text) {
+			memset(base + k->off, 0, sizeof(addr));
+			memset(base + k->port_off, 0, sizeof(port));
+			return 0;
+		}
+		/* fall through */
 	case CK_ADDR4:
 	case CK_ADDR6:
 	case CK_ADDR:
@@ -680,6 +693,7 @@ static size_t kind_size(enum cfg_kind kind)
 	case CK_ADDR4:
 	case CK_ADDR6:
 	case CK_ADDR:
+	case CK_ADDR_OPT:
 		return sizeof(struct sm_addr);
 	case CK_PORT:
 		return sizeof(uint16_t);

@@ -44,7 +44,10 @@ struct sm_config {
 	uint16_t outbound6_port;
 	uint16_t inbound_port;	   /* listeners.inbound_port, 15008 */
 	struct sm_addr admin_addr; /* listeners.admin, 127.0.0.1:15020 */
-	uint16_t admin_port;
+	uint16_t admin_port;	   /* 0: listeners.admin is "", no admin server */
+
+	/* metrics: the admin port's Prometheus metrics (docs/metrics.md) */
+	uint32_t metrics_max_series; /* metrics.max_series: tcp label sets kept, 10000 */
 
 	/* datapath: */
 	uint32_t daemon_mark;	       /* datapath.daemon_mark, 0x5ec0de */

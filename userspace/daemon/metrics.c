@@ -1,0 +1,571 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The admin HTTP server on listeners.admin (default 127.0.0.1:15020): GET
+ * /metrics (Prometheus text format 0.0.4, docs/metrics.md), /healthz and
+ * /readyz, served by libmicrohttpd on its own thread.
+ *
+ * Threads: flow records are counted by sm_metrics_observe() on whichever
+ * thread emits them, under the aggregator's own lock. The HTTP thread reads
+ * the kernel's maps (bpf syscalls on the skeleton's fds, which are closed
+ * only after sm_metrics_stop() has joined it) and a snapshot of daemon state
+ * that the main loop publishes every second under mu (readiness, policy
+ * revision and size, tunnel counters): it never reads memory the main thread
+ * changes. That heartbeat is also what /healthz checks: a main loop that
+ * stopped turning stops refreshing it.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <json-c/json.h>
+#include <microhttpd.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "metrics_agg.h"
+#include "sockmesh.skel.h"
+
+#include <sockmesh/common.h>
+
+#define ADMIN_BACKLOG	      16
+#define ADMIN_MAX_CONNECTIONS 16	  /* more wait in the backlog */
+#define ADMIN_TIMEOUT_S	      10	  /* an idle or slow client is closed after this */
+#define ADMIN_MEMORY_LIMIT    (32 * 1024) /* per connection: request line and headers */
+#define HEARTBEAT_MS	      1000
+#define NS_PER_S	      1000000000LL
+#define HEARTBEAT_STALE_NS    (5 * NS_PER_S)  /* /healthz fails when the loop is this late */
+#define STARTUP_GRACE_NS      (60 * NS_PER_S) /* /healthz's patience before the loop runs */
+
+struct sm_metrics {
+	struct sm_daemon *d;
+	struct sm_metrics_agg *agg;
+	struct MHD_Daemon *mhd;
+	struct sm_ev *beat;
+	struct sm_ev *first_beat;	  /* once, as soon as the loop runs; NULL after */
+	char where[INET6_ADDRSTRLEN + 8]; /* "ADDR:PORT" for messages */
+
+	/* published by the main loop (on_heartbeat), read by the HTTP thread */
+	pthread_mutex_t mu;
+	int64_t started_ns; /* CLOCK_MONOTONIC: the server started */
+	int64_t beat_ns;    /* the main loop's last heartbeat */
+	bool live;	    /* the loop runs: the daemon is set up, its maps may be read */
+	bool ready;	    /* as `sockmesh status` says */
+	bool draining;
+	bool tunnel; /* tunnel.hbone: credentials loaded (the daemon starts only then) */
+	uint32_t revision;
+	int64_t policy_entries, policy_max; /* compiled entries, datapath.max_policy_entries */
+	unsigned int attachments;
+	struct sm_hbone_stats tls;
+};
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * NS_PER_S + ts.tv_nsec;
+}
+
+/* Main thread, every second: prove the loop turns, and publish what the HTTP thread shows. */
+static void on_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct sm_daemon *d = arg;
+	struct sm_metrics *m = d->metrics;
+	struct sm_error err = {{0}};
+	int64_t entries = -1, max = -1;
+	struct sm_hbone_stats st;
+	json_object *pol, *v;
+	bool handled;
+
+	(void) loop;
+	(void) ev;
+	(void) events;
+	sm_hbone_stats(d, &st);
+	/* the compiled policy's size against its bound: the policy's own "map pressure" */
+	pol = sm_policy_command(d, "policy_status", NULL, false, &handled, &err);
+	if (pol && json_object_object_get_ex(pol, "entries", &v))
+		entries = json_object_get_int64(v);
+	if (pol && json_object_object_get_ex(pol, "max_entries", &v))
+		max = json_object_get_int64(v);
+	json_object_put(pol);
+	pthread_mutex_lock(&m->mu);
+	m->beat_ns = mono_ns();
+	m->live = true;
+	m->ready = d->ready;
+	m->draining = d->draining;
+	m->tunnel = d->hbone != NULL;
+	m->revision = sm_policy_revision(d);
+	m->policy_entries = entries;
+	m->policy_max = max;
+	m->attachments = d->natt;
+	m->tls = st;
+	pthread_mutex_unlock(&m->mu);
+}
+
+/* The first heartbeat as soon as the loop runs, not a second later. */
+static void on_first_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct sm_daemon *d = arg;
+
+	on_heartbeat(loop, ev, events, arg);
+	sm_evloop_del(loop, ev);
+	d->metrics->first_beat = NULL;
+}
+
+/* ---- /metrics ---- */
+
+/* Entries of a pinned map by walking its keys, as `sockmesh status` counts them; -1: none. */
+static long long map_fill(struct bpf_map *map)
+{
+	enum bpf_map_type t = bpf_map__type(map);
+	uint8_t key[128], next[128];
+	long long n = 0, max = bpf_map__max_entries(map);
+	void *prev = NULL;
+	int fd = bpf_map__fd(map);
+
+	/* arrays are always full, map-in-map slots too (each inner map is made to fit) */
+	if (t == BPF_MAP_TYPE_RINGBUF || t == BPF_MAP_TYPE_SK_STORAGE || t == BPF_MAP_TYPE_ARRAY ||
+	    t == BPF_MAP_TYPE_PERCPU_ARRAY || t == BPF_MAP_TYPE_ARRAY_OF_MAPS ||
+	    t == BPF_MAP_TYPE_HASH_OF_MAPS || bpf_map__key_size(map) > sizeof(key) || max <= 0)
+		return -1;
+	/* a walk that restarts (its key deleted meanwhile) stops at max: never over 1 */
+	while (n < max && bpf_map_get_next_key(fd, prev, next) == 0) {
+		memcpy(key, next, bpf_map__key_size(map));
+		prev = key;
+		n++;
+	}
+	return n;
+}
+
+static void render_maps(struct sm_daemon *d, struct sm_textbuf *b, int64_t policy_entries,
+			int64_t policy_max)
+{
+	const char *label = "map", *policy = "policy";
+	struct bpf_map *map;
+
+	sm_prom_family(b, "sockmesh_map_pressure", "gauge",
+		       "Fill level of each pinned map that has one: entries / max_entries (0..1); "
+		       "policy: compiled entries / datapath.max_policy_entries.");
+	if (policy_entries >= 0 && policy_max > 0)
+		sm_prom_sample_f64(b, "sockmesh_map_pressure", &label, &policy, 1,
+				   (double) policy_entries / (double) policy_max);
+	bpf_object__for_each_map (map, d->skel->obj) {
+		const char *name = bpf_map__name(map);
+		long long n;
+
+		if (!bpf_map__is_pinned(map))
+			continue;
+		n = map_fill(map);
+		if (n >= 0)
+			sm_prom_sample_f64(b, "sockmesh_map_pressure", &label, &name, 1,
+					   (double) n / bpf_map__max_entries(map));
+	}
+}
+
+static void render_tls(struct sm_textbuf *b, const struct sm_hbone_stats *st)
+{
+	const char *label = "result", *value = "ok";
+
+	sm_prom_family(
+		b, "sockmesh_tls_handshakes_total", "counter",
+		"TLS handshakes of the tunnel: ok, or why they failed (the refusal names of "
+		"docs/security.md; other: timeouts, refusals by the peer, connect failures).");
+	sm_prom_sample(b, "sockmesh_tls_handshakes_total", &label, &value, 1, st->tls_ok);
+	for (int i = 1; i < SM_SVID_REASON_MAX; i++) {
+		value = sm_svid_reason_name((enum sm_svid_reason) i);
+		sm_prom_sample(b, "sockmesh_tls_handshakes_total", &label, &value, 1,
+			       st->tls_failed[i]);
+	}
+	value = SM_METRICS_OTHER;
+	sm_prom_sample(b, "sockmesh_tls_handshakes_total", &label, &value, 1, st->tls_failed_other);
+}
+
+/* Prometheus' usual process metrics, from /proc/self. */
+static void render_process(struct sm_textbuf *b)
+{
+	unsigned long utime = 0, stime = 0;
+	unsigned long long start = 0, btime = 0;
+	long rss = 0, tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+	char buf[1024], *p;
+	struct rlimit rl;
+	long long fds = 0;
+	struct dirent *de;
+	DIR *dir;
+	FILE *f;
+
+	f = fopen("/proc/self/stat", "re");
+	if (f) {
+		if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')))
+			/* fields 14 utime, 15 stime, 22 starttime, 24 rss (proc(5)) */
+			sscanf(p + 1,
+			       " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d "
+			       "%*d %*d %*d %llu %*u %ld",
+			       &utime, &stime, &start, &rss);
+		fclose(f);
+	}
+	f = fopen("/proc/stat", "re");
+	if (f) {
+		while (fgets(buf, sizeof(buf), f))
+			if (sscanf(buf, "btime %llu", &btime) == 1)
+				break;
+		fclose(f);
+	}
+	dir = opendir("/proc/self/fd");
+	if (dir) {
+		while ((de = readdir(dir)))
+			fds += de->d_name[0] != '.';
+		closedir(dir);
+		fds--; /* the directory's own */
+	}
+	if (tck <= 0)
+		tck = 100;
+	sm_prom_family(b, "process_cpu_seconds_total", "counter",
+		       "User and system CPU time of the daemon, in seconds.");
+	sm_prom_sample_f64(b, "process_cpu_seconds_total", NULL, NULL, 0,
+			   (double) (utime + stime) / (double) tck);
+	sm_prom_family(b, "process_resident_memory_bytes", "gauge", "Resident memory, in bytes.");
+	sm_prom_sample(b, "process_resident_memory_bytes", NULL, NULL, 0,
+		       (uint64_t) (rss > 0 && page > 0 ? rss * page : 0));
+	sm_prom_family(b, "process_start_time_seconds", "gauge",
+		       "When the daemon started, in seconds since the Unix epoch.");
+	sm_prom_sample_f64(b, "process_start_time_seconds", NULL, NULL, 0,
+			   (double) btime + (double) start / (double) tck);
+	sm_prom_family(b, "process_open_fds", "gauge", "Open file descriptors.");
+	sm_prom_sample(b, "process_open_fds", NULL, NULL, 0, (uint64_t) (fds > 0 ? fds : 0));
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		sm_prom_family(b, "process_max_fds", "gauge", "The open file descriptor limit.");
+		sm_prom_sample(b, "process_max_fds", NULL, NULL, 0, (uint64_t) rl.rlim_cur);
+	}
+}
+
+/* The whole page; b->failed on allocation failure. HTTP thread. */
+static void render_metrics(struct sm_metrics *m, struct sm_textbuf *b)
+{
+	static const char *const lost_names[] = {"ringbuf", "orig_dst", "storage", "sockhash"};
+	static const enum sm_counter lost_counters[] = {
+		SM_CNT_RINGBUF_RESERVE_FAIL,
+		SM_CNT_ORIGDST_UPDATE_FAIL,
+		SM_CNT_STORAGE_FAIL,
+		SM_CNT_SOCKHASH_UPDATE_FAIL,
+	};
+	uint64_t cnt[SM_CNT_MAX], lost[SM_ARRAY_SIZE(lost_counters)];
+	struct sm_metrics_inputs in = {0};
+	struct sm_hbone_stats tls;
+	const char *label = "version", *value = SOCKMESH_VERSION;
+	int64_t policy_entries, policy_max;
+	bool live, ready;
+	uint32_t revision;
+
+	pthread_mutex_lock(&m->mu);
+	live = m->live;
+	ready = m->ready;
+	revision = m->revision;
+	policy_entries = m->policy_entries;
+	policy_max = m->policy_max;
+	tls = m->tls;
+	pthread_mutex_unlock(&m->mu);
+
+	sm_prom_family(b, "sockmesh_up", "gauge", "1: the daemon runs and serves this page.");
+	sm_prom_sample(b, "sockmesh_up", NULL, NULL, 0, 1);
+	sm_prom_family(b, "sockmesh_build_info", "gauge", "Always 1; the labels say which build.");
+	sm_prom_sample(b, "sockmesh_build_info", &label, &value, 1, 1);
+	sm_prom_family(b, "sockmesh_ready", "gauge", "1 when /readyz answers 200, else 0.");
+	sm_prom_sample(b, "sockmesh_ready", NULL, NULL, 0, ready);
+
+	/* the kernel's side only once the datapath is up (before, the daemon is starting) */
+	if (live && sm_datapath_counters(m->d, cnt) == 0) {
+		for (size_t i = 0; i < SM_ARRAY_SIZE(lost_counters); i++)
+			lost[i] = cnt[lost_counters[i]];
+		in.have_allowed = true;
+		in.allowed = cnt[SM_CNT_POLICY_ALLOWED];
+		in.lost_sources = lost_names;
+		in.lost_counts = lost;
+		in.nlost = SM_ARRAY_SIZE(lost_names);
+	}
+	sm_metrics_agg_render(m->agg, b, &in);
+
+	sm_prom_family(b, "sockmesh_policy_revision", "gauge",
+		       "Revision of the policy set in force (0: none was ever applied).");
+	if (live)
+		sm_prom_sample(b, "sockmesh_policy_revision", NULL, NULL, 0, revision);
+	if (live) {
+		render_maps(m->d, b, policy_entries, policy_max);
+		render_tls(b, &tls);
+	}
+	render_process(b);
+}
+
+/* ---- /healthz and /readyz ---- */
+
+/* 200 while the main loop turns (or is still starting, within the grace). */
+static unsigned int health(struct sm_metrics *m, struct sm_textbuf *b)
+{
+	int64_t now = mono_ns(), beat, started;
+	bool live;
+
+	pthread_mutex_lock(&m->mu);
+	live = m->live;
+	beat = m->beat_ns;
+	started = m->started_ns;
+	pthread_mutex_unlock(&m->mu);
+	if (!live && now - started <= STARTUP_GRACE_NS) {
+		sm_textbuf_printf(b, "ok\n"); /* starting: /readyz tells that apart */
+		return MHD_HTTP_OK;
+	}
+	if (!live) {
+		sm_textbuf_printf(b,
+				  "unhealthy: the daemon has been starting for %lld s and its main "
+				  "loop has not run yet\n",
+				  (long long) ((now - started) / NS_PER_S));
+		return MHD_HTTP_SERVICE_UNAVAILABLE;
+	}
+	if (now - beat > HEARTBEAT_STALE_NS) {
+		sm_textbuf_printf(b, "unhealthy: the main loop has not run for %lld s\n",
+				  (long long) ((now - beat) / NS_PER_S));
+		return MHD_HTTP_SERVICE_UNAVAILABLE;
+	}
+	sm_textbuf_printf(b, "ok\n");
+	return MHD_HTTP_OK;
+}
+
+/* 200 when `sockmesh status` says ready; else 503 and what is missing. */
+static unsigned int readiness(struct sm_metrics *m, struct sm_textbuf *b)
+{
+	int64_t now = mono_ns();
+	bool live, ready, draining, tunnel;
+	unsigned int attachments;
+	uint32_t revision;
+	int64_t beat;
+
+	pthread_mutex_lock(&m->mu);
+	live = m->live;
+	ready = m->ready;
+	draining = m->draining;
+	tunnel = m->tunnel;
+	attachments = m->attachments;
+	revision = m->revision;
+	beat = m->beat_ns;
+	pthread_mutex_unlock(&m->mu);
+	if (!live) {
+		sm_textbuf_printf(b, "not ready: starting: programs not attached, policy not "
+				     "restored, tunnel credentials not loaded yet\n");
+		return MHD_HTTP_SERVICE_UNAVAILABLE;
+	}
+	if (draining) {
+		sm_textbuf_printf(b, "not ready: draining: the daemon is stopping and takes no new "
+				     "connections\n");
+		return MHD_HTTP_SERVICE_UNAVAILABLE;
+	}
+	if (now - beat > HEARTBEAT_STALE_NS) {
+		sm_textbuf_printf(b, "not ready: the main loop has not run for %lld s\n",
+				  (long long) ((now - beat) / NS_PER_S));
+		return MHD_HTTP_SERVICE_UNAVAILABLE;
+	}
+	if (!ready) {
+		sm_textbuf_printf(b, "not ready: programs, policy or credentials not in place\n");
+		return MHD_HTTP_SERVICE_UNAVAILABLE;
+	}
+	sm_textbuf_printf(b, "ready: %u program attachments, policy revision %u, %s\n", attachments,
+			  revision,
+			  tunnel ? "tunnel credentials loaded" : "tunnel off (tunnel.hbone false)");
+	return MHD_HTTP_OK;
+}
+
+/* ---- HTTP ---- */
+
+/* Queue b's text (taken over) as the answer; a failed b becomes a 500. */
+static enum MHD_Result respond(struct MHD_Connection *conn, unsigned int status, const char *type,
+			       struct sm_textbuf *b, bool allow_get)
+{
+	static const char oom[] = "out of memory\n";
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	if (b->failed || !b->s) {
+		sm_textbuf_free(b);
+		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+		type = "text/plain; charset=utf-8";
+		resp = MHD_create_response_from_buffer(sizeof(oom) - 1, (void *) oom,
+						       MHD_RESPMEM_PERSISTENT);
+	} else {
+		resp = MHD_create_response_from_buffer_with_free_callback(b->len, b->s, free);
+		if (!resp)
+			sm_textbuf_free(b);
+	}
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (allow_get)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET");
+	ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version, const char *upload_data,
+				  size_t *upload_data_size, void **req_cls)
+{
+	static const char text[] = "text/plain; charset=utf-8";
+	struct sm_metrics *m = cls;
+	struct sm_textbuf b = {0};
+	unsigned int status;
+
+	(void) version;
+	(void) upload_data;
+	(void) upload_data_size;
+	(void) req_cls;
+	if (strcmp(url, "/metrics") != 0 && strcmp(url, "/healthz") != 0 &&
+	    strcmp(url, "/readyz") != 0) {
+		sm_textbuf_printf(&b,
+				  "not found: this port serves /metrics, /healthz and /readyz\n");
+		return respond(conn, MHD_HTTP_NOT_FOUND, text, &b, false);
+	}
+	/* answered at once, before any body: MHD then closes such a connection */
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0) {
+		sm_textbuf_printf(&b, "method %.16s not allowed: use GET\n", method);
+		return respond(conn, MHD_HTTP_METHOD_NOT_ALLOWED, text, &b, true);
+	}
+	if (strcmp(url, "/metrics") == 0) {
+		render_metrics(m, &b);
+		return respond(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", &b,
+			       false);
+	}
+	status = strcmp(url, "/healthz") == 0 ? health(m, &b) : readiness(m, &b);
+	return respond(conn, status, text, &b, false);
+}
+
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char buf[512];
+
+	(void) cls;
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	pr_info("admin server: %s", buf);
+}
+
+/* ---- lifecycle ---- */
+
+int sm_metrics_start(struct sm_daemon *d)
+{
+	struct sm_metrics *m;
+	char addr[INET6_ADDRSTRLEN];
+	int fd, err;
+
+	if (!d->cfg.admin_port) {
+		pr_info("admin server off (listeners.admin is \"\"): no /metrics, /healthz, "
+			"/readyz");
+		return 0;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->d = d;
+	pthread_mutex_init(&m->mu, NULL);
+	m->started_ns = mono_ns();
+	sm_addr_format(&d->cfg.admin_addr, addr, sizeof(addr));
+	snprintf(m->where, sizeof(m->where),
+		 d->cfg.admin_addr.family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr,
+		 d->cfg.admin_port);
+	m->agg = sm_metrics_agg_new(d->cfg.metrics_max_series);
+	if (!m->agg) {
+		err = -errno;
+		goto free_m;
+	}
+	fd = sm_tcp_listen(&d->cfg.admin_addr, d->cfg.admin_port, ADMIN_BACKLOG, false);
+	if (fd < 0) {
+		err = fd;
+		pr_err("cannot listen on the admin port %s: %s (%s)", m->where, strerror(-err),
+		       err == -EADDRINUSE
+			       ? "another process holds it, maybe another sockmeshd: stop it, or "
+				 "set listeners.admin (--admin ADDR:PORT) to a free port, or \"\" "
+				 "to turn the admin server off"
+			       : "set listeners.admin (--admin ADDR:PORT) to an address of this "
+				 "host, or \"\" to turn the admin server off");
+		goto free_agg;
+	}
+	m->beat = sm_evloop_timer(d->loop, HEARTBEAT_MS, on_heartbeat, d);
+	m->first_beat = sm_evloop_timer(d->loop, 1, on_first_heartbeat, d);
+	if (!m->beat || !m->first_beat) {
+		err = -errno;
+		close(fd);
+		goto del_beat;
+	}
+	/* the thread inherits the caller's signal mask: SIGTERM etc. stay the main loop's */
+	m->mhd = MHD_start_daemon(
+		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+		on_request, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
+		fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned int) ADMIN_MAX_CONNECTIONS,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) ADMIN_TIMEOUT_S,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) ADMIN_MEMORY_LIMIT, MHD_OPTION_END);
+	if (!m->mhd) {
+		err = -EIO;
+		pr_err("cannot start the admin HTTP server on %s (libmicrohttpd refused; see the "
+		       "messages above)",
+		       m->where);
+		/* whether MHD closed fd on its way out is not documented; no other thread runs yet
+		 */
+		if (fcntl(fd, F_GETFD) >= 0)
+			close(fd);
+		goto del_beat;
+	}
+	d->metrics = m;
+	pr_info("admin server on %s: /metrics, /healthz, /readyz", m->where);
+	return 0;
+del_beat:
+	sm_evloop_del(d->loop, m->first_beat);
+	sm_evloop_del(d->loop, m->beat);
+free_agg:
+	sm_metrics_agg_free(m->agg);
+free_m:
+	pthread_mutex_destroy(&m->mu);
+	free(m);
+	return err;
+}
+
+void sm_metrics_stop(struct sm_daemon *d)
+{
+	struct sm_metrics *m = d->metrics;
+
+	if (!m || !m->mhd)
+		return;
+	MHD_stop_daemon(m->mhd); /* joins the thread and closes the listener */
+	m->mhd = NULL;
+}
+
+void sm_metrics_free(struct sm_daemon *d)
+{
+	struct sm_metrics *m = d->metrics;
+
+	if (!m)
+		return;
+	sm_metrics_stop(d);
+	sm_evloop_del(d->loop, m->first_beat);
+	sm_evloop_del(d->loop, m->beat);
+	d->metrics = NULL;
+	sm_metrics_agg_free(m->agg);
+	pthread_mutex_destroy(&m->mu);
+	free(m);
+}
+
+void sm_metrics_observe(struct sm_daemon *d, const struct sm_flow_record *r)
+{
+	if (d->metrics)
+		sm_metrics_agg_observe(d->metrics->agg, r);
+}
+
+void sm_metrics_lost(struct sm_daemon *d, const char *source, uint64_t n)
+{
+	if (d->metrics)
+		sm_metrics_agg_lost(d->metrics->agg, source, n);
+}
