@@ -104,6 +104,7 @@ static void test_defaults(void **state)
 		  "flowlog.allow, deny, fields empty");
 	ASSERT_EQ(cfg->flowlog_denied_rate, 100, "flowlog.denied_rate");
 	ASSERT_EQ(cfg->flowlog_denied_burst, 200, "flowlog.denied_burst");
+	ASSERT_EQ(cfg->flowlog_ring_size, 4096, "flowlog.ring_size");
 	ASSERT_EQ(cfg->log_level, SM_LOG_INFO, "log.level");
 }
 
@@ -157,6 +158,7 @@ static const char full_config[] = "# every key\n"
 				  "  fields: [verdict, source.ip, tls]\n"
 				  "  denied_rate: 7\n"
 				  "  denied_burst: 8\n"
+				  "  ring_size: 0\n"
 				  "log:\n"
 				  "  level: debug\n";
 
@@ -216,6 +218,7 @@ static void test_load_every_key(void **state)
 	ASSERT_STR_EQ(cfg->flowlog_fields.items[1], "source.ip", "flowlog.fields[1]");
 	ASSERT_EQ(cfg->flowlog_denied_rate, 7, "flowlog.denied_rate");
 	ASSERT_EQ(cfg->flowlog_denied_burst, 8, "flowlog.denied_burst");
+	ASSERT_EQ(cfg->flowlog_ring_size, 0, "flowlog.ring_size 0: no stream");
 	ASSERT_EQ(cfg->log_level, SM_LOG_DEBUG, "log.level");
 }
 
@@ -351,6 +354,10 @@ static const struct bad_case bad_cases[] = {
 	{"datapath:\n  fail_open: 2\n", -EINVAL, 2, "datapath.fail_open: '2' is not true or false",
 	 NULL},
 	{"flowlog:\n  stdout: ~\n", -EINVAL, 2, "flowlog.stdout: '' is not true or false", NULL},
+	{"flowlog:\n  ring_size: 65537\n", -ERANGE, 2,
+	 "flowlog.ring_size: 65537 is out of range 0..65536", "or 0 to turn the stream off"},
+	{"flowlog:\n  ring_size: lots\n", -EINVAL, 2, "flowlog.ring_size: 'lots' is not a number",
+	 NULL},
 	/* addresses */
 	{"listeners:\n  outbound: \"[::1]:15001\"\n", -EINVAL, 2,
 	 "listeners.outbound: '[::1]:15001' is an IPv6 address", "IPv4 ADDRESS:PORT"},
@@ -467,6 +474,7 @@ static const struct set_case set_cases[] = {
 	{"datapath.daemon_mark", "0xffffffff", 0, NULL},
 	{"flowlog.file", "/tmp/f.json", 0, NULL},
 	{"flowlog.stdout", "1", 0, NULL},
+	{"flowlog.ring_size", "65536", 0, NULL},
 	{"log.level", "warn", 0, NULL},
 	{"flowlog.max_size", "16KiB", 0, NULL},
 	{"flowlog.fields", "verdict,source.ip", 0, NULL},
@@ -528,6 +536,7 @@ static void test_set(void **state)
 	ASSERT_EQ(cfg->ringbuf_size, 1073741824, "ringbuf_size set");
 	ASSERT_EQ(cfg->daemon_mark, 0xffffffffU, "daemon_mark set");
 	ASSERT_EQ(cfg->flowlog_stdout, true, "flowlog.stdout set");
+	ASSERT_EQ(cfg->flowlog_ring_size, 65536, "flowlog.ring_size set");
 	ASSERT_EQ(cfg->log_level, SM_LOG_WARN, "log.level set");
 	ASSERT_EQ(cfg->flowlog_max_size, 16384, "flowlog.max_size set");
 	ASSERT_EQ(cfg->flowlog_fields.n, 2, "flowlog.fields: comma-separated");

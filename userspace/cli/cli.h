@@ -51,6 +51,8 @@ int cli_render_workloads(const struct cli_opts *o, const char *cmd, struct json_
 int cli_render_services(const struct cli_opts *o, const char *cmd, struct json_object *data);
 /* `sockmesh policy SUBCOMMAND ...` (argv[0] is "policy"); its own options. */
 int cli_policy(struct cli_opts *o, int argc, char **argv);
+/* `sockmesh flows [OPTIONS]` (argv[0] is "flows"): the flow stream; its own options. */
+int cli_flows(struct cli_opts *o, int argc, char **argv);
 
 /* "sockmesh: <message>" on stderr: the CLI's messages to its user. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

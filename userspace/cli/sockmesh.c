@@ -163,6 +163,7 @@ static void print_usage(FILE *out)
 		fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
 	fprintf(out, "  %-12s %s\n", "policy",
 		"connection policy: apply, validate, diff, get, delete, explain, wait");
+	fprintf(out, "  %-12s %s\n", "flows", "recent and live flow records, filtered (--follow)");
 	fprintf(out, "  %-12s %s\n", "help", "help on a command: sockmesh help status");
 	fprintf(out,
 		"\n%s"
@@ -188,8 +189,8 @@ static const struct cli_cmd *find_cmd(const char *name)
 
 static int unknown_cmd(const char *name)
 {
-	cli_error("unknown command '%s' (commands: status, workloads, services, policy; run "
-		  "'sockmesh --help')",
+	cli_error("unknown command '%s' (commands: status, workloads, services, policy, flows; "
+		  "run 'sockmesh --help')",
 		  name);
 	return CLI_EXIT_USAGE;
 }
@@ -315,6 +316,12 @@ static int run_help(int argc, char **argv)
 
 		return cli_policy(&o, 2, sub);
 	}
+	if (strcmp(argv[1], "flows") == 0) {
+		char *sub[] = {argv[1], (char *) "--help", NULL};
+		struct cli_opts o = {0};
+
+		return cli_flows(&o, 2, sub);
+	}
 	cmd = find_cmd(argv[1]);
 	if (!cmd)
 		return unknown_cmd(argv[1]);
@@ -360,6 +367,8 @@ int main(int argc, char **argv)
 		return run_help(cmd_argc, cmd_argv);
 	if (strcmp(cmd_argv[0], "policy") == 0)
 		return cli_policy(&o, cmd_argc, cmd_argv);
+	if (strcmp(cmd_argv[0], "flows") == 0)
+		return cli_flows(&o, cmd_argc, cmd_argv);
 	cmd = find_cmd(cmd_argv[0]);
 	if (!cmd)
 		return unknown_cmd(cmd_argv[0]);

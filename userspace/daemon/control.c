@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
  * The control socket (docs/interfaces.md): a Unix stream socket, mode 0600,
- * one JSON request line in, one JSON answer line out. Clients are served on
+ * one JSON request line in, one JSON answer line out (except "flows", whose
+ * client is handed to the flow stream, flowstream.c). Clients are served on
  * the event loop: a client gets SM_CONTROL_TIMEOUT_MS to send its line, so a
  * stalled client cannot hold the daemon.
  */
@@ -247,6 +248,7 @@ static json_object *cmd_status(struct sm_daemon *d)
 		json_object_object_add(fl, "compress_errors",
 				       json_object_new_uint64(ss.compress_errors));
 	}
+	json_object_object_add(fl, "stream", sm_flowstream_status(d));
 	json_object_object_add(o, "flows", fl);
 	return o;
 }
@@ -347,12 +349,13 @@ static bool client_privileged(int fd)
 	return uc.uid == 0 || uc.uid == geteuid();
 }
 
-static void serve(struct sm_daemon *d, int fd)
+/* Answer one request on fd. Returns true when fd was handed over (the flow stream's now). */
+static bool serve(struct sm_daemon *d, int fd)
 {
 	struct sm_error err = {{0}};
 	json_object *data = NULL, *args = NULL;
 	char *line = read_request(fd), cmd[64];
-	bool handled = false;
+	bool handled = false, taken = false;
 	char *answer;
 
 	if (!line) {
@@ -364,17 +367,22 @@ static void serve(struct sm_daemon *d, int fd)
 			data = cmd_workloads(d);
 		else if (strcmp(cmd, "services") == 0)
 			data = cmd_services(d);
+		else if (strcmp(cmd, "flows") == 0)
+			/* 0: the stream answers and serves fd from the event loop */
+			taken = sm_flowstream_command(d, fd, args, &err) == 0;
 		else
 			data = sm_policy_command(d, cmd, args, client_privileged(fd), &handled,
 						 &err);
-		if (!data && !handled && !err.msg[0])
+		if (!taken && !data && !handled && !err.msg[0])
 			sm_error_set(&err,
 				     "unknown command '%s' (try: status, workloads, services, "
-				     "policy_*)",
+				     "flows, policy_*)",
 				     cmd);
 	}
 	free(line);
 	json_object_put(args);
+	if (taken)
+		return true;
 	answer = sm_ctl_format_response(data, data ? NULL : err.msg);
 	if (answer) {
 		size_t len = strlen(answer), off = 0;
@@ -396,6 +404,7 @@ static void serve(struct sm_daemon *d, int fd)
 	 */
 	if (handled)
 		malloc_trim(0);
+	return false;
 }
 
 static void on_control(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
@@ -413,8 +422,8 @@ static void on_control(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events
 			return;
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		serve(d, fd);
-		close(fd);
+		if (!serve(d, fd))
+			close(fd);
 	}
 }
 

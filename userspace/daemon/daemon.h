@@ -47,6 +47,7 @@ struct sm_hbone_worker;
 struct sm_policyd;
 struct sm_metrics;
 struct json_object;
+struct sm_flowstream;
 
 /* A counter one thread writes and others read: relaxed atomics, no lock. */
 #define SM_STAT_ADD(f, n)                                                                          \
@@ -114,7 +115,8 @@ struct sm_daemon {
 	struct sm_flowexp *flows;
 	struct sm_hbone *hbone; /* NULL unless tunnel.hbone: shared credentials */
 	struct sm_policyd *policy;
-	struct sm_metrics *metrics; /* NULL when listeners.admin is "" */
+	struct sm_metrics *metrics;   /* NULL when listeners.admin is "" */
+	struct sm_flowstream *stream; /* flowstream.c; NULL when flowlog.ring_size is 0 */
 
 	struct sm_worker *workers;
 	unsigned int nworkers;
@@ -206,6 +208,29 @@ int sm_sinks_flush(struct sm_sinks *s, int timeout_ms);
 void sm_sinks_stats(struct sm_sinks *s, struct sm_sinks_stats *st);
 /* Write what is queued, finish the compressions, close. */
 void sm_sinks_free(struct sm_sinks *s);
+
+/*
+ * flowstream.c: the live stream behind `sockmesh flows`, a ring of the last
+ * flowlog.ring_size records and the control clients reading it.
+ */
+/* Before anything emits records; the loop must exist. 0 or -errno. */
+int sm_flowstream_start(struct sm_daemon *d);
+/* After every publisher stopped (workers, sm_flowexp_stop()): closes the clients. */
+void sm_flowstream_stop(struct sm_daemon *d);
+/*
+ * Offer a record and its encoded line to the stream. Any thread; copies both
+ * and returns at once (no I/O, a short lock), the main loop does the rest.
+ */
+void sm_flowstream_publish(struct sm_daemon *d, const struct sm_flow_record *r, const char *json);
+/*
+ * The control command "flows" on the client socket fd (its request read).
+ * 0: the stream answers and owns fd from now on. -errno with err set: the
+ * caller answers {"ok":false} and closes fd.
+ */
+int sm_flowstream_command(struct sm_daemon *d, int fd, struct json_object *args,
+			  struct sm_error *err);
+/* The stream's part of `status` (flows.stream). */
+struct json_object *sm_flowstream_status(struct sm_daemon *d);
 
 /* worker.c: worker threads. */
 /* How many: listeners.workers, or one per online CPU (at most 256). */

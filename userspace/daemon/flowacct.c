@@ -44,11 +44,9 @@ struct sm_flowexp {
 	struct sm_ev *drain_ev;
 	struct flow_state *flows;
 	/*
-	 * The main thread and the workers (their own records) emit. The sinks
-	 * lock what they share themselves; sink_mu serializes other consumers'
-	 * hooks in sm_flowexp_emit (keep work under it short).
+	 * The main thread and the workers (their own records) emit; each
+	 * consumer (sinks, stream, metrics) locks what it shares itself.
 	 */
-	pthread_mutex_t sink_mu;
 	struct sm_sinks *sinks;
 	uint64_t lost_records;
 };
@@ -56,6 +54,17 @@ struct sm_flowexp {
 void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 {
 	sm_metrics_observe(d, r); /* every record, whatever the sinks then keep */
+	if (d->stream) {
+		/*
+		 * The live stream gets every record whole (its clients filter for
+		 * themselves): its own encoding, since the sinks' may be masked.
+		 */
+		char *json = NULL;
+
+		if (sm_flow_record_encode(r, &json) == 0)
+			sm_flowstream_publish(d, r, json); /* a copy, no I/O */
+		free(json);
+	}
 	if (!d->flows || !d->flows->sinks)
 		return;
 	/* filtered, limited and encoded on this thread, then queued: never waits for a disk */
@@ -384,7 +393,6 @@ int sm_flowexp_start(struct sm_daemon *d)
 
 	if (!fx)
 		return -ENOMEM;
-	pthread_mutex_init(&fx->sink_mu, NULL);
 	d->flows = fx;
 	fx->sinks = sm_sinks_new(&d->cfg, &e);
 	if (!fx->sinks) {
@@ -430,7 +438,6 @@ void sm_flowexp_stop(struct sm_daemon *d)
 		free(fs);
 	}
 	sm_sinks_free(fx->sinks);
-	pthread_mutex_destroy(&fx->sink_mu);
 	free(fx);
 	d->flows = NULL;
 }

@@ -545,8 +545,8 @@ static int run(struct sm_daemon *d)
 	d->nworkers = sm_workers_count(d); /* the credential sets hold an SSL_CTX per worker */
 	/* the policy too: a restored policy is in force before any program is attached */
 	err = sm_intercept_sync(d) ?: sm_policy_start(d) ?: sm_datapath_attach(d) ?:
-	      sm_flowexp_start(d) ?: sm_hbone_start(d) ?: sm_workers_start(d) ?:
-	      sm_control_start(d);
+	      sm_flowstream_start(d) ?: sm_flowexp_start(d) ?: sm_hbone_start(d) ?:
+	      sm_workers_start(d) ?: sm_control_start(d);
 	if (err)
 		goto stop;
 	tick = sm_evloop_timer(d->loop, 1000, on_tick, d);
@@ -565,6 +565,7 @@ stop:
 	sm_control_stop(d);
 	sm_hbone_free(d);
 	sm_flowexp_stop(d);
+	sm_flowstream_stop(d); /* after every publisher */
 	sm_policy_stop(d);
 	sm_datapath_close(d);
 close_sig:

@@ -135,6 +135,9 @@ static const struct cfg_key cfg_keys[] = {
 	 "set DROPPED/AUDIT records per second per source, e.g. 100, or 0 for no limit"},
 	{"flowlog", "denied_burst", CK_U32, F(flowlog_denied_burst), 0, 1, 1000000,
 	 "set how many DROPPED/AUDIT records a source may send at once, e.g. 200"},
+	{"flowlog", "ring_size", CK_U32, F(flowlog_ring_size), 0, 0, 65536,
+	 "set how many recent records `sockmesh flows` can see, or 0 to turn the stream off, e.g. "
+	 "4096"},
 	{"log", "level", CK_LOGLEVEL, F(log_level), 0, 0, 0, "set one of error, warn, info, debug"},
 };
 
@@ -183,6 +186,7 @@ void sm_config_defaults(struct sm_config *cfg)
 	cfg->flowlog_compress = true;
 	cfg->flowlog_denied_rate = 100;
 	cfg->flowlog_denied_burst = 200;
+	cfg->flowlog_ring_size = 4096;
 	cfg->log_level = SM_LOG_INFO;
 }
 

@@ -88,6 +88,8 @@ struct sm_config {
 	struct sm_config_list flowlog_fields; /* flowlog.fields: field paths to keep, [] = all */
 	uint32_t flowlog_denied_rate; /* flowlog.denied_rate (records/s per source), 100; 0 = off */
 	uint32_t flowlog_denied_burst; /* flowlog.denied_burst, 200 */
+	/* the live stream (flowstream.c): records kept for `sockmesh flows`, 4096; 0 = none */
+	uint32_t flowlog_ring_size; /* flowlog.ring_size, 0..65536 */
 
 	/* log: */
 	int log_level; /* log.level: error|warn|info|debug, info */
