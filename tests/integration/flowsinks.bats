@@ -225,4 +225,11 @@ stream_connections() {
 	sm_records node1 '.type == "lost" and .lost.rate_limited > 0' |
 		jq -e --argjson c "$cid" '.lost.rate_limited_sources[0].identity == $c and
 			.lost.rate_limited_sources[0].suppressed == .lost.rate_limited and .lost.queue == 0'
+	# and the metrics count them as lost events of their own source
+	rate_limit_metric() {
+		ip netns exec "$(sb_ns node1)" curl -sS --max-time 5 http://127.0.0.1:15020/metrics |
+			awk '$1 == "sockmesh_lost_events_total{source=\"rate_limit\"}" { print $2 }'
+	}
+	echo "sockmesh_lost_events_total{source=\"rate_limit\"} $(rate_limit_metric)"
+	[ "$(rate_limit_metric)" -eq $((attempts - written)) ]
 }

@@ -369,6 +369,9 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 	r.lost_sockhash = delta[3];
 	sm_flowexp_emit(d, &r);
 	SM_STAT_INC(d->flows->lost_records);
+	/* the kernel's sources are read by the metrics themselves; these are the sinks' */
+	sm_metrics_lost(d, "queue", r.lost_queue);
+	sm_metrics_lost(d, "rate_limit", r.lost_rate_limited);
 	if (r.lost_queue)
 		pr_warn("flow log queue full: %llu records dropped (the disk is slower than the "
 			"records; see the lost record)",

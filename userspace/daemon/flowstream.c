@@ -483,6 +483,7 @@ static void fs_drain(struct sm_flowstream *fs)
 			"loop fell a whole flowlog.ring_size behind; the flow log has them)",
 			(unsigned long long) (dropped - fs->dropped_seen));
 		fs->busy_carry += dropped - fs->dropped_seen;
+		sm_metrics_lost(fs->d, "stream", dropped - fs->dropped_seen);
 		fs->dropped_seen = dropped;
 	}
 	for (e = list; e;) {

@@ -524,8 +524,9 @@ int sm_metrics_agg_render(struct sm_metrics_agg *m, struct sm_textbuf *b,
 	render_small(b, "sockmesh_drops_total", "DROPPED flow records by drop_reason.", "reason",
 		     NULL, &s->drops, NULL, NULL, 0);
 	render_small(b, "sockmesh_lost_events_total",
-		     "Events lost before they became flow records, by source (the kernel's loss "
-		     "counters: ringbuf, orig_dst, storage, sockhash).",
+		     "Events and records lost, by source: the kernel's loss counters (ringbuf, "
+		     "orig_dst, storage, sockhash), the flow-log queue (queue), DROPPED/AUDIT "
+		     "records over flowlog.denied_rate (rate_limit), the live stream (stream).",
 		     "source", NULL, &s->lost, in->lost_sources, in->lost_counts, in->nlost);
 	if (b->failed)
 		err = -ENOMEM;
