@@ -189,7 +189,7 @@ int main(int argc, char **argv)
 			}
 		}
 		make_record(&r, i++);
-		sm_sinks_write(s, &r);
+		sm_sinks_write(s, &r, NULL);
 	}
 	sm_sinks_flush(s, 60000);
 	t1 = now_ns();

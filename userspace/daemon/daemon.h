@@ -199,8 +199,12 @@ struct sm_sinks_stats {
 struct sm_sinks *sm_sinks_new(const struct sm_config *cfg, struct sm_error *err);
 /* New flowlog settings; a bad section (or a file that cannot open) changes nothing. */
 int sm_sinks_reconfigure(struct sm_sinks *s, const struct sm_config *cfg, struct sm_error *err);
-/* Filter, limit, mask and queue one record. Any thread; never blocks on I/O. */
-void sm_sinks_write(struct sm_sinks *s, const struct sm_flow_record *r);
+/*
+ * Filter, limit, mask and queue one record. Any thread; never blocks on I/O.
+ * whole: r as sm_flow_record_encode() writes it, when the caller has it
+ * (used as the line when no mask applies), or NULL.
+ */
+void sm_sinks_write(struct sm_sinks *s, const struct sm_flow_record *r, const char *whole);
 /* Fill r's lost_queue / lost_rate_limited(_sources) since the last call; true if any. */
 bool sm_sinks_take_lost(struct sm_sinks *s, struct sm_flow_record *r);
 /* Wait until the queue is written and the backups compressed. 0 or -ETIMEDOUT. */

@@ -53,22 +53,21 @@ struct sm_flowexp {
 
 void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 {
+	char *json = NULL;
+
 	sm_metrics_observe(d, r); /* every record, whatever the sinks then keep */
 	if (d->stream) {
 		/*
 		 * The live stream gets every record whole (its clients filter for
-		 * themselves): its own encoding, since the sinks' may be masked.
+		 * themselves); the sinks reuse the encoding unless they mask.
 		 */
-		char *json = NULL;
-
 		if (sm_flow_record_encode(r, &json) == 0)
 			sm_flowstream_publish(d, r, json); /* a copy, no I/O */
-		free(json);
 	}
-	if (!d->flows || !d->flows->sinks)
-		return;
 	/* filtered, limited and encoded on this thread, then queued: never waits for a disk */
-	sm_sinks_write(d->flows->sinks, r);
+	if (d->flows && d->flows->sinks)
+		sm_sinks_write(d->flows->sinks, r, json);
+	free(json);
 }
 
 void sm_flow_endpoint_workload(const struct sm_daemon *d, struct sm_flow_endpoint *ep, int wl)

@@ -702,13 +702,26 @@ static void queue_push(struct sm_sinks *s, char *text, size_t len, bool reserve)
 }
 
 /* The record as one line with its '\n', masked; NULL when it cannot be encoded. */
-static char *encode_line(const struct sm_flow_record *r, const struct sink_conf *c, size_t *len)
+static char *encode_line(const struct sm_flow_record *r, const struct sink_conf *c,
+			 const char *whole, size_t *len)
 {
-	struct json_object *o = sm_flow_record_to_json(r);
+	struct json_object *o;
 	const char *text;
 	char *line = NULL;
 	size_t n;
 
+	if (whole && (!c || !c->fields.n)) {
+		/* no mask: the caller's encoding is this line already */
+		n = strlen(whole);
+		line = malloc(n + 1);
+		if (line) {
+			memcpy(line, whole, n);
+			line[n] = '\n';
+			*len = n + 1;
+		}
+		return line;
+	}
+	o = sm_flow_record_to_json(r);
 	if (!o)
 		return NULL;
 	if (c && sm_flow_json_mask(o, c->field_ptrs, c->fields.n))
@@ -727,7 +740,7 @@ put:
 	return line;
 }
 
-void sm_sinks_write(struct sm_sinks *s, const struct sm_flow_record *r)
+void sm_sinks_write(struct sm_sinks *s, const struct sm_flow_record *r, const char *whole)
 {
 	const struct sink_conf *c;
 	char *line = NULL;
@@ -758,7 +771,7 @@ void sm_sinks_write(struct sm_sinks *s, const struct sm_flow_record *r)
 		if (!pass)
 			goto unlock;
 	}
-	line = encode_line(r, lost ? NULL : c, &len);
+	line = encode_line(r, lost ? NULL : c, whole, &len);
 	if (!line)
 		pr_warn("cannot encode a %s flow record: %s", sm_flow_record_type_name(r->type),
 			strerror(errno));
