@@ -121,6 +121,29 @@ static void test_addrport_parse(void **state)
 	}
 }
 
+static void test_cidr_contains(void **state)
+{
+	static const struct {
+		const char *outer, *inner;
+		bool want;
+	} cases[] = {
+		{"10.0.0.0/8", "10.1.0.0/16", true},   {"10.0.0.0/8", "10.0.0.0/8", true},
+		{"10.1.0.0/16", "10.0.0.0/8", false},  {"10.0.0.0/8", "11.0.0.0/8", false},
+		{"10.0.0.0/9", "10.127.1.1/32", true}, {"10.0.0.0/9", "10.128.0.0/32", false},
+		{"0.0.0.0/0", "192.168.1.1/32", true}, {"0.0.0.0/0", "::1/128", false},
+		{"fc00::/7", "fd00::1/128", true},     {"fc00::/7", "fe00::/8", false},
+	};
+	struct sm_addr o, in;
+	uint8_t op, ip;
+
+	(void) state;
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++) {
+		assert_int_equal(sm_cidr_parse(cases[i].outer, &o, &op), 0);
+		assert_int_equal(sm_cidr_parse(cases[i].inner, &in, &ip), 0);
+		ASSERT_EQ(sm_cidr_contains(&o, op, &in, ip), cases[i].want, cases[i].inner);
+	}
+}
+
 static void test_cidr_parse(void **state)
 {
 	static const struct {
@@ -324,11 +347,17 @@ static void test_error_set(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_addr_parse),     cmocka_unit_test(test_addr_bytes_and_equal),
-		cmocka_unit_test(test_addrport_parse), cmocka_unit_test(test_cidr_parse),
-		cmocka_unit_test(test_parse_u64),      cmocka_unit_test(test_parse_bool),
-		cmocka_unit_test(test_strlcpy),	       cmocka_unit_test(test_sockaddr_round_trip),
-		cmocka_unit_test(test_format_time),    cmocka_unit_test(test_error_set),
+		cmocka_unit_test(test_addr_parse),
+		cmocka_unit_test(test_addr_bytes_and_equal),
+		cmocka_unit_test(test_addrport_parse),
+		cmocka_unit_test(test_cidr_parse),
+		cmocka_unit_test(test_cidr_contains),
+		cmocka_unit_test(test_parse_u64),
+		cmocka_unit_test(test_parse_bool),
+		cmocka_unit_test(test_strlcpy),
+		cmocka_unit_test(test_sockaddr_round_trip),
+		cmocka_unit_test(test_format_time),
+		cmocka_unit_test(test_error_set),
 	};
 
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);

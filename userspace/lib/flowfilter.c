@@ -286,17 +286,6 @@ out:
 	return 0;
 }
 
-static bool cidr_holds(const struct sm_addr *net, uint8_t prefix, const struct sm_addr *a)
-{
-	unsigned int full = prefix / 8, rest = prefix % 8;
-
-	if (net->family != a->family)
-		return false;
-	if (memcmp(net->bytes, a->bytes, full) != 0)
-		return false;
-	return !rest || ((net->bytes[full] ^ a->bytes[full]) & (uint8_t) (0xff << (8 - rest))) == 0;
-}
-
 static bool alt_matches_endpoint(enum ff_key key, const struct ff_alt *a,
 				 const struct sm_flow_endpoint *ep)
 {
@@ -311,7 +300,8 @@ static bool alt_matches_endpoint(enum ff_key key, const struct ff_alt *a,
 	case FF_WORKLOAD:
 		return strcmp(ep->workload, a->text) == 0;
 	case FF_IP:
-		return cidr_holds(&a->addr, a->prefix, &ep->addr);
+		return sm_cidr_contains(&a->addr, a->prefix, &ep->addr,
+					ep->addr.family == AF_INET ? 32 : 128);
 	case FF_PORT:
 		return ep->port >= a->lo && ep->port <= a->hi;
 	default:

@@ -1332,24 +1332,6 @@ static int cmp_cidr(const void *a, const void *b)
 	return (x->prefix > y->prefix) - (x->prefix < y->prefix);
 }
 
-/* inner lies within outer (equal counts). */
-static bool cidr_contains(const struct sm_addr *oaddr, uint8_t oprefix, const struct sm_addr *iaddr,
-			  uint8_t iprefix)
-{
-	unsigned int full = oprefix / 8, rest = oprefix % 8;
-
-	if (oaddr->family != iaddr->family || iprefix < oprefix)
-		return false;
-	if (memcmp(oaddr->bytes, iaddr->bytes, full) != 0)
-		return false;
-	if (rest) {
-		uint8_t mask = (uint8_t) (0xff << (8 - rest));
-
-		return (oaddr->bytes[full] & mask) == (iaddr->bytes[full] & mask);
-	}
-	return true;
-}
-
 void sm_policy_ctx_free(struct sm_policy_ctx *ctx)
 {
 	if (!ctx)
@@ -1550,7 +1532,7 @@ static bool peer_matches(const struct sm_policy_ctx *ctx, const struct sm_policy
 		return id && spiffe_match(peer->spiffe, peer->kind == SM_POLICY_PEER_PATTERN, id);
 	case SM_POLICY_PEER_CIDR:
 		c = cidr_by_identity(ctx->cidrs, ctx->ncidrs, src);
-		return c && cidr_contains(&peer->addr, peer->prefix, &c->addr, c->prefix);
+		return c && sm_cidr_contains(&peer->addr, peer->prefix, &c->addr, c->prefix);
 	}
 	return false;
 }
@@ -1747,7 +1729,7 @@ static int match_cidr(struct compiler *cc, const struct sm_addr *addr, uint8_t p
 	for (size_t k = lo; !ret && k < ctx->ncidrs; k++) {
 		const struct sm_policy_cidr *c = &ctx->cidrs[k];
 
-		if (!cidr_contains(addr, prefix, &c->addr, addr->family == AF_INET ? 32 : 128))
+		if (!sm_cidr_contains(addr, prefix, &c->addr, addr->family == AF_INET ? 32 : 128))
 			break;
 		if (c->prefix >= prefix)
 			ret = idvec_push(out, c->identity);
@@ -2336,7 +2318,7 @@ uint32_t sm_policy_cidr_identity(const struct sm_policy_compiled *c, const struc
 	for (size_t i = 0; i < c->ncidrs; i++) {
 		const struct sm_policy_cidr *x = &c->cidrs[i];
 
-		if (cidr_contains(&x->addr, x->prefix, addr, (uint8_t) full) &&
+		if (sm_cidr_contains(&x->addr, x->prefix, addr, (uint8_t) full) &&
 		    (!best || x->prefix > best->prefix))
 			best = x;
 	}

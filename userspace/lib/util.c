@@ -155,6 +155,23 @@ bool sm_addr_equal(const struct sm_addr *a, const struct sm_addr *b)
 	return a->family == b->family && memcmp(a->bytes, b->bytes, n) == 0;
 }
 
+bool sm_cidr_contains(const struct sm_addr *oaddr, uint8_t oprefix, const struct sm_addr *iaddr,
+		      uint8_t iprefix)
+{
+	unsigned int full = oprefix / 8, rest = oprefix % 8;
+
+	if (oaddr->family != iaddr->family || iprefix < oprefix)
+		return false;
+	if (memcmp(oaddr->bytes, iaddr->bytes, full) != 0)
+		return false;
+	if (rest) {
+		uint8_t mask = (uint8_t) (0xff << (8 - rest));
+
+		return (oaddr->bytes[full] & mask) == (iaddr->bytes[full] & mask);
+	}
+	return true;
+}
+
 int sm_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
 	unsigned long long v;

@@ -36,6 +36,9 @@ socklen_t sm_addr_to_sockaddr(const struct sm_addr *a, uint16_t port, struct soc
 /* The reverse; 0 or -EAFNOSUPPORT. port in host order. */
 int sm_addr_from_sockaddr(const struct sockaddr *sa, struct sm_addr *a, uint16_t *port);
 bool sm_addr_equal(const struct sm_addr *a, const struct sm_addr *b);
+/* iaddr/iprefix lies within oaddr/oprefix (equal counts); families never mix. */
+bool sm_cidr_contains(const struct sm_addr *oaddr, uint8_t oprefix, const struct sm_addr *iaddr,
+		      uint8_t iprefix);
 
 /*
  * A non-blocking, close-on-exec TCP listener on a:port (SO_REUSEADDR; IPv6
