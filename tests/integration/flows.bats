@@ -13,6 +13,20 @@ setup() {
 	BG_PIDS=()
 }
 
+# allow_only_client: on node1, server accepts only client (local is default-denied).
+allow_only_client() {
+	cat >"$SB_DIR/policy.yaml" <<-EOF
+		policies:
+		  - name: server-from-client
+		    selector:
+		      spiffe: $SM_SERVER_ID
+		    rules:
+		      - action: ALLOW
+		        from: ["$SM_CLIENT_ID"]
+	EOF
+	sb_cli node1 policy apply -f "$SB_DIR/policy.yaml" >/dev/null
+}
+
 teardown() {
 	local p
 	for p in "${BG_PIDS[@]}"; do
@@ -80,16 +94,7 @@ mixed_traffic() {
 	sb_serve node1 local 10.11.0.1:9090 echo
 	sb_serve node1 local '[fc42::1]:9090' echo local6
 	sb_serve node2 server 10.11.0.2:8080 echo
-	cat >"$SB_DIR/policy.yaml" <<-EOF
-		policies:
-		  - name: server-from-client
-		    selector:
-		      spiffe: $SM_SERVER_ID
-		    rules:
-		      - action: ALLOW
-		        from: ["$SM_CLIENT_ID"]
-	EOF
-	sb_cli node1 policy apply -f "$SB_DIR/policy.yaml" >/dev/null
+	allow_only_client
 	sm_send node1 client 10.11.0.1:9090 1000 --expect echo >/dev/null
 	sm_send node1 client '[fc42::1]:9090' 2000 --expect echo >/dev/null
 	sm_send node1 client 10.11.0.2:8080 3000 --expect echo >/dev/null
@@ -280,16 +285,7 @@ mixed_traffic() {
 
 	# a connect() the policy refuses is one REJECT line
 	sb_start_daemon node2
-	cat >"$SB_DIR/policy.yaml" <<-EOF
-		policies:
-		  - name: server-from-client
-		    selector:
-		      spiffe: $SM_SERVER_ID
-		    rules:
-		      - action: ALLOW
-		        from: ["$SM_CLIENT_ID"]
-	EOF
-	sb_cli node1 policy apply -f "$SB_DIR/policy.yaml" >/dev/null
+	allow_only_client
 	! sm_send node1 local 10.11.0.2:8080 10 >/dev/null 2>&1
 	sm_wait_record node1 '.type == "denied"' >/dev/null
 	run flows node1 --format vpc --type denied
