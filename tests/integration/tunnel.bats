@@ -110,6 +110,26 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 	[ "$(tunnel node1 streams_total)" -ge 200 ]
 }
 
+@test "a busy service at the node's address never runs the daemon out of ports" {
+	# The daemon closes first (it forwards the client's FIN), so the TIME_WAITs
+	# are its own; called from the node's address they would hold all 32 ports
+	# of this range for a minute. From the loopback address the kernel reuses
+	# one after a second.
+	ip netns exec "$(sb_ns node2)" sysctl -qw net.ipv4.ip_local_port_range="40000 40031"
+	sb_serve node2 server 10.11.0.2:8080 echo
+	for round in 1 2 3; do
+		run sb_exec node1 client "$SMTRAFFIC" rr --connect 10.11.0.2:8080 --count 24 --size 1 \
+			--new-conn --timeout 10
+		echo "round $round: $output"
+		[ "$status" -eq 0 ]
+		sleep 2.2 # the kernel's reuse delay is 1 s, counted in whole seconds before 6.13
+	done
+	tw=$(ip netns exec "$(sb_ns node2)" ss -Htn state time-wait dst 10.11.0.2:8080)
+	echo "$tw"
+	[ "$(grep -c . <<<"$tw")" -ge 20 ]
+	! grep -v '127\.0\.0\.1:' <<<"$tw"
+}
+
 @test "half-close and a server that speaks first work through the tunnel" {
 	sb_serve node2 server 10.11.0.2:8083 sink
 	sb_serve node2 server 10.11.0.2:8081 greet alpha

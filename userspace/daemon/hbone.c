@@ -1094,11 +1094,9 @@ static void handle_request(struct hb_stream *s)
 	struct hb_conn *c = s->conn;
 	struct sm_daemon *d = c->d;
 	struct sm_policy_decision pd;
-	struct sockaddr_storage ss;
 	struct sm_addr dst;
 	uint16_t dport;
-	socklen_t sl;
-	int fd, svc;
+	int fd, svc, one = 1;
 
 	if (s->bad_request || strcmp(s->method, "CONNECT") != 0 ||
 	    sm_addrport_parse(s->authority, &dst, &dport) != 0) {
@@ -1126,19 +1124,14 @@ static void handle_request(struct hb_stream *s)
 	s->admitted = true;
 	s->svc_addr = dst;
 	s->dport = dport;
-	fd = socket(dst.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = sm_upstream_connect(d, &dst, dport);
 	if (fd < 0) {
-		respond(s, "503", "upstream_unreachable");
+		respond(s, fd == -ECONNREFUSED ? "502" : "503",
+			fd == -ECONNREFUSED ? "upstream_refused" : "upstream_unreachable");
 		return;
 	}
-	set_mark(d, fd);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	s->fd = fd;
-	sl = sm_addr_to_sockaddr(&dst, dport, &ss);
-	if (connect(fd, (struct sockaddr *) &ss, sl) < 0 && errno != EINPROGRESS) {
-		respond(s, errno == ECONNREFUSED ? "502" : "503",
-			errno == ECONNREFUSED ? "upstream_refused" : "upstream_unreachable");
-		return;
-	}
 	s->fd_connecting = true;
 	s->ev = sm_evloop_add(c->w->loop, fd, EPOLLOUT, on_stream_fd, s);
 	if (!s->ev)

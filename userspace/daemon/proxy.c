@@ -213,6 +213,73 @@ static void reset_close(int fd)
 	close(fd);
 }
 
+static bool is_loopback(const struct sm_addr *a)
+{
+	static const uint8_t v6_loopback[16] = {[15] = 1};
+
+	return a->family == AF_INET ? a->bytes[0] == 127 : !memcmp(a->bytes, v6_loopback, 16);
+}
+
+static bool is_own_address(const struct sm_daemon *d, const struct sm_addr *a)
+{
+	const struct sm_node_def *self;
+
+	if (d->node_idx < 0)
+		return false;
+	self = &d->cat.nodes[d->node_idx];
+	for (unsigned int i = 0; i < self->naddrs && i < SM_NODE_ADDRS_MAX; i++)
+		if (sm_addr_equal(a, &self->addrs[i]))
+			return true;
+	return false;
+}
+
+int sm_upstream_connect(const struct sm_daemon *d, const struct sm_addr *dst, uint16_t port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd = socket(dst->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1, err;
+
+	if (fd < 0)
+		return -errno;
+	/* the mark keeps our own connection out of connect4/6 */
+	if (setsockopt(fd, SOL_SOCKET, SO_MARK, &d->cfg.daemon_mark, sizeof(d->cfg.daemon_mark)) <
+	    0)
+		pr_debug("SO_MARK on upstream socket: %s", strerror(errno));
+	/*
+	 * The daemon usually closes first (a tunnel's half-close becomes its
+	 * FIN), so the TIME_WAITs are on its side, and the kernel reuses one
+	 * within the minute only for loopback addresses (tcp_tw_reuse=2, the
+	 * default). From the node's address to one service at a node address,
+	 * 28k of them (the whole ephemeral range) piled up within 15 s at 2,000
+	 * connections per second: connect() spent a third of the machine's CPU
+	 * searching for a port, and then failed. A service at one of the node's
+	 * own addresses is reached over lo anyway, so the daemon calls it from
+	 * the loopback address (as Istio's sidecar calls its application from
+	 * 127.0.0.6); the port is still the kernel's choice, at connect().
+	 */
+	if (is_own_address(d, dst) && !is_loopback(dst)) {
+		struct sm_addr src = {.family = dst->family};
+
+		if (dst->family == AF_INET) {
+			src.bytes[0] = 127;
+			src.bytes[3] = 1;
+		} else {
+			src.bytes[15] = 1;
+		}
+		len = sm_addr_to_sockaddr(&src, 0, &ss);
+		if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0 ||
+		    bind(fd, (struct sockaddr *) &ss, len) < 0)
+			pr_debug("binding the loopback address for %s: %s", "an upstream socket",
+				 strerror(errno));
+	}
+	len = sm_addr_to_sockaddr(dst, port, &ss);
+	if (connect(fd, (struct sockaddr *) &ss, len) == 0 || errno == EINPROGRESS)
+		return fd;
+	err = errno;
+	close(fd);
+	return -err;
+}
+
 static void relay_start(struct sm_worker *w, int cfd, int family)
 {
 	struct sm_daemon *d = w->d;
@@ -282,21 +349,14 @@ static void relay_start(struct sm_worker *w, int cfd, int family)
 		if (!r->dir[i].buf)
 			goto fail;
 	}
-	ufd = socket(daddr.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (ufd < 0)
-		goto fail;
-	r->fd[SIDE_UPSTREAM] = ufd;
-	/* the mark keeps our own connection out of connect4/6 */
-	if (setsockopt(ufd, SOL_SOCKET, SO_MARK, &d->cfg.daemon_mark, sizeof(d->cfg.daemon_mark)) <
-	    0)
-		pr_debug("SO_MARK on upstream socket: %s", strerror(errno));
-	plen = sm_addr_to_sockaddr(&daddr, dport, &dst);
-	if (connect(ufd, (struct sockaddr *) &dst, plen) < 0 && errno != EINPROGRESS) {
+	ufd = sm_upstream_connect(d, &daddr, dport);
+	if (ufd < 0) {
 		SM_STAT_INC(p->st.upstream_errors);
 		pr_info("upstream connect failed for %s: %s (client reset)", r->what,
-			strerror(errno));
+			strerror(-ufd));
 		goto fail;
 	}
+	r->fd[SIDE_UPSTREAM] = ufd;
 	r->connecting = true;
 	r->ev[SIDE_CLIENT] = sm_evloop_add(w->loop, cfd, 0, on_relay, r);
 	r->ev[SIDE_UPSTREAM] = sm_evloop_add(w->loop, ufd, EPOLLOUT, on_relay, r);
