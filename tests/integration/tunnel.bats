@@ -110,6 +110,22 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 	[ "$(tunnel node1 streams_total)" -ge 200 ]
 }
 
+@test "a conn_start written while the tunnel's handshake is under way already says encrypted" {
+	sb_serve node2 server 10.11.0.2:8080 echo
+	kill -STOP "$(sb_daemon_pid node2)" # node2's kernel accepts; its TLS answer waits
+	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.2:8080 --bytes 1000 --expect echo \
+		--timeout 30
+	client=$SB_RUN_PID out=$SB_RUN_OUT
+	start=$(sm_wait_record node1 '.type == "conn_start" and .destination.port == 8080') ||
+		{ kill -CONT "$(sb_daemon_pid node2)"; false; }
+	kill -CONT "$(sb_daemon_pid node2)"
+	echo "$start"
+	jq -e '.tls.encrypted == true and .tls.version == null and .tls.cipher == null' <<<"$start"
+	sb_wait_pid "$client" 30 || { cat "$out"; false; }
+	end=$(sm_wait_record node1 '.type == "conn_end" and .destination.port == 8080')
+	jq -e '.tls.encrypted == true and .tls.version == "TLSv1.3"' <<<"$end"
+}
+
 @test "a busy service at the node's address never runs the daemon out of ports" {
 	# The daemon closes first (it forwards the client's FIN), so the TIME_WAITs
 	# are its own; called from the node's address they would hold all 32 ports

@@ -363,10 +363,19 @@ static void join_update(struct hb_stream *s, const char *failure)
 	j->inbound = c->server;
 	sm_strlcpy(j->trace, s->trace, sizeof(j->trace));
 	j->tls.present = true;
+	/*
+	 * A stream travels inside mTLS or not at all, so it is encrypted from
+	 * the start: a conn_start may be written while the pooled connection's
+	 * handshake is still under way (then without version and cipher). Not
+	 * when that handshake failed: nothing was carried.
+	 */
+	if (!c->failure[0])
+		j->tls.encrypted = true;
+	else if (c->handshaking)
+		j->tls.encrypted = false;
 	if (c->ssl && !c->handshaking && !c->failure[0]) {
 		const char *v = SSL_get_version(c->ssl), *ciph = SSL_get_cipher_name(c->ssl);
 
-		j->tls.encrypted = true;
 		sm_strlcpy(j->tls.version, v ? v : "", sizeof(j->tls.version));
 		sm_strlcpy(j->tls.cipher, ciph ? ciph : "", sizeof(j->tls.cipher));
 		j->tls.handshake_us = c->handshake_us;
