@@ -72,6 +72,7 @@
 #define HB_WINDOW	    (1024 * 1024) /* stream receive window we advertise */
 #define HB_CONN_WINDOW	    (8 << 20)	  /* connection receive window */
 #define HB_TLS_READ	    16384
+#define HB_TLS_RBUF	    (64 * 1024) /* OpenSSL's read-ahead buffer: several records per read() */
 #define HB_TLS_BATCH	    (64 * 1024) /* HTTP/2 output gathered per SSL_write */
 #define HB_MAX_HANDSHAKING  256		/* inbound handshakes in flight at once */
 #define HB_MAX_HEADER_VALUE 256		/* longest request header value accepted */
@@ -146,7 +147,14 @@ struct hb_conn {
 	int64_t idle_since; /* monotonic s since it has no streams, 0 = busy */
 	int64_t last_rx_ns; /* last bytes from the peer (monotonic) */
 	int64_t ping_ns;    /* keepalive PING outstanding since, 0 = none */
-	struct hb_buf out;  /* HTTP/2 frames waiting for SSL_write */
+	/*
+	 * The socket may hold bytes: set by a readable event, cleared when a read
+	 * came back short (the socket was drained then; a later arrival is a new
+	 * event). Saves the read() that would only say EAGAIN.
+	 */
+	bool rx_ready;
+	bool rx_short;	   /* the last read() filled less than it asked for */
+	struct hb_buf out; /* HTTP/2 frames waiting for SSL_write */
 	unsigned int nstreams;
 	struct hb_stream *streams;
 	struct sm_addr peer;
@@ -908,9 +916,15 @@ static void conn_pump(struct hb_conn *c)
 		handshake_done(c);
 		if (c->dead)
 			return;
+		c->rx_ready = true; /* the peer's first frames may have come with its Finished */
 	}
 
-	for (int round = 0; round < HB_PUMP_ROUNDS; round++) {
+	/*
+	 * Records read ahead wait in OpenSSL's buffer, where no epoll event
+	 * announces them: they are always read out, past the round limit too.
+	 */
+	for (int round = 0; (c->rx_ready && round < HB_PUMP_ROUNDS) || SSL_has_pending(c->ssl);
+	     round++) {
 		ERR_clear_error();
 		r = SSL_read(c->ssl, buf, sizeof(buf));
 		if (r > 0) {
@@ -924,11 +938,15 @@ static void conn_pump(struct hb_conn *c)
 				conn_fail(c, "malformed_hbone");
 				return;
 			}
+			if (c->rx_short)
+				c->rx_ready = false;
 			continue;
 		}
 		e = SSL_get_error(c->ssl, r);
-		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+			c->rx_ready = false;
 			break;
+		}
 		if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && r == 0)) {
 			/* the peer closed: streams that are still open were cut off */
 			for (struct hb_stream *s = c->streams; s; s = s->next)
@@ -994,7 +1012,8 @@ static void on_conn(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 
 	(void) loop;
 	(void) ev;
-	(void) events;
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		c->rx_ready = true;
 	conn_pump(c);
 	conn_reap(c);
 }
@@ -1292,6 +1311,20 @@ static int conn_h2_init(struct hb_conn *c)
 	return 0;
 }
 
+/* Notes whether the socket's last read() came back short: then it was drained. */
+static long rbio_watch(BIO *b, int oper, const char *argp, size_t len, int argi, long argl, int ret,
+		       size_t *processed)
+{
+	struct hb_conn *c = (struct hb_conn *) BIO_get_callback_arg(b);
+
+	(void) argp;
+	(void) argi;
+	(void) argl;
+	if (oper == (BIO_CB_READ | BIO_CB_RETURN) && c)
+		c->rx_short = ret <= 0 || !processed || *processed < len;
+	return ret;
+}
+
 static struct hb_conn *conn_new(struct sm_worker *w, int fd, bool server, struct sm_creds *creds)
 {
 	struct hb_conn *c = calloc(1, sizeof(*c));
@@ -1312,6 +1345,12 @@ static struct hb_conn *conn_new(struct sm_worker *w, int fd, bool server, struct
 	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1 || conn_h2_init(c))
 		goto fail;
 	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* one read() takes what the socket holds, up to several records, not a header then a body
+	 */
+	SSL_set_read_ahead(c->ssl, 1);
+	SSL_set_default_read_buffer_len(c->ssl, HB_TLS_RBUF);
+	BIO_set_callback_ex(SSL_get_rbio(c->ssl), rbio_watch);
+	BIO_set_callback_arg(SSL_get_rbio(c->ssl), (char *) c);
 	if (server)
 		SSL_set_accept_state(c->ssl);
 	else
