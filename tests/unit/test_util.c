@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -330,6 +331,60 @@ static void test_format_time(void **state)
 			      "sm_format_time_ns");
 }
 
+/* Packs and unpacks buf; returns the packed size. */
+static size_t zpack_round_trip(const uint8_t *buf, size_t len)
+{
+	uint8_t packed[4096 + SM_ZPACK_OVERHEAD], back[4096];
+	size_t plen = sm_zpack(buf, len, packed);
+
+	assert_true(plen <= len + SM_ZPACK_OVERHEAD);
+	memset(back, 0xa5, sizeof(back));
+	assert_int_equal(sm_zunpack(packed, plen, back, len), 0);
+	assert_memory_equal(back, buf, len);
+	return plen;
+}
+
+static void test_zpack(void **state)
+{
+	uint8_t buf[4096] = {0}, packed[64], out[16];
+	unsigned int seed = 42;
+
+	(void) state;
+	/* empty, all zero, no zero, short runs kept literal, the worst alternation */
+	assert_int_equal(zpack_round_trip(buf, 0), 0);
+	memset(buf, 0, sizeof(buf));
+	assert_int_equal(zpack_round_trip(buf, sizeof(buf)), 4);
+	memset(buf, 7, sizeof(buf));
+	assert_int_equal(zpack_round_trip(buf, 100), 104);
+	memcpy(buf, "a\0b\0\0c\0\0\0d", 10);
+	assert_int_equal(zpack_round_trip(buf, 10), 14);
+	for (size_t i = 0; i < 500; i++)
+		buf[i] = i % 5 == 0 ? 1 : 0;
+	zpack_round_trip(buf, 500);
+	/* a mostly empty struct shrinks: one string at the start of 1000 zero bytes */
+	memset(buf, 0, 1000);
+	memcpy(buf, "spiffe://example.org/ns/a/sa/b", 30);
+	assert_int_equal(zpack_round_trip(buf, 1000), 2 + 30 + 2);
+	/* random bytes with random holes */
+	for (int round = 0; round < 200; round++) {
+		size_t len = (size_t) rand_r(&seed) % sizeof(buf);
+
+		for (size_t i = 0; i < len; i++)
+			buf[i] = rand_r(&seed) % 3 ? 0 : (uint8_t) rand_r(&seed);
+		zpack_round_trip(buf, len);
+	}
+	/* packed forms that do not describe the length asked for are refused */
+	memset(buf, 0, 16);
+	buf[3] = 9;
+	size_t plen = sm_zpack(buf, 16, packed);
+
+	assert_int_equal(sm_zunpack(packed, plen, out, 15), -EINVAL);
+	assert_int_equal(sm_zunpack(packed, plen - 1, out, 16), -EINVAL);
+	assert_int_equal(sm_zunpack(packed, 1, out, 16), -EINVAL);
+	packed[0] = 0xff; /* a literal longer than the input */
+	assert_int_equal(sm_zunpack(packed, plen, out, 16), -EINVAL);
+}
+
 static void test_error_set(void **state)
 {
 	struct sm_error err;
@@ -356,6 +411,7 @@ int main(void)
 		cmocka_unit_test(test_parse_bool),
 		cmocka_unit_test(test_strlcpy),
 		cmocka_unit_test(test_sockaddr_round_trip),
+		cmocka_unit_test(test_zpack),
 		cmocka_unit_test(test_format_time),
 		cmocka_unit_test(test_error_set),
 	};

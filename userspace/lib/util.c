@@ -269,3 +269,97 @@ int sm_tcp_listen(const struct sm_addr *a, uint16_t port, int backlog, bool reus
 	}
 	return fd;
 }
+
+/*
+ * The packed form is a sequence of pairs: a literal (u16 length, the bytes)
+ * then a zero run (u16 length). Runs shorter than four bytes stay in the
+ * literal: a pair's headers cost four bytes, so the output never exceeds
+ * the input by more than the one pair's headers.
+ */
+#define ZPACK_MIN_RUN 4
+
+static void put_u16(uint8_t *p, size_t v)
+{
+	p[0] = (uint8_t) (v & 0xff);
+	p[1] = (uint8_t) (v >> 8);
+}
+
+static size_t get_u16(const uint8_t *p)
+{
+	return (size_t) p[0] | (size_t) p[1] << 8;
+}
+
+/* The end of the zero run starting at i: eight bytes at a time while it can. */
+static size_t zero_run_end(const uint8_t *b, size_t i, size_t len)
+{
+	uint64_t w;
+
+	while (len - i >= sizeof(w)) {
+		memcpy(&w, b + i, sizeof(w));
+		if (w)
+			break;
+		i += sizeof(w);
+	}
+	while (i < len && b[i] == 0)
+		i++;
+	return i;
+}
+
+size_t sm_zpack(const void *in, size_t len, uint8_t *out)
+{
+	const uint8_t *b = in;
+	size_t i = 0, o = 0;
+
+	while (i < len) {
+		size_t lit = i, run;
+
+		/* the literal runs up to a long zero run, or to the zeros that end the input */
+		while (i < len) {
+			if (b[i] != 0) {
+				i++;
+				continue;
+			}
+			run = zero_run_end(b, i, len);
+			if (run - i >= ZPACK_MIN_RUN || run == len)
+				break;
+			i = run; /* a short run stays in the literal */
+		}
+		put_u16(out + o, i - lit);
+		memcpy(out + o + 2, b + lit, i - lit);
+		o += 2 + (i - lit);
+		run = zero_run_end(b, i, len);
+		put_u16(out + o, run - i);
+		o += 2;
+		i = run;
+	}
+	return o;
+}
+
+int sm_zunpack(const uint8_t *in, size_t plen, void *out, size_t len)
+{
+	uint8_t *b = out;
+	size_t i = 0, o = 0;
+
+	while (i < plen) {
+		size_t lit, run;
+
+		if (plen - i < 2)
+			return -EINVAL;
+		lit = get_u16(in + i);
+		i += 2;
+		if (lit > plen - i || lit > len - o)
+			return -EINVAL;
+		memcpy(b + o, in + i, lit);
+		i += lit;
+		o += lit;
+		if (plen - i < 2)
+			return -EINVAL;
+		run = get_u16(in + i);
+		i += 2;
+		if (run > len - o)
+			return -EINVAL;
+		memset(b + o, 0, run);
+		o += run;
+	}
+	return o == len ? 0 : -EINVAL;
+}
