@@ -20,7 +20,10 @@
 #
 # Usage: bench/hbone.sh [--quick] [--bytes 1G] [--rr-count 20000]
 #                       [--connects 1000] [--idle 2000]
+#                       [--paths plain,sockmesh,skmsg,haproxy]
+#                       [--figures iperf,rr,cps,rss]
 #   --connects is per client; 16 clients run at once. --quick: small counts.
+#   --paths and --figures measure a subset (default: all); ratios need both ends.
 # Build directory: SM_OUTPUT (or OUTPUT), default .output.
 # Results: printed, and saved as JSON under bench/results/ (not committed).
 set -euo pipefail
@@ -28,6 +31,7 @@ cd "$(dirname "$0")/.."
 OUT=${SM_OUTPUT:-${OUTPUT:-.output}}
 case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
 BYTES=1G RR_COUNT=20000 CONNECTS=1000 IDLE=2000 CONC=16 QUICK=0
+WANT_PATHS=plain,sockmesh,skmsg,haproxy WANT_FIGURES=iperf,rr,cps,rss
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) QUICK=1 BYTES=64M RR_COUNT=2000 CONNECTS=100 IDLE=200; shift ;;
@@ -35,7 +39,9 @@ while [ $# -gt 0 ]; do
 	--rr-count) RR_COUNT=$2; shift 2 ;;
 	--connects) CONNECTS=$2; shift 2 ;;
 	--idle) IDLE=$2; shift 2 ;;
-	-h | --help) sed -n '3,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--paths) WANT_PATHS=$2; shift 2 ;;
+	--figures) WANT_FIGURES=$2; shift 2 ;;
+	-h | --help) sed -n '3,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -43,6 +49,13 @@ if [[ ! $IDLE =~ ^[0-9]+$ ]] || ((IDLE < 1 || IDLE > 4000)); then
 	echo "bench: --idle $IDLE: want 1..4000 (each holds fds in 4 processes; the limit is $(ulimit -Hn))" >&2
 	exit 2
 fi
+in_list() { [[ ",$2," == *",$1,"* ]]; } # WORD LIST
+for w in ${WANT_PATHS//,/ }; do
+	in_list "$w" plain,sockmesh,skmsg,haproxy || { echo "bench: --paths: unknown path $w" >&2; exit 2; }
+done
+for w in ${WANT_FIGURES//,/ }; do
+	in_list "$w" iperf,rr,cps,rss || { echo "bench: --figures: unknown figure $w" >&2; exit 2; }
+done
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (namespaces, cgroups, BPF)" >&2; exit 1; }
 for t in iperf3 haproxy jq python3; do
 	command -v "$t" >/dev/null || { echo "bench: $t missing (scripts/install-deps.sh)" >&2; exit 1; }
@@ -148,7 +161,8 @@ declare -A IPERF=([plain]=$SRV:5202 [sockmesh]=$SRV:5201 [skmsg]=$SRV:5201 [hapr
 declare -A ECHO=([plain]=$SRV:7100 [sockmesh]=$SRV:7000 [skmsg]=$SRV:7000 [haproxy]=127.0.0.1:16700)
 declare -A IDLEADDR=([sockmesh]=$SRV:7200 [skmsg]=$SRV:7200 [haproxy]=127.0.0.1:16730)
 declare -A LABEL=([plain]=plain [sockmesh]=sockmesh [skmsg]=sockmesh+sk_msg [haproxy]=haproxy)
-PATHS=(plain sockmesh skmsg haproxy)
+PATHS=()
+for p in plain sockmesh skmsg haproxy; do in_list $p "$WANT_PATHS" && PATHS+=("$p"); done
 declare -A R=() # results: R[path.metric]
 
 proxy_pids() { # PATH -> the pids of its proxies on node1 and node2
@@ -194,8 +208,9 @@ iperf() { # PATH STREAMS -> "Gbit/s bytes"
 }
 
 TCK=$(getconf CLK_TCK)
-echo "== iperf3, $BYTES, 1 stream (with the proxies' CPU) and 4 streams"
+in_list iperf "$WANT_FIGURES" && echo "== iperf3, $BYTES, 1 stream (with the proxies' CPU) and 4 streams"
 for p in "${PATHS[@]}"; do
+	in_list iperf "$WANT_FIGURES" || break
 	daemons_for "$p"
 	ppids=$(proxy_pids "$p")
 	# shellcheck disable=SC2086 # ppids is a list
@@ -214,8 +229,9 @@ for p in "${PATHS[@]}"; do
 		"${R[$p.bw1]}" "${R[$p.bw4]}" "${R[$p.cpu]:--}"
 done
 
-echo "== request/response on one connection, $RR_COUNT round trips"
+in_list rr "$WANT_FIGURES" && echo "== request/response on one connection, $RR_COUNT round trips"
 for size in 1 1024; do
+	in_list rr "$WANT_FIGURES" || break
 	for p in "${PATHS[@]}"; do
 		daemons_for "$p"
 		j=$(sb_exec node1 "${CG[$p]}" "$SMTRAFFIC" rr --connect "${ECHO[$p]}" --count "$RR_COUNT" \
@@ -227,8 +243,9 @@ for size in 1 1024; do
 	done
 done
 
-echo "== new connections (connect, 1-byte echo, close), $CONC clients x $CONNECTS"
+in_list cps "$WANT_FIGURES" && echo "== new connections (connect, 1-byte echo, close), $CONC clients x $CONNECTS"
 for p in "${PATHS[@]}"; do
+	in_list cps "$WANT_FIGURES" || break
 	daemons_for "$p"
 	pids=() outs=()
 	start=$(date +%s%N)
@@ -268,10 +285,11 @@ for p in "${PATHS[@]}"; do
 		"$( ((failed == 0)) || echo "  ($failed of $CONC clients FAILED; the sum is of the others)")"
 done
 
-echo "== proxy RSS with $IDLE idle tunnelled connections"
-for p in sockmesh skmsg haproxy; do
-	daemons_for "$p"
-	read -r pa pb <<<"$(proxy_pids $p)"
+# One round: IDLE connections opened and held; "RSSA RSSB RSSA2 RSSB2" of both proxies
+# before and with them, in KiB. The holder is killed before it returns.
+idle_round() { # PATH
+	local p=$1 pa pb ra rb holder i
+	read -r pa pb <<<"$(proxy_pids "$p")"
 	ra=$(rss_kib "$pa") rb=$(rss_kib "$pb")
 	sb_run node1 "${CG[$p]}" python3 bench/idleconns.py open --connect "${IDLEADDR[$p]}" \
 		--count "$IDLE" --batch 100 --timeout 120 --hold 300
@@ -287,15 +305,23 @@ for p in sockmesh skmsg haproxy; do
 		exit 1
 	fi
 	sleep 1 # let both ends settle
-	ra2=$(rss_kib "$pa") rb2=$(rss_kib "$pb")
+	echo "$ra $rb $(rss_kib "$pa") $(rss_kib "$pb")"
 	kill "$holder"
 	sb_wait_pid "$holder" 10 || true
-	R[$p.rss]=$(awk -v d=$((ra2 - ra + rb2 - rb)) -v n="$IDLE" 'BEGIN { printf "%.1f", d / n }')
-	R[$p.rss1]=$(awk -v d=$((ra2 - ra)) -v n="$IDLE" 'BEGIN { printf "%.1f", d / n }')
-	R[$p.rss2]=$(awk -v d=$((rb2 - rb)) -v n="$IDLE" 'BEGIN { printf "%.1f", d / n }')
+}
+per_conn() { awk -v d="$1" -v n="$IDLE" 'BEGIN { printf "%.1f", d / n }'; }
+
+in_list rss "$WANT_FIGURES" && echo "== proxy RSS with $IDLE idle tunnelled connections"
+for p in sockmesh skmsg haproxy; do
+	in_list rss "$WANT_FIGURES" && in_list $p "$WANT_PATHS" || continue
+	daemons_for "$p"
+	read -r ra rb ra2 rb2 <<<"$(idle_round "$p")"
+	R[$p.rss]=$(per_conn $((ra2 - ra + rb2 - rb)))
+	R[$p.rss1]=$(per_conn $((ra2 - ra)))
+	R[$p.rss2]=$(per_conn $((rb2 - rb)))
 	R[$p.rss_base]=$((ra + rb))
-	printf '  %-15s %s KiB per connection (node1 %s, node2 %s; both proxies %s KiB before)\n' "${LABEL[$p]}" \
-		"${R[$p.rss]}" "${R[$p.rss1]}" "${R[$p.rss2]}" "${R[$p.rss_base]}"
+	printf '  %-15s %s KiB per connection (node1 %s, node2 %s; both proxies %s KiB before)\n' \
+		"${LABEL[$p]}" "${R[$p.rss]}" "${R[$p.rss1]}" "${R[$p.rss2]}" "${R[$p.rss_base]}"
 done
 
 # ---- the table ----
@@ -305,7 +331,7 @@ row() { # LABEL KEY: plain, sockmesh, sockmesh + sk_msg, haproxy and four ratios
 		"${c:--}" "$(ratio "$b" "$a")" "$(ratio "$c" "$a")" "$(ratio "$b" "$c")" "$(ratio "$k" "$b")"
 }
 for p in "${PATHS[@]}"; do
-	for k in bw1 bw4; do R[$p.$k]=$(printf '%.2f' "${R[$p.$k]}"); done
+	for k in bw1 bw4; do [ -z "${R[$p.$k]:-}" ] || R[$p.$k]=$(printf '%.2f' "${R[$p.$k]}"); done
 done
 echo
 echo "| | plain TCP | sockmesh | sockmesh + sk_msg | HAProxy | sockmesh/plain | HAProxy/plain | sockmesh/HAProxy | sk_msg/sockmesh |"
@@ -319,6 +345,25 @@ row "RR 1 KiB p99, µs" rr1024.p99
 row "new connections/s, $CONC clients" cps
 row "proxy CPU s per GB (1 stream)" cpu
 row "proxy RSS KiB per idle connection" rss
+# issue 3's latency target is on the latency a proxy adds: path minus plain TCP
+added() { # LABEL KEY
+	local a=${R[plain.$2]:-} d=() p v
+	for p in sockmesh skmsg haproxy; do
+		v=${R[$p.$2]:-}
+		if [[ $a =~ ^[0-9.]+$ && $v =~ ^[0-9.]+$ ]]; then d+=("$(awk -v x="$v" -v y="$a" 'BEGIN { printf "%.1f", x - y }')"); else d+=(-); fi
+	done
+	printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "${d[0]}" "${d[1]}" "${d[2]}" "$(ratio "${d[0]}" "${d[2]}")" \
+		"$(ratio "${d[1]}" "${d[2]}")"
+}
+if in_list rr "$WANT_FIGURES"; then
+	echo
+	echo "| added over plain TCP, µs | sockmesh | sockmesh + sk_msg | HAProxy | sockmesh/HAProxy | sk_msg/HAProxy |"
+	echo "| --- | --- | --- | --- | --- | --- |"
+	added "RR 1 B p50" rr1.p50
+	added "RR 1 B p99" rr1.p99
+	added "RR 1 KiB p50" rr1024.p50
+	added "RR 1 KiB p99" rr1024.p99
+fi
 
 mkdir -p bench/results
 res=bench/results/hbone-$(date -u +%Y%m%dT%H%M%SZ).json
