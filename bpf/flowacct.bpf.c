@@ -102,13 +102,13 @@ static __always_inline int emit_flow_event(__u8 type, const struct sm_sock_state
 	ev->redirected_tx = st->redirected_tx;
 	ev->redirected_rx = 0;
 	if (st->flags & SM_SK_F_IN_SOCKHASH) {
+		struct sm_redirect_rx *rx;
 		struct sm_sock_key key;
-		__u64 *rx;
 
 		sock_key_from(&key, st->netns_cookie, ep);
 		rx = bpf_map_lookup_elem(&redirect_rx, &key);
 		if (rx)
-			ev->redirected_rx = *rx;
+			ev->redirected_rx = rx->bytes;
 	}
 	ev->segs_in = c->segs_in;
 	ev->segs_out = c->segs_out;

@@ -13,13 +13,37 @@
 #include "lib/common.h"
 #include "lib/sockpairs.h"
 
+/* SK_USER_DATA_PTRMASK of include/net/sock.h: the low bits of sk_user_data are flags */
+#define SM_SK_USER_DATA_FLAGS 7UL
+
+/*
+ * Bytes the peer has not read yet of what sk_msg queued on it: its psock's
+ * msg_tot_len, the kernel's own count (what FIONREAD reports). Probe reads
+ * through the address sockops saved: sk_msg may not hold a reference to
+ * another socket (it has no bpf_sk_release()).
+ */
+static __always_inline __u32 peer_backlog(const struct sm_redirect_rx *rx)
+{
+	struct tcp_sock *tp = (struct tcp_sock *) rx->sk;
+	struct sk_psock *psock;
+	unsigned long ud = 0;
+	__u32 len = 0;
+
+	if (!tp || bpf_core_read(&ud, sizeof(ud), &tp->inet_conn.icsk_inet.sk.sk_user_data))
+		return 0;
+	psock = (struct sk_psock *) (ud & ~SM_SK_USER_DATA_FLAGS);
+	if (!psock || bpf_core_read(&len, sizeof(len), &psock->msg_tot_len))
+		return 0;
+	return len;
+}
+
 SEC("sk_msg")
 int sk_msg_redirect(struct sk_msg_md *msg)
 {
 	struct sm_sock_key peer = {};
 	struct bpf_sock *sk = msg->sk;
+	struct sm_redirect_rx *rx;
 	struct sm_sock_state *st;
-	__u64 *rx;
 	__u32 l6[4], r6[4];
 	__u64 size = msg->size;
 
@@ -52,6 +76,24 @@ int sk_msg_redirect(struct sk_msg_md *msg)
 	 * the receiver reads what sk_msg queued before its TCP receive queue,
 	 * so a redirect after a TCP send could overtake it.
 	 */
+	/*
+	 * Flow control. A redirected send completes once it is queued on the
+	 * peer, however little the peer has read: the kernel applies no
+	 * receive buffer to sk_msg ingress. So a socket whose peer has more
+	 * than SM_REDIRECT_BACKLOG bytes unread moves to TCP for good, and
+	 * TCP's windows hold the sender back from then on. The order holds:
+	 * the peer reads its sk_msg queue before its TCP receive queue.
+	 * Request/response traffic never builds such a backlog and stays
+	 * redirected; a bulk transfer to a slower reader moves to TCP within
+	 * its first SM_REDIRECT_BACKLOG bytes.
+	 */
+	rx = bpf_map_lookup_elem(&redirect_rx, &peer);
+	if (rx && peer_backlog(rx) > SM_REDIRECT_BACKLOG) {
+		st->flags |= SM_SK_F_TCP_ONLY;
+		count(SM_CNT_REDIRECT_BACKLOG);
+		return SK_PASS;
+	}
+
 	if (bpf_msg_redirect_hash(msg, &sock_pairs, &peer, BPF_F_INGRESS) != SK_PASS) {
 		st->flags |= SM_SK_F_TCP_ONLY;
 		count(SM_CNT_REDIRECT_PEER_MISSING);
@@ -61,9 +103,8 @@ int sk_msg_redirect(struct sk_msg_md *msg)
 	count(SM_CNT_REDIRECT_MSGS);
 	count_add(SM_CNT_REDIRECT_BYTES, size);
 	__sync_fetch_and_add(&st->redirected_tx, size);
-	rx = bpf_map_lookup_elem(&redirect_rx, &peer);
 	if (rx)
-		__sync_fetch_and_add(rx, size);
+		__sync_fetch_and_add(&rx->bytes, size);
 	return SK_PASS;
 }
 

@@ -76,16 +76,27 @@ struct {
 } sock_pairs SEC(".maps") __weak;
 
 /*
- * redirect_rx: a socket's own sock_pairs key → bytes sk_msg moved into it.
- * sk_msg cannot reach the receiving socket's storage (no reference release in
- * that program type), so the receiver's count lives here. Created by sockops
- * with the sockhash entry, deleted at close.
+ * redirect_rx: a socket's own sock_pairs key → bytes sk_msg moved into it, and
+ * the socket's address. sk_msg cannot reach the receiving socket's storage
+ * (no reference release in that program type), so the receiver's count lives
+ * here. Created by sockops with the sockhash entry, deleted at close.
  */
+struct sm_redirect_rx {
+	__u64 bytes;
+	/*
+	 * The socket (its struct tcp_sock), for the senders' flow control in
+	 * bpf/redirect.bpf.c, which only probe-reads through it: TCP sockets
+	 * are freed after an RCU grace period, and a stale read can only move
+	 * a sender to TCP early.
+	 */
+	__u64 sk;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536); /* set by the loader, = sock_pairs */
 	__type(key, struct sm_sock_key);
-	__type(value, __u64);
+	__type(value, struct sm_redirect_rx);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } redirect_rx SEC(".maps") __weak;
 

@@ -86,15 +86,15 @@ static __always_inline bool peer_in_sockpairs(struct bpf_sock_ops *skops,
 static __always_inline void sockhash_add(struct bpf_sock_ops *skops, struct tcp_sock *tp,
 					 struct sm_sock_state *st, const struct sm_endpoints *ep)
 {
+	struct sm_redirect_rx rx = {.sk = (__u64) tp};
 	struct sm_sock_key key;
-	__u64 zero = 0;
 
 	if (tp->write_seq != tp->snd_una)
 		return;
 	st->netns_cookie = bpf_get_netns_cookie(skops);
 	sock_key_from(&key, st->netns_cookie, ep);
 	/* the receive counter first: sk_msg may run as soon as both ends are in */
-	if (bpf_map_update_elem(&redirect_rx, &key, &zero, BPF_ANY)) {
+	if (bpf_map_update_elem(&redirect_rx, &key, &rx, BPF_ANY)) {
 		count(SM_CNT_SOCKHASH_UPDATE_FAIL);
 		return;
 	}

@@ -171,6 +171,7 @@
 	X(SM_CNT_POLICY_ALLOWED, 21)                                                               \
 	X(SM_CNT_POLICY_AUDIT, 22)                                                                 \
 	X(SM_CNT_POLICY_CLOSED, 23)                                                                \
+	X(SM_CNT_REDIRECT_BACKLOG, 24)                                                             \
 	X(SM_FLOW_DENIED, 4)                                                                       \
 	X(SM_FLOW_AUDIT, 5)                                                                        \
 	X(SM_POLICY_SRC_DEFAULT, 0xffffffffU)                                                      \
@@ -181,7 +182,7 @@
 	X(SM_POLICY_R_DEFAULT_DENY, 2)                                                             \
 	X(SM_POLICY_R_NO_POLICY, 3)                                                                \
 	X(SM_POLICY_F_AUDIT, 1)                                                                    \
-	X(SM_CNT_MAX, 24)                                                                          \
+	X(SM_CNT_MAX, 25)                                                                          \
 	X(SM_FLOW_START, 1)                                                                        \
 	X(SM_FLOW_UPDATE, 2)                                                                       \
 	X(SM_FLOW_END, 3)                                                                          \

@@ -73,6 +73,8 @@ enum sm_counter {
 	SM_CNT_POLICY_AUDIT,
 	/* an established connection a new policy revision denies, destroyed */
 	SM_CNT_POLICY_CLOSED,
+	/* sk_msg: the peer had over SM_REDIRECT_BACKLOG bytes unread; the socket moved to TCP */
+	SM_CNT_REDIRECT_BACKLOG,
 	SM_CNT_MAX,
 };
 
@@ -92,7 +94,7 @@ enum sm_counter {
 			"redirect_msgs", "redirect_bytes", "flow_start", "flow_update",            \
 			"flow_end", "ingress_plaintext_dropped", "ingress_plaintext_allowed",      \
 			"redirect_peer_missing", "policy_denied", "policy_allowed",                \
-			"policy_audit", "policy_closed",                                           \
+			"policy_audit", "policy_closed", "redirect_backlog",                       \
 	}
 
 #endif /* SOCKMESH_COMMON_H */

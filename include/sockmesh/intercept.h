@@ -98,6 +98,11 @@ struct sm_sock_state {
 #define SM_SK_F_PLAINTEXT (1U << 5)
 /* in sock_pairs, but a send found no peer: its bytes stay on TCP for good */
 #define SM_SK_F_TCP_ONLY (1U << 6)
+/*
+ * sk_msg flow control: a socket whose peer has more than this many redirected
+ * bytes unread moves to TCP for good (bpf/redirect.bpf.c).
+ */
+#define SM_REDIRECT_BACKLOG (256 * 1024)
 /* destroyed because a new policy revision denies it (bpf/policy.bpf.c) */
 #define SM_SK_F_POLICY_CLOSED (1U << 7)
 
