@@ -18,11 +18,13 @@
 # (utime+stime of both nodes' proxies); proxy RSS per idle tunnelled connection
 # (2000 connections held open, VmRSS of both proxies after minus before).
 #
-# Usage: bench/hbone.sh [--quick] [--bytes 1G] [--rr-count 20000]
+# Usage: bench/hbone.sh [--quick] [--bytes 1G] [--rr-count 20000] [--rr-rounds 5]
 #                       [--connects 1000] [--idle 2000]
 #                       [--paths plain,sockmesh,skmsg,haproxy]
 #                       [--figures iperf,rr,cps,rss]
 #   --connects is per client; 16 clients run at once. --quick: small counts.
+#   Request/response runs --rr-rounds times over the paths in turn; each figure is
+#   the median (single runs moved by up to 15% on this machine).
 #   --paths and --figures measure a subset (default: all); ratios need both ends.
 # Build directory: SM_OUTPUT (or OUTPUT), default .output.
 # Results: printed, and saved as JSON under bench/results/ (not committed).
@@ -30,13 +32,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${SM_OUTPUT:-${OUTPUT:-.output}}
 case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
-BYTES=1G RR_COUNT=20000 CONNECTS=1000 IDLE=2000 CONC=16 QUICK=0
+BYTES=1G RR_COUNT=20000 RR_ROUNDS=5 CONNECTS=1000 IDLE=2000 CONC=16 QUICK=0
 WANT_PATHS=plain,sockmesh,skmsg,haproxy WANT_FIGURES=iperf,rr,cps,rss
 while [ $# -gt 0 ]; do
 	case $1 in
-	--quick) QUICK=1 BYTES=64M RR_COUNT=2000 CONNECTS=100 IDLE=200; shift ;;
+	--quick) QUICK=1 BYTES=64M RR_COUNT=2000 RR_ROUNDS=1 CONNECTS=100 IDLE=200; shift ;;
 	--bytes) BYTES=$2; shift 2 ;;
 	--rr-count) RR_COUNT=$2; shift 2 ;;
+	--rr-rounds) RR_ROUNDS=$2; shift 2 ;;
 	--connects) CONNECTS=$2; shift 2 ;;
 	--idle) IDLE=$2; shift 2 ;;
 	--paths) WANT_PATHS=$2; shift 2 ;;
@@ -229,18 +232,27 @@ for p in "${PATHS[@]}"; do
 		"${R[$p.bw1]}" "${R[$p.bw4]}" "${R[$p.cpu]:--}"
 done
 
-in_list rr "$WANT_FIGURES" && echo "== request/response on one connection, $RR_COUNT round trips"
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+in_list rr "$WANT_FIGURES" &&
+	echo "== request/response on one connection, $RR_COUNT round trips; median of $RR_ROUNDS rounds over the paths in turn"
 for size in 1 1024; do
 	in_list rr "$WANT_FIGURES" || break
-	for p in "${PATHS[@]}"; do
-		daemons_for "$p"
-		j=$(sb_exec node1 "${CG[$p]}" "$SMTRAFFIC" rr --connect "${ECHO[$p]}" --count "$RR_COUNT" \
-			--size $size --timeout 120)
-		R[$p.rr$size.p50]=$(jq .p50_us <<<"$j")
-		R[$p.rr$size.p99]=$(jq .p99_us <<<"$j")
-		printf '  %-15s %4s B  p50 %7s us  p99 %7s us\n' "${LABEL[$p]}" $size "${R[$p.rr$size.p50]}" \
-			"${R[$p.rr$size.p99]}"
+	declare -A P50=() P99=()
+	for ((round = 1; round <= RR_ROUNDS; round++)); do
+		for p in "${PATHS[@]}"; do
+			daemons_for "$p"
+			j=$(sb_exec node1 "${CG[$p]}" "$SMTRAFFIC" rr --connect "${ECHO[$p]}" --count "$RR_COUNT" \
+				--size $size --timeout 120)
+			P50[$p]+=" $(jq .p50_us <<<"$j")" P99[$p]+=" $(jq .p99_us <<<"$j")"
+		done
 	done
+	for p in "${PATHS[@]}"; do
+		R[$p.rr$size.p50]=$(median <<<"${P50[$p]}")
+		R[$p.rr$size.p99]=$(median <<<"${P99[$p]}")
+		printf '  %-15s %4s B  p50 %7s us  p99 %7s us  (p50s:%s)\n' "${LABEL[$p]}" $size "${R[$p.rr$size.p50]}" \
+			"${R[$p.rr$size.p99]}" "${P50[$p]}"
+	done
+	unset P50 P99
 done
 
 in_list cps "$WANT_FIGURES" && echo "== new connections (connect, 1-byte echo, close), $CONC clients x $CONNECTS"
@@ -370,12 +382,13 @@ res=bench/results/hbone-$(date -u +%Y%m%dT%H%M%SZ).json
 for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done |
 	jq -R -s --arg bytes "$BYTES" --argjson rr "$RR_COUNT" --argjson conc "$CONC" \
 		--argjson connects "$CONNECTS" --argjson idle "$IDLE" --argjson quick "$QUICK" \
+		--argjson rr_rounds "$RR_ROUNDS" \
 		--arg kernel "$(uname -r)" --arg haproxy "$(haproxy -v | awk 'NR == 1 { print $3 }')" \
 		'split("\n") | map(select(length > 0) | split("\t")) |
 		 (reduce .[] as [$k, $v] ({}; setpath($k | split(".") | [.[0], (.[1:] | join("."))];
 		   ($v | tonumber? // $v)))) as $r |
 		 {kernel: $kernel, haproxy: $haproxy, quick: ($quick == 1),
-		  params: {bytes: $bytes, rr_count: $rr, concurrency: $conc, connects_per_client: $connects, idle: $idle},
+		  params: {bytes: $bytes, rr_count: $rr, rr_rounds: $rr_rounds, concurrency: $conc, connects_per_client: $connects, idle: $idle},
 		  units: {bw1: "Gbit/s", bw4: "Gbit/s", "rr1.p50": "us", cps: "conn/s (sum of clients)",
 		          cps_wall: "conn/s (all over wall time)", cpu: "proxy CPU s per GB, both nodes",
 		          rss: "KiB per idle connection, both nodes"},
