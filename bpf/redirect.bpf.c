@@ -70,13 +70,6 @@ int sk_msg_redirect(struct sk_msg_md *msg)
 	peer.remote_port = bpf_htons((__u16) msg->local_port);
 
 	/*
-	 * SK_PASS when the peer is not (yet) in the map: returning the helper's
-	 * SK_DROP would fail the write with EPERM (KERNEL-NOTES.md, Traps). The
-	 * bytes then go over TCP, and so must every later byte of this socket:
-	 * the receiver reads what sk_msg queued before its TCP receive queue,
-	 * so a redirect after a TCP send could overtake it.
-	 */
-	/*
 	 * Flow control. A redirected send completes once it is queued on the
 	 * peer, however little the peer has read: the kernel applies no
 	 * receive buffer to sk_msg ingress. So a socket whose peer has more
@@ -94,6 +87,13 @@ int sk_msg_redirect(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 
+	/*
+	 * SK_PASS when the peer is not (yet) in the map: returning the helper's
+	 * SK_DROP would fail the write with EPERM (KERNEL-NOTES.md, Traps). The
+	 * bytes then go over TCP, and so must every later byte of this socket:
+	 * the receiver reads what sk_msg queued before its TCP receive queue,
+	 * so a redirect after a TCP send could overtake it.
+	 */
 	if (bpf_msg_redirect_hash(msg, &sock_pairs, &peer, BPF_F_INGRESS) != SK_PASS) {
 		st->flags |= SM_SK_F_TCP_ONLY;
 		count(SM_CNT_REDIRECT_PEER_MISSING);

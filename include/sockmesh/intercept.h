@@ -96,14 +96,15 @@ struct sm_sock_state {
 #define SM_SK_F_SAME_NODE   (1U << 4) /* peer is a service on this node */
 /* accepted from another host without the mesh's mTLS (PERMISSIVE lets it in) */
 #define SM_SK_F_PLAINTEXT (1U << 5)
-/* in sock_pairs, but a send found no peer: its bytes stay on TCP for good */
+/* in sock_pairs, but a send found no peer, or a peer too far behind: on TCP for good */
 #define SM_SK_F_TCP_ONLY (1U << 6)
+/* destroyed because a new policy revision denies it (bpf/policy.bpf.c) */
+#define SM_SK_F_POLICY_CLOSED (1U << 7)
+
 /*
  * sk_msg flow control: a socket whose peer has more than this many redirected
  * bytes unread moves to TCP for good (bpf/redirect.bpf.c).
  */
 #define SM_REDIRECT_BACKLOG (256 * 1024)
-/* destroyed because a new policy revision denies it (bpf/policy.bpf.c) */
-#define SM_SK_F_POLICY_CLOSED (1U << 7)
 
 #endif /* SOCKMESH_INTERCEPT_H */
