@@ -53,6 +53,15 @@ queue_empty() {
 	[ "$(status_flows queued)" -eq 0 ]
 }
 
+flows_at_least() { # KEY N: a flows counter of node1's status has reached N
+	[ "$(status_flows "$1")" -ge "$2" ]
+}
+
+# COUNT FILTER: node1's flow log holds at least COUNT records matching FILTER
+records_matching() {
+	[ "$(sm_records node1 "$2" | wc -l)" -ge "$1" ]
+}
+
 written_equals_lines() {
 	[ "$(status_flows queued)" -eq 0 ] && [ "$(all_lines | wc -l)" -eq "$(status_flows records)" ]
 }
@@ -75,6 +84,9 @@ stream_connections() {
 	run stream_connections 200
 	echo "$output"
 	[ "$status" -eq 0 ]
+	# every record made (the daemon drains the kernel's ring every few ms, so the
+	# last ones can still be on their way when the client is done), all written
+	sm_wait_until 15 flows_at_least records 800
 	sm_wait_until 15 written_equals_lines
 	sm_wait_until 15 no_uncompressed_backups
 	rotations=$(status_flows rotations)
@@ -136,11 +148,11 @@ stream_connections() {
 
 	run stream_connections 3
 	[ "$status" -eq 0 ]
-	sm_wait_until 10 sm_has_record node1 '.type == "conn_end"'
+	sm_wait_until 10 records_matching 3 '.type == "conn_end" and .traffic_direction == "EGRESS"'
 	sm_wait_until 10 written_equals_lines
 	[ "$(sm_records node1 '.type != "lost"' | wc -l)" -eq 3 ]
 	[ "$(sm_records node1 '.type == "conn_end" and .traffic_direction == "EGRESS"' | wc -l)" -eq 3 ]
-	[ "$(status_flows filtered)" -ge 9 ]
+	sm_wait_until 10 flows_at_least filtered 9
 
 	# now: every type but conn_start, ingress too, and only some fields
 	flowlog_config 'deny: ["type=conn_start"]' 'fields: [verdict, source.ip, destination.port]'
@@ -149,6 +161,8 @@ stream_connections() {
 	before=$(wc -l <"$LOG")
 	run stream_connections 2
 	[ "$status" -eq 0 ]
+	new_lines() { [ "$(tail -n +"$((before + 1))" "$LOG" | jq -c 'select(.type != "lost")' | wc -l)" -ge 4 ]; }
+	sm_wait_until 10 new_lines
 	sm_wait_until 10 written_equals_lines
 	new=$(tail -n +"$((before + 1))" "$LOG")
 	echo "$new"
@@ -181,8 +195,8 @@ stream_connections() {
 
 	run stream_connections 2
 	[ "$status" -eq 0 ]
+	sm_wait_until 10 records_matching 2 '.type == "conn_end"'
 	sm_wait_until 10 written_equals_lines
-	sm_wait_until 10 sm_has_record node1 '.type == "conn_end"'
 	# still the old deny: no INGRESS record
 	[ "$(sm_records node1 '.traffic_direction == "INGRESS"' | wc -l)" -eq 0 ]
 	[ "$(sm_records node1 '.type == "conn_end"' | wc -l)" -eq 2 ]
