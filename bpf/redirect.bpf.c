@@ -20,7 +20,8 @@
  * Bytes the peer has not read yet of what sk_msg queued on it: its psock's
  * msg_tot_len, the kernel's own count (what FIONREAD reports). Probe reads
  * through the address sockops saved: sk_msg may not hold a reference to
- * another socket (it has no bpf_sk_release()).
+ * another socket (it has no bpf_sk_release()). A kernel whose psock has no
+ * msg_tot_len yet loads the program all the same, without flow control.
  */
 static __always_inline __u32 peer_backlog(const struct sm_redirect_rx *rx)
 {
@@ -29,6 +30,8 @@ static __always_inline __u32 peer_backlog(const struct sm_redirect_rx *rx)
 	unsigned long ud = 0;
 	__u32 len = 0;
 
+	if (!bpf_core_field_exists(struct sk_psock, msg_tot_len))
+		return 0;
 	if (!tp || bpf_core_read(&ud, sizeof(ud), &tp->inet_conn.icsk_inet.sk.sk_user_data))
 		return 0;
 	psock = (struct sk_psock *) (ud & ~SM_SK_USER_DATA_FLAGS);
