@@ -98,7 +98,8 @@ mixed_traffic() {
 	sm_send node1 client 10.11.0.1:9090 1000 --expect echo >/dev/null
 	sm_send node1 client '[fc42::1]:9090' 2000 --expect echo >/dev/null
 	sm_send node1 client 10.11.0.2:8080 3000 --expect echo >/dev/null
-	! sm_send node1 local 10.11.0.2:8080 10 >/dev/null 2>&1
+	run sm_send node1 local 10.11.0.2:8080 10 # the policy refuses it
+	[ "$status" -ne 0 ]
 	# 2 + 2 same-node conn_ends (both sockets), 1 cross-node, 1 denied
 	sm_wait_until 15 eval '[ "$(sm_records node1 ".type == \"conn_end\"" | wc -l)" -ge 5 ]'
 	sm_wait_record node1 '.type == "denied"' >/dev/null
@@ -286,7 +287,8 @@ mixed_traffic() {
 	# a connect() the policy refuses is one REJECT line
 	sb_start_daemon node2
 	allow_only_client
-	! sm_send node1 local 10.11.0.2:8080 10 >/dev/null 2>&1
+	run sm_send node1 local 10.11.0.2:8080 10 # the policy refuses it
+	[ "$status" -ne 0 ]
 	sm_wait_record node1 '.type == "denied"' >/dev/null
 	run flows node1 --format vpc --type denied
 	echo "$output"

@@ -23,7 +23,8 @@ service_listed() { # NODE PORT
 	sb_start_daemon node1
 	sb_start_daemon node2
 	sb_serve node2 server 10.11.0.2:8084 echo
-	! service_listed node1 8084
+	run service_listed node1 8084
+	[ "$status" -ne 0 ]
 
 	sb_add_service 10.11.0.2 8084 server added-later
 	sb_write_catalog
