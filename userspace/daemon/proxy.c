@@ -213,13 +213,6 @@ static void reset_close(int fd)
 	close(fd);
 }
 
-static bool is_loopback(const struct sm_addr *a)
-{
-	static const uint8_t v6_loopback[16] = {[15] = 1};
-
-	return a->family == AF_INET ? a->bytes[0] == 127 : !memcmp(a->bytes, v6_loopback, 16);
-}
-
 static bool is_own_address(const struct sm_daemon *d, const struct sm_addr *a)
 {
 	const struct sm_node_def *self;
@@ -257,7 +250,7 @@ int sm_upstream_connect(const struct sm_daemon *d, const struct sm_addr *dst, ui
 	 * the loopback address (as Istio's sidecar calls its application from
 	 * 127.0.0.6); the port is still the kernel's choice, at connect().
 	 */
-	if (is_own_address(d, dst) && !is_loopback(dst)) {
+	if (is_own_address(d, dst)) {
 		struct sm_addr src = {.family = dst->family};
 
 		if (dst->family == AF_INET) {
@@ -269,7 +262,7 @@ int sm_upstream_connect(const struct sm_daemon *d, const struct sm_addr *dst, ui
 		len = sm_addr_to_sockaddr(&src, 0, &ss);
 		if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0 ||
 		    bind(fd, (struct sockaddr *) &ss, len) < 0)
-			pr_debug("binding the loopback address for %s: %s", "an upstream socket",
+			pr_debug("binding an upstream socket to the loopback address: %s",
 				 strerror(errno));
 	}
 	len = sm_addr_to_sockaddr(dst, port, &ss);
