@@ -19,12 +19,13 @@
 # (2000 connections held open, VmRSS of both proxies after minus before).
 #
 # Usage: bench/hbone.sh [--quick] [--bytes 1G] [--rr-count 20000] [--rr-rounds 5]
-#                       [--connects 1000] [--idle 2000]
+#                       [--iperf-rounds 3] [--connects 1000] [--idle 2000]
 #                       [--paths plain,sockmesh,skmsg,haproxy]
 #                       [--figures iperf,rr,cps,rss]
 #   --connects is per client; 16 clients run at once. --quick: small counts.
-#   Request/response runs --rr-rounds times over the paths in turn; each figure is
-#   the median (single runs moved by up to 15% on this machine).
+#   iperf3 runs --iperf-rounds times (default 3) and request/response --rr-rounds
+#   times over the paths in turn; each figure is the median (single runs moved
+#   by up to 15% on this machine). CPU per GB counts all 1-stream rounds.
 #   --paths and --figures measure a subset (default: all); ratios need both ends.
 # Build directory: SM_OUTPUT (or OUTPUT), default .output.
 # Results: printed, and saved as JSON under bench/results/ (not committed).
@@ -32,14 +33,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${SM_OUTPUT:-${OUTPUT:-.output}}
 case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
-BYTES=1G RR_COUNT=20000 RR_ROUNDS=5 CONNECTS=1000 IDLE=2000 CONC=16 QUICK=0
+BYTES=1G IPERF_ROUNDS=3 RR_COUNT=20000 RR_ROUNDS=5 CONNECTS=1000 IDLE=2000 CONC=16 QUICK=0
 WANT_PATHS=plain,sockmesh,skmsg,haproxy WANT_FIGURES=iperf,rr,cps,rss
 while [ $# -gt 0 ]; do
 	case $1 in
-	--quick) QUICK=1 BYTES=64M RR_COUNT=2000 RR_ROUNDS=1 CONNECTS=100 IDLE=200; shift ;;
+	--quick) QUICK=1 BYTES=64M IPERF_ROUNDS=1 RR_COUNT=2000 RR_ROUNDS=1 CONNECTS=100 IDLE=200; shift ;;
 	--bytes) BYTES=$2; shift 2 ;;
 	--rr-count) RR_COUNT=$2; shift 2 ;;
 	--rr-rounds) RR_ROUNDS=$2; shift 2 ;;
+	--iperf-rounds) IPERF_ROUNDS=$2; shift 2 ;;
 	--connects) CONNECTS=$2; shift 2 ;;
 	--idle) IDLE=$2; shift 2 ;;
 	--paths) WANT_PATHS=$2; shift 2 ;;
@@ -52,6 +54,9 @@ if [[ ! $IDLE =~ ^[0-9]+$ ]] || ((IDLE < 1 || IDLE > 4000)); then
 	echo "bench: --idle $IDLE: want 1..4000 (each holds fds in 4 processes; the limit is $(ulimit -Hn))" >&2
 	exit 2
 fi
+for v in "$IPERF_ROUNDS" "$RR_ROUNDS"; do
+	[[ $v =~ ^[1-9][0-9]*$ ]] || { echo "bench: rounds must be a positive count, not '$v'" >&2; exit 2; }
+done
 in_list() { [[ ",$2," == *",$1,"* ]]; } # WORD LIST
 for w in ${WANT_PATHS//,/ }; do
 	in_list "$w" plain,sockmesh,skmsg,haproxy || { echo "bench: --paths: unknown path $w" >&2; exit 2; }
@@ -211,28 +216,41 @@ iperf() { # PATH STREAMS -> "Gbit/s bytes"
 }
 
 TCK=$(getconf CLK_TCK)
-in_list iperf "$WANT_FIGURES" && echo "== iperf3, $BYTES, 1 stream (with the proxies' CPU) and 4 streams"
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+in_list iperf "$WANT_FIGURES" &&
+	echo "== iperf3, $BYTES, 1 stream (with the proxies' CPU) and 4 streams; median of $IPERF_ROUNDS rounds over the paths in turn"
+declare -A BW1=() BW4=() TICKS=() MOVED=()
+for ((round = 1; round <= IPERF_ROUNDS; round++)); do
+	in_list iperf "$WANT_FIGURES" || break
+	for p in "${PATHS[@]}"; do
+		daemons_for "$p"
+		ppids=$(proxy_pids "$p")
+		# shellcheck disable=SC2086 # ppids is a list
+		[ -z "$ppids" ] || t0=$(cpu_ticks $ppids)
+		read -r bw bytes < <(iperf "$p" 1) || true
+		[ -n "${bytes:-}" ] || { echo "bench: iperf3 over $p failed" >&2; exit 1; }
+		BW1[$p]+=" $bw"
+		if [ -n "$ppids" ]; then
+			# shellcheck disable=SC2086
+			t1=$(cpu_ticks $ppids)
+			TICKS[$p]=$((${TICKS[$p]:-0} + t1 - t0))
+			MOVED[$p]=$((${MOVED[$p]:-0} + bytes))
+		fi
+		bw=$(iperf "$p" 4)
+		BW4[$p]+=" ${bw%% *}"
+	done
+done
 for p in "${PATHS[@]}"; do
 	in_list iperf "$WANT_FIGURES" || break
-	daemons_for "$p"
-	ppids=$(proxy_pids "$p")
-	# shellcheck disable=SC2086 # ppids is a list
-	[ -z "$ppids" ] || t0=$(cpu_ticks $ppids)
-	read -r bw bytes < <(iperf "$p" 1) || true
-	[ -n "${bytes:-}" ] || { echo "bench: iperf3 over $p failed" >&2; exit 1; }
-	R[$p.bw1]=$bw
-	if [ -n "$ppids" ]; then
-		# shellcheck disable=SC2086
-		t1=$(cpu_ticks $ppids)
-		R[$p.cpu]=$(awk -v t=$((t1 - t0)) -v k="$TCK" -v b="$bytes" 'BEGIN { printf "%.3f", t / k / (b / 1e9) }')
-	fi
-	bw=$(iperf "$p" 4)
-	R[$p.bw4]=${bw%% *}
-	printf '  %-15s 1 stream %6.2f Gbit/s  4 streams %6.2f Gbit/s  proxy CPU %s s/GB\n' "${LABEL[$p]}" \
-		"${R[$p.bw1]}" "${R[$p.bw4]}" "${R[$p.cpu]:--}"
+	R[$p.bw1]=$(median <<<"${BW1[$p]}")
+	R[$p.bw4]=$(median <<<"${BW4[$p]}")
+	[ -z "${MOVED[$p]:-}" ] ||
+		R[$p.cpu]=$(awk -v t="${TICKS[$p]}" -v k="$TCK" -v b="${MOVED[$p]}" 'BEGIN { printf "%.3f", t / k / (b / 1e9) }')
+	# shellcheck disable=SC2086 # BW1 holds a list
+	printf '  %-15s 1 stream %6.2f Gbit/s  4 streams %6.2f Gbit/s  proxy CPU %s s/GB  (1 stream:%s)\n' \
+		"${LABEL[$p]}" "${R[$p.bw1]}" "${R[$p.bw4]}" "${R[$p.cpu]:--}" "$(printf ' %.2f' ${BW1[$p]})"
 done
 
-median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 in_list rr "$WANT_FIGURES" &&
 	echo "== request/response on one connection, $RR_COUNT round trips; median of $RR_ROUNDS rounds over the paths in turn"
 for size in 1 1024; do
@@ -383,12 +401,13 @@ for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done |
 	jq -R -s --arg bytes "$BYTES" --argjson rr "$RR_COUNT" --argjson conc "$CONC" \
 		--argjson connects "$CONNECTS" --argjson idle "$IDLE" --argjson quick "$QUICK" \
 		--argjson rr_rounds "$RR_ROUNDS" \
+		--argjson iperf_rounds "$IPERF_ROUNDS" \
 		--arg kernel "$(uname -r)" --arg haproxy "$(haproxy -v | awk 'NR == 1 { print $3 }')" \
 		'split("\n") | map(select(length > 0) | split("\t")) |
 		 (reduce .[] as [$k, $v] ({}; setpath($k | split(".") | [.[0], (.[1:] | join("."))];
 		   ($v | tonumber? // $v)))) as $r |
 		 {kernel: $kernel, haproxy: $haproxy, quick: ($quick == 1),
-		  params: {bytes: $bytes, rr_count: $rr, rr_rounds: $rr_rounds, concurrency: $conc, connects_per_client: $connects, idle: $idle},
+		  params: {bytes: $bytes, iperf_rounds: $iperf_rounds, rr_count: $rr, rr_rounds: $rr_rounds, concurrency: $conc, connects_per_client: $connects, idle: $idle},
 		  units: {bw1: "Gbit/s", bw4: "Gbit/s", "rr1.p50": "us", cps: "conn/s (sum of clients)",
 		          cps_wall: "conn/s (all over wall time)", cpu: "proxy CPU s per GB, both nodes",
 		          rss: "KiB per idle connection, both nodes"},
