@@ -147,6 +147,40 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 	[ -z "$(grep -v '127\.0\.0\.1:' <<<"$tw")" ]
 }
 
+@test "a stalled receiving daemon fills the TLS socket: the sender waits, then every byte arrives" {
+	# small TCP buffers on the tunnel hop: far less than one stream's 1 MiB
+	# HTTP/2 window, so the TLS socket fills before the window runs out
+	ip netns exec "$(sb_ns node1)" sysctl -qw net.ipv4.tcp_wmem="4096 32768 65536"
+	ip netns exec "$(sb_ns node2)" sysctl -qw net.ipv4.tcp_rmem="4096 32768 65536"
+	sb_serve node2 server 10.11.0.2:8083 sink
+	[ "$(tunnel node1 tls_send_blocked)" -eq 0 ]
+	# an upload: only WINDOW_UPDATEs come back, so no read wakes node1 for
+	# what waits in its TLS buffer; the socket's EPOLLOUT must
+	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.2:8083 --bytes 64000000 --expect sink \
+		--timeout 60
+	client=$SB_RUN_PID out=$SB_RUN_OUT
+	# stop node2 mid-transfer, once its stream is open
+	for ((i = 0; i < 200; i++)); do
+		(($(tunnel node2 streams_open) > 0)) && break
+		sleep 0.02
+	done
+	kill -STOP "$(sb_daemon_pid node2)"
+	blocked=0
+	for ((i = 0; i < 100; i++)); do
+		blocked=$(tunnel node1 tls_send_blocked) || break
+		((blocked > 0)) && break
+		sleep 0.1
+	done
+	sleep 0.5 # node1 waits on EPOLLOUT meanwhile
+	kill -CONT "$(sb_daemon_pid node2)"
+	echo "tls_send_blocked: $blocked"
+	[ "$blocked" -gt 0 ]
+	sb_wait_pid "$client" 60 || { cat "$out" "${out%.out}.err"; false; }
+	cat "$out"
+	jq -e '.ok and .sent == 64000000' "$out" # the sink's reply line: count and sha256 agree
+	[ "$(tunnel node1 streams_failed)" -eq 0 ]
+}
+
 @test "half-close and a server that speaks first work through the tunnel" {
 	sb_serve node2 server 10.11.0.2:8083 sink
 	sb_serve node2 server 10.11.0.2:8081 greet alpha

@@ -163,6 +163,7 @@ static json_object *status_tunnel(struct sm_daemon *d)
 			       json_object_new_uint64(st.keepalive_failures));
 	json_object_object_add(o, "policy_streams_closed",
 			       json_object_new_uint64(st.policy_streams_closed));
+	json_object_object_add(o, "tls_send_blocked", json_object_new_uint64(st.tls_send_blocked));
 	return o;
 }
 

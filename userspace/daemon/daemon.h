@@ -300,6 +300,7 @@ struct sm_hbone_stats {
 	uint64_t creds_expiring;	/* sets within tunnel.expiry_warning of expiry */
 	uint64_t keepalive_failures;	/* connections closed: PING unanswered */
 	uint64_t policy_streams_closed; /* inbound streams reset: a new revision denies them */
+	uint64_t tls_send_blocked;	/* a TLS socket was full: output waited for the peer */
 };
 /* Shared part (main thread): credentials and their rotation. */
 int sm_hbone_start(struct sm_daemon *d);

@@ -910,7 +910,10 @@ static int tls_flush(struct hb_conn *c)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return errno == EAGAIN ? -EAGAIN : -errno;
+			if (errno != EAGAIN)
+				return -errno;
+			SM_STAT_INC(c->w->hb->st.tls_send_blocked);
+			return -EAGAIN;
 		}
 		c->tls_out.off += (size_t) n;
 	}
