@@ -998,10 +998,16 @@ static void conn_pump(struct hb_conn *c)
 		if (r != 1) {
 			e = SSL_get_error(c->ssl, r);
 			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-				sm_evloop_mod(c->w->loop, c->ev,
-					      e == SSL_ERROR_WANT_WRITE || buf_pending(&c->tls_out)
-						      ? EPOLLOUT
-						      : EPOLLIN);
+				/*
+				 * OpenSSL flushes its flights itself; this sends
+				 * anything it left. A send error shows up at the
+				 * next step of the handshake, with its reason.
+				 */
+				(void) tls_flush(c);
+				want = e == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN;
+				if (buf_pending(&c->tls_out))
+					want |= EPOLLOUT;
+				sm_evloop_mod(c->w->loop, c->ev, want);
 				return;
 			}
 			const char *why = e == SSL_ERROR_SYSCALL && errno && !c->server
