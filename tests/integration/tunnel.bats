@@ -147,24 +147,28 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 	[ -z "$(grep -v '127\.0\.0\.1:' <<<"$tw")" ]
 }
 
-@test "a stalled receiving daemon fills the TLS socket: the sender waits, then every byte arrives" {
-	# small TCP buffers on the tunnel hop: far less than one stream's 1 MiB
-	# HTTP/2 window, so the TLS socket fills before the window runs out
+# Small TCP buffers on the tunnel hop (far less than one stream's 1 MiB
+# HTTP/2 window, so the TLS socket fills before the window runs out), an
+# upload of BYTES at RATE bytes/s to node2's sink, and node2's daemon stopped
+# once it has answered the CONNECT. Sets client and out.
+upload_then_stop_node2() { # BYTES RATE TIMEOUT
 	ip netns exec "$(sb_ns node1)" sysctl -qw net.ipv4.tcp_wmem="4096 32768 65536"
 	ip netns exec "$(sb_ns node2)" sysctl -qw net.ipv4.tcp_rmem="4096 32768 65536"
 	sb_serve node2 server 10.11.0.2:8083 sink
 	[ "$(tunnel node1 tls_send_blocked)" -eq 0 ]
-	# an upload: only WINDOW_UPDATEs come back, so no read wakes node1 for
-	# what waits in its TLS buffer; the socket's EPOLLOUT must
-	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.2:8083 --bytes 64000000 --expect sink \
-		--timeout 60
+	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.2:8083 --bytes "$1" --chunk 4096 \
+		--rate "$2" --expect sink --timeout "$3"
 	client=$SB_RUN_PID out=$SB_RUN_OUT
-	# stop node2 mid-transfer, once its stream is open
 	for ((i = 0; i < 200; i++)); do
 		(($(tunnel node2 streams_open) > 0)) && break
 		sleep 0.02
 	done
+	sleep 0.2 # node2 has answered the CONNECT, and bytes flow
 	kill -STOP "$(sb_daemon_pid node2)"
+}
+
+@test "a stalled receiving daemon fills the TLS socket: the sender waits, then every byte arrives" {
+	upload_then_stop_node2 64000000 32000000 60 # 2 s at that rate
 	blocked=0
 	for ((i = 0; i < 100; i++)); do
 		blocked=$(tunnel node1 tls_send_blocked) || break
@@ -179,6 +183,21 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 	cat "$out"
 	jq -e '.ok and .sent == 64000000' "$out" # the sink's reply line: count and sha256 agree
 	[ "$(tunnel node1 streams_failed)" -eq 0 ]
+}
+
+@test "the tail of an upload waits in the TLS buffer and goes out once the stalled peer resumes" {
+	# 300 kB stays under the 512 KiB after which node2 sends a WINDOW_UPDATE,
+	# and the sink answers only at the end: once node2 resumes nothing comes
+	# back to node1, so only the socket's EPOLLOUT can send what waits there.
+	upload_then_stop_node2 300000 200000 10
+	sleep 1.6 # the client has sent all (1.5 s at its rate); node1 holds the rest
+	blocked=$(tunnel node1 tls_send_blocked) || blocked=error
+	kill -CONT "$(sb_daemon_pid node2)"
+	echo "tls_send_blocked: $blocked"
+	[ "$blocked" -gt 0 ]
+	sb_wait_pid "$client" 20 || { cat "$out" "${out%.out}.err"; false; }
+	cat "$out"
+	jq -e '.ok and .sent == 300000' "$out"
 }
 
 @test "half-close and a server that speaks first work through the tunnel" {
