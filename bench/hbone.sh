@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
 	--idle) IDLE=$2; shift 2 ;;
 	--paths) WANT_PATHS=$2; shift 2 ;;
 	--figures) WANT_FIGURES=$2; shift 2 ;;
-	-h | --help) sed -n '3,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '3,/^# Results:/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
