@@ -72,6 +72,9 @@ struct fs_entry {
 	char line[];
 };
 
+/* sm_zpack() takes at most 65535 bytes */
+_Static_assert(sizeof(struct sm_flow_record) <= 65535, "a flow record too big to pack");
+
 static const uint8_t *entry_packed(const struct fs_entry *e)
 {
 	return (const uint8_t *) e->line + e->len + 1;

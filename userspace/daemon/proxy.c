@@ -251,14 +251,9 @@ int sm_upstream_connect(const struct sm_daemon *d, const struct sm_addr *dst, ui
 	 * 127.0.0.6); the port is still the kernel's choice, at connect().
 	 */
 	if (is_own_address(d, dst)) {
-		struct sm_addr src = {.family = dst->family};
+		struct sm_addr src;
 
-		if (dst->family == AF_INET) {
-			src.bytes[0] = 127;
-			src.bytes[3] = 1;
-		} else {
-			src.bytes[15] = 1;
-		}
+		sm_addr_parse(dst->family == AF_INET ? "127.0.0.1" : "::1", &src);
 		len = sm_addr_to_sockaddr(&src, 0, &ss);
 		if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0 ||
 		    bind(fd, (struct sockaddr *) &ss, len) < 0)
