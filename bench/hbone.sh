@@ -17,16 +17,26 @@
 # 1-byte echo, close); the proxies' CPU seconds per GB during the 1-stream run
 # (utime+stime of both nodes' proxies); proxy RSS per idle tunnelled connection
 # (2000 connections held open, VmRSS of both proxies after minus before).
+# Request/response runs once per placement of the processes on the CPUs:
+#   shared    the scheduler places every process (both nodes') on any CPU
+#   per-node  each node's processes (client or server, proxy, all threads) are
+#             pinned to a CPU of their own, node1 CPU 0 and node2 CPU 1: two
+#             one-CPU hosts. On two shared vCPUs the scheduler keeps each process
+#             on the CPU it last ran on while that CPU is idle, so a round settles
+#             in whichever layout its first wakeups made, and a proxy's p50 can
+#             move by 20 us between rounds; pinned, every path's rounds agree.
 #
 # Usage: bench/hbone.sh [--quick] [--bytes 1G] [--rr-count 20000] [--rr-rounds 5]
 #                       [--iperf-rounds 3] [--connects 1000] [--idle 2000]
 #                       [--paths plain,sockmesh,skmsg,haproxy]
-#                       [--figures iperf,rr,cps,rss]
+#                       [--figures iperf,rr,cps,rss] [--rr-placement shared,per-node]
 #   --connects is per client; 16 clients run at once. --quick: small counts.
 #   iperf3 runs --iperf-rounds times (default 3) and request/response --rr-rounds
 #   times over the paths in turn; each figure is the median (single runs moved
 #   by up to 15% on this machine). CPU per GB counts all 1-stream rounds.
 #   --paths and --figures measure a subset (default: all); ratios need both ends.
+#   --rr-placement: shared, per-node, or both as shared,per-node (default);
+#   per-node needs 2 CPUs.
 # Build directory: SM_OUTPUT (or OUTPUT), default .output.
 # Results: printed, and saved as JSON under bench/results/ (not committed).
 set -euo pipefail
@@ -35,6 +45,7 @@ OUT=${SM_OUTPUT:-${OUTPUT:-.output}}
 case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
 BYTES=1G IPERF_ROUNDS=3 RR_COUNT=20000 RR_ROUNDS=5 CONNECTS=1000 IDLE=2000 CONC=16 QUICK=0
 WANT_PATHS=plain,sockmesh,skmsg,haproxy WANT_FIGURES=iperf,rr,cps,rss
+RR_PLACEMENT=shared,per-node
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) QUICK=1 BYTES=64M IPERF_ROUNDS=1 RR_COUNT=2000 RR_ROUNDS=1 CONNECTS=100 IDLE=200; shift ;;
@@ -46,6 +57,7 @@ while [ $# -gt 0 ]; do
 	--idle) IDLE=$2; shift 2 ;;
 	--paths) WANT_PATHS=$2; shift 2 ;;
 	--figures) WANT_FIGURES=$2; shift 2 ;;
+	--rr-placement) RR_PLACEMENT=$2; shift 2 ;;
 	-h | --help) sed -n '3,/^# Results:/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
@@ -64,6 +76,17 @@ done
 for w in ${WANT_FIGURES//,/ }; do
 	in_list "$w" iperf,rr,cps,rss || { echo "bench: --figures: unknown figure $w" >&2; exit 2; }
 done
+# the CPUs this bench may use, e.g. "0-1" -> (0 1); per-node pins node1 to the
+# first and node2 to the second
+ALL_CPUS=$(awk '/^Cpus_allowed_list:/ { print $2 }' /proc/self/status)
+read -r -a CPUS <<<"$(tr ',' '\n' <<<"$ALL_CPUS" |
+	awk -F- '{ for (i = $1; i <= ($2 == "" ? $1 : $2); i++) printf "%d ", i }')"
+for w in ${RR_PLACEMENT//,/ }; do
+	in_list "$w" shared,per-node || { echo "bench: --rr-placement: unknown placement $w (shared, per-node)" >&2; exit 2; }
+	[ "$w" != per-node ] || ((${#CPUS[@]} >= 2)) ||
+		{ echo "bench: --rr-placement per-node needs 2 CPUs, this run may use $ALL_CPUS" >&2; exit 2; }
+done
+[ -n "$RR_PLACEMENT" ] || { echo "bench: --rr-placement: empty (shared, per-node)" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (namespaces, cgroups, BPF)" >&2; exit 1; }
 for t in iperf3 haproxy jq python3; do
 	command -v "$t" >/dev/null || { echo "bench: $t missing (scripts/install-deps.sh)" >&2; exit 1; }
@@ -251,26 +274,51 @@ for p in "${PATHS[@]}"; do
 		"${LABEL[$p]}" "${R[$p.bw1]}" "${R[$p.bw4]}" "${R[$p.cpu]:--}" "$(printf ' %.2f' ${BW1[$p]})"
 done
 
-in_list rr "$WANT_FIGURES" &&
-	echo "== request/response on one connection, $RR_COUNT round trips; median of $RR_ROUNDS rounds over the paths in turn"
-for size in 1 1024; do
+# place per-node|shared: pin every process of node1's cgroups (all its threads) to
+# CPU ${CPUS[0]} and node2's to CPU ${CPUS[1]}, or give them all CPUs back. The
+# daemons are pinned again after each restart; a process that exits meanwhile is
+# skipped.
+place() {
+	local node i=0 pid cpus
+	for node in node1 node2; do
+		cpus=$ALL_CPUS
+		[ "$1" = shared ] || cpus=${CPUS[i]}
+		i=$((i + 1))
+		while read -r pid; do
+			taskset -a -cp "$cpus" "$pid" >/dev/null 2>&1 || ! sb_alive "$pid" ||
+				{ echo "bench: cannot pin $node's process $pid to CPU $cpus" >&2; exit 1; }
+		done < <(find "$SB_CG/$node" -name cgroup.procs -exec cat {} +)
+	done
+}
+# RR keys: rr1.p50 with shared placement, rr1_per_node.p50 with per-node
+declare -A PLACE_KEY=([shared]="" [per-node]=_per_node)
+declare -A PLACE_LABEL=([shared]="shared CPUs" [per-node]="one CPU per node")
+for placement in ${RR_PLACEMENT//,/ }; do
 	in_list rr "$WANT_FIGURES" || break
-	declare -A P50=() P99=()
-	for ((round = 1; round <= RR_ROUNDS; round++)); do
-		for p in "${PATHS[@]}"; do
-			daemons_for "$p"
-			j=$(sb_exec node1 "${CG[$p]}" "$SMTRAFFIC" rr --connect "${ECHO[$p]}" --count "$RR_COUNT" \
-				--size $size --timeout 120)
-			P50[$p]+=" $(jq .p50_us <<<"$j")" P99[$p]+=" $(jq .p99_us <<<"$j")"
+	echo "== request/response on one connection, $RR_COUNT round trips, ${PLACE_LABEL[$placement]};" \
+		"median of $RR_ROUNDS rounds over the paths in turn"
+	ks=${PLACE_KEY[$placement]} runon=()
+	[ "$placement" = shared ] || runon=(taskset -c "${CPUS[0]}")
+	for size in 1 1024; do
+		declare -A P50=() P99=()
+		for ((round = 1; round <= RR_ROUNDS; round++)); do
+			for p in "${PATHS[@]}"; do
+				daemons_for "$p"
+				[ "$placement" = shared ] || place per-node
+				j=$(sb_exec node1 "${CG[$p]}" "${runon[@]}" "$SMTRAFFIC" rr --connect "${ECHO[$p]}" \
+					--count "$RR_COUNT" --size $size --timeout 120)
+				P50[$p]+=" $(jq .p50_us <<<"$j")" P99[$p]+=" $(jq .p99_us <<<"$j")"
+			done
 		done
+		for p in "${PATHS[@]}"; do
+			R[$p.rr$size$ks.p50]=$(median <<<"${P50[$p]}")
+			R[$p.rr$size$ks.p99]=$(median <<<"${P99[$p]}")
+			printf '  %-15s %4s B  p50 %7s us  p99 %7s us  (p50s:%s)\n' "${LABEL[$p]}" $size \
+				"${R[$p.rr$size$ks.p50]}" "${R[$p.rr$size$ks.p99]}" "${P50[$p]}"
+		done
+		unset P50 P99
 	done
-	for p in "${PATHS[@]}"; do
-		R[$p.rr$size.p50]=$(median <<<"${P50[$p]}")
-		R[$p.rr$size.p99]=$(median <<<"${P99[$p]}")
-		printf '  %-15s %4s B  p50 %7s us  p99 %7s us  (p50s:%s)\n' "${LABEL[$p]}" $size "${R[$p.rr$size.p50]}" \
-			"${R[$p.rr$size.p99]}" "${P50[$p]}"
-	done
-	unset P50 P99
+	[ "$placement" = shared ] || place shared
 done
 
 in_list cps "$WANT_FIGURES" && echo "== new connections (connect, 1-byte echo, close), $CONC clients x $CONNECTS"
@@ -343,7 +391,7 @@ per_conn() { awk -v d="$1" -v n="$IDLE" 'BEGIN { printf "%.1f", d / n }'; }
 
 in_list rss "$WANT_FIGURES" && echo "== proxy RSS with $IDLE idle tunnelled connections"
 for p in sockmesh skmsg haproxy; do
-	in_list rss "$WANT_FIGURES" && in_list $p "$WANT_PATHS" || continue
+	if ! in_list rss "$WANT_FIGURES" || ! in_list $p "$WANT_PATHS"; then continue; fi
 	daemons_for "$p"
 	read -r ra rb ra2 rb2 <<<"$(idle_round "$p")"
 	R[$p.rss]=$(per_conn $((ra2 - ra + rb2 - rb)))
@@ -368,10 +416,13 @@ echo "| | plain TCP | sockmesh | sockmesh + sk_msg | HAProxy | sockmesh/plain | 
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 row "iperf3 1 stream, Gbit/s" bw1
 row "iperf3 4 streams, Gbit/s" bw4
-row "RR 1 B p50, µs" rr1.p50
-row "RR 1 B p99, µs" rr1.p99
-row "RR 1 KiB p50, µs" rr1024.p50
-row "RR 1 KiB p99, µs" rr1024.p99
+for placement in ${RR_PLACEMENT//,/ }; do
+	ks=${PLACE_KEY[$placement]} pl=${PLACE_LABEL[$placement]}
+	row "RR 1 B p50, µs, $pl" rr1"$ks".p50
+	row "RR 1 B p99, µs, $pl" rr1"$ks".p99
+	row "RR 1 KiB p50, µs, $pl" rr1024"$ks".p50
+	row "RR 1 KiB p99, µs, $pl" rr1024"$ks".p99
+done
 row "new connections/s, $CONC clients" cps
 row "proxy CPU s per GB (1 stream)" cpu
 row "proxy RSS KiB per idle connection" rss
@@ -389,10 +440,13 @@ if in_list rr "$WANT_FIGURES"; then
 	echo
 	echo "| added over plain TCP, µs | sockmesh | sockmesh + sk_msg | HAProxy | sockmesh/HAProxy | sk_msg/HAProxy |"
 	echo "| --- | --- | --- | --- | --- | --- |"
-	added "RR 1 B p50" rr1.p50
-	added "RR 1 B p99" rr1.p99
-	added "RR 1 KiB p50" rr1024.p50
-	added "RR 1 KiB p99" rr1024.p99
+	for placement in ${RR_PLACEMENT//,/ }; do
+		ks=${PLACE_KEY[$placement]} pl=${PLACE_LABEL[$placement]}
+		added "RR 1 B p50, $pl" rr1"$ks".p50
+		added "RR 1 B p99, $pl" rr1"$ks".p99
+		added "RR 1 KiB p50, $pl" rr1024"$ks".p50
+		added "RR 1 KiB p99, $pl" rr1024"$ks".p99
+	done
 fi
 
 mkdir -p bench/results
@@ -400,14 +454,14 @@ res=bench/results/hbone-$(date -u +%Y%m%dT%H%M%SZ).json
 for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done |
 	jq -R -s --arg bytes "$BYTES" --argjson rr "$RR_COUNT" --argjson conc "$CONC" \
 		--argjson connects "$CONNECTS" --argjson idle "$IDLE" --argjson quick "$QUICK" \
-		--argjson rr_rounds "$RR_ROUNDS" \
+		--argjson rr_rounds "$RR_ROUNDS" --arg rr_placement "$RR_PLACEMENT" \
 		--argjson iperf_rounds "$IPERF_ROUNDS" \
-		--arg kernel "$(uname -r)" --arg haproxy "$(haproxy -v | awk 'NR == 1 { print $3 }')" \
+		--arg cpus "$ALL_CPUS" --arg kernel "$(uname -r)" --arg haproxy "$(haproxy -v | awk 'NR == 1 { print $3 }')" \
 		'split("\n") | map(select(length > 0) | split("\t")) |
 		 (reduce .[] as [$k, $v] ({}; setpath($k | split(".") | [.[0], (.[1:] | join("."))];
 		   ($v | tonumber? // $v)))) as $r |
 		 {kernel: $kernel, haproxy: $haproxy, quick: ($quick == 1),
-		  params: {bytes: $bytes, iperf_rounds: $iperf_rounds, rr_count: $rr, rr_rounds: $rr_rounds, concurrency: $conc, connects_per_client: $connects, idle: $idle},
+		  params: {bytes: $bytes, iperf_rounds: $iperf_rounds, rr_count: $rr, rr_rounds: $rr_rounds, rr_placement: $rr_placement, cpus: $cpus, concurrency: $conc, connects_per_client: $connects, idle: $idle},
 		  units: {bw1: "Gbit/s", bw4: "Gbit/s", "rr1.p50": "us", cps: "conn/s (sum of clients)",
 		          cps_wall: "conn/s (all over wall time)", cpu: "proxy CPU s per GB, both nodes",
 		          rss: "KiB per idle connection, both nodes"},
