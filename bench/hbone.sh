@@ -20,11 +20,12 @@
 # Request/response runs once per placement of the processes on the CPUs:
 #   shared    the scheduler places every process (both nodes') on any CPU
 #   per-node  each node's processes (client or server, proxy, all threads) are
-#             pinned to a CPU of their own, node1 CPU 0 and node2 CPU 1: two
-#             one-CPU hosts. On two shared vCPUs the scheduler keeps each process
-#             on the CPU it last ran on while that CPU is idle, so a round settles
-#             in whichever layout its first wakeups made, and a proxy's p50 can
-#             move by 20 us between rounds; pinned, every path's rounds agree.
+#             pinned to a CPU of their own (node1 to the first CPU this run may
+#             use, node2 to the second): two one-CPU hosts. On two shared vCPUs
+#             the scheduler keeps each process on the CPU it last ran on while
+#             that CPU is idle, so a round settles in whichever layout its first
+#             wakeups made, and a proxy's p50 can move by 20 us between rounds;
+#             pinned, every path's rounds agree.
 #
 # Usage: bench/hbone.sh [--quick] [--bytes 1G] [--rr-count 20000] [--rr-rounds 5]
 #                       [--iperf-rounds 3] [--connects 1000] [--idle 2000]
