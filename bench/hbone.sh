@@ -417,13 +417,17 @@ echo "| | plain TCP | sockmesh | sockmesh + sk_msg | HAProxy | sockmesh/plain | 
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 row "iperf3 1 stream, Gbit/s" bw1
 row "iperf3 4 streams, Gbit/s" bw4
-for placement in ${RR_PLACEMENT//,/ }; do
-	ks=${PLACE_KEY[$placement]} pl=${PLACE_LABEL[$placement]}
-	row "RR 1 B p50, µs, $pl" rr1"$ks".p50
-	row "RR 1 B p99, µs, $pl" rr1"$ks".p99
-	row "RR 1 KiB p50, µs, $pl" rr1024"$ks".p50
-	row "RR 1 KiB p99, µs, $pl" rr1024"$ks".p99
-done
+rr_each() { # FUNC UNIT: FUNC "LABEL[UNIT], PLACEMENT" KEY for each RR figure and placement
+	local placement ks pl
+	for placement in ${RR_PLACEMENT//,/ }; do
+		ks=${PLACE_KEY[$placement]} pl=${PLACE_LABEL[$placement]}
+		"$1" "RR 1 B p50$2, $pl" rr1"$ks".p50
+		"$1" "RR 1 B p99$2, $pl" rr1"$ks".p99
+		"$1" "RR 1 KiB p50$2, $pl" rr1024"$ks".p50
+		"$1" "RR 1 KiB p99$2, $pl" rr1024"$ks".p99
+	done
+}
+rr_each row ", µs"
 row "new connections/s, $CONC clients" cps
 row "proxy CPU s per GB (1 stream)" cpu
 row "proxy RSS KiB per idle connection" rss
@@ -441,13 +445,7 @@ if in_list rr "$WANT_FIGURES"; then
 	echo
 	echo "| added over plain TCP, µs | sockmesh | sockmesh + sk_msg | HAProxy | sockmesh/HAProxy | sk_msg/HAProxy |"
 	echo "| --- | --- | --- | --- | --- | --- |"
-	for placement in ${RR_PLACEMENT//,/ }; do
-		ks=${PLACE_KEY[$placement]} pl=${PLACE_LABEL[$placement]}
-		added "RR 1 B p50, $pl" rr1"$ks".p50
-		added "RR 1 B p99, $pl" rr1"$ks".p99
-		added "RR 1 KiB p50, $pl" rr1024"$ks".p50
-		added "RR 1 KiB p99, $pl" rr1024"$ks".p99
-	done
+	rr_each added ""
 fi
 
 mkdir -p bench/results
