@@ -63,6 +63,41 @@ sb_log() {
 	echo "sandbox: $*" >&2
 }
 
+# jq, except that `-e` fails closed. Debian's jq 1.6 exits 0 when `-e` gets no
+# input at all (an empty answer, a record that was never written), so a check
+# like `jq -e '.ready == true' <<<"$answer"` would pass on nothing. With -e (also
+# inside combined flags such as -er), no output at all is exit status 4, as
+# later jq versions define it. Everything else is jq's own behaviour.
+jq() {
+	local a strict=0 out rc
+	for a in "$@"; do
+		case "$a" in
+		--exit-status) strict=1 ;;
+		--*) ;;
+		-*e*) [[ "$a" =~ ^-[a-zA-Z]+$ ]] && strict=1 ;;
+		esac
+	done
+	if [ "$strict" = 0 ]; then
+		command jq "$@"
+		return
+	fi
+	out=$(command jq "$@")
+	rc=$?
+	if [ "$rc" = 0 ] && [ -z "$out" ]; then
+		echo "jq -e: no input or no result (an empty answer is not a pass)" >&2
+		return 4
+	fi
+	[ -z "$out" ] || printf '%s\n' "$out"
+	return "$rc"
+}
+
+# sb_daemon_ready NODE: the node's daemon answered `status` and said ready.
+sb_daemon_ready() {
+	local answer
+	answer=$(sb_cli "$1" status -o json 2>/dev/null) || return 1
+	[ -n "$answer" ] && jq -e '.ready == true' >/dev/null 2>&1 <<<"$answer"
+}
+
 # The cgroup v2 mount point, from /proc/self/mountinfo (the fs type follows " - ").
 sb_cgroup2_root() {
 	awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' \
@@ -294,8 +329,7 @@ sb_start_daemon() {
 			tail -n 40 "$log" >&2
 			return 1
 		fi
-		if [ -S "$sock" ] &&
-			sb_cli "$node" status -o json 2>/dev/null | jq -e '.ready == true' >/dev/null 2>&1; then
+		if [ -S "$sock" ] && sb_daemon_ready "$node"; then
 			return 0
 		fi
 		sleep 0.1
