@@ -7,6 +7,7 @@
  * reports long-lived flows every cfg_update_interval_ns.
  */
 #include "lib/common.h"
+#include "lib/enroll.h"
 #include "lib/sockpairs.h"
 
 struct sm_tcp_counters {
@@ -129,7 +130,14 @@ static __always_inline int emit_flow_event(__u8 type, const struct sm_sock_state
 	return 0;
 }
 
-static __always_inline void on_established(struct bpf_sock_ops *skops, bool passive)
+/*
+ * wl: the socket's workload (NULL: none), cgid its cgroup id, looked up by
+ * the caller. The lookup's 256-byte key and this function's structs do not
+ * fit one BPF stack: both are calls of their own, so their frames never
+ * stack up.
+ */
+static __noinline void on_established(struct bpf_sock_ops *skops, bool passive,
+				      struct sm_workload *wl, __u64 cgid)
 {
 	struct bpf_sock *bsk = skops->sk;
 	struct sm_tcp_counters c = {};
@@ -137,12 +145,10 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, bool pass
 	struct sm_orig_dst od = {};
 	struct sm_tuple tuple = {};
 	struct sm_sock_state *st;
-	struct sm_workload *wl;
 	struct sm_orig_dst *peer;
 	struct sm_service *svc;
 	struct tcp_sock *tp;
 	__u64 now = bpf_ktime_get_ns();
-	__u64 cgid = 0;
 	bool record = false, same_node = false, join = false;
 
 	if (!bsk)
@@ -150,14 +156,19 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, bool pass
 	tp = bpf_skc_to_tcp_sock(bsk);
 	if (!tp)
 		return;
-	st = bpf_sk_storage_get(&sock_states, bsk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	/*
+	 * Every socket below the enrollment root comes here: only a workload's
+	 * (or one connect4/6 captured, which has state already) gets state.
+	 */
+	st = bpf_sk_storage_get(&sock_states, bsk, NULL, 0);
+	if (!wl && !(st && (st->flags & SM_SK_F_CAPTURED)))
+		return; /* not a workload socket (e.g. a cgroup left the catalog) */
+	if (!st)
+		st = bpf_sk_storage_get(&sock_states, bsk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st) {
 		count(SM_CNT_STORAGE_FAIL);
 		return;
 	}
-	wl = sock_workload((struct sock *) tp, &cgid);
-	if (!wl && !(st->flags & SM_SK_F_CAPTURED))
-		return; /* not a workload socket (e.g. a cgroup left the catalog) */
 	if (wl)
 		st->identity = wl->identity;
 	st->cgroup_id = cgid;
@@ -238,7 +249,8 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, bool pass
 	emit_flow_event(SM_FLOW_START, st, &ep, &c, now);
 }
 
-static __always_inline void on_close(struct bpf_sock_ops *skops)
+/* A call of its own, like on_established(): the entry's frame stays small. */
+static __noinline void on_close(struct bpf_sock_ops *skops)
 {
 	struct bpf_sock *bsk = skops->sk;
 	struct sm_tcp_counters c = {};
@@ -266,15 +278,30 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	sockhash_forget(st, &ep);
 }
 
+/* The workload of an established socket (lib/enroll.h); a call of its own, as above. */
+static __noinline struct sm_workload *established_workload(struct bpf_sock_ops *skops, __u64 *cgid)
+{
+	struct bpf_sock *bsk = skops->sk;
+	struct tcp_sock *tp;
+
+	*cgid = 0;
+	if (!bsk)
+		return NULL;
+	tp = bpf_skc_to_tcp_sock(bsk);
+	return tp ? sock_workload((struct sock *) tp, cgid) : NULL;
+}
+
 SEC("sockops")
 int sockops_flow(struct bpf_sock_ops *skops)
 {
+	struct sm_workload *wl;
+	__u64 cgid;
+
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		on_established(skops, false);
-		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		on_established(skops, true);
+		wl = established_workload(skops, &cgid);
+		on_established(skops, skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, wl, cgid);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] == BPF_TCP_CLOSE)

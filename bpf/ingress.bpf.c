@@ -18,6 +18,7 @@
  * AUDIT event, its retransmissions only the same verdict.
  */
 #include "lib/common.h"
+#include "lib/enroll.h"
 #include "lib/policy.h"
 
 #define SM_SKB_PASS 1 /* cgroup_skb: 1 = let the packet in, 0 = drop it */
@@ -57,28 +58,24 @@ struct {
 } syn_seen SEC(".maps");
 
 /*
- * The workload the receiving socket belongs to: its own cgroup, or the
- * nearest enrolled ancestor (as current_workload() does for the connecting
- * task). In cgroup_skb the skb's socket is the receiver: the listener for a
- * SYN.
+ * The workload the receiving socket belongs to (lib/enroll.h). In cgroup_skb
+ * the skb's socket is the receiver: the listener for a SYN.
  */
 static __always_inline struct sm_workload *skb_workload(struct __sk_buff *skb)
 {
-	struct sm_workload *wl;
-	__u64 id = bpf_skb_cgroup_id(skb);
+	struct bpf_sock *sk = skb->sk;
+	struct tcp_sock *tp;
+	__u64 cgid;
 
-	wl = bpf_map_lookup_elem(&workloads, &id);
-	if (wl)
-		return wl;
-	for (int level = SM_MAX_CGROUP_DEPTH; level >= 1; level--) {
-		id = bpf_skb_ancestor_cgroup_id(skb, level);
-		if (!id)
-			continue;
-		wl = bpf_map_lookup_elem(&workloads, &id);
-		if (wl)
-			return wl;
-	}
-	return NULL;
+	if (!sk)
+		return NULL;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return NULL;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return NULL;
+	return sock_workload((struct sock *) tp, &cgid);
 }
 
 /*

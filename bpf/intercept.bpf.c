@@ -9,6 +9,7 @@
  * getsockopt(SO_ORIGINAL_DST) from the orig_dst map.
  */
 #include "lib/common.h"
+#include "lib/enroll.h"
 #include "lib/policy.h"
 
 #define SM_SOL_IP	   0
@@ -32,10 +33,11 @@ static __always_inline int __sock_connect(struct bpf_sock_addr *ctx, __u8 family
 	*capture = false;
 	if (!sk || ctx->type != SM_SOCK_STREAM)
 		return SM_ALLOW_VERDICT;
-	if (sk->mark == cfg_daemon_mark) {
-		count(SM_CNT_CONNECT_DAEMON);
-		return SM_ALLOW_VERDICT;
-	}
+	/*
+	 * No exemption by SO_MARK: a workload process with CAP_NET_ADMIN can
+	 * set any mark. The daemon is exempt because its cgroup is no
+	 * workload's (it refuses to start inside one).
+	 */
 	wl = current_workload();
 	if (!wl) {
 		count(SM_CNT_CONNECT_UNENROLLED);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Helpers shared by the kernel programs: loader-set configuration, counters,
- * identity lookups and address handling. Helpers return 0 / -errno or a
+ * destination lookups and address handling (which workload a cgroup is:
+ * lib/enroll.h). Helpers return 0 / -errno or a
  * pointer; only program entries turn results into verdicts.
  */
 #ifndef SOCKMESH_BPF_COMMON_H
@@ -38,9 +39,6 @@ const volatile __u64 cfg_update_interval_ns __weak = 10ULL * 1000000000ULL;
 /* flow_events fill level (bytes) from which a new event wakes the daemon */
 const volatile __u64 cfg_ringbuf_wakeup_bytes __weak = 0;
 
-/* How many cgroup levels above a socket's cgroup we look for a workload. */
-#define SM_MAX_CGROUP_DEPTH 16
-
 static __always_inline void count_add(enum sm_counter c, __u64 n)
 {
 	__u32 key = c;
@@ -53,72 +51,6 @@ static __always_inline void count_add(enum sm_counter c, __u64 n)
 static __always_inline void count(enum sm_counter c)
 {
 	count_add(c, 1);
-}
-
-/*
- * The workload the current task belongs to: its own cgroup or the nearest
- * enrolled ancestor (a container's cgroup below a workload's). Process
- * context only (connect hooks).
- */
-static __always_inline struct sm_workload *current_workload(void)
-{
-	struct sm_workload *wl;
-	__u64 id = bpf_get_current_cgroup_id();
-
-	wl = bpf_map_lookup_elem(&workloads, &id);
-	if (wl)
-		return wl;
-	for (int level = SM_MAX_CGROUP_DEPTH; level >= 1; level--) {
-		id = bpf_get_current_ancestor_cgroup_id(level);
-		if (!id)
-			continue;
-		wl = bpf_map_lookup_elem(&workloads, &id);
-		if (wl)
-			return wl;
-	}
-	return NULL;
-}
-
-/* kernfs_node lost its "parent" field to "__parent" in 6.15. */
-struct kernfs_node___old {
-	struct kernfs_node___old *parent;
-} __attribute__((preserve_access_index));
-
-static __always_inline __u64 kn_parent_id(struct kernfs_node *kn, struct kernfs_node **parent)
-{
-	struct kernfs_node *p = NULL;
-
-	if (bpf_core_field_exists(kn->__parent))
-		p = BPF_CORE_READ(kn, __parent);
-	else
-		p = (struct kernfs_node *) BPF_CORE_READ((struct kernfs_node___old *) kn, parent);
-	*parent = p;
-	return p ? BPF_CORE_READ(p, id) : 0;
-}
-
-/*
- * The workload a socket belongs to, from the cgroup recorded in the socket
- * itself (valid in softirq context, and for accepted sockets, which inherit
- * their listener's cgroup). *cgid receives the socket's own cgroup id.
- */
-static __always_inline struct sm_workload *sock_workload(struct sock *sk, __u64 *cgid)
-{
-	struct kernfs_node *kn;
-	struct sm_workload *wl;
-	__u64 id;
-
-	kn = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn);
-	if (!kn)
-		return NULL;
-	id = BPF_CORE_READ(kn, id);
-	*cgid = id;
-	for (int i = 0; i < SM_MAX_CGROUP_DEPTH && kn; i++) {
-		wl = bpf_map_lookup_elem(&workloads, &id);
-		if (wl)
-			return wl;
-		id = kn_parent_id(kn, &kn);
-	}
-	return NULL;
 }
 
 static __always_inline bool ip6_is_v4mapped(const __u32 *a)

@@ -10,18 +10,23 @@
 #define SOCKMESH_BPF_MAPS_H
 
 #include <sockmesh/intercept.h>
+#include <sockmesh/enroll.h>
 #include <sockmesh/flowacct.h>
 #include <sockmesh/redirect.h>
 #include <sockmesh/policy.h>
 
-/* workloads: cgroup id → workload identity. Written by the daemon. */
+/*
+ * enroll_paths: the local workloads' cgroup paths below the enrollment root,
+ * one entry per path component (include/sockmesh/enroll.h). Written by the
+ * daemon; read by every program through lib/enroll.h.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096); /* set by the loader */
-	__type(key, __u64);
-	__type(value, struct sm_workload);
+	__type(key, struct sm_enroll_key);
+	__type(value, struct sm_enroll_node);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} workloads SEC(".maps") __weak;
+} enroll_paths SEC(".maps") __weak;
 
 /* services: exact address:port → hosting workload. Written by the daemon. */
 struct {

@@ -19,6 +19,7 @@
 #include "common.h"
 #include "flowacct.h"
 #include "intercept.h"
+#include "enroll.h"
 #include "redirect.h"
 #include "policy.h"
 
@@ -35,10 +36,16 @@
 	X(sm_sock_key, 48)                                                                         \
 	X(sm_policy_key, 12)                                                                       \
 	X(sm_policy_value, 16)                                                                     \
-	X(sm_policy_state, 16)
+	X(sm_policy_state, 16)                                                                     \
+	X(sm_enroll_key, 256)                                                                      \
+	X(sm_enroll_node, 16)
 
 /* X(struct tag, field, offsetof) for every field of the structs above. */
 #define SM_ABI_FIELDS(X)                                                                           \
+	X(sm_enroll_key, parent, 0)                                                                \
+	X(sm_enroll_key, name, 8)                                                                  \
+	X(sm_enroll_node, node, 0)                                                                 \
+	X(sm_enroll_node, wl, 8)                                                                   \
 	X(sm_workload, identity, 0)                                                                \
 	X(sm_workload, flags, 4)                                                                   \
 	X(sm_service_key, family, 0)                                                               \

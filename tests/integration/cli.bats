@@ -48,7 +48,7 @@ teardown() {
 	[ "$status" -eq 0 ]
 	jq -e 'type == "array" and length == 3' <<<"$output"
 	jq -e --arg c "$SM_CLIENT_ID" '.[] | select(.name == "client") |
-		.spiffe_id == $c and .local == true and .attached == true and .cgroup_id > 0 and
+		.spiffe_id == $c and .local == true and .enrolled == true and .cgroup_id > 0 and
 		.node == "node1" and .mode == "STRICT"' <<<"$output"
 	jq -e '.[] | select(.name == "server") | .local == false and .node == "node2"' <<<"$output"
 	# identities: 256 + index of the SPIFFE ID in the sorted list (docs/catalog.md)

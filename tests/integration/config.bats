@@ -162,3 +162,32 @@ assert_names_place() {
 	run "$SOCKMESH" no-such-command
 	[ "$status" -eq 2 ]
 }
+
+@test "an enrollment root that holds no workload, or is the cgroup v2 root: exit 2, nothing attached" {
+	mkdir -p "$SB_CG/node1/elsewhere"
+	run_daemon -c "$CONF" --node node1 --catalog "$(sb_catalog)" \
+		--enrollment-root "$SB_CG/node1/elsewhere"
+	assert_rejected
+	[[ "$output" == *"workload client"*"not below the enrollment root"*"paths.enrollment_root"* ]]
+
+	run_daemon -c "$CONF" --node node1 --catalog "$(sb_catalog)" \
+		--enrollment-root "$(sb_cgroup2_root)"
+	assert_rejected
+	[[ "$output" == *"the cgroup v2 root"*"paths.enrollment_root"* ]]
+}
+
+@test "a daemon whose own cgroup is inside a workload's refuses to start: exit 2" {
+	mkdir -p "$(sb_cgroup_dir node1 client)/agent"
+	run_daemon -c "$CONF" --node node1 --catalog "$(sb_catalog)" \
+		--enrollment-root "$SB_CG/node1" --daemon-cgroup "$(sb_cgroup_dir node1 client)/agent"
+	assert_rejected
+	[[ "$output" == *"inside workload client's cgroup"* ]]
+}
+
+@test "a catalog cgroup path the kernel cannot match is refused: exit 2, names the line" {
+	sed -i 's|cgroup: \(.*\)/client$|cgroup: \1//client|' "$(sb_catalog)"
+	grep -q '//client' "$(sb_catalog)"
+	run_daemon -c "$CONF" --node node1 --catalog "$(sb_catalog)"
+	assert_rejected
+	[[ "$output" == *"empty segment"* ]]
+}

@@ -22,15 +22,21 @@ static int print_table(struct sm_table *t, const char *cmd, int err)
 	return CLI_EXIT_OK;
 }
 
+static bool cgid_zero(struct json_object *w)
+{
+	struct json_object *v;
+
+	return !json_object_object_get_ex(w, "cgroup_id", &v) || json_object_get_uint64(v) == 0;
+}
+
 int cli_render_workloads(const struct cli_opts *o, const char *cmd, struct json_object *data)
 {
 	static const struct sm_table_col cols[] = {
 		{"NAME", false},     {"IDENTITY", true}, {"SPIFFE-ID", false},
 		{"NODE", false},     {"LOCAL", false},	 {"MODE", false},
-		{"ATTACHED", false}, {"CGROUP", false},	 {"CGROUP ID", true},
+		{"ENROLLED", false}, {"CGROUP", false},	 {"CGROUP ID", true},
 	};
-	/* -v adds the cgroup id, which only matters to people cross-checking with bpftool */
-	size_t ncols = o->verbose ? SM_ARRAY_SIZE(cols) : SM_ARRAY_SIZE(cols) - 1;
+	size_t ncols = SM_ARRAY_SIZE(cols);
 	struct sm_table *t;
 	size_t n;
 	int err = 0;
@@ -56,10 +62,12 @@ int cli_render_workloads(const struct cli_opts *o, const char *cmd, struct json_
 			cli_json_text(w, "node", NULL, 0),
 			cli_json_yesno(w, "local"),
 			cli_json_text(w, "mode", NULL, 0),
-			/* attachment and cgroup id only mean something on the workload's node */
-			local ? cli_json_yesno(w, "attached") : "-",
+			/* enrollment and cgroup id only mean something on the workload's node */
+			local ? cli_json_yesno(w, "enrolled") : "-",
 			cli_json_text(w, "cgroup", NULL, 0),
-			local ? cli_json_text(w, "cgroup_id", cgid, sizeof(cgid)) : "-",
+			/* the cgroup as it is now; "-" while it does not exist (still enrolled) */
+			local && !cgid_zero(w) ? cli_json_text(w, "cgroup_id", cgid, sizeof(cgid))
+					       : "-",
 		};
 
 		err = sm_table_add_row(t, row, ncols);

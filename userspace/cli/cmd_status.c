@@ -47,6 +47,7 @@ static void print_header(struct json_object *d)
 		    cli_json_i64(d, "uptime_s", &v) ? format_uptime(v, buf, sizeof(buf)) : "-");
 	print_field("bpffs:", cli_json_str(d, "bpffs"));
 	print_field("cgroup root:", cli_json_str(d, "cgroup_root"));
+	print_field("enrollment root:", cli_json_str(d, "enrollment_root"));
 	if (strcmp(cli_json_yesno(d, "redirect"), "-") == 0)
 		print_field("redirect:", "-");
 	else

@@ -206,6 +206,7 @@ static json_object *cmd_status(struct sm_daemon *d)
 	json_object_object_add(o, "uptime_s", json_object_new_int64(time(NULL) - d->started));
 	json_object_object_add(o, "bpffs", json_object_new_string(d->cfg.bpffs));
 	json_object_object_add(o, "cgroup_root", json_object_new_string(d->cgroup_root));
+	json_object_object_add(o, "enrollment_root", json_object_new_string(d->enroll_root));
 	json_object_object_add(o, "redirect", json_object_new_boolean(d->cfg.redirect));
 	json_object_object_add(o, "programs", status_programs(d));
 	json_object_object_add(o, "maps", status_maps(d));
@@ -258,6 +259,8 @@ static json_object *cmd_workloads(struct sm_daemon *d)
 {
 	json_object *arr = json_object_new_array();
 
+	sm_intercept_refresh(d); /* the cgroup ids as they are now */
+
 	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
 		const struct sm_workload_def *w = &d->cat.workloads[i];
 		json_object *o = json_object_new_object();
@@ -275,7 +278,11 @@ static json_object *cmd_workloads(struct sm_daemon *d)
 				       json_object_new_string(w->mode == SM_MODE_STRICT
 								      ? "STRICT"
 								      : "PERMISSIVE"));
-		json_object_object_add(o, "attached", json_object_new_boolean(d->wl[i].attached));
+		/* local workloads are enrolled by path: whether their cgroup exists now or not */
+		json_object_object_add(
+			o, "enrolled",
+			json_object_new_boolean(w->node == (unsigned int) d->node_idx &&
+						d->natt > 0));
 		json_object_array_add(arr, o);
 	}
 	return arr;

@@ -91,10 +91,13 @@ struct sm_attachment {
 	struct bpf_link *link;
 };
 
-/* Per catalog workload, what this node knows of it. */
+/*
+ * Per catalog workload, what this node knows of it. Enrollment is by path
+ * (include/sockmesh/enroll.h), so the id is only what the cgroup is now, for
+ * status and for naming flow records; sm_intercept_refresh() keeps it.
+ */
 struct sm_local_workload {
-	uint64_t cgroup_id; /* 0: not local, or its cgroup does not exist (yet) */
-	bool attached;
+	uint64_t cgroup_id; /* 0: not local, or its cgroup does not exist now */
 };
 
 struct sm_daemon {
@@ -103,6 +106,8 @@ struct sm_daemon {
 	int node_idx;		      /* this node in cat.nodes */
 	char cgroup_root[PATH_MAX];   /* cgroup v2 mount */
 	char daemon_cgroup[PATH_MAX]; /* absolute */
+	char enroll_root[PATH_MAX];   /* absolute: the programs' one cgroup for workloads */
+	uint64_t enroll_root_id;
 	struct sm_local_workload *wl; /* cat.nworkloads entries */
 
 	struct sm_evloop *loop;
@@ -137,14 +142,18 @@ struct sm_daemon {
 
 /* datapath.c: find cgroup v2 and bpffs, load, attach or adopt, clean up. */
 int sm_find_cgroup2_mount(char *buf, size_t len);
+/* The cgroup id of the cgroup directory at path (its inode number), or 0 when there is none. */
+uint64_t sm_cgroup_id_of(const char *path);
+/* Mount bpffs on /sys/fs/bpf if nothing is there, and make dir and its subdirectories. */
+int sm_datapath_prepare(const char *dir);
+/* Load the programs (after sm_datapath_prepare()). */
 int sm_datapath_open(struct sm_daemon *d);
-/* Find local workloads' cgroup ids; returns how many changed. Call before
- * sm_intercept_sync(), which needs them, and that before sm_datapath_attach(),
- * so no workload runs attached before the maps know it. */
-int sm_datapath_resolve(struct sm_daemon *d);
+/*
+ * Attach (or adopt) the programs: the workload programs once, to the
+ * enrollment root, and the daemon's own two to its cgroup. Call after
+ * sm_intercept_sync(), so no program runs before the maps know the catalog.
+ */
 int sm_datapath_attach(struct sm_daemon *d);
-/* Attach to workloads whose cgroup appeared since the last call. */
-void sm_datapath_recheck(struct sm_daemon *d);
 /* Drop the daemon's link handles; the links stay pinned and attached. */
 void sm_datapath_release_links(struct sm_daemon *d);
 void sm_datapath_close(struct sm_daemon *d);
@@ -157,8 +166,17 @@ void sm_datapath_run_iter(struct sm_daemon *d);
 /* Create an iterator on link and read it to the end, which runs its program once. */
 void sm_datapath_drive_iter(struct bpf_link *link, const char *what);
 
-/* intercept.c: fill the workloads, services and cidrs maps from the catalog. */
+/* intercept.c: fill the enroll_paths, services and cidrs maps from the catalog. */
 int sm_intercept_sync(struct sm_daemon *d);
+/*
+ * Check that cat's workloads on node node_idx can be enrolled under d's
+ * enrollment root: below it, paths the kernel side can match, and the
+ * daemon's own cgroup inside none of them. 0, or -EINVAL with err set.
+ */
+int sm_intercept_check(const struct sm_daemon *d, const struct sm_catalog *cat, int node_idx,
+		       struct sm_error *err);
+/* Read the local workloads' cgroup ids as they are now (0: no such cgroup now). */
+void sm_intercept_refresh(struct sm_daemon *d);
 
 /* flowacct.c: ring buffer → flow records → sinks. */
 int sm_flowexp_start(struct sm_daemon *d);

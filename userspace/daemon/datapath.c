@@ -8,9 +8,11 @@
  * Pin layout under <bpffs>: maps/<map name> (libbpf pins by name),
  * links/cg<cgroup id>-<program> (one per program and cgroup),
  * progs/sk_msg_redirect (while attached to the sock_pairs map).
- * Programs attach to each local workload's cgroup (connect4/6, sockops,
- * cgroup_skb) and to the daemon's own cgroup (getsockopt, and sockops for the
- * redirect of the daemon's loopback hops), never to the cgroup v2 root.
+ * The workload programs (connect4/6, sockops, cgroup_skb) attach once, to the
+ * node's enrollment root, and decide in the kernel which cgroups below it are
+ * workloads (include/sockmesh/enroll.h); getsockopt, and sockops for the
+ * redirect of the daemon's loopback hops, attach to the daemon's own cgroup.
+ * Nothing is ever attached to the cgroup v2 root.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -64,27 +66,8 @@ static bool is_bpffs(const char *path)
 	return statfs(path, &st) == 0 && st.f_type == BPF_FS_MAGIC;
 }
 
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char tmp[PATH_MAX];
-
-	if (sm_strlcpy(tmp, path, sizeof(tmp)))
-		return -ENAMETOOLONG;
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 /* bpffs is mounted at /sys/fs/bpf if nothing is; our directory must be on it. */
-static int bpffs_prepare(const char *dir)
+int sm_datapath_prepare(const char *dir)
 {
 	char sub[PATH_MAX];
 	static const char *const subdirs[] = {"maps", "links", "progs"};
@@ -100,7 +83,7 @@ static int bpffs_prepare(const char *dir)
 		}
 		pr_info("mounted bpffs on /sys/fs/bpf");
 	}
-	err = mkdir_p(dir, 0700);
+	err = sm_mkdir_p(dir, 0700);
 	if (err) {
 		pr_err("cannot create %s: %s", dir, strerror(-err));
 		return err;
@@ -138,9 +121,6 @@ int sm_datapath_open(struct sm_daemon *d)
 	struct sockmesh_bpf *skel;
 	int err;
 
-	err = bpffs_prepare(c->bpffs);
-	if (err)
-		return err;
 	snprintf(pin_root, sizeof(pin_root), "%s/maps", c->bpffs);
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_root);
 
@@ -151,7 +131,7 @@ int sm_datapath_open(struct sm_daemon *d)
 		pr_err("cannot open the BPF object: %s", strerror(-err));
 		return err;
 	}
-	err = set_map_size(skel->maps.workloads, c->max_workloads) ?:
+	err = set_map_size(skel->maps.enroll_paths, c->max_workloads) ?:
 	      set_map_size(skel->maps.services, c->max_services) ?:
 	      set_map_size(skel->maps.cidrs, c->max_cidrs) ?:
 	      set_map_size(skel->maps.orig_dst, c->max_orig_dst) ?:
@@ -162,6 +142,7 @@ int sm_datapath_open(struct sm_daemon *d)
 		goto destroy;
 
 	skel->rodata->cfg_daemon_mark = c->daemon_mark;
+	skel->rodata->cfg_enroll_root_id = d->enroll_root_id;
 	memcpy((void *) &skel->rodata->cfg_outbound_ip4, c->outbound_addr.bytes, 4);
 	skel->rodata->cfg_outbound_port = htons(c->outbound_port);
 	memcpy((void *) skel->rodata->cfg_outbound_ip6, c->outbound6_addr.bytes, 16);
@@ -189,7 +170,7 @@ destroy:
 	return err;
 }
 
-static uint64_t cgroup_id_of(const char *path)
+uint64_t sm_cgroup_id_of(const char *path)
 {
 	struct stat st;
 
@@ -219,7 +200,7 @@ static int attach_one(struct sm_daemon *d, struct bpf_program *prog, const char 
 	int cgfd, err;
 
 	if (cgid == 0 || strcmp(path, d->cgroup_root) == 0 ||
-	    cgid == cgroup_id_of(d->cgroup_root)) {
+	    cgid == sm_cgroup_id_of(d->cgroup_root)) {
 		pr_err("refusing to attach %s to %s: that is the cgroup v2 root (or not a cgroup)",
 		       bpf_program__name(prog), path);
 		return -EPERM;
@@ -323,59 +304,6 @@ static void detach_stale_links(struct sm_daemon *d)
 	closedir(dp);
 }
 
-static int workload_cgroup_path(const struct sm_daemon *d, unsigned int i, char *buf, size_t len)
-{
-	int n = snprintf(buf, len, "%s/%s", d->cgroup_root, d->cat.workloads[i].cgroup);
-
-	return n < 0 || (size_t) n >= len ? -ENAMETOOLONG : 0;
-}
-
-/*
- * The cgroup id of every local workload not yet attached (0 while its cgroup
- * does not exist). Returns how many changed since the last call.
- */
-int sm_datapath_resolve(struct sm_daemon *d)
-{
-	char path[PATH_MAX];
-	int changed = 0;
-
-	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
-		uint64_t cgid = 0;
-
-		if (d->cat.workloads[i].node != (unsigned int) d->node_idx || d->wl[i].attached)
-			continue;
-		if (workload_cgroup_path(d, i, path, sizeof(path)) == 0)
-			cgid = cgroup_id_of(path);
-		if (cgid != d->wl[i].cgroup_id) {
-			d->wl[i].cgroup_id = cgid;
-			changed++;
-		}
-	}
-	return changed;
-}
-
-/* Attach to a workload whose cgroup id sm_datapath_resolve() found. */
-static int attach_workload(struct sm_daemon *d, unsigned int i)
-{
-	struct sockmesh_bpf *s = d->skel;
-	struct bpf_program *progs[] = {s->progs.sock4_connect, s->progs.sock6_connect,
-				       s->progs.sockops_flow, s->progs.skb_ingress_mode};
-	char path[PATH_MAX];
-	int err;
-
-	if (!d->wl[i].cgroup_id)
-		return -ENOENT;
-	if (workload_cgroup_path(d, i, path, sizeof(path)))
-		return -ENAMETOOLONG;
-	for (size_t p = 0; p < SM_ARRAY_SIZE(progs); p++) {
-		err = attach_one(d, progs[p], path, d->wl[i].cgroup_id);
-		if (err)
-			return err;
-	}
-	d->wl[i].attached = true;
-	return 0;
-}
-
 /* sk_msg hangs off the sock_pairs map, not a cgroup; its program is pinned so
  * that a later daemon (or --cleanup) can detach it. */
 static int redirect_sync(struct sm_daemon *d)
@@ -407,21 +335,42 @@ static int redirect_sync(struct sm_daemon *d)
 	return 0;
 }
 
+/*
+ * Pins of maps this build no longer has (an earlier version's, e.g. the
+ * cgroup-id "workloads" map): nothing of ours uses them once the links that
+ * held their programs are gone.
+ */
+static void unpin_stale_maps(struct sm_daemon *d)
+{
+	char dir[PATH_MAX], pin[PATH_MAX + 256];
+	struct dirent *de;
+	DIR *dp;
+
+	snprintf(dir, sizeof(dir), "%s/maps", d->cfg.bpffs);
+	dp = opendir(dir);
+	if (!dp)
+		return;
+	while ((de = readdir(dp))) {
+		if (de->d_name[0] == '.' || bpf_object__find_map_by_name(d->skel->obj, de->d_name))
+			continue;
+		snprintf(pin, sizeof(pin), "%s/%s", dir, de->d_name);
+		if (unlink(pin) == 0)
+			pr_info("removed the pin of map %s, which this version no longer has",
+				de->d_name);
+	}
+	closedir(dp);
+}
+
 int sm_datapath_attach(struct sm_daemon *d)
 {
+	struct sockmesh_bpf *s = d->skel;
+	struct bpf_program *progs[] = {s->progs.sock4_connect, s->progs.sock6_connect,
+				       s->progs.sockops_flow, s->progs.skb_ingress_mode};
 	int err;
 
-	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
-		if (d->cat.workloads[i].node != (unsigned int) d->node_idx)
-			continue;
-		err = attach_workload(d, i);
-		if (err == -ENOENT) {
-			pr_warn("workload %s: cgroup %s/%s does not exist yet; it will be enrolled "
-				"when it appears",
-				d->cat.workloads[i].name, d->cgroup_root,
-				d->cat.workloads[i].cgroup);
-			continue;
-		}
+	/* before the per-workload links of an earlier version go (detach_stale_links) */
+	for (size_t p = 0; p < SM_ARRAY_SIZE(progs); p++) {
+		err = attach_one(d, progs[p], d->enroll_root, d->enroll_root_id);
 		if (err)
 			return err;
 	}
@@ -431,14 +380,15 @@ int sm_datapath_attach(struct sm_daemon *d)
 	 * link to add or remove.
 	 */
 	err = attach_one(d, d->skel->progs.sockopt_orig_dst, d->daemon_cgroup,
-			 cgroup_id_of(d->daemon_cgroup));
+			 sm_cgroup_id_of(d->daemon_cgroup));
 	if (err)
 		return err;
 	err = attach_one(d, d->skel->progs.sockops_daemon, d->daemon_cgroup,
-			 cgroup_id_of(d->daemon_cgroup));
+			 sm_cgroup_id_of(d->daemon_cgroup));
 	if (err)
 		return err;
 	detach_stale_links(d);
+	unpin_stale_maps(d);
 
 	d->iter_link = bpf_program__attach_iter(d->skel->progs.iter_tcp_flows, NULL);
 	if (!d->iter_link) {
@@ -447,22 +397,6 @@ int sm_datapath_attach(struct sm_daemon *d)
 		return err;
 	}
 	return redirect_sync(d);
-}
-
-void sm_datapath_recheck(struct sm_daemon *d)
-{
-	if (sm_datapath_resolve(d) == 0)
-		return;
-	/* maps first: a workload must never run attached but unknown to the maps */
-	if (sm_intercept_sync(d))
-		return;
-	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
-		if (d->cat.workloads[i].node != (unsigned int) d->node_idx || d->wl[i].attached ||
-		    !d->wl[i].cgroup_id)
-			continue;
-		if (attach_workload(d, i) == 0)
-			pr_info("workload %s enrolled", d->cat.workloads[i].name);
-	}
 }
 
 void sm_datapath_drive_iter(struct bpf_link *link, const char *what)

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Fill the interception maps from the catalog: workloads (cgroup id →
- * identity) for this node's workloads, services (exact address:port), and
- * cidrs (catalog ranges, this node's own addresses and loopback as "host").
+ * Fill the interception maps from the catalog: enroll_paths (this node's
+ * workloads' cgroup paths below the enrollment root, include/sockmesh/enroll.h),
+ * services (exact address:port), and cidrs (catalog ranges, this node's own
+ * addresses and loopback as "host").
  * Entries the catalog no longer names are removed; the rest are rewritten in
  * place, so a live lookup never sees a missing entry that should exist.
  */
@@ -17,9 +18,11 @@
 #include <uthash.h>
 
 #include "daemon.h"
+#include "enrollment.h"
 #include "log.h"
 #include "sockmesh.skel.h"
 
+#include <sockmesh/enroll.h>
 #include <sockmesh/intercept.h>
 
 /* One wanted entry; key and value bytes follow in data[] (key first). */
@@ -83,7 +86,8 @@ static void kv_free(struct kv_set *s)
 static int map_sync(struct bpf_map *map, const struct kv_set *want)
 {
 	int fd = bpf_map__fd(map);
-	uint8_t key[64], next[64];
+	/* the largest key of the maps synced here */
+	uint8_t key[sizeof(struct sm_enroll_key)], next[sizeof(struct sm_enroll_key)];
 	uint8_t *stale = NULL;
 	size_t nstale = 0;
 	int err = 0;
@@ -134,21 +138,105 @@ static uint32_t workload_flags_remote(const struct sm_daemon *d, unsigned int wl
 	return d->cat.workloads[wl].node == (unsigned int) d->node_idx ? 0 : SM_SVC_F_REMOTE;
 }
 
-static int want_workloads(const struct sm_daemon *d, struct kv_set *s)
+/*
+ * Workload w's cgroup path relative to the enrollment root, pointing into
+ * w->cgroup, or NULL when it is not below the root. Both the catalog's paths
+ * and the root (relative to the cgroup v2 mount) are compared as names, so
+ * this holds whether the cgroups exist now or not.
+ */
+static const char *workload_rel(const struct sm_daemon *d, const struct sm_workload_def *w)
 {
-	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
-		const struct sm_workload_def *w = &d->cat.workloads[i];
-		struct sm_workload v = {
-			.identity = w->identity,
-			.flags = w->mode == SM_MODE_STRICT ? SM_WL_F_STRICT : 0,
-		};
+	const char *root = sm_enroll_relative(d->cgroup_root, d->enroll_root);
 
-		if (w->node != (unsigned int) d->node_idx || !d->wl[i].cgroup_id)
+	return root ? sm_enroll_relative(root, w->cgroup) : NULL;
+}
+
+int sm_intercept_check(const struct sm_daemon *d, const struct sm_catalog *cat, int node_idx,
+		       struct sm_error *err)
+{
+	char path[PATH_MAX];
+	const char *rel, *why;
+
+	for (unsigned int i = 0; i < cat->nworkloads; i++) {
+		const struct sm_workload_def *w = &cat->workloads[i];
+
+		if (w->node != (unsigned int) node_idx)
 			continue;
-		if (kv_add(s, &d->wl[i].cgroup_id, &v))
-			return -ENOMEM;
+		snprintf(path, sizeof(path), "%s/%s", d->cgroup_root, w->cgroup);
+		rel = workload_rel(d, w);
+		if (!rel) {
+			sm_error_set(err,
+				     "workload %s: cgroup %s is not below the enrollment root %s "
+				     "(set paths.enrollment_root to a cgroup that holds every "
+				     "workload of this node, e.g. %s/system.slice)",
+				     w->name, path, d->enroll_root, d->cgroup_root);
+			return -EINVAL;
+		}
+		why = sm_enroll_path_problem(rel);
+		if (why) {
+			sm_error_set(err, "workload %s: cgroup %s cannot be enrolled: %s", w->name,
+				     path, why);
+			return -EINVAL;
+		}
+		if (d->daemon_cgroup[0] && (strcmp(d->daemon_cgroup, path) == 0 ||
+					    sm_enroll_relative(path, d->daemon_cgroup))) {
+			sm_error_set(err,
+				     "sockmeshd runs in %s, inside workload %s's cgroup: its own "
+				     "connections would be captured; run it in a cgroup of its own "
+				     "(e.g. its systemd unit's)",
+				     d->daemon_cgroup, w->name);
+			return -EINVAL;
+		}
 	}
 	return 0;
+}
+
+void sm_intercept_refresh(struct sm_daemon *d)
+{
+	char path[PATH_MAX];
+
+	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
+		d->wl[i].cgroup_id = 0;
+		if (d->cat.workloads[i].node != (unsigned int) d->node_idx)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", d->cgroup_root, d->cat.workloads[i].cgroup);
+		d->wl[i].cgroup_id = sm_cgroup_id_of(path);
+	}
+}
+
+static int enroll_emit(void *ctx, const struct sm_enroll_key *key,
+		       const struct sm_enroll_node *node)
+{
+	return kv_add(ctx, key, node);
+}
+
+/* One entry per component of every local workload's path below the enrollment root. */
+static int want_enroll(const struct sm_daemon *d, struct kv_set *s)
+{
+	struct sm_enroll_workload *wl = calloc(d->cat.nworkloads + 1, sizeof(*wl));
+	struct sm_error err = {{0}};
+	size_t n = 0;
+	int ret;
+
+	if (!wl)
+		return -ENOMEM;
+	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
+		const struct sm_workload_def *w = &d->cat.workloads[i];
+
+		if (w->node != (unsigned int) d->node_idx)
+			continue;
+		wl[n].path = workload_rel(d, w);
+		if (!wl[n].path)
+			continue; /* sm_intercept_check() refused such a catalog already */
+		wl[n].identity = w->identity;
+		wl[n].flags = w->mode == SM_MODE_STRICT ? SM_WL_F_STRICT : 0;
+		n++;
+	}
+	ret = sm_enroll_build(wl, n, enroll_emit, s, &err);
+	if (ret == -EINVAL)
+		pr_err("%s", err.msg);
+	free(wl);
+	return ret;
 }
 
 static int want_services(const struct sm_daemon *d, struct kv_set *s)
@@ -208,7 +296,8 @@ static int want_cidrs(const struct sm_daemon *d, struct kv_set *s)
 
 int sm_intercept_sync(struct sm_daemon *d)
 {
-	struct kv_set wl = {.key_size = sizeof(uint64_t), .value_size = sizeof(struct sm_workload)};
+	struct kv_set wl = {.key_size = sizeof(struct sm_enroll_key),
+			    .value_size = sizeof(struct sm_enroll_node)};
 	struct kv_set sv = {.key_size = sizeof(struct sm_service_key),
 			    .value_size = sizeof(struct sm_service)};
 	struct kv_set cd = {.key_size = sizeof(struct sm_cidr_key),
@@ -216,13 +305,14 @@ int sm_intercept_sync(struct sm_daemon *d)
 	int err;
 
 	/* services and ranges first, so a workload is never enrolled before its peers are known */
-	err = want_services(d, &sv) ?: want_cidrs(d, &cd) ?: want_workloads(d, &wl);
+	err = want_services(d, &sv) ?: want_cidrs(d, &cd) ?: want_enroll(d, &wl);
 	if (err)
 		goto out;
 	err = map_sync(d->skel->maps.services, &sv) ?: map_sync(d->skel->maps.cidrs, &cd) ?:
-	      map_sync(d->skel->maps.workloads, &wl);
+	      map_sync(d->skel->maps.enroll_paths, &wl);
 	if (!err)
-		pr_info("maps synced: %zu workloads, %zu services, %zu cidrs", wl.n, sv.n, cd.n);
+		pr_info("maps synced: %zu enrolled path components, %zu services, %zu cidrs", wl.n,
+			sv.n, cd.n);
 out:
 	kv_free(&wl);
 	kv_free(&sv);

@@ -20,6 +20,7 @@
 #include <bpf/libbpf.h>
 
 #include "daemon.h"
+#include "enrollment.h"
 #include "log.h"
 
 #define EXIT_RUNTIME	1
@@ -41,6 +42,8 @@ static const char usage_text[] =
 	"(paths.cgroup_root)\n"
 	"      --daemon-cgroup DIR     the daemon's own cgroup                    "
 	"(paths.daemon_cgroup)\n"
+	"      --enrollment-root DIR   the cgroup holding this node's workloads   "
+	"(paths.enrollment_root)\n"
 	"  -S, --control-socket PATH   control socket                             "
 	"(paths.control_socket)\n"
 	"      --state-dir DIR         state directory                            "
@@ -81,6 +84,7 @@ enum {
 	OPT_BPFFS = 256,
 	OPT_CGROUP_ROOT,
 	OPT_DAEMON_CGROUP,
+	OPT_ENROLL_ROOT,
 	OPT_STATE_DIR,
 	OPT_OUTBOUND,
 	OPT_OUTBOUND6,
@@ -103,6 +107,7 @@ static const struct option long_opts[] = {
 	{"bpffs", required_argument, NULL, OPT_BPFFS},
 	{"cgroup-root", required_argument, NULL, OPT_CGROUP_ROOT},
 	{"daemon-cgroup", required_argument, NULL, OPT_DAEMON_CGROUP},
+	{"enrollment-root", required_argument, NULL, OPT_ENROLL_ROOT},
 	{"control-socket", required_argument, NULL, 'S'},
 	{"state-dir", required_argument, NULL, OPT_STATE_DIR},
 	{"outbound", required_argument, NULL, OPT_OUTBOUND},
@@ -139,6 +144,8 @@ static const char *flag_key(int opt)
 		return "paths.cgroup_root";
 	case OPT_DAEMON_CGROUP:
 		return "paths.daemon_cgroup";
+	case OPT_ENROLL_ROOT:
+		return "paths.enrollment_root";
 	case OPT_STATE_DIR:
 		return "paths.state_dir";
 	case OPT_OUTBOUND:
@@ -367,8 +374,9 @@ static int resolve_node(struct sm_daemon *d, bool check_only)
 		sm_strlcpy(d->cgroup_root, d->cfg.cgroup_root, sizeof(d->cgroup_root));
 	} else if (sm_find_cgroup2_mount(d->cgroup_root, sizeof(d->cgroup_root))) {
 		pr_err("no cgroup v2 mount in /proc/self/mountinfo (mount one: mount -t cgroup2 "
-		       "none "
-		       "/sys/fs/cgroup, or set paths.cgroup_root)");
+		       "none /sys/fs/cgroup, or set paths.cgroup_root; under `ip netns exec`, "
+		       "which mounts a fresh /sys, start it with `nsenter --net=/run/netns/NAME` "
+		       "instead)");
 		return -ENOENT;
 	}
 
@@ -406,6 +414,65 @@ static int resolve_node(struct sm_daemon *d, bool check_only)
 	return rc;
 }
 
+/*
+ * The enrollment root (paths.enrollment_root, else the parent of the daemon's
+ * cgroup: system.slice for a systemd service), and that this node's workloads
+ * can be enrolled under it. With --check and no root configured there is
+ * nothing to check against (the daemon's cgroup is not known then).
+ */
+static int resolve_enrollment(struct sm_daemon *d, bool check_only)
+{
+	struct sm_error err = {{0}};
+	const char *rel;
+	char *slash;
+	size_t n;
+
+	if (d->cfg.enrollment_root[0]) {
+		sm_strlcpy(d->enroll_root, d->cfg.enrollment_root, sizeof(d->enroll_root));
+	} else if (d->daemon_cgroup[0]) {
+		sm_strlcpy(d->enroll_root, d->daemon_cgroup, sizeof(d->enroll_root));
+		slash = strrchr(d->enroll_root, '/');
+		if (slash)
+			*slash = '\0';
+	} else {
+		return 0;
+	}
+	for (n = strlen(d->enroll_root); n > 1 && d->enroll_root[n - 1] == '/'; n--)
+		d->enroll_root[n - 1] = '\0';
+	rel = sm_enroll_relative(d->cgroup_root, d->enroll_root);
+	if (!rel) {
+		pr_err("the enrollment root %s is %s; set paths.enrollment_root "
+		       "(--enrollment-root) "
+		       "to the cgroup that holds this node's workloads, e.g. %s/system.slice%s%s",
+		       d->enroll_root,
+		       strcmp(d->enroll_root, d->cgroup_root) == 0
+			       ? "the cgroup v2 root"
+			       : "not below the cgroup v2 mount",
+		       d->cgroup_root,
+		       d->cfg.enrollment_root[0] ? ""
+						 : " (by default it is the parent of the "
+						   "daemon's own cgroup, ",
+		       d->cfg.enrollment_root[0] ? "" : d->daemon_cgroup);
+		return -EINVAL;
+	}
+	if (sm_intercept_check(d, &d->cat, d->node_idx, &err)) {
+		pr_err("%s: %s", d->cfg.catalog, err.msg);
+		return -EINVAL;
+	}
+	if (check_only)
+		return 0;
+	d->enroll_root_id = sm_cgroup_id_of(d->enroll_root);
+	if (!d->enroll_root_id) {
+		pr_err("the enrollment root %s does not exist (create that cgroup, or set "
+		       "paths.enrollment_root)",
+		       d->enroll_root);
+		return -ENOENT;
+	}
+	pr_info("enrollment root %s (cgroup id %llu)", d->enroll_root,
+		(unsigned long long) d->enroll_root_id);
+	return 0;
+}
+
 static time_t drain_deadline;
 
 /* Connections the daemon itself carries: plaintext relays and tunnel streams. */
@@ -422,15 +489,13 @@ static uint64_t active_connections(const struct sm_daemon *d)
 static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
 	struct sm_daemon *d = arg;
-	static unsigned int ticks;
 
 	(void) ev;
 	(void) events;
 	sm_datapath_run_iter(d);
 	sm_flowexp_check_lost(d);
-	sm_hbone_tick(d); /* credential rotation; connections are the workers' */
-	if (++ticks % 5 == 0 && !d->draining)
-		sm_datapath_recheck(d);
+	sm_hbone_tick(d);	 /* credential rotation; connections are the workers' */
+	sm_intercept_refresh(d); /* the cgroup ids status and flow records show */
 	if (!d->draining)
 		return;
 	if (active_connections(d) == 0 || time(NULL) >= drain_deadline) {
@@ -455,6 +520,11 @@ static int reload_catalog(struct sm_daemon *d)
 		return -EINVAL;
 	}
 	idx = sm_catalog_node_index(&cat, d->cfg.node);
+	if (idx >= 0 && sm_intercept_check(d, &cat, idx, &e)) {
+		pr_warn("SIGHUP: %s: %s; keeping the current catalog", d->cfg.catalog, e.msg);
+		sm_catalog_free(&cat);
+		return -EINVAL;
+	}
 	wl = idx < 0 ? NULL : calloc(cat.nworkloads ? cat.nworkloads : 1, sizeof(*wl));
 	if (!wl) {
 		pr_warn("SIGHUP: node '%s' missing from %s; keeping the current catalog",
@@ -469,11 +539,9 @@ static int reload_catalog(struct sm_daemon *d)
 	d->cat = cat;
 	d->wl = wl;
 	d->node_idx = idx;
-	/* drop our handles and re-attach: adoption swaps programs on the same pins */
-	sm_datapath_release_links(d);
-	sm_datapath_resolve(d);
-	err = sm_intercept_sync(d) || sm_datapath_attach(d) || sm_hbone_catalog_changed(d) ||
-	      sm_policy_catalog_changed(d);
+	sm_intercept_refresh(d);
+	/* the programs stay attached to the enrollment root: only the maps change */
+	err = sm_intercept_sync(d) || sm_hbone_catalog_changed(d) || sm_policy_catalog_changed(d);
 	sm_workers_resume(d);
 	if (err)
 		pr_warn("SIGHUP: the new catalog was only partly applied; see the messages above");
@@ -537,11 +605,11 @@ static int run(struct sm_daemon *d)
 	if (err)
 		goto close_sig;
 
-	err = sm_datapath_open(d);
+	err = sm_datapath_prepare(d->cfg.bpffs) ?: sm_datapath_open(d);
 	if (err)
 		goto close_sig;
 	/* maps first (services before workloads), then programs: nothing runs half-configured */
-	sm_datapath_resolve(d);
+	sm_intercept_refresh(d);
 	d->nworkers = sm_workers_count(d); /* the credential sets hold an SSL_CTX per worker */
 	/* the policy too: a restored policy is in force before any program is attached */
 	err = sm_intercept_sync(d) ?: sm_policy_start(d) ?: sm_datapath_attach(d) ?:
@@ -555,8 +623,9 @@ static int run(struct sm_daemon *d)
 		goto stop;
 	}
 	d->ready = true;
-	pr_info("ready: node %s, %u programs attached, control socket %s", d->cfg.node, d->natt,
-		d->cfg.control_socket);
+	pr_info("ready: node %s, %u programs attached (workloads enrolled below %s), control "
+		"socket %s",
+		d->cfg.node, d->natt, d->enroll_root, d->cfg.control_socket);
 	err = sm_evloop_run(d->loop);
 stop:
 	sm_evloop_del(d->loop, tick);
@@ -602,7 +671,7 @@ int main(int argc, char **argv)
 	if (a.cleanup)
 		return sm_datapath_cleanup(d.cfg.bpffs) ? EXIT_RUNTIME : 0;
 
-	err = resolve_node(&d, a.check);
+	err = resolve_node(&d, a.check) ?: resolve_enrollment(&d, a.check);
 	if (err) {
 		sm_catalog_free(&d.cat);
 		free(d.wl);

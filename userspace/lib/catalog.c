@@ -12,7 +12,10 @@
 #include <uthash.h>
 #include <strings.h>
 
+#include <linux/types.h>
+
 #include "sockmesh/common.h"
+#include "sockmesh/enroll.h"
 
 #include "yaml_doc.h"
 
@@ -297,8 +300,13 @@ static const char *cgroup_problem(const char *s)
 	while (seg) {
 		size_t len = strcspn(seg, "/");
 
-		if (len == 2 && seg[0] == '.' && seg[1] == '.')
-			return "it has a '..' segment";
+		if (len == 0)
+			return "it has an empty segment ('//', or a '/' at the end)";
+		if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
+			return "it has a '.' or '..' segment";
+		if (len > SM_ENROLL_NAME_MAX)
+			return "a segment is longer than 246 bytes (workloads are enrolled by "
+			       "name)";
 		seg = seg[len] ? seg + len + 1 : NULL;
 	}
 	return NULL;

@@ -63,6 +63,9 @@ static const struct cfg_key cfg_keys[] = {
 	 "/proc/self/mountinfo"},
 	{"paths", "daemon_cgroup", CK_ABS_OPT, F(daemon_cgroup), 0, 0, 0,
 	 "set the absolute path of the daemon's cgroup directory, or \"\" for the one it runs in"},
+	{"paths", "enrollment_root", CK_ABS_OPT, F(enrollment_root), 0, 0, 0,
+	 "set the absolute path of the cgroup that holds this node's workloads, e.g. "
+	 "/sys/fs/cgroup/system.slice, or \"\" for the parent of the daemon's cgroup"},
 	{"paths", "control_socket", CK_SOCK, F(control_socket), 0, 0, 0,
 	 "set an absolute path of at most 107 bytes, e.g. /run/sockmesh/sockmesh.sock"},
 	{"paths", "state_dir", CK_ABS, F(state_dir), 0, 0, 0,

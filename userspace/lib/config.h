@@ -31,11 +31,12 @@ struct sm_config {
 	char catalog[PATH_MAX]; /* catalog: path of the catalog file */
 
 	/* paths: */
-	char bpffs[PATH_MAX];	       /* paths.bpffs, default /sys/fs/bpf/sockmesh */
-	char cgroup_root[PATH_MAX];    /* paths.cgroup_root, "" = found in mountinfo */
-	char daemon_cgroup[PATH_MAX];  /* paths.daemon_cgroup, "" = the daemon's own */
-	char control_socket[PATH_MAX]; /* paths.control_socket, /run/sockmesh/sockmesh.sock */
-	char state_dir[PATH_MAX];      /* paths.state_dir, /var/lib/sockmesh */
+	char bpffs[PATH_MAX];		/* paths.bpffs, default /sys/fs/bpf/sockmesh */
+	char cgroup_root[PATH_MAX];	/* paths.cgroup_root, "" = found in mountinfo */
+	char daemon_cgroup[PATH_MAX];	/* paths.daemon_cgroup, "" = the daemon's own */
+	char enrollment_root[PATH_MAX]; /* paths.enrollment_root, "" = the daemon cgroup's parent */
+	char control_socket[PATH_MAX];	/* paths.control_socket, /run/sockmesh/sockmesh.sock */
+	char state_dir[PATH_MAX];	/* paths.state_dir, /var/lib/sockmesh */
 
 	/* listeners: */
 	struct sm_addr outbound_addr; /* listeners.outbound, 127.0.0.1:15001 */

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #define SM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -66,6 +67,8 @@ int sm_parse_bool(const char *s, bool *out);
 
 /* Copy with truncation check: 0 or -ENAMETOOLONG. */
 int sm_strlcpy(char *dst, const char *src, size_t size);
+/* mkdir -p: every missing directory of path, with mode. 0 or -errno. */
+int sm_mkdir_p(const char *path, mode_t mode);
 
 /* CLOCK_REALTIME minus CLOCK_MONOTONIC, in ns: converts bpf_ktime_get_ns() to wall time. */
 int64_t sm_mono_to_real_offset_ns(void);
