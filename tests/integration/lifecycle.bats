@@ -3,7 +3,8 @@
 #
 # Lifecycle: SIGTERM exits 0; same-node traffic and its accounting survive a
 # daemon restart (pinned links and maps are adopted); cross-node capture works
-# after a restart; `sockmeshd --cleanup` leaves nothing of ours behind.
+# after a restart; `sockmeshd --cleanup` leaves nothing of ours behind; one
+# daemon per node: a second one touches nothing.
 
 load helpers
 
@@ -112,4 +113,72 @@ teardown() {
 		echo "still loaded:$(ours_left)"
 		false
 	}
+}
+
+# second_daemon ARGS...: another sockmeshd on node1, in its netns and daemon cgroup,
+# with its own control socket and no admin port unless ARGS say otherwise.
+second_daemon() {
+	run sb_exec node1 daemon "$SOCKMESHD" -c "$(sb_config node1)" --node node1 \
+		--catalog "$(sb_catalog)" --admin "" --control-socket "$SB_DIR/node1/second.sock" "$@"
+	echo "second daemon: status $status"
+	echo "$output"
+}
+
+# What the running daemon has in the kernel: its links' programs and its policy.
+kernel_state() {
+	local st
+	st=$(sm_status node1) || return 1
+	jq -r '[.programs[].attached[]? | .link_id // empty] | sort | .[]' <<<"$st" |
+		while read -r id; do bpftool link show id "$id" | head -n 1 | awk '{print $1, $NF, $(NF-1)}'; done
+	jq -r '"policy revision \(.policy.revision)"' <<<"$st"
+}
+
+@test "a second daemon on the same bpffs, state directory or node refuses to start and touches nothing" {
+	sb_start_daemon node1
+	sb_serve node1 local 10.11.0.1:9090 echo
+	pid=$(sb_daemon_pid node1)
+	cat >"$SB_DIR/deny.yaml" <<EOF
+policies:
+  - name: local-closed
+    selector:
+      spiffe: $SM_LOCAL_ID
+    rules:
+      - action: DENY
+        from: ["$SM_CLIENT_ID"]
+EOF
+	sb_cli node1 policy apply -f "$SB_DIR/deny.yaml"
+	before=$(kernel_state)
+	echo "before: $before"
+	[[ "$before" == *"policy revision 1"* ]]
+
+	mkdir -p "$SB_DIR/other-state" "$SB_BPFFS/other"
+	# the same bpffs directory
+	second_daemon --bpffs "$(sb_bpffs_dir node1)" --state-dir "$SB_DIR/other-state"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"another sockmeshd (pid $pid)"*"$(sb_bpffs_dir node1)"* ]]
+	# the same state directory
+	second_daemon --bpffs "$SB_BPFFS/other" --state-dir "$SB_DIR/node1/state"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"another sockmeshd (pid $pid)"*"state directory"* ]]
+	# the same node: its enrollment root
+	second_daemon --bpffs "$SB_BPFFS/other" --state-dir "$SB_DIR/other-state"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"another sockmeshd (pid $pid)"*"enrollment root"* ]]
+	# and --cleanup does not pull the running daemon's programs
+	run timeout 30 "$SOCKMESHD" --cleanup --bpffs "$(sb_bpffs_dir node1)"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"pid $pid"* ]]
+
+	after=$(kernel_state)
+	echo "after: $after"
+	[ "$after" = "$before" ]
+	run sm_send node1 client 10.11.0.1:9090 100 --expect echo
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"ermitted"* ]]
+	out=$(sb_cli node1 policy explain --from "$SM_CLIENT_ID" --to "$SM_LOCAL_ID" --port 9090 -o json) ||
+		true
+	echo "$out"
+	jq -e '.decision == "DENY" and .agree == true' <<<"$out"
+	sb_alive "$pid"
 }

@@ -108,6 +108,7 @@ struct sm_daemon {
 	char daemon_cgroup[PATH_MAX]; /* absolute */
 	char enroll_root[PATH_MAX];   /* absolute: the programs' one cgroup for workloads */
 	uint64_t enroll_root_id;
+	int lock_fds[3]; /* one daemon per node: flocks held for the daemon's life (main.c) */
 	struct sm_local_workload *wl; /* cat.nworkloads entries */
 
 	struct sm_evloop *loop;

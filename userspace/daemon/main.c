@@ -21,6 +21,7 @@
 
 #include "daemon.h"
 #include "enrollment.h"
+#include "pathlock.h"
 #include "log.h"
 
 #define EXIT_RUNTIME	1
@@ -473,6 +474,58 @@ static int resolve_enrollment(struct sm_daemon *d, bool check_only)
 	return 0;
 }
 
+/*
+ * One daemon per node, and nothing touched before that is sure: a lock on the
+ * state directory, the bpffs directory and the enrollment root, each held
+ * until the process exits (however it exits). A second sockmeshd that shares
+ * any of them, e.g. started with the same --bpffs, stops here and names the
+ * one that runs. Making the two directories first, if missing, changes
+ * nothing a running daemon has.
+ */
+static int lock_instance(struct sm_daemon *d)
+{
+	const struct {
+		const char *path, *what;
+	} locks[] = {
+		{d->cfg.state_dir, "state directory (paths.state_dir)"},
+		{d->cfg.bpffs, "bpffs directory (paths.bpffs)"},
+		{d->enroll_root, "enrollment root (paths.enrollment_root)"},
+	};
+	pid_t holder;
+	int err;
+
+	_Static_assert(SM_ARRAY_SIZE(locks) == SM_ARRAY_SIZE(d->lock_fds), "one fd per lock");
+	err = sm_mkdir_p(d->cfg.state_dir, 0700);
+	if (err) {
+		pr_err("cannot create the state directory %s: %s (set paths.state_dir)",
+		       d->cfg.state_dir, strerror(-err));
+		return err;
+	}
+	err = sm_datapath_prepare(d->cfg.bpffs);
+	if (err)
+		return err;
+	for (size_t i = 0; i < SM_ARRAY_SIZE(locks); i++) {
+		err = sm_path_lock(locks[i].path, &holder);
+		if (err >= 0) {
+			d->lock_fds[i] = err;
+			continue;
+		}
+		if (err == -EWOULDBLOCK && holder > 0)
+			pr_err("another sockmeshd (pid %d) runs with the %s %s; stop it first, or "
+			       "give this one its own paths (one daemon per node)",
+			       (int) holder, locks[i].what, locks[i].path);
+		else if (err == -EWOULDBLOCK)
+			pr_err("another process holds the lock on the %s %s (one daemon per node; "
+			       "see /proc/locks)",
+			       locks[i].what, locks[i].path);
+		else
+			pr_err("cannot lock the %s %s: %s", locks[i].what, locks[i].path,
+			       strerror(-err));
+		return err;
+	}
+	return 0;
+}
+
 static time_t drain_deadline;
 
 /* Connections the daemon itself carries: plaintext relays and tunnel streams. */
@@ -605,7 +658,7 @@ static int run(struct sm_daemon *d)
 	if (err)
 		goto close_sig;
 
-	err = sm_datapath_prepare(d->cfg.bpffs) ?: sm_datapath_open(d);
+	err = sm_datapath_open(d);
 	if (err)
 		goto close_sig;
 	/* maps first (services before workloads), then programs: nothing runs half-configured */
@@ -646,10 +699,32 @@ free_loop:
 	return err;
 }
 
+/*
+ * --cleanup, but never from under a running daemon: it holds the bpffs
+ * directory's lock (lock_instance()), and so does this while it works.
+ */
+static int cleanup(const struct sm_config *c)
+{
+	pid_t holder;
+	int fd = sm_path_lock(c->bpffs, &holder), err;
+
+	if (fd == -EWOULDBLOCK) {
+		pr_err("a running sockmeshd (pid %d) uses %s: stop it first (--cleanup would "
+		       "detach its programs from under it)",
+		       (int) holder, c->bpffs);
+		return EXIT_RUNTIME;
+	}
+	err = sm_datapath_cleanup(c->bpffs);
+	if (fd >= 0)
+		close(fd);
+	return err ? EXIT_RUNTIME : 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct sm_daemon d = {
 		.ctl_fd = -1,
+		.lock_fds = {-1, -1, -1},
 		.pause_mu = PTHREAD_MUTEX_INITIALIZER,
 		.pause_cv = PTHREAD_COND_INITIALIZER,
 	};
@@ -669,7 +744,7 @@ int main(int argc, char **argv)
 	sm_log_set_level(d.cfg.log_level);
 
 	if (a.cleanup)
-		return sm_datapath_cleanup(d.cfg.bpffs) ? EXIT_RUNTIME : 0;
+		return cleanup(&d.cfg);
 
 	err = resolve_node(&d, a.check) ?: resolve_enrollment(&d, a.check);
 	if (err) {
@@ -684,6 +759,12 @@ int main(int argc, char **argv)
 		sm_catalog_free(&d.cat);
 		free(d.wl);
 		return 0;
+	}
+	err = lock_instance(&d);
+	if (err) {
+		sm_catalog_free(&d.cat);
+		free(d.wl);
+		return EXIT_RUNTIME;
 	}
 	d.started = time(NULL);
 	d.mono_to_real_ns = sm_mono_to_real_offset_ns();
