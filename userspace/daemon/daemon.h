@@ -145,9 +145,9 @@ struct sm_daemon {
 int sm_find_cgroup2_mount(char *buf, size_t len);
 /* The cgroup id of the cgroup directory at path (its inode number), or 0 when there is none. */
 uint64_t sm_cgroup_id_of(const char *path);
-/* Mount bpffs on /sys/fs/bpf if nothing is there, and make dir and its subdirectories. */
+/* Mount bpffs on /sys/fs/bpf if nothing is there, and make dir (on bpffs). 0 or -errno. */
 int sm_datapath_prepare(const char *dir);
-/* Load the programs (after sm_datapath_prepare()). */
+/* Make the pin subdirectories and load the programs (after sm_datapath_prepare()). */
 int sm_datapath_open(struct sm_daemon *d);
 /*
  * Attach (or adopt) the programs: the workload programs once, to the

@@ -69,8 +69,6 @@ static bool is_bpffs(const char *path)
 /* bpffs is mounted at /sys/fs/bpf if nothing is; our directory must be on it. */
 int sm_datapath_prepare(const char *dir)
 {
-	char sub[PATH_MAX];
-	static const char *const subdirs[] = {"maps", "links", "progs"};
 	int err;
 
 	if (!is_bpffs("/sys/fs/bpf") && strncmp(dir, "/sys/fs/bpf/", 12) == 0) {
@@ -94,6 +92,16 @@ int sm_datapath_prepare(const char *dir)
 		       dir);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+/* The pin subdirectories, when the daemon is sure it is the only one (main.c's lock). */
+static int make_pin_dirs(const char *dir)
+{
+	static const char *const subdirs[] = {"maps", "links", "progs"};
+	char sub[PATH_MAX];
+	int err;
+
 	for (size_t i = 0; i < SM_ARRAY_SIZE(subdirs); i++) {
 		snprintf(sub, sizeof(sub), "%s/%s", dir, subdirs[i]);
 		if (mkdir(sub, 0700) < 0 && errno != EEXIST) {
@@ -121,6 +129,9 @@ int sm_datapath_open(struct sm_daemon *d)
 	struct sockmesh_bpf *skel;
 	int err;
 
+	err = make_pin_dirs(c->bpffs);
+	if (err)
+		return err;
 	snprintf(pin_root, sizeof(pin_root), "%s/maps", c->bpffs);
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_root);
 
