@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # Generate a throwaway SPIFFE PKI for tests and demos with the openssl CLI:
-# good X.509-SVIDs for nodes and workloads, a second ("other") root, and one
-# credential directory per kind of bad SVID. Never use these outside tests.
+# good X.509-SVIDs for nodes and workloads, a second ("other") root, a root of
+# a foreign trust domain, and one credential directory per kind of bad SVID.
+# Never use these outside tests.
 #
 # Usage: scripts/test-pki.sh [-v] DIR [TRUST_DOMAIN [NAME=SPIFFE_ID ...]]
 #   TRUST_DOMAIN defaults to sockmesh.test. Each NAME=SPIFFE_ID adds DIR/NAME/,
@@ -16,11 +17,17 @@
 # What DIR holds afterwards:
 #   ca/root.pem, ca/int.pem       our root and intermediate CA (ECDSA P-256)
 #   ca/other-root.pem             a second, unrelated root ("other")
+#   ca/foreign-root.pem           a root of another trust domain: its URI SAN is
+#                                 spiffe://wrong.test
 #   both-roots.pem                root.pem + other-root.pem (a rotation-overlap bundle)
+#   foreign-bundle.pem            root.pem + foreign-root.pem: a bundle for TD that
+#                                 also holds wrong.test's root (refused at load)
 #   node1/ node2/ node3/          spiffe://TD/sockmesh/node/nodeN, bundle = our root
 #   NAME/                         one per NAME=SPIFFE_ID argument, bundle = our root
 #   other/                        spiffe://TD/sockmesh/other issued under the other
 #                                 root; bundle = other root (the "new root" of a rotation)
+#   foreign/                      spiffe://TD/sockmesh/foreign issued by the foreign
+#                                 root; bundle = foreign-bundle.pem
 #   eku/server_only/ eku/client_only/ eku/none/
 #                                 good SVIDs whose EKU is serverAuth only, clientAuth
 #                                 only, or absent (spiffe://TD/sockmesh/eku/KIND)
@@ -40,7 +47,11 @@
 #     eku_wrong           EKU codeSigning only
 #     rsa_key             an RSA 2048 key instead of ECDSA P-256
 #     int_expired         the leaf is valid, its intermediate expired yesterday
+#     sha1_signed         the leaf is signed with SHA-1 (by our intermediate)
+#     int_sha1_signed     a good leaf; its intermediate is signed with SHA-1
+#     int_rsa1024         a good leaf; its intermediate has an RSA 1024 key
 #
+# Every signature is SHA-256 (ECDSA or RSA) except the two SHA-1 kinds.
 # Validity: CAs from 2 days ago to 30 days ahead; good leaves from 1 hour ago
 # to 1 day ahead. Dates are set with `openssl ca -startdate/-enddate` (the
 # openssl 3.0 x509 command has no -not_before), so no faketime is needed.
@@ -78,7 +89,8 @@ for arg in "$@"; do
 		exit 2
 	fi
 	case $name in
-	ca | bad | eku | other | node1 | node2 | node3 | both-roots.pem | .work)
+	ca | bad | eku | other | foreign | node1 | node2 | node3 | both-roots.pem | \
+		foreign-bundle.pem | .work)
 		echo "test-pki: workload name '$name' is reserved; choose another" >&2
 		exit 2
 		;;
@@ -91,8 +103,8 @@ utc() { date -u -d "$1" +%Y%m%d%H%M%SZ; }
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 work=$dir/.work
-rm -rf "$work" "$dir/ca" "$dir/bad" "$dir/eku" "$dir/other" "$dir/node1" "$dir/node2" \
-	"$dir/node3" "$dir/both-roots.pem"
+rm -rf "$work" "$dir/ca" "$dir/bad" "$dir/eku" "$dir/other" "$dir/foreign" "$dir/node1" \
+	"$dir/node2" "$dir/node3" "$dir/both-roots.pem" "$dir/foreign-bundle.pem"
 for arg in "$@"; do rm -rf "${dir:?}/${arg%%=*}"; done
 mkdir -p "$work" "$dir/ca"
 trap 'rm -rf "$work"' EXIT
@@ -125,6 +137,12 @@ commonName = optional
 [ca_ext]
 basicConstraints = critical,CA:TRUE
 keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[ca_ext_san]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectAltName = $ENV::SM_SAN
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 [leaf]
@@ -177,10 +195,13 @@ EOF
 echo 01 >"$work/serial"
 export SM_WORK=$work SM_SAN=
 
-# newkey KEYFILE CSRFILE CN [rsa]: a fresh key and a CSR for it.
+# newkey KEYFILE CSRFILE CN [rsa|rsa1024]: a fresh key and a CSR for it.
 newkey() {
 	local alg=(-newkey ec -pkeyopt ec_paramgen_curve:P-256)
-	[ "${4:-}" = rsa ] && alg=(-newkey rsa:2048)
+	case ${4:-} in
+	rsa) alg=(-newkey rsa:2048) ;;
+	rsa1024) alg=(-newkey rsa:1024) ;;
+	esac
 	openssl req -new "${alg[@]}" -nodes -keyout "$1" -subj "/O=sockmesh-test/CN=$3" \
 		-out "$2" 2>"$work/err" || {
 		cat "$work/err" >&2
@@ -189,25 +210,27 @@ newkey() {
 }
 
 # sign CSR OUT EXT START END ISSUER_PREFIX|self [KEY for self]
+# The digest is $SM_MD when set (sha1 for the weak kinds), else SHA-256.
 sign() {
 	local issuer=(-cert "$6.pem" -keyfile "$6.key")
 	[ "$6" = self ] && issuer=(-selfsign -keyfile "$7")
 	openssl ca -config "$work/ca.cnf" -batch -notext -preserveDN -rand_serial \
 		"${issuer[@]}" -in "$1" -out "$2" -extensions "$3" -startdate "$4" -enddate "$5" \
-		>"$work/err" 2>&1 || {
+		-md "${SM_MD:-sha256}" >"$work/err" 2>&1 || {
 		cat "$work/err" >&2
 		exit 1
 	}
 }
 
-# ca NAME CN ISSUER|self [START END]: a CA in $dir/ca/NAME.{pem,key}.
+# ca NAME CN ISSUER|self [START END KEYTYPE EXT]: a CA in $dir/ca/NAME.{pem,key}.
+# EXT ca_ext_san adds the URI SAN $SM_SAN.
 ca() {
-	local out=$dir/ca/$1
-	newkey "$out.key" "$work/$1.csr" "$2"
+	local out=$dir/ca/$1 ext=${7:-ca_ext}
+	newkey "$out.key" "$work/$1.csr" "$2" "${6:-}"
 	if [ "$3" = self ]; then
-		sign "$work/$1.csr" "$out.pem" ca_ext "${4:-$ca_start}" "${5:-$ca_end}" self "$out.key"
+		sign "$work/$1.csr" "$out.pem" "$ext" "${4:-$ca_start}" "${5:-$ca_end}" self "$out.key"
 	else
-		sign "$work/$1.csr" "$out.pem" ca_ext "${4:-$ca_start}" "${5:-$ca_end}" "$dir/ca/$3"
+		sign "$work/$1.csr" "$out.pem" "$ext" "${4:-$ca_start}" "${5:-$ca_end}" "$dir/ca/$3"
 	fi
 	log "CA $1 ($2)"
 }
@@ -230,7 +253,11 @@ ca int "sockmesh test intermediate" root
 ca other-root "sockmesh other root" self
 ca other-int "sockmesh other intermediate" other-root
 ca int-expired "sockmesh expired intermediate" root "$past_start" "$past_end"
+SM_MD=sha1 ca int-sha1 "sockmesh SHA-1-signed intermediate" root
+ca int-rsa1024 "sockmesh RSA 1024 intermediate" root "" "" rsa1024
+SM_SAN=URI:spiffe://wrong.test ca foreign-root "sockmesh wrong.test root" self "" "" "" ca_ext_san
 cat "$dir/ca/root.pem" "$dir/ca/other-root.pem" >"$dir/both-roots.pem"
+cat "$dir/ca/root.pem" "$dir/ca/foreign-root.pem" >"$dir/foreign-bundle.pem"
 
 id=spiffe://$td/sockmesh
 for n in 1 2 3; do
@@ -240,6 +267,8 @@ for arg in "$@"; do
 	svid "$dir/${arg%%=*}" "URI:${arg#*=}"
 done
 svid "$dir/other" "URI:$id/other" leaf "" "" other-int other-root
+svid "$dir/foreign" "URI:$id/foreign" leaf "" "" foreign-root
+cp "$dir/foreign-bundle.pem" "$dir/foreign/bundle.pem"
 
 for kind in server_only client_only none; do
 	svid "$dir/eku/$kind" "URI:$id/eku/$kind" "eku_$kind"
@@ -259,6 +288,9 @@ for kind in leaf_is_ca key_cert_sign crl_sign no_key_usage eku_wrong; do
 done
 svid "$b/rsa_key" "URI:$id/bad/rsa_key" leaf "" "" int root rsa
 svid "$b/int_expired" "URI:$id/bad/int_expired" leaf "" "" int-expired
+SM_MD=sha1 svid "$b/sha1_signed" "URI:$id/bad/sha1_signed"
+svid "$b/int_sha1_signed" "URI:$id/bad/int_sha1_signed" leaf "" "" int-sha1
+svid "$b/int_rsa1024" "URI:$id/bad/int_rsa1024" leaf "" "" int-rsa1024
 
 rm -f "$dir"/ca/*.key
 log "done: $dir"
