@@ -384,6 +384,8 @@ static void test_names_and_trust_domain(void **state)
 		"bad_key_usage",
 		"bad_eku",
 		"bad_key",
+		"weak_signature",
+		"weak_key",
 		"identity_mismatch",
 		"protocol",
 	};

@@ -45,6 +45,8 @@ static const char *const reason_names[SM_SVID_REASON_MAX] = {
 	[SM_SVID_BAD_KEY_USAGE] = "bad_key_usage",
 	[SM_SVID_BAD_EKU] = "bad_eku",
 	[SM_SVID_BAD_KEY] = "bad_key",
+	[SM_SVID_WEAK_SIGNATURE] = "weak_signature",
+	[SM_SVID_WEAK_KEY] = "weak_key",
 	[SM_SVID_IDENTITY_MISMATCH] = "identity_mismatch",
 	[SM_SVID_PROTOCOL] = "protocol",
 };

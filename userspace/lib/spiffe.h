@@ -32,6 +32,8 @@ enum sm_svid_reason {
 	SM_SVID_BAD_KEY_USAGE,	    /* "bad_key_usage" */
 	SM_SVID_BAD_EKU,	    /* "bad_eku" */
 	SM_SVID_BAD_KEY,	    /* "bad_key": not ECDSA P-256 */
+	SM_SVID_WEAK_SIGNATURE,	    /* "weak_signature": signed with SHA-1 or weaker */
+	SM_SVID_WEAK_KEY,	    /* "weak_key": a key below 112 bits (RSA 1024) */
 	SM_SVID_IDENTITY_MISMATCH,  /* "identity_mismatch": valid, but not who we expected */
 	SM_SVID_PROTOCOL,	    /* "protocol": TLS version, cipher or ALPN refused */
 	SM_SVID_REASON_MAX,
