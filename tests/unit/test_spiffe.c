@@ -151,6 +151,10 @@ static const struct {
 	{"eku_wrong", SM_SVID_BAD_EKU},
 	{"rsa_key", SM_SVID_BAD_KEY},
 	{"int_expired", SM_SVID_EXPIRED},
+	/* weak crypto anywhere in the chain, whatever the process-wide OpenSSL config says */
+	{"sha1_signed", SM_SVID_WEAK_SIGNATURE},
+	{"int_sha1_signed", SM_SVID_WEAK_SIGNATURE},
+	{"int_rsa1024", SM_SVID_WEAK_KEY},
 };
 
 static void test_bad_kinds(void **state)

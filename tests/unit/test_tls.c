@@ -95,6 +95,7 @@ static int alpn_h2_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen
 /*
  * A plain OpenSSL context that does not verify its peer and presents DIR's
  * certificate (NULL: none): the misbehaving or badly credentialed other side.
+ * Its security level is 0, so it can present SHA-1-signed or RSA 1024 chains.
  */
 static SSL_CTX *raw_ctx(bool server, const char *dir, int max_version, bool alpn)
 {
@@ -102,6 +103,7 @@ static SSL_CTX *raw_ctx(bool server, const char *dir, int max_version, bool alpn
 	char path[256];
 
 	ASSERT_NOT_NULL(ctx, "SSL_CTX_new");
+	SSL_CTX_set_security_level(ctx, 0);
 	SSL_CTX_set_max_proto_version(ctx, max_version);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	if (dir) {
@@ -241,6 +243,9 @@ static const struct {
 	{"bad/eku_wrong", SM_SVID_BAD_EKU},
 	{"bad/rsa_key", SM_SVID_BAD_KEY},
 	{"bad/int_expired", SM_SVID_EXPIRED},
+	{"bad/sha1_signed", SM_SVID_WEAK_SIGNATURE},
+	{"bad/int_sha1_signed", SM_SVID_WEAK_SIGNATURE},
+	{"bad/int_rsa1024", SM_SVID_WEAK_KEY},
 	/* good SVIDs used for the wrong purpose */
 	{"eku/server_only", SM_SVID_BAD_EKU}, /* as a client only */
 	{"eku/client_only", SM_SVID_BAD_EKU}, /* as a server only */
@@ -604,6 +609,53 @@ static void test_federation_and_rotation(void **state)
 		      "old root only: client's reason");
 }
 
+/*
+ * The weak kinds are refused by the chain check itself, not by the contexts'
+ * security level (which an openssl.cnf may lower): contexts dropped to level
+ * 0 still refuse them, in both directions, with the named reason.
+ */
+static void test_weak_chain_at_level_0(void **state)
+{
+	static const struct {
+		const char *kind;
+		enum sm_svid_reason reason;
+	} weak[] = {
+		{"bad/sha1_signed", SM_SVID_WEAK_SIGNATURE},
+		{"bad/int_sha1_signed", SM_SVID_WEAK_SIGNATURE},
+		{"bad/int_rsa1024", SM_SVID_WEAK_KEY},
+	};
+	char what[96];
+	struct outcome o;
+
+	need_pki();
+	t.creds[0] = load("node1");
+	t.creds[1] = load("node2");
+	SSL_CTX_set_security_level(sm_creds_client_ctx(t.creds[0], 0), 0);
+	SSL_CTX_set_security_level(sm_creds_server_ctx(t.creds[1], 0), 0);
+	for (size_t i = 0; i < SM_ARRAY_SIZE(weak); i++) {
+		for (int server_raw = 0; server_raw < 2; server_raw++) {
+			t.ctx[0] = raw_ctx(server_raw, weak[i].kind, TLS1_3_VERSION, true);
+			if (server_raw)
+				o = handshake(sm_creds_client_ctx(t.creds[0], 0), t.ctx[0], NULL);
+			else
+				o = handshake(t.ctx[0], sm_creds_server_ctx(t.creds[1], 0), NULL);
+			snprintf(what, sizeof(what), "%s %s at level 0", weak[i].kind,
+				 server_raw ? "server" : "client");
+			ASSERT_EQ(server_raw ? o.client_ok : o.server_ok, false, what);
+			assert_reason(sm_tls_peer_result(t.ssl[server_raw ? 0 : 1], NULL, 0),
+				      weak[i].reason, what);
+			SSL_free(t.ssl[0]);
+			SSL_free(t.ssl[1]);
+			SSL_CTX_free(t.ctx[0]);
+			close(t.fds[0]);
+			close(t.fds[1]);
+			t.ssl[0] = t.ssl[1] = NULL;
+			t.ctx[0] = NULL;
+			t.fds[0] = t.fds[1] = -1;
+		}
+	}
+}
+
 /* Connections keep working after the last reference to their credentials is dropped. */
 static void test_creds_outlive_put(void **state)
 {
@@ -635,6 +687,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_creds_load, release),
 		cmocka_unit_test_teardown(test_federation_and_rotation, release),
 		cmocka_unit_test_teardown(test_creds_outlive_put, release),
+		cmocka_unit_test_teardown(test_weak_chain_at_level_0, release),
 	};
 
 	return cmocka_run_group_tests(tests, make_pki, remove_pki);
