@@ -324,13 +324,23 @@ static enum sm_svid_reason map_verify_error(int e)
 		return SM_SVID_EXPIRED;
 	case X509_V_ERR_CERT_NOT_YET_VALID:
 		return SM_SVID_NOT_YET_VALID;
+	case X509_V_ERR_CA_MD_TOO_WEAK: /* any certificate's signature, leaf included */
+		return SM_SVID_WEAK_SIGNATURE;
+	case X509_V_ERR_EE_KEY_TOO_SMALL:
+	case X509_V_ERR_CA_KEY_TOO_SMALL: /* an intermediate's or the root's key */
+		return SM_SVID_WEAK_KEY;
 	default:
 		/* no path to a root of the bundle, a bad signature, a bad intermediate */
 		return SM_SVID_UNKNOWN_CA;
 	}
 }
 
-/* RFC 5280 path validation of leaf to the trust domain's roots, at now (0: current time). */
+/*
+ * RFC 5280 path validation of leaf to the trust domain's roots, at now (0:
+ * current time), at SM_SVID_SECURITY_LEVEL: OpenSSL then checks the key of
+ * every certificate of the path (the root's too) and the signature of every
+ * one but the root's self-signature, which nothing relies on.
+ */
 static enum sm_svid_reason verify_chain(X509 *leaf, STACK_OF(X509) * chain, X509_STORE *store,
 					time_t now)
 {
@@ -342,6 +352,7 @@ static enum sm_svid_reason verify_chain(X509 *leaf, STACK_OF(X509) * chain, X509
 	if (!X509_STORE_CTX_init(ctx, store, leaf, chain))
 		goto free_ctx;
 	X509_STORE_CTX_set_depth(ctx, CHAIN_DEPTH_MAX);
+	X509_VERIFY_PARAM_set_auth_level(X509_STORE_CTX_get0_param(ctx), SM_SVID_SECURITY_LEVEL);
 	if (now)
 		X509_STORE_CTX_set_time(ctx, 0, now);
 	/* no X509_V_FLAG_PARTIAL_CHAIN: only the bundle's roots are anchors */

@@ -6,7 +6,8 @@
  * it is a valid SPIFFE ID; the leaf is not a CA; key usage includes
  * digitalSignature and excludes keyCertSign and cRLSign; the validity window
  * holds; an extended key usage, if present, includes the purpose needed
- * (serverAuth for a server, clientAuth for a client); the key is ECDSA P-256.
+ * (serverAuth for a server, clientAuth for a client); the key is ECDSA P-256;
+ * every certificate of the chain meets SM_SVID_SECURITY_LEVEL.
  */
 #ifndef SOCKMESH_SPIFFE_H
 #define SOCKMESH_SPIFFE_H
@@ -40,6 +41,16 @@ enum sm_svid_reason {
 };
 
 const char *sm_svid_reason_name(enum sm_svid_reason r);
+
+/*
+ * The OpenSSL security level of every chain check and TLS context: 112-bit
+ * strength, so no RSA or DSA key under 2048 bits, no EC key under 224 bits
+ * and no SHA-1 (or weaker) signature on any certificate of the chain
+ * (SM_SVID_WEAK_KEY, SM_SVID_WEAK_SIGNATURE). Set explicitly: a hand-built
+ * verification context has no level, and a context's default comes from
+ * openssl.cnf.
+ */
+#define SM_SVID_SECURITY_LEVEL 2
 
 /* Which side the peer is: decides the EKU that must be present, if any EKU is. */
 enum sm_svid_purpose {

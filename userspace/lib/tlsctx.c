@@ -107,6 +107,10 @@ static int reason_x509_error(enum sm_svid_reason r)
 	case SM_SVID_UNKNOWN_CA:
 	case SM_SVID_WRONG_TRUST_DOMAIN:
 		return X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY;
+	case SM_SVID_WEAK_SIGNATURE: /* both: alert bad_certificate */
+		return X509_V_ERR_CA_MD_TOO_WEAK;
+	case SM_SVID_WEAK_KEY:
+		return X509_V_ERR_EE_KEY_TOO_SMALL;
 	default:
 		return X509_V_ERR_APPLICATION_VERIFICATION;
 	}
@@ -248,6 +252,8 @@ static SSL_CTX *build_ctx(bool server, X509 *leaf, STACK_OF(X509) * chain, EVP_P
 		goto fail;
 	}
 	sm_bundles_get(bundles);
+	/* not openssl.cnf's level; the peer's chain is judged by sm_svid_verify() anyway */
+	SSL_CTX_set_security_level(ctx, SM_SVID_SECURITY_LEVEL);
 	what = "cannot apply the TLS profile";
 	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) ||
 	    !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) ||
