@@ -11,6 +11,8 @@
 // without cert.pem no client certificate is sent and HBONE_CA names the roots.
 // HBONE_SNI, if set, is sent as the TLS server name (how a client names the
 // SVID it wants the server to present, docs/tunnel.md).
+// HBONE_SECLEVEL=N sets this side's OpenSSL security level (0 lets it present
+// a SHA-1-signed or RSA 1024 chain, as a careless or hostile peer would).
 'use strict';
 const fs = require('fs');
 const http2 = require('http2');
@@ -52,6 +54,9 @@ const client = http2.connect(`https://${host.includes(':') ? `[${host}]` : host}
 	maxVersion: 'TLSv1.3',
 	ALPNProtocols: ['h2'],
 	servername: process.env.HBONE_SNI || undefined,
+	ciphers: process.env.HBONE_SECLEVEL
+		? `DEFAULT@SECLEVEL=${parseInt(process.env.HBONE_SECLEVEL, 10)}`
+		: undefined,
 	// SPIFFE: identity is the URI SAN, not a host name; we record it below.
 	checkServerIdentity: () => undefined,
 });

@@ -6,6 +6,8 @@
 //   {"authority":"..","peer_spiffe_id":"..","traceparent":"..","bytes":N}
 // Usage: node hbone-server.js HOST PORT CREDS_DIR LOG
 // Prints {"event":"listening"} once it listens. Exits on SIGTERM.
+// HBONE_SECLEVEL=N sets its OpenSSL security level (0 lets it present a
+// SHA-1-signed or RSA 1024 chain, as a careless or hostile server would).
 'use strict';
 const fs = require('fs');
 const http2 = require('http2');
@@ -25,6 +27,9 @@ const server = http2.createSecureServer({
 	minVersion: 'TLSv1.3',
 	maxVersion: 'TLSv1.3',
 	ALPNProtocols: ['h2'],
+	ciphers: process.env.HBONE_SECLEVEL
+		? `DEFAULT@SECLEVEL=${parseInt(process.env.HBONE_SECLEVEL, 10)}`
+		: undefined,
 });
 server.on('stream', (stream, headers) => {
 	const san = stream.session.socket.getPeerCertificate().subjectaltname || '';
