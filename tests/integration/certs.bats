@@ -5,7 +5,8 @@
 # operator can act on: as a client presenting it to sockmeshd's inbound port
 # (Node.js http2 client), and as a server sockmeshd's outbound side reaches
 # (Node.js http2 server posing as node2). Plus no client certificate, a server
-# with the wrong identity, and a TLS 1.2-only peer. The Node.js side runs at
+# with the wrong identity, a TLS 1.2-only peer, and a trust bundle holding
+# another trust domain's root, refused at start. The Node.js side runs at
 # OpenSSL security level 0 (HBONE_SECLEVEL) so it can present the weak kinds.
 
 load helpers
@@ -101,4 +102,17 @@ failed_count() { # NODE REASON
 		kill "$server"
 		sb_wait_pid "$server" 10 || true
 	done
+}
+
+@test "a trust bundle that also holds another trust domain's root is refused at start" {
+	# node2's bundle for sockmesh.test gains the root of wrong.test (its URI SAN says so)
+	cp "$SB_PKI/foreign-bundle.pem" "$SB_PKI/node2/bundle.pem"
+	if sb_start_daemon node2; then
+		echo "sockmeshd started with wrong.test's root in sockmesh.test's bundle"
+		return 1
+	fi
+	[ "$SB_LAST_RC" -ne 0 ]
+	# one line names the file, the CA and the trust domain it belongs to
+	grep -F "$SB_PKI/node2/bundle.pem" "$(sb_daemon_log node2)" |
+		grep -F "sockmesh wrong.test root" | grep -F "spiffe://wrong.test"
 }

@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # Credential rotation: new files in a credential directory are picked up for
-# new handshakes without disturbing established streams; a broken new set is
-# refused and the old one stays; certificates close to expiry are warned about.
+# new handshakes without disturbing established streams; a broken new set, or
+# a bundle that also holds another trust domain's root, is refused and the old
+# one stays; certificates close to expiry are warned about.
 
 load helpers
 
@@ -78,6 +79,39 @@ install_creds() { # FROM TO
 	refused() { [ "$(tunnel node2 credentials_reload_failures)" -ge 1 ]; }
 	sm_wait_until 15 refused
 	grep 'refused, keeping the current ones' "$(sb_daemon_log node2)"
+	[ "$(node2_presents)" = "$SM_SERVER_ID" ]
+	run sm_send node1 client 10.11.0.2:8080 10000 --expect echo
+	[ "$status" -eq 0 ]
+}
+
+@test "a new bundle that also holds another trust domain's root is refused and the old one stays" {
+	sb_serve node2 server 10.11.0.2:8080 echo
+	# an SVID of sockmesh.test that only wrong.test's root vouches for
+	foreign_client() {
+		sb_exec node1 nodejs node "$SM_REPO/tests/interop/hbone-client.js" 10.11.0.2 15008 \
+			10.11.0.2:8080 "$SB_PKI/foreign" 10 5000
+	}
+	refused_unknown_ca() { [ "$(tunnel node2 tls_handshakes_failed.unknown_ca)" -ge "$1" ]; }
+	run foreign_client
+	[ "$status" -ne 0 ]
+	sm_wait_until 10 refused_unknown_ca 1
+
+	cp "$SB_PKI/foreign-bundle.pem" "$SB_PKI/wl-server/.bundle.pem.new"
+	mv "$SB_PKI/wl-server/.bundle.pem.new" "$SB_PKI/wl-server/bundle.pem"
+	settled() { [ $(($(tunnel node2 credentials_reloads) + $(tunnel node2 credentials_reload_failures))) -ge 1 ]; }
+	sm_wait_until 15 settled
+	[ "$(tunnel node2 credentials_reload_failures)" -eq 1 ]
+	[ "$(tunnel node2 credentials_reloads)" -eq 0 ]
+	# the warning names the file, the CA and the trust domain it belongs to
+	grep 'refused, keeping the current ones' "$(sb_daemon_log node2)" |
+		grep -F "$SB_PKI/wl-server/bundle.pem" | grep -F "sockmesh wrong.test root" |
+		grep -F "spiffe://wrong.test"
+
+	# the old bundle is still the one in force: the foreign root vouches for nobody
+	run foreign_client
+	echo "$output"
+	[ "$status" -ne 0 ]
+	sm_wait_until 10 refused_unknown_ca 2
 	[ "$(node2_presents)" = "$SM_SERVER_ID" ]
 	run sm_send node1 client 10.11.0.2:8080 10000 --expect echo
 	[ "$status" -eq 0 ]

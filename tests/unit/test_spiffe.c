@@ -274,6 +274,68 @@ static void test_federated_domain(void **state)
 	sm_bundles_put(b);
 }
 
+/*
+ * A bundle holds only its own trust domain's CAs: a root whose URI SAN names
+ * another trust domain is refused with the file, the CA and both domains named,
+ * and a refused file adds nothing to a set.
+ */
+static void test_bundle_foreign_root(void **state)
+{
+	struct sm_error err = {""};
+	char path[256], mixed[256], cmd[600], id[256];
+	struct sm_bundles *b;
+
+	need_pki();
+	/* without the check, wrong.test's root vouches for our own IDs */
+	snprintf(path, sizeof(path), "%s/foreign-bundle.pem", pki);
+	errno = 0;
+	b = sm_bundles_load(TD, path, &err);
+	if (b) {
+		assert_reason(verify_dir("foreign", b, 0, 0, id, sizeof(id)), SM_SVID_UNKNOWN_CA,
+			      "an SVID of ours issued by wrong.test's root");
+		sm_bundles_put(b);
+		fail_msg("%s was accepted as a bundle of %s", path, TD);
+	}
+	ASSERT_EQ(errno, EINVAL, "errno");
+	ASSERT_HAS(err.msg, path, "the message names the file");
+	ASSERT_HAS(err.msg, "certificate 2", "... which certificate");
+	ASSERT_HAS(err.msg, "sockmesh wrong.test root", "... the CA");
+	ASSERT_HAS(err.msg, "spiffe://wrong.test", "... the trust domain it names");
+	ASSERT_HAS(err.msg, "for " TD, "... the bundle's trust domain");
+
+	/* another root first, then the foreign one: refused whole, the set unchanged */
+	snprintf(mixed, sizeof(mixed), "%s/t-mixed.pem", pki);
+	snprintf(cmd, sizeof(cmd), "cat '%s/ca/other-root.pem' '%s/ca/foreign-root.pem' >'%s'", pki,
+		 pki, mixed);
+	ASSERT_EQ(system(cmd), 0, cmd);
+	b = bundles_of(TD, "ca/root.pem");
+	err.msg[0] = '\0';
+	ASSERT_EQ(sm_bundles_add(b, TD, mixed, &err), -EINVAL, "add to a domain of the set");
+	ASSERT_HAS(err.msg, "spiffe://wrong.test", "message");
+	assert_reason(verify_dir("other", b, 0, 0, id, sizeof(id)), SM_SVID_UNKNOWN_CA,
+		      "the good root before the foreign one was not added");
+	assert_reason(verify_dir("foreign", b, 0, 0, id, sizeof(id)), SM_SVID_UNKNOWN_CA,
+		      "the foreign root was not added");
+	assert_reason(verify_dir("node1", b, 0, 0, id, sizeof(id)), SM_SVID_OK, "own root kept");
+	/* the same for any refused file: a root, then a leaf */
+	snprintf(cmd, sizeof(cmd), "cat '%s/ca/other-root.pem' '%s/node1/cert.pem' >'%s'", pki, pki,
+		 mixed);
+	ASSERT_EQ(system(cmd), 0, cmd);
+	ASSERT_EQ(sm_bundles_add(b, TD, mixed, &err), -EINVAL, "a root, then a leaf");
+	ASSERT_HAS(err.msg, "not a CA certificate", "message");
+	assert_reason(verify_dir("other", b, 0, 0, id, sizeof(id)), SM_SVID_UNKNOWN_CA,
+		      "the root before the leaf was not added");
+
+	/* for its own trust domain the same root is fine, and vouches only there */
+	snprintf(path, sizeof(path), "%s/ca/foreign-root.pem", pki);
+	ASSERT_EQ(sm_bundles_add(b, "wrong.test", path, &err), 0,
+		  "wrong.test's root for wrong.test");
+	assert_reason(verify_dir("foreign", b, 0, 0, id, sizeof(id)), SM_SVID_UNKNOWN_CA,
+		      "wrong.test's root does not vouch for " TD);
+	sm_bundles_put(b);
+	ASSERT_EQ(ERR_peek_error(), 0, "OpenSSL error queue left empty");
+}
+
 /* The validity window is judged at now, not at the wall clock, when now is given. */
 static void test_time_window(void **state)
 {
@@ -423,6 +485,7 @@ int main(void)
 		cmocka_unit_test(test_federated_domain),
 		cmocka_unit_test(test_time_window),
 		cmocka_unit_test(test_bundles_load_errors),
+		cmocka_unit_test(test_bundle_foreign_root),
 		cmocka_unit_test(test_names_and_trust_domain),
 		cmocka_unit_test(test_sni_name),
 	};

@@ -656,6 +656,30 @@ static void test_weak_chain_at_level_0(void **state)
 	}
 }
 
+/* A bundle file holding a CA that names another trust domain is refused, federated ones too. */
+static void test_creds_foreign_root(void **state)
+{
+	char path[256];
+
+	need_pki();
+	/* foreign/: an SVID of ours issued by wrong.test's root, which bundle.pem also holds */
+	expect_load_error("foreign", EINVAL, "bundle.pem", "spiffe://wrong.test");
+	expect_load_error("foreign", EINVAL, "bundle.pem", "sockmesh wrong.test root");
+
+	make_dir("t-fed3");
+	make_dir("t-fed3/bundles");
+	put_file("t-fed3/cert.pem", "node2/cert.pem", NULL);
+	put_file("t-fed3/key.pem", "node2/key.pem", NULL);
+	put_file("t-fed3/bundle.pem", "node2/bundle.pem", NULL);
+	put_file("t-fed3/bundles/other.test.pem", "ca/foreign-root.pem", NULL);
+	expect_load_error("t-fed3", EINVAL, "bundles/other.test.pem", "spiffe://wrong.test");
+	/* the same root as wrong.test's own bundle is federation as intended */
+	snprintf(path, sizeof(path), "%s/t-fed3/bundles/other.test.pem", pki);
+	ASSERT_EQ(unlink(path), 0, path);
+	put_file("t-fed3/bundles/wrong.test.pem", "ca/foreign-root.pem", NULL);
+	t.creds[0] = load("t-fed3");
+}
+
 /* Connections keep working after the last reference to their credentials is dropped. */
 static void test_creds_outlive_put(void **state)
 {
@@ -688,6 +712,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_federation_and_rotation, release),
 		cmocka_unit_test_teardown(test_creds_outlive_put, release),
 		cmocka_unit_test_teardown(test_weak_chain_at_level_0, release),
+		cmocka_unit_test_teardown(test_creds_foreign_root, release),
 	};
 
 	return cmocka_run_group_tests(tests, make_pki, remove_pki);
