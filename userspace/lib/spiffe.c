@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -116,13 +117,86 @@ static struct sm_bundle_td *bundle_find(const struct sm_bundles *b, const char *
 	return NULL;
 }
 
-/*
- * Read every PEM certificate of path into store: at least one, each a CA
- * certificate. 0 or -errno with err set; on error some certificates may
- * already be in store (the caller drops the store).
- */
-static int load_roots(X509_STORE *store, const char *path, struct sm_error *err)
+/* A certificate's subject for a message ("O = x, CN = y", control bytes escaped). */
+static void cert_subject(X509 *x, char *buf, size_t len)
 {
+	BIO *bio = BIO_new(BIO_s_mem());
+	int n = -1;
+
+	if (bio && X509_NAME_print_ex(bio, X509_get_subject_name(x), 0, XN_FLAG_ONELINE) >= 0)
+		n = BIO_read(bio, buf, (int) len - 1);
+	BIO_free(bio);
+	if (n < 0)
+		n = snprintf(buf, len, "no readable subject");
+	buf[n] = '\0';
+}
+
+/* A URI from a certificate, printable for a message: bytes outside ASCII 0x20-0x7e become '?'. */
+static void printable_uri(const ASN1_IA5STRING *uri, char *buf, size_t len)
+{
+	const unsigned char *p = ASN1_STRING_get0_data(uri);
+	size_t n = (size_t) ASN1_STRING_length(uri), i;
+
+	for (i = 0; i < n && i + 1 < len; i++)
+		buf[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char) p[i] : '?';
+	buf[i] = '\0';
+}
+
+/*
+ * A CA may carry its trust domain's SPIFFE ID as a URI SAN (X.509-SVID
+ * standard, signing certificates). When any spiffe: URI it has is not a valid
+ * ID of td, it is another domain's CA: false, with that URI in uri[len]. A
+ * subjectAltName that cannot be read, or appears twice, counts as foreign.
+ */
+static bool ca_of_trust_domain(X509 *x, const char *td, char *uri, size_t len)
+{
+	char id[SM_SPIFFE_MAX], its_td[SM_SPIFFE_MAX];
+	GENERAL_NAMES *names;
+	bool ok = true;
+	int crit = -1;
+
+	names = X509_get_ext_d2i(x, NID_subject_alt_name, &crit, NULL);
+	if (!names) {
+		snprintf(uri, len, "unreadable or repeated");
+		return crit == -1; /* -1: no SAN at all, which names no domain */
+	}
+	for (int i = 0; ok && i < sk_GENERAL_NAME_num(names); i++) {
+		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+		const ASN1_IA5STRING *u = gn->d.uniformResourceIdentifier;
+		int n;
+
+		if (gn->type != GEN_URI)
+			continue;
+		n = ASN1_STRING_length(u);
+		/* the scheme is case-insensitive to a URI parser: SPIFFE:// is caught too */
+		if (n < 7 ||
+		    strncasecmp((const char *) ASN1_STRING_get0_data(u), "spiffe:", 7) != 0)
+			continue;
+		printable_uri(u, uri, len);
+		if ((size_t) n >= sizeof(id) ||
+		    memchr(ASN1_STRING_get0_data(u), '\0', (size_t) n)) {
+			ok = false;
+			break;
+		}
+		memcpy(id, ASN1_STRING_get0_data(u), (size_t) n);
+		id[n] = '\0';
+		ok = sm_spiffe_trust_domain(id, its_td, sizeof(its_td)) == 0 &&
+		     strcmp(its_td, td) == 0;
+	}
+	GENERAL_NAMES_free(names);
+	return ok;
+}
+
+/*
+ * Read every PEM certificate of path as a root of trust domain td: at least
+ * one, each a CA certificate naming no other trust domain. Only when the whole
+ * file passes do they go into store, so a refused file changes no set (short
+ * of running out of memory half way). 0 or -errno with err set.
+ */
+static int load_roots(X509_STORE *store, const char *td, const char *path, struct sm_error *err)
+{
+	char subject[256], uri[SM_SPIFFE_MAX];
+	STACK_OF(X509) * roots;
 	FILE *f = fopen(path, "r");
 	int n = 0, ret = 0;
 
@@ -133,6 +207,12 @@ static int load_roots(X509_STORE *store, const char *path, struct sm_error *err)
 			     "root certificates there as PEM)",
 			     path, strerror(errno));
 		return ret;
+	}
+	roots = sk_X509_new_null();
+	if (!roots) {
+		sm_error_set(err, "%s: out of memory", path);
+		ret = -ENOMEM;
+		goto close_file;
 	}
 	ERR_clear_error();
 	for (;;) {
@@ -149,7 +229,7 @@ static int load_roots(X509_STORE *store, const char *path, struct sm_error *err)
 			sm_error_set(err, "%s: certificate %d is not valid PEM: %s", path, n + 1,
 				     ossl_reason());
 			ret = -EINVAL;
-			goto close_file;
+			goto free_roots;
 		}
 		if (n >= BUNDLE_CERTS_MAX) {
 			X509_free(x);
@@ -157,7 +237,7 @@ static int load_roots(X509_STORE *store, const char *path, struct sm_error *err)
 				     "%s: more than %d certificates (a bundle holds roots only)",
 				     path, BUNDLE_CERTS_MAX);
 			ret = -E2BIG;
-			goto close_file;
+			goto free_roots;
 		}
 		n++;
 		if (!X509_check_ca(x)) {
@@ -167,15 +247,27 @@ static int load_roots(X509_STORE *store, const char *path, struct sm_error *err)
 				     "the trust domain's root CAs)",
 				     path, n);
 			ret = -EINVAL;
-			goto close_file;
+			goto free_roots;
 		}
-		if (!X509_STORE_add_cert(store, x)) {
+		if (!ca_of_trust_domain(x, td, uri, sizeof(uri))) {
+			cert_subject(x, subject, sizeof(subject));
 			X509_free(x);
-			sm_error_set(err, "%s: certificate %d: %s", path, n, ossl_reason());
-			ret = -ENOMEM;
-			goto close_file;
+			sm_error_set(err,
+				     "%s: certificate %d (%s) is a CA of another trust domain "
+				     "(subjectAltName: %s), but this bundle is for %s: a bundle "
+				     "holds only its own trust domain's roots (remove that CA from "
+				     "the file; another trust domain is federated with a bundle of "
+				     "its own)",
+				     path, n, subject, uri, td);
+			ret = -EINVAL;
+			goto free_roots;
 		}
-		X509_free(x); /* the store holds its own reference */
+		if (!sk_X509_push(roots, x)) {
+			X509_free(x);
+			sm_error_set(err, "%s: out of memory", path);
+			ret = -ENOMEM;
+			goto free_roots;
+		}
 	}
 	if (n == 0) {
 		sm_error_set(err,
@@ -183,9 +275,21 @@ static int load_roots(X509_STORE *store, const char *path, struct sm_error *err)
 			     "certificates there as PEM)",
 			     path);
 		ret = -ENOENT;
+		goto free_roots;
 	}
+	for (int i = 0; i < n; i++) {
+		/* the store takes its own reference; a duplicate is not an error */
+		if (!X509_STORE_add_cert(store, sk_X509_value(roots, i))) {
+			sm_error_set(err, "%s: certificate %d: %s", path, i + 1, ossl_reason());
+			ret = -ENOMEM;
+			break;
+		}
+	}
+free_roots:
+	sk_X509_pop_free(roots, X509_free);
 close_file:
 	fclose(f);
+	ERR_clear_error();
 	return ret;
 }
 
@@ -217,7 +321,7 @@ int sm_bundles_add(struct sm_bundles *b, const char *trust_domain, const char *p
 	/* A domain given twice gets the roots of both files (rotation overlap). */
 	slot = bundle_find(b, trust_domain);
 	if (slot)
-		return load_roots(slot->store, pem_path, err);
+		return load_roots(slot->store, trust_domain, pem_path, err);
 	if (b->n >= BUNDLE_TDS_MAX) {
 		sm_error_set(err, "%s: more than %d trust domains", pem_path, BUNDLE_TDS_MAX);
 		return -E2BIG;
@@ -227,7 +331,7 @@ int sm_bundles_add(struct sm_bundles *b, const char *trust_domain, const char *p
 		sm_error_set(err, "%s: out of memory", pem_path);
 		return -ENOMEM;
 	}
-	ret = load_roots(store, pem_path, err);
+	ret = load_roots(store, trust_domain, pem_path, err);
 	if (ret) {
 		X509_STORE_free(store);
 		return ret;
