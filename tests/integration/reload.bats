@@ -76,3 +76,33 @@ service_listed() { # NODE PORT
 	[ "$status" -eq 0 ]
 	[ "$(sm_counter node1 connect_captured)" -eq $((before + 1)) ]
 }
+
+# big_catalog N: the sandbox's catalog with N more nodes (10.200.0.0/16 and up).
+big_catalog() {
+	awk -v n="$1" '{ print } /^nodes:$/ {
+		for (i = 0; i < n; i++)
+			printf "  - name: extra%d\n    addresses: [10.%d.%d.%d]\n", i, 200 + int(i / 65536),
+				int(i / 256) % 256, i % 256
+	}' "$(sb_catalog)" >"$SB_DIR/big.yaml"
+	mv "$SB_DIR/big.yaml" "$(sb_catalog)"
+}
+
+@test "SIGHUP with a 100,000-node catalog: the control socket answers while it is read" {
+	sb_start_daemon node1
+	big_catalog 100000
+	log=$(sb_daemon_log node1)
+	kill -HUP "$(sb_daemon_pid node1)"
+	answered=0
+	deadline=$((SECONDS + 90))
+	# the main loop keeps turning: every status answers within a second
+	while ! grep -q 'SIGHUP: catalog reloaded\|keeping the current catalog' "$log"; do
+		run timeout 1 "$SOCKMESH" -S "$(sb_socket node1)" status -o json
+		[ "$status" -eq 0 ] || { echo "status did not answer within 1 s during the reload"; false; }
+		answered=$((answered + 1))
+		((SECONDS < deadline)) || { echo "the reload did not end in 90 s"; false; }
+	done
+	grep 'SIGHUP: read' "$log"
+	grep -q 'SIGHUP: read .* (100002 nodes' "$log"
+	grep -q 'SIGHUP: catalog reloaded' "$log"
+	echo "status answered $answered times during the reload"
+}

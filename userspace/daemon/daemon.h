@@ -48,6 +48,7 @@ struct sm_policyd;
 struct sm_metrics;
 struct json_object;
 struct sm_flowstream;
+struct sm_reload;
 
 /* A counter one thread writes and others read: relaxed atomics, no lock. */
 #define SM_STAT_ADD(f, n)                                                                          \
@@ -123,6 +124,7 @@ struct sm_daemon {
 	struct sm_policyd *policy;
 	struct sm_metrics *metrics;   /* NULL when listeners.admin is "" */
 	struct sm_flowstream *stream; /* flowstream.c; NULL when flowlog.ring_size is 0 */
+	struct sm_reload *reload;     /* reload.c: SIGHUP's catalog reload */
 
 	struct sm_worker *workers;
 	unsigned int nworkers;
@@ -398,6 +400,12 @@ void sm_metrics_free(struct sm_daemon *d);
 void sm_metrics_observe(struct sm_daemon *d, const struct sm_flow_record *r);
 /* Count n events a user-space source lost: lost_events_total{source}. Any thread. */
 void sm_metrics_lost(struct sm_daemon *d, const char *source, uint64_t n);
+
+/* reload.c: SIGHUP's catalog reload, read on a thread, applied on the main loop. */
+int sm_reload_start(struct sm_daemon *d);
+/* SIGHUP: read the catalog file again; a bad one changes nothing. */
+void sm_reload_request(struct sm_daemon *d);
+void sm_reload_stop(struct sm_daemon *d);
 
 /* control.c: the control socket. */
 int sm_control_start(struct sm_daemon *d);

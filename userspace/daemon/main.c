@@ -560,49 +560,6 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 	}
 }
 
-static int reload_catalog(struct sm_daemon *d)
-{
-	struct sm_catalog cat = {0};
-	struct sm_error e = {{0}};
-	struct sm_local_workload *wl;
-	int idx;
-	bool err;
-
-	if (sm_catalog_load(&cat, d->cfg.catalog, &e)) {
-		pr_warn("SIGHUP: %s; keeping the current catalog", e.msg);
-		return -EINVAL;
-	}
-	idx = sm_catalog_node_index(&cat, d->cfg.node);
-	if (idx >= 0 && sm_intercept_check(d, &cat, idx, &e)) {
-		pr_warn("SIGHUP: %s: %s; keeping the current catalog", d->cfg.catalog, e.msg);
-		sm_catalog_free(&cat);
-		return -EINVAL;
-	}
-	wl = idx < 0 ? NULL : calloc(cat.nworkloads ? cat.nworkloads : 1, sizeof(*wl));
-	if (!wl) {
-		pr_warn("SIGHUP: node '%s' missing from %s; keeping the current catalog",
-			d->cfg.node, d->cfg.catalog);
-		sm_catalog_free(&cat);
-		return -EINVAL;
-	}
-	/* the workers read the catalog and the credentials: hold them while both change */
-	sm_workers_pause(d);
-	sm_catalog_free(&d->cat);
-	free(d->wl);
-	d->cat = cat;
-	d->wl = wl;
-	d->node_idx = idx;
-	sm_intercept_refresh(d);
-	/* the programs stay attached to the enrollment root: only the maps change */
-	err = sm_intercept_sync(d) || sm_hbone_catalog_changed(d) || sm_policy_catalog_changed(d);
-	sm_workers_resume(d);
-	if (err)
-		pr_warn("SIGHUP: the new catalog was only partly applied; see the messages above");
-	else
-		pr_info("SIGHUP: catalog reloaded");
-	return 0;
-}
-
 static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
 	struct sm_daemon *d = arg;
@@ -614,7 +571,7 @@ static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 		return;
 	if (si.ssi_signo == SIGHUP) {
 		reload_flowlog(d);
-		reload_catalog(d);
+		sm_reload_request(d); /* read on a thread, applied here when read */
 		return;
 	}
 	if (d->draining) {
@@ -667,7 +624,7 @@ static int run(struct sm_daemon *d)
 	/* the policy too: a restored policy is in force before any program is attached */
 	err = sm_intercept_sync(d) ?: sm_policy_start(d) ?: sm_datapath_attach(d) ?:
 	      sm_flowstream_start(d) ?: sm_flowexp_start(d) ?: sm_hbone_start(d) ?:
-	      sm_workers_start(d) ?: sm_control_start(d);
+	      sm_workers_start(d) ?: sm_control_start(d) ?: sm_reload_start(d);
 	if (err)
 		goto stop;
 	tick = sm_evloop_timer(d->loop, 1000, on_tick, d);
@@ -682,6 +639,7 @@ static int run(struct sm_daemon *d)
 	err = sm_evloop_run(d->loop);
 stop:
 	sm_evloop_del(d->loop, tick);
+	sm_reload_stop(d);  /* a catalog being read is dropped; nothing is half-applied */
 	sm_metrics_stop(d); /* its thread reads the workers' counters and the maps */
 	sm_workers_stop(d);
 	sm_control_stop(d);
