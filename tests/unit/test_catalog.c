@@ -522,6 +522,24 @@ static void test_spiffe_id_limit_messages(void **state)
 	ASSERT_HAS(err.msg, "longer than the 255 bytes sockmesh supports", err.msg);
 }
 
+/* A catalog that is not UTF-8 text is refused at the line and column of the first bad byte. */
+static void test_bad_text(void **state)
+{
+	static const char nul_doc[] = NODES "\0" WL;
+	struct sm_error err;
+
+	ASSERT_EQ(parse(WL_WITH("n1", "sockmesh/w\xe9", "spiffe://td.example/w1"), &err), -EINVAL,
+		  err.msg);
+	ASSERT_HAS(err.msg, "cat.yaml:7:23: ", err.msg);
+	ASSERT_HAS(err.msg, "not valid UTF-8", err.msg);
+	err.msg[0] = '\0';
+	ASSERT_EQ(sm_catalog_parse(&cat, nul_doc, sizeof(nul_doc) - 1, "cat.yaml", &err), -EINVAL,
+		  "a NUL is an error, not the end of the catalog");
+	ASSERT_HAS(err.msg, "cat.yaml:4:1: ", err.msg);
+	ASSERT_HAS(err.msg, "NUL", err.msg);
+	ASSERT_EQ(cat.nnodes, 0, "nothing loaded");
+}
+
 static void test_load_file(void **state)
 {
 	char *path = temp_path, prefix[96];
@@ -567,6 +585,7 @@ int main(void)
 		cmocka_unit_test(test_spiffe_id_valid),
 		cmocka_unit_test_teardown(test_spiffe_id_limit_messages, free_catalog),
 		cmocka_unit_test_teardown(test_load_file, free_catalog),
+		cmocka_unit_test_teardown(test_bad_text, free_catalog),
 	};
 
 	return cmocka_run_group_tests_name("catalog", tests, NULL, NULL);

@@ -16,6 +16,7 @@
 #include "check.h"
 #include "catalog.h"
 #include "policy.h"
+#include "yaml_doc.h"
 #include "sockmesh/common.h"
 
 /* Identities of the test catalog: SPIFFE IDs in sorted order from 256. */
@@ -604,6 +605,90 @@ static void test_bad_input(void **state)
 	}
 }
 
+/*
+ * Text that is not UTF-8, holds a NUL or a control character is refused at
+ * its line and column (characters from 1), never truncated or placed on line 1.
+ */
+#define DOC12                                                                                      \
+	"policies:\n"                                                                              \
+	"  - name: web-from-api\n"                                                                 \
+	"    selector:\n"                                                                          \
+	"      spiffe: " ID_WEB "\n"                                                               \
+	"      ports: [8080]\n"                                                                    \
+	"    rules:\n"                                                                             \
+	"      - action: ALLOW\n"                                                                  \
+	"        from:\n"                                                                          \
+	"          - " ID_API "\n"                                                                 \
+	"          - spiffe://example.org/ns/prod/*\n"                                             \
+	"        ports: [8080]\n"                                                                  \
+	"      - action: AUDIT\n"
+/* line 13: the value starts at column 23 */
+#define LINE13(value) "        description: \"" value "\"\n        from: [any]\n"
+
+struct text_case {
+	const char *doc;
+	size_t len; /* 0: strlen(doc); otherwise the document holds a NUL */
+	const char *prefix;
+	const char *what, *fix;
+};
+
+static const struct text_case text_cases[] = {
+	{DOC12 LINE13("caf\xff"), 0, "pol.yaml:13:26: ", "not valid UTF-8", "UTF-8"},
+	{DOC12 LINE13("caf\xc3"), 0, "pol.yaml:13:26: ", "not valid UTF-8", "iconv"},
+	{DOC12 LINE13("\xc3\xa9t\xe9"), 0, "pol.yaml:13:25: ", "not valid UTF-8", "iconv"},
+	{DOC12 LINE13("\xc0\xaf"), 0, "pol.yaml:13:23: ", "not valid UTF-8", "UTF-8"},
+	{DOC12 LINE13("\xed\xa0\x80"), 0, "pol.yaml:13:23: ", "not valid UTF-8", "UTF-8"},
+	{DOC12 LINE13("\xf4\x90\x80\x80"), 0, "pol.yaml:13:23: ", "not valid UTF-8", "UTF-8"},
+	{DOC12 LINE13("bell\a"), 0, "pol.yaml:13:27: ", "control character U+0007", "remove"},
+	{DOC12 LINE13("\xc2\x9b"), 0, "pol.yaml:13:23: ", "control character U+009B", "remove"},
+	{"policies:\n\0  - name: p\n", 23, "pol.yaml:2:1: ", "NUL", "remove"},
+	{DOC12 LINE13("a\0b"), sizeof(DOC12 LINE13("a\0b")) - 1, "pol.yaml:13:24: ", "NUL",
+	 "UTF-16"},
+	{"\xff\xfep\0o\0l\0", 8, "pol.yaml:1:1: ", "UTF-16", "iconv -f UTF-16 -t UTF-8"},
+	{"\xfe\xff\0p\0o", 6, "pol.yaml:1:1: ", "UTF-16", "iconv -f UTF-16 -t UTF-8"},
+	{"\xff\xfe\0\0p\0\0\0", 8, "pol.yaml:1:1: ", "UTF-32", "iconv -f UTF-32 -t UTF-8"},
+	{"\0\0\xfe\xff\0\0\0p", 8, "pol.yaml:1:1: ", "UTF-32", "iconv -f UTF-32 -t UTF-8"},
+	{"\x89PNG\r\n\x1a\n", 0, "pol.yaml:1:1: ", "not valid UTF-8", "UTF-8"},
+};
+
+static void test_bad_text(void **state)
+{
+	struct sm_error err;
+	char what[96];
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(text_cases); i++) {
+		const struct text_case *tc = &text_cases[i];
+		size_t len = tc->len ? tc->len : strlen(tc->doc);
+
+		snprintf(what, sizeof(what), "text case %zu", i);
+		sm_policy_set_free(&set);
+		err.msg[0] = '\0';
+		ASSERT_EQ(sm_policy_set_parse(&set, tc->doc, len, "pol.yaml", &err), -EINVAL, what);
+		ASSERT_EQ(set.npolicies, 0, "nothing parsed on error");
+		if (strncmp(err.msg, tc->prefix, strlen(tc->prefix)) != 0)
+			fail_msg("%s: '%s' does not start with '%s'", what, err.msg, tc->prefix);
+		ASSERT_HAS(err.msg, tc->what, err.msg);
+		ASSERT_HAS(err.msg, tc->fix, err.msg);
+		/* the check the CLI makes before sending gives the same answer */
+		err.msg[0] = '\0';
+		ASSERT_EQ(sm_yaml_text_check(tc->doc, len, "pol.yaml", &err), -EINVAL, what);
+		if (strncmp(err.msg, tc->prefix, strlen(tc->prefix)) != 0)
+			fail_msg("%s: '%s' does not start with '%s'", what, err.msg, tc->prefix);
+	}
+	/* what YAML allows stays allowed: a UTF-8 BOM, tabs, CRLF, NEL, any printable character */
+	ASSERT_EQ(parse(&set,
+			"\xef\xbb\xbf" DOC12 LINE13("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x90\x9d"
+						    "\t\xc2\x85"),
+			&err),
+		  0, err.msg);
+	ASSERT_HAS(set.policies[0].rules[1].description, "caf\xc3\xa9", "UTF-8 kept");
+	ASSERT_EQ(parse(&set,
+			"policies:\r\n  - name: p\r\n    selector: {spiffe: " ID_WEB "}\r\n" RULES1,
+			&err),
+		  0, err.msg);
+	ASSERT_EQ(sm_yaml_text_check(DOC12, strlen(DOC12), "pol.yaml", &err), 0, err.msg);
+}
+
 static void test_good_edge_cases(void **state)
 {
 	struct sm_error err;
@@ -1051,6 +1136,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_cidrs_and_warnings, teardown),
 		cmocka_unit_test_teardown(test_describe_and_format, teardown),
 		cmocka_unit_test_teardown(test_bad_input, teardown),
+		cmocka_unit_test_teardown(test_bad_text, teardown),
 		cmocka_unit_test_teardown(test_good_edge_cases, teardown),
 		cmocka_unit_test_teardown(test_json_and_round_trip, teardown),
 		cmocka_unit_test_teardown(test_merge_remove, teardown),

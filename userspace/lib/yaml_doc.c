@@ -121,6 +121,169 @@ const char *sm_ykeys_join(const char *const *known, size_t nknown, char *buf, si
 	return buf;
 }
 
+/* ---- the text under the YAML: encoding, NUL and control characters ---- */
+
+/* Byte-order marks of the encodings YAML allows but sockmesh does not read. */
+static const struct {
+	const char *bom;
+	size_t len;
+	const char *encoding; /* for people */
+	const char *iconv;    /* for iconv -f */
+} foreign_boms[] = {
+	/* UTF-32 first: its little-endian mark starts like UTF-16's */
+	{"\xff\xfe\0\0", 4, "UTF-32 (little-endian)", "UTF-32"},
+	{"\0\0\xfe\xff", 4, "UTF-32 (big-endian)", "UTF-32"},
+	{"\xff\xfe", 2, "UTF-16 (little-endian)", "UTF-16"},
+	{"\xfe\xff", 2, "UTF-16 (big-endian)", "UTF-16"},
+};
+
+/* Where a character is: line and column from 1, counted as libyaml counts its marks. */
+struct text_pos {
+	unsigned int line, column;
+	bool after_cr; /* the last character was a CR: an LF now ends no second line */
+};
+
+static void text_pos_advance(struct text_pos *pos, uint32_t c)
+{
+	bool crlf = c == '\n' && pos->after_cr;
+
+	pos->after_cr = c == '\r';
+	if (crlf)
+		return;
+	if (c == '\r' || c == '\n' || c == 0x85 || c == 0x2028 || c == 0x2029) {
+		pos->line++;
+		pos->column = 1;
+	} else {
+		pos->column++;
+	}
+}
+
+/*
+ * The code point UTF-8 encodes at s[0..len) (len >= 1), its length in *n;
+ * -1 when the bytes are not UTF-8: a byte that starts no character, a
+ * sequence cut short, an overlong form, a surrogate or a value past U+10FFFF
+ * (the ranges of RFC 3629, section 4).
+ */
+static int32_t utf8_decode(const unsigned char *s, size_t len, size_t *n)
+{
+	unsigned char lo = 0x80, hi = 0xbf; /* the range of the second byte */
+	size_t need;
+	uint32_t c;
+
+	if (s[0] < 0x80) {
+		*n = 1;
+		return s[0];
+	}
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		need = 1;
+		c = s[0] & 0x1fU;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		need = 2;
+		c = s[0] & 0x0fU;
+		lo = s[0] == 0xe0 ? 0xa0 : lo;
+		hi = s[0] == 0xed ? 0x9f : hi;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		need = 3;
+		c = s[0] & 0x07U;
+		lo = s[0] == 0xf0 ? 0x90 : lo;
+		hi = s[0] == 0xf4 ? 0x8f : hi;
+	} else {
+		return -1;
+	}
+	if (len <= need)
+		return -1;
+	for (size_t i = 1; i <= need; i++) {
+		if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xbf))
+			return -1;
+		c = (c << 6) | (s[i] & 0x3fU);
+	}
+	*n = need + 1;
+	return (int32_t) c;
+}
+
+/* YAML 1.1's printable characters, the set libyaml's reader enforces. */
+static bool yaml_printable(uint32_t c)
+{
+	return c == 0x09 || c == 0x0a || c == 0x0d || (c >= 0x20 && c <= 0x7e) || c == 0x85 ||
+	       (c >= 0xa0 && c <= 0xd7ff) || (c >= 0xe000 && c <= 0xfffd) ||
+	       (c >= 0x10000 && c <= 0x10ffff);
+}
+
+/* The position of byte offset off of s[0..len) (bytes that are not UTF-8 count one each). */
+static struct text_pos text_pos_at(const unsigned char *s, size_t len, size_t off)
+{
+	struct text_pos pos = {.line = 1, .column = 1};
+	size_t i = len >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0 ? 3 : 0, n = 1;
+
+	while (i < off && i < len) {
+		int32_t c = utf8_decode(s + i, len - i, &n);
+
+		text_pos_advance(&pos, c < 0 ? 'x' : (uint32_t) c);
+		i += c < 0 ? 1 : n;
+	}
+	return pos;
+}
+
+int sm_yaml_text_check(const char *buf, size_t len, const char *name, struct sm_error *err)
+{
+	const unsigned char *s = (const unsigned char *) buf;
+	struct text_pos pos = {.line = 1, .column = 1};
+	size_t i = 0, n = 1;
+
+	for (size_t b = 0; b < SM_ARRAY_SIZE(foreign_boms); b++) {
+		if (len >= foreign_boms[b].len &&
+		    memcmp(buf, foreign_boms[b].bom, foreign_boms[b].len) == 0) {
+			sm_error_set(err,
+				     "%s:1:1: the file is %s text (it starts with that encoding's "
+				     "byte-order mark); sockmesh reads UTF-8 (convert it to UTF-8: "
+				     "iconv -f %s -t UTF-8)",
+				     name, foreign_boms[b].encoding, foreign_boms[b].iconv);
+			return -EINVAL;
+		}
+	}
+	/* a UTF-8 byte-order mark is allowed and, as for libyaml, is no character */
+	if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0)
+		i = 3;
+	for (; i < len; i += n) {
+		int32_t c = utf8_decode(s + i, len - i, &n);
+
+		if (c < 0) {
+			sm_error_set(
+				err,
+				"%s:%u:%u: not valid UTF-8 at byte 0x%02x (offset %zu) (save the "
+				"file as UTF-8, or convert it: iconv -f ENCODING -t UTF-8, e.g. "
+				"-f LATIN1)",
+				name, pos.line, pos.column, s[i], i);
+			return -EINVAL;
+		}
+		if (c == 0) {
+			sm_error_set(
+				err,
+				"%s:%u:%u: a NUL byte, which text never holds (remove it; if the "
+				"file is UTF-16 or UTF-32 without a byte-order mark, convert it "
+				"to UTF-8: iconv -f UTF-16 -t UTF-8)",
+				name, pos.line, pos.column);
+			return -EINVAL;
+		}
+		if (!yaml_printable((uint32_t) c)) {
+			bool control = c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0);
+
+			sm_error_set(
+				err,
+				"%s:%u:%u: %s U+%04X, which YAML does not allow in a file "
+				"(remove it, or inside double quotes write the escape \\%s%0*x)",
+				name, pos.line, pos.column,
+				control ? "control character" : "character", (unsigned int) c,
+				c <= 0xff ? "x" : "u", c <= 0xff ? 2 : 4, (unsigned int) c);
+			return -EINVAL;
+		}
+		text_pos_advance(&pos, (uint32_t) c);
+	}
+	return 0;
+}
+
+/* ---- the tree ---- */
+
 static struct sm_ynode *node_new(enum sm_ynode_type type, const yaml_mark_t *mark)
 {
 	struct sm_ynode *node = calloc(1, sizeof(*node));
@@ -327,6 +490,9 @@ int sm_yaml_parse(const char *buf, size_t len, const char *name, struct sm_ynode
 	int ret = 0;
 
 	*root = NULL;
+	ret = sm_yaml_text_check(buf, len, name, err);
+	if (ret)
+		return ret;
 	if (!yaml_parser_initialize(&parser)) {
 		sm_error_set(err, "%s: out of memory", name);
 		return -ENOMEM;
@@ -337,6 +503,15 @@ int sm_yaml_parse(const char *buf, size_t len, const char *name, struct sm_ynode
 			if (parser.error == YAML_MEMORY_ERROR) {
 				sm_error_set(err, "%s: out of memory", name);
 				ret = -ENOMEM;
+			} else if (parser.error == YAML_READER_ERROR) {
+				/* libyaml gives a reader error an offset, not a mark */
+				struct text_pos pos = text_pos_at((const unsigned char *) buf, len,
+								  parser.problem_offset);
+
+				sm_error_set(err, "%s:%u:%u: not YAML text: %s (save it as UTF-8)",
+					     name, pos.line, pos.column,
+					     parser.problem ? parser.problem : "unreadable");
+				ret = -EINVAL;
 			} else {
 				sm_error_set(err,
 					     "%s:%zu: invalid YAML: %s%s%s (check indentation, "

@@ -39,10 +39,25 @@ struct sm_ynode {
 };
 
 /*
- * Parse len bytes of YAML. *root is the document's top node, or NULL for an
- * empty document. name is used in messages ("name:LINE: ..."). Returns 0 or
- * -EINVAL (syntax or one of the restrictions above) / -ENOMEM with err set.
- * The caller frees *root with sm_ynode_free().
+ * Is buf[0..len) text this parser reads: UTF-8 (a UTF-8 byte-order mark
+ * allowed), no NUL, no control character other than tab and line breaks,
+ * nothing YAML forbids (its printable set)? Returns 0, or -EINVAL with err =
+ * "NAME:LINE:COLUMN: what is wrong (what to do)" for the first offence: a
+ * UTF-16 or UTF-32 byte-order mark, a byte sequence that is not UTF-8
+ * (overlong, surrogate, past U+10FFFF, cut short), a NUL, a control
+ * character. Lines and columns count from 1, columns in characters, lines as
+ * YAML breaks them (LF, CR, CRLF, NEL, LS, PS), so they agree with the
+ * parser's. For callers that check a file before handing it on (the CLI).
+ */
+int sm_yaml_text_check(const char *buf, size_t len, const char *name, struct sm_error *err);
+
+/*
+ * Parse len bytes of YAML; all len bytes count: a NUL is an error (see
+ * sm_yaml_text_check(), which runs first), never the end of the text.
+ * *root is the document's top node, or NULL for an empty document. name is
+ * used in messages ("name:LINE: ..."). Returns 0 or -EINVAL (not text,
+ * syntax or one of the restrictions above) / -ENOMEM with err set. The
+ * caller frees *root with sm_ynode_free().
  */
 int sm_yaml_parse(const char *buf, size_t len, const char *name, struct sm_ynode **root,
 		  struct sm_error *err);
