@@ -2,12 +2,16 @@
 /* Unit tests of userspace/lib/catalog.c: parsing, every validation, identities, SPIFFE IDs. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -23,9 +27,20 @@ static struct sm_catalog cat;
 /* A temporary catalog file of the running test ("" when none), removed by teardown. */
 static char temp_path[64];
 
+/* A growing text buffer, for generated catalogs. */
+struct textbuf {
+	char *s;
+	size_t len, cap;
+};
+
+/* A generated catalog's text, freed by teardown. */
+static struct textbuf big;
+
 static int free_catalog(void **state)
 {
 	sm_catalog_free(&cat);
+	free(big.s);
+	memset(&big, 0, sizeof(big));
 	if (temp_path[0])
 		unlink(temp_path);
 	temp_path[0] = '\0';
@@ -540,6 +555,165 @@ static void test_bad_text(void **state)
 	ASSERT_EQ(cat.nnodes, 0, "nothing loaded");
 }
 
+/* Empty b, with room to grow. */
+static void tb_reset(struct textbuf *b)
+{
+	free(b->s);
+	b->len = 0;
+	b->cap = 1u << 20;
+	b->s = malloc(b->cap);
+	assert_non_null(b->s);
+}
+
+/* Add printf-formatted text to b, growing it; aborts the test when out of memory. */
+static void __attribute__((format(printf, 2, 3))) tb_add(struct textbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	char *grown;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+		assert_true(n >= 0);
+		if ((size_t) n < b->cap - b->len)
+			break;
+		grown = realloc(b->s, b->cap * 2 + (size_t) n + 1);
+		assert_non_null(grown);
+		b->s = grown;
+		b->cap = b->cap * 2 + (size_t) n + 1;
+	}
+	b->len += (size_t) n;
+}
+
+/*
+ * n nodes, n workloads (one per node), n/2 services and n/4 CIDRs, every
+ * name, address, cgroup, service and CIDR distinct so that every duplicate
+ * check runs against all the entries before it: 15.5 MB for n = 100,000,
+ * under SM_YAML_MAX_FILE. dup adds, last, a second node named like the first.
+ * The text is left in big.
+ */
+static const char *big_catalog(unsigned int n, bool dup)
+{
+	struct textbuf *b = &big;
+
+	tb_reset(b);
+	tb_add(b, "nodes:\n");
+	for (unsigned int i = 0; i < n; i++)
+		tb_add(b, "- {name: n%u, addresses: [10.%u.%u.%u]}\n", i, 1 + i / 65536,
+		       (i / 256) % 256, i % 256);
+	if (dup)
+		tb_add(b, "- {name: n0, addresses: [192.168.0.1]}\n");
+	tb_add(b, "workloads:\n");
+	for (unsigned int i = 0; i < n; i++)
+		tb_add(b, "- {name: w%u, node: n%u, cgroup: c, spiffe_id: 'spiffe://t/w%u'}\n", i,
+		       n - 1 - i, i);
+	tb_add(b, "services:\n");
+	for (unsigned int i = 0; i < n / 2; i++)
+		tb_add(b, "- {address: 10.%u.%u.%u, port: 80, workload: w%u}\n", 101 + i / 65536,
+		       (i / 256) % 256, i % 256, n - 1 - i);
+	tb_add(b, "cidrs:\n");
+	for (unsigned int i = 0; i < n / 4; i++)
+		tb_add(b, "- {cidr: 172.%u.%u.0/24, workload: w%u}\n", 16 + i / 256, i % 256, i);
+	return b->s;
+}
+
+/* CPU seconds a child may spend on one big catalog (see test_load_100k_linear). */
+#define CHILD_CPU_LIMIT 30
+
+/*
+ * sm_catalog_parse(yaml) in a child limited to CHILD_CPU_LIMIT s of CPU time,
+ * so that a quadratic loader fails at the bound instead of running on, and
+ * what else runs on the machine does not count. Returns the parse's result
+ * (0 or -errno); fails the test when the child was killed.
+ */
+static int parse_in_child(const char *yaml, const char *what)
+{
+	struct rlimit cpu = {.rlim_cur = CHILD_CPU_LIMIT, .rlim_max = CHILD_CPU_LIMIT + 1};
+	struct rusage usage;
+	int status = 0;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sm_catalog loaded;
+		struct sm_error err;
+		int ret;
+
+		if (setrlimit(RLIMIT_CPU, &cpu))
+			_exit(100);
+		ret = sm_catalog_parse(&loaded, yaml, strlen(yaml), "big.yaml", &err);
+		_exit(-ret); /* no free: _exit skips the leak check, the process ends here */
+	}
+	assert_true(wait4(pid, &status, 0, &usage) == pid);
+	print_message("[ info     ] %s: %.1f s of CPU time\n", what,
+		      (double) (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+			      (double) (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6);
+	if (WIFSIGNALED(status))
+		fail_msg("%s: killed by signal %d%s", what, WTERMSIG(status),
+			 WTERMSIG(status) == SIGXCPU ? " at the CPU time limit (quadratic?)" : "");
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 100);
+	return -WEXITSTATUS(status);
+}
+
+/*
+ * Loading is linear in the entries: 100,000 nodes and workloads, 50,000
+ * services and 25,000 CIDRs load within 30 s of CPU time, some six times what
+ * a linear load needs under the sanitizers (about 5 s), where checking each
+ * entry against all the ones before it (5 * 10^9 comparisons for the nodes
+ * alone) takes minutes even without them.
+ */
+static void test_load_100k_linear(void **state)
+{
+	const unsigned int n = 100000;
+	struct sm_error err;
+	const char *yaml = big_catalog(n, false);
+
+	ASSERT_EQ(parse_in_child(yaml, "100,000 nodes and workloads"), 0, "loads");
+
+	/* the same in this process: every entry where it belongs, identities allocated */
+	ASSERT_EQ(sm_catalog_parse(&cat, yaml, strlen(yaml), "big.yaml", &err), 0, err.msg);
+	ASSERT_EQ(cat.nnodes, n, "nodes");
+	ASSERT_EQ(cat.nworkloads, n, "workloads");
+	ASSERT_EQ(cat.nservices, n / 2, "services");
+	ASSERT_EQ(cat.ncidrs, n / 4, "CIDRs");
+	ASSERT_EQ(cat.workloads[n - 1].node, 0, "last workload on the first node");
+	ASSERT_EQ(cat.services[0].workload, n - 1, "first service: the last workload");
+	ASSERT_EQ(cat.cidrs[7].workload, 7, "CIDR workload");
+	ASSERT_EQ(sm_catalog_node_index(&cat, "n99999"), 99999, "node index, last");
+	ASSERT_EQ(sm_catalog_node_index(&cat, "n100000"), -1, "node index, absent");
+	ASSERT_EQ(sm_catalog_workload_by_identity(&cat, cat.workloads[4242].identity), 4242,
+		  "workload by identity");
+	sm_catalog_free(&cat);
+
+	/* duplicates at the end of a big catalog are still found, with the first one's line */
+	yaml = big_catalog(n, true);
+	ASSERT_EQ(sm_catalog_parse(&cat, yaml, strlen(yaml), "big.yaml", &err), -EINVAL, "dup");
+	ASSERT_HAS(err.msg, "big.yaml:100002: node 'n0' is defined twice (first at line 2",
+		   err.msg);
+}
+
+/* A mapping with 200,000 keys: the duplicate-key check is linear too. */
+static void test_big_mapping_linear(void **state)
+{
+	struct sm_error err;
+
+	tb_reset(&big);
+	tb_add(&big, "nodes:\n- name: n1\n  addresses: [10.0.0.1]\n");
+	for (unsigned int i = 0; i < 200000; i++)
+		tb_add(&big, "k%u: 1\n", i);
+	/* every key is read, then the first unknown one refused */
+	ASSERT_EQ(parse_in_child(big.s, "a mapping of 200,000 keys"), -EINVAL, "refused");
+	ASSERT_EQ(sm_catalog_parse(&cat, big.s, big.len, "big.yaml", &err), -EINVAL, err.msg);
+	ASSERT_HAS(err.msg, "big.yaml:4: catalog: unknown key 'k0'", err.msg);
+	tb_add(&big, "k7: 2\n");
+	ASSERT_EQ(sm_catalog_parse(&cat, big.s, big.len, "big.yaml", &err), -EINVAL, err.msg);
+	ASSERT_HAS(err.msg, "big.yaml:200004: duplicate key 'k7' (first at line 11)", err.msg);
+}
+
 static void test_load_file(void **state)
 {
 	char *path = temp_path, prefix[96];
@@ -586,6 +760,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_spiffe_id_limit_messages, free_catalog),
 		cmocka_unit_test_teardown(test_load_file, free_catalog),
 		cmocka_unit_test_teardown(test_bad_text, free_catalog),
+		cmocka_unit_test_teardown(test_load_100k_linear, free_catalog),
+		cmocka_unit_test_teardown(test_big_mapping_linear, free_catalog),
 	};
 
 	return cmocka_run_group_tests_name("catalog", tests, NULL, NULL);

@@ -9,8 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <uthash.h>
 #include <strings.h>
+
+/* A failed table allocation marks the entry instead of exiting (uthash's default). */
+#define uthash_nonfatal_oom(e) ((e)->oom = true)
+#include <uthash.h>
 
 #include <linux/types.h>
 
@@ -28,18 +31,21 @@
 /* The SPIFFE ID standard's limit; ours is SM_SPIFFE_MAX - 1 (a fixed buffer). */
 #define SPIFFE_STANDARD_MAX 2048
 
-/* Parser state; the *_lines arrays hold where each entry was defined, for "first at line N". */
-/* A service's address:port seen while parsing: finds duplicates without a quadratic scan. */
-struct svc_seen {
-	struct {
-		uint8_t family;
-		uint8_t addr[16];
-		uint16_t port;
-	} key;
-	unsigned int idx;
+/*
+ * An entry seen while parsing, by a key made of its identifying bytes (a
+ * name, an address, an address and port, ...): every duplicate check and
+ * every reference by name is one hash lookup, so that loading is linear in
+ * the number of entries.
+ */
+struct seen {
+	unsigned int idx; /* the entry's index in its section */
+	bool oom;	  /* the table could not take it (uthash_nonfatal_oom) */
 	UT_hash_handle hh;
+	size_t klen;
+	unsigned char key[];
 };
 
+/* Parser state; the *_lines arrays hold where each entry was defined, for "first at line N". */
 struct cat_parse {
 	const char *file;
 	struct sm_error *err;
@@ -48,7 +54,12 @@ struct cat_parse {
 	unsigned int *workload_lines;
 	unsigned int *service_lines;
 	unsigned int *cidr_lines;
-	struct svc_seen *services_seen; /* hash of every service parsed so far */
+	struct seen *node_names;     /* name -> node */
+	struct seen *node_addrs;     /* family, address -> node */
+	struct seen *workload_names; /* name -> workload */
+	struct seen *cgroups;	     /* node index, cgroup path -> workload */
+	struct seen *services_seen;  /* family, address, port -> service */
+	struct seen *cidrs_seen;     /* family, address, prefix -> CIDR */
 };
 
 static const char *const top_keys[] = {"nodes", "workloads", "services", "cidrs"};
@@ -68,6 +79,66 @@ static const char *const cidr_keys[] = {"cidr", "workload"};
 	(sm_ycheck_report((p)->err, (p)->file, (line), __VA_ARGS__), -EINVAL)
 
 #define cat_nomem(p) sm_ycheck_nomem((p)->err, (p)->file)
+
+/*
+ * Look key up in *table and, when absent, add it for entry idx. Returns 0
+ * (added), 1 with *first = the index already holding the key, or -ENOMEM.
+ */
+static int seen_add(struct seen **table, const void *key, size_t klen, unsigned int idx,
+		    unsigned int *first)
+{
+	struct seen *s;
+
+	HASH_FIND(hh, *table, key, klen, s);
+	if (s) {
+		*first = s->idx;
+		return 1;
+	}
+	s = calloc(1, sizeof(*s) + klen);
+	if (!s)
+		return -ENOMEM;
+	s->idx = idx;
+	s->klen = klen;
+	memcpy(s->key, key, klen);
+	HASH_ADD(hh, *table, key, klen, s);
+	if (s->oom) {
+		free(s);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* The index of the entry holding key, or -1. */
+static int seen_find(struct seen *table, const void *key, size_t klen)
+{
+	struct seen *s;
+
+	HASH_FIND(hh, table, key, klen, s);
+	return s ? (int) s->idx : -1;
+}
+
+static void seen_free(struct seen **table)
+{
+	struct seen *s, *tmp;
+
+	HASH_ITER(hh, *table, s, tmp)
+	{
+		// uthash's delete-while-iterating idiom (see daemon/flowacct.c)
+		// NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
+		HASH_DEL(*table, s);
+		free(s);
+	}
+}
+
+/* An address as key bytes: the family, then the 4 or 16 address bytes. Returns the length. */
+static size_t addr_key(const struct sm_addr *a, unsigned char key[17])
+{
+	size_t n = a->family == AF_INET ? 4 : 16;
+
+	key[0] = a->family;
+	memcpy(key + 1, a->bytes, n);
+	return n + 1;
+}
 
 static bool name_valid(const char *s)
 {
@@ -217,6 +288,8 @@ static int parse_node(struct cat_parse *p, const struct sm_ynode *map, unsigned 
 	struct sm_node_def *node = &p->cat->nodes[idx];
 	const struct sm_ynode *addrs, *key_node = NULL;
 	char what[96], buf[64];
+	unsigned char key[17];
+	unsigned int first;
 	int ret;
 
 	snprintf(what, sizeof(what), "nodes[%u]", idx);
@@ -228,12 +301,14 @@ static int parse_node(struct cat_parse *p, const struct sm_ynode *map, unsigned 
 		return ret;
 	p->node_lines[idx] = map->line;
 	snprintf(what, sizeof(what), "node '%s'", node->name);
-	for (unsigned int i = 0; i < idx; i++)
-		if (strcmp(p->cat->nodes[i].name, node->name) == 0)
-			return cat_error(p, map->line,
-					 "%s is defined twice (first at line %u; "
-					 "rename or remove one)",
-					 what, p->node_lines[i]);
+	ret = seen_add(&p->node_names, node->name, strlen(node->name), idx, &first);
+	if (ret < 0)
+		return cat_nomem(p);
+	if (ret)
+		return cat_error(p, map->line,
+				 "%s is defined twice (first at line %u; "
+				 "rename or remove one)",
+				 what, p->node_lines[first]);
 
 	addrs = sm_ymap_get(map, "addresses", &key_node);
 	if (!addrs)
@@ -268,20 +343,16 @@ static int parse_node(struct cat_parse *p, const struct sm_ynode *map, unsigned 
 					 what, v->text);
 		node->naddrs = (unsigned int) a + 1;
 		/* an address names one node: two claiming it make "same node" ambiguous */
-		for (unsigned int n = 0; n <= idx; n++) {
-			const struct sm_node_def *other = &p->cat->nodes[n];
-			unsigned int count = n == idx ? (unsigned int) a : other->naddrs;
-
-			for (unsigned int o = 0; o < count; o++)
-				if (sm_addr_equal(&other->addrs[o], addr))
-					return cat_error(
-						p, v->line,
-						"%s: address %s is already an "
-						"address of node '%s' (line %u) (give each "
-						"address to one node only)",
-						what, sm_addr_format(addr, buf, sizeof(buf)),
-						other->name, p->node_lines[n]);
-		}
+		ret = seen_add(&p->node_addrs, key, addr_key(addr, key), idx, &first);
+		if (ret < 0)
+			return cat_nomem(p);
+		if (ret)
+			return cat_error(p, v->line,
+					 "%s: address %s is already an "
+					 "address of node '%s' (line %u) (give each "
+					 "address to one node only)",
+					 what, sm_addr_format(addr, buf, sizeof(buf)),
+					 p->cat->nodes[first].name, p->node_lines[first]);
 	}
 	return parse_credentials(p, map, what, node->credentials);
 }
@@ -312,11 +383,24 @@ static const char *cgroup_problem(const char *s)
 	return NULL;
 }
 
+/* seen_add() for the pair (workload's node, its cgroup path). */
+static int cgroup_seen(struct cat_parse *p, const struct sm_workload_def *wl, unsigned int idx,
+		       unsigned int *first)
+{
+	unsigned char key[sizeof(wl->node) + sizeof(wl->cgroup)];
+	size_t len = strlen(wl->cgroup);
+
+	memcpy(key, &wl->node, sizeof(wl->node));
+	memcpy(key + sizeof(wl->node), wl->cgroup, len);
+	return seen_add(&p->cgroups, key, sizeof(wl->node) + len, idx, first);
+}
+
 static int parse_workload(struct cat_parse *p, const struct sm_ynode *map, unsigned int idx)
 {
 	struct sm_workload_def *wl = &p->cat->workloads[idx];
 	const struct sm_ynode *val;
-	char what[96], node_name[SM_NAME_MAX];
+	char what[96], node_name[SM_NAME_MAX] = "";
+	unsigned int first;
 	const char *why;
 	int ret, node;
 
@@ -329,17 +413,19 @@ static int parse_workload(struct cat_parse *p, const struct sm_ynode *map, unsig
 		return ret;
 	p->workload_lines[idx] = map->line;
 	snprintf(what, sizeof(what), "workload '%s'", wl->name);
-	for (unsigned int i = 0; i < idx; i++)
-		if (strcmp(p->cat->workloads[i].name, wl->name) == 0)
-			return cat_error(p, map->line,
-					 "%s is defined twice (first at line %u; "
-					 "rename or remove one)",
-					 what, p->workload_lines[i]);
+	ret = seen_add(&p->workload_names, wl->name, strlen(wl->name), idx, &first);
+	if (ret < 0)
+		return cat_nomem(p);
+	if (ret)
+		return cat_error(p, map->line,
+				 "%s is defined twice (first at line %u; "
+				 "rename or remove one)",
+				 what, p->workload_lines[first]);
 
 	ret = parse_name(p, map, what, "node", true, node_name);
 	if (ret)
 		return ret;
-	node = sm_catalog_node_index(p->cat, node_name);
+	node = seen_find(p->node_names, node_name, strlen(node_name));
 	if (node < 0) {
 		val = sm_ymap_get(map, "node", NULL);
 		return cat_error(p, val->line,
@@ -364,17 +450,15 @@ static int parse_workload(struct cat_parse *p, const struct sm_ynode *map, unsig
 			what, val->text, why);
 	sm_strlcpy(wl->cgroup, val->text, sizeof(wl->cgroup));
 	/* one cgroup is one workload on a node; replicas on other nodes may share the path */
-	for (unsigned int i = 0; i < idx; i++) {
-		const struct sm_workload_def *o = &p->cat->workloads[i];
-
-		if (o->node == wl->node && strcmp(o->cgroup, wl->cgroup) == 0)
-			return cat_error(
-				p, val->line,
-				"%s: cgroup '%.80s' on node '%s' is already "
-				"workload '%s' (line %u) (give each workload its own cgroup)",
-				what, wl->cgroup, p->cat->nodes[wl->node].name, o->name,
-				p->workload_lines[i]);
-	}
+	ret = cgroup_seen(p, wl, idx, &first);
+	if (ret < 0)
+		return cat_nomem(p);
+	if (ret)
+		return cat_error(p, val->line,
+				 "%s: cgroup '%.80s' on node '%s' is already "
+				 "workload '%s' (line %u) (give each workload its own cgroup)",
+				 what, wl->cgroup, p->cat->nodes[wl->node].name,
+				 p->cat->workloads[first].name, p->workload_lines[first]);
 
 	ret = get_scalar(p, map, what, "spiffe_id", true, SPIFFE_FIX, &val);
 	if (ret)
@@ -408,14 +492,6 @@ static int parse_workload(struct cat_parse *p, const struct sm_ynode *map, unsig
 	return parse_credentials(p, map, what, wl->credentials);
 }
 
-static int workload_index(const struct sm_catalog *cat, const char *name)
-{
-	for (unsigned int i = 0; i < cat->nworkloads; i++)
-		if (strcmp(cat->workloads[i].name, name) == 0)
-			return (int) i;
-	return -1;
-}
-
 /* A workload reference: 0 with *idx set, 0 with *idx = -1 when optional and absent, or error. */
 static int parse_workload_ref(struct cat_parse *p, const struct sm_ynode *map, const char *what,
 			      bool required, int *idx)
@@ -429,7 +505,7 @@ static int parse_workload_ref(struct cat_parse *p, const struct sm_ynode *map, c
 	ret = parse_name(p, map, what, "workload", required, name);
 	if (ret || !name[0])
 		return ret;
-	*idx = workload_index(p->cat, name);
+	*idx = seen_find(p->workload_names, name, strlen(name));
 	if (*idx < 0) {
 		val = sm_ymap_get(map, "workload", NULL);
 		return cat_error(p, val->line,
@@ -444,9 +520,11 @@ static int parse_service(struct cat_parse *p, const struct sm_ynode *map, unsign
 {
 	struct sm_service_def *svc = &p->cat->services[idx];
 	const struct sm_ynode *val, *addr_node;
-	struct svc_seen *seen, *dup = NULL;
+	unsigned char key[19];
 	char what[96], buf[64];
+	unsigned int first;
 	uint64_t port;
+	size_t klen;
 	int ret, wl;
 
 	snprintf(what, sizeof(what), "services[%u]", idx);
@@ -486,25 +564,19 @@ static int parse_service(struct cat_parse *p, const struct sm_ynode *map, unsign
 				 what, val->text);
 	svc->port = (uint16_t) port;
 
-	seen = calloc(1, sizeof(*seen));
-	if (!seen)
-		return cat_error(p, map->line, "%s: out of memory", what);
-	seen->key.family = svc->addr.family;
-	memcpy(seen->key.addr, svc->addr.bytes, svc->addr.family == AF_INET ? 4 : 16);
-	seen->key.port = svc->port;
-	seen->idx = idx;
-	HASH_FIND(hh, p->services_seen, &seen->key, sizeof(seen->key), dup);
-	if (dup) {
-		free(seen);
+	klen = addr_key(&svc->addr, key);
+	memcpy(key + klen, &svc->port, sizeof(svc->port));
+	ret = seen_add(&p->services_seen, key, klen + sizeof(svc->port), idx, &first);
+	if (ret < 0)
+		return cat_nomem(p);
+	if (ret)
 		return cat_error(p, addr_node->line,
 				 "%s: %s%s%s:%u is already a service "
 				 "(line %u) (each address:port is one service; remove one)",
 				 what, svc->addr.family == AF_INET6 ? "[" : "",
 				 sm_addr_format(&svc->addr, buf, sizeof(buf)),
 				 svc->addr.family == AF_INET6 ? "]" : "", svc->port,
-				 p->service_lines[dup->idx]);
-	}
-	HASH_ADD(hh, p->services_seen, key, sizeof(seen->key), seen);
+				 p->service_lines[first]);
 
 	ret = parse_workload_ref(p, map, what, true, &wl);
 	if (ret)
@@ -518,9 +590,11 @@ static int parse_cidr(struct cat_parse *p, const struct sm_ynode *map, unsigned 
 	struct sm_cidr_def *c = &p->cat->cidrs[idx];
 	const struct sm_ynode *val;
 	char what[96], host[64], buf[64];
+	unsigned char key[18];
+	unsigned int first;
 	const char *slash;
 	uint64_t prefix, max;
-	size_t n;
+	size_t n, klen;
 	int ret, wl;
 
 	snprintf(what, sizeof(what), "cidrs[%u]", idx);
@@ -564,15 +638,16 @@ static int parse_cidr(struct cat_parse *p, const struct sm_ynode *map, unsigned 
 		return cat_error(p, val->line, "%s: host bits are set (did you mean %s/%u?)", what,
 				 sm_addr_format(&masked, buf, sizeof(buf)), (unsigned int) prefix);
 	}
-	for (unsigned int i = 0; i < idx; i++) {
-		const struct sm_cidr_def *o = &p->cat->cidrs[i];
-
-		if (o->prefix == c->prefix && sm_addr_equal(&o->addr, &c->addr))
-			return cat_error(p, val->line,
-					 "%s is defined twice (first at line %u; remove "
-					 "one)",
-					 what, p->cidr_lines[i]);
-	}
+	klen = addr_key(&c->addr, key);
+	key[klen++] = c->prefix;
+	ret = seen_add(&p->cidrs_seen, key, klen, idx, &first);
+	if (ret < 0)
+		return cat_nomem(p);
+	if (ret)
+		return cat_error(p, val->line,
+				 "%s is defined twice (first at line %u; remove "
+				 "one)",
+				 what, p->cidr_lines[first]);
 
 	ret = parse_workload_ref(p, map, what, false, &wl);
 	if (ret)
@@ -612,6 +687,15 @@ static int allocate_identities(struct cat_parse *p)
 		cat->workloads[i].identity = SM_ID_FIRST_ALLOCATED + (uint32_t) (hit - ids);
 	}
 	free(ids);
+	/* the first workload of each identity, for sm_catalog_workload_by_identity() */
+	cat->by_identity = malloc(nids * sizeof(*cat->by_identity));
+	if (!cat->by_identity)
+		return cat_nomem(p);
+	cat->nidentities = (unsigned int) nids;
+	for (size_t k = 0; k < nids; k++)
+		cat->by_identity[k] = UINT_MAX;
+	for (unsigned int i = cat->nworkloads; i-- > 0;)
+		cat->by_identity[cat->workloads[i].identity - SM_ID_FIRST_ALLOCATED] = i;
 cidrs:
 	for (unsigned int i = 0; i < cat->ncidrs; i++) {
 		struct sm_cidr_def *c = &cat->cidrs[i];
@@ -717,7 +801,6 @@ static int catalog_from_tree(struct sm_catalog *cat, struct sm_ynode *root, cons
 			     struct sm_error *err)
 {
 	struct cat_parse p = {.file = name, .err = err, .cat = cat};
-	struct svc_seen *seen, *tmp;
 	int ret;
 
 	ret = catalog_build(&p, root);
@@ -725,13 +808,12 @@ static int catalog_from_tree(struct sm_catalog *cat, struct sm_ynode *root, cons
 	free(p.workload_lines);
 	free(p.service_lines);
 	free(p.cidr_lines);
-	HASH_ITER(hh, p.services_seen, seen, tmp)
-	{
-		// uthash's delete-while-iterating idiom (see daemon/flowacct.c)
-		// NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
-		HASH_DEL(p.services_seen, seen);
-		free(seen);
-	}
+	seen_free(&p.node_names);
+	seen_free(&p.node_addrs);
+	seen_free(&p.workload_names);
+	seen_free(&p.cgroups);
+	seen_free(&p.services_seen);
+	seen_free(&p.cidrs_seen);
 	sm_ynode_free(root);
 	if (ret)
 		sm_catalog_free(cat);
@@ -771,6 +853,7 @@ void sm_catalog_free(struct sm_catalog *cat)
 	free(cat->workloads);
 	free(cat->services);
 	free(cat->cidrs);
+	free(cat->by_identity);
 	memset(cat, 0, sizeof(*cat));
 }
 
@@ -784,8 +867,9 @@ int sm_catalog_node_index(const struct sm_catalog *cat, const char *name)
 
 int sm_catalog_workload_by_identity(const struct sm_catalog *cat, uint32_t identity)
 {
-	for (unsigned int i = 0; i < cat->nworkloads; i++)
-		if (cat->workloads[i].identity == identity)
-			return (int) i;
-	return -1;
+	if (identity < SM_ID_FIRST_ALLOCATED ||
+	    identity - SM_ID_FIRST_ALLOCATED >= cat->nidentities)
+		return -1;
+	/* every identity in range belongs to a workload: they are allocated from them */
+	return (int) cat->by_identity[identity - SM_ID_FIRST_ALLOCATED];
 }

@@ -64,17 +64,27 @@ struct sm_catalog {
 	unsigned int nservices;
 	struct sm_cidr_def *cidrs;
 	unsigned int ncidrs;
+	/* the first workload of each identity, by identity - SM_ID_FIRST_ALLOCATED */
+	unsigned int *by_identity;
+	unsigned int nidentities;
 };
 
 /*
- * Parse and validate a catalog file into cat (zeroed first). Checks: required
- * keys, unknown keys, types, unique names, unique service address:port,
- * references to existing nodes/workloads, valid SPIFFE IDs
- * ("spiffe://trust-domain/path"), ports 1..65535, CIDR host bits zero,
- * credentials directories given as absolute paths (their contents are read
- * later, by sm_creds_load()).
+ * Parse and validate a catalog file into cat (zeroed first). Checks: the
+ * text (UTF-8, no NUL or control character: sm_yaml_text_check()), required
+ * keys, unknown keys, types, unique names, unique node addresses, unique
+ * cgroups per node, unique service address:port and CIDRs, references to
+ * existing nodes/workloads, valid SPIFFE IDs ("spiffe://trust-domain/path"),
+ * ports 1..65535, CIDR host bits zero, credentials directories given as
+ * absolute paths (their contents are read later, by sm_creds_load()).
  * Returns 0, or -errno with err->msg = "FILE:LINE: what is wrong (what to do)";
  * on error cat holds nothing to free.
+ *
+ * Time and memory are linear in the file's size (hash tables for every
+ * uniqueness check and reference; identities sorted, n log n). The load reads
+ * the file and writes only cat and err: no global state, no logging, so it
+ * may run on any thread (e.g. a reload next to an event loop) and the result
+ * be swapped in afterwards; sm_catalog_free() releases it.
  */
 int sm_catalog_load(struct sm_catalog *cat, const char *path, struct sm_error *err);
 /* Same from a string; name is used in messages in place of the file name. */
@@ -82,8 +92,9 @@ int sm_catalog_parse(struct sm_catalog *cat, const char *yaml, size_t len, const
 		     struct sm_error *err);
 void sm_catalog_free(struct sm_catalog *cat);
 
-/* Lookups: index, or -1 when absent. */
+/* Lookups: index, or -1 when absent. By name: a scan, for one-off lookups. */
 int sm_catalog_node_index(const struct sm_catalog *cat, const char *name);
+/* The first workload (in file order) with identity; constant time. */
 int sm_catalog_workload_by_identity(const struct sm_catalog *cat, uint32_t identity);
 
 /* "spiffe://td/path" with a valid trust domain and path (SPIFFE ID standard). */

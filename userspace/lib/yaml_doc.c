@@ -14,10 +14,29 @@
 
 #include <yaml.h>
 
+/* A failed table allocation marks the entry instead of exiting (uthash's default). */
+#define uthash_nonfatal_oom(e) ((e)->oom = true)
+#include <uthash.h>
+
+/*
+ * Mappings with this many keys get a hash of their keys while they are built,
+ * so that finding a duplicate key stays constant time however many keys a
+ * mapping has; smaller ones are scanned, which is cheaper at their size.
+ */
+#define KEYS_HASHED_FROM 16
+
+/* A key of a large mapping being built. */
+struct key_seen {
+	const struct sm_ynode *key;
+	bool oom; /* the table could not take it (uthash_nonfatal_oom) */
+	UT_hash_handle hh;
+};
+
 /* A list or mapping being filled; a mapping may hold a key awaiting its value. */
 struct build_frame {
 	struct sm_ynode *node;
 	struct sm_ynode *pending_key;
+	struct key_seen *keys; /* mapping: its keys once it has KEYS_HASHED_FROM, else NULL */
 };
 
 struct builder {
@@ -327,6 +346,60 @@ static int build_error(struct builder *b, unsigned int line, int ret, const char
 	return ret;
 }
 
+/* The key named text of the mapping being built in f, or NULL. */
+static const struct sm_ynode *frame_find_key(const struct build_frame *f, const char *text)
+{
+	const struct sm_ynode *first = NULL;
+	struct key_seen *hit;
+
+	if (!f->keys)
+		return sm_ymap_get(f->node, text, &first) ? first : NULL;
+	HASH_FIND(hh, f->keys, text, strlen(text), hit);
+	return hit ? hit->key : NULL;
+}
+
+static int frame_hash_key(struct build_frame *f, const struct sm_ynode *key)
+{
+	struct key_seen *k = calloc(1, sizeof(*k));
+
+	if (!k)
+		return -ENOMEM;
+	k->key = key;
+	HASH_ADD_KEYPTR(hh, f->keys, key->text, strlen(key->text), k);
+	if (k->oom) {
+		free(k);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void frame_free_keys(struct build_frame *f)
+{
+	struct key_seen *k = f->keys, *next;
+
+	/* the table first (HASH_CLEAR reads it through the head), then the entries */
+	HASH_CLEAR(hh, f->keys);
+	for (; k; k = next) {
+		next = k->hh.next;
+		free(k);
+	}
+}
+
+/* After a key/value pair joined f's mapping: hash its key, or all of them at the threshold. */
+static int frame_index_key(struct build_frame *f)
+{
+	const struct sm_ynode *map = f->node;
+	int ret = 0;
+
+	if (f->keys)
+		return frame_hash_key(f, map->keys[map->n - 1]);
+	if (map->n < KEYS_HASHED_FROM)
+		return 0;
+	for (size_t i = 0; !ret && i < map->n; i++)
+		ret = frame_hash_key(f, map->keys[i]);
+	return ret;
+}
+
 /*
  * Hand a finished node to its parent (or make it the root). Takes ownership of
  * child in every case: on error it is freed.
@@ -359,7 +432,8 @@ static int builder_add(struct builder *b, struct sm_ynode *child)
 			return build_error(b, line, -EINVAL, "a mapping key must be a single value",
 					   "write keys as plain words followed by ':'");
 		}
-		if (sm_ymap_get(f->node, child->text, &first)) {
+		first = frame_find_key(f, child->text);
+		if (first) {
 			snprintf(what, sizeof(what), "duplicate key '%.60s' (first at line %u)",
 				 child->text, first->line);
 			sm_ynode_free(child);
@@ -378,6 +452,10 @@ static int builder_add(struct builder *b, struct sm_ynode *child)
 		f->pending_key = NULL;
 	}
 	f->node->vals[f->node->n++] = child;
+	if (f->node->type == SM_YNODE_MAP && frame_index_key(f)) {
+		sm_error_set(b->err, "%s: out of memory", b->name);
+		return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -422,6 +500,7 @@ static int builder_push(struct builder *b, enum sm_ynode_type type, const yaml_m
 	}
 	b->stack[b->depth].node = node;
 	b->stack[b->depth].pending_key = NULL;
+	b->stack[b->depth].keys = NULL;
 	b->depth++;
 	return 0;
 }
@@ -438,6 +517,7 @@ static int builder_pop(struct builder *b, unsigned int line)
 	/* libyaml never ends a mapping between a key and its value */
 	sm_ynode_free(f->pending_key);
 	f->pending_key = NULL;
+	frame_free_keys(f);
 	return builder_add(b, f->node);
 }
 
@@ -446,6 +526,7 @@ static void builder_cleanup(struct builder *b)
 	while (b->depth > 0) {
 		struct build_frame *f = &b->stack[--b->depth];
 
+		frame_free_keys(f);
 		sm_ynode_free(f->pending_key);
 		sm_ynode_free(f->node);
 	}
