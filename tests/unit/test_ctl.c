@@ -84,6 +84,43 @@ static void test_parse_request_table(void **state)
 	}
 }
 
+/* A NUL in any string of args is refused, naming the member: no argument may be cut short. */
+static void test_parse_request_args_nul(void **state)
+{
+	static const struct {
+		const char *line;
+		const char *where; /* NULL: accepted */
+	} cases[] = {
+		{"{\"cmd\":\"policy_apply\",\"args\":{\"document\":\"policies: []\\n\"}}", NULL},
+		{"{\"cmd\":\"policy_apply\",\"args\":{\"document\":\"policies: []\\n\\u0000x\"}}",
+		 "args.document holds a NUL character (\\u0000) at byte 13"},
+		{"{\"cmd\":\"policy_delete\",\"args\":{\"name\":\"a\\u0000b\"}}",
+		 "args.name holds a NUL"},
+		{"{\"cmd\":\"flows\",\"args\":{\"follow\":true,\"filters\":[\"a\",\"\\u0000\"]}}",
+		 "args.filters[1] holds a NUL character (\\u0000) at byte 0"},
+		{"{\"cmd\":\"x\",\"args\":{\"a\":{\"b\":[1,{\"c\":\"\\u0000\"}]}}}",
+		 "args.a.b[1].c"},
+		{"{\"cmd\":\"x\",\"args\":{\"ok\":\"\\u0001\",\"n\":0}}", NULL},
+	};
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++) {
+		struct sm_error err = {""};
+		struct json_object *args = NULL;
+		char cmd[SM_CTL_CMD_MAX];
+		int ret = sm_ctl_parse_request_args(cases[i].line, cmd, sizeof(cmd), &args, &err);
+
+		json_object_put(args);
+		if (!cases[i].where) {
+			ASSERT_EQ(ret, 0, err.msg);
+			continue;
+		}
+		ASSERT_EQ(ret, -EINVAL, cases[i].line);
+		ASSERT_EQ(args == NULL, 1, "no args on error");
+		ASSERT_HAS(err.msg, cases[i].where, cases[i].line);
+		ASSERT_HAS(err.msg, "remove it", cases[i].line);
+	}
+}
+
 static void test_parse_request_limits(void **state)
 {
 	struct sm_error err = {""};
@@ -590,6 +627,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_request_table),
+		cmocka_unit_test(test_parse_request_args_nul),
 		cmocka_unit_test(test_parse_request_limits),
 		cmocka_unit_test(test_format_response),
 		cmocka_unit_test(test_parse_response_table),

@@ -97,6 +97,49 @@ free_tok:
 	return obj;
 }
 
+/*
+ * Does a string in v (an object, an array, a string; nested) hold U+0000?
+ * JSON lets a client write it as \u0000; no command takes one, and every
+ * argument is a C string to the daemon, which would end there. Sets path to
+ * where it is ("args.document", "args.filters[2]") and *off to its byte
+ * offset in that string.
+ */
+static bool ctl_find_nul(struct json_object *v, char *path, size_t len, size_t *off)
+{
+	size_t used = strlen(path);
+
+	switch (json_object_get_type(v)) {
+	case json_type_string: {
+		const char *s = json_object_get_string(v);
+		const char *nul = memchr(s, '\0', (size_t) json_object_get_string_len(v));
+
+		if (nul)
+			*off = (size_t) (nul - s);
+		return nul != NULL;
+	}
+	case json_type_object: {
+		json_object_object_foreach(v, key, val)
+		{
+			snprintf(path + used, len - used, ".%s", key);
+			if (ctl_find_nul(val, path, len, off))
+				return true;
+		}
+		break;
+	}
+	case json_type_array:
+		for (size_t i = 0; i < json_object_array_length(v); i++) {
+			snprintf(path + used, len - used, "[%zu]", i);
+			if (ctl_find_nul(json_object_array_get_idx(v, i), path, len, off))
+				return true;
+		}
+		break;
+	default:
+		break;
+	}
+	path[used] = '\0';
+	return false;
+}
+
 int sm_ctl_parse_request(const char *line, char *cmd, size_t cmdlen, struct sm_error *err)
 {
 	struct json_object *args = NULL;
@@ -155,8 +198,19 @@ int sm_ctl_parse_request_args(const char *line, char *cmd, size_t cmdlen, struct
 	}
 	if (json_object_object_get_ex(req, "args", &jargs) &&
 	    !json_object_is_type(jargs, json_type_null)) {
+		char where[128] = "args";
+		size_t off = 0;
+
 		if (!json_object_is_type(jargs, json_type_object)) {
 			sm_error_set(err, "bad request: \"args\" must be a JSON object");
+			ret = -EINVAL;
+			goto put_req;
+		}
+		if (ctl_find_nul(jargs, where, sizeof(where), &off)) {
+			sm_error_set(err,
+				     "bad request: %s holds a NUL character (\\u0000) at byte %zu; "
+				     "no command accepts one (remove it)",
+				     where, off);
 			ret = -EINVAL;
 			goto put_req;
 		}

@@ -63,7 +63,8 @@ int sm_ctl_parse_request(const char *line, char *cmd, size_t cmdlen, struct sm_e
 /*
  * The same, also returning the request's "args" member in *args (a new
  * reference the caller releases; NULL when absent). "args" other than an
- * object is -EINVAL.
+ * object, or holding a string with a NUL character (JSON's \u0000, which
+ * would cut a C string short), is -EINVAL with err naming the member.
  */
 int sm_ctl_parse_request_args(const char *line, char *cmd, size_t cmdlen, struct json_object **args,
 			      struct sm_error *err);
