@@ -453,6 +453,74 @@ static void test_cidrs_and_warnings(void **state)
 	ASSERT_STR_EQ(comp.unmatched_example, "spiffe://nowhere.org/*", "unmatched example");
 }
 
+/* Every selector and source that names no catalog workload: its policy, rule and line. */
+static void test_unmatched_references(void **state)
+{
+	static const char doc[] = "policies:\n"				   /* 1 */
+				  "  - name: ghost\n"			   /* 2 */
+				  "    selector: {spiffe: '" ID_DB "x'}\n" /* 3 */
+				  "    rules: [{action: ALLOW, from: ['spiffe://nowhere.org/*']}]\n"
+				  "  - name: deny-typo\n"			       /* 5 */
+				  "    selector: {spiffe: " ID_WEB "}\n"	       /* 6 */
+				  "    rules:\n"				       /* 7 */
+				  "      - action: ALLOW\n"			       /* 8 */
+				  "        from: [any, 'spiffe://example.org/ns/*']\n" /* 9 */
+				  "      - action: DENY\n"			       /* 10 */
+				  "        from:\n"				       /* 11 */
+				  "          - " ID_API "\n"			       /* 12 */
+				  "          - " ID_API "i\n";			       /* 13 */
+	const struct sm_policy_unmatched *u;
+	char buf[SM_SPIFFE_MAX + 128];
+	struct sm_error err = {{0}};
+
+	load_catalog(catalog_yaml);
+	compile_doc(doc, 1);
+	ASSERT_EQ(comp.nunmatched, 3, "unmatched references");
+	ASSERT_EQ(comp.unmatched_patterns, 3, "the count agrees");
+	/* in the document's order, whatever the policies' names */
+	u = &comp.unmatched[0];
+	ASSERT_STR_EQ(u->policy, "ghost", "0: policy");
+	ASSERT_EQ(u->rule, -1, "0: the selector");
+	ASSERT_EQ(u->line, 3, "0: line");
+	ASSERT_EQ(u->pattern, false, "0: an exact ID");
+	ASSERT_STR_EQ(u->spiffe, ID_DB "x", "0: the ID");
+	u = &comp.unmatched[1];
+	ASSERT_STR_EQ(u->policy, "ghost", "1: policy");
+	ASSERT_EQ(u->rule, 0, "1: rules[0]");
+	ASSERT_EQ(u->line, 4, "1: line");
+	ASSERT_EQ(u->pattern, true, "1: a pattern");
+	ASSERT_STR_EQ(u->spiffe, "spiffe://nowhere.org/*", "1: the pattern");
+	u = &comp.unmatched[2];
+	ASSERT_STR_EQ(u->policy, "deny-typo", "2: policy");
+	ASSERT_EQ(u->rule, 1, "2: rules[1], the DENY");
+	ASSERT_EQ(u->line, 13, "2: the line the misspelt ID is on");
+	ASSERT_EQ(u->pattern, false, "2: an exact ID");
+	ASSERT_STR_EQ(u->spiffe, ID_API "i", "2: the ID");
+	ASSERT_STR_EQ(sm_policy_unmatched_format(&comp.unmatched[0], buf, sizeof(buf)),
+		      "policy 'ghost' selector: SPIFFE ID '" ID_DB
+		      "x' names no workload of the catalog",
+		      "selector, for people");
+	ASSERT_STR_EQ(sm_policy_unmatched_format(&comp.unmatched[1], buf, sizeof(buf)),
+		      "policy 'ghost' rules[0]: pattern 'spiffe://nowhere.org/*' matches no "
+		      "workload of the catalog yet",
+		      "pattern, for people");
+	ASSERT_STR_EQ(sm_policy_unmatched_format(u, buf, sizeof(buf)),
+		      "policy 'deny-typo' rules[1]: source '" ID_API
+		      "i' names no workload of the catalog",
+		      "source, for people");
+
+	/* a copy of the set keeps the lines: the daemon compiles merged copies */
+	ASSERT_EQ(sm_policy_set_copy(&set, &set2), 0, "copy");
+	sm_policy_compiled_free(&comp2);
+	ASSERT_EQ(sm_policy_compile(&set2, &cat, 1, 0, &comp2, &err), 0, err.msg);
+	ASSERT_EQ(comp2.nunmatched, 3, "copy: unmatched references");
+	ASSERT_EQ(comp2.unmatched[0].line, 3, "copy: selector line");
+	ASSERT_EQ(comp2.unmatched[2].line, 13, "copy: source line");
+
+	compile_doc(semantic_cases[0].doc, 1);
+	ASSERT_EQ(comp.nunmatched, 0, "every reference matches");
+}
+
 static void test_describe_and_format(void **state)
 {
 	struct sm_policy_rule_info info;
@@ -1134,6 +1202,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_semantics, teardown),
 		cmocka_unit_test_teardown(test_cidrs_and_warnings, teardown),
+		cmocka_unit_test_teardown(test_unmatched_references, teardown),
 		cmocka_unit_test_teardown(test_describe_and_format, teardown),
 		cmocka_unit_test_teardown(test_bad_input, teardown),
 		cmocka_unit_test_teardown(test_bad_text, teardown),

@@ -538,6 +538,7 @@ static int parse_selector(struct pol_parse *p, const struct sm_ynode *map, const
 	pol->selector = strdup(val->text);
 	if (!pol->selector)
 		return pol_nomem(p);
+	pol->selector_line = val->line;
 	return parse_ports(p, sel, swhat, &pol->ports, &pol->nports, &line);
 }
 
@@ -844,6 +845,7 @@ static int policy_copy(struct sm_policy *dst, const struct sm_policy *src)
 	memset(dst, 0, sizeof(*dst));
 	memcpy(dst->name, src->name, sizeof(dst->name));
 	dst->selector_pattern = src->selector_pattern;
+	dst->selector_line = src->selector_line;
 	dst->nports = src->nports;
 	dst->line = src->line;
 	if (dup_opt(src->selector, &dst->selector) ||
@@ -1617,8 +1619,15 @@ struct compiler {
 	struct sm_policy_entry *entries;
 	size_t nentries, cap;
 	size_t needed; /* entries the policy needs (may exceed max; then not all are stored) */
-	unsigned int unmatched;
-	char unmatched_example[SM_SPIFFE_MAX];
+	struct sm_policy_unmatched *unmatched;
+	size_t nunmatched, unmatched_cap;
+};
+
+/* Where a SPIFFE ID or pattern being matched is written: for sm_policy_unmatched. */
+struct ref_where {
+	size_t policy;
+	int rule; /* -1: the selector */
+	unsigned int line;
 };
 
 static int idvec_push(struct idvec *v, uint32_t id)
@@ -1665,8 +1674,34 @@ static int cmp_pair(const void *a, const void *b)
 	return (x->idx > y->idx) - (x->idx < y->idx);
 }
 
-/* Identities whose SPIFFE ID matches text (an ID or a pattern) into out; counts misses. */
-static int match_spiffe(struct compiler *cc, const char *text, bool pattern, struct idvec *out)
+/* Record that text, written at where, matches no workload. 0 or -ENOMEM. */
+static int unmatched_add(struct compiler *cc, const char *text, bool pattern,
+			 const struct ref_where *where)
+{
+	struct sm_policy_unmatched *u;
+
+	if (cc->nunmatched == cc->unmatched_cap) {
+		size_t cap = cc->unmatched_cap ? cc->unmatched_cap * 2 : 8;
+
+		u = realloc(cc->unmatched, cap * sizeof(*u));
+		if (!u)
+			return -ENOMEM;
+		cc->unmatched = u;
+		cc->unmatched_cap = cap;
+	}
+	u = &cc->unmatched[cc->nunmatched++];
+	memset(u, 0, sizeof(*u));
+	memcpy(u->policy, cc->set->policies[where->policy].name, sizeof(u->policy));
+	u->rule = where->rule;
+	u->line = where->line;
+	u->pattern = pattern;
+	sm_strlcpy(u->spiffe, text, sizeof(u->spiffe));
+	return 0;
+}
+
+/* Identities whose SPIFFE ID matches text (an ID or a pattern) into out; records misses. */
+static int match_spiffe(struct compiler *cc, const char *text, bool pattern,
+			const struct ref_where *where, struct idvec *out)
 {
 	const struct sm_policy_ctx *ctx = cc->ctx;
 	size_t before = out->n, lo = 0, hi = ctx->nids, plen;
@@ -1701,10 +1736,8 @@ static int match_spiffe(struct compiler *cc, const char *text, bool pattern, str
 				ret = idvec_push(out, ctx->by_spiffe[k].identity);
 		}
 	}
-	if (!ret && out->n == before) {
-		if (!cc->unmatched++)
-			sm_strlcpy(cc->unmatched_example, text, sizeof(cc->unmatched_example));
-	}
+	if (!ret && out->n == before)
+		ret = unmatched_add(cc, text, pattern, where);
 	return ret;
 }
 
@@ -1738,8 +1771,9 @@ static int match_cidr(struct compiler *cc, const struct sm_addr *addr, uint8_t p
 }
 
 static int compile_rule(struct compiler *cc, const struct sm_port_range *sel, size_t nsel,
-			const struct sm_policy_rule *rule, struct crule *cr)
+			size_t policy, size_t rule_idx, struct crule *cr)
 {
+	const struct sm_policy_rule *rule = &cc->set->policies[policy].rules[rule_idx];
 	struct sm_port_range *norm = NULL;
 	struct idvec srcs = {0};
 	size_t nnorm = 0;
@@ -1758,10 +1792,13 @@ static int compile_rule(struct compiler *cc, const struct sm_port_range *sel, si
 			cr->any = true;
 			break;
 		case SM_POLICY_PEER_SPIFFE:
-		case SM_POLICY_PEER_PATTERN:
+		case SM_POLICY_PEER_PATTERN: {
+			struct ref_where where = {policy, (int) rule_idx, peer->line};
+
 			ret = match_spiffe(cc, peer->spiffe, peer->kind == SM_POLICY_PEER_PATTERN,
-					   &srcs);
+					   &where, &srcs);
 			break;
+		}
 		case SM_POLICY_PEER_CIDR:
 			ret = match_cidr(cc, &peer->addr, peer->prefix, &srcs);
 			break;
@@ -1798,11 +1835,14 @@ static int compile_prepare(struct compiler *cc)
 		for (size_t r = 0; !ret && r < pol->nrules; r++) {
 			if (pol->rules[r].action == SM_POLICY_RULE_ALLOW)
 				cc->has_allow[i] = true;
-			ret = compile_rule(cc, sel, nsel, &pol->rules[r], &cc->rules[k++]);
+			ret = compile_rule(cc, sel, nsel, i, r, &cc->rules[k++]);
 		}
 		free(sel);
-		if (!ret)
-			ret = match_spiffe(cc, pol->selector, pol->selector_pattern, &dst);
+		if (!ret) {
+			struct ref_where where = {i, -1, pol->selector_line};
+
+			ret = match_spiffe(cc, pol->selector, pol->selector_pattern, &where, &dst);
+		}
 		idvec_sort_unique(&dst);
 		for (size_t d = 0; !ret && d < dst.n; d++) {
 			if (cc->ndsts == cc->dsts_cap) {
@@ -2115,7 +2155,36 @@ static void compiler_free(struct compiler *cc)
 	free(cc->has_allow);
 	free(cc->dsts);
 	free(cc->entries);
+	free(cc->unmatched);
 	sm_policy_ctx_free(cc->ctx);
+}
+
+const char *sm_policy_unmatched_format(const struct sm_policy_unmatched *u, char *buf, size_t len)
+{
+	char where[32];
+
+	if (u->rule < 0)
+		snprintf(where, sizeof(where), "selector");
+	else
+		snprintf(where, sizeof(where), "rules[%d]", u->rule);
+	if (u->pattern)
+		snprintf(buf, len,
+			 "policy '%s' %s: pattern '%s' matches no workload of the catalog yet",
+			 u->policy, where, u->spiffe);
+	else
+		snprintf(buf, len, "policy '%s' %s: %s '%s' names no workload of the catalog",
+			 u->policy, where, u->rule < 0 ? "SPIFFE ID" : "source", u->spiffe);
+	return buf;
+}
+
+/* Document order: by line, then (for sets merged from several documents) policy name. */
+static int cmp_unmatched(const void *a, const void *b)
+{
+	const struct sm_policy_unmatched *x = a, *y = b;
+
+	if (x->line != y->line)
+		return x->line < y->line ? -1 : 1;
+	return strcmp(x->policy, y->policy);
 }
 
 /* Move the results into out. 0 or -ENOMEM. */
@@ -2149,8 +2218,15 @@ static int compile_finish(struct compiler *cc, struct sm_policy_compiled *out)
 	out->nnames = cc->ctx->nids;
 	cc->ctx->by_id = NULL;
 	cc->ctx->nids = 0;
-	out->unmatched_patterns = cc->unmatched;
-	memcpy(out->unmatched_example, cc->unmatched_example, sizeof(out->unmatched_example));
+	if (cc->nunmatched)
+		qsort(cc->unmatched, cc->nunmatched, sizeof(*cc->unmatched), cmp_unmatched);
+	out->unmatched = cc->unmatched;
+	out->nunmatched = cc->nunmatched;
+	cc->unmatched = NULL;
+	out->unmatched_patterns = (unsigned int) out->nunmatched;
+	if (out->nunmatched)
+		memcpy(out->unmatched_example, out->unmatched[0].spiffe,
+		       sizeof(out->unmatched_example));
 	return sm_policy_compiled_index(out);
 }
 
@@ -2259,6 +2335,7 @@ void sm_policy_compiled_free(struct sm_policy_compiled *c)
 	free(c->entries);
 	free(c->cidrs);
 	free(c->rules);
+	free(c->unmatched);
 	memset(c, 0, sizeof(*c));
 }
 

@@ -68,6 +68,7 @@ struct sm_policy {
 	char name[SM_POLICY_NAME_MAX];
 	char *selector;		     /* SPIFFE ID or pattern of the destination workloads */
 	bool selector_pattern;	     /* selector is a pattern (ends with a "*" segment) */
+	unsigned int selector_line;  /* where the selector's SPIFFE ID is written */
 	struct sm_port_range *ports; /* selector ports as written; nports 0 = every port */
 	size_t nports;
 	struct sm_policy_rule *rules; /* at least one */
@@ -136,6 +137,29 @@ struct sm_policy_entry {
 	struct sm_policy_value value;
 };
 
+/*
+ * A selector or source whose SPIFFE ID or pattern names no workload of the
+ * catalog it was compiled against: a pattern nothing matches yet, or an exact
+ * ID that is no workload's (an unknown identity: often a misspelling, which
+ * `policy apply --strict` refuses).
+ */
+struct sm_policy_unmatched {
+	char policy[SM_POLICY_NAME_MAX];
+	int rule;	   /* 0-based index of the rule, or -1: the policy's selector */
+	unsigned int line; /* where the ID or pattern is written in its document */
+	bool pattern;	   /* a pattern (ending in a "*" segment); false: an exact ID */
+	char spiffe[SM_SPIFFE_MAX];
+};
+
+/*
+ * What u is, for messages that put "FILE:LINE: " (and "note: ") before it and
+ * a fix after it: "policy 'P' rules[R]: source 'ID' names no workload of the
+ * catalog", "policy 'P' selector: SPIFFE ID 'ID' names no workload of the
+ * catalog", "policy 'P' rules[R]: pattern 'X' matches no workload of the
+ * catalog yet". Returns buf.
+ */
+const char *sm_policy_unmatched_format(const struct sm_policy_unmatched *u, char *buf, size_t len);
+
 struct sm_policy_index; /* the lookup hash, private */
 struct sm_policy_name;	/* identity -> SPIFFE ID, private */
 
@@ -155,6 +179,8 @@ struct sm_policy_compiled {
 	/* selectors and sources naming SPIFFE IDs that match no catalog workload */
 	unsigned int unmatched_patterns;
 	char unmatched_example[SM_SPIFFE_MAX]; /* the first of them, "" when none */
+	struct sm_policy_unmatched *unmatched; /* all of them, by line (then policy name) */
+	size_t nunmatched;		       /* = unmatched_patterns */
 	struct sm_policy_name *names;	       /* private */
 	size_t nnames;
 	struct sm_policy_index *index; /* private */
