@@ -12,7 +12,9 @@
 
 #include "cli.h"
 #include "ctl.h"
+#include "policy.h"
 #include "util.h"
+#include "yaml_doc.h"
 
 #define POLICY_FILE_MAX (4u << 20)
 
@@ -25,10 +27,12 @@ static const char policy_help[] =
 	"and at the tunnel's inbound side, and keeps them across restarts.\n"
 	"\n"
 	"Commands:\n"
-	"  apply -f FILE [--dry-run]   add or replace the file's policies (by name); prints\n"
+	"  apply -f FILE [--dry-run] [--strict]\n"
+	"                              add or replace the file's policies (by name); prints\n"
 	"                              the kernel entries that change and the new revision\n"
-	"  validate -f FILE            check a file: syntax, fields, patterns, ports, capacity\n"
-	"  diff -f FILE                what apply would change, without applying\n"
+	"  validate -f FILE [--strict] check a file: text, syntax, fields, patterns, ports,\n"
+	"                              capacity\n"
+	"  diff -f FILE [--strict]     what apply would change, without applying\n"
 	"  get [NAME] [-o yaml|json]   the applied policies (all, or one)\n"
 	"  delete NAME                 remove one policy; delete --all --yes removes them all\n"
 	"  explain --from ID --to ID|ADDR --port N\n"
@@ -36,15 +40,26 @@ static const char policy_help[] =
 	"                              checked against the kernel's own map\n"
 	"  wait REV [--max-wait S]     until revision REV (or later) is in force\n"
 	"\n"
-	"FILE may be - for standard input. IDs are SPIFFE IDs, host, world, an address\n"
-	"(--from: a plaintext caller, matched by CIDR rules; --to: a service address with\n"
-	"--port) or an identity number.\n"
+	"FILE may be - for standard input. It must be UTF-8 text: a file that is not\n"
+	"(UTF-16, another encoding, binary), holds a NUL byte or a control character is\n"
+	"refused with FILE:LINE:COLUMN, before anything is sent to the daemon.\n"
+	"\n"
+	"A selector or source naming a SPIFFE ID that no workload of the catalog has\n"
+	"(an unknown identity, often a misspelling) is accepted with a note on stderr:\n"
+	"FILE:LINE: note: policy 'P' rules[N]: source 'ID' names no workload of the\n"
+	"catalog. --strict makes it an error, and nothing is applied. Patterns (.../*)\n"
+	"that match no workload yet only get the note.\n"
+	"\n"
+	"IDs of explain are SPIFFE IDs, host, world, an address (--from: a plaintext\n"
+	"caller, matched by CIDR rules; --to: a service address with --port) or an\n"
+	"identity number.\n"
 	"\n"
 	"Exit status: 0 done (explain: allowed); 1 failed, invalid file, or wait timed out;\n"
 	"2 bad usage; 3 explain: denied.\n"
 	"\n"
 	"Examples:\n"
 	"  sockmesh policy validate -f policies.yaml\n"
+	"  sockmesh policy validate --strict -f policies.yaml\n"
 	"  sockmesh policy apply -f policies.yaml --dry-run\n"
 	"  sockmesh policy apply -f policies.yaml\n"
 	"  sockmesh policy get web-from-api -o json\n"
@@ -56,6 +71,7 @@ static const char policy_help[] =
 
 enum {
 	P_DRY_RUN = 0x200,
+	P_STRICT,
 	P_ALL,
 	P_YES,
 	P_FROM,
@@ -68,6 +84,7 @@ enum {
 static const struct option policy_options[] = {
 	{"file", required_argument, NULL, 'f'},
 	{"dry-run", no_argument, NULL, P_DRY_RUN},
+	{"strict", no_argument, NULL, P_STRICT},
 	{"all", no_argument, NULL, P_ALL},
 	{"yes", no_argument, NULL, P_YES},
 	{"from", required_argument, NULL, P_FROM},
@@ -83,25 +100,29 @@ static const struct option policy_options[] = {
 
 struct policy_args {
 	const char *file, *from, *to, *format;
-	bool dry_run, all, yes;
+	bool dry_run, strict, all, yes;
 	uint64_t port, max_wait;
 };
 
-/* Read FILE (or stdin for "-") whole; malloc'ed, NULL after a message. */
-static char *read_file(const char *path)
+/*
+ * Read FILE (or stdin for "-") whole into a malloc'ed buffer of *len bytes
+ * (NUL-terminated, but it may hold NULs: *len counts); NULL after a message.
+ */
+static char *read_file(const char *path, size_t *len)
 {
 	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
-	size_t len = 0, cap = 65536, n;
+	size_t cap = 65536, n;
 	char *buf, *grown;
 
+	*len = 0;
 	if (!f) {
 		cli_error("cannot read %s: %s", path, strerror(errno));
 		return NULL;
 	}
 	buf = malloc(cap + 1);
-	while (buf && (n = fread(buf + len, 1, cap - len, f)) > 0) {
-		len += n;
-		if (len > POLICY_FILE_MAX) {
+	while (buf && (n = fread(buf + *len, 1, cap - *len, f)) > 0) {
+		*len += n;
+		if (*len > POLICY_FILE_MAX) {
 			cli_error(
 				"%s is larger than %u bytes: split the policies over several files",
 				path, POLICY_FILE_MAX);
@@ -109,7 +130,7 @@ static char *read_file(const char *path)
 			buf = NULL;
 			break;
 		}
-		if (len == cap) {
+		if (*len == cap) {
 			cap *= 2;
 			grown = realloc(buf, cap + 1);
 			if (!grown)
@@ -125,7 +146,7 @@ static char *read_file(const char *path)
 	if (f != stdin)
 		fclose(f);
 	if (buf)
-		buf[len] = '\0';
+		buf[*len] = '\0';
 	return buf;
 }
 
@@ -163,8 +184,7 @@ static int print_json(json_object *data)
 /* apply / diff: the changes, then one summary line. */
 static int show_change(const struct cli_opts *o, json_object *data, bool dry_run)
 {
-	const char *diff = cli_json_str(data, "diff"),
-		   *ex = cli_json_str(data, "unmatched_example");
+	const char *diff = cli_json_str(data, "diff");
 
 	if (o->output == CLI_OUT_JSON)
 		return print_json(data);
@@ -188,16 +208,64 @@ static int show_change(const struct cli_opts *o, json_object *data, bool dry_run
 		       "that revision %lld denies\n",
 		       (long long) num(data, "closed"), (long long) num(data, "streams_closed"),
 		       (long long) num(data, "revision"));
-	if (num(data, "unmatched_patterns"))
-		printf("note: %lld selector(s) or source(s) match no workload of the catalog yet, "
-		       "e.g. %s\n",
-		       (long long) num(data, "unmatched_patterns"), ex ? ex : "?");
 	return CLI_EXIT_OK;
+}
+
+/*
+ * The selectors and sources of file that match no workload, one note each on
+ * stderr: "FILE:LINE: note: policy 'P' rules[N]: source 'ID' names no
+ * workload of the catalog (...)". A daemon without the list gets the count.
+ */
+static void print_unmatched(json_object *data, const char *file)
+{
+	json_object *list, *e;
+	int64_t more = 0;
+	char what[SM_SPIFFE_MAX + 128];
+
+	if (!json_object_object_get_ex(data, "unmatched", &list) ||
+	    !json_object_is_type(list, json_type_array)) {
+		if (num(data, "unmatched_patterns"))
+			fprintf(stderr,
+				"%s: note: %lld selector(s) or source(s) match no workload of the "
+				"catalog, e.g. %s\n",
+				file, (long long) num(data, "unmatched_patterns"),
+				cli_json_str(data, "unmatched_example")
+					? cli_json_str(data, "unmatched_example")
+					: "?");
+		return;
+	}
+	for (size_t i = 0; i < json_object_array_length(list); i++) {
+		struct sm_policy_unmatched u = {.rule = -1};
+		json_object *v;
+		int64_t n = 0;
+
+		e = json_object_array_get_idx(list, i);
+		sm_strlcpy(u.policy, cli_json_str(e, "policy") ? cli_json_str(e, "policy") : "?",
+			   sizeof(u.policy));
+		sm_strlcpy(u.spiffe, cli_json_str(e, "spiffe") ? cli_json_str(e, "spiffe") : "?",
+			   sizeof(u.spiffe));
+		if (cli_json_i64(e, "rule", &n))
+			u.rule = (int) n;
+		u.line = (unsigned int) num(e, "line");
+		u.pattern =
+			json_object_object_get_ex(e, "pattern", &v) && json_object_get_boolean(v);
+		fprintf(stderr, "%s:%u: note: %s (%s)\n", file, u.line,
+			sm_policy_unmatched_format(&u, what, sizeof(what)),
+			u.pattern ? "it takes effect for the workloads it matches once the "
+				    "catalog has some"
+				  : "an unknown identity: check the spelling, or add the workload "
+				    "to the catalog; --strict refuses it");
+	}
+	if (cli_json_i64(data, "unmatched_more", &more) && more)
+		fprintf(stderr, "%s: note: and %lld more\n", file, (long long) more);
 }
 
 static int run_with_file(const struct cli_opts *o, const char *sub, const struct policy_args *a)
 {
 	json_object *args, *data = NULL;
+	struct sm_error err = {""};
+	const char *name;
+	size_t len;
 	char *text;
 	int ret;
 
@@ -205,13 +273,21 @@ static int run_with_file(const struct cli_opts *o, const char *sub, const struct
 		cli_error("policy %s needs -f FILE (see 'sockmesh policy --help')", sub);
 		return CLI_EXIT_USAGE;
 	}
-	text = read_file(a->file);
+	name = strcmp(a->file, "-") == 0 ? "<stdin>" : a->file;
+	text = read_file(a->file, &len);
 	if (!text)
 		return CLI_EXIT_FAIL;
+	/* the daemon would refuse it too, but could not name the file, line and column */
+	if (sm_yaml_text_check(text, len, name, &err)) {
+		cli_error("%s", err.msg);
+		free(text);
+		return CLI_EXIT_FAIL;
+	}
 	args = json_object_new_object();
-	json_object_object_add(args, "document", json_object_new_string(text));
-	json_object_object_add(args, "source", json_object_new_string(a->file));
+	json_object_object_add(args, "document", json_object_new_string_len(text, (int) len));
+	json_object_object_add(args, "source", json_object_new_string(name));
 	json_object_object_add(args, "dry_run", json_object_new_boolean(a->dry_run));
+	json_object_object_add(args, "strict", json_object_new_boolean(a->strict));
 	free(text);
 	ret = request(o,
 		      strcmp(sub, "apply") == 0	 ? "policy_apply"
@@ -221,27 +297,15 @@ static int run_with_file(const struct cli_opts *o, const char *sub, const struct
 	json_object_put(args);
 	if (ret)
 		return ret;
-	if (strcmp(sub, "validate") == 0) {
-		if (o->output == CLI_OUT_JSON) {
-			ret = print_json(data);
-		} else {
-			printf("%s: valid: %lld policies, %lld rules, %lld kernel entries of "
-			       "%lld\n",
-			       a->file, (long long) num(data, "policies"),
-			       (long long) num(data, "rules"), (long long) num(data, "entries"),
-			       (long long) num(data, "max_entries"));
-			if (num(data, "unmatched_patterns"))
-				printf("note: %lld selector(s) or source(s) match no workload of "
-				       "the "
-				       "catalog, e.g. %s\n",
-				       (long long) num(data, "unmatched_patterns"),
-				       cli_json_str(data, "unmatched_example")
-					       ? cli_json_str(data, "unmatched_example")
-					       : "?");
-		}
-	} else {
+	if (o->output == CLI_OUT_JSON)
+		ret = print_json(data);
+	else if (strcmp(sub, "validate") == 0)
+		printf("%s: valid: %lld policies, %lld rules, %lld kernel entries of %lld\n", name,
+		       (long long) num(data, "policies"), (long long) num(data, "rules"),
+		       (long long) num(data, "entries"), (long long) num(data, "max_entries"));
+	else
 		ret = show_change(o, data, a->dry_run || strcmp(sub, "diff") == 0);
-	}
+	print_unmatched(data, name);
 	json_object_put(data);
 	return ret;
 }
@@ -405,6 +469,9 @@ int cli_policy(struct cli_opts *o, int argc, char **argv)
 			break;
 		case P_DRY_RUN:
 			a.dry_run = true;
+			break;
+		case P_STRICT:
+			a.strict = true;
 			break;
 		case P_ALL:
 			a.all = true;

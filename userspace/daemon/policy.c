@@ -424,6 +424,21 @@ static const char *arg_str(json_object *args, const char *key)
 	return json_object_get_string(v);
 }
 
+/*
+ * A string argument and its length: JSON strings may hold U+0000, which the
+ * parsers must see (and refuse), not end at.
+ */
+static const char *arg_text(json_object *args, const char *key, size_t *len)
+{
+	json_object *v;
+
+	if (!args || !json_object_object_get_ex(args, key, &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	*len = (size_t) json_object_get_string_len(v);
+	return json_object_get_string(v);
+}
+
 static bool arg_bool(json_object *args, const char *key)
 {
 	json_object *v;
@@ -451,13 +466,101 @@ static json_object *diff_text(const struct sm_daemon *d, const struct sm_policy_
 	return s;
 }
 
+/* At most this many unmatched selectors and sources are listed in an answer. */
+#define UNMATCHED_LISTED 100
+
+/* What a request brings: its document's set and name, and how strict to be. */
+struct incoming {
+	const struct sm_policy_set *set; /* NULL: none (delete) */
+	const char *source;		 /* the document's name in messages */
+	bool strict;			 /* unknown identities are errors */
+};
+
+/* Is u about a policy of the request's own document (not one already applied)? */
+static bool from_incoming(const struct sm_policy_unmatched *u, const struct incoming *in)
+{
+	return in->set && sm_policy_set_find(in->set, u->policy);
+}
+
 /*
- * Compile a candidate set (incoming merged into the current one, or the
- * current one minus a policy) and either report the diff (dry_run) or make
- * it live, saved first. Returns the answer, or NULL with err set.
+ * With strict, an exact SPIFFE ID of the request's document that names no
+ * workload of the catalog (an unknown identity: a misspelling, or a workload
+ * not in the catalog yet) is an error: -EINVAL with err naming the first one.
  */
-static json_object *change(struct sm_daemon *d, struct sm_policy_set *set, bool dry_run,
-			   struct sm_error *err)
+static int check_strict(const struct sm_policy_compiled *c, const struct incoming *in,
+			struct sm_error *err)
+{
+	const struct sm_policy_unmatched *first = NULL;
+	char what[SM_SPIFFE_MAX + 128], more[48] = "";
+	size_t unknown = 0;
+
+	if (!in->strict)
+		return 0;
+	for (size_t i = 0; i < c->nunmatched; i++) {
+		if (c->unmatched[i].pattern || !from_incoming(&c->unmatched[i], in))
+			continue;
+		if (!unknown++)
+			first = &c->unmatched[i];
+	}
+	if (!first)
+		return 0;
+	if (unknown > 1)
+		snprintf(more, sizeof(more), "; %zu more after it", unknown - 1);
+	sm_error_set(err,
+		     "%s:%u: %s: an unknown identity (--strict refuses them: fix the SPIFFE ID, "
+		     "or add its workload to the catalog first%s)",
+		     in->source, first->line, sm_policy_unmatched_format(first, what, sizeof(what)),
+		     more);
+	return -EINVAL;
+}
+
+/*
+ * The request document's selectors and sources that match no workload, into
+ * o: "unmatched" [{policy, rule (absent: the selector), line, spiffe,
+ * pattern}], at most UNMATCHED_LISTED, "unmatched_more" when there are more,
+ * and "unknown_identities", the exact IDs among them.
+ */
+static void add_unmatched(json_object *o, const struct sm_policy_compiled *c,
+			  const struct incoming *in)
+{
+	json_object *list = json_object_new_array();
+	size_t listed = 0, more = 0, unknown = 0;
+
+	for (size_t i = 0; i < c->nunmatched; i++) {
+		const struct sm_policy_unmatched *u = &c->unmatched[i];
+		json_object *e;
+
+		if (!from_incoming(u, in))
+			continue;
+		unknown += !u->pattern;
+		if (listed == UNMATCHED_LISTED) {
+			more++;
+			continue;
+		}
+		e = json_object_new_object();
+		json_object_object_add(e, "policy", json_object_new_string(u->policy));
+		if (u->rule >= 0)
+			json_object_object_add(e, "rule", json_object_new_int(u->rule));
+		json_object_object_add(e, "line", json_object_new_int64(u->line));
+		json_object_object_add(e, "spiffe", json_object_new_string(u->spiffe));
+		json_object_object_add(e, "pattern", json_object_new_boolean(u->pattern));
+		json_object_array_add(list, e);
+		listed++;
+	}
+	json_object_object_add(o, "unmatched", list);
+	if (more)
+		json_object_object_add(o, "unmatched_more", json_object_new_int64((int64_t) more));
+	json_object_object_add(o, "unknown_identities", json_object_new_int64((int64_t) unknown));
+}
+
+/*
+ * Compile a candidate set (the request's document merged into the current
+ * set, or the current one minus a policy) and either report the diff
+ * (dry_run) or make it live, saved first. Returns the answer, or NULL with
+ * err set.
+ */
+static json_object *change(struct sm_daemon *d, struct sm_policy_set *set,
+			   const struct incoming *in, bool dry_run, struct sm_error *err)
 {
 	struct sm_policyd *p = d->policy;
 	struct sm_policy_compiled c = {0};
@@ -472,6 +575,8 @@ static json_object *change(struct sm_daemon *d, struct sm_policy_set *set, bool 
 	ret = sm_policy_compile(set, &d->cat, revision, d->cfg.max_policy_entries, &c, err);
 	if (ret)
 		goto out; /* err says why: too many entries (with the numbers), ... */
+	if (check_strict(&c, in, err))
+		goto out;
 	if (sm_policy_diff(&p->compiled, &c, &diff)) {
 		sm_error_set(err, "out of memory computing the diff");
 		goto out;
@@ -490,6 +595,7 @@ static json_object *change(struct sm_daemon *d, struct sm_policy_set *set, bool 
 	if (c.unmatched_example[0])
 		json_object_object_add(o, "unmatched_example",
 				       json_object_new_string(c.unmatched_example));
+	add_unmatched(o, &c, in);
 	json_object_object_add(o, "diff", diff_text(d, &diff, &p->compiled, &c));
 	if (dry_run)
 		goto out;
@@ -538,21 +644,23 @@ out:
 static json_object *cmd_apply(struct sm_daemon *d, json_object *args, bool force_dry_run,
 			      struct sm_error *err)
 {
-	const char *doc = arg_str(args, "document"), *source = arg_str(args, "source");
+	size_t len = 0;
+	const char *doc = arg_text(args, "document", &len), *source = arg_str(args, "source");
 	struct sm_policy_set incoming = {0}, merged = {0};
+	struct incoming in = {&incoming, source ? source : "policy", arg_bool(args, "strict")};
 	json_object *o = NULL;
 
 	if (!doc) {
 		sm_error_set(err, "missing args.document (the policy file's text)");
 		return NULL;
 	}
-	if (sm_policy_set_parse(&incoming, doc, strlen(doc), source ? source : "policy", err))
+	if (sm_policy_set_parse(&incoming, doc, len, in.source, err))
 		return NULL;
 	if (sm_policy_set_merge(&d->policy->set, &incoming, &merged)) {
 		sm_error_set(err, "out of memory merging the policy set");
 		goto out;
 	}
-	o = change(d, &merged, force_dry_run || arg_bool(args, "dry_run"), err);
+	o = change(d, &merged, &in, force_dry_run || arg_bool(args, "dry_run"), err);
 out:
 	sm_policy_set_free(&merged);
 	sm_policy_set_free(&incoming);
@@ -561,19 +669,22 @@ out:
 
 static json_object *cmd_validate(struct sm_daemon *d, json_object *args, struct sm_error *err)
 {
-	const char *doc = arg_str(args, "document"), *source = arg_str(args, "source");
+	size_t len = 0;
+	const char *doc = arg_text(args, "document", &len), *source = arg_str(args, "source");
 	struct sm_policy_compiled c = {0};
 	struct sm_policy_set set = {0};
+	struct incoming in = {&set, source ? source : "policy", arg_bool(args, "strict")};
 	json_object *o = NULL;
 
 	if (!doc) {
 		sm_error_set(err, "missing args.document (the policy file's text)");
 		return NULL;
 	}
-	if (sm_policy_set_parse(&set, doc, strlen(doc), source ? source : "policy", err))
+	if (sm_policy_set_parse(&set, doc, len, in.source, err))
 		return NULL;
 	/* compiled on its own, against this node's catalog: capacity is checked too */
-	if (sm_policy_compile(&set, &d->cat, 0, d->cfg.max_policy_entries, &c, err) == 0) {
+	if (sm_policy_compile(&set, &d->cat, 0, d->cfg.max_policy_entries, &c, err) == 0 &&
+	    check_strict(&c, &in, err) == 0) {
 		o = json_object_new_object();
 		json_object_object_add(o, "valid", json_object_new_boolean(true));
 		json_object_object_add(o, "policies",
@@ -588,6 +699,7 @@ static json_object *cmd_validate(struct sm_daemon *d, json_object *args, struct 
 		if (c.unmatched_example[0])
 			json_object_object_add(o, "unmatched_example",
 					       json_object_new_string(c.unmatched_example));
+		add_unmatched(o, &c, &in);
 	}
 	sm_policy_compiled_free(&c);
 	sm_policy_set_free(&set);
@@ -596,6 +708,7 @@ static json_object *cmd_validate(struct sm_daemon *d, json_object *args, struct 
 
 static json_object *cmd_delete(struct sm_daemon *d, json_object *args, struct sm_error *err)
 {
+	static const struct incoming no_document = {NULL, "policy", false};
 	const char *name = arg_str(args, "name");
 	struct sm_policy_set rest = {0};
 	json_object *o;
@@ -607,7 +720,7 @@ static json_object *cmd_delete(struct sm_daemon *d, json_object *args, struct sm
 				     "delete --all --yes)");
 			return NULL;
 		}
-		return change(d, &rest, false, err);
+		return change(d, &rest, &no_document, false, err);
 	}
 	if (!name) {
 		sm_error_set(err, "missing args.name (the policy to delete)");
@@ -617,7 +730,7 @@ static json_object *cmd_delete(struct sm_daemon *d, json_object *args, struct sm
 		sm_error_set(err, "no policy named '%s' (sockmesh policy get lists them)", name);
 		return NULL;
 	}
-	o = change(d, &rest, false, err);
+	o = change(d, &rest, &no_document, false, err);
 	sm_policy_set_free(&rest);
 	return o;
 }
