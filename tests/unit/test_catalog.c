@@ -205,7 +205,7 @@ static void test_minimal_catalogs(void **state)
 		/* cgroup names may contain dots; only ".." segments are refused */
 		"nodes: [{name: n1, addresses: [10.0.0.1]}]\n"
 		"workloads:\n"
-		"  - {name: a, node: n1, cgroup: a..b/./c, spiffe_id: 'spiffe://t/x/...'}\n",
+		"  - {name: a, node: n1, cgroup: a..b/c.d/.e, spiffe_id: 'spiffe://t/x/...'}\n",
 	};
 	struct sm_error err;
 
@@ -222,6 +222,13 @@ struct bad_case {
 };
 
 /* lines 1-3 */
+/* A cgroup name one byte over what enrollment can match. */
+#define LONG_NAME_247                                                                              \
+	"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"                                       \
+	"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"                                       \
+	"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"                                       \
+	"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"                                       \
+	"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 #define NODES "nodes:\n  - name: n1\n    addresses: [10.0.0.1]\n"
 /* lines 4-8 */
 #define WL                                                                                         \
@@ -306,9 +313,15 @@ static const struct bad_case bad_cases[] = {
 	 "workload 'w1': cgroup '/sys/fs/cgroup/sockmesh/w1' is not valid: it starts with '/'",
 	 "relative to the cgroup v2 mount"},
 	{WL_WITH("n1", "sockmesh/../w1", "spiffe://td.example/w1"), 7,
-	 "cgroup 'sockmesh/../w1' is not valid: it has a '..' segment", NULL},
+	 "cgroup 'sockmesh/../w1' is not valid: it has a '.' or '..' segment", NULL},
 	{WL_WITH("n1", "..", "spiffe://td.example/w1"), 7, "cgroup '..' is not valid", NULL},
 	{WL_WITH("n1", "a/..", "spiffe://td.example/w1"), 7, "'..' segment", NULL},
+	/* what the kernel side could never match by name (include/sockmesh/enroll.h) */
+	{WL_WITH("n1", "a//b", "spiffe://td.example/w1"), 7, "empty segment", NULL},
+	{WL_WITH("n1", "a/", "spiffe://td.example/w1"), 7, "empty segment", NULL},
+	{WL_WITH("n1", "a/./b", "spiffe://td.example/w1"), 7, "'.' or '..' segment", NULL},
+	{WL_WITH("n1", "a/" LONG_NAME_247, "spiffe://td.example/w1"), 7, "longer than 246 bytes",
+	 NULL},
 	{WL_WITH("n1", "\"\"", "spiffe://td.example/w1"), 7, "workload 'w1': cgroup: empty", NULL},
 	{WL_WITH("n1", "[a]", "spiffe://td.example/w1"), 7,
 	 "cgroup: expected a single value, found a list", NULL},

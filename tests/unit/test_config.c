@@ -283,7 +283,8 @@ static const struct bad_case bad_cases[] = {
 	{"node: n1\ncatalog: /c\nnodee: n1\n", -EINVAL, 3, "unknown key 'nodee'",
 	 "(known keys: node, catalog, paths, listeners, datapath, tunnel, flowlog, log, metrics)"},
 	{"paths:\n  bpfs: /x\n", -EINVAL, 2, "unknown key 'paths.bpfs'",
-	 "known keys in paths: bpffs, cgroup_root, daemon_cgroup, control_socket, state_dir"},
+	 "known keys in paths: bpffs, cgroup_root, daemon_cgroup, enrollment_root, control_socket, "
+	 "state_dir"},
 	{"datapath:\n  redirect: true\n  max_workload: 5\n", -EINVAL, 3,
 	 "unknown key 'datapath.max_workload'", "max_workloads"},
 	{"listeners:\n  inbound: 15008\n", -EINVAL, 2, "unknown key 'listeners.inbound'",
