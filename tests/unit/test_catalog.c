@@ -221,7 +221,6 @@ struct bad_case {
 	const char *has1, *has2; /* substrings the message must contain (NULL: none) */
 };
 
-/* lines 1-3 */
 /* A cgroup name one byte over what enrollment can match. */
 #define LONG_NAME_247                                                                              \
 	"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"                                       \
@@ -229,6 +228,8 @@ struct bad_case {
 	"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"                                       \
 	"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"                                       \
 	"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+
+/* lines 1-3 */
 #define NODES "nodes:\n  - name: n1\n    addresses: [10.0.0.1]\n"
 /* lines 4-8 */
 #define WL                                                                                         \
