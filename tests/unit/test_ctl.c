@@ -262,6 +262,7 @@ struct fake_daemon {
 	size_t reply_len;  /* 0: strlen(reply) */
 	size_t chunk;	   /* send in pieces this big (0: all at once) */
 	bool hold;	   /* keep the connection open until released */
+	bool no_read;	   /* answer at once, without reading the request, and close */
 	/* what it saw */
 	char request[256];
 	int accepted;
@@ -289,7 +290,7 @@ static void *fake_daemon_run(void *arg)
 		return NULL;
 	f->accepted = 1;
 	/* read the request line, bounded in size and time */
-	while (len < sizeof(f->request) - 1 && !memchr(f->request, '\n', len)) {
+	while (!f->no_read && len < sizeof(f->request) - 1 && !memchr(f->request, '\n', len)) {
 		if (!fake_wait(fd, POLLIN))
 			break;
 		n = recv(fd, f->request + len, sizeof(f->request) - 1 - len, 0);
@@ -406,6 +407,38 @@ static void test_request_daemon_error(void **state)
 	ASSERT_STR_EQ(err.msg, "unknown command 'bogus' (try: status, workloads, services)",
 		      "daemon's message passed through verbatim");
 	ASSERT_EQ(data == NULL, 1, "no data on error");
+}
+
+/*
+ * A daemon that refuses a client (too many connected) answers before it
+ * reads the request and closes: the client, still sending a request larger
+ * than the socket takes, gets EPIPE, and must then show the daemon's answer.
+ */
+static void test_request_refused_before_reading(void **state)
+{
+	struct fake_daemon f = {
+		.reply = "{\"ok\":false,\"error\":\"64 control clients are connected already\"}\n",
+		.no_read = true,
+	};
+	struct json_object *args = json_object_new_object(), *data = NULL;
+	size_t n = 4u << 20;
+	struct sm_error err = {""};
+	char *big = malloc(n + 1);
+	int ret;
+
+	assert_non_null(args);
+	assert_non_null(big);
+	memset(big, 'x', n);
+	big[n] = '\0';
+	json_object_object_add(args, "document", json_object_new_string(big));
+	fake_daemon_setup(&f, true);
+	ret = sm_ctl_request_args(f.path, "policy_apply", args, CLIENT_TIMEOUT_MS, &data, &err);
+	fake_daemon_teardown(&f, true);
+	ASSERT_EQ(ret, -EPROTO, err.msg);
+	ASSERT_STR_EQ(err.msg, "64 control clients are connected already",
+		      "the daemon's answer, not the broken pipe");
+	json_object_put(args);
+	free(big);
 }
 
 static void test_request_bad_answers(void **state)
@@ -634,6 +667,7 @@ int main(void)
 		cmocka_unit_test(test_request_ok),
 		cmocka_unit_test(test_request_ok_in_pieces),
 		cmocka_unit_test(test_request_daemon_error),
+		cmocka_unit_test(test_request_refused_before_reading),
 		cmocka_unit_test(test_request_bad_answers),
 		cmocka_unit_test(test_request_timeout),
 		cmocka_unit_test(test_request_oversize),

@@ -574,6 +574,19 @@ int sm_ctl_request_args(const char *socket_path, const char *cmd, struct json_ob
 		goto free_reqline;
 	}
 	ret = ctl_send_all(fd, socket_path, reqline, strlen(reqline), deadline, err);
+	if (ret == -EPIPE || ret == -ECONNRESET) {
+		/*
+		 * The daemon may answer before it reads the request, and close: a
+		 * refusal (too many clients). Its answer is the better error.
+		 */
+		struct sm_error rerr = {{0}};
+
+		if (ctl_recv_line(fd, socket_path, deadline, &answer, &answer_len, &rerr) == 0) {
+			ret = sm_ctl_parse_response(answer, answer_len, data, err);
+			free(answer);
+		}
+		goto close_fd;
+	}
 	if (ret)
 		goto close_fd;
 	ret = ctl_recv_line(fd, socket_path, deadline, &answer, &answer_len, err);
