@@ -76,6 +76,10 @@ static void test_defaults(void **state)
 	addr_is(&cfg->admin_addr, "127.0.0.1", "listeners.admin address");
 	ASSERT_EQ(cfg->admin_port, 15020, "listeners.admin port");
 	ASSERT_EQ(cfg->metrics_max_series, 10000, "metrics.max_series");
+	ASSERT_EQ(cfg->admin_max_connections, 4096, "admin.max_connections");
+	ASSERT_EQ(cfg->admin_idle_timeout, 10, "admin.idle_timeout");
+	ASSERT_EQ(cfg->control_max_clients, 64, "control.max_clients");
+	ASSERT_EQ(cfg->control_idle_timeout, 10, "control.idle_timeout");
 	ASSERT_EQ(cfg->daemon_mark, 0x5ec0de, "datapath.daemon_mark");
 	ASSERT_EQ(cfg->redirect, false, "datapath.redirect");
 	ASSERT_EQ(cfg->fail_open, false, "datapath.fail_open");
@@ -126,6 +130,12 @@ static const char full_config[] = "# every key\n"
 				  "  workers: 3\n"
 				  "metrics:\n"
 				  "  max_series: 5\n"
+				  "admin:\n"
+				  "  max_connections: 100\n"
+				  "  idle_timeout: 3\n"
+				  "control:\n"
+				  "  max_clients: 7\n"
+				  "  idle_timeout: 4\n"
 				  "datapath:\n"
 				  "  daemon_mark: 0x1234\n"
 				  "  redirect: true\n"
@@ -185,6 +195,10 @@ static void test_load_every_key(void **state)
 	addr_is(&cfg->admin_addr, "::1", "listeners.admin");
 	ASSERT_EQ(cfg->admin_port, 16020, "listeners.admin port");
 	ASSERT_EQ(cfg->metrics_max_series, 5, "metrics.max_series");
+	ASSERT_EQ(cfg->admin_max_connections, 100, "admin.max_connections");
+	ASSERT_EQ(cfg->admin_idle_timeout, 3, "admin.idle_timeout");
+	ASSERT_EQ(cfg->control_max_clients, 7, "control.max_clients");
+	ASSERT_EQ(cfg->control_idle_timeout, 4, "control.idle_timeout");
 	ASSERT_EQ(cfg->daemon_mark, 0x1234, "datapath.daemon_mark");
 	ASSERT_EQ(cfg->redirect, true, "datapath.redirect");
 	ASSERT_EQ(cfg->fail_open, true, "datapath.fail_open");
@@ -281,7 +295,8 @@ static const struct bad_case bad_cases[] = {
 	 NULL},
 	/* unknown keys */
 	{"node: n1\ncatalog: /c\nnodee: n1\n", -EINVAL, 3, "unknown key 'nodee'",
-	 "(known keys: node, catalog, paths, listeners, datapath, tunnel, flowlog, log, metrics)"},
+	 "(known keys: node, catalog, paths, listeners, datapath, tunnel, flowlog, log, metrics, "
+	 "admin, control)"},
 	{"paths:\n  bpfs: /x\n", -EINVAL, 2, "unknown key 'paths.bpfs'",
 	 "known keys in paths: bpffs, cgroup_root, daemon_cgroup, enrollment_root, control_socket, "
 	 "state_dir"},
@@ -488,7 +503,9 @@ static const struct set_case set_cases[] = {
 	{"nodee", "x", -ENOENT, "unknown key 'nodee'"},
 	{"datapath.redirekt", "true", -ENOENT,
 	 "unknown key 'datapath.redirekt' (known keys in datapath: daemon_mark, redirect"},
-	{"dataplane.redirect", "true", -ENOENT, "unknown key 'dataplane.redirect'"},
+	{"dataplane.redirect", "true", -ENOENT,
+	 "unknown key 'dataplane.redirect' (known sections: paths, listeners, datapath, tunnel, "
+	 "flowlog, log, metrics, admin, control)"},
 	{"datapath", "true", -ENOENT, "unknown key 'datapath'"},
 	{"datapath.", "true", -ENOENT, "unknown key 'datapath.'"},
 	{".redirect", "true", -ENOENT, "unknown key '.redirect'"},
@@ -588,6 +605,16 @@ static void test_admin_and_metrics_keys(void **state)
 		{"metrics: 5\n", -EINVAL, 1, "metrics: expected a mapping", NULL},
 		{"listeners:\n  admin: 127.0.0.1\n", -EINVAL, 2,
 		 "listeners.admin: '127.0.0.1' is not valid", "or \"\" for no admin server"},
+		{"admin:\n  max_connections: 15\n", -ERANGE, 2,
+		 "admin.max_connections: 15 is out of range 16..1000000", "e.g. 4096"},
+		{"admin:\n  idle_timeout: 0\n", -ERANGE, 2,
+		 "admin.idle_timeout: 0 is out of range 1..3600", "idle or slow admin connection"},
+		{"admin:\n  timeout: 5\n", -EINVAL, 2, "unknown key 'admin.timeout'",
+		 "known keys in admin: max_connections, idle_timeout"},
+		{"control:\n  max_clients: 0\n", -ERANGE, 2,
+		 "control.max_clients: 0 is out of range 1..65536", "control clients"},
+		{"control:\n  idle_timeout: 3601\n", -ERANGE, 2,
+		 "control.idle_timeout: 3601 is out of range 1..3600", NULL},
 	};
 	struct sm_config *cfg = &cfg_buf, *def = &other_buf;
 	struct sm_error err;
@@ -613,6 +640,12 @@ static void test_admin_and_metrics_keys(void **state)
 	ASSERT_EQ(cfg->metrics_max_series, 1, "--set metrics.max_series=1");
 	ASSERT_EQ(sm_config_set(cfg, "metrics.max_series", "0", &err), -ERANGE, err.msg);
 	ASSERT_EQ(cfg->metrics_max_series, 1, "a refused value changes nothing");
+	ASSERT_EQ(sm_config_set(cfg, "admin.max_connections", "1000000", &err), 0, err.msg);
+	ASSERT_EQ(cfg->admin_max_connections, 1000000, "--set admin.max_connections");
+	ASSERT_EQ(sm_config_set(cfg, "control.max_clients", "65536", &err), 0, err.msg);
+	ASSERT_EQ(cfg->control_max_clients, 65536, "--set control.max_clients");
+	ASSERT_EQ(sm_config_set(cfg, "control.idle_timeout", "1", &err), 0, err.msg);
+	ASSERT_EQ(cfg->control_idle_timeout, 1, "--set control.idle_timeout");
 
 	sm_config_defaults(def);
 	for (size_t i = 0; i < SM_ARRAY_SIZE(bad); i++) {

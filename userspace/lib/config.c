@@ -80,6 +80,15 @@ static const struct cfg_key cfg_keys[] = {
 	 "set a number of worker threads, or 0 for one per CPU, e.g. 2"},
 	{"listeners", "admin", CK_ADDR_OPT, F(admin_addr), F(admin_port), 0, 0,
 	 "set ADDRESS:PORT, e.g. 127.0.0.1:15020, or \"\" for no admin server"},
+	{"admin", "max_connections", CK_U32, F(admin_max_connections), 0, 16, 1000000,
+	 "set how many connections the admin server holds at once, e.g. 4096"},
+	{"admin", "idle_timeout", CK_U32, F(admin_idle_timeout), 0, 1, 3600,
+	 "set after how many seconds an idle or slow admin connection is closed, e.g. 10"},
+	{"control", "max_clients", CK_U32, F(control_max_clients), 0, 1, 65536,
+	 "set how many control clients may be connected at once, e.g. 64"},
+	{"control", "idle_timeout", CK_U32, F(control_idle_timeout), 0, 1, 3600,
+	 "set after how many seconds a control client that sends or reads nothing is closed, "
+	 "e.g. 10"},
 	{"metrics", "max_series", CK_U32, F(metrics_max_series), 0, 1, SM_METRICS_MAX_MAX_SERIES,
 	 "set how many label sets the tcp metrics keep before counting new ones as other, e.g. "
 	 "10000"},
@@ -146,8 +155,10 @@ static const struct cfg_key cfg_keys[] = {
 
 #undef F
 
-static const char *const top_keys[] = {"node",	 "catalog", "paths", "listeners", "datapath",
-				       "tunnel", "flowlog", "log",   "metrics"};
+/* The top-level keys: the two scalars first, then the sections. */
+static const char *const top_keys[] = {"node",	   "catalog", "paths",	 "listeners",
+				       "datapath", "tunnel",  "flowlog", "log",
+				       "metrics",  "admin",   "control"};
 
 void sm_config_defaults(struct sm_config *cfg)
 {
@@ -164,6 +175,10 @@ void sm_config_defaults(struct sm_config *cfg)
 	cfg->inbound_port = SM_DEFAULT_INBOUND_PORT;
 	sm_addr_parse("127.0.0.1", &cfg->admin_addr);
 	cfg->admin_port = SM_DEFAULT_ADMIN_PORT;
+	cfg->admin_max_connections = 4096;
+	cfg->admin_idle_timeout = 10;
+	cfg->control_max_clients = 64;
+	cfg->control_idle_timeout = 10;
 	cfg->metrics_max_series = SM_METRICS_DEFAULT_MAX_SERIES;
 	cfg->daemon_mark = SM_DEFAULT_DAEMON_MARK;
 	cfg->redirect = false;
@@ -491,6 +506,12 @@ static const char *section_keys(const char *section, char *buf, size_t len)
 	return sm_ykeys_join(names, n, buf, len);
 }
 
+/* "paths, listeners, ...": the sections, for unknown-key messages. */
+static const char *section_names(char *buf, size_t len)
+{
+	return sm_ykeys_join(top_keys + 2, SM_ARRAY_SIZE(top_keys) - 2, buf, len);
+}
+
 static bool section_known(const char *name)
 {
 	for (size_t i = 0; i < SM_ARRAY_SIZE(cfg_keys); i++)
@@ -657,9 +678,8 @@ int sm_config_set(struct sm_config *cfg, const char *key, const char *value, str
 		if (!k) {
 			sm_error_set(err,
 				     "unknown key '%.60s' (known keys: node, catalog, or "
-				     "SECTION.KEY with SECTION one of paths, listeners, datapath, "
-				     "flowlog, log)",
-				     key);
+				     "SECTION.KEY with SECTION one of %s)",
+				     key, section_names(known, sizeof(known)));
 			return -ENOENT;
 		}
 		return cfg_apply(cfg, k, value, "", err);
@@ -670,10 +690,8 @@ int sm_config_set(struct sm_config *cfg, const char *key, const char *value, str
 	memcpy(section, key, n);
 	section[n] = '\0';
 	if (!section_known(section)) {
-		sm_error_set(err,
-			     "unknown key '%.60s' (known sections: paths, listeners, datapath, "
-			     "flowlog, log)",
-			     key);
+		sm_error_set(err, "unknown key '%.60s' (known sections: %s)", key,
+			     section_names(known, sizeof(known)));
 		return -ENOENT;
 	}
 	k = cfg_key_find(section, dot + 1);

@@ -47,6 +47,14 @@ struct sm_config {
 	struct sm_addr admin_addr; /* listeners.admin, 127.0.0.1:15020 */
 	uint16_t admin_port;	   /* 0: listeners.admin is "", no admin server */
 
+	/* admin: the admin HTTP server's bounds (docs/metrics.md) */
+	uint32_t admin_max_connections; /* admin.max_connections held at once, 4096 */
+	uint32_t admin_idle_timeout;	/* admin.idle_timeout (s) of an idle or slow one, 10 */
+
+	/* control: the control socket's bounds (docs/interfaces.md) */
+	uint32_t control_max_clients;  /* control.max_clients connected at once, 64 */
+	uint32_t control_idle_timeout; /* control.idle_timeout (s) without progress, 10 */
+
 	/* metrics: the admin port's Prometheus metrics (docs/metrics.md) */
 	uint32_t metrics_max_series; /* metrics.max_series: tcp label sets kept, 10000 */
 
