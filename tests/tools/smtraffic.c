@@ -989,7 +989,7 @@ static int cmp_u64(const void *a, const void *b)
  * report adds connections per second.
  */
 static int rr_run(const struct sm_addr *addr, uint16_t port, uint64_t count, uint64_t size,
-		  uint64_t timeout_s, bool new_conn)
+		  uint64_t timeout_s, bool new_conn, uint64_t rate)
 {
 	unsigned char *buf = malloc(size);
 	uint64_t *lat = calloc(count, sizeof(*lat));
@@ -1006,6 +1006,16 @@ static int rr_run(const struct sm_addr *addr, uint16_t port, uint64_t count, uin
 	for (i = 0; i < count; i++) {
 		int64_t deadline = now_ms() + (int64_t) timeout_s * 1000;
 
+		if (rate) {
+			/* paced: round trip i starts no earlier than i / rate s after the first */
+			int64_t at = started + (int64_t) (i * 1000000000ULL / rate), wait;
+
+			while ((wait = at - now_ns()) > 0) {
+				struct timespec ts = {wait / 1000000000LL, wait % 1000000000LL};
+
+				nanosleep(&ts, NULL);
+			}
+		}
 		t0 = now_ns();
 		if (fd < 0) {
 			fd = connect_timeout(addr, port, (int) (timeout_s * 1000));
@@ -1051,9 +1061,10 @@ free_bufs:
 static void rr_usage(FILE *f)
 {
 	fprintf(f, "usage: smtraffic rr --connect ADDR:PORT --count N --size B [--new-conn]\n"
-		   "                    [--timeout S]\n"
+		   "                    [--rate R] [--timeout S]\n"
 		   "Request/response against an echo server: writes B bytes, reads B back,\n"
-		   "N times, over one connection (or a new one each time with --new-conn).\n"
+		   "N times, over one connection (or a new one each time with --new-conn);\n"
+		   "with --rate, at most R round trips a second.\n"
 		   "Prints {\"ok\":true,\"count\":N,\"size\":B,\"new_conn\":bool,\"p50_us\":..,\n"
 		   "\"p99_us\":..,\"mean_us\":..,\"per_s\":..}.\n");
 }
@@ -1066,16 +1077,17 @@ static int cmd_rr(int argc, char **argv)
 		{"size", required_argument, NULL, 'b'},
 		{"timeout", required_argument, NULL, 't'},
 		{"new-conn", no_argument, NULL, 'N'},
+		{"rate", required_argument, NULL, 'r'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	uint64_t count = 1000, size = 1, timeout_s = 30;
+	uint64_t count = 1000, size = 1, timeout_s = 30, rate = 0;
 	bool have_connect = false, new_conn = false;
 	struct sm_addr addr;
 	uint16_t port = 0;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "c:n:b:t:Nh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:n:b:t:Nr:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			if (sm_addrport_parse(optarg, &addr, &port)) {
@@ -1099,6 +1111,10 @@ static int cmd_rr(int argc, char **argv)
 		case 'N':
 			new_conn = true;
 			break;
+		case 'r':
+			if (parse_num("rate", optarg, 1, SMT_MAX_RR_COUNT, &rate))
+				return 2;
+			break;
 		case 'h':
 			rr_usage(stdout);
 			return 0;
@@ -1112,7 +1128,7 @@ static int cmd_rr(int argc, char **argv)
 		rr_usage(stderr);
 		return 2;
 	}
-	return rr_run(&addr, port, count, size, timeout_s, new_conn);
+	return rr_run(&addr, port, count, size, timeout_s, new_conn, rate);
 }
 
 static void usage(FILE *f)
