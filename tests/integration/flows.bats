@@ -425,17 +425,20 @@ mixed_traffic() {
 	sm_wait_until 10 followers_are node2 1
 	before=$(wc -l <"$(sb_flowlog node2)")
 
-	# three clients that connect and say nothing hold node2's main loop for 3 x 2 s
-	sock=$(sb_socket node2)
-	for i in 1 2 3; do
-		timeout 10 socat -u "UNIX-CONNECT:$sock" - >/dev/null 2>&1 3>&- &
-		BG_PIDS+=($!)
-	done
+	# node2's main loop stops: its thread (only it) is held with ptrace, the workers go on
+	release=$SB_DIR/release
+	sb_run node2 stranger /usr/bin/python3 "$SM_REPO/tests/tools/holdthread.py" \
+		"$(sb_daemon_pid node2)" --until "$release" --max 30
+	holder=$SB_RUN_PID hold_out=$SB_RUN_OUT
+	sm_wait_until 10 grep -qs '"event":"stopped"' "$hold_out"
 	for i in $(seq 10); do
 		sm_send node1 client 10.11.0.2:8080 10 >/dev/null 2>&1 || true
 	done
 	sm_wait_until 10 eval '[ $(($(wc -l <"$(sb_flowlog node2)") - before)) -ge 10 ]'
 	[ -z "$(jq -c 'select(.version == 1)' "$out")" ] # the main loop is still held
+	touch "$release"
+	sb_wait_pid "$holder" 10
+	grep '"event":"released"' "$hold_out"
 
 	delivered() {
 		local recs skipped total

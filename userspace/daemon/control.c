@@ -3,8 +3,8 @@
  * The control socket (docs/interfaces.md): a Unix stream socket, mode 0600,
  * one JSON request line in, one JSON answer line out (except "flows", whose
  * client is handed to the flow stream, flowstream.c). Clients are served on
- * the event loop: a client gets SM_CONTROL_TIMEOUT_MS to send its line, so a
- * stalled client cannot hold the daemon.
+ * the main event loop, each with its own state and non-blocking socket (see
+ * struct ctl_client), so no client can hold the loop or another client.
  */
 #include <errno.h>
 #include <malloc.h>
@@ -31,7 +31,45 @@
 
 #include <sockmesh/common.h>
 
-#define SM_CONTROL_TIMEOUT_MS 2000
+#define CTL_BACKLOG	   128
+#define CTL_ACCEPT_BATCH   16	       /* accepts per wakeup */
+#define CTL_IO_ROUNDS	   16	       /* reads or sends per wakeup: no client hogs the loop */
+#define CTL_FIRST_BUF	   4096	       /* a request's first buffer; grows to SM_CTL_MAX_REQUEST */
+#define CTL_TICK_MS	   1000	       /* idle clients are looked for this often */
+#define CTL_REFUSED_LOG_MS (10 * 1000) /* refusals are logged at most this often */
+
+/*
+ * A client: its request is read as it comes (up to SM_CTL_MAX_REQUEST bytes),
+ * the command runs once the whole line is in, and the answer is sent as the
+ * socket takes it. A client that makes no progress (sends nothing, or reads
+ * nothing of its answer) for control.idle_timeout is closed; one more than
+ * control.max_clients is refused with an error line.
+ */
+struct ctl_client {
+	struct ctl_client *prev, *next;
+	struct sm_control *ctl;
+	int fd; /* -1 once handed to the flow stream */
+	struct sm_ev *ev;
+	bool writing; /* the request is in; out holds the answer */
+	char *in;     /* the request so far; in_cap + 1 bytes for the NUL */
+	size_t in_len, in_cap;
+	char *out;
+	size_t out_off, out_len;
+	int64_t progress_ms; /* CLOCK_MONOTONIC: connected, or last took or gave bytes */
+};
+
+struct sm_control {
+	struct sm_daemon *d;
+	int fd;
+	struct sm_ev *listen_ev;
+	struct sm_ev *tick;
+	struct ctl_client *clients;
+	unsigned int nclients;
+	bool accept_paused; /* out of descriptors: the listener rests until the next tick */
+	uint64_t refused, timed_out;
+	uint64_t refused_logged; /* refusals named in the log so far */
+	int64_t refused_log_ms;	 /* when refusals were last logged */
+};
 
 static const char *const counter_names[] = SM_COUNTER_NAMES;
 _Static_assert(SM_ARRAY_SIZE(counter_names) == SM_CNT_MAX, "a counter has no name");
@@ -192,6 +230,22 @@ static json_object *status_workers(struct sm_daemon *d)
 	return arr;
 }
 
+static json_object *status_control(const struct sm_control *ctl)
+{
+	json_object *o = json_object_new_object();
+
+	if (!o || !ctl)
+		return o;
+	json_object_object_add(o, "clients", json_object_new_uint64(ctl->nclients));
+	json_object_object_add(o, "max_clients",
+			       json_object_new_uint64(ctl->d->cfg.control_max_clients));
+	json_object_object_add(o, "idle_timeout_s",
+			       json_object_new_uint64(ctl->d->cfg.control_idle_timeout));
+	json_object_object_add(o, "refused", json_object_new_uint64(ctl->refused));
+	json_object_object_add(o, "timed_out", json_object_new_uint64(ctl->timed_out));
+	return o;
+}
+
 static json_object *cmd_status(struct sm_daemon *d)
 {
 	json_object *o = json_object_new_object(), *c = json_object_new_object();
@@ -252,6 +306,7 @@ static json_object *cmd_status(struct sm_daemon *d)
 	}
 	json_object_object_add(fl, "stream", sm_flowstream_status(d));
 	json_object_object_add(o, "flows", fl);
+	json_object_object_add(o, "control", status_control(d->control));
 	return o;
 }
 
@@ -316,34 +371,34 @@ static json_object *cmd_services(struct sm_daemon *d)
 	return arr;
 }
 
-/* Read one request line (up to SM_CTL_MAX_REQUEST); malloc'ed, NULL when out of memory. */
-static char *read_request(int fd)
+/* ---- clients ---- */
+
+static int64_t mono_ms(void)
 {
-	size_t got = 0, cap = 4096;
-	char *line = malloc(cap + 1), *grown;
+	struct timespec ts;
 
-	if (!line)
-		return NULL;
-	/* SO_RCVTIMEO bounds a stalled client */
-	while (got < SM_CTL_MAX_REQUEST) {
-		ssize_t n;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
-		if (got == cap) {
-			cap = cap * 2 > SM_CTL_MAX_REQUEST ? SM_CTL_MAX_REQUEST : cap * 2;
-			grown = realloc(line, cap + 1);
-			if (!grown)
-				break;
-			line = grown;
-		}
-		n = recv(fd, line + got, cap - got, 0);
-		if (n <= 0)
-			break;
-		got += (size_t) n;
-		if (memchr(line + got - (size_t) n, '\n', (size_t) n))
-			break;
-	}
-	line[got] = '\0';
-	return line;
+static void client_close(struct ctl_client *c, const char *why)
+{
+	struct sm_control *ctl = c->ctl;
+
+	pr_debug("control client %s", why);
+	sm_evloop_del(ctl->d->loop, c->ev);
+	if (c->fd >= 0)
+		close(c->fd);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		ctl->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	ctl->nclients--;
+	free(c->in);
+	free(c->out);
+	free(c);
 }
 
 /* May this client change things (the policy)? root, or the daemon's own user. */
@@ -357,53 +412,104 @@ static bool client_privileged(int fd)
 	return uc.uid == 0 || uc.uid == geteuid();
 }
 
-/* Answer one request on fd. Returns true when fd was handed over (the flow stream's now). */
-static bool serve(struct sm_daemon *d, int fd)
+/* Send what c's socket takes now; c is closed (freed) once all went out or it is gone. */
+static void client_flush(struct ctl_client *c)
 {
+	for (int round = 0; round < CTL_IO_ROUNDS; round++) {
+		ssize_t n;
+
+		if (c->out_off == c->out_len) {
+			client_close(c, "answered");
+			return;
+		}
+		n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+			 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			c->out_off += (size_t) n;
+			c->progress_ms = mono_ms();
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		client_close(c, "went away before reading its answer");
+		return;
+	}
+	/* the rest when the socket takes it (or the client is closed as idle) */
+	if (sm_evloop_mod(c->ctl->d->loop, c->ev, EPOLLOUT))
+		client_close(c, "could not be watched");
+}
+
+/* Answer data, or err's message when data is NULL; c may be freed on return. */
+static void client_answer(struct ctl_client *c, json_object *data, const struct sm_error *err)
+{
+	c->writing = true;
+	c->out = sm_ctl_format_response(data, data ? NULL : err->msg);
+	if (!c->out) {
+		client_close(c, "could not be answered (out of memory)");
+		return;
+	}
+	c->out_len = strlen(c->out);
+	client_flush(c);
+}
+
+static void on_client(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg);
+
+/*
+ * c's request line is complete (c->in): run the command, answer. The command
+ * runs on the loop, but only now, with the whole request in memory, and its
+ * answer is sent without waiting: no command waits on a client's I/O.
+ * c may be freed on return.
+ */
+static void client_serve(struct ctl_client *c)
+{
+	struct sm_daemon *d = c->ctl->d;
 	struct sm_error err = {{0}};
 	json_object *data = NULL, *args = NULL;
-	char *line = read_request(fd), cmd[64];
-	bool handled = false, taken = false;
-	char *answer;
+	bool handled = false;
+	char cmd[SM_CTL_CMD_MAX];
 
-	if (!line) {
-		sm_error_set(&err, "out of memory reading the request");
-	} else if (sm_ctl_parse_request_args(line, cmd, sizeof(cmd), &args, &err) == 0) {
-		if (strcmp(cmd, "status") == 0)
+	c->writing = true;
+	if (sm_ctl_parse_request_args(c->in, cmd, sizeof(cmd), &args, &err) == 0) {
+		if (strcmp(cmd, "status") == 0) {
 			data = cmd_status(d);
-		else if (strcmp(cmd, "workloads") == 0)
+		} else if (strcmp(cmd, "workloads") == 0) {
 			data = cmd_workloads(d);
-		else if (strcmp(cmd, "services") == 0)
+		} else if (strcmp(cmd, "services") == 0) {
 			data = cmd_services(d);
-		else if (strcmp(cmd, "flows") == 0)
-			/* 0: the stream answers and serves fd from the event loop */
-			taken = sm_flowstream_command(d, fd, args, &err) == 0;
-		else
-			data = sm_policy_command(d, cmd, args, client_privileged(fd), &handled,
+		} else if (strcmp(cmd, "flows") == 0) {
+			/* the stream watches the socket itself from now on */
+			sm_evloop_del(d->loop, c->ev);
+			c->ev = NULL;
+			if (sm_flowstream_command(d, c->fd, args, &err) == 0) {
+				json_object_put(args);
+				c->fd = -1;
+				client_close(c, "handed to the flow stream");
+				return;
+			}
+			/* refused: err says why, and goes out like any answer */
+			c->ev = sm_evloop_add(d->loop, c->fd, EPOLLOUT, on_client, c);
+			if (!c->ev) {
+				json_object_put(args);
+				client_close(c, "could not be watched");
+				return;
+			}
+		} else {
+			data = sm_policy_command(d, cmd, args, client_privileged(c->fd), &handled,
 						 &err);
-		if (!taken && !data && !handled && !err.msg[0])
+		}
+		if (!data && !handled && !err.msg[0])
 			sm_error_set(&err,
 				     "unknown command '%s' (try: status, workloads, services, "
 				     "flows, policy_*)",
 				     cmd);
 	}
-	free(line);
 	json_object_put(args);
-	if (taken)
-		return true;
-	answer = sm_ctl_format_response(data, data ? NULL : err.msg);
-	if (answer) {
-		size_t len = strlen(answer), off = 0;
-
-		while (off < len) {
-			ssize_t n = send(fd, answer + off, len - off, MSG_NOSIGNAL);
-
-			if (n <= 0)
-				break;
-			off += (size_t) n;
-		}
-		free(answer);
-	}
+	free(c->in); /* up to SM_CTL_MAX_REQUEST bytes, not needed any more */
+	c->in = NULL;
+	c->in_len = c->in_cap = 0;
+	client_answer(c, data, &err);
 	json_object_put(data);
 	/*
 	 * A policy request may have parsed, compiled and diffed a large set and
@@ -412,26 +518,202 @@ static bool serve(struct sm_daemon *d, int fd)
 	 */
 	if (handled)
 		malloc_trim(0);
-	return false;
 }
 
-static void on_control(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+/* Grow c's request buffer. 0, -EMSGSIZE (SM_CTL_MAX_REQUEST reached) or -ENOMEM. */
+static int client_grow(struct ctl_client *c)
 {
-	struct sm_daemon *d = arg;
-	struct timeval tv = {SM_CONTROL_TIMEOUT_MS / 1000, (SM_CONTROL_TIMEOUT_MS % 1000) * 1000};
+	size_t cap = c->in_cap ? c->in_cap * 2 : CTL_FIRST_BUF;
+	char *grown;
+
+	if (c->in_cap >= SM_CTL_MAX_REQUEST)
+		return -EMSGSIZE;
+	if (cap > SM_CTL_MAX_REQUEST)
+		cap = SM_CTL_MAX_REQUEST;
+	grown = realloc(c->in, cap + 1);
+	if (!grown)
+		return -ENOMEM;
+	c->in = grown;
+	c->in_cap = cap;
+	return 0;
+}
+
+/* Take what c sent; serve it once the line is complete. c may be freed on return. */
+static void client_read(struct ctl_client *c)
+{
+	struct sm_error err = {{0}};
+
+	for (int round = 0; round < CTL_IO_ROUNDS; round++) {
+		ssize_t n;
+		char *nl;
+		int ret;
+
+		if (c->in_len == c->in_cap) {
+			ret = client_grow(c);
+			if (ret == -EMSGSIZE) {
+				sm_error_set(&err,
+					     "request too long: more than %u bytes without a "
+					     "newline (a request is one JSON line)",
+					     SM_CTL_MAX_REQUEST);
+				client_answer(c, NULL, &err);
+				return;
+			}
+			if (ret) {
+				client_close(c, "could not be read (out of memory)");
+				return;
+			}
+		}
+		n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
+		if (n > 0) {
+			nl = memchr(c->in + c->in_len, '\n', (size_t) n);
+			c->in_len += (size_t) n;
+			c->progress_ms = mono_ms();
+			if (nl) {
+				nl[1] = '\0'; /* one request per connection: the rest is ignored */
+				client_serve(c);
+				return;
+			}
+			continue;
+		}
+		if (n == 0) {
+			/* the client shut its sending side: what it sent is its request */
+			if (!c->in_len) {
+				client_close(c, "left without a request");
+				return;
+			}
+			c->in[c->in_len] = '\0';
+			client_serve(c);
+			return;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			client_close(c, "failed");
+		return;
+	}
+}
+
+static void on_client(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct ctl_client *c = arg;
 
 	(void) loop;
 	(void) ev;
-	(void) events;
-	for (int i = 0; i < 16; i++) {
-		int fd = accept4(d->ctl_fd, NULL, NULL, SOCK_CLOEXEC);
+	(void) events; /* a hang-up or an error shows in the recv() or send() */
+	if (c->writing)
+		client_flush(c);
+	else
+		client_read(c);
+}
 
-		if (fd < 0)
+/* One more than control.max_clients: an error line (it fits any socket buffer), closed. */
+static void refuse(struct sm_control *ctl, int fd)
+{
+	const struct sm_config *cfg = &ctl->d->cfg;
+	struct sm_error err = {{0}};
+	char *line;
+
+	sm_error_set(&err,
+		     "%u control clients are connected already, the most this daemon serves at "
+		     "once (control.max_clients): try again; a client that sends or reads "
+		     "nothing is closed after %u s (control.idle_timeout)",
+		     cfg->control_max_clients, cfg->control_idle_timeout);
+	line = sm_ctl_format_response(NULL, err.msg);
+	if (line && send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		pr_debug("control socket: a refused client went away: %s", strerror(errno));
+	free(line);
+	close(fd);
+	ctl->refused++;
+}
+
+static int client_add(struct sm_control *ctl, int fd)
+{
+	struct ctl_client *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	c->ctl = ctl;
+	c->fd = fd;
+	c->progress_ms = mono_ms();
+	c->ev = sm_evloop_add(ctl->d->loop, fd, EPOLLIN, on_client, c);
+	if (!c->ev) {
+		int err = -errno;
+
+		free(c);
+		return err;
+	}
+	c->next = ctl->clients;
+	if (ctl->clients)
+		ctl->clients->prev = c;
+	ctl->clients = c;
+	ctl->nclients++;
+	return 0;
+}
+
+static void on_listen(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct sm_control *ctl = arg;
+
+	(void) events;
+	for (int i = 0; i < CTL_ACCEPT_BATCH; i++) {
+		int fd = accept4(ctl->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK), err;
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			/* EMFILE and friends: the listener stays readable; rest, or spin */
+			pr_warn("control socket %s: cannot accept a client: %s (not accepting for "
+				"a second; raise the daemon's open-file limit, LimitNOFILE)",
+				ctl->d->cfg.control_socket, strerror(errno));
+			ctl->accept_paused = true;
+			sm_evloop_mod(loop, ev, 0);
 			return;
-		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		if (!serve(d, fd))
+		}
+		if (ctl->nclients >= ctl->d->cfg.control_max_clients) {
+			refuse(ctl, fd);
+			continue;
+		}
+		err = client_add(ctl, fd);
+		if (err) {
+			pr_warn("control socket %s: cannot serve a client: %s",
+				ctl->d->cfg.control_socket, strerror(-err));
 			close(fd);
+		}
+	}
+}
+
+/* Close the clients idle for control.idle_timeout; accept again; log refusals. */
+static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct sm_control *ctl = arg;
+	const struct sm_config *cfg = &ctl->d->cfg;
+	int64_t now = mono_ms(), idle = (int64_t) cfg->control_idle_timeout * 1000;
+	struct ctl_client *c, *next;
+
+	(void) ev;
+	(void) events;
+	for (c = ctl->clients; c; c = next) {
+		next = c->next;
+		if (now - c->progress_ms < idle)
+			continue;
+		ctl->timed_out++;
+		client_close(c, c->writing ? "closed: it read nothing of its answer for "
+					     "control.idle_timeout"
+					   : "closed: it sent no request for control.idle_timeout");
+	}
+	if (ctl->accept_paused && sm_evloop_mod(loop, ctl->listen_ev, EPOLLIN) == 0)
+		ctl->accept_paused = false;
+	if (ctl->refused != ctl->refused_logged &&
+	    now - ctl->refused_log_ms >= CTL_REFUSED_LOG_MS) {
+		pr_warn("control socket %s: refused %llu clients: %u were connected already "
+			"(control.max_clients; `ss -xp` shows who holds them)",
+			cfg->control_socket,
+			(unsigned long long) (ctl->refused - ctl->refused_logged),
+			cfg->control_max_clients);
+		ctl->refused_logged = ctl->refused;
+		ctl->refused_log_ms = now;
 	}
 }
 
@@ -440,7 +722,8 @@ int sm_control_start(struct sm_daemon *d)
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	const char *path = d->cfg.control_socket;
 	char dir[PATH_MAX], *slash;
-	int fd, err;
+	struct sm_control *ctl;
+	int err;
 
 	if (sm_strlcpy(sa.sun_path, path, sizeof(sa.sun_path))) {
 		pr_err("control socket path %s is too long (at most %zu bytes)", path,
@@ -454,34 +737,57 @@ int sm_control_start(struct sm_daemon *d)
 		if (mkdir(dir, 0755) < 0 && errno != EEXIST)
 			pr_warn("cannot create %s: %s", dir, strerror(errno));
 	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
+	ctl = calloc(1, sizeof(*ctl));
+	if (!ctl)
+		return -ENOMEM;
+	ctl->d = d;
+	ctl->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (ctl->fd < 0) {
+		err = -errno;
+		goto free_ctl;
+	}
 	unlink(path); /* a stale socket of a previous daemon */
-	if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0 ||
-	    listen(fd, 64) < 0) {
+	if (bind(ctl->fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0 ||
+	    listen(ctl->fd, CTL_BACKLOG) < 0) {
 		err = -errno;
 		pr_err("cannot listen on control socket %s: %s", path, strerror(-err));
-		close(fd);
-		return err;
+		goto close_fd;
 	}
-	d->ctl_fd = fd;
-	d->ctl_ev = sm_evloop_add(d->loop, fd, EPOLLIN, on_control, d);
-	if (!d->ctl_ev) {
+	ctl->listen_ev = sm_evloop_add(d->loop, ctl->fd, EPOLLIN, on_listen, ctl);
+	if (!ctl->listen_ev) {
 		err = -errno;
-		close(fd);
-		d->ctl_fd = -1;
-		return err;
+		goto close_fd;
 	}
+	ctl->tick = sm_evloop_timer(d->loop, CTL_TICK_MS, on_tick, ctl);
+	if (!ctl->tick) {
+		err = -errno;
+		goto del_listen;
+	}
+	d->control = ctl;
 	return 0;
+del_listen:
+	sm_evloop_del(d->loop, ctl->listen_ev);
+close_fd:
+	close(ctl->fd);
+free_ctl:
+	free(ctl);
+	return err;
 }
 
 void sm_control_stop(struct sm_daemon *d)
 {
-	if (d->ctl_fd < 0)
+	struct sm_control *ctl = d->control;
+
+	if (!ctl)
 		return;
-	sm_evloop_del(d->loop, d->ctl_ev);
-	close(d->ctl_fd);
+	for (struct ctl_client *c = ctl->clients, *next; c; c = next) {
+		next = c->next;
+		client_close(c, "closed: the daemon stops");
+	}
+	sm_evloop_del(d->loop, ctl->tick);
+	sm_evloop_del(d->loop, ctl->listen_ev);
+	close(ctl->fd);
 	unlink(d->cfg.control_socket);
-	d->ctl_fd = -1;
+	d->control = NULL;
+	free(ctl);
 }

@@ -135,8 +135,7 @@ struct sm_daemon {
 	unsigned int pause_depth; /* main thread only */
 	unsigned int call_gen;	  /* sm_workers_call() rounds (under pause_mu) */
 
-	int ctl_fd;
-	struct sm_ev *ctl_ev;
+	struct sm_control *control; /* control.c; NULL until it listens */
 	bool ready;
 	bool draining;
 	time_t started;

@@ -681,7 +681,6 @@ static int cleanup(const struct sm_config *c)
 int main(int argc, char **argv)
 {
 	struct sm_daemon d = {
-		.ctl_fd = -1,
 		.lock_fds = {-1, -1, -1},
 		.pause_mu = PTHREAD_MUTEX_INITIALIZER,
 		.pause_cv = PTHREAD_COND_INITIALIZER,
