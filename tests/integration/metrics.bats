@@ -5,7 +5,9 @@
 # the Prometheus client library's own text parser, so malformed output fails;
 # the tcp counters agree with the flow log, policy denials show as drops and
 # verdicts, the label-set bound holds; /healthz, /readyz, 404 and 405; a taken
-# port stops the daemon before it attaches anything.
+# port stops the daemon before it attaches anything; probes are answered while
+# one workload process holds 1,000 idle and slow connections, more than
+# admin.max_connections, or opens them as fast as the server closes them.
 
 load helpers
 
@@ -323,4 +325,97 @@ start_nodes() {
 	sb_stop_daemon node1
 	sb_start_daemon node1 --admin 127.0.0.1:15021
 	[ "$(ip netns exec "$(sb_ns node1)" curl -sS --max-time 5 http://127.0.0.1:15021/healthz)" = ok ]
+}
+
+# raise_nofile: the open-file soft limit of this shell, and so of the daemons and
+# tools it starts from now on, up to the hard limit (at least 8192 are needed).
+raise_nofile() {
+	local hard
+	hard=$(ulimit -Hn)
+	if [ "$hard" != unlimited ] && [ "$hard" -lt 8192 ]; then
+		skip "the open-file hard limit is $hard; this test needs 8192"
+	fi
+	ulimit -Sn "$hard"
+}
+
+# hold_admin NODE ARGS...: holdconns.py against NODE's admin port from one
+# unprivileged process (nobody) in the client workload, in the background;
+# returns once it holds its connections (HOLD_OUT set).
+hold_admin() {
+	local node=$1
+	shift
+	sb_run "$node" client setpriv --reuid=65534 --regid=65534 --clear-groups \
+		/usr/bin/python3 "$SM_REPO/tests/tools/holdconns.py" --tcp 127.0.0.1:15020 "$@" ||
+		return 1
+	HOLD_OUT=$SB_RUN_OUT
+	sm_wait_until 40 grep -qs '"event":"holding"' "$HOLD_OUT"
+	grep '"event":"holding"' "$HOLD_OUT"
+}
+
+# probes NODE N: N GET /healthz in a row (curl, 2 s each at most); prints "CODE SECONDS"
+# a line; fails unless every one answered 200 ok.
+probes() {
+	local i out bad=0
+	for ((i = 0; i < $2; i++)); do
+		# curl prints the code (000: no answer) and the time even when it fails
+		out=$(admin "$1" /healthz --max-time 2 -o /dev/null -w '%{http_code} %{time_total}' \
+			2>/dev/null)
+		echo "$out"
+		[[ "$out" == "200 "* ]] || bad=1
+	done
+	return "$bad"
+}
+
+@test "1,000 idle and 50 slow connections from one workload process: /healthz answers 30 of 30" {
+	raise_nofile
+	start_nodes node1
+	hold_admin node1 --idle 1000 --slow 50 --slow-interval 50 --connect-timeout 30 --duration 120
+	run probes node1 30
+	echo "$output"
+	awk '{ print $2 }' <<<"$output" | sort -n |
+		awk '{ t[NR] = $1 } END { printf "healthz time_total: median %s s, max %s s\n", t[int((NR + 1) / 2)], t[NR] }'
+	[ "$status" -eq 0 ]
+	[ "$(grep -c '^200 ' <<<"$output")" -eq 30 ]
+	# each well within the curl bound: seconds, not the probe's timeout
+	awk '{ if ($2 >= 1.0) exit 1 }' <<<"$output"
+	# and the server held all 1,050 the whole time
+	jq -e '.connected == 1050 and .failed == 0' <<<"$(grep '"event":"holding"' "$HOLD_OUT")"
+	[ "$(grep -c '"event":"closed"' "$HOLD_OUT")" -eq 0 ]
+}
+
+@test "past admin.max_connections the oldest connections make room: /healthz answers 30 of 30" {
+	raise_nofile
+	sb_start_daemon node1 --set admin.max_connections=64
+	sm_wait_until 5 readyz_ok node1
+	# 1,000 idle connections into room for 64: from 56 held on, the oldest go
+	hold_admin node1 --idle 1000 --connect-timeout 30 --duration 120
+	sm_wait_until 10 eval '[ "$(grep -c "\"event\":\"closed\"" "$HOLD_OUT")" -ge 944 ]'
+	run probes node1 30
+	echo "$output"
+	[ "$status" -eq 0 ]
+	awk '{ if ($2 >= 1.0) exit 1 }' <<<"$output"
+	samples=$(scrape node1)
+	[ "$(value "$samples" sockmesh_admin_max_connections)" = 64 ]
+	[ "$(value "$samples" sockmesh_admin_connections)" -le 57 ]
+	evicted=$(value "$samples" sockmesh_admin_connections_evicted_total)
+	echo "evicted: $evicted"
+	[ "$evicted" -ge 944 ]
+	grep -q 'admin server 127.0.0.1:15020: holds 57 of at most 64 connections (admin.max_connections): closing the oldest to make room for new ones' \
+		"$(sb_daemon_log node1)"
+}
+
+@test "a storm of connections over admin.max_connections, each one closed opened again: /healthz answers 30 of 30" {
+	raise_nofile
+	sb_start_daemon node1 --set admin.max_connections=1024
+	sm_wait_until 5 readyz_ok node1
+	# 2,000 idle connections, each one the server closes made again at once: the server
+	# closes thousands a second, and a probe is still never the oldest long enough
+	hold_admin node1 --idle 2000 --reconnect --connect-timeout 30 --duration 120
+	run probes node1 30
+	echo "$output"
+	[ "$status" -eq 0 ]
+	awk '{ if ($2 >= 1.0) exit 1 }' <<<"$output"
+	evicted=$(value "$(scrape node1)" sockmesh_admin_connections_evicted_total)
+	echo "evicted: $evicted"
+	[ "$evicted" -ge 1000 ]
 }

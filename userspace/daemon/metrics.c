@@ -12,6 +12,13 @@
  * revision and size, tunnel counters): it never reads memory the main thread
  * changes. That heartbeat is also what /healthz checks: a main loop that
  * stopped turning stops refreshing it.
+ *
+ * Connections: one epoll thread holds up to admin.max_connections (bounded by
+ * the open-file limit), each closed after admin.idle_timeout without
+ * activity. So that no local process can starve the probes by holding them
+ * all, the server keeps room: once it holds seven eighths of its bound, each
+ * new connection closes the oldest one that waits on its client (see
+ * conn_evict()).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -19,7 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,14 +45,24 @@
 
 #include <sockmesh/common.h>
 
-#define ADMIN_BACKLOG	      16
-#define ADMIN_MAX_CONNECTIONS 16	  /* more wait in the backlog */
-#define ADMIN_TIMEOUT_S	      10	  /* an idle or slow client is closed after this */
-#define ADMIN_MEMORY_LIMIT    (32 * 1024) /* per connection: request line and headers */
-#define HEARTBEAT_MS	      1000
-#define NS_PER_S	      1000000000LL
-#define HEARTBEAT_STALE_NS    (5 * NS_PER_S)  /* /healthz fails when the loop is this late */
-#define STARTUP_GRACE_NS      (60 * NS_PER_S) /* /healthz's patience before the loop runs */
+#define ADMIN_BACKLOG	   1024
+#define ADMIN_MEMORY_LIMIT (32 * 1024) /* per connection: request line and headers */
+#define ADMIN_FD_SHARE	   4	       /* at most 1/ADMIN_FD_SHARE of the open-file limit */
+#define ADMIN_MIN_CONNS	   16	       /* the bound, however low the open-file limit */
+#define ADMIN_EVICT_SCAN   64	       /* connections looked at for one that waits on its client */
+#define ADMIN_EVICT_LOG_NS (10 * NS_PER_S) /* evictions are logged at most this often */
+#define HEARTBEAT_MS	   1000
+#define NS_PER_S	   1000000000LL
+#define HEARTBEAT_STALE_NS (5 * NS_PER_S)  /* /healthz fails when the loop is this late */
+#define STARTUP_GRACE_NS   (60 * NS_PER_S) /* /healthz's patience before the loop runs */
+
+/* An admin connection; in m's list, oldest first, until it is evicted. HTTP thread only. */
+struct admin_conn {
+	struct admin_conn *prev, *next;
+	int fd;
+	bool answering; /* its request is in and its answer not all sent */
+	bool evicted;	/* shut down, out of the list, freed when the library closes it */
+};
 
 struct sm_metrics {
 	struct sm_daemon *d;
@@ -65,6 +84,15 @@ struct sm_metrics {
 	int64_t policy_entries, policy_max; /* compiled entries, datapath.max_policy_entries */
 	unsigned int attachments;
 	struct sm_hbone_stats tls;
+
+	/* the HTTP thread's own: its connections */
+	struct admin_conn *conns_head, *conns_tail; /* oldest first, not evicted */
+	unsigned int max_conns;			    /* held at most (the library's limit) */
+	unsigned int keep;			    /* held before the oldest is evicted */
+	unsigned int held;			    /* in the list */
+	unsigned int open;			    /* held or evicted, not closed yet */
+	uint64_t evicted;
+	int64_t evicted_log_ns; /* evictions were last logged */
 };
 
 static int64_t mono_ns(void)
@@ -247,6 +275,22 @@ static void render_process(struct sm_textbuf *b)
 	}
 }
 
+/* This server's own connections. HTTP thread. */
+static void render_admin(const struct sm_metrics *m, struct sm_textbuf *b)
+{
+	sm_prom_family(b, "sockmesh_admin_connections", "gauge",
+		       "Connections the admin server holds now, this one included.");
+	sm_prom_sample(b, "sockmesh_admin_connections", NULL, NULL, 0, m->open);
+	sm_prom_family(b, "sockmesh_admin_max_connections", "gauge",
+		       "The most it holds: admin.max_connections, or less when the open-file "
+		       "limit is low.");
+	sm_prom_sample(b, "sockmesh_admin_max_connections", NULL, NULL, 0, m->max_conns);
+	sm_prom_family(b, "sockmesh_admin_connections_evicted_total", "counter",
+		       "Connections closed, oldest first, to make room for new ones when the "
+		       "server held seven eighths of its bound.");
+	sm_prom_sample(b, "sockmesh_admin_connections_evicted_total", NULL, NULL, 0, m->evicted);
+}
+
 /* The whole page; b->failed on allocation failure. HTTP thread. */
 static void render_metrics(struct sm_metrics *m, struct sm_textbuf *b)
 {
@@ -301,6 +345,7 @@ static void render_metrics(struct sm_metrics *m, struct sm_textbuf *b)
 		render_maps(m->d, b, policy_entries, policy_max);
 		render_tls(b, &tls);
 	}
+	render_admin(m, b);
 	render_process(b);
 }
 
@@ -380,6 +425,145 @@ static unsigned int readiness(struct sm_metrics *m, struct sm_textbuf *b)
 	return MHD_HTTP_OK;
 }
 
+/* ---- connections ---- */
+
+static void conn_unlink(struct sm_metrics *m, struct admin_conn *ac)
+{
+	if (ac->prev)
+		ac->prev->next = ac->next;
+	else
+		m->conns_head = ac->next;
+	if (ac->next)
+		ac->next->prev = ac->prev;
+	else
+		m->conns_tail = ac->prev;
+	ac->prev = ac->next = NULL;
+	m->held--;
+}
+
+/*
+ * Make room: the oldest connection that waits on its client is shut down.
+ * Passed over: one being answered, and one whose bytes the server has not
+ * read yet (a probe's, between accept and the read that answers it at once).
+ * When the first ADMIN_EVICT_SCAN are all such, the oldest goes anyway: the
+ * bound holds. Its descriptor stays open (the library closes it, and then
+ * calls on_connection(): no other thread closes it meanwhile), so shutdown()
+ * never reaches a reused descriptor.
+ */
+static void conn_evict(struct sm_metrics *m)
+{
+	struct admin_conn *ac = m->conns_head;
+	int scanned = 0;
+	int64_t now;
+
+	for (struct admin_conn *c = m->conns_head; c && scanned < ADMIN_EVICT_SCAN;
+	     c = c->next, scanned++) {
+		int pending = 0;
+
+		if (!c->answering && ioctl(c->fd, FIONREAD, &pending) == 0 && pending == 0) {
+			ac = c;
+			break;
+		}
+	}
+	conn_unlink(m, ac);
+	ac->evicted = true;
+	shutdown(ac->fd, SHUT_RDWR);
+	m->evicted++;
+	now = mono_ns();
+	if (now - m->evicted_log_ns >= ADMIN_EVICT_LOG_NS) {
+		pr_warn("admin server %s: holds %u of at most %u connections "
+			"(admin.max_connections): closing the oldest to make room for new ones "
+			"(%llu so far); a local process may be holding them (ss -tnp 'sport = "
+			":%u' shows which)",
+			m->where, m->held + 1, m->max_conns, (unsigned long long) m->evicted,
+			m->d->cfg.admin_port);
+		m->evicted_log_ns = now;
+	}
+}
+
+/* The library's STARTED and CLOSED notices, on the HTTP thread. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	struct sm_metrics *m = cls;
+	struct admin_conn *ac = *socket_context;
+	const union MHD_ConnectionInfo *info;
+
+	if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+		if (!ac)
+			return;
+		if (!ac->evicted)
+			conn_unlink(m, ac);
+		m->open--;
+		free(ac);
+		*socket_context = NULL;
+		return;
+	}
+	info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	ac = info ? calloc(1, sizeof(*ac)) : NULL;
+	if (!ac)
+		return; /* not tracked, never evicted: it still times out */
+	ac->fd = info->connect_fd;
+	ac->prev = m->conns_tail;
+	if (m->conns_tail)
+		m->conns_tail->next = ac;
+	else
+		m->conns_head = ac;
+	m->conns_tail = ac;
+	m->held++;
+	m->open++;
+	*socket_context = ac;
+	while (m->held > m->keep && m->conns_head)
+		conn_evict(m);
+}
+
+/* The connection's tracking, or NULL (not tracked: out of memory when it came). */
+static struct admin_conn *conn_of(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return info ? info->socket_context : NULL;
+}
+
+/* The library's notice that a request's answer went out (or the connection failed). */
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct admin_conn *ac = conn_of(conn);
+
+	(void) cls;
+	(void) req_cls;
+	(void) toe;
+	if (ac)
+		ac->answering = false;
+}
+
+/*
+ * How many connections the server may hold: admin.max_connections, but at
+ * most a share of the open-file limit, so that the admin port can never take
+ * the descriptors the proxy and the tunnel need.
+ */
+static unsigned int admin_conn_limit(const struct sm_metrics *m)
+{
+	unsigned int want = m->d->cfg.admin_max_connections;
+	struct rlimit rl;
+	rlim_t share;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return want;
+	share = rl.rlim_cur / ADMIN_FD_SHARE;
+	if (share >= want)
+		return want;
+	if (share < ADMIN_MIN_CONNS)
+		share = ADMIN_MIN_CONNS;
+	pr_warn("admin server %s: holds at most %u connections, not %u (admin.max_connections): "
+		"a quarter of the open-file limit %llu (raise the limit, e.g. LimitNOFILE= in the "
+		"unit, or lower admin.max_connections)",
+		m->where, (unsigned int) share, want, (unsigned long long) rl.rlim_cur);
+	return (unsigned int) share;
+}
+
 /* ---- HTTP ---- */
 
 /* Queue b's text (taken over) as the answer; a failed b becomes a 500. */
@@ -419,12 +603,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	static const char text[] = "text/plain; charset=utf-8";
 	struct sm_metrics *m = cls;
 	struct sm_textbuf b = {0};
+	struct admin_conn *ac;
 	unsigned int status;
 
 	(void) version;
 	(void) upload_data;
 	(void) upload_data_size;
 	(void) req_cls;
+	ac = conn_of(conn);
+	if (ac)
+		ac->answering = true; /* until on_completed() */
 	if (strcmp(url, "/metrics") != 0 && strcmp(url, "/healthz") != 0 &&
 	    strcmp(url, "/readyz") != 0) {
 		sm_textbuf_printf(&b,
@@ -501,13 +689,20 @@ int sm_metrics_start(struct sm_daemon *d)
 		close(fd);
 		goto del_beat;
 	}
-	/* the thread inherits the caller's signal mask: SIGTERM etc. stay the main loop's */
+	m->max_conns = admin_conn_limit(m);
+	m->keep = m->max_conns - m->max_conns / 8;
+	/*
+	 * One epoll thread: its cost grows with the connections that are active,
+	 * not with those held. It inherits the caller's signal mask: SIGTERM etc.
+	 * stay the main loop's.
+	 */
 	m->mhd = MHD_start_daemon(
-		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-		on_request, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
-		fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned int) ADMIN_MAX_CONNECTIONS,
-		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) ADMIN_TIMEOUT_S,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) ADMIN_MEMORY_LIMIT, MHD_OPTION_END);
+		MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, m,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+		MHD_OPTION_CONNECTION_LIMIT, m->max_conns, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned int) d->cfg.admin_idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+		(size_t) ADMIN_MEMORY_LIMIT, MHD_OPTION_NOTIFY_CONNECTION, on_connection, m,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, m, MHD_OPTION_END);
 	if (!m->mhd) {
 		err = -EIO;
 		pr_err("cannot start the admin HTTP server on %s (libmicrohttpd refused; see the "
@@ -520,7 +715,9 @@ int sm_metrics_start(struct sm_daemon *d)
 		goto del_beat;
 	}
 	d->metrics = m;
-	pr_info("admin server on %s: /metrics, /healthz, /readyz", m->where);
+	pr_info("admin server on %s: /metrics, /healthz, /readyz (at most %u connections, closed "
+		"after %u s idle)",
+		m->where, m->max_conns, d->cfg.admin_idle_timeout);
 	return 0;
 del_beat:
 	sm_evloop_del(d->loop, m->first_beat);
