@@ -23,7 +23,7 @@ else
 	msg = @printf '  %-9s %s\n' "$(1)" "$(patsubst $(OUTPUT)/%,%,$(2))";
 endif
 
-PKGS := libbpf libelf zlib json-c yaml-0.1 libssl libcrypto libnghttp2 libmicrohttpd
+PKGS := libbpf libelf zlib json-c yaml-0.1 libssl libcrypto libnghttp2 libmicrohttpd libcap
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

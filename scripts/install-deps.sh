@@ -10,7 +10,7 @@ PKGS=(
 	# build
 	clang llvm gcc make pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
 	libssl-dev libnghttp2-dev libjson-c-dev libyaml-dev uthash-dev openssl
-	libmicrohttpd-dev
+	libmicrohttpd-dev libcap-dev
 	# tests and linters
 	libcmocka-dev bats iproute2 procps psmisc socat iperf3 jq python3
 	python3-jsonschema

@@ -182,3 +182,45 @@ EOF
 	jq -e '.decision == "DENY" and .agree == true' <<<"$out"
 	sb_alive "$pid"
 }
+
+@test "once attached, every thread keeps only CAP_BPF, CAP_NET_ADMIN and CAP_DAC_READ_SEARCH, and the daemon still works" {
+	sb_start_daemon node1
+	sb_start_daemon node2
+	sb_serve node2 server 10.11.0.2:8080 echo
+	pid=$(sb_daemon_pid node1)
+	want=$(printf '%016x' $(((1 << 39) | (1 << 12) | (1 << 2))))
+	threads=0
+	for st in /proc/"$pid"/task/*/status; do
+		threads=$((threads + 1))
+		for set in CapEff CapPrm CapBnd; do
+			got=$(awk -v k="$set:" '$1 == k { print $2 }' "$st")
+			[ "$got" = "$want" ] || { echo "$st: $set $got, want $want"; false; }
+		done
+		for set in CapInh CapAmb; do
+			got=$(awk -v k="$set:" '$1 == k { print $2 }' "$st")
+			[ "$got" = 0000000000000000 ] || { echo "$st: $set $got, want none"; false; }
+		done
+	done
+	echo "$threads threads checked"
+	[ "$threads" -ge 3 ] # main, workers, the sink writer and the HTTP thread
+	grep -q 'capabilities from now on: cap_dac_read_search,cap_net_admin,cap_bpf=ep' \
+		"$(sb_daemon_log node1)"
+
+	# what needs them: a policy revision (new maps), a tunnelled connection (SO_MARK)
+	cat >"$SB_DIR/audit.yaml" <<EOF
+policies:
+  - name: watch
+    selector:
+      spiffe: $SM_SERVER_ID
+    rules:
+      - action: AUDIT
+        from: ["$SM_CLIENT_ID"]
+EOF
+	run sb_cli node1 policy apply -f "$SB_DIR/audit.yaml"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	run sm_send node1 client 10.11.0.2:8080 20000 --expect echo
+	[ "$status" -eq 0 ]
+	kill -HUP "$pid"
+	sm_wait_until 10 grep -q 'SIGHUP: catalog reloaded' "$(sb_daemon_log node1)"
+}

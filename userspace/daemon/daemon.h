@@ -389,8 +389,13 @@ struct json_object *sm_policy_command(struct sm_daemon *d, const char *cmd,
 				      struct sm_error *err);
 
 /* metrics.c: the admin HTTP server: Prometheus /metrics, /healthz, /readyz (docs/metrics.md). */
-/* Bind listeners.admin (a taken port is an error) and serve; nothing when it is "". 0 or -errno. */
+/*
+ * Bind listeners.admin (a taken port is an error, found before anything is
+ * loaded); nothing when it is "". No thread yet. 0 or -errno.
+ */
 int sm_metrics_start(struct sm_daemon *d);
+/* Start the HTTP thread on the bound port (after sm_privileges_drop()). 0 or -errno. */
+int sm_metrics_serve(struct sm_daemon *d);
 /* Stop serving; before the workers and the maps go (the HTTP thread reads them). */
 void sm_metrics_stop(struct sm_daemon *d);
 /* Stop serving and free the counts; after the last flow record (sm_flowexp_stop()). */
@@ -399,6 +404,20 @@ void sm_metrics_free(struct sm_daemon *d);
 void sm_metrics_observe(struct sm_daemon *d, const struct sm_flow_record *r);
 /* Count n events a user-space source lost: lost_events_total{source}. Any thread. */
 void sm_metrics_lost(struct sm_daemon *d, const char *source, uint64_t n);
+
+/*
+ * privileges.c: once the programs are attached, keep only the capabilities
+ * the running daemon uses (docs/security.md). Before any thread exists:
+ * capabilities are per thread and threads inherit the creator's. 0 or -errno.
+ */
+int sm_privileges_drop(struct sm_daemon *d);
+
+/*
+ * privileges.c: once the programs are attached, keep only the capabilities
+ * the running daemon uses (docs/security.md). Before any thread exists:
+ * capabilities are per thread and threads inherit the creator's. 0 or -errno.
+ */
+int sm_privileges_drop(struct sm_daemon *d);
 
 /* reload.c: SIGHUP's catalog reload, read on a thread, applied on the main loop. */
 int sm_reload_start(struct sm_daemon *d);

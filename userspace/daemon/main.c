@@ -622,9 +622,11 @@ static int run(struct sm_daemon *d)
 	sm_intercept_refresh(d);
 	d->nworkers = sm_workers_count(d); /* the credential sets hold an SSL_CTX per worker */
 	/* the policy too: a restored policy is in force before any program is attached */
+	/* privileges drop once attached and before the first thread (sinks, workers, HTTP) */
 	err = sm_intercept_sync(d) ?: sm_policy_start(d) ?: sm_datapath_attach(d) ?:
-	      sm_flowstream_start(d) ?: sm_flowexp_start(d) ?: sm_hbone_start(d) ?:
-	      sm_workers_start(d) ?: sm_control_start(d) ?: sm_reload_start(d);
+	      sm_privileges_drop(d) ?: sm_flowstream_start(d) ?: sm_flowexp_start(d) ?:
+	      sm_hbone_start(d) ?: sm_workers_start(d) ?: sm_control_start(d) ?:
+	      sm_reload_start(d) ?: sm_metrics_serve(d);
 	if (err)
 		goto stop;
 	tick = sm_evloop_timer(d->loop, 1000, on_tick, d);

@@ -68,6 +68,7 @@ struct sm_metrics {
 	struct sm_daemon *d;
 	struct sm_metrics_agg *agg;
 	struct MHD_Daemon *mhd;
+	int listen_fd; /* bound by sm_metrics_start(), MHD's from sm_metrics_serve() on; else -1 */
 	struct sm_ev *beat;
 	struct sm_ev *first_beat;	  /* once, as soon as the loop runs; NULL after */
 	char where[INET6_ADDRSTRLEN + 8]; /* "ADDR:PORT" for messages */
@@ -659,6 +660,7 @@ int sm_metrics_start(struct sm_daemon *d)
 	if (!m)
 		return -ENOMEM;
 	m->d = d;
+	m->listen_fd = -1;
 	pthread_mutex_init(&m->mu, NULL);
 	m->started_ns = mono_ns();
 	sm_addr_format(&d->cfg.admin_addr, addr, sizeof(addr));
@@ -691,33 +693,8 @@ int sm_metrics_start(struct sm_daemon *d)
 	}
 	m->max_conns = admin_conn_limit(m);
 	m->keep = m->max_conns - m->max_conns / 8;
-	/*
-	 * One epoll thread: its cost grows with the connections that are active,
-	 * not with those held. It inherits the caller's signal mask: SIGTERM etc.
-	 * stay the main loop's.
-	 */
-	m->mhd = MHD_start_daemon(
-		MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, m,
-		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
-		MHD_OPTION_CONNECTION_LIMIT, m->max_conns, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned int) d->cfg.admin_idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-		(size_t) ADMIN_MEMORY_LIMIT, MHD_OPTION_NOTIFY_CONNECTION, on_connection, m,
-		MHD_OPTION_NOTIFY_COMPLETED, on_completed, m, MHD_OPTION_END);
-	if (!m->mhd) {
-		err = -EIO;
-		pr_err("cannot start the admin HTTP server on %s (libmicrohttpd refused; see the "
-		       "messages above)",
-		       m->where);
-		/* whether MHD closed fd on its way out is not documented; no other thread runs yet
-		 */
-		if (fcntl(fd, F_GETFD) >= 0)
-			close(fd);
-		goto del_beat;
-	}
+	m->listen_fd = fd;
 	d->metrics = m;
-	pr_info("admin server on %s: /metrics, /healthz, /readyz (at most %u connections, closed "
-		"after %u s idle)",
-		m->where, m->max_conns, d->cfg.admin_idle_timeout);
 	return 0;
 del_beat:
 	sm_evloop_del(d->loop, m->first_beat);
@@ -728,6 +705,42 @@ free_m:
 	pthread_mutex_destroy(&m->mu);
 	free(m);
 	return err;
+}
+
+int sm_metrics_serve(struct sm_daemon *d)
+{
+	struct sm_metrics *m = d->metrics;
+	int fd;
+
+	if (!m)
+		return 0;
+	fd = m->listen_fd;
+	m->listen_fd = -1; /* MHD's from here on */
+	/*
+	 * One epoll thread: its cost grows with the connections that are active,
+	 * not with those held. It inherits the caller's signal mask (SIGTERM etc.
+	 * stay the main loop's) and capabilities (the reduced set).
+	 */
+	m->mhd = MHD_start_daemon(
+		MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, m,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+		MHD_OPTION_CONNECTION_LIMIT, m->max_conns, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned int) d->cfg.admin_idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+		(size_t) ADMIN_MEMORY_LIMIT, MHD_OPTION_NOTIFY_CONNECTION, on_connection, m,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, m, MHD_OPTION_END);
+	if (!m->mhd) {
+		pr_err("cannot start the admin HTTP server on %s (libmicrohttpd refused; see the "
+		       "messages above)",
+		       m->where);
+		/* whether MHD closed fd on its way out is not documented; no thread of its runs */
+		if (fcntl(fd, F_GETFD) >= 0)
+			close(fd);
+		return -EIO;
+	}
+	pr_info("admin server on %s: /metrics, /healthz, /readyz (at most %u connections, closed "
+		"after %u s idle)",
+		m->where, m->max_conns, d->cfg.admin_idle_timeout);
+	return 0;
 }
 
 void sm_metrics_stop(struct sm_daemon *d)
@@ -747,6 +760,8 @@ void sm_metrics_free(struct sm_daemon *d)
 	if (!m)
 		return;
 	sm_metrics_stop(d);
+	if (m->listen_fd >= 0)
+		close(m->listen_fd); /* bound, never served */
 	sm_evloop_del(d->loop, m->first_beat);
 	sm_evloop_del(d->loop, m->beat);
 	d->metrics = NULL;
