@@ -67,7 +67,7 @@ DEPS_STAMP := $(OUTPUT)/.deps-ok
 .DELETE_ON_ERROR:
 .SECONDARY:
 .PHONY: all help deps test test-unit test-integration lint format demo clean install bench fuzz \
-	bench-tools
+	fuzz-coverage bench-tools
 
 all: $(OUTPUT)/sockmeshd $(OUTPUT)/sockmesh ## build the daemon, the CLI and the BPF objects
 
@@ -76,6 +76,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  %-17s %s\n", $$1, $$2}'
 	@echo "variables: V=1 (show commands)  OUTPUT=dir (default .output)  SANITIZE=1 (ASan+UBSan build)"
 	@echo "           TESTS='file.bats ...' (subset for test-integration)"
+	@echo "           FUZZ_TIME=s FUZZ_JOBS=n FUZZ_TARGETS='fuzz_ctl ...' (make fuzz)"
 
 deps: $(DEPS_STAMP) ## install build and test dependencies (apt-get)
 
@@ -184,25 +185,47 @@ install: all ## install sockmeshd and sockmesh into $(PREFIX)/bin
 	install -D -m 0755 $(OUTPUT)/sockmeshd $(DESTDIR)$(PREFIX)/bin/sockmeshd
 	install -D -m 0755 $(OUTPUT)/sockmesh $(DESTDIR)$(PREFIX)/bin/sockmesh
 
-# ---- fuzzing (libFuzzer, clang): make fuzz [FUZZ_TIME=seconds per target] ----
+# ---- fuzzing (libFuzzer, clang; docs/fuzzing.md) ----
+# Every tests/fuzz/fuzz_NAME.c is a harness; its seeds are tests/fuzz/seeds/NAME/.
+# The library is compiled once with the fuzzer's instrumentation and linked into each.
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
-FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(OUTPUT)/fuzz/%,$(FUZZ_SRCS))
+FUZZ_NAMES := $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRCS))
+FUZZ_TARGETS ?= $(FUZZ_NAMES)
+FUZZ_RUN_BINS := $(patsubst %,$(OUTPUT)/fuzz/%,$(FUZZ_TARGETS))
 FUZZ_TIME ?= 60
-FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_JOBS ?= 1
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := -g -O1 -fno-omit-frame-pointer -std=gnu11 -D_GNU_SOURCE \
+	-DSOCKMESH_VERSION=\"$(VERSION)\"
+# The harnesses get the project's warnings; the library has them in its gcc build.
+FUZZ_WARN := $(filter-out -Wno-format-truncation,$(WARN))
+FUZZ_LIB_OBJS := $(patsubst userspace/lib/%.c,$(OUTPUT)/fuzz/lib/%.o,$(LIB_SRCS))
+FUZZ_HDRS := $(wildcard tests/fuzz/*.h)
 
-$(OUTPUT)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(LIB_HDRS) | $(DEPS_STAMP)
-	$(call msg,FUZZ,$@)
+$(OUTPUT)/fuzz/lib/%.o: userspace/lib/%.c $(LIB_HDRS) | $(DEPS_STAMP)
+	$(call msg,CC-FUZZ,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CLANG) $(CPPFLAGS) -std=gnu11 -D_GNU_SOURCE -DSOCKMESH_VERSION=\"$(VERSION)\" $(FUZZ_FLAGS) \
-		$< $(LIB_SRCS) $(LDLIBS) -o $@
+	$(Q)$(CLANG) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(FUZZ_SAN) -c $< -o $@
 
-fuzz: $(FUZZ_BINS) ## run each libFuzzer target for FUZZ_TIME seconds (default 60)
-	$(Q)for f in $(FUZZ_BINS); do \
-		mkdir -p $(OUTPUT)/fuzz/corpus-$$(basename $$f); \
-		echo "fuzzing $$(basename $$f) for $(FUZZ_TIME) s"; \
-		$$f -max_total_time=$(FUZZ_TIME) -max_len=65536 -print_final_stats=1 \
-			$(OUTPUT)/fuzz/corpus-$$(basename $$f) tests/fuzz/seeds || exit 1; \
-	done
+$(OUTPUT)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_OBJS) $(FUZZ_HDRS) $(LIB_HDRS) | $(DEPS_STAMP)
+	$(call msg,FUZZ,$@)
+	$(Q)$(CLANG) $(CPPFLAGS) $(FUZZ_CFLAGS) $(FUZZ_WARN) -fsanitize=fuzzer $(FUZZ_SAN) $< $(FUZZ_LIB_OBJS) \
+		$(LDLIBS) -o $@
+
+fuzz: $(FUZZ_RUN_BINS) ## run each libFuzzer harness FUZZ_TIME s (60), FUZZ_JOBS at once (1)
+	$(Q)tests/fuzz/run.sh -t $(FUZZ_TIME) -j $(FUZZ_JOBS) -o $(OUTPUT)/fuzz $(FUZZ_RUN_BINS)
+
+# The same harnesses with clang's source-based coverage, no sanitizers: replay
+# the seeds and the corpus `make fuzz` grew and report line coverage.
+FUZZ_COV_BINS := $(patsubst %,$(OUTPUT)/fuzz-cov/%,$(FUZZ_TARGETS))
+$(OUTPUT)/fuzz-cov/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) $(FUZZ_HDRS) $(LIB_HDRS) | $(DEPS_STAMP)
+	$(call msg,FUZZ-COV,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(CPPFLAGS) $(FUZZ_CFLAGS) $(FUZZ_WARN) -fsanitize=fuzzer -fprofile-instr-generate \
+		-fcoverage-mapping $< $(LIB_SRCS) $(LDLIBS) -o $@
+
+fuzz-coverage: $(FUZZ_COV_BINS) ## line coverage of the library by each harness's corpus (llvm-cov)
+	$(Q)tests/fuzz/run.sh --coverage -o $(OUTPUT)/fuzz $(FUZZ_COV_BINS)
 
 # ---- test tools (traffic generators used by the integration tests and the demo) ----
 TOOL_SRCS := $(wildcard tests/tools/*.c)

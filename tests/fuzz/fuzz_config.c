@@ -2,6 +2,7 @@
 /* libFuzzer target: the config loader, fed through a memory file, must never crash or leak. */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "config.h"
