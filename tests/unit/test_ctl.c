@@ -20,6 +20,7 @@
 
 #include "check.h"
 #include "ctl.h"
+#include "flowfilter.h"
 #include "table.h"
 #include "util.h"
 
@@ -64,6 +65,17 @@ static void test_parse_request_table(void **state)
 		{"{\"cmd\":\"status\"}{\"cmd\":\"x\"}\n", -EINVAL, NULL},
 		{"{\"cmd\":\"status\"}\n{\"cmd\":\"x\"}\n", -EINVAL, NULL},
 		{"{\"cmd\":\"st\xff\"}\n", -EINVAL, NULL},
+		/*
+		 * Found by fuzz_ctl: json-c's UTF-8 check lets overlong forms,
+		 * surrogates and code points above U+10FFFF through; the protocol
+		 * takes RFC 3629 UTF-8 only, as its answers are.
+		 */
+		{"{\"cmd\":\"status\",\"args\":{\"x\":\"\xc1\x83\"}}\n", -EINVAL, NULL},
+		{"{\"cmd\":\"status\",\"args\":{\"x\":\"\xe0\x80\xaf\"}}\n", -EINVAL, NULL},
+		{"{\"cmd\":\"status\",\"args\":{\"x\":\"\xed\xa0\x80\"}}\n", -EINVAL, NULL},
+		{"{\"cmd\":\"status\",\"args\":{\"x\":\"\xf4\x90\x80\x80\"}}\n", -EINVAL, NULL},
+		{"{\"cmd\":\"status\",\"args\":{\"x\":\"\xf0\x9f\x98\x80\xc3\xa9\"}}\n", 0,
+		 "status"},
 	};
 
 	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++) {
@@ -207,6 +219,67 @@ static void test_format_response(void **state)
 	ASSERT_EQ(back == NULL, 1, "no data on error");
 	free(line);
 	json_object_put(data);
+}
+
+/*
+ * Found by fuzz_ctl: a message that quotes a user's text cut at a byte limit
+ * (flowfilter's '%.80s') may end in half a UTF-8 character. The daemon's
+ * answer must still be valid UTF-8, or the CLI's strict parser refuses it
+ * and the operator reads "the daemon's answer is not valid JSON" instead of
+ * what was wrong with the filter.
+ */
+static void test_format_response_utf8(void **state)
+{
+	static const struct {
+		const char *msg, *want;
+	} cases[] = {
+		/* a snowman, then one cut after two of its three bytes */
+		{"term 'ip=\xe2\x98\x83\xe2\x98': bad",
+		 "term 'ip=\xe2\x98\x83\xef\xbf\xbd\xef\xbf\xbd': bad"},
+		{"lone \x80 continuation", "lone \xef\xbf\xbd continuation"},
+		{"overlong \xc0\xaf slash", "overlong \xef\xbf\xbd\xef\xbf\xbd slash"},
+		{"surrogate \xed\xa0\x80.", "surrogate \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd."},
+		{"above U+10FFFF \xf4\x90\x80\x80",
+		 "above U+10FFFF \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+		{"\xff", "\xef\xbf\xbd"},
+		{"kept: \xc3\xa9 \xf0\x9f\x98\x80 \xef\xbf\xbf",
+		 "kept: \xc3\xa9 \xf0\x9f\x98\x80 \xef\xbf\xbf"},
+	};
+	struct json_object *data, *back = NULL;
+	struct sm_flowfilter *f = NULL;
+	struct sm_error err, ferr = {""};
+	char filter[400] = "ip=", *line;
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++) {
+		line = sm_ctl_format_response(NULL, cases[i].msg);
+		ASSERT_NOT_NULL(line, "format");
+		ASSERT_EQ(sm_ctl_parse_response(line, strlen(line), &back, &err), -EPROTO,
+			  cases[i].msg);
+		ASSERT_STR_EQ(err.msg, cases[i].want, "invalid bytes become U+FFFD");
+		free(line);
+	}
+
+	/* the case the fuzzer found: a filter of snowmen, its error message cut mid-character */
+	for (int i = 0; i < 100; i++)
+		strcat(filter, "\xe2\x98\x83");
+	ASSERT_EQ(sm_flowfilter_parse(filter, &f, &ferr), -EINVAL, "filter of snowmen");
+	line = sm_ctl_format_response(NULL, ferr.msg);
+	ASSERT_NOT_NULL(line, "format");
+	ASSERT_EQ(sm_ctl_parse_response(line, strlen(line), &back, &err), -EPROTO,
+		  "the CLI reads the filter's error");
+	ASSERT_HAS(err.msg, "filter term 'ip=\xe2\x98\x83", "the filter's own message");
+	free(line);
+
+	/* the same for strings in data */
+	data = json_object_new_object();
+	json_object_object_add(data, "name", json_object_new_string("a\xffz"));
+	line = sm_ctl_format_response(data, NULL);
+	ASSERT_EQ(sm_ctl_parse_response(line, strlen(line), &back, &err), 0, "data with \\xff");
+	ASSERT_STR_EQ(json_object_get_string(json_object_object_get(back, "name")),
+		      "a\xef\xbf\xbdz", "data string coerced");
+	json_object_put(back);
+	json_object_put(data);
+	free(line);
 }
 
 struct response_case {
@@ -663,6 +736,7 @@ int main(void)
 		cmocka_unit_test(test_parse_request_args_nul),
 		cmocka_unit_test(test_parse_request_limits),
 		cmocka_unit_test(test_format_response),
+		cmocka_unit_test(test_format_response_utf8),
 		cmocka_unit_test(test_parse_response_table),
 		cmocka_unit_test(test_request_ok),
 		cmocka_unit_test(test_request_ok_in_pieces),

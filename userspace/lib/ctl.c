@@ -35,8 +35,41 @@ static bool ctl_cmd_valid(const char *cmd)
 }
 
 /*
- * Parse exactly one JSON value from buf[0..len): a trailing "\n" (or "\r\n")
- * and surrounding blanks are allowed, anything else after the value is not.
+ * Length of the well-formed UTF-8 sequence at s[0..left) (RFC 3629: no
+ * overlong forms, no surrogates, nothing above U+10FFFF), 0 if it is none.
+ */
+static size_t utf8_seq_len(const unsigned char *s, size_t left)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t n;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		n = 2;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		n = 3;
+		lo = s[0] == 0xe0 ? 0xa0 : 0x80; /* overlong */
+		hi = s[0] == 0xed ? 0x9f : 0xbf; /* surrogates */
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		n = 4;
+		lo = s[0] == 0xf0 ? 0x90 : 0x80; /* overlong */
+		hi = s[0] == 0xf4 ? 0x8f : 0xbf; /* above U+10FFFF */
+	} else {
+		return 0;
+	}
+	if (left < n || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
+/*
+ * Parse exactly one JSON value from buf[0..len), which must be valid UTF-8
+ * (RFC 3629): a trailing "\n" (or "\r\n") and surrounding blanks are
+ * allowed, anything else after the value is not.
  * Returns a new reference or NULL; *why says what was wrong.
  */
 static struct json_object *ctl_parse_line(const char *buf, size_t len, const char **why)
@@ -52,6 +85,12 @@ static struct json_object *ctl_parse_line(const char *buf, size_t len, const cha
 		*why = "contains a NUL byte";
 		return NULL;
 	}
+	/* json-c's own check lets overlong forms, surrogates and more through */
+	for (size_t i = 0, n; i < len; i += n)
+		if (!(n = utf8_seq_len((const unsigned char *) buf + i, len - i))) {
+			*why = "is not valid UTF-8";
+			return NULL;
+		}
 	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' ' ||
 			   buf[len - 1] == '\t'))
 		len--;
@@ -247,6 +286,44 @@ static char *ctl_to_line(struct json_object *obj)
 	return line;
 }
 
+/*
+ * The client parses answers as strict UTF-8, but a message may quote a user's
+ * text cut at a byte limit ('%.80s', the size of struct sm_error) in the
+ * middle of a character. So every byte of line (malloc'ed) that is not part
+ * of a well-formed sequence becomes U+FFFD, as Go's encoding/json does; such
+ * bytes are >= 0x80, never JSON syntax. Returns line itself when it is valid,
+ * else a new string (line freed); NULL when out of memory (line freed).
+ */
+static char *ctl_utf8_coerce(char *line)
+{
+	const unsigned char *s = (const unsigned char *) line;
+	size_t len = strlen(line), bad = 0, i, n, o = 0;
+	char *out;
+
+	for (i = 0; i < len; i += n ? n : 1)
+		if (!(n = utf8_seq_len(s + i, len - i)))
+			bad++;
+	if (!bad)
+		return line;
+	out = malloc(len + 2 * bad + 1); /* each bad byte grows to three */
+	if (!out)
+		goto free_line;
+	for (i = 0; i < len; i += n ? n : 1) {
+		n = utf8_seq_len(s + i, len - i);
+		if (n) {
+			memcpy(out + o, line + i, n);
+			o += n;
+		} else {
+			memcpy(out + o, "\xef\xbf\xbd", 3);
+			o += 3;
+		}
+	}
+	out[o] = '\0';
+free_line:
+	free(line);
+	return out;
+}
+
 char *sm_ctl_format_response(struct json_object *data, const char *error)
 {
 	struct json_object *resp;
@@ -270,6 +347,8 @@ char *sm_ctl_format_response(struct json_object *data, const char *error)
 		}
 	}
 	line = ctl_to_line(resp);
+	if (line)
+		line = ctl_utf8_coerce(line);
 put_resp:
 	json_object_put(resp);
 	if (line)

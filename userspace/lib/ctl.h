@@ -54,8 +54,8 @@ int sm_ctl_request_args(const char *socket_path, const char *cmd, struct json_ob
 /*
  * Server side: parse one request line (the trailing newline, if present, is
  * allowed) and copy its "cmd" into cmd[cmdlen]. Other members are ignored
- * (reserved for command arguments). Returns 0, or -EINVAL (not a JSON object,
- * no string "cmd", empty or malformed name) / -ENAMETOOLONG (name does not fit)
+ * (reserved for command arguments). Returns 0, or -EINVAL (not valid UTF-8,
+ * not a JSON object, no string "cmd", empty or malformed name) / -ENAMETOOLONG (name does not fit)
  * / -EMSGSIZE (line longer than SM_CTL_MAX_REQUEST), with err set to a message
  * fit to send back as the "error" of the answer.
  */
@@ -73,7 +73,10 @@ int sm_ctl_parse_request_args(const char *line, char *cmd, size_t cmdlen, struct
  * Server side: the answer line, malloc'ed and ending in "\n", always one line
  * (json-c escapes newlines in strings). error != NULL gives
  * {"ok":false,"error":error} and data is ignored; otherwise {"ok":true,"data":data}
- * (data NULL → null). data is borrowed, not consumed. NULL + errno on failure.
+ * (data NULL → null). data is borrowed, not consumed. The line is valid UTF-8
+ * (what the client's parser requires): a byte of error or of a string in data
+ * that is not part of a well-formed UTF-8 sequence is sent as U+FFFD.
+ * NULL + errno on failure.
  */
 char *sm_ctl_format_response(struct json_object *data, const char *error);
 
