@@ -218,11 +218,18 @@ fuzz: $(FUZZ_RUN_BINS) ## run each libFuzzer harness FUZZ_TIME s (60), FUZZ_JOBS
 # The same harnesses with clang's source-based coverage, no sanitizers: replay
 # the seeds and the corpus `make fuzz` grew and report line coverage.
 FUZZ_COV_BINS := $(patsubst %,$(OUTPUT)/fuzz-cov/%,$(FUZZ_TARGETS))
-$(OUTPUT)/fuzz-cov/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) $(FUZZ_HDRS) $(LIB_HDRS) | $(DEPS_STAMP)
-	$(call msg,FUZZ-COV,$@)
+FUZZ_COV_FLAGS := -fprofile-instr-generate -fcoverage-mapping
+FUZZ_COV_LIB_OBJS := $(patsubst userspace/lib/%.c,$(OUTPUT)/fuzz-cov/lib/%.o,$(LIB_SRCS))
+
+$(OUTPUT)/fuzz-cov/lib/%.o: userspace/lib/%.c $(LIB_HDRS) | $(DEPS_STAMP)
+	$(call msg,CC-COV,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CLANG) $(CPPFLAGS) $(FUZZ_CFLAGS) $(FUZZ_WARN) -fsanitize=fuzzer -fprofile-instr-generate \
-		-fcoverage-mapping $< $(LIB_SRCS) $(LDLIBS) -o $@
+	$(Q)$(CLANG) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(FUZZ_COV_FLAGS) -c $< -o $@
+
+$(OUTPUT)/fuzz-cov/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_COV_LIB_OBJS) $(FUZZ_HDRS) $(LIB_HDRS) | $(DEPS_STAMP)
+	$(call msg,FUZZ-COV,$@)
+	$(Q)$(CLANG) $(CPPFLAGS) $(FUZZ_CFLAGS) $(FUZZ_WARN) -fsanitize=fuzzer $(FUZZ_COV_FLAGS) $< \
+		$(FUZZ_COV_LIB_OBJS) $(LDLIBS) -o $@
 
 fuzz-coverage: $(FUZZ_COV_BINS) ## line coverage of the library by each harness's corpus (llvm-cov)
 	$(Q)tests/fuzz/run.sh --coverage -o $(OUTPUT)/fuzz $(FUZZ_COV_BINS)
