@@ -15,6 +15,15 @@
  * key type) and OpenSSL's path validation (validity, path length, name
  * constraints) then see mutated content too.
  *
+ * Then the re-signed certificates go through a real TLS 1.3 handshake, in
+ * memory, as a client's certificate to a server made from a credential
+ * directory like the daemon's (sm_creds_load()), so tlsctx.c's callbacks run
+ * on them: the leaf gets the client's key (so that the client can sign its
+ * CertificateVerify) and is re-signed; inputs whose leaf's issuer the fixture
+ * does not hold skip this step. The server's verdict (sm_tls_peer_result())
+ * must be what sm_svid_verify() says of the same certificates at the current
+ * time, whenever the client got its certificate out.
+ *
  * Besides "no crash, no leak, no undefined behaviour", it checks that:
  *  - the reason is one verification gives (not a handshake's), with a name;
  *  - a SPIFFE ID comes back exactly when the verdict is OK, and then it is a
@@ -22,33 +31,44 @@
  *    leaf's bytes, with an SNI name, and the leaf is an ECDSA P-256 non-CA
  *    valid at the time;
  *  - the two roles' verdicts differ only by bad_eku;
- *  - a buffer too small for the ID gives bad_san and an empty string.
+ *  - a buffer too small for the ID gives bad_san and an empty string;
+ *  - the handshake's verdict and ID are the direct call's, and a server that
+ *    accepted the certificate completes the handshake.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
 #include "catalog.h"
 #include "spiffe.h"
 #include "spiffe_pki.h"
+#include "tlsctx.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* More than a peer's chain needs (the daemon accepts depth 8). */
 #define MAX_CERTS 10
-#define NISSUERS  (sizeof(spiffe_pki_issuers) / sizeof(spiffe_pki_issuers[0]))
+/* Rounds of the in-memory handshake: TLS 1.3 needs three or four. */
+#define HANDSHAKE_TURNS 16
+#define NISSUERS	(sizeof(spiffe_pki_issuers) / sizeof(spiffe_pki_issuers[0]))
 
 static struct sm_bundles *bundles;
 static X509 *issuer_cert[NISSUERS];
 static EVP_PKEY *issuer_key[NISSUERS];
+/* the TLS server, with credentials as the daemon loads them, and the client */
+static struct sm_creds *server_creds;
+static SSL_CTX *client_ctx;
+static EVP_PKEY *client_key;
 
 static void *pem_read(const char *pem, bool key)
 {
@@ -84,6 +104,64 @@ static void bundle_add(const char *td, const char *pem)
 		abort();
 }
 
+static void write_file(const char *dir, const char *name, const char *text)
+{
+	char path[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	if (!f || fputs(text, f) < 0 || fclose(f))
+		abort();
+}
+
+static void remove_file(const char *dir, const char *name)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	unlink(path);
+}
+
+/* A credential directory (tlsctx.h) for the server, loaded as the daemon loads one. */
+static void server_setup(void)
+{
+	char dir[] = "/tmp/sockmesh-fuzz-creds-XXXXXX", sub[64];
+	struct sm_error err = {{0}};
+
+	if (!mkdtemp(dir))
+		abort();
+	snprintf(sub, sizeof(sub), "%s/bundles", dir);
+	if (mkdir(sub, 0700))
+		abort();
+	write_file(dir, "cert.pem", spiffe_pki_server_chain_pem);
+	write_file(dir, "key.pem", spiffe_pki_server_key_pem);
+	write_file(dir, "bundle.pem", spiffe_pki_root_pem);
+	write_file(dir, "bundles/federated.test.pem", spiffe_pki_fed_root_pem);
+	server_creds = sm_creds_load(dir, 1, &err);
+	remove_file(dir, "bundles/federated.test.pem");
+	remove_file(dir, "bundle.pem");
+	remove_file(dir, "key.pem");
+	remove_file(dir, "cert.pem");
+	rmdir(sub);
+	rmdir(dir);
+	if (!server_creds) {
+		fprintf(stderr, "fuzz_spiffe: the server's credentials: %s\n", err.msg);
+		abort();
+	}
+	/* the client: the daemon's profile, and it does not judge the server */
+	client_key = EVP_EC_gen("P-256");
+	client_ctx = SSL_CTX_new(TLS_client_method());
+	if (!client_key || !client_ctx ||
+	    !SSL_CTX_set_min_proto_version(client_ctx, TLS1_3_VERSION) ||
+	    !SSL_CTX_set1_groups_list(client_ctx, "P-256") ||
+	    SSL_CTX_set_alpn_protos(client_ctx, (const unsigned char *) "\x02h2", 3) != 0)
+		abort();
+	SSL_CTX_set_verify(client_ctx, SSL_VERIFY_NONE, NULL);
+	/* send the chain given, never one built from a store */
+	SSL_CTX_set_mode(client_ctx, SSL_MODE_NO_AUTO_CHAIN);
+}
+
 static void setup_once(void)
 {
 	if (bundles)
@@ -94,6 +172,7 @@ static void setup_once(void)
 		issuer_cert[i] = pem_read(spiffe_pki_issuers[i].cert_pem, false);
 		issuer_key[i] = pem_read(spiffe_pki_issuers[i].key_pem, true);
 	}
+	server_setup();
 }
 
 /* What must hold of the leaf when it was accepted as an SVID with ID id. */
@@ -171,32 +250,129 @@ static void verify_chain(STACK_OF(X509) * certs)
 }
 
 /*
- * x re-signed by its issuer if the fixture holds it, and passed through DER
- * as a peer would send it; else x. A new reference either way.
+ * x signed again by its issuer if the fixture holds that issuer, then passed
+ * through DER as a peer would send it: a new certificate, or NULL.
  */
-static X509 *resigned(X509 *x)
+static X509 *sign_again(X509 *x)
 {
 	const unsigned char *p;
 	unsigned char *der = NULL;
-	X509 *copy, *back = NULL;
+	X509 *back = NULL;
 	int n;
 
 	for (size_t i = 0; i < NISSUERS; i++) {
 		if (X509_NAME_cmp(X509_get_issuer_name(x), X509_get_subject_name(issuer_cert[i])))
 			continue;
-		copy = X509_dup(x);
-		if (copy && X509_sign(copy, issuer_key[i], EVP_sha256()) > 0 &&
-		    (n = i2d_X509(copy, &der)) > 0) {
+		if (X509_sign(x, issuer_key[i], EVP_sha256()) > 0 && (n = i2d_X509(x, &der)) > 0) {
 			p = der;
 			back = d2i_X509(NULL, &p, n);
 		}
 		OPENSSL_free(der);
-		X509_free(copy);
 		break;
 	}
+	return back;
+}
+
+/* x re-signed (sign_again) if it can be, else x: a new reference either way. */
+static X509 *resigned(X509 *x)
+{
+	X509 *copy = X509_dup(x), *back = copy ? sign_again(copy) : NULL;
+
+	X509_free(copy);
 	if (!back && X509_up_ref(x))
 		back = x;
 	return back;
+}
+
+/*
+ * Hand certs to the server as a client's certificate, over an in-memory BIO
+ * pair, turn by turn. Returns the server's verdict, its ID in id; *sent is
+ * whether the client got its whole flight out (Certificate, CertificateVerify,
+ * Finished: only then did the server judge these certificates), *accepted
+ * whether the server completed the handshake.
+ */
+static enum sm_svid_reason handshake(STACK_OF(X509) * certs, char *id, size_t len, bool *sent,
+				     bool *accepted)
+{
+	SSL *ssl[2] = {SSL_new(client_ctx), SSL_new(sm_creds_server_ctx(server_creds, 0))};
+	STACK_OF(X509) *chain = sk_X509_dup(certs);
+	bool done[2] = {false, false}, failed[2] = {false, false};
+	enum sm_svid_reason r = SM_SVID_PROTOCOL;
+	BIO *bio[2] = {NULL, NULL};
+
+	*sent = *accepted = false;
+	id[0] = '\0';
+	if (!ssl[0] || !ssl[1] || !chain || !BIO_new_bio_pair(&bio[0], 0, &bio[1], 0))
+		goto free_ssl;
+	for (int i = 0; i < 2; i++)
+		SSL_set_bio(ssl[i], bio[i], bio[i]);
+	SSL_set_connect_state(ssl[0]);
+	SSL_set_accept_state(ssl[1]);
+	(void) sk_X509_shift(chain); /* the leaf; the rest is its chain */
+	if (!SSL_use_certificate(ssl[0], sk_X509_value(certs, 0)) ||
+	    !SSL_use_PrivateKey(ssl[0], client_key) || !SSL_set1_chain(ssl[0], chain))
+		goto free_ssl; /* OpenSSL refuses to send them (e.g. a weak chain certificate) */
+	for (int turn = 0; turn < HANDSHAKE_TURNS; turn++) {
+		for (int i = 0; i < 2; i++) {
+			int ret, e;
+
+			if (done[i] || failed[i])
+				continue;
+			ret = SSL_do_handshake(ssl[i]);
+			if (ret == 1) {
+				done[i] = true;
+				continue;
+			}
+			e = SSL_get_error(ssl[i], ret);
+			if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+				failed[i] = true;
+		}
+		if ((done[0] || failed[0]) && (done[1] || failed[1]))
+			break;
+	}
+	r = sm_tls_peer_result(ssl[1], id, len);
+	*sent = done[0];
+	*accepted = done[1];
+free_ssl:
+	sk_X509_free(chain);
+	SSL_free(ssl[0]);
+	SSL_free(ssl[1]);
+	ERR_clear_error();
+	return r;
+}
+
+/*
+ * certs (already re-signed) with the leaf's key replaced by the client's, the
+ * leaf re-signed, through the handshake and straight to sm_svid_verify(),
+ * both at the current time: the same verdict.
+ */
+static void check_handshake(STACK_OF(X509) * certs)
+{
+	char id_direct[SM_SPIFFE_MAX], id_tls[SM_SPIFFE_MAX];
+	X509 *copy = X509_dup(sk_X509_value(certs, 0)), *leaf = NULL;
+	STACK_OF(X509) *chain = NULL;
+	enum sm_svid_reason direct, tls;
+	bool sent, accepted;
+
+	if (copy && X509_set_pubkey(copy, client_key))
+		leaf = sign_again(copy);
+	X509_free(copy);
+	if (!leaf)
+		return; /* an issuer the fixture does not hold: no valid signature */
+	chain = sk_X509_dup(certs);
+	if (!chain || !sk_X509_set(chain, 0, leaf))
+		goto free_chain;
+	direct = sm_svid_verify(leaf, chain, bundles, SM_SVID_PEER_IS_CLIENT, 0, id_direct,
+				sizeof(id_direct));
+	tls = handshake(chain, id_tls, sizeof(id_tls), &sent, &accepted);
+	if (!sent)
+		goto free_chain; /* the client refused to send them: no verdict to compare */
+	if (tls != direct || strcmp(id_tls, direct == SM_SVID_OK ? id_direct : "") != 0 ||
+	    (direct == SM_SVID_OK) != accepted)
+		abort();
+free_chain:
+	sk_X509_free(chain);
+	X509_free(leaf);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -226,8 +402,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			goto free_stacks;
 		}
 	}
-	if (sk_X509_num(again) > 0)
+	if (sk_X509_num(again) > 0) {
 		verify_chain(again);
+		check_handshake(again);
+	}
 free_stacks:
 	sk_X509_pop_free(certs, X509_free);
 	sk_X509_pop_free(again, X509_free);

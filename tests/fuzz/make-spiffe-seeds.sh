@@ -3,8 +3,9 @@
 #
 # Regenerate the fixture of the fuzz_spiffe harness with the openssl CLI, in
 # the way scripts/test-pki.sh makes the test PKI:
-#   tests/fuzz/spiffe_pki.h     the trust bundles the harness verifies against
-#                               and the CA certificates and keys it re-signs with
+#   tests/fuzz/spiffe_pki.h     the trust bundles the harness verifies against,
+#                               the CA certificates and keys it re-signs with and
+#                               the SVID of the TLS server it hands inputs to
 #   tests/fuzz/seeds/spiffe/    one DER file per seed: the certificates a peer
 #                               sends (leaf first, then intermediates), concatenated
 # Both are committed; run this only to change them (they must be made together:
@@ -13,8 +14,9 @@
 #
 # Usage: tests/fuzz/make-spiffe-seeds.sh
 #
-# Every date is fixed, so the fixture never expires: CAs 2020..2049, good
-# leaves 2025..2035; the harness verifies at 2030-01-01T00:00:00Z.
+# Every date is fixed: CAs 2020..2049, good leaves 2025..2035; the harness
+# verifies at 2030-01-01T00:00:00Z, its handshakes at the current time (the
+# server's SVID must be valid then: regenerate before 2035).
 # Trust domains: sockmesh.test (bundle: root), federated.test (bundle:
 # fed-root); other-root and its intermediate are in no bundle.
 set -euo pipefail
@@ -201,6 +203,9 @@ leaf not-yet-valid "URI:$td/ns/prod/sa/future" int leaf "" 20400101000000Z 20410
 leaf int-expired "URI:$td/ns/prod/sa/web" int-expired
 leaf pathlen "URI:$td/ns/prod/sa/deep" int-below-pathlen0
 leaf name-constrained "URI:$td/ns/prod/sa/web" int-constrained
+leaf fuzz-server "URI:$td/ns/fuzz/sa/server" int
+cat "$work/leaf-fuzz-server.pem" "$work/int.pem" >"$work/server-chain.pem"
+openssl pkey -in "$work/leaf-fuzz-server.key" -out "$work/server-key.pem"
 
 rm -rf "$seeds"
 mkdir -p "$seeds"
@@ -265,6 +270,13 @@ EOF
 	echo
 	echo "/* The bundle of trust domain federated.test. */"
 	c_string spiffe_pki_fed_root_pem "$work/fed-root.pem"
+	echo
+	echo "/*"
+	echo " * The credentials of the TLS server that takes the inputs as a client's"
+	echo " * certificate: its SVID (valid 2025..2035) with the intermediate, and its key."
+	echo " */"
+	c_string spiffe_pki_server_chain_pem "$work/server-chain.pem"
+	c_string spiffe_pki_server_key_pem "$work/server-key.pem"
 	echo
 	echo "/* Each CA that issued a seed certificate, with its key, for re-signing. */"
 	echo "static const struct {"
