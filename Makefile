@@ -187,52 +187,66 @@ install: all ## install sockmeshd and sockmesh into $(PREFIX)/bin
 
 # ---- fuzzing (libFuzzer, clang; docs/fuzzing.md) ----
 # Every tests/fuzz/fuzz_NAME.c is a harness; its seeds are tests/fuzz/seeds/NAME/.
-# The library is compiled once with the fuzzer's instrumentation and linked into each.
+# The library is compiled once with the fuzzer's instrumentation and linked into
+# each. A harness that includes "daemon.h" is also linked with the daemon's code
+# (an archive: only what it calls is pulled in; main() is renamed sockmeshd_main
+# so that libFuzzer's main stays), which needs the BPF skeleton. `make fuzz-coverage` builds the same harnesses
+# with clang's source-based coverage instead of the sanitizers.
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_NAMES := $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRCS))
 FUZZ_TARGETS ?= $(FUZZ_NAMES)
-FUZZ_RUN_BINS := $(patsubst %,$(OUTPUT)/fuzz/%,$(FUZZ_TARGETS))
+FUZZ_DAEMON_NAMES := $(patsubst tests/fuzz/%.c,%,$(shell grep -l '^\#include "daemon.h"' \
+	$(FUZZ_SRCS) /dev/null))
 FUZZ_TIME ?= 60
 FUZZ_JOBS ?= 1
-FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS := -g -O1 -fno-omit-frame-pointer -std=gnu11 -D_GNU_SOURCE \
 	-DSOCKMESH_VERSION=\"$(VERSION)\"
 # The harnesses get the project's warnings; the library has them in its gcc build.
 FUZZ_WARN := $(filter-out -Wno-format-truncation,$(WARN))
-FUZZ_LIB_OBJS := $(patsubst userspace/lib/%.c,$(OUTPUT)/fuzz/lib/%.o,$(LIB_SRCS))
 FUZZ_HDRS := $(wildcard tests/fuzz/*.h)
 
-$(OUTPUT)/fuzz/lib/%.o: userspace/lib/%.c $(LIB_HDRS) | $(DEPS_STAMP)
-	$(call msg,CC-FUZZ,$@)
-	$(Q)mkdir -p $(@D)
-	$(Q)$(CLANG) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(FUZZ_SAN) -c $< -o $@
+# $(call fuzz_build,DIR,INSTRUMENTATION): the rules for $(OUTPUT)/DIR/.
+define fuzz_build
+$(OUTPUT)/$(1)/lib/%.o: userspace/lib/%.c $$(LIB_HDRS) | $$(DEPS_STAMP)
+	$$(call msg,CC-FUZZ,$$@)
+	$$(Q)mkdir -p $$(@D)
+	$$(Q)$$(CLANG) $$(CPPFLAGS) $$(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(2) -c $$< -o $$@
 
-$(OUTPUT)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_OBJS) $(FUZZ_HDRS) $(LIB_HDRS) | $(DEPS_STAMP)
-	$(call msg,FUZZ,$@)
-	$(Q)$(CLANG) $(CPPFLAGS) $(FUZZ_CFLAGS) $(FUZZ_WARN) -fsanitize=fuzzer $(FUZZ_SAN) $< $(FUZZ_LIB_OBJS) \
-		$(LDLIBS) -o $@
+$(OUTPUT)/$(1)/daemon/%.o: userspace/daemon/%.c $$(LIB_HDRS) $$(wildcard userspace/daemon/*.h) \
+		$$(SKEL)
+	$$(call msg,CC-FUZZ,$$@)
+	$$(Q)mkdir -p $$(@D)
+	$$(Q)$$(CLANG) $$(CPPFLAGS) -Iuserspace/daemon $$(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(2) \
+		$$(if $$(filter %/main.c,$$<),-Dmain=sockmeshd_main) -c $$< -o $$@
 
-fuzz: $(FUZZ_RUN_BINS) ## run each libFuzzer harness FUZZ_TIME s (60), FUZZ_JOBS at once (1)
-	$(Q)tests/fuzz/run.sh -t $(FUZZ_TIME) -j $(FUZZ_JOBS) -o $(OUTPUT)/fuzz $(FUZZ_RUN_BINS)
+$(OUTPUT)/$(1)/libsockmeshd.a: $$(patsubst userspace/daemon/%.c,$(OUTPUT)/$(1)/daemon/%.o, \
+		$$(DAEMON_SRCS))
+	$$(call msg,AR,$$@)
+	$$(Q)rm -f $$@ && ar rcs $$@ $$^
 
-# The same harnesses with clang's source-based coverage, no sanitizers: replay
-# the seeds and the corpus `make fuzz` grew and report line coverage.
-FUZZ_COV_BINS := $(patsubst %,$(OUTPUT)/fuzz-cov/%,$(FUZZ_TARGETS))
-FUZZ_COV_FLAGS := -fprofile-instr-generate -fcoverage-mapping
-FUZZ_COV_LIB_OBJS := $(patsubst userspace/lib/%.c,$(OUTPUT)/fuzz-cov/lib/%.o,$(LIB_SRCS))
+$$(patsubst %,$(OUTPUT)/$(1)/%,$$(FUZZ_DAEMON_NAMES)): $(OUTPUT)/$(1)/libsockmeshd.a
+$$(patsubst %,$(OUTPUT)/$(1)/%,$$(FUZZ_DAEMON_NAMES)): \
+	FUZZ_DAEMON := -Iuserspace/daemon $(OUTPUT)/$(1)/libsockmeshd.a
 
-$(OUTPUT)/fuzz-cov/lib/%.o: userspace/lib/%.c $(LIB_HDRS) | $(DEPS_STAMP)
-	$(call msg,CC-COV,$@)
-	$(Q)mkdir -p $(@D)
-	$(Q)$(CLANG) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(FUZZ_COV_FLAGS) -c $< -o $@
+$(OUTPUT)/$(1)/fuzz_%: tests/fuzz/fuzz_%.c \
+		$$(patsubst userspace/lib/%.c,$(OUTPUT)/$(1)/lib/%.o,$$(LIB_SRCS)) $$(FUZZ_HDRS) \
+		$$(LIB_HDRS) | $$(DEPS_STAMP)
+	$$(call msg,FUZZ,$$@)
+	$$(Q)$$(CLANG) $$(CPPFLAGS) $$(FUZZ_CFLAGS) $$(FUZZ_WARN) -fsanitize=fuzzer $(2) $$< \
+		$$(FUZZ_DAEMON) $$(patsubst userspace/lib/%.c,$(OUTPUT)/$(1)/lib/%.o,$$(LIB_SRCS)) \
+		$$(LDLIBS) -o $$@
+endef
 
-$(OUTPUT)/fuzz-cov/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_COV_LIB_OBJS) $(FUZZ_HDRS) $(LIB_HDRS) | $(DEPS_STAMP)
-	$(call msg,FUZZ-COV,$@)
-	$(Q)$(CLANG) $(CPPFLAGS) $(FUZZ_CFLAGS) $(FUZZ_WARN) -fsanitize=fuzzer $(FUZZ_COV_FLAGS) $< \
-		$(FUZZ_COV_LIB_OBJS) $(LDLIBS) -o $@
+comma := ,
+$(eval $(call fuzz_build,fuzz,-fsanitize=address$(comma)undefined -fno-sanitize-recover=undefined))
+$(eval $(call fuzz_build,fuzz-cov,-fprofile-instr-generate -fcoverage-mapping))
 
-fuzz-coverage: $(FUZZ_COV_BINS) ## line coverage of the library by each harness's corpus (llvm-cov)
-	$(Q)tests/fuzz/run.sh --coverage -o $(OUTPUT)/fuzz $(FUZZ_COV_BINS)
+fuzz: $(patsubst %,$(OUTPUT)/fuzz/%,$(FUZZ_TARGETS)) ## run each libFuzzer harness FUZZ_TIME s (60), FUZZ_JOBS at once (1)
+	$(Q)tests/fuzz/run.sh -t $(FUZZ_TIME) -j $(FUZZ_JOBS) -o $(OUTPUT)/fuzz $^
+
+# Replays the seeds and the corpus `make fuzz` grew.
+fuzz-coverage: $(patsubst %,$(OUTPUT)/fuzz-cov/%,$(FUZZ_TARGETS)) ## line coverage of the library by each harness's corpus (llvm-cov)
+	$(Q)tests/fuzz/run.sh --coverage -o $(OUTPUT)/fuzz $^
 
 # ---- test tools (traffic generators used by the integration tests and the demo) ----
 TOOL_SRCS := $(wildcard tests/tools/*.c)
