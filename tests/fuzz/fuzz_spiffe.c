@@ -35,6 +35,7 @@
  *  - the handshake's verdict and ID are the direct call's, and a server that
  *    accepted the certificate completes the handshake.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
