@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * Per-workload inbound modes (DESIGN.md sections 2 and 4): a cgroup_skb/ingress
+ * Per-workload inbound modes (docs/architecture.md): a cgroup_skb/ingress
  * program on each local workload's cgroup looks at new TCP connections, i.e.
  * segments with SYN set and ACK clear, whose source is not this node (the
  * cidrs map gives loopback and every address of this node the identity

@@ -92,7 +92,7 @@ int sk_msg_redirect(struct sk_msg_md *msg)
 
 	/*
 	 * SK_PASS when the peer is not (yet) in the map: returning the helper's
-	 * SK_DROP would fail the write with EPERM (KERNEL-NOTES.md, Traps). The
+	 * SK_DROP would fail the write with EPERM (docs/kernel.md). The
 	 * bytes then go over TCP, and so must every later byte of this socket:
 	 * the receiver reads what sk_msg queued before its TCP receive queue,
 	 * so a redirect after a TCP send could overtake it.

@@ -11,7 +11,7 @@
 #ifndef SOCKMESH_COMMON_H
 #define SOCKMESH_COMMON_H
 
-/* Well-known numeric identities (DESIGN.md section 1). */
+/* Well-known numeric identities (docs/catalog.md). */
 #define SM_ID_WILDCARD	      0
 #define SM_ID_HOST	      1
 #define SM_ID_WORLD	      2
@@ -21,7 +21,7 @@
 #define SM_AF_INET  2
 #define SM_AF_INET6 10
 
-/* Default ports (DESIGN.md section 7). */
+/* Default ports (docs/interfaces.md). */
 #define SM_DEFAULT_OUTBOUND_PORT 15001
 #define SM_DEFAULT_INBOUND_PORT	 15008
 #define SM_DEFAULT_ADMIN_PORT	 15020

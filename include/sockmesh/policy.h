@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Connection policy in the kernel (DESIGN.md section 5): the compiled entries
+ * Connection policy in the kernel (docs/policy.md): the compiled entries
  * the connect hooks and the inbound daemon look up. See common.h for the
  * rules; the compiler is userspace/lib/policy.c.
  *

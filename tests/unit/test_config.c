@@ -91,7 +91,7 @@ static void test_defaults(void **state)
 	ASSERT_EQ(cfg->tunnel_expiry_warning, 3600, "tunnel.expiry_warning");
 	ASSERT_EQ(cfg->tunnel_keepalive_interval, 30, "tunnel.keepalive_interval");
 	ASSERT_EQ(cfg->tunnel_keepalive_timeout, 10, "tunnel.keepalive_timeout");
-	ASSERT_EQ(cfg->tunnel_sni, false, "tunnel.sni off by default (DESIGN.md section 4)");
+	ASSERT_EQ(cfg->tunnel_sni, false, "tunnel.sni off by default (docs/tunnel.md)");
 	ASSERT_EQ(cfg->workers, 0, "listeners.workers: one per CPU");
 	ASSERT_EQ(cfg->max_workloads, 4096, "datapath.max_workloads");
 	ASSERT_EQ(cfg->max_services, 65536, "datapath.max_services");

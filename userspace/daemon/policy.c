@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Connection policy in the daemon (DESIGN.md section 5): the current policy
+ * Connection policy in the daemon (docs/policy.md): the current policy
  * set and its revision, kept in <state_dir>/policy.json and restored before
  * any program is attached; compiled (userspace/lib/policy.c) and installed
  * into the kernel by filling complete new inner maps in the slot not in use

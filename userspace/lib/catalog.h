@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The catalog: the mesh-wide list of nodes, workloads and services (DESIGN.md
- * section 1), read from a YAML file. Format in docs/catalog.md.
+ * The catalog: the mesh-wide list of nodes, workloads and services, read from
+ * a YAML file. Format in docs/catalog.md.
  *
  * Identities: every distinct SPIFFE ID gets a numeric identity, allocated
  * deterministically as SM_ID_FIRST_ALLOCATED + its index in the sorted list of

@@ -71,7 +71,7 @@ struct sm_config {
 	uint32_t max_policy_entries;   /* datapath.max_policy_entries, 65536 */
 	uint32_t ringbuf_size; /* datapath.ringbuf_size (bytes, power of 2 >= 4096), 1 MiB */
 
-	/* tunnel: the cross-node hop (DESIGN.md sections 2 and 4) */
+	/* tunnel: the cross-node hop (docs/tunnel.md) */
 	bool tunnel_hbone;	      /* tunnel.hbone: mTLS HBONE (true) or plaintext relay */
 	uint32_t tunnel_max_streams;  /* tunnel.max_streams per connection, 100 */
 	uint32_t tunnel_idle_timeout; /* tunnel.idle_timeout (s) of an unused connection, 300 */

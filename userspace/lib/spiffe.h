@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * X.509-SVID verification per the SPIFFE X.509-SVID standard, stricter than
- * ztunnel and Linkerd (DESIGN.md section 4): the chain must lead to the
+ * ztunnel and Linkerd (docs/security.md): the chain must lead to the
  * bundle of the peer's own trust domain; the leaf has exactly one URI SAN and
  * it is a valid SPIFFE ID; the leaf is not a CA; key usage includes
  * digitalSignature and excludes keyCertSign and cRLSign; the validity window

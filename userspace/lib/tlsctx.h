@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Credentials and TLS contexts for the HBONE hop (DESIGN.md section 4):
+ * Credentials and TLS contexts for the HBONE hop (docs/security.md):
  * TLS 1.3 only, AES-GCM suites, ECDSA P-256, ALPN "h2", no session
  * resumption, peers verified with sm_svid_verify().
  *
