@@ -160,8 +160,8 @@ start_nodes() {
 		[ "$(value "$samples" sockmesh_lost_events_total "{\"source\":\"${src%%:*}\"}")" = \
 			"$(jq ".counters.${src#*:}" <<<"$st")" ]
 	done
-	# map pressure as `sockmesh status` counts: the catalog's workloads and services
-	for map in workloads services; do
+	# map pressure as `sockmesh status` counts: the enrolled paths and the services
+	for map in enroll_paths services; do
 		want=$(jq --arg m "$map" '.maps[] | select(.name == $m) | .entries / .max_entries' <<<"$st")
 		got=$(value "$samples" sockmesh_map_pressure "{\"map\":\"$map\"}")
 		jq -ne --argjson w "$want" --argjson g "$got" '$w > 0 and (($w - $g) | fabs) < 1e-9'

@@ -43,6 +43,13 @@ struct sm_policyd {
 	uint32_t revision; /* 0: never applied */
 	int64_t applied_at;
 	char path[PATH_MAX];
+	/*
+	 * The inner maps of the revision this daemon installed last, entries and
+	 * CIDRs (-1: none). `explain` reads the kernel's answer through them,
+	 * after checking that the outer maps still hold them: opening a map by
+	 * its id needs CAP_SYS_ADMIN, which the running daemon no longer has.
+	 */
+	int live_fd[2];
 };
 
 /* ---- kernel maps ---- */
@@ -89,6 +96,37 @@ static int fill_cidrs(int fd, const struct sm_policy_compiled *c)
 	return 0;
 }
 
+/* The revision just installed: its inner maps are the ones explain reads from now on. */
+static void keep_live(struct sm_policyd *p, int inner, int cinner)
+{
+	const int fds[2] = {inner, cinner};
+
+	for (int i = 0; i < 2; i++) {
+		if (p->live_fd[i] >= 0)
+			close(p->live_fd[i]);
+		p->live_fd[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+	}
+}
+
+/*
+ * The descriptor of the live inner map in outer slot `slot`, if it is the
+ * one this daemon installed (which = 0 entries, 1 CIDRs): -ESTALE when the
+ * kernel holds another map there (someone else installed it).
+ */
+static int live_map(struct sm_daemon *d, int which, __u32 slot)
+{
+	struct bpf_map *outer = which ? d->skel->maps.policy_cidr_maps : d->skel->maps.policy_maps;
+	int fd = d->policy->live_fd[which];
+	struct bpf_map_info info = {};
+	__u32 id = 0, len = sizeof(info);
+
+	if (bpf_map_lookup_elem(bpf_map__fd(outer), &slot, &id))
+		return -errno;
+	if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &len))
+		return -ESTALE;
+	return info.id == id ? fd : -ESTALE;
+}
+
 /*
  * Fill new inner maps for c in the slot not in use, then flip policy_state:
  * a lookup sees the old revision or the new one, whole. 0 or -errno; on
@@ -129,8 +167,11 @@ static int kernel_install(struct sm_daemon *d, const struct sm_policy_compiled *
 	ps.slot = slot;
 	ps.revision = c->revision;
 	ps.loaded = 1;
-	if (bpf_map_update_elem(state, &zero, &ps, BPF_ANY))
+	if (bpf_map_update_elem(state, &zero, &ps, BPF_ANY)) {
 		err = -errno;
+		goto close_cinner;
+	}
+	keep_live(d->policy, inner, cinner);
 close_cinner:
 	close(cinner); /* the outer maps hold their own references */
 close_inner:
@@ -286,6 +327,7 @@ int sm_policy_start(struct sm_daemon *d)
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
+	p->live_fd[0] = p->live_fd[1] = -1;
 	d->policy = p;
 	if (mkdir(d->cfg.state_dir, 0700) < 0 && errno != EEXIST) {
 		ret = -errno;
@@ -324,6 +366,9 @@ void sm_policy_stop(struct sm_daemon *d)
 		return;
 	sm_policy_compiled_free(&p->compiled);
 	sm_policy_set_free(&p->set);
+	for (int i = 0; i < 2; i++)
+		if (p->live_fd[i] >= 0)
+			close(p->live_fd[i]);
 	free(p);
 	d->policy = NULL;
 }
@@ -825,7 +870,7 @@ static int kernel_lookup(struct sm_daemon *d, const struct sm_addr *from, uint32
 {
 	struct sm_policy_state ps = {0};
 	struct sm_policy_key k;
-	__u32 zero = 0, inner_id = 0, cidr_id = 0, id = 0;
+	__u32 zero = 0, id = 0;
 	int fd;
 
 	*step = 0;
@@ -838,22 +883,16 @@ static int kernel_lookup(struct sm_daemon *d, const struct sm_addr *from, uint32
 
 		ck.prefixlen = 32U + (from->family == AF_INET ? 32U : 128U);
 		memcpy(ck.addr, from->bytes, sizeof(ck.addr));
-		if (bpf_map_lookup_elem(bpf_map__fd(d->skel->maps.policy_cidr_maps), &ps.slot,
-					&cidr_id))
-			return -errno;
-		fd = bpf_map_get_fd_by_id(cidr_id);
+		fd = live_map(d, 1, ps.slot);
 		if (fd < 0)
-			return -errno;
+			return fd;
 		if (bpf_map_lookup_elem(fd, &ck, &id))
 			id = 0;
-		close(fd);
 		*src = id ? id : SM_ID_WORLD;
 	}
-	if (bpf_map_lookup_elem(bpf_map__fd(d->skel->maps.policy_maps), &ps.slot, &inner_id))
-		return -errno;
-	fd = bpf_map_get_fd_by_id(inner_id);
+	fd = live_map(d, 0, ps.slot);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	for (unsigned int i = 1; i <= SM_POLICY_STEPS; i++) {
 		sm_policy_step_key(i, *src, dst, port, &k);
 		if (bpf_map_lookup_elem(fd, &k, out) == 0) {
@@ -861,7 +900,6 @@ static int kernel_lookup(struct sm_daemon *d, const struct sm_addr *from, uint32
 			break;
 		}
 	}
-	close(fd);
 	return 0;
 }
 
@@ -909,6 +947,7 @@ static json_object *cmd_explain(struct sm_daemon *d, json_object *args, struct s
 	unsigned int step;
 	int64_t port;
 	char why[512];
+	int ret;
 
 	if (!from || !to || !args || !json_object_object_get_ex(args, "port", &port_j) ||
 	    !json_object_is_type(port_j, json_type_int) ||
@@ -928,9 +967,13 @@ static json_object *cmd_explain(struct sm_daemon *d, json_object *args, struct s
 	sm_policy_eval(&p->set, ctx, src, dst, (uint16_t) port, &ev);
 	sm_policy_ctx_free(ctx);
 	ksrc = src;
-	if (kernel_lookup(d, sm_addr_parse(from, &from_addr) == 0 ? &from_addr : NULL, &ksrc, dst,
-			  (uint16_t) port, &kv, &step)) {
-		sm_error_set(err, "cannot read the kernel's policy map: %s", strerror(errno));
+	ret = kernel_lookup(d, sm_addr_parse(from, &from_addr) == 0 ? &from_addr : NULL, &ksrc,
+			    dst, (uint16_t) port, &kv, &step);
+	if (ret) {
+		sm_error_set(err, "cannot read the kernel's policy map: %s",
+			     ret == -ESTALE ? "the live map is not the one this daemon installed "
+					      "(another process changed the policy maps)"
+					    : strerror(-ret));
 		return NULL;
 	}
 
