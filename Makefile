@@ -168,7 +168,7 @@ lint: | $(DEPS_STAMP) ## cppcheck, clang-tidy and clang-format checks
 format: ## reformat the C sources with .clang-format
 	$(Q)clang-format -i $(LIB_SRCS) $(DAEMON_SRCS) $(CLI_SRCS) $(wildcard userspace/*/*.h) \
 		$(wildcard bpf/*.c bpf/lib/*.h include/sockmesh/*.h tests/unit/*.c tests/unit/*.h \
-		tests/tools/*.c tests/fuzz/*.c)
+		tests/tools/*.c tests/bpf/*.c tests/fuzz/*.c)
 
 demo: all ## two sandbox nodes, a client and services, traffic, flow log, status; cleans up
 	$(Q)SM_OUTPUT=$(OUTPUT) scripts/demo.sh
@@ -251,7 +251,14 @@ fuzz-coverage: $(patsubst %,$(OUTPUT)/fuzz-cov/%,$(FUZZ_TARGETS)) ## line covera
 # ---- test tools (traffic generators used by the integration tests and the demo) ----
 TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(patsubst tests/tools/%.c,$(OUTPUT)/tools/%,$(TOOL_SRCS))
-all: $(TOOL_BINS)
+# kernel programs of the tools (tests/bpf/NAME.bpf.c), next to them: NAME.bpf.o
+TOOL_BPF_OBJS := $(patsubst tests/bpf/%.bpf.c,$(OUTPUT)/tools/%.bpf.o,$(wildcard tests/bpf/*.bpf.c))
+all: $(TOOL_BINS) $(TOOL_BPF_OBJS)
+
+$(OUTPUT)/tools/%.bpf.o: tests/bpf/%.bpf.c $(BPF_HDRS) $(OUTPUT)/vmlinux.h | $(DEPS_STAMP)
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 $(OUTPUT)/tools/%: tests/tools/%.c $(LIBSM) | $(DEPS_STAMP)
 	$(call msg,TOOL,$@)

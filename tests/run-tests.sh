@@ -242,7 +242,7 @@ run_integration() {
 
 c_sources() {
 	local d
-	for d in bpf include userspace tests/unit tests/tools tests/fuzz; do
+	for d in bpf include userspace tests/unit tests/tools tests/bpf tests/fuzz; do
 		[ -d "$d" ] && find "$d" -name '*.[ch]' -type f
 	done | sort
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +32,17 @@
 #include <sockmesh/flowacct.h>
 #include <sockmesh/intercept.h>
 
+/*
+ * One drain of the ring buffer takes at most this long (wall clock), then
+ * the loop serves its timers and sockets before the drain goes on: producers
+ * on many CPUs can refill the ring as fast as one thread empties it, and a
+ * drain that never returned would hold back the lost records, the control
+ * socket and everything else the main loop does.
+ */
+#define FLOW_DRAIN_BUDGET_NS (20 * 1000000LL)
+/* The callback's answer when the budget is spent: libbpf stops, the event consumed. */
+#define FLOW_DRAIN_PAUSE (-EAGAIN)
+
 /* What the daemon remembers of a live connection: its last reported totals. */
 struct flow_state {
 	uint64_t cookie;
@@ -42,6 +54,9 @@ struct sm_flowexp {
 	struct ring_buffer *rb;
 	struct sm_ev *rb_ev;
 	struct sm_ev *drain_ev;
+	int more_fd; /* eventfd: a drain stopped at its budget, with events left */
+	struct sm_ev *more_ev;
+	int64_t drain_deadline; /* CLOCK_MONOTONIC ns: when the current drain stops */
 	struct flow_state *flows;
 	/*
 	 * The main thread and the workers (their own records) emit; each
@@ -293,6 +308,14 @@ static void record_from_policy_event(struct sm_daemon *d, const struct sm_flow_e
 				      (enum sm_policy_reason) ev->policy_reason, true, r);
 }
 
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static int on_flow_event(void *ctx, void *data, size_t size)
 {
 	struct sm_daemon *d = ctx;
@@ -302,27 +325,57 @@ static int on_flow_event(void *ctx, void *data, size_t size)
 	if (size < sizeof(struct sm_flow_event)) {
 		pr_warn("short flow event (%zu bytes, want %zu): kernel and daemon builds differ",
 			size, sizeof(struct sm_flow_event));
-		return 0;
-	}
-	if (ev->type == SM_FLOW_DENIED || ev->type == SM_FLOW_AUDIT) {
+	} else if (ev->type == SM_FLOW_DENIED || ev->type == SM_FLOW_AUDIT) {
 		record_from_policy_event(d, ev, &r);
 		sm_flowexp_emit(d, &r);
-		return 0;
+	} else {
+		record_from_event(d, data, &r);
+		sm_flowexp_emit(d, &r);
 	}
-	record_from_event(d, data, &r);
-	sm_flowexp_emit(d, &r);
-	return 0;
+	return mono_ns() >= d->flows->drain_deadline ? FLOW_DRAIN_PAUSE : 0;
+}
+
+/*
+ * Drain the ring for at most FLOW_DRAIN_BUDGET_NS. When events are left,
+ * more_fd brings the loop straight back here once it has served whatever
+ * else is due (the once-a-second tick among them).
+ */
+static void flow_drain(struct sm_daemon *d)
+{
+	struct sm_flowexp *fx = d->flows;
+	int ret;
+
+	fx->drain_deadline = mono_ns() + FLOW_DRAIN_BUDGET_NS;
+	ret = ring_buffer__consume(fx->rb);
+	if (ret == FLOW_DRAIN_PAUSE) {
+		uint64_t one = 1;
+
+		if (write(fx->more_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			pr_warn("cannot wake the flow drain: %s", strerror(errno));
+	} else if (ret < 0) {
+		pr_warn("ring buffer consume failed: %s", strerror(-ret));
+	}
 }
 
 static void on_ringbuf(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
+	(void) loop;
+	(void) ev;
+	(void) events;
+	flow_drain(arg);
+}
+
+static void on_more(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
 	struct sm_daemon *d = arg;
+	uint64_t n;
 
 	(void) loop;
 	(void) ev;
 	(void) events;
-	if (ring_buffer__consume(d->flows->rb) < 0)
-		pr_warn("ring buffer consume failed: %s", strerror(errno));
+	if (read(d->flows->more_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		pr_warn("cannot read the flow drain's eventfd: %s", strerror(errno));
+	flow_drain(d);
 }
 
 static const enum sm_counter loss_counters[] = {
@@ -343,8 +396,8 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 
 	if (sm_datapath_counters(d, now))
 		return;
-	/* drain first, so that "lost" follows the records that made it */
-	ring_buffer__consume(d->flows->rb);
+	/* drain first (within its budget), so that "lost" follows the records that made it */
+	flow_drain(d);
 	for (size_t i = 0; i < SM_ARRAY_SIZE(loss_counters); i++) {
 		uint32_t k = loss_counters[i];
 
@@ -395,6 +448,7 @@ int sm_flowexp_start(struct sm_daemon *d)
 
 	if (!fx)
 		return -ENOMEM;
+	fx->more_fd = -1;
 	d->flows = fx;
 	fx->sinks = sm_sinks_new(&d->cfg, &e);
 	if (!fx->sinks) {
@@ -415,6 +469,15 @@ int sm_flowexp_start(struct sm_daemon *d)
 	fx->drain_ev = sm_evloop_timer(d->loop, SM_FLOW_DRAIN_MS, on_ringbuf, d);
 	if (!fx->drain_ev)
 		return -errno;
+	fx->more_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (fx->more_fd < 0) {
+		err = -errno;
+		pr_err("cannot make the flow drain's eventfd: %s", strerror(-err));
+		return err;
+	}
+	fx->more_ev = sm_evloop_add(d->loop, fx->more_fd, EPOLLIN, on_more, d);
+	if (!fx->more_ev)
+		return -errno;
 	return 0;
 }
 
@@ -426,11 +489,16 @@ void sm_flowexp_stop(struct sm_daemon *d)
 	if (!fx)
 		return;
 	if (fx->rb) {
+		/* the last events, however long they take: nothing else runs now */
+		fx->drain_deadline = INT64_MAX;
 		ring_buffer__consume(fx->rb);
 		sm_evloop_del(d->loop, fx->rb_ev);
 		sm_evloop_del(d->loop, fx->drain_ev);
 		ring_buffer__free(fx->rb);
 	}
+	sm_evloop_del(d->loop, fx->more_ev);
+	if (fx->more_fd >= 0)
+		close(fx->more_fd);
 	HASH_ITER(hh, fx->flows, fs, tmp)
 	{
 		// uthash's delete-while-iterating idiom; the analyzer does not know that

@@ -545,8 +545,9 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 
 	(void) ev;
 	(void) events;
-	sm_datapath_run_iter(d);
+	/* losses first: the iterator can take long while the ring overflows */
 	sm_flowexp_check_lost(d);
+	sm_datapath_run_iter(d);
 	sm_hbone_tick(d);	 /* credential rotation; connections are the workers' */
 	sm_intercept_refresh(d); /* the cgroup ids status and flow records show */
 	if (!d->draining)
