@@ -88,19 +88,27 @@ tcp_from_metrics() {
 
 # tcp_from_flowlog NODE: the same, computed from the node's flow log by the documented
 # rules: connection records of workload sockets; reporter from traffic_direction; sent =
-# destination → source, received = source → destination; conn_start opens, conn_end closes.
+# destination → source, received = source → destination; conn_start opens, conn_end closes;
+# every record of a connection (socket_cookie) counts in the label set of its first record.
 tcp_from_flowlog() {
-	jq -sS '[.[] | select((.type == "conn_start" or .type == "conn_update" or .type == "conn_end")
-			and .socket_cookie != 0)
-		| (.traffic_direction == "INGRESS") as $in
-		| {key: ([(if $in then "destination" else "source" end),
-			  (.source.workload // "unknown"), (.source.spiffe_id // "unknown"),
-			  (.destination.workload // "unknown"), (.destination.spiffe_id // "unknown"),
-			  (if .tls.encrypted == true then "mutual_tls" else "none" end)] | join("|")),
-		   sent_bytes: (if $in then .delta.bytes_sent else .delta.bytes_received end),
-		   received_bytes: (if $in then .delta.bytes_received else .delta.bytes_sent end),
-		   connections_opened: (if .type == "conn_start" then 1 else 0 end),
-		   connections_closed: (if .type == "conn_end" then 1 else 0 end)}]
+	jq -sS 'def key: (.traffic_direction == "INGRESS") as $in
+			| [(if $in then "destination" else "source" end),
+			   (.source.workload // "unknown"), (.source.spiffe_id // "unknown"),
+			   (.destination.workload // "unknown"), (.destination.spiffe_id // "unknown"),
+			   (if .tls.encrypted == true then "mutual_tls" else "none" end)] | join("|");
+		reduce (.[] | select((.type == "conn_start" or .type == "conn_update" or .type == "conn_end")
+			and .socket_cookie != 0)) as $r ({conns: {}, out: []};
+			($r.socket_cookie | tostring) as $c
+			| (if $r.type == "conn_start" then ($r | key) else (.conns[$c] // ($r | key)) end) as $k
+			| .conns[$c] = $k
+			| if $r.type == "conn_end" then .conns |= del(.[$c]) else . end
+			| (($r.traffic_direction == "INGRESS") as $in
+			   | .out += [{key: $k,
+				sent_bytes: (if $in then $r.delta.bytes_sent else $r.delta.bytes_received end),
+				received_bytes: (if $in then $r.delta.bytes_received else $r.delta.bytes_sent end),
+				connections_opened: (if $r.type == "conn_start" then 1 else 0 end),
+				connections_closed: (if $r.type == "conn_end" then 1 else 0 end)}]))
+		| .out
 		| group_by(.key) | map({key: .[0].key, value: {
 			sent_bytes: (map(.sent_bytes) | add), received_bytes: (map(.received_bytes) | add),
 			connections_opened: (map(.connections_opened) | add),
@@ -241,6 +249,48 @@ start_nodes() {
 	sm_wait_until 5 tls_agrees node1
 	sm_wait_until 5 tls_agrees node2
 	[ "$(value "$(scrape node1)" sockmesh_tls_handshakes_total '{"result":"ok"}')" -ge 1 ]
+}
+
+# opened_equals_closed NODE: every conn_end in NODE's flow log counted as closed (at
+# least $1 of them), and opened equals closed in every label set; the sets in $TCP.
+opened_equals_closed() {
+	local samples ends
+	samples=$(scrape "$1") || return 1
+	TCP=$(tcp_from_metrics "$samples")
+	ends=$(sm_records "$1" '.type == "conn_end" and .socket_cookie != 0' | wc -l)
+	[ "$ends" -ge "$2" ] || return 1
+	jq -e --argjson n "$ends" '([.[] | .connections_closed // 0] | add) == $n' <<<"$TCP" >/dev/null &&
+		jq -e 'all(.[]; (.connections_opened // 0) == (.connections_closed // 0))' <<<"$TCP" >/dev/null
+}
+
+@test "connections closed right after connect(): opened and closed in the same label set" {
+	start_nodes node1 node2
+	sb_serve node2 server 10.11.0.2:8080 echo
+	n=300
+	# closed at once, nothing sent: most are gone before the tunnel could take them
+	run sb_exec node1 client "$SMTRAFFIC" storm --connect 10.11.0.2:8080 --count "$n"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(sm_field "$output" connected)" -eq "$n" ]
+	# half-closed at once: each goes through the tunnel, whose record of it may come
+	# after the conn_start was read
+	run sb_exec node1 client sh -c 'i=0; while [ $i -lt "$1" ]; do
+		"$0" send --connect 10.11.0.2:8080 --bytes 0 --expect echo --timeout 10 >/dev/null || exit 1
+		i=$((i + 1)); done' "$SMTRAFFIC" "$n"
+	[ "$status" -eq 0 ]
+	for node in node1 node2; do
+		if ! sm_wait_until 15 opened_equals_closed "$node" "$n"; then
+			echo "$node: $TCP"
+			false
+		fi
+		echo "$node: $TCP"
+	done
+	# on the calling node, all in the label set of what carries them: the mTLS tunnel
+	# (it takes a captured connection or nobody does)
+	TCP=$(tcp_from_metrics "$(scrape node1)")
+	c="client|$SM_CLIENT_ID"
+	[ "$(jq -r 'keys | length' <<<"$TCP")" -eq 1 ]
+	[ "$(tcp "source|$c|server|$SM_SERVER_ID|mutual_tls" connections_opened)" -eq $((2 * n)) ]
 }
 
 @test "policy denials count in drops_total and policy_verdicts, at connect() and at the tunnel" {

@@ -3,7 +3,8 @@
  * smtraffic: the TCP traffic tool of the integration tests, the demo and the
  * benchmarks. `serve` runs an echo, sink or greet server; `send` streams N
  * pseudo-random bytes, half-closes and verifies the reply (one JSON line,
- * exit 0 only when it matches); `rr` measures request/response latency.
+ * exit 0 only when it matches); `rr` measures request/response latency;
+ * `storm` opens and closes connections as fast as it can (connect() only).
  *
  * Every wait is bounded: sockets are non-blocking and every poll() has a
  * deadline, so a broken data path shows up as an error, never as a hang.
@@ -37,6 +38,7 @@
 #define SMT_MAX_BYTES	  (1ULL << 40)		    /* largest --bytes */
 #define SMT_MAX_TIMEOUT_S (24 * 3600)		    /* largest --timeout */
 #define SMT_MAX_RR_COUNT  10000000		    /* largest rr --count */
+#define SMT_MAX_STORM	  100000000ULL		    /* largest storm --count */
 #define SMT_ADDR_STR	  64			    /* "[v6addr]:port" */
 #define SMT_HEX_LEN	  (2 * EVP_MAX_MD_SIZE + 1) /* sha256 as hex + NUL */
 
@@ -1131,9 +1133,111 @@ static int cmd_rr(int argc, char **argv)
 	return rr_run(&addr, port, count, size, timeout_s, new_conn, rate);
 }
 
+/* ---- storm ---- */
+
+struct storm_opts {
+	struct sm_addr addr;
+	uint16_t port;
+	uint64_t seconds, count, timeout_s;
+};
+
+/*
+ * Connect and close at once, again and again, until seconds pass or count
+ * attempts are made. A refused attempt (EPERM from a policy, ECONNREFUSED)
+ * is counted and the storm goes on; any other error stops it.
+ */
+static int storm_run(const struct storm_opts *o)
+{
+	int64_t started = now_ms(), end = started + (int64_t) o->seconds * 1000;
+	uint64_t attempts = 0, connected = 0, refused = 0;
+	int fd;
+
+	while (attempts < o->count && now_ms() < end) {
+		fd = connect_timeout(&o->addr, o->port, (int) (o->timeout_s * 1000));
+		attempts++;
+		if (fd >= 0) {
+			connected++;
+			close(fd);
+		} else if (fd == -EPERM || fd == -ECONNREFUSED) {
+			refused++;
+		} else {
+			pr_err("connect %" PRIu64 ": %s", attempts, strerror(-fd));
+			return 1;
+		}
+	}
+	printf("{\"ok\":true,\"attempts\":%" PRIu64 ",\"connected\":%" PRIu64
+	       ",\"refused\":%" PRIu64 ",\"per_s\":%.0f}\n",
+	       attempts, connected, refused,
+	       (double) attempts * 1000.0 / (double) (now_ms() - started + 1));
+	return 0;
+}
+
+static void storm_usage(FILE *f)
+{
+	fprintf(f, "usage: smtraffic storm --connect ADDR:PORT [--seconds S] [--count N]\n"
+		   "                       [--timeout S]\n"
+		   "Open a connection and close it at once (nothing sent), again and again,\n"
+		   "for S seconds (default 5) or N attempts (default unlimited), whichever\n"
+		   "ends first. Attempts refused (EPERM by a policy, ECONNREFUSED) are\n"
+		   "counted and the storm goes on. --timeout (default 10) bounds each\n"
+		   "connect(). Prints {\"ok\":true,\"attempts\":N,\"connected\":N,"
+		   "\"refused\":N,\"per_s\":..}.\n");
+}
+
+static int cmd_storm(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"connect", required_argument, NULL, 'c'},
+		{"seconds", required_argument, NULL, 's'},
+		{"count", required_argument, NULL, 'n'},
+		{"timeout", required_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct storm_opts o = {.seconds = 5, .count = SMT_MAX_STORM, .timeout_s = 10};
+	bool have_connect = false;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:s:n:t:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			if (sm_addrport_parse(optarg, &o.addr, &o.port)) {
+				pr_err("bad --connect '%s': want IP:PORT or [IPv6]:PORT", optarg);
+				return 2;
+			}
+			have_connect = true;
+			break;
+		case 's':
+			if (parse_num("seconds", optarg, 1, SMT_MAX_TIMEOUT_S, &o.seconds))
+				return 2;
+			break;
+		case 'n':
+			if (parse_num("count", optarg, 1, SMT_MAX_STORM, &o.count))
+				return 2;
+			break;
+		case 't':
+			if (parse_num("timeout", optarg, 1, SMT_MAX_TIMEOUT_S, &o.timeout_s))
+				return 2;
+			break;
+		case 'h':
+			storm_usage(stdout);
+			return 0;
+		default:
+			storm_usage(stderr);
+			return 2;
+		}
+	}
+	if (!have_connect || optind != argc) {
+		pr_err("storm needs --connect (and no other arguments)");
+		storm_usage(stderr);
+		return 2;
+	}
+	return storm_run(&o);
+}
+
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: smtraffic serve|send|rr [OPTIONS]   (smtraffic COMMAND --help)\n");
+	fprintf(f, "usage: smtraffic serve|send|rr|storm [OPTIONS]   (smtraffic COMMAND --help)\n");
 }
 
 int main(int argc, char **argv)
@@ -1151,6 +1255,8 @@ int main(int argc, char **argv)
 		return cmd_send(argc - 1, argv + 1);
 	if (strcmp(argv[1], "rr") == 0)
 		return cmd_rr(argc - 1, argv + 1);
+	if (strcmp(argv[1], "storm") == 0)
+		return cmd_storm(argc - 1, argv + 1);
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		usage(stdout);
 		return 0;

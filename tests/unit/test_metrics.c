@@ -182,6 +182,109 @@ static void test_tcp_labels(void **state)
 		  1, "absent identities are unknown");
 }
 
+/*
+ * A connection is counted under one label set, the one of the first record
+ * counted for it: a conn_start written before the tunnel took the socket
+ * (no tls block yet) and its conn_end (mutual_tls) open and close the same
+ * series, and every byte goes there too. A conn_end whose conn_start this
+ * aggregator never saw (the daemon restarted) is closed under its own.
+ */
+static void test_one_label_set_per_connection(void **state)
+{
+	struct sm_flow_record r;
+	const char *text;
+
+	new_agg(100);
+	make_conn(&r, SM_REC_CONN_START, false, 0, 0);
+	sm_metrics_agg_observe(agg, &r);
+	make_conn(&r, SM_REC_CONN_UPDATE, false, 100, 0);
+	r.tls.present = true;
+	r.tls.encrypted = true;
+	sm_metrics_agg_observe(agg, &r);
+	make_conn(&r, SM_REC_CONN_END, false, 20, 3);
+	r.tls.present = true;
+	r.tls.encrypted = true;
+	sm_metrics_agg_observe(agg, &r);
+	/* the next connection of that socket cookie is a new one: its conn_start decides */
+	make_conn(&r, SM_REC_CONN_START, false, 0, 0);
+	r.tls.present = true;
+	r.tls.encrypted = true;
+	sm_metrics_agg_observe(agg, &r);
+	make_conn(&r, SM_REC_CONN_END, false, 0, 0);
+	sm_metrics_agg_observe(agg, &r);
+	/* a conn_end without its conn_start: its own labels */
+	make_conn(&r, SM_REC_CONN_END, true, 5, 5);
+	r.tls.present = true;
+	r.tls.encrypted = true;
+	sm_metrics_agg_observe(agg, &r);
+
+	text = render(NULL);
+	ASSERT_EQ(value_of(text, "sockmesh_tcp_connections_opened_total" TCP_SET("source", "none")),
+		  1, "opened under the conn_start's labels");
+	ASSERT_EQ(value_of(text, "sockmesh_tcp_connections_closed_total" TCP_SET("source", "none")),
+		  1, "closed under the same labels, whatever the conn_end says");
+	ASSERT_EQ(value_of(text, "sockmesh_tcp_received_bytes_total" TCP_SET("source", "none")),
+		  120, "its bytes there too");
+	ASSERT_EQ(value_of(text,
+			   "sockmesh_tcp_connections_opened_total" TCP_SET("source", "mutual_tls")),
+		  1, "the second connection opened under its own conn_start's labels");
+	ASSERT_EQ(value_of(text,
+			   "sockmesh_tcp_connections_closed_total" TCP_SET("source", "mutual_tls")),
+		  1, "and closed there");
+	ASSERT_EQ(value_of(text, "sockmesh_tcp_connections_closed_total" TCP_SET("destination",
+										 "mutual_tls")),
+		  1, "a conn_end never opened: closed under its own labels");
+	ASSERT_EQ(value_of(text, "sockmesh_tcp_connections_opened_total" TCP_SET("destination",
+										 "mutual_tls")),
+		  0, "and not opened");
+}
+
+/* Connections whose conn_end never came (lost) are forgotten, oldest first, past a bound. */
+static void test_connections_remembered_bounded(void **state)
+{
+	struct sm_flow_record r;
+	const char *text;
+
+	new_agg(100);
+	/* the first connection stays, updated, while many more open and are never closed */
+	make_conn(&r, SM_REC_CONN_START, false, 0, 0);
+	r.cookie = 1;
+	sm_metrics_agg_observe(agg, &r);
+	for (uint64_t i = 0; i < SM_METRICS_CONNS_MAX + 10; i++) {
+		make_conn(&r, SM_REC_CONN_START, false, 0, 0);
+		r.cookie = 100 + i;
+		sm_metrics_agg_observe(agg, &r);
+		if (i % 1000 == 0) {
+			make_conn(&r, SM_REC_CONN_UPDATE, false, 1, 0);
+			r.cookie = 1;
+			r.tls.present = true;
+			r.tls.encrypted = true;
+			sm_metrics_agg_observe(agg, &r);
+		}
+	}
+	/* the oldest unclosed one was forgotten: its conn_end counts under its own labels */
+	make_conn(&r, SM_REC_CONN_END, false, 0, 0);
+	r.cookie = 100;
+	r.tls.present = true;
+	r.tls.encrypted = true;
+	sm_metrics_agg_observe(agg, &r);
+	/* the one kept busy is still known */
+	make_conn(&r, SM_REC_CONN_END, false, 0, 0);
+	r.cookie = 1;
+	r.tls.present = true;
+	r.tls.encrypted = true;
+	sm_metrics_agg_observe(agg, &r);
+
+	text = render(NULL);
+	ASSERT_EQ(value_of(text, "sockmesh_tcp_connections_opened_total" TCP_SET("source", "none")),
+		  SM_METRICS_CONNS_MAX + 11, "all opened");
+	ASSERT_EQ(value_of(text, "sockmesh_tcp_connections_closed_total" TCP_SET("source", "none")),
+		  1, "the busy one closed where it was opened");
+	ASSERT_EQ(value_of(text,
+			   "sockmesh_tcp_connections_closed_total" TCP_SET("source", "mutual_tls")),
+		  1, "the forgotten one closed under its own labels");
+}
+
 /* denied records and the daemon's own failure records are not connections. */
 static void test_drops_and_verdicts(void **state)
 {
@@ -488,6 +591,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_new_checks_bound, free_all),
 		cmocka_unit_test_teardown(test_tcp_counts_and_directions, free_all),
 		cmocka_unit_test_teardown(test_tcp_labels, free_all),
+		cmocka_unit_test_teardown(test_one_label_set_per_connection, free_all),
+		cmocka_unit_test_teardown(test_connections_remembered_bounded, free_all),
 		cmocka_unit_test_teardown(test_drops_and_verdicts, free_all),
 		cmocka_unit_test_teardown(test_cardinality_bound, free_all),
 		cmocka_unit_test_teardown(test_drop_reasons_bounded, free_all),

@@ -155,6 +155,24 @@ static void plaintext_tls(const struct sm_daemon *d, const struct sm_flow_event 
 			   sizeof(tls->mode));
 }
 
+/*
+ * The tls block of a captured connection the tunnel has not taken yet: its
+ * conn_start is often read before a worker has accepted the socket. With
+ * tunnel.hbone a captured connection goes inside mTLS or nowhere (proxy.c),
+ * so its first record says so already, as the tunnel's own would; without
+ * this the connection's metrics would be opened under "none" (docs/metrics.md).
+ */
+static void tunnel_tls(const struct sm_daemon *d, int self_wl, struct sm_flow_tls *tls)
+{
+	tls->present = true;
+	tls->encrypted = true;
+	if (self_wl >= 0)
+		sm_strlcpy(tls->mode,
+			   d->cat.workloads[self_wl].mode == SM_MODE_STRICT ? "STRICT"
+									    : "PERMISSIVE",
+			   sizeof(tls->mode));
+}
+
 static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *ev,
 			      struct sm_flow_record *r)
 {
@@ -216,6 +234,9 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 		struct sm_addr key = r->source.addr;
 
 		sm_hbone_decorate(d, &key, r->source.port, r->type == SM_REC_CONN_END, r);
+		/* a conn_end without it: the tunnel never took the socket, nothing was carried */
+		if (!passive && !r->tls.present && r->type != SM_REC_CONN_END)
+			tunnel_tls(d, self_wl, &r->tls);
 	}
 	if ((ev->flags & SM_SK_F_POLICY_CLOSED) && r->type == SM_REC_CONN_END) {
 		/* a new revision denied it and the kernel closed it: which rule, found again */

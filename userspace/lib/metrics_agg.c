@@ -180,6 +180,17 @@ struct tcp_series {
 	char key[];
 };
 
+/*
+ * A live connection (by socket cookie) and the counters of the label set its
+ * first record was counted under: its series, or other[].
+ */
+struct conn_ref {
+	UT_hash_handle hh;
+	uint64_t cookie;
+	uint64_t *count;
+	bool oom; /* the hash table could not take it (uthash_nonfatal_oom) */
+};
+
 /* A small family: at most max label pairs, then everything else in one "other" pair. */
 #define SMALL_MAX 64
 
@@ -214,6 +225,8 @@ struct sm_metrics_agg {
 	struct small_table verdicts; /* action, match */
 	struct small_table drops;    /* reason */
 	struct small_table lost;     /* source (user space) */
+	struct conn_ref *conns;	     /* live connections, least recently seen first */
+	size_t nconns;
 };
 
 struct sm_metrics_agg *sm_metrics_agg_new(uint32_t max_series)
@@ -237,8 +250,17 @@ struct sm_metrics_agg *sm_metrics_agg_new(uint32_t max_series)
 
 void sm_metrics_agg_free(struct sm_metrics_agg *m)
 {
+	struct conn_ref *c, *next;
+
 	if (!m)
 		return;
+	/* the table first (HASH_CLEAR frees only it), then the entries along their list */
+	c = m->conns;
+	HASH_CLEAR(hh, m->conns);
+	for (; c; c = next) {
+		next = c->hh.next;
+		free(c);
+	}
 	HASH_CLEAR(hh, m->tcp);
 	for (size_t i = 0; i < m->nseries; i++)
 		free(m->order[i].s);
@@ -338,6 +360,81 @@ other:
 	return m->other;
 }
 
+/* Forget a connection. Caller holds mu. */
+static void conn_forget(struct sm_metrics_agg *m, struct conn_ref *ref)
+{
+	HASH_DEL(m->conns, ref);
+	free(ref);
+	m->nconns--;
+}
+
+/*
+ * Remember that r's connection counts in c, as the most recently seen; past
+ * SM_METRICS_CONNS_MAX the least recently seen is forgotten. Without memory
+ * the connection's later records count under their own labels, as they
+ * would have anyway. Caller holds mu.
+ */
+static void conn_remember(struct sm_metrics_agg *m, const struct sm_flow_record *r, uint64_t *c)
+{
+	struct conn_ref *ref = NULL;
+
+	HASH_FIND(hh, m->conns, &r->cookie, sizeof(r->cookie), ref);
+	if (ref) {
+		HASH_DEL(m->conns, ref);
+	} else if (m->nconns >= SM_METRICS_CONNS_MAX) {
+		ref = m->conns; /* the head of uthash's list: added longest ago; reused */
+		HASH_DEL(m->conns, ref);
+	} else {
+		ref = calloc(1, sizeof(*ref));
+		if (!ref)
+			return;
+		m->nconns++;
+	}
+	ref->cookie = r->cookie;
+	ref->count = c;
+	ref->oom = false;
+	HASH_ADD(hh, m->conns, cookie, sizeof(ref->cookie), ref);
+	if (ref->oom) {
+		free(ref);
+		m->nconns--;
+	}
+}
+
+/*
+ * The counters r counts in: its connection's, fixed by the first record
+ * counted for it (a conn_start starts a connection anew), else its own
+ * label set's. Caller holds mu.
+ */
+static uint64_t *connection_counters(struct sm_metrics_agg *m, const struct sm_flow_record *r)
+{
+	struct conn_ref *ref = NULL;
+	uint64_t *c;
+
+	if (r->type != SM_REC_CONN_START)
+		HASH_FIND(hh, m->conns, &r->cookie, sizeof(r->cookie), ref);
+	if (!ref) {
+		c = tcp_counters(m, r);
+		if (r->type != SM_REC_CONN_END)
+			conn_remember(m, r, c);
+		return c;
+	}
+	c = ref->count;
+	if (c == m->other)
+		m->series_dropped++; /* every record counted into other[] is */
+	if (r->type == SM_REC_CONN_END) {
+		conn_forget(m, ref);
+	} else {
+		/* seen again: to the end of the list, the last to be forgotten */
+		HASH_DEL(m->conns, ref);
+		HASH_ADD(hh, m->conns, cookie, sizeof(ref->cookie), ref);
+		if (ref->oom) {
+			free(ref);
+			m->nconns--;
+		}
+	}
+	return c;
+}
+
 static void observe_connection(struct sm_metrics_agg *m, const struct sm_flow_record *r)
 {
 	bool ingress = r->direction == SM_DIR_INGRESS;
@@ -346,7 +443,7 @@ static void observe_connection(struct sm_metrics_agg *m, const struct sm_flow_re
 	/* the daemon's own record of a refused handshake or stream: no workload socket */
 	if (r->cookie == 0)
 		return;
-	c = tcp_counters(m, r);
+	c = connection_counters(m, r);
 	/* the socket's own sent/received, turned into Istio's response/request directions */
 	c[TC_SENT] += ingress ? r->delta.bytes_sent : r->delta.bytes_received;
 	c[TC_RECEIVED] += ingress ? r->delta.bytes_received : r->delta.bytes_sent;

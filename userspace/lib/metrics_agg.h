@@ -19,6 +19,14 @@ struct sm_flow_record;
 #define SM_METRICS_DEFAULT_MAX_SERIES 10000
 #define SM_METRICS_MAX_MAX_SERIES     1000000
 
+/*
+ * Live connections whose label set is remembered (each about 80 bytes): a
+ * connection's records all count under the label set of its first one. Past
+ * this many, the least recently seen is forgotten (one whose conn_end was
+ * lost, most likely); its later records count under their own labels.
+ */
+#define SM_METRICS_CONNS_MAX 65536
+
 /* The label value of whatever did not fit a bound, and of series folded together. */
 #define SM_METRICS_OTHER "other"
 
@@ -61,11 +69,13 @@ void sm_metrics_agg_free(struct sm_metrics_agg *m);
 /*
  * Count one flow record: conn_start opens and conn_end closes a connection
  * of the tcp families, the deltas of conn_start, conn_update and conn_end add
- * bytes; DROPPED records count in drops by drop_reason; records with a policy
- * block count as DENY (DROPPED) or AUDIT verdicts. "denied" records are not
- * connections, and neither are the daemon's own records of refused
- * handshakes and streams (socket_cookie 0). Any thread; takes only the
- * aggregator's own lock, briefly.
+ * bytes, all under the label set of the connection's first record counted
+ * (its conn_start, normally; by socket_cookie), so that a connection is
+ * opened and closed in the same series even when a later record knows more
+ * (e.g. the tunnel's tls block); DROPPED records count in drops by drop_reason; records with a
+ * policy block count as DENY (DROPPED) or AUDIT verdicts. "denied" records are not connections, and
+ * neither are the daemon's own records of refused handshakes and streams (socket_cookie 0). Any
+ * thread; takes only the aggregator's own lock, briefly.
  */
 void sm_metrics_agg_observe(struct sm_metrics_agg *m, const struct sm_flow_record *r);
 
