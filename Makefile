@@ -266,10 +266,9 @@ $(OUTPUT)/tools/%: tests/tools/%.c $(LIBSM) | $(DEPS_STAMP)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $< $(LIBSM) $(LDLIBS) -lcrypto -o $@
 
 # ---- bench tools (bench/*.c, run by the bench scripts; never part of make test) ----
-$(OUTPUT)/bench/flowsink-bench: bench/flowsink-bench.c $(OUTPUT)/daemon/sinks.o $(LIBSM)
+$(OUTPUT)/bench/flowsink-bench: bench/flowsink-bench.c $(LIBSM)
 	$(call msg,BENCH,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(CPPFLAGS) -Iuserspace/daemon $(CFLAGS) $(LDFLAGS) $< $(OUTPUT)/daemon/sinks.o \
-		$(LIBSM) $(LDLIBS) -o $@
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $< $(LIBSM) $(LDLIBS) -o $@
 
 bench-tools: $(OUTPUT)/bench/flowsink-bench ## build the bench drivers (bench/*.c)

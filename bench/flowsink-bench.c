@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
  * Flow-log sink throughput (bench/flows.sh runs it; not a test): one thread
- * emits typical conn_end records through the daemon's sinks (userspace/daemon/
+ * emits typical conn_end records through the daemon's sinks (userspace/lib/
  * sinks.c) into a file with rotation and gzip backups, and the JSON line it
  * prints says how many records per second were written and how many the
  * queue dropped.
@@ -26,9 +26,9 @@
 #include <time.h>
 
 #include "config.h"
-#include "daemon.h"
 #include "flow_record.h"
 #include "log.h"
+#include "sinks.h"
 
 static int64_t now_ns(void)
 {

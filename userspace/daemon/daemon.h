@@ -28,6 +28,7 @@
 #include "config.h"
 #include "evloop.h"
 #include "policy.h"
+#include "sinks.h"
 #include "spiffe.h"
 #include "util.h"
 
@@ -49,13 +50,6 @@ struct sm_metrics;
 struct json_object;
 struct sm_flowstream;
 struct sm_reload;
-
-/* A counter one thread writes and others read: relaxed atomics, no lock. */
-#define SM_STAT_ADD(f, n)                                                                          \
-	__atomic_store_n(&(f), __atomic_load_n(&(f), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
-#define SM_STAT_INC(f) SM_STAT_ADD(f, 1)
-#define SM_STAT_DEC(f) SM_STAT_ADD(f, -1)
-#define SM_STAT_GET(f) __atomic_load_n(&(f), __ATOMIC_RELAXED)
 
 /* Requests from the main thread to a worker (bits of sm_worker.cmds). */
 enum {
@@ -188,7 +182,6 @@ void sm_flowexp_check_lost(struct sm_daemon *d);
 uint64_t sm_flowexp_records(const struct sm_daemon *d);
 uint64_t sm_flowexp_lost_records(const struct sm_daemon *d);
 /* The sinks' counters (zero before start). */
-struct sm_sinks_stats;
 void sm_flowexp_sink_stats(const struct sm_daemon *d, struct sm_sinks_stats *st);
 /* Write a record the daemon made itself (e.g. a refused handshake). Any thread. */
 void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r);
@@ -197,41 +190,6 @@ void sm_flow_endpoint_workload(const struct sm_daemon *d, struct sm_flow_endpoin
 
 /* flowacct.c, the sinks' part: apply a reloaded config's flowlog section (SIGHUP). */
 int sm_flowexp_reconfigure(struct sm_daemon *d, const struct sm_config *cfg, struct sm_error *err);
-
-/*
- * sinks.c: the flow-log sinks (file with rotation and gzip backups, stdout)
- * behind the flowlog section's filters, field mask and rate limits. Records
- * are encoded on the caller's thread and written by the sinks' own threads.
- */
-struct sm_sinks;
-struct sm_sinks_stats {
-	uint64_t written;	  /* records handed to the file and/or stdout */
-	uint64_t filtered;	  /* left out by flowlog.allow / flowlog.deny */
-	uint64_t rate_limited;	  /* DROPPED/AUDIT records over flowlog.denied_rate */
-	uint64_t queue_dropped;	  /* dropped: the writer's queue was full */
-	uint64_t write_errors;	  /* failed writes, rotations or opens */
-	uint64_t rotations;	  /* live file renamed to a backup */
-	uint64_t compressed;	  /* backups gzipped */
-	uint64_t compress_errors; /* backups left uncompressed */
-	uint64_t queued;	  /* lines waiting for the writer now */
-};
-/* Open the sinks cfg's flowlog section names; NULL with errno and err set. */
-struct sm_sinks *sm_sinks_new(const struct sm_config *cfg, struct sm_error *err);
-/* New flowlog settings; a bad section (or a file that cannot open) changes nothing. */
-int sm_sinks_reconfigure(struct sm_sinks *s, const struct sm_config *cfg, struct sm_error *err);
-/*
- * Filter, limit, mask and queue one record. Any thread; never blocks on I/O.
- * whole: r as sm_flow_record_encode() writes it, when the caller has it
- * (used as the line when no mask applies), or NULL.
- */
-void sm_sinks_write(struct sm_sinks *s, const struct sm_flow_record *r, const char *whole);
-/* Fill r's lost_queue / lost_rate_limited(_sources) since the last call; true if any. */
-bool sm_sinks_take_lost(struct sm_sinks *s, struct sm_flow_record *r);
-/* Wait until the queue is written and the backups compressed. 0 or -ETIMEDOUT. */
-int sm_sinks_flush(struct sm_sinks *s, int timeout_ms);
-void sm_sinks_stats(struct sm_sinks *s, struct sm_sinks_stats *st);
-/* Write what is queued, finish the compressions, close. */
-void sm_sinks_free(struct sm_sinks *s);
 
 /*
  * flowstream.c: the live stream behind `sockmesh flows`, a ring of the last

@@ -88,7 +88,7 @@ struct sm_config {
 	/* flowlog: */
 	char flowlog_file[PATH_MAX]; /* flowlog.file, "" = no file sink */
 	bool flowlog_stdout;	     /* flowlog.stdout, false */
-	/* flowlog sinks (userspace/daemon/sinks.c): rotation, filters, masks, rate limits */
+	/* flowlog sinks (userspace/lib/sinks.c): rotation, filters, masks, rate limits */
 	uint64_t flowlog_max_size;    /* flowlog.max_size (bytes), 10 MiB; 0 = never rotate */
 	uint32_t flowlog_max_backups; /* flowlog.max_backups, 5 */
 	bool flowlog_compress;	      /* flowlog.compress: gzip the backups, true */

@@ -11,6 +11,13 @@
 
 #define SM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* A counter one thread writes and others read: relaxed atomics, no lock. */
+#define SM_STAT_ADD(f, n)                                                                          \
+	__atomic_store_n(&(f), __atomic_load_n(&(f), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+#define SM_STAT_INC(f) SM_STAT_ADD(f, 1)
+#define SM_STAT_DEC(f) SM_STAT_ADD(f, -1)
+#define SM_STAT_GET(f) __atomic_load_n(&(f), __ATOMIC_RELAXED)
+
 /* An IPv4 or IPv6 address, network order, IPv4 in the first 4 bytes. */
 struct sm_addr {
 	uint8_t family; /* AF_INET or AF_INET6 */

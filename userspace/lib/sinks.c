@@ -21,21 +21,24 @@
  * first. Every record is one write of whole lines to one file: none is split
  * across files or lost by a rotation.
  */
+#include "sinks.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
 #include <zlib.h>
 
-#include "daemon.h"
 #include "flow_record.h"
 #include "flowfilter.h"
 #include "log.h"
