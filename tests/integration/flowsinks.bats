@@ -16,7 +16,35 @@ setup() {
 }
 
 teardown() {
+	local node
+	if [ -n "${SMALL_FS:-}" ]; then
+		# the daemons hold files on it: stopped first, then the mount goes
+		for node in "${!SB_DAEMON_PID[@]}"; do
+			sb_stop_daemon "$node" TERM 10 >/dev/null 2>&1
+		done
+		umount "$SMALL_FS" 2>/dev/null || umount -l "$SMALL_FS"
+		SMALL_FS=""
+	fi
 	sm_teardown
+}
+
+# small_fs SIZE: a tmpfs of SIZE at $SB_DIR/small (SMALL_FS), unmounted by teardown.
+small_fs() {
+	mkdir -p "$SB_DIR/small" || return 1
+	mount -t tmpfs -o "size=$1,mode=0750" sockmesh-test "$SB_DIR/small" || return 1
+	SMALL_FS=$SB_DIR/small
+}
+
+# metric NAME_AND_LABELS: one sample of node1's /metrics, as written there (0 when absent).
+metric() {
+	ip netns exec "$(sb_ns node1)" curl -sS --max-time 5 http://127.0.0.1:15020/metrics |
+		awk -v k="$1" '$1 == k { v = $2 } END { print v + 0 }'
+}
+
+# Records the daemon made that are not lost records (sockmesh_flow_records_total).
+records_made() {
+	ip netns exec "$(sb_ns node1)" curl -sS --max-time 5 http://127.0.0.1:15020/metrics |
+		awk '/^sockmesh_flow_records_total\{/ && !/type="lost"/ { n += $2 } END { print n + 0 }'
 }
 
 # flowlog_config YAML_LINES...: the node's config file with this flowlog section.
@@ -246,4 +274,111 @@ stream_connections() {
 	}
 	echo "sockmesh_lost_events_total{source=\"rate_limit\"} $(rate_limit_metric)"
 	[ "$(rate_limit_metric)" -eq $((attempts - written)) ]
+}
+
+@test "a full disk: no partial line, every record written or counted lost, reported when space returns" {
+	small_fs 256k
+	LOG=$SMALL_FS/flows.jsonl
+	# room the test gives back later, as an operator would by removing something
+	head -c 65536 /dev/zero >"$SMALL_FS/filler"
+	flowlog_config "max_size: 0"
+	sb_start_daemon node1 --flow-log "$LOG"
+	sb_serve node1 local 10.11.0.1:9090 echo
+
+	# about 1 MiB of records into 190 KiB of room
+	run stream_connections 300
+	[ "$status" -eq 0 ]
+	made_all() { [ "$(records_made)" -ge 1200 ] && queue_empty; }
+	sm_wait_until 30 made_all
+	whole=$(wc -l <"$LOG")
+	unfinished=0
+	[ "$(tail -c 1 "$LOG" | od -An -tx1 | tr -d ' ')" = 0a ] || unfinished=1
+	echo "full: $(df -k --output=avail "$SMALL_FS" | tail -n 1) KiB free; records made" \
+		"$(records_made), written $(status_flows records), failed $(status_flows write_failed)," \
+		"a line being written: $unfinished"
+	# the whole lines are whole records (a line still being written may end the file)
+	[ "$(head -n "$whole" "$LOG" | jq -c . | wc -l)" -eq "$whole" ]
+	[ "$(status_flows records)" -eq "$whole" ]
+	[ "$(status_flows write_failed)" -gt 0 ]
+	[ "$(records_made)" -eq $(($(status_flows records) + $(status_flows write_failed) + unfinished)) ]
+	[ "$(status_flows queue_dropped)" -eq 0 ]
+
+	# space returns: the daemon notices by itself and says what the file is missing
+	rm "$SMALL_FS/filler"
+	reported() {
+		[ "$(jq -s '[.[] | select(.type == "lost") | .lost.write_failed] | add // 0' "$LOG")" -eq \
+			"$(status_flows write_failed)" ]
+	}
+	sm_wait_until 10 reported
+	jq -c 'select(.type == "lost")' "$LOG"
+	failed=$(status_flows write_failed)
+	# every line whole, the file ends with one
+	[ "$(jq -c . "$LOG" | wc -l)" -eq "$(wc -l <"$LOG")" ]
+	[ "$(tail -c 1 "$LOG" | od -An -tx1 | tr -d ' ')" = 0a ]
+	[ "$(status_flows records)" -eq "$(wc -l <"$LOG")" ]
+	# exactly: every record made is in the file or counted as lost, in status and metrics
+	in_file=$(jq -c 'select(.type != "lost")' "$LOG" | wc -l)
+	echo "made $(records_made) = in the file $in_file + lost $failed"
+	[ "$(records_made)" -eq $((in_file + failed)) ]
+	metric_agrees() { [ "$(metric 'sockmesh_lost_events_total{source="write_failed"}')" -eq "$failed" ]; }
+	sm_wait_until 5 metric_agrees
+	sm_validate_flows "$LOG"
+
+	# and writing goes on
+	before=$(wc -l <"$LOG")
+	run stream_connections 2
+	[ "$status" -eq 0 ]
+	more() { [ "$(wc -l <"$LOG")" -ge $((before + 8)) ] && queue_empty; }
+	sm_wait_until 10 more
+	[ "$(status_flows write_failed)" -eq "$failed" ]
+}
+
+@test "a full disk with rotation and compression: backups whole, compressed again once there is room" {
+	small_fs 256k
+	LOG=$SMALL_FS/flows.jsonl
+	head -c 131072 /dev/zero >"$SMALL_FS/filler"
+	flowlog_config "max_size: 16KiB" "max_backups: 1000" "compress: true"
+	sb_start_daemon node1 --flow-log "$LOG"
+	sb_serve node1 local 10.11.0.1:9090 echo
+
+	run stream_connections 300
+	[ "$status" -eq 0 ]
+	made_all() { [ "$(records_made)" -ge 1200 ] && queue_empty; }
+	sm_wait_until 30 made_all
+	echo "full: records made $(records_made), written $(status_flows records)," \
+		"failed $(status_flows write_failed), rotations $(status_flows rotations)," \
+		"compressed $(status_flows compressed), compress errors $(status_flows compress_errors)"
+	ls -l "$SMALL_FS"
+	[ "$(status_flows write_failed)" -gt 0 ]
+	[ "$(status_flows rotations)" -ge 3 ]
+	# no rotation for lines that were not written: every backup holds records
+	for f in $(ls "$LOG".* | grep -E '\.[0-9]+(\.gz)?$'); do
+		[ "$(zcat -f "$f" | wc -l)" -gt 0 ]
+	done
+
+	rm "$SMALL_FS/filler"
+	reported() {
+		[ "$(all_lines | jq -s '[.[] | select(.type == "lost") | .lost.write_failed] | add // 0')" -eq \
+			"$(status_flows write_failed)" ]
+	}
+	sm_wait_until 10 reported
+	# more records: the next rotation compresses what the full disk left uncompressed
+	run stream_connections 20
+	[ "$status" -eq 0 ]
+	sm_wait_until 15 no_uncompressed_backups
+	sm_wait_until 10 queue_empty
+	ls -l "$SMALL_FS"
+	! ls "$SMALL_FS" | grep -q '\.gz\.tmp$'
+	for f in "$LOG".*.gz; do
+		gzip -t "$f"
+	done
+	# whole records only, across the backups and the live file; each made one written or lost
+	[ "$(all_lines | jq -c . | wc -l)" -eq "$(all_lines | wc -l)" ]
+	[ "$(all_lines | wc -l)" -eq "$(status_flows records)" ]
+	in_file=$(all_lines | jq -c 'select(.type != "lost")' | wc -l)
+	failed=$(status_flows write_failed)
+	echo "made $(records_made) = in the files $in_file + lost $failed;" \
+		"compressed $(status_flows compressed), compress errors $(status_flows compress_errors)"
+	[ "$(records_made)" -eq $((in_file + failed)) ]
+	all_lines | sm_validate_flows -
 }

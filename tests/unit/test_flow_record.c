@@ -122,14 +122,24 @@ static void test_golden_lost(void **state)
 	r.lost_sockhash = 7;
 	r.lost_queue = 3;
 	r.lost_rate_limited = 11;
+	r.lost_write_failed = 13;
 	ASSERT_EQ(sm_flow_record_encode(&r, &json_text), 0, "encode lost");
 	ASSERT_STR_EQ(json_text,
 		      "{\"version\":1,\"type\":\"lost\",\"time\":\"2026-11-29T20:01:02.123456Z\","
 		      "\"node\":\"node2\",\"lost\":{\"ringbuf\":5,\"orig_dst\":0,\"storage\":1,"
-		      "\"sockhash\":7,\"queue\":3,\"rate_limited\":11}}",
+		      "\"sockhash\":7,\"queue\":3,\"rate_limited\":11,\"write_failed\":13}}",
 		      "lost encoding");
 	ASSERT_EQ(sm_flow_record_decode(json_text, &back), 0, "decode lost");
 	ASSERT_EQ(memcmp(&back, &r, sizeof(r)), 0, "lost round trip");
+	/* a lost record of an older build has no write_failed: read as 0 */
+	ASSERT_EQ(
+		sm_flow_record_decode("{\"version\":1,\"type\":\"lost\",\"time\":"
+				      "\"2026-11-29T20:01:02.123456Z\",\"node\":\"n\",\"lost\":"
+				      "{\"ringbuf\":5,\"orig_dst\":0,\"storage\":1,\"sockhash\":7,"
+				      "\"queue\":3,\"rate_limited\":11}}",
+				      &back),
+		0, "decode a lost record without write_failed");
+	ASSERT_EQ(back.lost_write_failed, 0, "write_failed absent: 0");
 }
 
 static void test_round_trip_types(void **state)
@@ -182,7 +192,7 @@ static void test_round_trip_edges(void **state)
 		r.time_ns = T0;
 		strcpy(r.node, "n");
 		r.lost_ringbuf = r.lost_orig_dst = r.lost_storage = r.lost_sockhash = v;
-		r.lost_queue = r.lost_rate_limited = v;
+		r.lost_queue = r.lost_rate_limited = r.lost_write_failed = v;
 		round_trip(&r, what);
 	}
 	/* ports and times at their ends */
@@ -432,6 +442,9 @@ static void test_decode_rejects(void **state)
 		"\"sockhash\":4,\"queue\":0,\"rate_limited\":1,\"rate_limited_sources\":"
 		"[{\"identity\":300}]}}",
 		"{\"version\":1,\"type\":\"lost\",\"time\":\"2026-11-29T20:01:02.123456Z\","
+		"\"node\":\"n\",\"lost\":{\"ringbuf\":1,\"orig_dst\":2,\"storage\":3,"
+		"\"sockhash\":4,\"queue\":0,\"rate_limited\":0,\"write_failed\":-1}}",
+		"{\"version\":1,\"type\":\"lost\",\"time\":\"2026-11-29T20:01:02.123456Z\","
 		"\"node\":\"n\",\"lost\":[1,2,3,4]}",
 		"{\"version\":1,\"type\":\"lost\",\"time\":\"2026-11-29T20:01:02.123456Z\","
 		"\"node\":\"n\",\"lost\":{\"ringbuf\":-1,\"orig_dst\":2,\"storage\":3,\"sockhash\":"
@@ -587,7 +600,8 @@ static void test_lost_sources(void **state)
 	r.lost_sources[1].suppressed = 2;
 	ASSERT_EQ(sm_flow_record_encode(&r, &json_text), 0, "encode lost with sources");
 	ASSERT_HAS(json_text,
-		   "\"rate_limited\":42,\"rate_limited_sources\":[{\"identity\":2,\"ip\":"
+		   "\"rate_limited\":42,\"write_failed\":0,\"rate_limited_sources\":[{\"identity\":"
+		   "2,\"ip\":"
 		   "\"10.0.0.9\",\"suppressed\":40},{\"identity\":300,\"suppressed\":2}]}",
 		   "sources listed, ip only for a source known by its address");
 	ASSERT_EQ(sm_flow_record_decode(json_text, &back), 0, "decode lost with sources");

@@ -222,9 +222,11 @@ int cli_render_status(const struct cli_opts *o, const char *cmd, struct json_obj
 	static const char *const proxy_labels[] = {"active", "accepted", "upstream errors",
 						   "orig_dst errors"};
 	static const char *const flow_keys[] = {"records",	"lost_records",	 "filtered",
-						"rate_limited", "queue_dropped", "rotations"};
+						"rate_limited", "queue_dropped", "write_failed",
+						"rotations"};
 	static const char *const flow_labels[] = {"records",	  "lost",	   "filtered",
-						  "rate limited", "queue dropped", "rotations"};
+						  "rate limited", "queue dropped", "write failed",
+						  "rotations"};
 	static const char *const tunnel_keys[] = {"connections_out",   "connections_in",
 						  "streams_open",      "streams_total",
 						  "tls_handshakes_ok", "credentials_reloads"};

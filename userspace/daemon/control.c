@@ -299,6 +299,7 @@ static json_object *cmd_status(struct sm_daemon *d)
 				       json_object_new_uint64(ss.queue_dropped));
 		json_object_object_add(fl, "queued", json_object_new_uint64(ss.queued));
 		json_object_object_add(fl, "write_errors", json_object_new_uint64(ss.write_errors));
+		json_object_object_add(fl, "write_failed", json_object_new_uint64(ss.write_failed));
 		json_object_object_add(fl, "rotations", json_object_new_uint64(ss.rotations));
 		json_object_object_add(fl, "compressed", json_object_new_uint64(ss.compressed));
 		json_object_object_add(fl, "compress_errors",

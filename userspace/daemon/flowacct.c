@@ -428,23 +428,31 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 		any |= delta[i] != 0;
 	}
 	memset(&r, 0, sizeof(r));
-	/* and what the sinks dropped (queue full) or suppressed (rate limits) */
+	/* what the sinks dropped (queue full) or suppressed (rate limits) */
 	sinks_lost = sm_sinks_take_lost(d->flows->sinks, &r);
+	/* the kernel's sources are read by the metrics themselves; these are the sinks' */
+	sm_metrics_lost(d, "queue", r.lost_queue);
+	sm_metrics_lost(d, "rate_limit", r.lost_rate_limited);
+	/*
+	 * Records the sinks could not write: their own lost record says so in
+	 * the file once writing works again (sinks.c); the metric counts them as
+	 * they fail, a second late at most.
+	 */
+	sm_metrics_lost(d, "write_failed", sm_sinks_take_write_failed(d->flows->sinks));
+	r.lost_ringbuf = delta[0];
+	r.lost_orig_dst = delta[1];
+	r.lost_storage = delta[2];
+	r.lost_sockhash = delta[3];
+	/* and what lost records the queue had to drop said, again */
+	sinks_lost |= sm_sinks_take_carried(d->flows->sinks, &r);
 	if (!any && !sinks_lost)
 		return;
 	r.type = SM_REC_LOST;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	r.time_ns = (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
 	sm_strlcpy(r.node, d->cat.nodes[d->node_idx].name, sizeof(r.node));
-	r.lost_ringbuf = delta[0];
-	r.lost_orig_dst = delta[1];
-	r.lost_storage = delta[2];
-	r.lost_sockhash = delta[3];
 	sm_flowexp_emit(d, &r);
 	SM_STAT_INC(d->flows->lost_records);
-	/* the kernel's sources are read by the metrics themselves; these are the sinks' */
-	sm_metrics_lost(d, "queue", r.lost_queue);
-	sm_metrics_lost(d, "rate_limit", r.lost_rate_limited);
 	if (r.lost_queue)
 		pr_warn("flow log queue full: %llu records dropped (the disk is slower than the "
 			"records; see the lost record)",

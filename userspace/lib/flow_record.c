@@ -296,6 +296,7 @@ static int encode_lost(struct json_object *o, const struct sm_flow_record *r)
 	ret = ret ?: add_u64(sub, "sockhash", r->lost_sockhash);
 	ret = ret ?: add_u64(sub, "queue", r->lost_queue);
 	ret = ret ?: add_u64(sub, "rate_limited", r->lost_rate_limited);
+	ret = ret ?: add_u64(sub, "write_failed", r->lost_write_failed);
 	return ret ?: encode_lost_sources(sub, r);
 }
 
@@ -806,6 +807,10 @@ static int decode_lost(struct json_object *o, struct sm_flow_record *r)
 	    get_u64(sub, "sockhash", UINT64_MAX, &r->lost_sockhash) ||
 	    get_u64(sub, "queue", UINT64_MAX, &r->lost_queue) ||
 	    get_u64(sub, "rate_limited", UINT64_MAX, &r->lost_rate_limited))
+		return -EINVAL;
+	/* written since write failures are counted: absent from older files */
+	if (json_object_object_get_ex(sub, "write_failed", NULL) &&
+	    get_u64(sub, "write_failed", UINT64_MAX, &r->lost_write_failed))
 		return -EINVAL;
 	return decode_lost_sources(sub, r);
 }

@@ -129,6 +129,7 @@ struct sm_flow_record {
 	uint64_t lost_sockhash;
 	uint64_t lost_queue;	    /* "queue": records dropped because the sink queue was full */
 	uint64_t lost_rate_limited; /* "rate_limited": DROPPED/AUDIT records suppressed */
+	uint64_t lost_write_failed; /* "write_failed": records the sink could not write */
 	/* "rate_limited_sources": the sources suppressed most (omitted when none) */
 	unsigned int nlost_sources;
 	struct sm_flow_lost_source lost_sources[SM_FLOW_LOST_SOURCES_MAX];

@@ -13,6 +13,17 @@
  * out in the next "lost" record (sm_sinks_take_lost()), so nothing is lost
  * silently. Lost records themselves pass every filter and are never dropped.
  *
+ * Failed writes (a full disk): a line goes out whole or not at all, as
+ * readers see it. When a write stops part way through a line, the rest of
+ * that line is kept and written first once writing works again (so no line
+ * is ever glued to a half-written one, and the file never shrinks under a
+ * tailer); the lines that could not be written are counted exactly
+ * (write_failed) and said in a lost record the writer puts first in that
+ * output once writing works again, trying once a second while it owes one.
+ * A lost record that could not be written hands its counts on to that one.
+ * Only when the file is closed with a line unfinished (shutdown, another
+ * file) is that line cut off, and counted.
+ *
  * Rotation: the live file PATH is renamed to PATH.N (N = 1, 2, ... counting
  * up, continuing after the highest N found at start) and a new PATH is
  * opened, so tailers that follow by name see a new file. The compressor
@@ -59,6 +70,8 @@
 #define SINK_GATHER_MS	5
 /* Sources the rate limiter remembers (least recently seen forgotten first). */
 #define SINK_RL_SOURCES 4096
+/* How often the writer tries again while an output owes a line or a lost record. */
+#define SINK_RETRY_MS 1000
 /* zlib level of the backups: fast, since records arrive while it runs. */
 #define SINK_GZ_MODE "wb1"
 
@@ -70,6 +83,7 @@ enum {
 
 /* What the config's flowlog section says, parsed. Read-only once published. */
 struct sink_conf {
+	char node[64]; /* the node's name, for the lost records the writer makes */
 	char file[PATH_MAX];
 	bool to_stdout;
 	uint64_t max_size;
@@ -83,9 +97,36 @@ struct sink_conf {
 	uint32_t rate, burst;
 };
 
+/*
+ * What a lost record counts (its list of sources aside): a lost record that
+ * could not be written hands these on to the next one.
+ */
+struct lost_counts {
+	uint64_t ringbuf, orig_dst, storage, sockhash, queue, rate_limited, write_failed;
+};
+
 struct sink_line {
 	char *text; /* the record and its '\n' */
 	size_t len;
+	struct lost_counts *lost; /* a lost record's counts, else NULL */
+};
+
+/*
+ * One output of whole lines, the file or stdout (the writer's own, see the
+ * top of the file): the unfinished end of a line, what its next lost record
+ * is to say.
+ */
+struct sink_out {
+	const char *name; /* for messages: the file's path, or "stdout" */
+	int fd;
+	bool counts;  /* its lines are what `written` counts (the file, else stdout) */
+	bool failing; /* a write failed: logged once per episode */
+	char *tail;   /* the unwritten end of a line whose start is out */
+	size_t tail_len, tail_cap;
+	uint64_t tail_start; /* file offset of that line's start (to cut it off at close) */
+	bool tail_is_lost;   /* that line is a lost record, carrying tail_lost */
+	struct lost_counts tail_lost;
+	struct lost_counts unreported; /* for its next lost record */
 };
 
 /* A rotated file to gzip: PATH.SEQ. */
@@ -106,24 +147,32 @@ struct sm_sinks {
 	/* the queue, under q_mu */
 	struct sink_line *q;
 	size_t q_head, q_len;
-	uint64_t queue_unreported; /* dropped since the last lost record */
+	uint64_t queue_unreported;	/* dropped since the last lost record */
+	struct lost_counts queue_carry; /* of lost records the queue dropped */
+	uint64_t write_failed_taken;	/* write_failed at the last sm_sinks_take_write_failed() */
 	pthread_t writer;
 
-	/* the writer's own: the live file and its backups (bk under z_mu) */
+	/* the writer's own: the live file and its backups (bk under z_mu), stdout */
+	struct sink_out file, out;
 	uint64_t size;
 	uint64_t *bk; /* backup numbers on disk, ascending */
 	size_t nbk, bkcap;
 	uint64_t last_seq;
 	char *buf; /* one batch of lines */
 	size_t bufcap;
+	size_t *off; /* line i of the batch at buf + off[i], off[n] the end */
+	size_t offcap;
+	int64_t reopen_ms; /* the last try to open the file after an open failed */
 
-	/* the compressor's jobs, under z_mu */
+	/* the compressor's jobs, under z_mu; failed ones are tried again at the next rotation */
 	struct zjob *zq;
 	size_t zq_len, zq_cap;
+	struct zjob *zretry;
+	size_t zretry_len, zretry_cap;
 	pthread_t zthread;
 
 	/* counters (SM_STAT_*) */
-	uint64_t written, filtered, rate_limited, queue_dropped, write_errors;
+	uint64_t written, filtered, rate_limited, queue_dropped, write_errors, write_failed;
 	uint64_t rotations, compressed, compress_errors;
 
 	pthread_mutex_t rl_mu;
@@ -139,10 +188,10 @@ struct sm_sinks {
 	unsigned int conf_gen;			/* under q_mu: the writer reopens when it changes */
 	int writer_wait;			/* WAIT_*, under q_mu: how the writer sleeps */
 	unsigned int w_gen;			/* the writer's: the conf_gen it applied */
-	int fd;					/* the writer's: the live file */
 	bool writer_busy, stop, writer_started; /* under q_mu (started: the owner's) */
-	bool write_failing;			/* the writer's: logged once per episode */
-	bool z_stop, z_busy, z_started;		/* under z_mu (started: the owner's) */
+	bool w_owes;			/* the writer's: an output owes a line or a lost record */
+	bool rotate_failing;		/* the writer's: logged once per episode */
+	bool z_stop, z_busy, z_started; /* under z_mu (started: the owner's) */
 };
 
 static void conf_free(struct sink_conf *c)
@@ -184,6 +233,7 @@ static struct sink_conf *conf_new(const struct sm_config *cfg, struct sm_error *
 		sm_error_set(err, "out of memory");
 		return NULL;
 	}
+	sm_strlcpy(c->node, cfg->node, sizeof(c->node));
 	sm_strlcpy(c->file, cfg->flowlog_file, sizeof(c->file));
 	c->to_stdout = cfg->flowlog_stdout;
 	c->max_size = cfg->flowlog_max_size;
@@ -246,8 +296,23 @@ static void bk_prune(struct sm_sinks *s, size_t keep)
 	s->nbk -= drop;
 }
 
-/* Hand PATH.seq to the compressor. Under z_mu. */
-static void zjob_add(struct sm_sinks *s, uint64_t seq)
+/* Remember a backup whose compression failed, for the next rotation. Under z_mu. */
+static void zretry_add(struct sm_sinks *s, const struct zjob *j)
+{
+	if (s->zretry_len == s->zretry_cap) {
+		size_t cap = s->zretry_cap ? 2 * s->zretry_cap : 8;
+		struct zjob *z = realloc(s->zretry, cap * sizeof(*z));
+
+		if (!z)
+			return; /* it stays an uncompressed backup: complete, counted and pruned */
+		s->zretry = z;
+		s->zretry_cap = cap;
+	}
+	s->zretry[s->zretry_len++] = *j;
+}
+
+/* Queue PATH.seq for the compressor. Under z_mu. */
+static void zq_push(struct sm_sinks *s, uint64_t seq)
 {
 	if (s->zq_len == s->zq_cap) {
 		size_t cap = s->zq_cap ? 2 * s->zq_cap : 8;
@@ -263,6 +328,21 @@ static void zjob_add(struct sm_sinks *s, uint64_t seq)
 	}
 	sm_strlcpy(s->zq[s->zq_len].path, s->w_conf.file, sizeof(s->zq[0].path));
 	s->zq[s->zq_len++].seq = seq;
+}
+
+/*
+ * Hand PATH.seq to the compressor, and again the backups whose compression
+ * failed (a full disk, most likely; a source pruned meanwhile is skipped).
+ * Under z_mu.
+ */
+static void zjob_add(struct sm_sinks *s, uint64_t seq)
+{
+	for (size_t i = 0; i < s->zretry_len; i++) {
+		if (s->zretry[i].seq != seq && strcmp(s->zretry[i].path, s->w_conf.file) == 0)
+			zq_push(s, s->zretry[i].seq);
+	}
+	s->zretry_len = 0;
+	zq_push(s, seq);
 	pthread_cond_signal(&s->z_cv);
 }
 
@@ -349,24 +429,296 @@ static void bk_scan(struct sm_sinks *s)
 	pthread_mutex_unlock(&s->z_mu);
 }
 
+/* ---- lost counts ---- */
+
+static bool lost_any(const struct lost_counts *c)
+{
+	return c->ringbuf || c->orig_dst || c->storage || c->sockhash || c->queue ||
+	       c->rate_limited || c->write_failed;
+}
+
+static void lost_add(struct lost_counts *to, const struct lost_counts *c)
+{
+	to->ringbuf += c->ringbuf;
+	to->orig_dst += c->orig_dst;
+	to->storage += c->storage;
+	to->sockhash += c->sockhash;
+	to->queue += c->queue;
+	to->rate_limited += c->rate_limited;
+	to->write_failed += c->write_failed;
+}
+
+static void lost_from_record(struct lost_counts *c, const struct sm_flow_record *r)
+{
+	c->ringbuf = r->lost_ringbuf;
+	c->orig_dst = r->lost_orig_dst;
+	c->storage = r->lost_storage;
+	c->sockhash = r->lost_sockhash;
+	c->queue = r->lost_queue;
+	c->rate_limited = r->lost_rate_limited;
+	c->write_failed = r->lost_write_failed;
+}
+
+/* ---- outputs of whole lines (writer thread) ---- */
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Write len bytes at p to o; how many went out (all, unless a write failed). */
+static size_t out_put(struct sm_sinks *s, struct sink_out *o, const char *p, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = write(o->fd, p + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (!o->failing)
+				pr_warn("cannot write flow log %s: %s (check the disk and the "
+					"file's permissions); records not written are counted and "
+					"reported in a lost record once writing works again",
+					o->name, n < 0 ? strerror(errno) : "nothing written");
+			o->failing = true;
+			SM_STAT_INC(s->write_errors);
+			break;
+		}
+		done += (size_t) n;
+	}
+	if (o == &s->file)
+		s->size += done;
+	if (done == len && len && o->failing) {
+		pr_info("writing flow log %s again", o->name);
+		o->failing = false;
+	}
+	return done;
+}
+
+/* A line that went out whole, or that did not go out at all. */
+static void line_done(struct sm_sinks *s, struct sink_out *o, const struct lost_counts *lost,
+		      bool written)
+{
+	if (written) {
+		if (o->counts)
+			SM_STAT_INC(s->written);
+	} else if (lost) {
+		lost_add(&o->unreported, lost); /* its counts go out in the next one */
+	} else {
+		o->unreported.write_failed++;
+		SM_STAT_INC(s->write_failed);
+	}
+}
+
+/* Keep the unwritten end (len bytes at p) of a line whose start went out. */
+static void tail_keep(struct sm_sinks *s, struct sink_out *o, const char *p, size_t len,
+		      uint64_t start, const struct lost_counts *lost)
+{
+	if (len > o->tail_cap) {
+		char *t = realloc(o->tail, len);
+
+		if (!t) {
+			/* cannot keep it: the line stays cut, counted like one not written */
+			pr_warn("flow log %s: out of memory for an unfinished line; it stays cut",
+				o->name);
+			line_done(s, o, lost, false);
+			return;
+		}
+		o->tail = t;
+		o->tail_cap = len;
+	}
+	memcpy(o->tail, p, len);
+	o->tail_len = len;
+	o->tail_start = start;
+	o->tail_is_lost = lost != NULL;
+	if (lost)
+		o->tail_lost = *lost;
+}
+
+/* Write the end of the line begun earlier. true when o takes new lines. */
+static bool out_finish_tail(struct sm_sinks *s, struct sink_out *o)
+{
+	size_t n;
+
+	if (!o->tail_len)
+		return true;
+	n = out_put(s, o, o->tail, o->tail_len);
+	if (n < o->tail_len) {
+		memmove(o->tail, o->tail + n, o->tail_len - n);
+		o->tail_len -= n;
+		return false;
+	}
+	o->tail_len = 0;
+	line_done(s, o, o->tail_is_lost ? &o->tail_lost : NULL, true);
+	return true;
+}
+
+/*
+ * The line begun earlier cannot be finished (the output closes): cut it off
+ * where it began when the output is the file, and count it as not written.
+ */
+static void out_drop_tail(struct sm_sinks *s, struct sink_out *o)
+{
+	if (!o->tail_len)
+		return;
+	if (o == &s->file) {
+		if (ftruncate(o->fd, (off_t) o->tail_start) == 0)
+			pr_warn("flow log %s: closed with a record half written: cut off", o->name);
+		else
+			pr_warn("flow log %s: closed with a record half written, and cannot cut "
+				"it off: %s; the file ends with an unfinished line",
+				o->name, strerror(errno));
+	}
+	o->tail_len = 0;
+	line_done(s, o, o->tail_is_lost ? &o->tail_lost : NULL, false);
+}
+
+/*
+ * The output's own lost record, first of all when it has something to say:
+ * the records it could not write and what the lost records it could not
+ * write carried. true when o takes new lines.
+ */
+static bool out_own_lost(struct sm_sinks *s, struct sink_out *o)
+{
+	struct sm_flow_record r;
+	struct lost_counts c;
+	struct timespec ts;
+	uint64_t start = s->size;
+	char *json = NULL;
+	size_t len, n;
+
+	if (!lost_any(&o->unreported))
+		return true;
+	memset(&r, 0, sizeof(r));
+	r.type = SM_REC_LOST;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	r.time_ns = (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	sm_strlcpy(r.node, s->w_conf.node, sizeof(r.node));
+	c = o->unreported;
+	r.lost_ringbuf = c.ringbuf;
+	r.lost_orig_dst = c.orig_dst;
+	r.lost_storage = c.storage;
+	r.lost_sockhash = c.sockhash;
+	r.lost_queue = c.queue;
+	r.lost_rate_limited = c.rate_limited;
+	r.lost_write_failed = c.write_failed;
+	if (sm_flow_record_encode(&r, &json))
+		return true; /* out of memory: the records go first, the report next time */
+	len = strlen(json);
+	json[len++] = '\n'; /* in place of the NUL: the line is counted by len */
+	memset(&o->unreported, 0, sizeof(o->unreported));
+	n = out_put(s, o, json, len);
+	if (n == len)
+		line_done(s, o, &c, true);
+	else if (n)
+		tail_keep(s, o, json + n, len - n, start, &c);
+	else
+		lost_add(&o->unreported, &c);
+	free(json);
+	return n == len;
+}
+
+/*
+ * Lines [from, to) of the batch (line i at s->buf + s->off[i]) to o, after
+ * what o owes: each goes out whole, or begun (its end kept), or not at all.
+ */
+static void out_lines(struct sm_sinks *s, struct sink_out *o, const struct sink_line *lines,
+		      size_t from, size_t to)
+{
+	const size_t *off = s->off;
+	uint64_t start = s->size;
+	size_t n = 0;
+
+	if (o->fd >= 0 && out_finish_tail(s, o) && out_own_lost(s, o)) {
+		start = s->size;
+		n = out_put(s, o, s->buf + off[from], off[to] - off[from]);
+	}
+	for (size_t i = from; i < to; i++) {
+		size_t begin = off[i] - off[from], end = off[i + 1] - off[from];
+
+		if (end <= n)
+			line_done(s, o, lines[i].lost, true);
+		else if (begin < n)
+			tail_keep(s, o, s->buf + off[i] + (n - begin), end - n, start + begin,
+				  lines[i].lost);
+		else
+			line_done(s, o, lines[i].lost, false);
+	}
+}
+
+/* Whether o owes a line's end or a lost record: the writer tries again. */
+static bool out_owes(const struct sink_out *o)
+{
+	return o->fd >= 0 && (o->tail_len || lost_any(&o->unreported));
+}
+
 /* ---- the live file (writer thread) ---- */
+
+/*
+ * A file that does not end with a line's end (a writer stopped mid-line) is
+ * cut back to its last whole line, so that nothing is glued to that half.
+ */
+static void file_cut_unfinished(struct sm_sinks *s)
+{
+	char buf[4096];
+	uint64_t end = s->size, pos = s->size;
+	ssize_t n;
+
+	while (pos > 0) {
+		size_t want = pos < sizeof(buf) ? (size_t) pos : sizeof(buf);
+
+		n = pread(s->file.fd, buf, want, (off_t) (pos - want));
+		if (n != (ssize_t) want)
+			return; /* unreadable (opened write-only elsewhere): left as it is */
+		while (n > 0 && buf[n - 1] != '\n')
+			n--;
+		if (n > 0) {
+			pos = pos - want + (uint64_t) n;
+			break;
+		}
+		pos -= want;
+	}
+	if (pos == end)
+		return;
+	if (ftruncate(s->file.fd, (off_t) pos) == 0) {
+		pr_warn("flow log %s ended with an unfinished line (%" PRIu64
+			" bytes: a previous writer stopped mid-line): cut off",
+			s->w_conf.file, end - pos);
+		s->size = pos;
+	} else {
+		pr_warn("flow log %s ends with an unfinished line and cannot be cut back: %s",
+			s->w_conf.file, strerror(errno));
+	}
+}
 
 static int file_open(struct sm_sinks *s)
 {
 	struct stat st;
 
-	s->fd = open(s->w_conf.file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-	if (s->fd < 0)
+	s->file.fd = open(s->w_conf.file, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (s->file.fd < 0)
+		s->file.fd = open(s->w_conf.file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (s->file.fd < 0)
 		return -errno;
-	s->size = fstat(s->fd, &st) == 0 ? (uint64_t) st.st_size : 0;
+	s->size = fstat(s->file.fd, &st) == 0 ? (uint64_t) st.st_size : 0;
+	if (s->size)
+		file_cut_unfinished(s);
 	return 0;
 }
 
 static void file_close(struct sm_sinks *s)
 {
-	if (s->fd >= 0)
-		close(s->fd);
-	s->fd = -1;
+	if (s->file.fd >= 0) {
+		if (!out_finish_tail(s, &s->file))
+			out_drop_tail(s, &s->file);
+		close(s->file.fd);
+	}
+	s->file.fd = -1;
 	s->nbk = 0;
 	s->last_seq = 0;
 }
@@ -382,7 +734,7 @@ static void file_rotate(struct sm_sinks *s)
 {
 	char name[PATH_MAX + 32];
 	uint64_t seq = s->last_seq + 1;
-	int old = s->fd, ret;
+	int old = s->file.fd, ret;
 
 	backup_name(name, sizeof(name), s->w_conf.file, seq, "");
 	pthread_mutex_lock(&s->z_mu);
@@ -391,14 +743,15 @@ static void file_rotate(struct sm_sinks *s)
 	ret = s->w_conf.max_backups ? rename(s->w_conf.file, name) : unlink(s->w_conf.file);
 	if (ret) {
 		pthread_mutex_unlock(&s->z_mu);
-		if (!s->write_failing)
+		if (!s->rotate_failing)
 			pr_warn("cannot rotate flow log %s: %s (check the directory is writable); "
 				"it grows past flowlog.max_size until this works",
 				s->w_conf.file, strerror(errno));
-		s->write_failing = true;
+		s->rotate_failing = true;
 		SM_STAT_INC(s->write_errors);
 		return;
 	}
+	s->rotate_failing = false;
 	if (s->w_conf.max_backups) {
 		s->last_seq = seq;
 		if (bk_push(s, seq) == 0 && s->w_conf.compress)
@@ -408,7 +761,7 @@ static void file_rotate(struct sm_sinks *s)
 	if (file_open(s)) {
 		pr_warn("cannot open flow log %s after rotating it: %s (check the directory)",
 			s->w_conf.file, strerror(errno));
-		s->fd = old;
+		s->file.fd = old;
 		s->size = 0;
 		SM_STAT_INC(s->write_errors);
 	} else {
@@ -417,99 +770,123 @@ static void file_rotate(struct sm_sinks *s)
 	SM_STAT_INC(s->rotations);
 }
 
-static void file_write(struct sm_sinks *s, const char *p, size_t len)
-{
-	while (len) {
-		ssize_t n = write(s->fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (!s->write_failing)
-				pr_warn("cannot write flow log %s: %s (check the disk and the "
-					"file's permissions)",
-					s->w_conf.file, n < 0 ? strerror(errno) : "short write");
-			s->write_failing = true;
-			SM_STAT_INC(s->write_errors);
-			return;
-		}
-		s->write_failing = false;
-		s->size += (uint64_t) n;
-		p += n;
-		len -= (size_t) n;
-	}
-}
-
 /* The writer's settings changed (start, or a reload): reopen when the file differs. */
 static void writer_apply_conf(struct sm_sinks *s)
 {
 	const struct sink_conf *c;
+	char file[PATH_MAX];
 	bool reopen;
 
 	pthread_rwlock_rdlock(&s->conf_lock);
 	c = s->conf;
-	reopen = strcmp(c->file, s->w_conf.file) != 0 || s->fd < 0;
-	sm_strlcpy(s->w_conf.file, c->file, sizeof(s->w_conf.file));
+	sm_strlcpy(file, c->file, sizeof(file));
+	sm_strlcpy(s->w_conf.node, c->node, sizeof(s->w_conf.node));
 	s->w_conf.to_stdout = c->to_stdout;
 	s->w_conf.max_size = c->max_size;
 	s->w_conf.max_backups = c->max_backups;
 	s->w_conf.compress = c->compress;
 	pthread_rwlock_unlock(&s->conf_lock);
+	reopen = strcmp(file, s->w_conf.file) != 0 || s->file.fd < 0;
+	s->file.counts = file[0] != '\0';
+	s->out.counts = !s->file.counts;
+	if (!s->w_conf.to_stdout && s->out.tail_len)
+		out_drop_tail(s, &s->out);
 	if (!reopen) {
 		pthread_mutex_lock(&s->z_mu);
 		bk_prune(s, s->w_conf.max_backups); /* it may have shrunk */
 		pthread_mutex_unlock(&s->z_mu);
 		return;
 	}
+	/* what the old file could not be told goes to the new one: it is the same log */
 	file_close(s);
+	sm_strlcpy(s->w_conf.file, file, sizeof(s->w_conf.file));
 	if (!s->w_conf.file[0])
 		return;
 	if (file_open(s)) {
 		pr_warn("cannot open flow log %s: %s (check the directory exists and is writable)",
 			s->w_conf.file, strerror(errno));
 		SM_STAT_INC(s->write_errors);
+		s->reopen_ms = mono_ms();
 		return;
 	}
 	bk_scan(s);
 }
 
-/* Write n lines: the file (rotating between lines), then stdout. */
-static void writer_batch(struct sm_sinks *s, struct sink_line *lines, size_t n)
+/* Room for n lines of total bytes in buf and off. 0 or -ENOMEM. */
+static int batch_room(struct sm_sinks *s, size_t n, size_t total)
 {
-	size_t total = 0, start = 0, used = 0;
-
-	for (size_t i = 0; i < n; i++)
-		total += lines[i].len;
 	if (total > s->bufcap) {
 		char *b = realloc(s->buf, total);
 
-		if (!b) {
-			SM_STAT_ADD(s->write_errors, n);
-			return;
-		}
+		if (!b)
+			return -ENOMEM;
 		s->buf = b;
 		s->bufcap = total;
 	}
-	for (size_t i = 0; i < n; i++) {
-		size_t len = lines[i].len;
+	if (n + 1 > s->offcap) {
+		size_t *o = realloc(s->off, (n + 1) * sizeof(*o));
 
-		/* a record goes whole into the file that has room for it */
-		if (s->fd >= 0 && s->w_conf.max_size && s->size + (used - start) > 0 &&
-		    s->size + (used - start) + len > s->w_conf.max_size) {
-			file_write(s, s->buf + start, used - start);
-			start = used;
-			file_rotate(s);
+		if (!o)
+			return -ENOMEM;
+		s->off = o;
+		s->offcap = n + 1;
+	}
+	return 0;
+}
+
+/*
+ * Write n lines (n may be 0: only what the outputs owe) to the file,
+ * rotating between lines, then to stdout.
+ */
+static void writer_batch(struct sm_sinks *s, struct sink_line *lines, size_t n)
+{
+	size_t total = 0, start = 0;
+
+	for (size_t i = 0; i < n; i++)
+		total += lines[i].len;
+	if (batch_room(s, n, total ? total : 1)) {
+		for (size_t i = 0; i < n; i++)
+			line_done(s, s->file.counts ? &s->file : &s->out, lines[i].lost, false);
+		SM_STAT_INC(s->write_errors);
+		return;
+	}
+	s->off[0] = 0;
+	for (size_t i = 0; i < n; i++) {
+		memcpy(s->buf + s->off[i], lines[i].text, lines[i].len);
+		s->off[i + 1] = s->off[i] + lines[i].len;
+	}
+	/* a file that could not be opened: tried again once a second */
+	if (s->w_conf.file[0] && s->file.fd < 0 && mono_ms() - s->reopen_ms >= SINK_RETRY_MS) {
+		s->reopen_ms = mono_ms();
+		if (file_open(s) == 0) {
+			pr_info("flow log %s open again", s->w_conf.file);
+			bk_scan(s);
 		}
-		memcpy(s->buf + used, lines[i].text, len);
-		used += len;
 	}
-	if (s->fd >= 0)
-		file_write(s, s->buf + start, used - start);
-	if (s->w_conf.to_stdout) {
-		if (fwrite(s->buf, 1, used, stdout) != used || fflush(stdout))
-			SM_STAT_INC(s->write_errors);
+	if (s->w_conf.file[0]) {
+		for (size_t i = 0; i < n; i++) {
+			uint64_t pending = s->off[i] - s->off[start], len = lines[i].len;
+
+			/* a record goes whole into the file that has room for it */
+			if (s->file.fd >= 0 && s->w_conf.max_size && s->size + pending > 0 &&
+			    s->size + pending + len > s->w_conf.max_size) {
+				out_lines(s, &s->file, lines, start, i);
+				start = i;
+				/*
+				 * by what the file holds now: lines that could not be written
+				 * (a full disk) make no rotation, and none happens with a line
+				 * half written
+				 */
+				if (!s->file.tail_len && s->size > 0 &&
+				    s->size + len > s->w_conf.max_size)
+					file_rotate(s);
+			}
+		}
+		out_lines(s, &s->file, lines, start, n);
 	}
-	SM_STAT_ADD(s->written, n);
+	if (s->w_conf.to_stdout)
+		out_lines(s, &s->out, lines, 0, n);
+	s->w_owes = out_owes(&s->file) || (s->w_conf.to_stdout && out_owes(&s->out));
 }
 
 /* Wait on cv under mu until it is signalled or ms pass (CLOCK_MONOTONIC). */
@@ -534,11 +911,17 @@ static void *writer_main(void *arg)
 	pthread_mutex_lock(&s->q_mu);
 	for (;;) {
 		size_t n = 0;
-		bool reconf;
+		bool reconf, retry = false;
 
 		while (!s->q_len && !s->stop && s->w_gen == s->conf_gen) {
 			s->writer_wait = WAIT_EMPTY;
-			pthread_cond_wait(&s->q_cv, &s->q_mu);
+			if (!s->w_owes) {
+				pthread_cond_wait(&s->q_cv, &s->q_mu);
+			} else if (cond_wait_ms(&s->q_cv, &s->q_mu, SINK_RETRY_MS) == ETIMEDOUT) {
+				/* nothing new, and an output owes a line's end or a lost record */
+				retry = true;
+				break;
+			}
 		}
 		/* a few lines: let more come (bounded), unless stopping or reconfiguring */
 		while (s->q_len && s->q_len < SINK_WAKE_LINES && !s->stop &&
@@ -548,8 +931,14 @@ static void *writer_main(void *arg)
 				break;
 		}
 		s->writer_wait = WAIT_NONE;
-		if (!s->q_len && s->stop && s->w_gen == s->conf_gen)
+		if (!s->q_len && s->stop && s->w_gen == s->conf_gen) {
+			/* a last try at what the outputs owe */
+			pthread_mutex_unlock(&s->q_mu);
+			if (s->w_owes)
+				writer_batch(s, NULL, 0);
+			pthread_mutex_lock(&s->q_mu);
 			break;
+		}
 		reconf = s->w_gen != s->conf_gen;
 		s->w_gen = s->conf_gen;
 		while (batch && n < SINK_BATCH && s->q_len) {
@@ -562,10 +951,12 @@ static void *writer_main(void *arg)
 
 		if (reconf)
 			writer_apply_conf(s);
-		if (n)
+		if (n || retry)
 			writer_batch(s, batch, n);
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
 			free(batch[i].text);
+			free(batch[i].lost);
+		}
 
 		pthread_mutex_lock(&s->q_mu);
 		s->writer_busy = false;
@@ -667,11 +1058,14 @@ static void *compressor_main(void *arg)
 		if (ret) {
 			if (SM_STAT_GET(s->compress_errors) == 0)
 				pr_warn("cannot compress flow log backup %s.%" PRIu64
-					": %s (it stays uncompressed; check the disk)",
+					": %s (it stays uncompressed until the next rotation tries "
+					"again; check the disk)",
 					j.path, j.seq, strerror(-ret));
 			SM_STAT_INC(s->compress_errors);
 		}
 		pthread_mutex_lock(&s->z_mu);
+		if (ret)
+			zretry_add(s, &j);
 		s->z_busy = false;
 		pthread_cond_broadcast(&s->z_cv);
 	}
@@ -681,20 +1075,24 @@ static void *compressor_main(void *arg)
 
 /* ---- the API ---- */
 
-/* Queue one line (ownership passes); lost records may use the reserve. */
-static void queue_push(struct sm_sinks *s, char *text, size_t len, bool reserve)
+/* Queue one line (ownership passes); lost records (lost != NULL) may use the reserve. */
+static void queue_push(struct sm_sinks *s, char *text, size_t len, struct lost_counts *lost)
 {
 	size_t cap = SINK_QUEUE_MAX + SINK_QUEUE_RESERVE;
+	bool reserve = lost != NULL;
 
 	pthread_mutex_lock(&s->q_mu);
 	if (s->q_len >= (reserve ? cap : SINK_QUEUE_MAX)) {
 		s->queue_unreported++;
+		if (lost)
+			lost_add(&s->queue_carry, lost); /* said again in the next one */
 		SM_STAT_INC(s->queue_dropped);
 		pthread_mutex_unlock(&s->q_mu);
 		free(text);
+		free(lost);
 		return;
 	}
-	s->q[(s->q_head + s->q_len) % cap] = (struct sink_line){text, len};
+	s->q[(s->q_head + s->q_len) % cap] = (struct sink_line){text, len, lost};
 	s->q_len++;
 	if (s->writer_wait == WAIT_EMPTY ||
 	    (s->writer_wait == WAIT_GATHER && (s->q_len >= SINK_WAKE_LINES || reserve))) {
@@ -746,6 +1144,7 @@ put:
 void sm_sinks_write(struct sm_sinks *s, const struct sm_flow_record *r, const char *whole)
 {
 	const struct sink_conf *c;
+	struct lost_counts *counts = NULL;
 	char *line = NULL;
 	size_t len = 0;
 	bool lost = r->type == SM_REC_LOST;
@@ -778,10 +1177,18 @@ void sm_sinks_write(struct sm_sinks *s, const struct sm_flow_record *r, const ch
 	if (!line)
 		pr_warn("cannot encode a %s flow record: %s", sm_flow_record_type_name(r->type),
 			strerror(errno));
+	if (line && lost) {
+		/* a lost line the sinks cannot write hands these on to their next one */
+		counts = malloc(sizeof(*counts));
+		if (counts)
+			lost_from_record(counts, r);
+	}
 unlock:
 	pthread_rwlock_unlock(&s->conf_lock);
-	if (line)
-		queue_push(s, line, len, lost);
+	if (line && (counts || !lost))
+		queue_push(s, line, len, counts);
+	else
+		free(line);
 }
 
 bool sm_sinks_take_lost(struct sm_sinks *s, struct sm_flow_record *r)
@@ -803,6 +1210,35 @@ bool sm_sinks_take_lost(struct sm_sinks *s, struct sm_flow_record *r)
 		r->lost_sources[i].suppressed = top[i].suppressed;
 	}
 	return r->lost_queue || r->lost_rate_limited;
+}
+
+bool sm_sinks_take_carried(struct sm_sinks *s, struct sm_flow_record *r)
+{
+	struct lost_counts c;
+
+	pthread_mutex_lock(&s->q_mu);
+	c = s->queue_carry;
+	memset(&s->queue_carry, 0, sizeof(s->queue_carry));
+	pthread_mutex_unlock(&s->q_mu);
+	r->lost_ringbuf += c.ringbuf;
+	r->lost_orig_dst += c.orig_dst;
+	r->lost_storage += c.storage;
+	r->lost_sockhash += c.sockhash;
+	r->lost_queue += c.queue;
+	r->lost_rate_limited += c.rate_limited;
+	r->lost_write_failed += c.write_failed;
+	return lost_any(&c);
+}
+
+uint64_t sm_sinks_take_write_failed(struct sm_sinks *s)
+{
+	uint64_t now = SM_STAT_GET(s->write_failed), n;
+
+	pthread_mutex_lock(&s->q_mu);
+	n = now - s->write_failed_taken;
+	s->write_failed_taken = now;
+	pthread_mutex_unlock(&s->q_mu);
+	return n;
 }
 
 int sm_sinks_flush(struct sm_sinks *s, int timeout_ms)
@@ -837,6 +1273,7 @@ void sm_sinks_stats(struct sm_sinks *s, struct sm_sinks_stats *st)
 	st->rate_limited = SM_STAT_GET(s->rate_limited);
 	st->queue_dropped = SM_STAT_GET(s->queue_dropped);
 	st->write_errors = SM_STAT_GET(s->write_errors);
+	st->write_failed = SM_STAT_GET(s->write_failed);
 	st->rotations = SM_STAT_GET(s->rotations);
 	st->compressed = SM_STAT_GET(s->compressed);
 	st->compress_errors = SM_STAT_GET(s->compress_errors);
@@ -875,7 +1312,10 @@ struct sm_sinks *sm_sinks_new(const struct sm_config *cfg, struct sm_error *err)
 		sm_error_set(err, "out of memory");
 		return NULL;
 	}
-	s->fd = -1;
+	s->file.fd = -1;
+	s->out.fd = STDOUT_FILENO;
+	s->out.name = "stdout";
+	s->file.name = s->w_conf.file;
 	pthread_rwlock_init(&s->conf_lock, NULL);
 	pthread_mutex_init(&s->rl_mu, NULL);
 	pthread_mutex_init(&s->q_mu, NULL);
@@ -979,15 +1419,26 @@ void sm_sinks_free(struct sm_sinks *s)
 	if (s->q) {
 		size_t cap = SINK_QUEUE_MAX + SINK_QUEUE_RESERVE;
 
-		for (size_t i = 0; i < s->q_len; i++)
+		for (size_t i = 0; i < s->q_len; i++) {
 			free(s->q[(s->q_head + i) % cap].text);
+			free(s->q[(s->q_head + i) % cap].lost);
+		}
 	}
-	if (s->fd >= 0)
-		close(s->fd);
+	file_close(s);
+	if (s->out.tail_len)
+		out_drop_tail(s, &s->out);
+	if (s->file.unreported.write_failed || s->out.unreported.write_failed)
+		pr_warn("%" PRIu64 " flow records could not be written and were never reported "
+			"in a lost record (flows.write_failed counts them)",
+			s->file.unreported.write_failed + s->out.unreported.write_failed);
+	free(s->file.tail);
+	free(s->out.tail);
 	free(s->q);
 	free(s->zq);
+	free(s->zretry);
 	free(s->bk);
 	free(s->buf);
+	free(s->off);
 	sm_ratelimit_free(s->rl);
 	conf_free(s->conf);
 	pthread_cond_destroy(&s->z_cv);

@@ -18,11 +18,12 @@ struct sm_flow_record;
 struct sm_sinks;
 
 struct sm_sinks_stats {
-	uint64_t written;	  /* records handed to the file and/or stdout */
+	uint64_t written;	  /* records written whole to the file (to stdout without one) */
 	uint64_t filtered;	  /* left out by flowlog.allow / flowlog.deny */
 	uint64_t rate_limited;	  /* DROPPED/AUDIT records over flowlog.denied_rate */
 	uint64_t queue_dropped;	  /* dropped: the writer's queue was full */
 	uint64_t write_errors;	  /* failed writes, rotations or opens */
+	uint64_t write_failed;	  /* records a sink could not write (each sink counts its own) */
 	uint64_t rotations;	  /* live file renamed to a backup */
 	uint64_t compressed;	  /* backups gzipped */
 	uint64_t compress_errors; /* backups left uncompressed */
@@ -41,6 +42,13 @@ int sm_sinks_reconfigure(struct sm_sinks *s, const struct sm_config *cfg, struct
 void sm_sinks_write(struct sm_sinks *s, const struct sm_flow_record *r, const char *whole);
 /* Fill r's lost_queue / lost_rate_limited(_sources) since the last call; true if any. */
 bool sm_sinks_take_lost(struct sm_sinks *s, struct sm_flow_record *r);
+/*
+ * Add to r's lost_* what the lost records the queue dropped said (counted
+ * once already: not for the metrics again); true if any.
+ */
+bool sm_sinks_take_carried(struct sm_sinks *s, struct sm_flow_record *r);
+/* Records the sinks could not write since the last call (lost_events_total{write_failed}). */
+uint64_t sm_sinks_take_write_failed(struct sm_sinks *s);
 /* Wait until the queue is written and the backups compressed. 0 or -ETIMEDOUT. */
 int sm_sinks_flush(struct sm_sinks *s, int timeout_ms);
 void sm_sinks_stats(struct sm_sinks *s, struct sm_sinks_stats *st);
