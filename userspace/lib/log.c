@@ -3,6 +3,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -68,6 +69,72 @@ void sm_log(int level, const char *fmt, ...)
 	va_start(ap, fmt);
 	sm_vlog(level, fmt, ap);
 	va_end(ap);
+}
+
+/* The limited call sites that have logged: the summaries' list; all under limit_mu. */
+static pthread_mutex_t limit_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct sm_log_limit *limit_sites;
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Caller holds limit_mu. The window is over: report what it suppressed, start afresh. */
+static void limit_summary(struct sm_log_limit *l, int64_t now)
+{
+	if (l->suppressed)
+		sm_log(l->level, "suppressed %llu more messages like this in %lld s: %s",
+		       (unsigned long long) l->suppressed,
+		       (long long) (now - l->window_ns) / 1000000000LL, l->last);
+	l->window_ns = 0;
+	l->printed = 0;
+	l->suppressed = 0;
+}
+
+void sm_log_limited(struct sm_log_limit *l, int level, const char *fmt, ...)
+{
+	int64_t now = mono_ns();
+	va_list ap;
+
+	if (level > log_level)
+		return;
+	pthread_mutex_lock(&limit_mu);
+	if (!l->listed) {
+		l->listed = true;
+		l->next = limit_sites;
+		limit_sites = l;
+	}
+	l->level = level;
+	if (l->window_ns && now - l->window_ns >= SM_LOG_LIMIT_WINDOW_S * 1000000000LL)
+		limit_summary(l, now);
+	if (!l->window_ns)
+		l->window_ns = now;
+	va_start(ap, fmt);
+	if (l->printed < SM_LOG_LIMIT_BURST) {
+		l->printed++;
+		sm_vlog(level, fmt, ap);
+	} else {
+		l->suppressed++;
+		// NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): clang 14 bug
+		vsnprintf(l->last, sizeof(l->last), fmt, ap);
+	}
+	va_end(ap);
+	pthread_mutex_unlock(&limit_mu);
+}
+
+void sm_log_limit_flush(void)
+{
+	int64_t now = mono_ns();
+
+	pthread_mutex_lock(&limit_mu);
+	for (struct sm_log_limit *l = limit_sites; l; l = l->next)
+		if (l->window_ns && now - l->window_ns >= SM_LOG_LIMIT_WINDOW_S * 1000000000LL)
+			limit_summary(l, now);
+	pthread_mutex_unlock(&limit_mu);
 }
 
 /* libbpf's WARN is our WARN; its INFO our DEBUG, its DEBUG dropped unless -vv. */
