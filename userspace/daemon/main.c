@@ -727,6 +727,7 @@ int main(int argc, char **argv)
 		return EXIT_RUNTIME;
 	}
 	d.started = time(NULL);
+	sm_raise_fd_limit();
 	d.mono_to_real_ns = sm_mono_to_real_offset_ns();
 	err = run(&d);
 	sm_catalog_free(&d.cat);

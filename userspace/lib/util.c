@@ -12,8 +12,11 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "log.h"
 
 void sm_error_set(struct sm_error *err, const char *fmt, ...)
 {
@@ -383,4 +386,47 @@ int sm_mkdir_p(const char *path, mode_t mode)
 	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
 		return -errno;
 	return 0;
+}
+
+/* The kernel's ceiling for a descriptor limit (fs.nr_open), for a hard limit of "unlimited". */
+static rlim_t nr_open(void)
+{
+	unsigned long long n = 1048576; /* the kernel's default */
+	FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+
+	if (f) {
+		if (fscanf(f, "%llu", &n) != 1)
+			n = 1048576;
+		fclose(f);
+	}
+	return (rlim_t) n;
+}
+
+long sm_raise_fd_limit(void)
+{
+	struct rlimit rl;
+	rlim_t before;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		pr_warn("cannot read the file descriptor limit: %s", strerror(errno));
+		return -errno;
+	}
+	before = rl.rlim_cur;
+	if (rl.rlim_cur == rl.rlim_max) {
+		pr_info("file descriptor limit: %llu (the hard limit already)",
+			(unsigned long long) rl.rlim_cur);
+		return (long) rl.rlim_cur;
+	}
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? nr_open() : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		pr_warn("cannot raise the file descriptor limit from %llu to %llu: %s (raise it "
+			"with LimitNOFILE= or ulimit -n; each tunnelled connection needs one or "
+			"two)",
+			(unsigned long long) before, (unsigned long long) rl.rlim_cur,
+			strerror(errno));
+		return (long) before;
+	}
+	pr_info("file descriptor limit raised from %llu to %llu (the hard limit)",
+		(unsigned long long) before, (unsigned long long) rl.rlim_cur);
+	return (long) rl.rlim_cur;
 }

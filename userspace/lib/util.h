@@ -82,4 +82,12 @@ int64_t sm_mono_to_real_offset_ns(void);
 /* RFC 3339 UTC with microseconds, e.g. "2026-11-29T20:01:02.123456Z". */
 const char *sm_format_time_ns(int64_t realtime_ns, char *buf, size_t len);
 
+/*
+ * Raise this process's soft RLIMIT_NOFILE to its hard limit (each tunnelled
+ * connection holds a descriptor or two; the common soft default of 1,024
+ * runs out first) and log what it got. Returns the soft limit in force, or
+ * -errno when it cannot be read.
+ */
+long sm_raise_fd_limit(void);
+
 #endif /* SOCKMESH_UTIL_H */
