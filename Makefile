@@ -144,7 +144,8 @@ $(OUTPUT)/tests/lib/%.o: userspace/lib/%.c $(LIB_HDRS) | $(DEPS_STAMP)
 $(OUTPUT)/tests/%: tests/unit/%.c $(UNIT_LIB_OBJS) $(LIB_HDRS) $(wildcard tests/unit/*.h) | $(DEPS_STAMP)
 	$(call msg,TEST,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $(SAN_FLAGS) $< $(UNIT_LIB_OBJS) \
+	$(Q)$(CC) $(CPPFLAGS) -Itests/unit -DSM_SOURCE_DIR='"$(CURDIR)"' $(CFLAGS) $(SAN_FLAGS) \
+		$< $(UNIT_LIB_OBJS) \
 		$(LDLIBS) -lcmocka -o $@
 
 test-unit: $(UNIT_BINS) ## unit tests (C, cmocka, ASan+UBSan, no root)
