@@ -5,6 +5,8 @@
  * pseudo-random bytes, half-closes and verifies the reply (one JSON line,
  * exit 0 only when it matches); `rr` measures request/response latency;
  * `storm` opens and closes connections as fast as it can (connect() only).
+ * `hold` keeps many connections open at once (idle, or each probed once with
+ * a byte an echo server returns) and counts how each one ended.
  *
  * Every wait is bounded: sockets are non-blocking and every poll() has a
  * deadline, so a broken data path shows up as an error, never as a hang.
@@ -22,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +43,7 @@
 #define SMT_MAX_RR_COUNT  10000000		    /* largest rr --count */
 #define SMT_MAX_STORM	  100000000ULL		    /* largest storm --count */
 #define SMT_ADDR_STR	  64			    /* "[v6addr]:port" */
+#define SMT_MAX_HOLD	  100000		    /* largest hold --count */
 #define SMT_HEX_LEN	  (2 * EVP_MAX_MD_SIZE + 1) /* sha256 as hex + NUL */
 
 enum smt_mode {
@@ -1235,9 +1239,251 @@ static int cmd_storm(int argc, char **argv)
 	return storm_run(&o);
 }
 
+/* ---- hold ---- */
+
+enum hold_state {
+	HOLD_CONNECTING = 0,
+	HOLD_OPEN,     /* connected; with --probe: the probe byte is out, no answer yet */
+	HOLD_ANSWERED, /* --probe: the byte came back */
+	HOLD_RESET,    /* the peer reset it (or refused the connect) */
+	HOLD_CLOSED,   /* the peer closed it (EOF) */
+	HOLD_FAILED,   /* any other error */
+};
+
+struct hold_opts {
+	struct sm_addr addr;
+	uint16_t port;
+	uint64_t count;
+	uint64_t seconds;
+	bool probe;	/* send one byte once connected and wait for it to come back */
+	bool reconnect; /* replace every connection that ends (a flood that keeps up) */
+};
+
+struct hold_conn {
+	int fd;
+	enum hold_state state;
+	int64_t opened_ms;
+};
+
+/* Start a connection; one refused at once is counted as it ended. */
+static int hold_open(const struct hold_opts *o, struct hold_conn *h, uint64_t *counts)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sm_addr_to_sockaddr(&o->addr, o->port, &ss);
+
+	h->state = HOLD_CONNECTING;
+	h->opened_ms = now_ms();
+	h->fd = socket(o->addr.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (h->fd < 0)
+		return -errno;
+	if (connect(h->fd, (struct sockaddr *) &ss, sl) < 0 && errno != EINPROGRESS) {
+		h->state = errno == ECONNREFUSED ? HOLD_RESET : HOLD_FAILED;
+		counts[h->state]++;
+		close(h->fd);
+		h->fd = -1;
+	}
+	return 0;
+}
+
+/* One poll result for an open connection: its new state. */
+static enum hold_state hold_step(const struct hold_opts *o, struct hold_conn *h, short revents)
+{
+	char b[64];
+	int err = 0;
+	socklen_t len = sizeof(err);
+	ssize_t n;
+
+	if (h->state == HOLD_CONNECTING) {
+		if (getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err)
+			return err == ECONNREFUSED || err == ECONNRESET ? HOLD_RESET : HOLD_FAILED;
+		if (!(revents & POLLOUT))
+			return HOLD_CONNECTING;
+		if (o->probe && send(h->fd, "x", 1, MSG_NOSIGNAL) != 1)
+			return errno == ECONNRESET || errno == EPIPE ? HOLD_RESET : HOLD_FAILED;
+		return HOLD_OPEN;
+	}
+	if (!(revents & (POLLIN | POLLHUP | POLLERR)))
+		return h->state;
+	n = recv(h->fd, b, sizeof(b), 0);
+	if (n > 0)
+		return o->probe ? HOLD_ANSWERED : h->state;
+	if (n == 0)
+		return HOLD_CLOSED;
+	if (errno == EAGAIN || errno == EINTR)
+		return h->state;
+	return errno == ECONNRESET ? HOLD_RESET : HOLD_FAILED;
+}
+
+static bool hold_ended(enum hold_state s)
+{
+	return s == HOLD_RESET || s == HOLD_CLOSED || s == HOLD_FAILED;
+}
+
+/*
+ * Open --count connections at once and keep them --seconds. Prints one JSON
+ * line: how many ended in each state (counted once per connection, or per
+ * attempt with --reconnect), and settle_ms, when the last one of the first
+ * round was answered or ended (-1: some never were).
+ */
+static int hold_run(const struct hold_opts *o)
+{
+	uint64_t counts[HOLD_FAILED + 1] = {0}, reconnects = 0, n = o->count;
+	struct hold_conn *h = calloc(n, sizeof(*h));
+	struct pollfd *pfd = calloc(n, sizeof(*pfd));
+	int64_t start = now_ms(), end = start + (int64_t) o->seconds * 1000, settled = -1;
+	struct rlimit rl;
+	int ret = 0;
+
+	if (!h || !pfd) {
+		ret = -ENOMEM;
+		goto free_all;
+	}
+	/* thousands of sockets: take all the descriptors this process may have */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	for (uint64_t i = 0; i < n; i++) {
+		ret = hold_open(o, &h[i], counts);
+		if (ret) {
+			pr_err("socket for connection %" PRIu64 ": %s", i, strerror(-ret));
+			goto close_all;
+		}
+	}
+	while (now_ms() < end) {
+		bool all_settled = true;
+
+		for (uint64_t i = 0; i < n; i++) {
+			pfd[i].fd = h[i].fd;
+			pfd[i].events = h[i].state == HOLD_CONNECTING ? POLLOUT : POLLIN;
+			pfd[i].revents = 0;
+			if (h[i].state == HOLD_CONNECTING || (o->probe && h[i].state == HOLD_OPEN))
+				all_settled = false;
+		}
+		if (all_settled && settled < 0)
+			settled = now_ms() - start;
+		if (poll(pfd, (nfds_t) n, ms_until(end) > 100 ? 100 : ms_until(end)) < 0 &&
+		    errno != EINTR) {
+			ret = -errno;
+			goto close_all;
+		}
+		for (uint64_t i = 0; i < n; i++) {
+			enum hold_state st;
+
+			if (h[i].fd < 0 || !pfd[i].revents)
+				continue;
+			st = hold_step(o, &h[i], pfd[i].revents);
+			if (st == h[i].state)
+				continue;
+			h[i].state = st;
+			if (st == HOLD_ANSWERED)
+				counts[st]++;
+			if (!hold_ended(st))
+				continue;
+			counts[st]++;
+			close(h[i].fd);
+			h[i].fd = -1;
+			if (o->reconnect) {
+				reconnects++;
+				ret = hold_open(o, &h[i], counts);
+				if (ret)
+					goto close_all;
+			}
+		}
+	}
+	for (uint64_t i = 0; i < n; i++)
+		if (h[i].state == HOLD_OPEN || h[i].state == HOLD_CONNECTING)
+			counts[h[i].state]++;
+	printf("{\"ok\":true,\"count\":%" PRIu64 ",\"connecting\":%" PRIu64 ",\"open\":%" PRIu64
+	       ",\"answered\":%" PRIu64 ",\"reset\":%" PRIu64 ",\"closed\":%" PRIu64
+	       ",\"failed\":%" PRIu64 ",\"reconnects\":%" PRIu64 ",\"settle_ms\":%" PRId64 "}\n",
+	       n, counts[HOLD_CONNECTING], counts[HOLD_OPEN], counts[HOLD_ANSWERED],
+	       counts[HOLD_RESET], counts[HOLD_CLOSED], counts[HOLD_FAILED], reconnects, settled);
+	fflush(stdout);
+close_all:
+	for (uint64_t i = 0; i < n; i++)
+		if (h[i].fd >= 0)
+			close(h[i].fd);
+free_all:
+	free(h);
+	free(pfd);
+	if (ret)
+		pr_err("hold: %s", strerror(-ret));
+	return ret ? 1 : 0;
+}
+
+static void hold_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: smtraffic hold --connect ADDR:PORT --count N --seconds S [--probe]\n"
+		"                      [--reconnect]\n"
+		"Opens N connections at once and keeps them S seconds. --probe sends one\n"
+		"byte on each and waits for it to come back (an echo server); --reconnect\n"
+		"replaces every connection that ends. Prints {\"ok\":true,\"count\":N,\n"
+		"\"connecting\":..,\"open\":..,\"answered\":..,\"reset\":..,\"closed\":..,\n"
+		"\"failed\":..,\"reconnects\":..,\"settle_ms\":..}: how the connections ended,\n"
+		"and when every first-round connection was answered or had ended (-1: never).\n");
+}
+
+static int cmd_hold(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"connect", required_argument, NULL, 'c'},
+		{"count", required_argument, NULL, 'n'},
+		{"seconds", required_argument, NULL, 's'},
+		{"probe", no_argument, NULL, 'p'},
+		{"reconnect", no_argument, NULL, 'r'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct hold_opts o = {.count = 1, .seconds = 10};
+	bool have_connect = false;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:n:s:prh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			if (sm_addrport_parse(optarg, &o.addr, &o.port)) {
+				pr_err("bad --connect '%s': want IP:PORT or [IPv6]:PORT", optarg);
+				return 2;
+			}
+			have_connect = true;
+			break;
+		case 'n':
+			if (parse_num("count", optarg, 1, SMT_MAX_HOLD, &o.count))
+				return 2;
+			break;
+		case 's':
+			if (parse_num("seconds", optarg, 1, SMT_MAX_TIMEOUT_S, &o.seconds))
+				return 2;
+			break;
+		case 'p':
+			o.probe = true;
+			break;
+		case 'r':
+			o.reconnect = true;
+			break;
+		case 'h':
+			hold_usage(stdout);
+			return 0;
+		default:
+			hold_usage(stderr);
+			return 2;
+		}
+	}
+	if (!have_connect || optind != argc) {
+		pr_err("hold needs --connect (and no other arguments)");
+		hold_usage(stderr);
+		return 2;
+	}
+	return hold_run(&o);
+}
+
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: smtraffic serve|send|rr|storm [OPTIONS]   (smtraffic COMMAND --help)\n");
+	fprintf(f, "usage: smtraffic serve|send|rr|storm|hold [OPTIONS]   (smtraffic COMMAND --help)\n");
 }
 
 int main(int argc, char **argv)
@@ -1257,6 +1503,8 @@ int main(int argc, char **argv)
 		return cmd_rr(argc - 1, argv + 1);
 	if (strcmp(argv[1], "storm") == 0)
 		return cmd_storm(argc - 1, argv + 1);
+	if (strcmp(argv[1], "hold") == 0)
+		return cmd_hold(argc - 1, argv + 1);
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		usage(stdout);
 		return 0;

@@ -202,6 +202,12 @@ static json_object *status_tunnel(struct sm_daemon *d)
 	json_object_object_add(o, "policy_streams_closed",
 			       json_object_new_uint64(st.policy_streams_closed));
 	json_object_object_add(o, "tls_send_blocked", json_object_new_uint64(st.tls_send_blocked));
+	json_object_object_add(o, "refused_per_source",
+			       json_object_new_uint64(st.refused_per_source));
+	json_object_object_add(o, "handshakes_evicted",
+			       json_object_new_uint64(st.handshakes_evicted));
+	json_object_object_add(o, "preface_timeouts", json_object_new_uint64(st.preface_timeouts));
+	json_object_object_add(o, "accept_no_fd", json_object_new_uint64(st.accept_no_fd));
 	return o;
 }
 
@@ -274,6 +280,7 @@ static json_object *cmd_status(struct sm_daemon *d)
 	json_object_object_add(px, "upstream_errors", json_object_new_uint64(ps.upstream_errors));
 	json_object_object_add(px, "orig_dst_errors", json_object_new_uint64(ps.orig_dst_errors));
 	json_object_object_add(px, "tunnelled", json_object_new_uint64(ps.tunnelled));
+	json_object_object_add(px, "accept_no_fd", json_object_new_uint64(ps.accept_no_fd));
 	json_object_object_add(o, "proxy", px);
 	json_object_object_add(o, "tunnel", status_tunnel(d));
 	json_object_object_add(o, "workers", status_workers(d));

@@ -72,6 +72,7 @@ struct sm_worker {
 	struct sm_ev *tick;
 	unsigned int cmds; /* SM_WCMD_* bits, atomic */
 	bool draining;	   /* this worker stopped accepting */
+	int spare_fd;	   /* held in reserve for sm_worker_accept(), -1 = none */
 	struct sm_proxy *proxy;
 	struct sm_hbone_worker *hb; /* NULL unless tunnel.hbone */
 	unsigned int call_done;	    /* the last sm_workers_call() round it finished (pause_mu) */
@@ -240,12 +241,34 @@ void sm_workers_resume(struct sm_daemon *d);
 int sm_workers_call(struct sm_daemon *d, unsigned int cmd);
 /* A listener of worker w on a:port; the first worker's probe reports a taken port. */
 int sm_worker_listen(struct sm_worker *w, const struct sm_addr *a, uint16_t port, int backlog);
+/*
+ * accept4() on listener lfd (non-blocking, close-on-exec; the peer in *ss).
+ * Out of descriptors (EMFILE/ENFILE), the worker's spare descriptor makes
+ * room for one accept, so a pending connection is reset at once instead of
+ * waiting in the backlog while the listener's event fires in a loop: then
+ * *no_fd is set and the caller must name the refusal (count, record) and
+ * hand the fd to sm_worker_refuse(), which resets it and takes the spare
+ * back. Returns the fd, or -EAGAIN when nothing is pending, or -EMFILE /
+ * -ENFILE when no spare was left either (the caller stops accepting for a
+ * while), or another accept4() -errno.
+ */
+int sm_worker_accept(struct sm_worker *w, int lfd, struct sockaddr_storage *ss, socklen_t *sl,
+		     bool *no_fd);
+void sm_worker_refuse(struct sm_worker *w, int fd);
 
 /* proxy.c: outbound capture listeners and plaintext relays, per worker. */
 int sm_proxy_start(struct sm_worker *w);
 /* Stop accepting; relays go on. */
 void sm_proxy_stop_accepting(struct sm_worker *w);
 void sm_proxy_free(struct sm_worker *w);
+/* Worker, every second: listeners that ran out of descriptors accept again. */
+void sm_proxy_worker_tick(struct sm_worker *w);
+/*
+ * The local workload behind a captured client socket cfd (the client at
+ * cli:cport): its identity from the orig_dst entry. 0 or -errno.
+ */
+int sm_proxy_source_identity(struct sm_daemon *d, int cfd, const struct sm_addr *cli,
+			     uint16_t cport, uint32_t *identity);
 /*
  * The daemon's own non-blocking connection to dst:port, marked so connect4/6
  * let it pass; from the loopback address when dst is one of this node's own
@@ -255,7 +278,8 @@ void sm_proxy_free(struct sm_worker *w);
 int sm_upstream_connect(const struct sm_daemon *d, const struct sm_addr *dst, uint16_t port);
 struct sm_proxy_stats {
 	uint64_t active, accepted, upstream_errors, orig_dst_errors;
-	uint64_t tunnelled; /* handed to the HBONE tunnel */
+	uint64_t tunnelled;    /* handed to the HBONE tunnel */
+	uint64_t accept_no_fd; /* reset at accept: the daemon was out of descriptors */
 };
 /* Summed over the workers (any thread). */
 void sm_proxy_stats(const struct sm_daemon *d, struct sm_proxy_stats *st);
@@ -279,6 +303,10 @@ struct sm_hbone_stats {
 	uint64_t keepalive_failures;	/* connections closed: PING unanswered */
 	uint64_t policy_streams_closed; /* inbound streams reset: a new revision denies them */
 	uint64_t tls_send_blocked;	/* a TLS socket was full: output waited for the peer */
+	uint64_t refused_per_source;	/* its source had max_handshakes_per_source in flight */
+	uint64_t handshakes_evicted;	/* a stalled handshake of the heaviest source made room */
+	uint64_t preface_timeouts;	/* mTLS done, no HTTP/2 preface in time */
+	uint64_t accept_no_fd;		/* reset at accept: the daemon was out of descriptors */
 };
 /* Shared part (main thread): credentials and their rotation. */
 int sm_hbone_start(struct sm_daemon *d);

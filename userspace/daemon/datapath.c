@@ -416,7 +416,7 @@ void sm_datapath_drive_iter(struct bpf_link *link, const char *what)
 	int fd = bpf_iter_create(bpf_link__fd(link));
 
 	if (fd < 0) {
-		pr_warn("cannot run the %s iterator: %s", what, strerror(errno));
+		pr_warn_limited("cannot run the %s iterator: %s", what, strerror(errno));
 		return;
 	}
 	/* the programs print nothing; reading drives them over every TCP socket */

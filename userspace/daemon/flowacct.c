@@ -25,6 +25,7 @@
 #include <uthash.h>
 
 #include "daemon.h"
+#include "drop_reason.h"
 #include "flow_record.h"
 #include "log.h"
 #include "sockmesh.skel.h"
@@ -249,7 +250,8 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 			sm_policy_check(d, ev->identity, ev->peer_identity, r->destination.port,
 					&pd);
 		r->verdict = SM_VERDICT_DROPPED;
-		sm_strlcpy(r->drop_reason, "policy_revoked", sizeof(r->drop_reason));
+		sm_strlcpy(r->drop_reason, sm_drop_reason_name(SM_DROP_POLICY_REVOKED),
+			   sizeof(r->drop_reason));
 		sm_policy_fill_record(d, pd.rule_id, sm_policy_revision(d), pd.reason, false, r);
 	}
 
@@ -318,8 +320,9 @@ static void record_from_policy_event(struct sm_daemon *d, const struct sm_flow_e
 	} else {
 		r->verdict = SM_VERDICT_DROPPED;
 		sm_strlcpy(r->drop_reason,
-			   ev->policy_reason == SM_POLICY_R_DEFAULT_DENY ? "policy_default_deny"
-									 : "policy_denied",
+			   ev->policy_reason == SM_POLICY_R_DEFAULT_DENY
+				   ? sm_drop_reason_name(SM_DROP_POLICY_DEFAULT_DENY)
+				   : sm_drop_reason_name(SM_DROP_POLICY_DENIED),
 			   sizeof(r->drop_reason));
 	}
 	sm_policy_fill_record(d, audit ? 0 : ev->policy_rule, ev->policy_revision,

@@ -61,6 +61,7 @@
 #include <uthash.h>
 
 #include "daemon.h"
+#include "drop_reason.h"
 #include "flow_record.h"
 #include "log.h"
 #include "sockmesh.skel.h"
@@ -75,7 +76,7 @@
 #define HB_TLS_RBUF	    (64 * 1024) /* OpenSSL's read-ahead buffer: several records per read() */
 #define HB_TLS_BATCH	    (64 * 1024)	 /* HTTP/2 output gathered per SSL_write */
 #define HB_TLS_WBUF	    (128 * 1024) /* TLS records gathered per send() */
-#define HB_MAX_HANDSHAKING  256		 /* inbound handshakes in flight at once */
+#define HB_MAX_HANDSHAKING  256		 /* inbound handshakes in flight at once, per worker */
 #define HB_MAX_HEADER_VALUE 256		 /* longest request header value accepted */
 #define HB_MAX_HEADERS	    32		 /* header fields per request */
 #define HB_JOIN_LINGER_S    60		 /* a join entry outlives its stream this long */
@@ -89,6 +90,19 @@ struct hb_buf {
 };
 
 struct hb_conn;
+
+/*
+ * A source of inbound handshakes: one IPv4 address, or one IPv6 /64 (what
+ * one host usually holds). Exists while it has handshakes in flight.
+ */
+struct hb_src {
+	struct {
+		uint8_t family;
+		uint8_t addr[16];
+	} key;
+	unsigned int handshaking;
+	UT_hash_handle hh;
+};
 
 /* One CONNECT stream and the plain TCP socket it carries. */
 struct hb_stream {
@@ -141,9 +155,13 @@ struct hb_conn {
 	nghttp2_session *h2;
 	bool handshaking;
 	bool dead;
-	bool goaway;	   /* takes no new streams */
-	bool sni_selected; /* the client's SNI chose our SVID (counted once: HRR asks twice) */
+	bool goaway;	     /* takes no new streams */
+	bool sni_selected;   /* the client's SNI chose our SVID (counted once: HRR asks twice) */
+	bool got_settings;   /* the peer's SETTINGS (after its preface) arrived */
+	bool h2_error_noted; /* we sent GOAWAY with an error: counted and recorded once */
+	struct hb_src *src;  /* inbound, while handshaking: the source it counts against */
 	int64_t started_ns;
+	int64_t established_ns; /* the TLS handshake finished */
 	uint32_t handshake_us;
 	int64_t idle_since; /* monotonic s since it has no streams, 0 = busy */
 	int64_t last_rx_ns; /* last bytes from the peer (monotonic) */
@@ -194,6 +212,7 @@ struct hb_listener {
 	int fd;
 	unsigned int addr; /* index into this node's catalog addresses */
 	struct sm_ev *ev;
+	bool resting; /* out of descriptors: not watched until the next tick */
 };
 
 /* A watched credential directory: -1 = the node's, else a catalog workload index. */
@@ -227,6 +246,7 @@ struct sm_hbone_worker {
 	unsigned int nl;
 	struct hb_conn *conns;
 	unsigned int handshaking_in;
+	struct hb_src *srcs; /* sources with inbound handshakes in flight */
 	pthread_mutex_t join_mu;
 	struct hb_join *joins;
 	struct sm_hbone_stats st;
@@ -328,6 +348,56 @@ static void fail_count(struct sm_hbone_worker *hw, const char *reason)
 		}
 	}
 	SM_STAT_INC(hw->st.tls_failed_other);
+}
+
+/* ---- inbound handshakes by source ---- */
+
+static void src_key(struct hb_src *k, const struct sm_addr *a)
+{
+	memset(&k->key, 0, sizeof(k->key));
+	k->key.family = a->family;
+	/* an IPv6 host usually holds a whole /64: count it as one source */
+	memcpy(k->key.addr, a->bytes, a->family == AF_INET ? 4 : 8);
+}
+
+static struct hb_src *src_find(struct sm_hbone_worker *hw, const struct sm_addr *a)
+{
+	struct hb_src probe, *src = NULL;
+
+	src_key(&probe, a);
+	HASH_FIND(hh, hw->srcs, &probe.key, sizeof(probe.key), src);
+	return src;
+}
+
+/* Count c's handshake against its source. 0 or -ENOMEM. */
+static int src_hold(struct sm_hbone_worker *hw, struct hb_conn *c)
+{
+	struct hb_src *src = src_find(hw, &c->peer);
+
+	if (!src) {
+		src = calloc(1, sizeof(*src));
+		if (!src)
+			return -ENOMEM;
+		src_key(src, &c->peer);
+		HASH_ADD(hh, hw->srcs, key, sizeof(src->key), src);
+	}
+	src->handshaking++;
+	c->src = src;
+	return 0;
+}
+
+/* c's handshake is over (done, failed or freed): it no longer counts. */
+static void src_release(struct sm_hbone_worker *hw, struct hb_conn *c)
+{
+	struct hb_src *src = c->src;
+
+	if (!src)
+		return;
+	c->src = NULL;
+	if (--src->handshaking == 0) {
+		HASH_DEL(hw->srcs, src);
+		free(src);
+	}
 }
 
 /* ---- flow-record joins ---- */
@@ -644,7 +714,8 @@ static void stream_flush_down(struct hb_stream *s)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				break;
-			stream_fail(s, NGHTTP2_CONNECT_ERROR, "plain_socket_reset");
+			stream_fail(s, NGHTTP2_CONNECT_ERROR,
+				    sm_drop_reason_name(SM_DROP_PLAIN_SOCKET_RESET));
 			return;
 		}
 		s->down.off += (size_t) n;
@@ -676,7 +747,7 @@ static void stream_read_up(struct hb_stream *s)
 	if (!s->read_size)
 		s->read_size = 4096;
 	if (buf_reserve(&s->up, s->read_size)) {
-		stream_fail(s, NGHTTP2_INTERNAL_ERROR, "out_of_memory");
+		stream_fail(s, NGHTTP2_INTERNAL_ERROR, sm_drop_reason_name(SM_DROP_OUT_OF_MEMORY));
 		return;
 	}
 	n = recv(s->fd, s->up.data + s->up.len, s->read_size, 0);
@@ -688,7 +759,8 @@ static void stream_read_up(struct hb_stream *s)
 		s->fd_eof = true;
 	} else {
 		if (errno != EAGAIN && errno != EINTR)
-			stream_fail(s, NGHTTP2_CONNECT_ERROR, "plain_socket_reset");
+			stream_fail(s, NGHTTP2_CONNECT_ERROR,
+				    sm_drop_reason_name(SM_DROP_PLAIN_SOCKET_RESET));
 		return;
 	}
 	if (s->deferred) {
@@ -756,6 +828,7 @@ static void conn_free(struct hb_conn *c)
 	}
 	if (c->server && c->handshaking)
 		hw->handshaking_in--;
+	src_release(hw, c);
 	if (c->server)
 		SM_STAT_DEC(hw->st.conns_in);
 	else
@@ -837,9 +910,11 @@ static void handshake_done(struct hb_conn *c)
 	enum sm_svid_reason why;
 
 	c->handshaking = false;
-	c->handshake_us = (uint32_t) ((mono_ns() - c->started_ns) / 1000);
+	c->established_ns = mono_ns();
+	c->handshake_us = (uint32_t) ((c->established_ns - c->started_ns) / 1000);
 	if (c->server)
 		hw->handshaking_in--;
+	src_release(hw, c);
 	why = sm_tls_peer_result(c->ssl, c->peer_spiffe, sizeof(c->peer_spiffe));
 	if (why != SM_SVID_OK) {
 		/* cannot happen with SSL_VERIFY_PEER, but never trust an unverified peer */
@@ -853,8 +928,8 @@ static void handshake_done(struct hb_conn *c)
 	    strcmp(c->peer_spiffe, c->expect[1]) != 0) {
 		pr_warn("server %s presented %s, but the catalog names %s (or its node %s)",
 			c->expect[0], c->peer_spiffe, c->expect[0], c->expect[1]);
-		fail_count(hw, "identity_mismatch");
-		conn_fail(c, "identity_mismatch");
+		fail_count(hw, sm_drop_reason_name(SM_DROP_IDENTITY_MISMATCH));
+		conn_fail(c, sm_drop_reason_name(SM_DROP_IDENTITY_MISMATCH));
 		return;
 	}
 	SM_STAT_INC(hw->st.tls_ok);
@@ -874,15 +949,15 @@ static const char *handshake_failure(struct hb_conn *c)
 	/* the peer refused us: its alert says why */
 	switch (ERR_GET_REASON(e)) {
 	case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
-		return "peer_refused_expired";
+		return sm_drop_reason_name(SM_DROP_PEER_REFUSED_EXPIRED);
 	case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
-		return "peer_refused_unknown_ca";
+		return sm_drop_reason_name(SM_DROP_PEER_REFUSED_UNKNOWN_CA);
 	case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
 	case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
 	case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
-		return "peer_refused_certificate";
+		return sm_drop_reason_name(SM_DROP_PEER_REFUSED_CERTIFICATE);
 	case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
-		return "peer_requires_certificate";
+		return sm_drop_reason_name(SM_DROP_PEER_REQUIRES_CERTIFICATE);
 	default:
 		return sm_svid_reason_name(SM_SVID_PROTOCOL);
 	}
@@ -1010,9 +1085,10 @@ static void conn_pump(struct hb_conn *c)
 				sm_evloop_mod(c->w->loop, c->ev, want);
 				return;
 			}
-			const char *why = e == SSL_ERROR_SYSCALL && errno && !c->server
-						  ? "tunnel_connect_failed"
-						  : handshake_failure(c);
+			const char *why =
+				e == SSL_ERROR_SYSCALL && errno && !c->server
+					? sm_drop_reason_name(SM_DROP_TUNNEL_CONNECT_FAILED)
+					: handshake_failure(c);
 
 			fail_count(c->w->hb, why);
 			if (c->server)
@@ -1041,8 +1117,10 @@ static void conn_pump(struct hb_conn *c)
 			if (used < 0) {
 				SM_STAT_INC(c->w->hb->st.bad_frames);
 				if (c->server)
-					record_failure(c, "malformed_hbone", NULL);
-				conn_fail(c, "malformed_hbone");
+					record_failure(c,
+						       sm_drop_reason_name(SM_DROP_MALFORMED_HBONE),
+						       NULL);
+				conn_fail(c, sm_drop_reason_name(SM_DROP_MALFORMED_HBONE));
 				return;
 			}
 			if (c->rx_short)
@@ -1058,11 +1136,12 @@ static void conn_pump(struct hb_conn *c)
 			/* the peer closed: streams that are still open were cut off */
 			for (struct hb_stream *s = c->streams; s; s = s->next)
 				if (!s->h2_closed)
-					stream_fail(s, NGHTTP2_CONNECT_ERROR, "tunnel_closed");
+					stream_fail(s, NGHTTP2_CONNECT_ERROR,
+						    sm_drop_reason_name(SM_DROP_TUNNEL_CLOSED));
 			c->dead = true;
 			return;
 		}
-		conn_fail(c, "tls_error");
+		conn_fail(c, sm_drop_reason_name(SM_DROP_TLS_ERROR));
 		return;
 	}
 	/* what this round delivered goes to the plain sockets in one write each */
@@ -1081,13 +1160,13 @@ static void conn_pump(struct hb_conn *c)
 			ssize_t n = nghttp2_session_mem_send(c->h2, &p);
 
 			if (n < 0) {
-				conn_fail(c, "http2_error");
+				conn_fail(c, sm_drop_reason_name(SM_DROP_HTTP2_ERROR));
 				return;
 			}
 			if (n == 0)
 				break;
 			if (buf_append(&c->out, p, (size_t) n)) {
-				conn_fail(c, "out_of_memory");
+				conn_fail(c, sm_drop_reason_name(SM_DROP_OUT_OF_MEMORY));
 				return;
 			}
 		}
@@ -1102,12 +1181,12 @@ static void conn_pump(struct hb_conn *c)
 		e = SSL_get_error(c->ssl, r);
 		if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
 			break;
-		conn_fail(c, "tls_error");
+		conn_fail(c, sm_drop_reason_name(SM_DROP_TLS_ERROR));
 		return;
 	}
 	r = tls_flush(c);
 	if (r < 0 && r != -EAGAIN) {
-		conn_fail(c, "tls_error");
+		conn_fail(c, sm_drop_reason_name(SM_DROP_TLS_ERROR));
 		return;
 	}
 	if (buf_pending(&c->out) > 0 || nghttp2_session_want_write(c->h2) ||
@@ -1203,7 +1282,9 @@ static void respond_policy(struct hb_stream *s, const char *status, const char *
 /* The drop_reason of a stream the policy refuses. */
 static const char *policy_reason(const struct sm_policy_decision *pd)
 {
-	return pd->reason == SM_POLICY_R_DEFAULT_DENY ? "policy_default_deny" : "policy_denied";
+	return pd->reason == SM_POLICY_R_DEFAULT_DENY
+		       ? sm_drop_reason_name(SM_DROP_POLICY_DEFAULT_DENY)
+		       : sm_drop_reason_name(SM_DROP_POLICY_DENIED);
 }
 
 static void respond(struct hb_stream *s, const char *status, const char *why)
@@ -1226,7 +1307,7 @@ static void upstream_ready(struct hb_stream *s)
 		sm_addr_from_sockaddr((struct sockaddr *) &ss, &s->key_addr, &s->key_port);
 	join_update(s, NULL);
 	if (nghttp2_submit_response(c->h2, s->id, nv, 1, &prd) != 0)
-		stream_fail(s, NGHTTP2_INTERNAL_ERROR, "http2_error");
+		stream_fail(s, NGHTTP2_INTERNAL_ERROR, sm_drop_reason_name(SM_DROP_HTTP2_ERROR));
 	stream_flush_down(s); /* DATA that arrived before the service answered */
 }
 
@@ -1241,14 +1322,14 @@ static void handle_request(struct hb_stream *s)
 
 	if (s->bad_request || strcmp(s->method, "CONNECT") != 0 ||
 	    sm_addrport_parse(s->authority, &dst, &dport) != 0) {
-		respond(s, "400", "malformed_hbone");
+		respond(s, "400", sm_drop_reason_name(SM_DROP_MALFORMED_HBONE));
 		return;
 	}
 	svc = local_service(d, &dst, dport);
 	if (svc < 0) {
 		pr_info("refusing CONNECT %s from %s: not a service hosted on node %s",
 			s->authority, c->peer_spiffe, d->cfg.node);
-		respond(s, "400", "authority_not_hosted");
+		respond(s, "400", sm_drop_reason_name(SM_DROP_AUTHORITY_NOT_HOSTED));
 		return;
 	}
 	/* the destination's own check, by the caller's certificate identity */
@@ -1268,7 +1349,8 @@ static void handle_request(struct hb_stream *s)
 	fd = sm_upstream_connect(d, &dst, dport);
 	if (fd < 0) {
 		respond(s, fd == -ECONNREFUSED ? "502" : "503",
-			fd == -ECONNREFUSED ? "upstream_refused" : "upstream_unreachable");
+			fd == -ECONNREFUSED ? sm_drop_reason_name(SM_DROP_UPSTREAM_REFUSED)
+					    : sm_drop_reason_name(SM_DROP_UPSTREAM_UNREACHABLE));
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1276,16 +1358,15 @@ static void handle_request(struct hb_stream *s)
 	s->fd_connecting = true;
 	s->ev = sm_evloop_add(c->w->loop, fd, EPOLLOUT, on_stream_fd, s);
 	if (!s->ev)
-		respond(s, "503", "out_of_memory");
+		respond(s, "503", sm_drop_reason_name(SM_DROP_OUT_OF_MEMORY));
 }
 
 /* Why a CONNECT was answered status: 403 is the destination's policy. */
 static const char *status_reason(int status, char *buf, size_t len)
 {
 	if (status == 403)
-		return "policy_denied_remote";
-	snprintf(buf, len, "http_%d", status);
-	return buf;
+		return sm_drop_reason_name(SM_DROP_POLICY_DENIED_REMOTE);
+	return sm_drop_reason_http(status, buf, len);
 }
 
 static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
@@ -1299,6 +1380,10 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
 	}
 	if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK)) {
 		c->ping_ns = 0;
+		return 0;
+	}
+	if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+		c->got_settings = true;
 		return 0;
 	}
 	if (!s || s->dead)
@@ -1344,7 +1429,7 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id, const u
 		return 0;
 	}
 	if (buf_append(&s->down, data, len))
-		stream_fail(s, NGHTTP2_INTERNAL_ERROR, "out_of_memory");
+		stream_fail(s, NGHTTP2_INTERNAL_ERROR, sm_drop_reason_name(SM_DROP_OUT_OF_MEMORY));
 	/* written out once per read round (conn_pump), not once per frame */
 	return 0;
 }
@@ -1365,7 +1450,7 @@ static int on_stream_close(nghttp2_session *h2, int32_t id, uint32_t error, void
 		stream_fail(s, NGHTTP2_NO_ERROR,
 			    s->status && s->status != 200
 				    ? status_reason(s->status, why, sizeof(why))
-				    : "stream_reset");
+				    : sm_drop_reason_name(SM_DROP_STREAM_RESET));
 		return 0;
 	}
 	/* a clean close: anything still buffered goes out before the socket closes */
@@ -1375,6 +1460,77 @@ static int on_stream_close(nghttp2_session *h2, int32_t id, uint32_t error, void
 		s->fd_eof = true;
 	}
 	stream_flush_down(s);
+	return 0;
+}
+
+/* A stream nghttp2 itself refused (RST_STREAM): it leaves its record and reason. */
+static void stream_refused_by_h2(struct hb_stream *s, const char *reason)
+{
+	struct hb_conn *c = s->conn;
+
+	if (s->dead)
+		return;
+	SM_STAT_INC(c->w->hb->st.streams_failed);
+	join_update(s, reason);
+	s->dead = true;
+	s->reset = true;
+}
+
+/*
+ * nghttp2 refused a frame the peer sent: a stream error (e.g. a request that
+ * breaks HTTP/2's rules, such as CONNECT without :authority) is answered by
+ * nghttp2 with RST_STREAM; connection errors also get GOAWAY (see
+ * on_frame_send()). Either way the frame is counted and the stream named.
+ */
+static int on_invalid_frame(nghttp2_session *h2, const nghttp2_frame *frame, int lib_error,
+			    void *user)
+{
+	struct hb_stream *s = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+	struct hb_conn *c = user;
+	const char *reason = sm_drop_reason_name(SM_DROP_MALFORMED_HBONE);
+
+	SM_STAT_INC(c->w->hb->st.bad_frames);
+	pr_debug("%s connection %s: invalid %s frame on stream %d: %s",
+		 c->server ? "inbound" : "outbound", c->peer_spiffe,
+		 frame->hd.type == NGHTTP2_HEADERS ? "HEADERS" : "HTTP/2", frame->hd.stream_id,
+		 nghttp2_strerror(lib_error));
+	if (c->server)
+		record_failure(c, reason, s && s->authority[0] ? s->authority : NULL);
+	if (s)
+		stream_refused_by_h2(s, reason);
+	return 0;
+}
+
+/*
+ * A GOAWAY with an error code that nghttp2 sent on its own (ours carry
+ * NO_ERROR): the peer broke HTTP/2 on the connection, e.g. a frame larger
+ * than we allow. The connection ends once the GOAWAY is out; it and its
+ * streams are named here, once.
+ */
+static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
+{
+	struct hb_conn *c = user;
+	const char *reason;
+
+	(void) h2;
+	if (frame->hd.type != NGHTTP2_GOAWAY || frame->goaway.error_code == NGHTTP2_NO_ERROR ||
+	    c->h2_error_noted)
+		return 0;
+	c->h2_error_noted = true;
+	reason = sm_drop_reason_name(frame->goaway.error_code == NGHTTP2_FRAME_SIZE_ERROR
+					     ? SM_DROP_HTTP2_FRAME_SIZE_ERROR
+					     : SM_DROP_HTTP2_PROTOCOL_ERROR);
+	SM_STAT_INC(c->w->hb->st.bad_frames);
+	pr_info_limited("%s connection from %s (%s): HTTP/2 %s, GOAWAY sent (%s)",
+			c->server ? "inbound" : "outbound", c->peer_spiffe,
+			c->server ? "the peer" : "the far node",
+			nghttp2_http2_strerror(frame->goaway.error_code), reason);
+	if (c->server)
+		record_failure(c, reason, NULL);
+	if (!c->failure[0])
+		sm_strlcpy(c->failure, reason, sizeof(c->failure));
+	for (struct hb_stream *s = c->streams; s; s = s->next)
+		stream_refused_by_h2(s, reason);
 	return 0;
 }
 
@@ -1389,6 +1545,8 @@ static nghttp2_session_callbacks *h2_callbacks(void)
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
 	return cb;
 }
 
@@ -1514,7 +1672,9 @@ static void on_stream_fd(struct sm_evloop *loop, struct sm_ev *ev, uint32_t even
 		if (err) {
 			SM_STAT_INC(c->w->hb->st.upstream_errors);
 			respond(s, err == ECONNREFUSED ? "502" : "503",
-				err == ECONNREFUSED ? "upstream_refused" : "upstream_unreachable");
+				err == ECONNREFUSED
+					? sm_drop_reason_name(SM_DROP_UPSTREAM_REFUSED)
+					: sm_drop_reason_name(SM_DROP_UPSTREAM_UNREACHABLE));
 		} else {
 			upstream_ready(s);
 		}
@@ -1541,7 +1701,7 @@ static void join_set_policy(struct hb_stream *s, const struct sm_flow_policy *po
 	pthread_mutex_lock(&hw->join_mu);
 	j = join_find(hw, &s->key_addr, s->key_port);
 	/* only when this revocation is the failure the record will report */
-	if (j && strcmp(j->failure, "policy_revoked") == 0)
+	if (j && strcmp(j->failure, sm_drop_reason_name(SM_DROP_POLICY_REVOKED)) == 0)
 		j->policy = *pol;
 	pthread_mutex_unlock(&hw->join_mu);
 }
@@ -1567,7 +1727,7 @@ static void stream_revoke(struct hb_stream *s, const struct sm_policy_decision *
 		return;
 	}
 	SM_STAT_INC(c->w->hb->st.policy_streams_closed);
-	stream_fail(s, NGHTTP2_CANCEL, "policy_revoked");
+	stream_fail(s, NGHTTP2_CANCEL, sm_drop_reason_name(SM_DROP_POLICY_REVOKED));
 	/* the record's policy block, made the way every policy record's is */
 	memset(&r, 0, sizeof(r));
 	sm_policy_fill_record(d, pd->rule_id, sm_policy_revision(d), pd->reason, false, &r);
@@ -1655,32 +1815,6 @@ static int destination_node(const struct sm_daemon *d, const struct sm_addr *a, 
 	return -1;
 }
 
-/* The source workload's identity, from the orig_dst entry of the client socket. */
-static int source_identity(struct sm_daemon *d, int cfd, const struct sm_addr *cli, uint16_t cport,
-			   uint32_t *identity)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	struct sm_tuple key;
-	struct sm_orig_dst od;
-	struct sm_addr local;
-	uint16_t lport;
-
-	if (getsockname(cfd, (struct sockaddr *) &ss, &sl) < 0)
-		return -errno;
-	sm_addr_from_sockaddr((struct sockaddr *) &ss, &local, &lport);
-	memset(&key, 0, sizeof(key));
-	key.family = cli->family;
-	key.sport = htons(cport);
-	key.dport = htons(lport);
-	memcpy(key.saddr, cli->bytes, cli->family == AF_INET ? 4 : 16);
-	memcpy(key.daddr, local.bytes, local.family == AF_INET ? 4 : 16);
-	if (bpf_map_lookup_elem(bpf_map__fd(d->skel->maps.orig_dst), &key, &od))
-		return -ENOENT;
-	*identity = od.src_identity;
-	return 0;
-}
-
 static struct sm_creds *workload_creds(struct sm_daemon *d, uint32_t identity)
 {
 	for (unsigned int i = 0; i < d->hbone->nwl && i < d->cat.nworkloads; i++)
@@ -1713,7 +1847,10 @@ static struct hb_conn *pool_get(struct sm_worker *w, uint32_t src_id, uint32_t d
 	for (c = w->hb->conns; c; c = c->next)
 		if (!c->server && !c->dead && !c->goaway && c->src_id == src_id &&
 		    c->dst_id == dst_id && c->node == node &&
-		    c->nstreams < d->cfg.tunnel_max_streams)
+		    c->nstreams < d->cfg.tunnel_max_streams &&
+		    /* past the peer's limit a stream would wait, unopened, for another to end */
+		    c->nstreams < nghttp2_session_get_remote_settings(
+					  c->h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
 			return c;
 	if (n->naddrs == 0)
 		return NULL;
@@ -1779,7 +1916,7 @@ int sm_hbone_outbound(struct sm_worker *w, int cfd, const struct sm_addr *dst, u
 	node = destination_node(d, dst, dport, &wl);
 	if (node < 0 || node == d->node_idx)
 		return -EHOSTUNREACH;
-	if (source_identity(d, cfd, cli, cport, &src_id))
+	if (sm_proxy_source_identity(d, cfd, cli, cport, &src_id))
 		return -ENOENT;
 	creds = workload_creds(d, src_id);
 	if (!creds)
@@ -1862,11 +1999,64 @@ static struct sm_creds *listener_creds(const struct sm_hbone *hb, unsigned int a
 	return hb->node_creds;
 }
 
+/*
+ * The DROPPED record of an inbound connection refused at accept: it has no
+ * hb_conn of its own, so a stand-in carries what record_failure() reads.
+ */
+static void record_refused(struct sm_worker *w, int fd, const struct sm_addr *peer, uint16_t port,
+			   const char *reason)
+{
+	struct hb_conn tmp;
+
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.d = w->d;
+	tmp.w = w;
+	tmp.server = true;
+	tmp.fd = fd;
+	tmp.peer = *peer;
+	tmp.peer_port = port;
+	tmp.started_ns = mono_ns();
+	record_failure(&tmp, reason, NULL);
+}
+
+/*
+ * All handshake slots are taken: make room by cutting off the oldest
+ * handshake of the source with the most in flight, if that source holds
+ * more than the newcomer's would (have + 1). So a flood from a few
+ * addresses, each under the per-source limit, still never refuses a
+ * lighter source's clients. Returns true when a slot was freed.
+ */
+static bool evict_heaviest(struct sm_hbone_worker *hw, unsigned int have)
+{
+	struct hb_src *src, *heavy = NULL;
+	struct hb_conn *victim = NULL;
+
+	for (src = hw->srcs; src; src = src->hh.next)
+		if (!heavy || src->handshaking > heavy->handshaking)
+			heavy = src;
+	if (!heavy || heavy->handshaking <= have + 1)
+		return false;
+	/* the list is newest first: the last match is the oldest */
+	for (struct hb_conn *c = hw->conns; c; c = c->next)
+		if (c->server && c->handshaking && !c->dead && c->src == heavy)
+			victim = c;
+	if (!victim)
+		return false;
+	SM_STAT_INC(hw->st.handshakes_evicted);
+	fail_count(hw, sm_drop_reason_name(SM_DROP_HANDSHAKE_LIMIT));
+	record_failure(victim, sm_drop_reason_name(SM_DROP_HANDSHAKE_LIMIT), NULL);
+	conn_fail(victim, sm_drop_reason_name(SM_DROP_HANDSHAKE_LIMIT));
+	conn_reap(victim);
+	return true;
+}
+
 static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
 	struct hb_listener *l = arg;
 	struct sm_worker *w = l->w;
 	struct sm_hbone_worker *hw = w->hb;
+	unsigned int per_source = w->d->cfg.tunnel_max_handshakes_per_source;
+	bool rest = false;
 
 	(void) loop;
 	(void) ev;
@@ -1874,13 +2064,65 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 	for (int i = 0; i < 64; i++) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
+		char buf[INET6_ADDRSTRLEN];
+		struct sm_addr peer;
+		uint16_t port = 0;
+		struct hb_src *src;
 		struct hb_conn *c;
-		int fd = accept4(l->fd, (struct sockaddr *) &ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		bool no_fd;
+		int fd = sm_worker_accept(w, l->fd, &ss, &sl, &no_fd);
 
-		if (fd < 0)
-			return;
-		if (hw->handshaking_in >= HB_MAX_HANDSHAKING || w->draining) {
+		if (fd == -EMFILE || fd == -ENFILE) {
+			rest = true; /* not even the spare: the backlog waits for the next tick */
+			break;
+		}
+		if (fd < 0) {
+			if (fd != -EAGAIN)
+				pr_warn_limited("accept on the HBONE listener: %s", strerror(-fd));
+			break;
+		}
+		sm_addr_from_sockaddr((struct sockaddr *) &ss, &peer, &port);
+		if (no_fd) {
+			SM_STAT_INC(hw->st.accept_no_fd);
+			pr_warn_limited("accept on the HBONE listener: %s: the connection from "
+					"%s:%u is reset (raise the daemon's descriptor limit, "
+					"LimitNOFILE=; `sockmesh status`: tunnel.accept_no_fd)",
+					strerror(EMFILE), sm_addr_format(&peer, buf, sizeof(buf)),
+					port);
+			record_refused(w, fd, &peer, port,
+				       sm_drop_reason_name(SM_DROP_FD_EXHAUSTED));
+			sm_worker_refuse(w, fd);
+			rest = true;
+			continue;
+		}
+		if (w->draining) {
 			SM_STAT_INC(hw->st.refused_busy);
+			reset_close(fd);
+			continue;
+		}
+		src = src_find(hw, &peer);
+		if (src && src->handshaking >= per_source) {
+			SM_STAT_INC(hw->st.refused_per_source);
+			pr_warn_limited("refusing an HBONE connection from %s: %u handshakes from "
+					"there are in progress already (tunnel."
+					"max_handshakes_per_source; `sockmesh status`: "
+					"tunnel.refused_per_source)",
+					sm_addr_format(&peer, buf, sizeof(buf)), src->handshaking);
+			record_refused(w, fd, &peer, port,
+				       sm_drop_reason_name(SM_DROP_HANDSHAKE_LIMIT));
+			reset_close(fd);
+			continue;
+		}
+		if (hw->handshaking_in >= HB_MAX_HANDSHAKING &&
+		    !evict_heaviest(hw, src ? src->handshaking : 0)) {
+			SM_STAT_INC(hw->st.refused_busy);
+			pr_warn_limited("refusing an HBONE connection from %s: all %u handshake "
+					"slots of worker %u are taken (`sockmesh status`: "
+					"tunnel.refused_busy)",
+					sm_addr_format(&peer, buf, sizeof(buf)), HB_MAX_HANDSHAKING,
+					w->id);
+			record_refused(w, fd, &peer, port,
+				       sm_drop_reason_name(SM_DROP_HANDSHAKE_LIMIT));
 			reset_close(fd);
 			continue;
 		}
@@ -1890,12 +2132,17 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 			reset_close(fd);
 			continue;
 		}
-		if (sm_tls_on_sni(c->ssl, pick_by_sni, c))
-			conn_fail(c, "out_of_memory");
-		sm_addr_from_sockaddr((struct sockaddr *) &ss, &c->peer, &c->peer_port);
+		c->peer = peer;
+		c->peer_port = port;
 		hw->handshaking_in++;
+		if (src_hold(hw, c) || sm_tls_on_sni(c->ssl, pick_by_sni, c))
+			conn_fail(c, sm_drop_reason_name(SM_DROP_OUT_OF_MEMORY));
 		conn_pump(c);
 		conn_reap(c);
+	}
+	if (rest && !l->resting) {
+		l->resting = true;
+		sm_evloop_mod(w->loop, l->ev, 0);
 	}
 }
 
@@ -2280,7 +2527,7 @@ void sm_hbone_worker_free(struct sm_worker *w)
 	while (hw->conns) {
 		struct hb_conn *c = hw->conns;
 
-		conn_fail(c, "daemon_stopped");
+		conn_fail(c, sm_drop_reason_name(SM_DROP_DAEMON_STOPPED));
 		conn_reap(c);
 	}
 	HASH_ITER(hh, hw->joins, j, tmp)
@@ -2305,21 +2552,35 @@ void sm_hbone_worker_tick(struct sm_worker *w)
 
 	if (!hw)
 		return;
+	for (unsigned int i = 0; i < hw->nl; i++) {
+		if (!hw->l[i].resting)
+			continue;
+		hw->l[i].resting = false;
+		sm_evloop_mod(w->loop, hw->l[i].ev, EPOLLIN);
+	}
 	for (c = hw->conns; c; c = next) {
 		next = c->next;
 		if (c->handshaking &&
 		    now_ns - c->started_ns >
 			    (int64_t) cfg->tunnel_handshake_timeout * 1000000000LL) {
-			fail_count(hw, "handshake_timeout");
+			fail_count(hw, sm_drop_reason_name(SM_DROP_HANDSHAKE_TIMEOUT));
 			if (c->server)
-				record_failure(c, "handshake_timeout", NULL);
-			conn_fail(c, "handshake_timeout");
+				record_failure(c, sm_drop_reason_name(SM_DROP_HANDSHAKE_TIMEOUT),
+					       NULL);
+			conn_fail(c, sm_drop_reason_name(SM_DROP_HANDSHAKE_TIMEOUT));
+		} else if (c->server && !c->handshaking && !c->got_settings && !c->dead &&
+			   now_ns - c->established_ns >
+				   (int64_t) cfg->tunnel_handshake_timeout * 1000000000LL) {
+			/* authenticated, but it holds the connection without speaking HTTP/2 */
+			SM_STAT_INC(hw->st.preface_timeouts);
+			record_failure(c, sm_drop_reason_name(SM_DROP_PREFACE_TIMEOUT), NULL);
+			conn_fail(c, sm_drop_reason_name(SM_DROP_PREFACE_TIMEOUT));
 		} else if (!c->handshaking && c->ping_ns &&
 			   now_ns - c->ping_ns >
 				   (int64_t) cfg->tunnel_keepalive_timeout * 1000000000LL) {
 			/* the peer stopped answering: its streams are gone with it */
 			SM_STAT_INC(hw->st.keepalive_failures);
-			conn_fail(c, "keepalive_timeout");
+			conn_fail(c, sm_drop_reason_name(SM_DROP_KEEPALIVE_TIMEOUT));
 		} else if (!c->handshaking && !c->ping_ns && !c->dead &&
 			   now_ns - c->last_rx_ns >
 				   (int64_t) cfg->tunnel_keepalive_interval * 1000000000LL) {

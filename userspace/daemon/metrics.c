@@ -39,6 +39,7 @@
 #include <microhttpd.h>
 
 #include "daemon.h"
+#include "drop_reason.h"
 #include "log.h"
 #include "metrics_agg.h"
 #include "sockmesh.skel.h"
@@ -85,6 +86,7 @@ struct sm_metrics {
 	int64_t policy_entries, policy_max; /* compiled entries, datapath.max_policy_entries */
 	unsigned int attachments;
 	struct sm_hbone_stats tls;
+	struct sm_proxy_stats proxy;
 
 	/* the HTTP thread's own: its connections */
 	struct admin_conn *conns_head, *conns_tail; /* oldest first, not evicted */
@@ -112,6 +114,7 @@ static void on_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_t even
 	struct sm_error err = {{0}};
 	int64_t entries = -1, max = -1;
 	struct sm_hbone_stats st;
+	struct sm_proxy_stats ps;
 	json_object *pol, *v;
 	bool handled;
 
@@ -119,6 +122,7 @@ static void on_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_t even
 	(void) ev;
 	(void) events;
 	sm_hbone_stats(d, &st);
+	sm_proxy_stats(d, &ps);
 	/* the compiled policy's size against its bound: the policy's own "map pressure" */
 	pol = sm_policy_command(d, "policy_status", NULL, false, &handled, &err);
 	if (pol && json_object_object_get_ex(pol, "entries", &v))
@@ -137,6 +141,7 @@ static void on_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_t even
 	m->policy_max = max;
 	m->attachments = d->natt;
 	m->tls = st;
+	m->proxy = ps;
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -216,6 +221,34 @@ static void render_tls(struct sm_textbuf *b, const struct sm_hbone_stats *st)
 	}
 	value = SM_METRICS_OTHER;
 	sm_prom_sample(b, "sockmesh_tls_handshakes_total", &label, &value, 1, st->tls_failed_other);
+}
+
+/* Connections the listeners reset at once, by listener and why (docs/metrics.md). */
+static void render_refused(struct sm_textbuf *b, const struct sm_hbone_stats *st,
+			   const struct sm_proxy_stats *ps)
+{
+	const char *labels[] = {"listener", "reason"};
+	const char *fd = sm_drop_reason_name(SM_DROP_FD_EXHAUSTED);
+	const char *hs = sm_drop_reason_name(SM_DROP_HANDSHAKE_LIMIT);
+	const struct {
+		const char *listener, *reason;
+		uint64_t n;
+	} rows[] = {
+		{"outbound", fd, ps->accept_no_fd},
+		{"inbound", fd, st->accept_no_fd},
+		{"inbound", hs, st->refused_per_source + st->refused_busy + st->handshakes_evicted},
+	};
+
+	sm_prom_family(b, "sockmesh_connections_refused_total", "counter",
+		       "Connections a listener reset at once or cut off early: out of file "
+		       "descriptors (fd_exhausted), or over the inbound handshake limits "
+		       "(handshake_limit).");
+	for (size_t i = 0; i < SM_ARRAY_SIZE(rows); i++) {
+		const char *values[] = {rows[i].listener, rows[i].reason};
+
+		sm_prom_sample(b, "sockmesh_connections_refused_total", labels, values, 2,
+			       rows[i].n);
+	}
 }
 
 /* Prometheus' usual process metrics, from /proc/self. */
@@ -305,6 +338,7 @@ static void render_metrics(struct sm_metrics *m, struct sm_textbuf *b)
 	uint64_t cnt[SM_CNT_MAX], lost[SM_ARRAY_SIZE(lost_counters)];
 	struct sm_metrics_inputs in = {0};
 	struct sm_hbone_stats tls;
+	struct sm_proxy_stats proxy;
 	const char *label = "version", *value = SOCKMESH_VERSION;
 	int64_t policy_entries, policy_max;
 	bool live, ready;
@@ -317,6 +351,7 @@ static void render_metrics(struct sm_metrics *m, struct sm_textbuf *b)
 	policy_entries = m->policy_entries;
 	policy_max = m->policy_max;
 	tls = m->tls;
+	proxy = m->proxy;
 	pthread_mutex_unlock(&m->mu);
 
 	sm_prom_family(b, "sockmesh_up", "gauge", "1: the daemon runs and serves this page.");
@@ -345,6 +380,7 @@ static void render_metrics(struct sm_metrics *m, struct sm_textbuf *b)
 	if (live) {
 		render_maps(m->d, b, policy_entries, policy_max);
 		render_tls(b, &tls);
+		render_refused(b, &tls, &proxy);
 	}
 	render_admin(m, b);
 	render_process(b);

@@ -10,7 +10,11 @@
  * and relays.
  *
  * Failure contract: no original destination, or an upstream that refuses or
- * fails, closes the client's connection with a reset (never a hang).
+ * fails, closes the client's connection with a reset (never a hang). Out of
+ * file descriptors, a pending connection is accepted into the worker's spare
+ * descriptor and reset at once (counted, recorded as DROPPED fd_exhausted),
+ * and the listener rests until the worker's next tick: the kernel's backlog
+ * holds what arrives meanwhile, and the event never fires in a loop.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,14 +24,22 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
 #include "daemon.h"
+#include "drop_reason.h"
+#include "flow_record.h"
 #include "log.h"
+#include "sockmesh.skel.h"
+
+#include <sockmesh/intercept.h>
 
 #define RELAY_BUF (64 * 1024)
 #ifndef SO_ORIGINAL_DST
@@ -60,6 +72,7 @@ struct listener {
 	int fd;
 	int family;
 	struct sm_ev *ev;
+	bool resting; /* out of descriptors: not watched until the next tick */
 };
 
 struct sm_proxy {
@@ -287,7 +300,8 @@ static void relay_start(struct sm_worker *w, int cfd, int family)
 		err = sm_addr_from_sockaddr((struct sockaddr *) &dst, &daddr, &dport);
 	if (err || dport == 0 || is_own_listener(d, &daddr, dport)) {
 		SM_STAT_INC(p->st.orig_dst_errors);
-		pr_warn("no original destination for captured connection from %s:%u: %s (closing "
+		pr_warn_limited(
+			"no original destination for captured connection from %s:%u: %s (closing "
 			"it; "
 			"is the orig_dst map full? see `sockmesh status`)",
 			sm_addr_format(&paddr, pbuf, sizeof(pbuf)), pport,
@@ -301,13 +315,13 @@ static void relay_start(struct sm_worker *w, int cfd, int family)
 		err = sm_hbone_outbound(w, cfd, &daddr, dport, &paddr, pport);
 		if (err) {
 			SM_STAT_INC(p->st.upstream_errors);
-			pr_warn("cannot tunnel %s:%u -> %s:%u: %s (connection reset)",
-				sm_addr_format(&paddr, pbuf, sizeof(pbuf)), pport,
-				sm_addr_format(&daddr, dbuf, sizeof(dbuf)), dport,
-				err == -EHOSTUNREACH ? "not a service on another node"
-				: err == -ENOENT     ? "no orig_dst entry for the client"
-				: err == -ENOKEY     ? "no credentials for the source workload"
-						     : strerror(-err));
+			pr_warn_limited("cannot tunnel %s:%u -> %s:%u: %s (connection reset)",
+					sm_addr_format(&paddr, pbuf, sizeof(pbuf)), pport,
+					sm_addr_format(&daddr, dbuf, sizeof(dbuf)), dport,
+					err == -EHOSTUNREACH ? "not a service on another node"
+					: err == -ENOENT     ? "no orig_dst entry for the client"
+					: err == -ENOKEY ? "no credentials for the source workload"
+							 : strerror(-err));
 			reset_close(cfd);
 		} else {
 			SM_STAT_INC(p->st.tunnelled);
@@ -340,8 +354,8 @@ static void relay_start(struct sm_worker *w, int cfd, int family)
 	ufd = sm_upstream_connect(d, &daddr, dport);
 	if (ufd < 0) {
 		SM_STAT_INC(p->st.upstream_errors);
-		pr_info("upstream connect failed for %s: %s (client reset)", r->what,
-			strerror(-ufd));
+		pr_info_limited("upstream connect failed for %s: %s (client reset)", r->what,
+				strerror(-ufd));
 		goto fail;
 	}
 	r->fd[SIDE_UPSTREAM] = ufd;
@@ -356,24 +370,137 @@ fail:
 	relay_free(r, true);
 }
 
+int sm_proxy_source_identity(struct sm_daemon *d, int cfd, const struct sm_addr *cli,
+			     uint16_t cport, uint32_t *identity)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct sm_tuple key;
+	struct sm_orig_dst od;
+	struct sm_addr local;
+	uint16_t lport;
+
+	if (getsockname(cfd, (struct sockaddr *) &ss, &sl) < 0)
+		return -errno;
+	sm_addr_from_sockaddr((struct sockaddr *) &ss, &local, &lport);
+	memset(&key, 0, sizeof(key));
+	key.family = cli->family;
+	key.sport = htons(cport);
+	key.dport = htons(lport);
+	memcpy(key.saddr, cli->bytes, cli->family == AF_INET ? 4 : 16);
+	memcpy(key.daddr, local.bytes, local.family == AF_INET ? 4 : 16);
+	if (bpf_map_lookup_elem(bpf_map__fd(d->skel->maps.orig_dst), &key, &od))
+		return -ENOENT;
+	*identity = od.src_identity;
+	return 0;
+}
+
+/* The DROPPED record of a captured connection reset for lack of descriptors. */
+static void record_no_fd(struct sm_worker *w, int fd, int family, const struct sm_addr *cli,
+			 uint16_t cport)
+{
+	struct sm_daemon *d = w->d;
+	struct sockaddr_storage dst;
+	struct sm_flow_record r;
+	struct timespec ts;
+	uint32_t id = 0;
+	int wl;
+
+	memset(&r, 0, sizeof(r));
+	r.type = SM_REC_CONN_END;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	r.time_ns = (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	r.start_ns = r.time_ns;
+	sm_strlcpy(r.node, d->cfg.node, sizeof(r.node));
+	r.verdict = SM_VERDICT_DROPPED;
+	sm_strlcpy(r.drop_reason, sm_drop_reason_name(SM_DROP_FD_EXHAUSTED), sizeof(r.drop_reason));
+	r.direction = SM_DIR_EGRESS;
+	r.captured = true;
+	r.source.addr = *cli;
+	r.source.port = cport;
+	r.source.identity = SM_ID_WORLD;
+	if (sm_proxy_source_identity(d, fd, cli, cport, &id) == 0) {
+		wl = sm_catalog_workload_by_identity(&d->cat, id);
+		r.source.identity = id;
+		if (wl >= 0)
+			sm_flow_endpoint_workload(d, &r.source, wl);
+	}
+	r.destination.addr.family = cli->family;
+	r.destination.identity = SM_ID_WORLD;
+	if (original_destination(fd, family, &dst) == 0 &&
+	    sm_addr_from_sockaddr((struct sockaddr *) &dst, &r.destination.addr,
+				  &r.destination.port) == 0) {
+		for (unsigned int i = 0; i < d->cat.nservices; i++) {
+			const struct sm_service_def *sv = &d->cat.services[i];
+
+			if (sv->port == r.destination.port &&
+			    sm_addr_equal(&sv->addr, &r.destination.addr)) {
+				sm_flow_endpoint_workload(d, &r.destination, (int) sv->workload);
+				break;
+			}
+		}
+	}
+	sm_flowexp_emit(d, &r);
+}
+
 static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
 	struct listener *l = arg;
 	struct sm_worker *w = l->w;
+	bool rest = false;
 
 	(void) loop;
 	(void) ev;
 	(void) events;
 	for (int i = 0; i < 64; i++) {
-		int cfd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		char buf[INET6_ADDRSTRLEN];
+		struct sm_addr cli;
+		uint16_t cport = 0;
+		bool no_fd;
+		int cfd = sm_worker_accept(w, l->fd, &ss, &sl, &no_fd);
 
+		if (cfd == -EMFILE || cfd == -ENFILE) {
+			rest = true; /* not even the spare: the backlog waits for the next tick */
+			break;
+		}
 		if (cfd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				pr_warn("accept on outbound listener: %s", strerror(errno));
-			return;
+			if (cfd != -EAGAIN)
+				pr_warn_limited("accept on outbound listener: %s", strerror(-cfd));
+			break;
+		}
+		if (no_fd) {
+			sm_addr_from_sockaddr((struct sockaddr *) &ss, &cli, &cport);
+			SM_STAT_INC(w->proxy->st.accept_no_fd);
+			pr_warn_limited("accept on outbound listener: %s: the connection from "
+					"%s:%u is reset (raise the daemon's descriptor limit, "
+					"LimitNOFILE=; `sockmesh status`: proxy.accept_no_fd)",
+					strerror(EMFILE), sm_addr_format(&cli, buf, sizeof(buf)),
+					cport);
+			record_no_fd(w, cfd, l->family, &cli, cport);
+			sm_worker_refuse(w, cfd);
+			rest = true;
+			continue;
 		}
 		SM_STAT_INC(w->proxy->st.accepted);
 		relay_start(w, cfd, l->family);
+	}
+	if (rest && !l->resting) {
+		l->resting = true;
+		sm_evloop_mod(w->loop, l->ev, 0);
+	}
+}
+
+void sm_proxy_worker_tick(struct sm_worker *w)
+{
+	struct sm_proxy *p = w->proxy;
+
+	for (unsigned int i = 0; p && i < p->nl; i++) {
+		if (!p->l[i].resting)
+			continue;
+		p->l[i].resting = false;
+		sm_evloop_mod(w->loop, p->l[i].ev, EPOLLIN);
 	}
 }
 
@@ -466,6 +593,7 @@ void sm_proxy_worker_stats(const struct sm_worker *w, struct sm_proxy_stats *st)
 	st->upstream_errors = SM_STAT_GET(w->proxy->st.upstream_errors);
 	st->orig_dst_errors = SM_STAT_GET(w->proxy->st.orig_dst_errors);
 	st->tunnelled = SM_STAT_GET(w->proxy->st.tunnelled);
+	st->accept_no_fd = SM_STAT_GET(w->proxy->st.accept_no_fd);
 }
 
 void sm_proxy_stats(const struct sm_daemon *d, struct sm_proxy_stats *st)
@@ -480,5 +608,6 @@ void sm_proxy_stats(const struct sm_daemon *d, struct sm_proxy_stats *st)
 		st->upstream_errors += one.upstream_errors;
 		st->orig_dst_errors += one.orig_dst_errors;
 		st->tunnelled += one.tunnelled;
+		st->accept_no_fd += one.accept_no_fd;
 	}
 }

@@ -9,11 +9,13 @@
  * goes through sm_workers_call(), which waits until every worker did it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -82,7 +84,10 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 	(void) loop;
 	(void) ev;
 	(void) events;
+	sm_proxy_worker_tick(arg);
 	sm_hbone_worker_tick(arg);
+	/* a flood that stopped still gets its "suppressed N" line */
+	sm_log_limit_flush();
 }
 
 static void *worker_main(void *arg)
@@ -114,6 +119,56 @@ int sm_worker_listen(struct sm_worker *w, const struct sm_addr *a, uint16_t port
 	return sm_tcp_listen(a, port, backlog, w->d->nworkers > 1);
 }
 
+static void spare_take(struct sm_worker *w)
+{
+	if (w->spare_fd < 0)
+		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+int sm_worker_accept(struct sm_worker *w, int lfd, struct sockaddr_storage *ss, socklen_t *sl,
+		     bool *no_fd)
+{
+	socklen_t len = *sl;
+	int fd;
+
+	*no_fd = false;
+	for (;;) {
+		fd = accept4(lfd, (struct sockaddr *) ss, sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0)
+			return fd;
+		/* the client gave up before we took it: try the next one */
+		if (errno != EINTR && errno != ECONNABORTED)
+			break;
+		*sl = len;
+	}
+	if (errno == EAGAIN)
+		return -EAGAIN;
+	if ((errno != EMFILE && errno != ENFILE) || w->spare_fd < 0)
+		return -errno;
+	/* its slot is free now; another thread may take it first (then this accept fails too) */
+	close(w->spare_fd);
+	w->spare_fd = -1;
+	*sl = len;
+	fd = accept4(lfd, (struct sockaddr *) ss, sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		int err = errno;
+
+		spare_take(w);
+		return -err;
+	}
+	*no_fd = true;
+	return fd;
+}
+
+void sm_worker_refuse(struct sm_worker *w, int fd)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+	spare_take(w);
+}
+
 unsigned int sm_workers_count(const struct sm_daemon *d)
 {
 	long n = d->cfg.workers ? (long) d->cfg.workers : sysconf(_SC_NPROCESSORS_ONLN);
@@ -131,8 +186,12 @@ static int worker_init(struct sm_daemon *d, struct sm_worker *w, unsigned int id
 	w->d = d;
 	w->id = id;
 	w->wake_fd = -1;
+	w->spare_fd = -1;
 	w->loop = sm_evloop_new();
 	if (!w->loop)
+		return -errno;
+	spare_take(w);
+	if (w->spare_fd < 0)
 		return -errno;
 	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (w->wake_fd < 0)
@@ -282,6 +341,8 @@ void sm_workers_stop(struct sm_daemon *d)
 		sm_evloop_del(w->loop, w->wake_ev);
 		if (w->wake_fd >= 0)
 			close(w->wake_fd);
+		if (w->spare_fd >= 0)
+			close(w->spare_fd);
 		sm_evloop_free(w->loop);
 	}
 	free(d->workers);

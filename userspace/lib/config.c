@@ -119,6 +119,8 @@ static const struct cfg_key cfg_keys[] = {
 	 "set a number of seconds, e.g. 300"},
 	{"tunnel", "handshake_timeout", CK_U32, F(tunnel_handshake_timeout), 0, 1, 300,
 	 "set a number of seconds, e.g. 10"},
+	{"tunnel", "max_handshakes_per_source", CK_U32, F(tunnel_max_handshakes_per_source), 0, 1,
+	 256, "set how many handshakes one address may have in flight per worker, e.g. 64"},
 	{"tunnel", "keepalive_interval", CK_U32, F(tunnel_keepalive_interval), 0, 1, 86400,
 	 "set after how many silent seconds a tunnel connection is pinged, e.g. 30"},
 	{"tunnel", "keepalive_timeout", CK_U32, F(tunnel_keepalive_timeout), 0, 1, 3600,
@@ -186,6 +188,7 @@ void sm_config_defaults(struct sm_config *cfg)
 	cfg->tunnel_max_streams = 100;
 	cfg->tunnel_idle_timeout = 300;
 	cfg->tunnel_handshake_timeout = 10;
+	cfg->tunnel_max_handshakes_per_source = 64;
 	cfg->tunnel_expiry_warning = 3600;
 	cfg->tunnel_keepalive_interval = 30;
 	cfg->tunnel_keepalive_timeout = 10;

@@ -75,7 +75,10 @@ struct sm_config {
 	bool tunnel_hbone;	      /* tunnel.hbone: mTLS HBONE (true) or plaintext relay */
 	uint32_t tunnel_max_streams;  /* tunnel.max_streams per connection, 100 */
 	uint32_t tunnel_idle_timeout; /* tunnel.idle_timeout (s) of an unused connection, 300 */
-	uint32_t tunnel_handshake_timeout;  /* tunnel.handshake_timeout (s), 10 */
+	uint32_t tunnel_handshake_timeout; /* tunnel.handshake_timeout (s), 10 */
+	/* tunnel.max_handshakes_per_source: inbound handshakes in flight from one address, per
+	 * worker, 64 */
+	uint32_t tunnel_max_handshakes_per_source;
 	uint32_t tunnel_expiry_warning;	    /* tunnel.expiry_warning (s) before expiry, 3600 */
 	uint32_t tunnel_keepalive_interval; /* tunnel.keepalive_interval (s) of silence before a
 					       PING, 30 */
