@@ -1834,6 +1834,7 @@ static void node_spiffe_id(const char *example, const char *node, char *out, siz
 	snprintf(out, len, "spiffe://%s/sockmesh/node/%s", td, node);
 }
 
+/* A pooled connection with room for a stream, or a new one; NULL + errno. */
 static struct hb_conn *pool_get(struct sm_worker *w, uint32_t src_id, uint32_t dst_id, int node,
 				int wl, struct sm_creds *creds)
 {
@@ -1852,20 +1853,26 @@ static struct hb_conn *pool_get(struct sm_worker *w, uint32_t src_id, uint32_t d
 		    c->nstreams < nghttp2_session_get_remote_settings(
 					  c->h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
 			return c;
-	if (n->naddrs == 0)
+	if (n->naddrs == 0) {
+		errno = EHOSTUNREACH;
 		return NULL;
+	}
 	fd = socket(n->addrs[0].family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return NULL;
 	set_mark(d, fd);
 	sl = sm_addr_to_sockaddr(&n->addrs[0], d->cfg.inbound_port, &ss);
 	if (connect(fd, (struct sockaddr *) &ss, sl) < 0 && errno != EINPROGRESS) {
+		int err = errno;
+
 		close(fd);
+		errno = err;
 		return NULL;
 	}
 	c = conn_new(w, fd, false, creds);
 	if (!c) {
 		close(fd);
+		errno = ENOMEM;
 		return NULL;
 	}
 	c->src_id = src_id;
@@ -1925,7 +1932,7 @@ int sm_hbone_outbound(struct sm_worker *w, int cfd, const struct sm_addr *dst, u
 		return -ENOKEY;
 	c = pool_get(w, src_id, d->cat.workloads[wl].identity, node, wl, creds);
 	if (!c)
-		return -ECONNREFUSED;
+		return errno ? -errno : -ECONNREFUSED; /* e.g. EMFILE: the log names it */
 	s = stream_new(c, cfd);
 	if (!s)
 		return -ENOMEM;

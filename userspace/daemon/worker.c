@@ -79,11 +79,20 @@ static void on_wake(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 		sm_evloop_stop(loop);
 }
 
+/* Hold the descriptor sm_worker_accept() gives up when descriptors run out. */
+static void spare_take(struct sm_worker *w)
+{
+	if (w->spare_fd < 0)
+		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
 	(void) loop;
 	(void) ev;
 	(void) events;
+	/* another thread may have taken the spare's slot when it was given back: try again */
+	spare_take(arg);
 	sm_proxy_worker_tick(arg);
 	sm_hbone_worker_tick(arg);
 	/* a flood that stopped still gets its "suppressed N" line */
@@ -117,12 +126,6 @@ int sm_worker_listen(struct sm_worker *w, const struct sm_addr *a, uint16_t port
 		close(fd);
 	}
 	return sm_tcp_listen(a, port, backlog, w->d->nworkers > 1);
-}
-
-static void spare_take(struct sm_worker *w)
-{
-	if (w->spare_fd < 0)
-		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 int sm_worker_accept(struct sm_worker *w, int lfd, struct sockaddr_storage *ss, socklen_t *sl,
