@@ -281,6 +281,83 @@ int sm_upstream_connect(const struct sm_daemon *d, const struct sm_addr *dst, ui
 	return -err;
 }
 
+int sm_proxy_source_identity(struct sm_daemon *d, int cfd, const struct sm_addr *cli,
+			     uint16_t cport, uint32_t *identity)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct sm_tuple key;
+	struct sm_orig_dst od;
+	struct sm_addr local;
+	uint16_t lport;
+
+	if (getsockname(cfd, (struct sockaddr *) &ss, &sl) < 0)
+		return -errno;
+	sm_addr_from_sockaddr((struct sockaddr *) &ss, &local, &lport);
+	memset(&key, 0, sizeof(key));
+	key.family = cli->family;
+	key.sport = htons(cport);
+	key.dport = htons(lport);
+	memcpy(key.saddr, cli->bytes, cli->family == AF_INET ? 4 : 16);
+	memcpy(key.daddr, local.bytes, local.family == AF_INET ? 4 : 16);
+	if (bpf_map_lookup_elem(bpf_map__fd(d->skel->maps.orig_dst), &key, &od))
+		return -ENOENT;
+	*identity = od.src_identity;
+	return 0;
+}
+
+/*
+ * The DROPPED record of a captured connection the daemon reset itself (e.g.
+ * for lack of descriptors): the client, its workload, and the destination it
+ * asked for.
+ */
+static void record_dropped(struct sm_worker *w, int fd, int family, const struct sm_addr *cli,
+			   uint16_t cport, enum sm_drop_reason reason)
+{
+	struct sm_daemon *d = w->d;
+	struct sockaddr_storage dst;
+	struct sm_flow_record r;
+	struct timespec ts;
+	uint32_t id = 0;
+	int wl;
+
+	memset(&r, 0, sizeof(r));
+	r.type = SM_REC_CONN_END;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	r.time_ns = (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	r.start_ns = r.time_ns;
+	sm_strlcpy(r.node, d->cfg.node, sizeof(r.node));
+	r.verdict = SM_VERDICT_DROPPED;
+	sm_strlcpy(r.drop_reason, sm_drop_reason_name(reason), sizeof(r.drop_reason));
+	r.direction = SM_DIR_EGRESS;
+	r.captured = true;
+	r.source.addr = *cli;
+	r.source.port = cport;
+	r.source.identity = SM_ID_WORLD;
+	if (sm_proxy_source_identity(d, fd, cli, cport, &id) == 0) {
+		wl = sm_catalog_workload_by_identity(&d->cat, id);
+		r.source.identity = id;
+		if (wl >= 0)
+			sm_flow_endpoint_workload(d, &r.source, wl);
+	}
+	r.destination.addr.family = cli->family;
+	r.destination.identity = SM_ID_WORLD;
+	if (original_destination(fd, family, &dst) == 0 &&
+	    sm_addr_from_sockaddr((struct sockaddr *) &dst, &r.destination.addr,
+				  &r.destination.port) == 0) {
+		for (unsigned int i = 0; i < d->cat.nservices; i++) {
+			const struct sm_service_def *sv = &d->cat.services[i];
+
+			if (sv->port == r.destination.port &&
+			    sm_addr_equal(&sv->addr, &r.destination.addr)) {
+				sm_flow_endpoint_workload(d, &r.destination, (int) sv->workload);
+				break;
+			}
+		}
+	}
+	sm_flowexp_emit(d, &r);
+}
+
 static void relay_start(struct sm_worker *w, int cfd, int family)
 {
 	struct sm_daemon *d = w->d;
@@ -322,6 +399,8 @@ static void relay_start(struct sm_worker *w, int cfd, int family)
 					: err == -ENOENT     ? "no orig_dst entry for the client"
 					: err == -ENOKEY ? "no credentials for the source workload"
 							 : strerror(-err));
+			if (err == -EMFILE || err == -ENFILE)
+				record_dropped(w, cfd, family, &paddr, pport, SM_DROP_FD_EXHAUSTED);
 			reset_close(cfd);
 		} else {
 			SM_STAT_INC(p->st.tunnelled);
@@ -356,6 +435,8 @@ static void relay_start(struct sm_worker *w, int cfd, int family)
 		SM_STAT_INC(p->st.upstream_errors);
 		pr_info_limited("upstream connect failed for %s: %s (client reset)", r->what,
 				strerror(-ufd));
+		if (ufd == -EMFILE || ufd == -ENFILE)
+			record_dropped(w, cfd, family, &paddr, pport, SM_DROP_FD_EXHAUSTED);
 		goto fail;
 	}
 	r->fd[SIDE_UPSTREAM] = ufd;
@@ -368,79 +449,6 @@ static void relay_start(struct sm_worker *w, int cfd, int family)
 	return;
 fail:
 	relay_free(r, true);
-}
-
-int sm_proxy_source_identity(struct sm_daemon *d, int cfd, const struct sm_addr *cli,
-			     uint16_t cport, uint32_t *identity)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	struct sm_tuple key;
-	struct sm_orig_dst od;
-	struct sm_addr local;
-	uint16_t lport;
-
-	if (getsockname(cfd, (struct sockaddr *) &ss, &sl) < 0)
-		return -errno;
-	sm_addr_from_sockaddr((struct sockaddr *) &ss, &local, &lport);
-	memset(&key, 0, sizeof(key));
-	key.family = cli->family;
-	key.sport = htons(cport);
-	key.dport = htons(lport);
-	memcpy(key.saddr, cli->bytes, cli->family == AF_INET ? 4 : 16);
-	memcpy(key.daddr, local.bytes, local.family == AF_INET ? 4 : 16);
-	if (bpf_map_lookup_elem(bpf_map__fd(d->skel->maps.orig_dst), &key, &od))
-		return -ENOENT;
-	*identity = od.src_identity;
-	return 0;
-}
-
-/* The DROPPED record of a captured connection reset for lack of descriptors. */
-static void record_no_fd(struct sm_worker *w, int fd, int family, const struct sm_addr *cli,
-			 uint16_t cport)
-{
-	struct sm_daemon *d = w->d;
-	struct sockaddr_storage dst;
-	struct sm_flow_record r;
-	struct timespec ts;
-	uint32_t id = 0;
-	int wl;
-
-	memset(&r, 0, sizeof(r));
-	r.type = SM_REC_CONN_END;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	r.time_ns = (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
-	r.start_ns = r.time_ns;
-	sm_strlcpy(r.node, d->cfg.node, sizeof(r.node));
-	r.verdict = SM_VERDICT_DROPPED;
-	sm_strlcpy(r.drop_reason, sm_drop_reason_name(SM_DROP_FD_EXHAUSTED), sizeof(r.drop_reason));
-	r.direction = SM_DIR_EGRESS;
-	r.captured = true;
-	r.source.addr = *cli;
-	r.source.port = cport;
-	r.source.identity = SM_ID_WORLD;
-	if (sm_proxy_source_identity(d, fd, cli, cport, &id) == 0) {
-		wl = sm_catalog_workload_by_identity(&d->cat, id);
-		r.source.identity = id;
-		if (wl >= 0)
-			sm_flow_endpoint_workload(d, &r.source, wl);
-	}
-	r.destination.addr.family = cli->family;
-	r.destination.identity = SM_ID_WORLD;
-	if (original_destination(fd, family, &dst) == 0 &&
-	    sm_addr_from_sockaddr((struct sockaddr *) &dst, &r.destination.addr,
-				  &r.destination.port) == 0) {
-		for (unsigned int i = 0; i < d->cat.nservices; i++) {
-			const struct sm_service_def *sv = &d->cat.services[i];
-
-			if (sv->port == r.destination.port &&
-			    sm_addr_equal(&sv->addr, &r.destination.addr)) {
-				sm_flow_endpoint_workload(d, &r.destination, (int) sv->workload);
-				break;
-			}
-		}
-	}
-	sm_flowexp_emit(d, &r);
 }
 
 static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
@@ -478,7 +486,7 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 					"LimitNOFILE=; `sockmesh status`: proxy.accept_no_fd)",
 					strerror(EMFILE), sm_addr_format(&cli, buf, sizeof(buf)),
 					cport);
-			record_no_fd(w, cfd, l->family, &cli, cport);
+			record_dropped(w, cfd, l->family, &cli, cport, SM_DROP_FD_EXHAUSTED);
 			sm_worker_refuse(w, cfd);
 			rest = true;
 			continue;

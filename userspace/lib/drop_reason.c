@@ -75,7 +75,8 @@ static const struct sm_drop_reason_def reasons[SM_DROP_REASON_MAX] = {
 					"the workload's or service's socket failed"},
 	[SM_DROP_FD_EXHAUSTED] = {"fd_exhausted",
 				  "the daemon was out of file descriptors: the connection was "
-				  "accepted and reset at once"},
+				  "reset at once (at accept, or when it needed a socket to the far "
+				  "node or the service)"},
 	[SM_DROP_OUT_OF_MEMORY] = {"out_of_memory", "the daemon could not allocate memory"},
 	[SM_DROP_POLICY_DENIED] = {"policy_denied", "a DENY rule"},
 	[SM_DROP_POLICY_DEFAULT_DENY] = {"policy_default_deny",
