@@ -70,6 +70,8 @@ struct sm_worker {
 	int wake_fd; /* eventfd: the main thread posted cmds */
 	struct sm_ev *wake_ev;
 	struct sm_ev *tick;
+	struct sm_ev *backoff; /* one-shot: listeners that ran out of descriptors resume */
+	bool backing_off;
 	unsigned int cmds; /* SM_WCMD_* bits, atomic */
 	bool draining;	   /* this worker stopped accepting */
 	int spare_fd;	   /* held in reserve for sm_worker_accept(), -1 = none */
@@ -255,14 +257,22 @@ int sm_worker_listen(struct sm_worker *w, const struct sm_addr *a, uint16_t port
 int sm_worker_accept(struct sm_worker *w, int lfd, struct sockaddr_storage *ss, socklen_t *sl,
 		     bool *no_fd);
 void sm_worker_refuse(struct sm_worker *w, int fd);
+/*
+ * A listener of w stopped watching its descriptor for lack of descriptors:
+ * in SM_ACCEPT_BACKOFF_MS the worker calls sm_proxy_resume_accepting() and
+ * sm_hbone_resume_accepting(), so what waits in the backlog is taken (or
+ * reset) then, not in a loop now.
+ */
+#define SM_ACCEPT_BACKOFF_MS 100
+void sm_worker_backoff(struct sm_worker *w);
 
 /* proxy.c: outbound capture listeners and plaintext relays, per worker. */
 int sm_proxy_start(struct sm_worker *w);
 /* Stop accepting; relays go on. */
 void sm_proxy_stop_accepting(struct sm_worker *w);
 void sm_proxy_free(struct sm_worker *w);
-/* Worker, every second: listeners that ran out of descriptors accept again. */
-void sm_proxy_worker_tick(struct sm_worker *w);
+/* Listeners that rested for lack of descriptors watch their sockets again. */
+void sm_proxy_resume_accepting(struct sm_worker *w);
 /*
  * The local workload behind a captured client socket cfd (the client at
  * cli:cport): its identity from the orig_dst entry. 0 or -errno.
@@ -318,6 +328,8 @@ int sm_hbone_catalog_changed(struct sm_daemon *d);
 /* Per worker: its inbound listeners, connections and flow-record joins. */
 int sm_hbone_worker_start(struct sm_worker *w);
 void sm_hbone_stop_accepting(struct sm_worker *w);
+/* Listeners that rested for lack of descriptors watch their sockets again. */
+void sm_hbone_resume_accepting(struct sm_worker *w);
 void sm_hbone_worker_free(struct sm_worker *w);
 /* Worker, every second: handshake and keepalive timeouts, idle connections. */
 void sm_hbone_worker_tick(struct sm_worker *w);

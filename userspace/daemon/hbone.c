@@ -212,7 +212,7 @@ struct hb_listener {
 	int fd;
 	unsigned int addr; /* index into this node's catalog addresses */
 	struct sm_ev *ev;
-	bool resting; /* out of descriptors: not watched until the next tick */
+	bool resting; /* out of descriptors: not watched for SM_ACCEPT_BACKOFF_MS */
 };
 
 /* A watched credential directory: -1 = the node's, else a catalog workload index. */
@@ -2080,7 +2080,7 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 		int fd = sm_worker_accept(w, l->fd, &ss, &sl, &no_fd);
 
 		if (fd == -EMFILE || fd == -ENFILE) {
-			rest = true; /* not even the spare: the backlog waits for the next tick */
+			rest = true; /* not even the spare: the backlog waits for the backoff */
 			break;
 		}
 		if (fd < 0) {
@@ -2150,6 +2150,7 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 	if (rest && !l->resting) {
 		l->resting = true;
 		sm_evloop_mod(w->loop, l->ev, 0);
+		sm_worker_backoff(w);
 	}
 }
 
@@ -2523,6 +2524,18 @@ void sm_hbone_stop_accepting(struct sm_worker *w)
 	}
 }
 
+void sm_hbone_resume_accepting(struct sm_worker *w)
+{
+	struct sm_hbone_worker *hw = w->hb;
+
+	for (unsigned int i = 0; hw && i < hw->nl; i++) {
+		if (!hw->l[i].resting)
+			continue;
+		hw->l[i].resting = false;
+		sm_evloop_mod(w->loop, hw->l[i].ev, EPOLLIN);
+	}
+}
+
 void sm_hbone_worker_free(struct sm_worker *w)
 {
 	struct sm_hbone_worker *hw = w->hb;
@@ -2559,12 +2572,6 @@ void sm_hbone_worker_tick(struct sm_worker *w)
 
 	if (!hw)
 		return;
-	for (unsigned int i = 0; i < hw->nl; i++) {
-		if (!hw->l[i].resting)
-			continue;
-		hw->l[i].resting = false;
-		sm_evloop_mod(w->loop, hw->l[i].ev, EPOLLIN);
-	}
 	for (c = hw->conns; c; c = next) {
 		next = c->next;
 		if (c->handshaking &&

@@ -13,7 +13,7 @@
  * fails, closes the client's connection with a reset (never a hang). Out of
  * file descriptors, a pending connection is accepted into the worker's spare
  * descriptor and reset at once (counted, recorded as DROPPED fd_exhausted),
- * and the listener rests until the worker's next tick: the kernel's backlog
+ * and the listener rests for SM_ACCEPT_BACKOFF_MS: the kernel's backlog
  * holds what arrives meanwhile, and the event never fires in a loop.
  */
 #include <errno.h>
@@ -72,7 +72,7 @@ struct listener {
 	int fd;
 	int family;
 	struct sm_ev *ev;
-	bool resting; /* out of descriptors: not watched until the next tick */
+	bool resting; /* out of descriptors: not watched for SM_ACCEPT_BACKOFF_MS */
 };
 
 struct sm_proxy {
@@ -470,7 +470,7 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 		int cfd = sm_worker_accept(w, l->fd, &ss, &sl, &no_fd);
 
 		if (cfd == -EMFILE || cfd == -ENFILE) {
-			rest = true; /* not even the spare: the backlog waits for the next tick */
+			rest = true; /* not even the spare: the backlog waits for the backoff */
 			break;
 		}
 		if (cfd < 0) {
@@ -497,10 +497,11 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 	if (rest && !l->resting) {
 		l->resting = true;
 		sm_evloop_mod(w->loop, l->ev, 0);
+		sm_worker_backoff(w);
 	}
 }
 
-void sm_proxy_worker_tick(struct sm_worker *w)
+void sm_proxy_resume_accepting(struct sm_worker *w)
 {
 	struct sm_proxy *p = w->proxy;
 

@@ -93,10 +93,35 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 	(void) events;
 	/* another thread may have taken the spare's slot when it was given back: try again */
 	spare_take(arg);
-	sm_proxy_worker_tick(arg);
 	sm_hbone_worker_tick(arg);
 	/* a flood that stopped still gets its "suppressed N" line */
 	sm_log_limit_flush();
+}
+
+static void on_backoff(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct sm_worker *w = arg;
+
+	(void) loop;
+	(void) events;
+	sm_evloop_timer_once(ev, 0);
+	w->backing_off = false;
+	spare_take(w);
+	sm_proxy_resume_accepting(w);
+	sm_hbone_resume_accepting(w);
+}
+
+void sm_worker_backoff(struct sm_worker *w)
+{
+	if (w->backing_off)
+		return;
+	w->backing_off = true;
+	if (sm_evloop_timer_once(w->backoff, SM_ACCEPT_BACKOFF_MS)) {
+		/* cannot happen with a valid timer; never leave a listener unwatched */
+		w->backing_off = false;
+		sm_proxy_resume_accepting(w);
+		sm_hbone_resume_accepting(w);
+	}
 }
 
 static void *worker_main(void *arg)
@@ -201,7 +226,8 @@ static int worker_init(struct sm_daemon *d, struct sm_worker *w, unsigned int id
 		return -errno;
 	w->wake_ev = sm_evloop_add(w->loop, w->wake_fd, EPOLLIN, on_wake, w);
 	w->tick = sm_evloop_timer(w->loop, 1000, on_tick, w);
-	if (!w->wake_ev || !w->tick)
+	w->backoff = sm_evloop_timer(w->loop, 0, on_backoff, w); /* armed by sm_worker_backoff() */
+	if (!w->wake_ev || !w->tick || !w->backoff)
 		return -errno;
 	/* the tunnel first: the outbound side hands it connections */
 	err = sm_hbone_worker_start(w);
@@ -341,6 +367,7 @@ void sm_workers_stop(struct sm_daemon *d)
 		sm_proxy_free(w);
 		sm_hbone_worker_free(w);
 		sm_evloop_del(w->loop, w->tick);
+		sm_evloop_del(w->loop, w->backoff);
 		sm_evloop_del(w->loop, w->wake_ev);
 		if (w->wake_fd >= 0)
 			close(w->wake_fd);

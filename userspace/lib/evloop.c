@@ -150,6 +150,17 @@ close_fd:
 	return NULL;
 }
 
+int sm_evloop_timer_once(struct sm_ev *ev, unsigned int after_ms)
+{
+	struct itimerspec its = {
+		.it_value = {after_ms / 1000, (long) (after_ms % 1000) * 1000000L},
+	};
+
+	if (!ev->is_timer)
+		return -EINVAL;
+	return timerfd_settime(ev->fd, 0, &its, NULL) < 0 ? -errno : 0;
+}
+
 int sm_evloop_run(struct sm_evloop *loop)
 {
 	struct epoll_event evs[64];

@@ -30,9 +30,15 @@ void sm_evloop_del(struct sm_evloop *loop, struct sm_ev *ev);
 uint32_t sm_ev_events(const struct sm_ev *ev);
 int sm_ev_fd(const struct sm_ev *ev);
 
-/* A periodic timer every interval_ms (first run after interval_ms). */
+/* A periodic timer every interval_ms (first run after interval_ms); 0: disarmed. */
 struct sm_ev *sm_evloop_timer(struct sm_evloop *loop, unsigned int interval_ms, sm_ev_fn fn,
 			      void *arg);
+/*
+ * Re-arm a timer of sm_evloop_timer() to run once, after_ms from now (0:
+ * disarm it). A timer armed this way needs no descriptor then, so it can be
+ * set when descriptors have run out. 0 or -errno.
+ */
+int sm_evloop_timer_once(struct sm_ev *ev, unsigned int after_ms);
 
 /* Run until sm_evloop_stop(). Returns 0 or -errno (epoll failure). */
 int sm_evloop_run(struct sm_evloop *loop);
