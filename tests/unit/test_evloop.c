@@ -285,6 +285,48 @@ static void test_timer_periodic(void **state)
 	ASSERT_EQ(errno, EBADF, "errno of F_GETFD on the closed timer fd");
 }
 
+/* test_timer_once: the one-shot timer counts in w[1].calls; the driver stops every 10 ticks. */
+static void on_once(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct fixture *fx = arg;
+
+	fx->w[1].calls++;
+}
+
+static void on_ten_ticks(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct fixture *fx = arg;
+
+	if (++fx->ticks % 10 == 0)
+		sm_evloop_stop(loop);
+}
+
+static void test_timer_once(void **state)
+{
+	struct fixture *fx = *state;
+	struct sm_ev *once = sm_evloop_timer(fx->loop, 0, on_once, fx);
+
+	ASSERT_NOT_NULL(once, "a timer made disarmed");
+	fx->driver = sm_evloop_timer(fx->loop, 10, on_ten_ticks, fx);
+	ASSERT_NOT_NULL(fx->driver, "driver");
+	run_loop(fx);
+	ASSERT_EQ(fx->w[1].calls, 0, "interval 0: never fires");
+
+	ASSERT_EQ(sm_evloop_timer_once(once, 5), 0, "arm once");
+	run_loop(fx); /* 100 ms: the one-shot is due after 5 */
+	ASSERT_EQ(fx->w[1].calls, 1, "fired once, not again");
+
+	ASSERT_EQ(sm_evloop_timer_once(once, 5), 0, "arm again");
+	ASSERT_EQ(sm_evloop_timer_once(once, 0), 0, "disarm");
+	run_loop(fx);
+	ASSERT_EQ(fx->w[1].calls, 1, "disarmed before it was due");
+	sm_evloop_del(fx->loop, once);
+
+	fx->w[0].ev = sm_evloop_add(fx->loop, fx->sp[0][0], EPOLLIN, on_once, fx);
+	ASSERT_NOT_NULL(fx->w[0].ev, "a socket");
+	ASSERT_EQ(sm_evloop_timer_once(fx->w[0].ev, 5), -EINVAL, "only timers are armed");
+}
+
 /* test_stop: the fd stays readable; only stop ends the run. */
 static void on_count_and_stop(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
@@ -317,6 +359,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_del_own_in_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_del_other_in_same_round, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timer_periodic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timer_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stop_from_callback, setup, teardown),
 	};
 
