@@ -21,6 +21,12 @@ static const struct sm_drop_reason_def reasons[SM_DROP_REASON_MAX] = {
 		 "key usage lacks digitalSignature or allows signing certificates"},
 	[SM_DROP_BAD_EKU] = {"bad_eku", "extended key usage lacks serverAuth or clientAuth"},
 	[SM_DROP_BAD_KEY] = {"bad_key", "the peer's key is not ECDSA P-256"},
+	[SM_DROP_WEAK_SIGNATURE] =
+		{"weak_signature", "a certificate of the peer's chain is signed with a weak digest "
+				   "(SHA-1)"},
+	[SM_DROP_WEAK_KEY] = {"weak_key",
+			      "a key in the peer's chain is below 112 bits of security (e.g. "
+			      "RSA-1024)"},
 	[SM_DROP_IDENTITY_MISMATCH] = {"identity_mismatch",
 				       "a valid SVID, but not the identity the catalog names"},
 	[SM_DROP_PROTOCOL] = {"protocol",

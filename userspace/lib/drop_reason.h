@@ -25,6 +25,8 @@ enum sm_drop_reason {
 	SM_DROP_BAD_KEY_USAGE,
 	SM_DROP_BAD_EKU,
 	SM_DROP_BAD_KEY,
+	SM_DROP_WEAK_SIGNATURE,
+	SM_DROP_WEAK_KEY,
 	SM_DROP_IDENTITY_MISMATCH,
 	SM_DROP_PROTOCOL,
 	/* the peer refused our certificate */
