@@ -189,9 +189,14 @@ upload_then_stop_node2() { # BYTES RATE TIMEOUT
 	# 300 kB stays under the 512 KiB after which node2 sends a WINDOW_UPDATE,
 	# and the sink answers only at the end: once node2 resumes nothing comes
 	# back to node1, so only the socket's EPOLLOUT can send what waits there.
-	upload_then_stop_node2 300000 200000 10
-	sleep 1.6 # the client has sent all (1.5 s at its rate); node1 holds the rest
-	blocked=$(tunnel node1 tls_send_blocked) || blocked=error
+	upload_then_stop_node2 300000 200000 30
+	# the client sends all in 1.5 s at its rate; node1 then holds the rest: wait for that
+	blocked=0
+	for ((i = 0; i < 150; i++)); do
+		blocked=$(tunnel node1 tls_send_blocked) || break
+		((blocked > 0)) && break
+		sleep 0.1
+	done
 	kill -CONT "$(sb_daemon_pid node2)"
 	echo "tls_send_blocked: $blocked"
 	[ "$blocked" -gt 0 ]

@@ -27,7 +27,6 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -249,18 +248,14 @@ static int join_cgroup(const struct opts *o)
 	return n == 1 ? 0 : -errno;
 }
 
-__attribute__((format(printf, 3, 4))) static void verdict_set(struct verdict *v, int code,
-							      const char *fmt, ...)
-{
-	va_list ap;
-
-	if (v->code >= code)
-		return; /* keep the first, worst finding */
-	v->code = code;
-	va_start(ap, fmt);
-	vsnprintf(v->msg, sizeof(v->msg), fmt, ap);
-	va_end(ap);
-}
+/* Keep the first, worst finding (code 1 beats nothing, 2 beats 1). */
+#define verdict_set(v, c, ...)                                                                     \
+	do {                                                                                       \
+		if ((v)->code < (c)) {                                                             \
+			(v)->code = (c);                                                           \
+			snprintf((v)->msg, sizeof((v)->msg), __VA_ARGS__);                         \
+		}                                                                                  \
+	} while (0)
 
 static const char *outcome(int err)
 {
