@@ -81,27 +81,6 @@ static const char *map_type_name(enum bpf_map_type t)
 	return n ? n : "unknown";
 }
 
-/* Entries of a hash/LPM/array map by walking its keys; -1 where not countable. */
-static long long map_entries(struct bpf_map *map)
-{
-	enum bpf_map_type t = bpf_map__type(map);
-	uint8_t key[128], next[128];
-	void *prev = NULL;
-	long long n = 0;
-	int fd = bpf_map__fd(map);
-
-	/* arrays are always full and ring buffers/storage have no keys: no fill level */
-	if (t == BPF_MAP_TYPE_RINGBUF || t == BPF_MAP_TYPE_SK_STORAGE || t == BPF_MAP_TYPE_ARRAY ||
-	    t == BPF_MAP_TYPE_PERCPU_ARRAY || bpf_map__key_size(map) > sizeof(key))
-		return -1;
-	while (bpf_map_get_next_key(fd, prev, next) == 0 && n < 100000000) {
-		memcpy(key, next, bpf_map__key_size(map));
-		prev = key;
-		n++;
-	}
-	return n;
-}
-
 static json_object *status_programs(struct sm_daemon *d)
 {
 	json_object *arr = json_object_new_array();
@@ -161,7 +140,8 @@ static json_object *status_maps(struct sm_daemon *d)
 		json_object_object_add(o, "name", json_object_new_string(bpf_map__name(map)));
 		json_object_object_add(o, "type",
 				       json_object_new_string(map_type_name(bpf_map__type(map))));
-		json_object_object_add(o, "entries", json_object_new_int64(map_entries(map)));
+		json_object_object_add(o, "entries",
+				       json_object_new_int64(sm_datapath_map_entries(map)));
 		json_object_object_add(o, "max_entries",
 				       json_object_new_int64(bpf_map__max_entries(map)));
 		json_object_array_add(arr, o);

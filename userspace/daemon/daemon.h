@@ -160,6 +160,13 @@ void sm_datapath_close(struct sm_daemon *d);
 int sm_datapath_cleanup(const char *bpffs);
 /* Sum a per-CPU counter array into out[SM_CNT_MAX]. 0 or -errno. */
 int sm_datapath_counters(struct sm_daemon *d, uint64_t *out);
+/*
+ * Entries of a pinned map with a fill level (hash, LPM), by walking its keys,
+ * at most max_entries; -1 for the maps that have none (arrays, ring buffers,
+ * socket storage, map-in-map). For `status` and the metrics' map pressure.
+ */
+struct bpf_map;
+long long sm_datapath_map_entries(struct bpf_map *map);
 /* Run the flow-update iterator once. */
 void sm_datapath_run_iter(struct sm_daemon *d);
 /* Create an iterator on link and read it to the end, which runs its program once. */

@@ -35,6 +35,7 @@
 #include "sockmesh.skel.h"
 
 #include <sockmesh/common.h>
+#include <sockmesh/enroll.h>
 
 int sm_find_cgroup2_mount(char *buf, size_t len)
 {
@@ -408,6 +409,29 @@ int sm_datapath_attach(struct sm_daemon *d)
 		return err;
 	}
 	return redirect_sync(d);
+}
+
+long long sm_datapath_map_entries(struct bpf_map *map)
+{
+	/* the largest key of our maps that have a fill level (enroll_paths') */
+	uint8_t key[sizeof(struct sm_enroll_key)], next[sizeof(struct sm_enroll_key)];
+	enum bpf_map_type t = bpf_map__type(map);
+	long long n = 0, max = bpf_map__max_entries(map);
+	void *prev = NULL;
+	int fd = bpf_map__fd(map);
+
+	/* arrays are always full (map-in-map slots too: each inner map is made to fit) */
+	if (t == BPF_MAP_TYPE_RINGBUF || t == BPF_MAP_TYPE_SK_STORAGE || t == BPF_MAP_TYPE_ARRAY ||
+	    t == BPF_MAP_TYPE_PERCPU_ARRAY || t == BPF_MAP_TYPE_ARRAY_OF_MAPS ||
+	    t == BPF_MAP_TYPE_HASH_OF_MAPS || bpf_map__key_size(map) > sizeof(key) || max <= 0)
+		return -1;
+	/* a walk that restarts (its key deleted meanwhile) stops at max: never over full */
+	while (n < max && bpf_map_get_next_key(fd, prev, next) == 0) {
+		memcpy(key, next, bpf_map__key_size(map));
+		prev = key;
+		n++;
+	}
+	return n;
 }
 
 void sm_datapath_drive_iter(struct bpf_link *link, const char *what)

@@ -157,29 +157,6 @@ static void on_first_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_
 
 /* ---- /metrics ---- */
 
-/* Entries of a pinned map by walking its keys, as `sockmesh status` counts them; -1: none. */
-static long long map_fill(struct bpf_map *map)
-{
-	enum bpf_map_type t = bpf_map__type(map);
-	uint8_t key[128], next[128];
-	long long n = 0, max = bpf_map__max_entries(map);
-	void *prev = NULL;
-	int fd = bpf_map__fd(map);
-
-	/* arrays are always full, map-in-map slots too (each inner map is made to fit) */
-	if (t == BPF_MAP_TYPE_RINGBUF || t == BPF_MAP_TYPE_SK_STORAGE || t == BPF_MAP_TYPE_ARRAY ||
-	    t == BPF_MAP_TYPE_PERCPU_ARRAY || t == BPF_MAP_TYPE_ARRAY_OF_MAPS ||
-	    t == BPF_MAP_TYPE_HASH_OF_MAPS || bpf_map__key_size(map) > sizeof(key) || max <= 0)
-		return -1;
-	/* a walk that restarts (its key deleted meanwhile) stops at max: never over 1 */
-	while (n < max && bpf_map_get_next_key(fd, prev, next) == 0) {
-		memcpy(key, next, bpf_map__key_size(map));
-		prev = key;
-		n++;
-	}
-	return n;
-}
-
 static void render_maps(struct sm_daemon *d, struct sm_textbuf *b, int64_t policy_entries,
 			int64_t policy_max)
 {
@@ -198,7 +175,7 @@ static void render_maps(struct sm_daemon *d, struct sm_textbuf *b, int64_t polic
 
 		if (!bpf_map__is_pinned(map))
 			continue;
-		n = map_fill(map);
+		n = sm_datapath_map_entries(map);
 		if (n >= 0)
 			sm_prom_sample_f64(b, "sockmesh_map_pressure", &label, &name, 1,
 					   (double) n / bpf_map__max_entries(map));

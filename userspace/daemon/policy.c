@@ -967,8 +967,8 @@ static json_object *cmd_explain(struct sm_daemon *d, json_object *args, struct s
 	sm_policy_eval(&p->set, ctx, src, dst, (uint16_t) port, &ev);
 	sm_policy_ctx_free(ctx);
 	ksrc = src;
-	ret = kernel_lookup(d, sm_addr_parse(from, &from_addr) == 0 ? &from_addr : NULL, &ksrc,
-			    dst, (uint16_t) port, &kv, &step);
+	ret = kernel_lookup(d, sm_addr_parse(from, &from_addr) == 0 ? &from_addr : NULL, &ksrc, dst,
+			    (uint16_t) port, &kv, &step);
 	if (ret) {
 		sm_error_set(err, "cannot read the kernel's policy map: %s",
 			     ret == -ESTALE ? "the live map is not the one this daemon installed "
