@@ -273,6 +273,9 @@ static __noinline void on_close(struct bpf_sock_ops *skops)
 		bpf_map_delete_elem(&orig_dst, &tuple);
 	}
 	tcp_counters(tp, st->flags & SM_SK_F_PASSIVE, &c);
+	/* a reset (received or sent) skips FIN_WAIT and LAST_ACK on its way to TCP_CLOSE */
+	if (skops->args[0] == BPF_TCP_ESTABLISHED || skops->args[0] == BPF_TCP_CLOSE_WAIT)
+		st->flags |= SM_SK_F_ABORTED;
 	emit_flow_event(SM_FLOW_END, st, &ep, &c, bpf_ktime_get_ns());
 	st->flags &= ~SM_SK_F_ESTABLISHED; /* one conn_end per connection */
 	sockhash_forget(st, &ep);

@@ -11,6 +11,7 @@
 
 #include <sockmesh/intercept.h>
 #include <sockmesh/enroll.h>
+#include <sockmesh/tunnel.h>
 #include <sockmesh/flowacct.h>
 #include <sockmesh/redirect.h>
 #include <sockmesh/policy.h>
@@ -104,6 +105,21 @@ struct {
 	__type(value, struct sm_redirect_rx);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } redirect_rx SEC(".maps") __weak;
+
+/*
+ * tunnel_facts: a tunnelled stream's far end → what the tunnel knew of it
+ * (include/sockmesh/tunnel.h). Written and deleted by the daemon only; no
+ * program reads it. Pinned so that the next daemon names the connections
+ * the last one carried when they were cut.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536); /* set by the loader, = orig_dst */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(key_size, sizeof(struct sm_tunnel_key));
+	__uint(value_size, sizeof(struct sm_tunnel_fact));
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tunnel_facts SEC(".maps") __weak;
 
 /* flow_events: struct sm_flow_event records to the daemon. */
 struct {

@@ -20,6 +20,7 @@
 #include "flowacct.h"
 #include "intercept.h"
 #include "enroll.h"
+#include "tunnel.h"
 #include "redirect.h"
 #include "policy.h"
 
@@ -38,7 +39,9 @@
 	X(sm_policy_value, 16)                                                                     \
 	X(sm_policy_state, 16)                                                                     \
 	X(sm_enroll_key, 256)                                                                      \
-	X(sm_enroll_node, 16)
+	X(sm_enroll_node, 16)                                                                      \
+	X(sm_tunnel_key, 20)                                                                       \
+	X(sm_tunnel_fact, 680)
 
 /* X(struct tag, field, offsetof) for every field of the structs above. */
 #define SM_ABI_FIELDS(X)                                                                           \
@@ -46,6 +49,20 @@
 	X(sm_enroll_key, name, 8)                                                                  \
 	X(sm_enroll_node, node, 0)                                                                 \
 	X(sm_enroll_node, wl, 8)                                                                   \
+	X(sm_tunnel_key, family, 0)                                                                \
+	X(sm_tunnel_key, pad, 1)                                                                   \
+	X(sm_tunnel_key, port, 2)                                                                  \
+	X(sm_tunnel_key, addr, 4)                                                                  \
+	X(sm_tunnel_fact, instance, 0)                                                             \
+	X(sm_tunnel_fact, written_ns, 8)                                                           \
+	X(sm_tunnel_fact, handshake_us, 16)                                                        \
+	X(sm_tunnel_fact, inbound, 20)                                                             \
+	X(sm_tunnel_fact, pad, 21)                                                                 \
+	X(sm_tunnel_fact, trace, 24)                                                               \
+	X(sm_tunnel_fact, version, 88)                                                             \
+	X(sm_tunnel_fact, cipher, 104)                                                             \
+	X(sm_tunnel_fact, local_spiffe_id, 168)                                                    \
+	X(sm_tunnel_fact, peer_spiffe_id, 424)                                                     \
 	X(sm_workload, identity, 0)                                                                \
 	X(sm_workload, flags, 4)                                                                   \
 	X(sm_service_key, family, 0)                                                               \

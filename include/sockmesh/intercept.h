@@ -100,6 +100,11 @@ struct sm_sock_state {
 #define SM_SK_F_TCP_ONLY (1U << 6)
 /* destroyed because a new policy revision denies it (bpf/policy.bpf.c) */
 #define SM_SK_F_POLICY_CLOSED (1U << 7)
+/*
+ * conn_end only: the connection ended by a reset or an abort (it went to
+ * TCP_CLOSE straight from ESTABLISHED or CLOSE_WAIT), not by the FIN exchange
+ */
+#define SM_SK_F_ABORTED (1U << 8)
 
 /*
  * sk_msg flow control: a socket whose peer has more than this many redirected

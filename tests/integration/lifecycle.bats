@@ -224,3 +224,70 @@ EOF
 	kill -HUP "$pid"
 	sm_wait_until 10 grep -q 'SIGHUP: catalog reloaded' "$(sb_daemon_log node1)"
 }
+
+# cut_by NODE SIGNAL: a tunnelled connection from node1's client to node2's echo
+# is open while NODE's daemon goes away with SIGNAL (KILL: a crash; TERM: a stop
+# whose 5 s drain ends before the connection does); the daemon is started again.
+# Sets TRACE (the stream's trace id) and CLIENT_OUT (the client's JSON line).
+cut_by() {
+	local node=$1 sig=$2 flt start seen client_pid
+	flt='.type == "conn_start" and .traffic_direction == "EGRESS" and .captured and
+		.destination.port == 8080 and .trace_id != null'
+	# this round's stream is the one whose trace id no earlier record has
+	seen=$(sm_records node1 "$flt" | jq -r .trace_id | tr '\n' ' ')
+	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.2:8080 --bytes 400000 \
+		--chunk 1000 --rate 20000 --expect echo --timeout 60
+	client_pid=$SB_RUN_PID
+	CLIENT_OUT=$SB_RUN_OUT
+	# the stream is established on both nodes (node2's record has the trace id too)
+	start=$(sm_wait_record node1 "$flt and (.trace_id as \$t | \"$seen\" | contains(\$t) | not)")
+	TRACE=$(jq -r .trace_id <<<"$start")
+	sm_wait_record node2 ".type == \"conn_start\" and .trace_id == \"$TRACE\"" >/dev/null
+	sb_stop_daemon "$node" "$sig" 30
+	sb_wait_pid "$client_pid" 30 || true # it must fail, but promptly
+	[ "$SB_LAST_RC" -ne 124 ] || { echo "the client still ran 30 s after the cut"; return 1; }
+	echo "client: $(cat "$CLIENT_OUT")"
+	sb_start_daemon "$node"
+}
+
+# assert_cut NODE REASON: NODE's conn_end of the stream names REASON and keeps
+# the trace id and the tls block.
+assert_cut() {
+	local rec
+	rec=$(sm_wait_record "$1" ".type == \"conn_end\" and .trace_id == \"$TRACE\"" 20) || return 1
+	echo "$1: $rec"
+	jq -e --arg r "$2" --arg c "$SM_CLIENT_ID" --arg s "$SM_SERVER_ID" '.verdict == "DROPPED" and
+		.drop_reason == $r and .tls.encrypted == true and .tls.version == "TLSv1.3" and
+		.tls.failure == $r and ([.tls.local_spiffe_id, .tls.peer_spiffe_id] | sort) ==
+		([$c, $s] | sort) and .source.spiffe_id == $c' <<<"$rec"
+}
+
+@test "a tunnelled connection cut by a daemon crash is reset, and both nodes' records say why" {
+	sb_start_daemon node1
+	sb_start_daemon node2
+	sb_serve node2 server 10.11.0.2:8080 echo
+	for round in 1 2 3; do
+		cut_by node1 KILL
+		# never a clean end of a stream cut short: the workload sees a reset
+		[ "$(jq -r .ok "$CLIENT_OUT")" = false ]
+		jq -e '.error | test("reset"; "i")' "$CLIENT_OUT"
+		# the new daemon wrote node1's record with what the dead one knew
+		assert_cut node1 daemon_stopped
+		assert_cut node2 tunnel_closed
+	done
+}
+
+@test "a tunnelled connection that outlives the drain is reset, and both nodes' records say why" {
+	sb_start_daemon node1
+	sb_start_daemon node2
+	sb_serve node2 server 10.11.0.2:8080 echo
+	cut_by node1 TERM
+	jq -e '.ok == false and (.error | test("reset"; "i"))' "$CLIENT_OUT"
+	assert_cut node1 daemon_stopped
+	assert_cut node2 tunnel_closed
+	# the far side's daemon going away cuts it the same way, from the other end
+	cut_by node2 KILL
+	jq -e '.ok == false and (.error | test("reset"; "i"))' "$CLIENT_OUT"
+	assert_cut node2 daemon_stopped
+	assert_cut node1 tunnel_closed
+}

@@ -1483,7 +1483,8 @@ static int cmd_hold(int argc, char **argv)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: smtraffic serve|send|rr|storm|hold [OPTIONS]   (smtraffic COMMAND --help)\n");
+	fprintf(f, "usage: smtraffic serve|send|rr|storm|hold [OPTIONS]   (smtraffic COMMAND "
+		   "--help)\n");
 }
 
 int main(int argc, char **argv)

@@ -44,6 +44,7 @@ struct sm_flowexp;
 struct sm_hbone;
 struct sm_flow_record;
 struct sm_flow_endpoint;
+struct sm_flow_tls;
 struct sm_hbone_worker;
 struct sm_policyd;
 struct sm_metrics;
@@ -122,6 +123,9 @@ struct sm_daemon {
 	struct sm_metrics *metrics;   /* NULL when listeners.admin is "" */
 	struct sm_flowstream *stream; /* flowstream.c; NULL when flowlog.ring_size is 0 */
 	struct sm_reload *reload;     /* reload.c: SIGHUP's catalog reload */
+	uint64_t instance;	      /* tunnelfacts.c: this daemon, among those that ran here */
+	int64_t instance_started_ns;
+	bool facts_swept; /* an earlier daemon's unclaimed tunnel facts are gone */
 
 	struct sm_worker *workers;
 	unsigned int nworkers;
@@ -363,8 +367,9 @@ int sm_hbone_outbound(struct sm_worker *w, int cfd, const struct sm_addr *dst, u
  * Add what the tunnel knows (tls block, trace id, the verified caller) to the
  * record of a workload socket whose far end is key_addr:key_port; final (a
  * conn_end) forgets it. Main thread; looks through every worker's joins.
+ * False when no worker has a join for it.
  */
-void sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
+bool sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
 		       bool final, struct sm_flow_record *r);
 
 /* policy.c: the connection policy set, its kernel maps and its control commands. */
@@ -423,6 +428,28 @@ int sm_privileges_drop(struct sm_daemon *d);
  * capabilities are per thread and threads inherit the creator's. 0 or -errno.
  */
 int sm_privileges_drop(struct sm_daemon *d);
+
+/*
+ * tunnelfacts.c: what the tunnel knew of each stream, in the pinned
+ * tunnel_facts map, for the records of connections a daemon that stopped or
+ * crashed carried (include/sockmesh/tunnel.h).
+ */
+int sm_tunnel_facts_start(struct sm_daemon *d);
+/* A stream is established (a worker): keep its facts. */
+void sm_tunnel_fact_publish(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
+			    bool inbound, const char *trace, const struct sm_flow_tls *tls);
+/* The stream ended while the daemon runs (a worker): its facts go. */
+void sm_tunnel_fact_forget(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port);
+/*
+ * A record of a tunnelled socket the tunnel has no stream for (main thread):
+ * fill it from the facts; final (a conn_end) forgets them, and names a reset
+ * the stopped daemon's doing (aborted: the socket closed by a reset). True
+ * when there were facts.
+ */
+bool sm_tunnel_fact_apply(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
+			  bool final, bool aborted, struct sm_flow_record *r);
+/* Main thread, until d->facts_swept: forget an earlier daemon's unclaimed facts. */
+void sm_tunnel_facts_sweep(struct sm_daemon *d);
 
 /* reload.c: SIGHUP's catalog reload, read on a thread, applied on the main loop. */
 int sm_reload_start(struct sm_daemon *d);

@@ -147,6 +147,7 @@ int sm_datapath_open(struct sm_daemon *d)
 	      set_map_size(skel->maps.services, c->max_services) ?:
 	      set_map_size(skel->maps.cidrs, c->max_cidrs) ?:
 	      set_map_size(skel->maps.orig_dst, c->max_orig_dst) ?:
+	      set_map_size(skel->maps.tunnel_facts, c->max_orig_dst) ?:
 	      set_map_size(skel->maps.sock_pairs, c->max_sockhash) ?:
 	      set_map_size(skel->maps.redirect_rx, c->max_sockhash) ?:
 	      set_map_size(skel->maps.flow_events, c->ringbuf_size);

@@ -230,11 +230,16 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 	r->total_retrans = ev->total_retrans;
 
 	/* a tunnelled socket: the tunnel knows its TLS details and the real caller */
-	if (d->hbone && (r->captured || passive)) {
+	if (r->captured || passive) {
 		/* keyed by the socket's far end (EGRESS: our client side, INGRESS: the caller) */
 		struct sm_addr key = r->source.addr;
 
-		sm_hbone_decorate(d, &key, r->source.port, r->type == SM_REC_CONN_END, r);
+		bool final = r->type == SM_REC_CONN_END;
+
+		/* a stream of this daemon's; else one a daemon that is gone carried */
+		if (!sm_hbone_decorate(d, &key, r->source.port, final, r))
+			sm_tunnel_fact_apply(d, &key, r->source.port, final,
+					     ev->flags & SM_SK_F_ABORTED, r);
 		/* a conn_end without it: the tunnel never took the socket, nothing was carried */
 		if (!passive && !r->tls.present && r->type != SM_REC_CONN_END)
 			tunnel_tls(d, self_wl, &r->tls);

@@ -121,6 +121,7 @@ struct hb_stream {
 	bool h2_closed;	  /* nghttp2 closed the stream */
 	bool bad_request; /* a header broke the limits */
 	bool admitted;	  /* inbound: the policy let the CONNECT through to svc_addr:dport */
+	bool published;	  /* its facts are in tunnel_facts (sm_tunnel_fact_publish()) */
 	unsigned int nheaders;
 	size_t read_size;   /* next read from the plain socket: 4 KiB growing to HB_BUF */
 	int status;	    /* outbound: the :status received */
@@ -250,6 +251,8 @@ struct sm_hbone_worker {
 	pthread_mutex_t join_mu;
 	struct hb_join *joins;
 	struct sm_hbone_stats st;
+	/* the daemon stops: streams cut now keep their tunnel facts for the records */
+	bool stopping;
 };
 
 static int64_t mono_ns(void)
@@ -320,14 +323,6 @@ static int buf_append(struct hb_buf *b, const uint8_t *p, size_t n)
 	memcpy(b->data + b->len, p, n);
 	b->len += n;
 	return 0;
-}
-
-static void reset_close(int fd)
-{
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
-
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	close(fd);
 }
 
 static void set_mark(struct sm_daemon *d, int fd)
@@ -426,7 +421,9 @@ static void join_update(struct hb_stream *s, const char *failure)
 	struct hb_conn *c = s->conn;
 	struct sm_daemon *d = c->d;
 	struct sm_hbone_worker *hw = c->w->hb;
+	struct sm_flow_tls tls;
 	struct hb_join *j;
+	bool publish;
 
 	if (!s->key_port)
 		return;
@@ -479,7 +476,15 @@ static void join_update(struct hb_stream *s, const char *failure)
 		sm_strlcpy(j->failure, failure, sizeof(j->failure));
 		sm_strlcpy(j->tls.failure, failure, sizeof(j->tls.failure));
 	}
+	publish = s->established && !s->published && !failure && j->tls.version[0];
+	if (publish)
+		tls = j->tls;
 	pthread_mutex_unlock(&hw->join_mu);
+	if (publish) {
+		/* what outlives this daemon: see userspace/daemon/tunnelfacts.c */
+		sm_tunnel_fact_publish(d, &s->key_addr, s->key_port, c->server, s->trace, &tls);
+		s->published = true;
+	}
 }
 
 /* Fill r from a join entry; caller holds the worker's join_mu. */
@@ -514,11 +519,11 @@ static void join_apply(struct sm_daemon *d, const struct hb_join *j, bool final,
 	}
 }
 
-void sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
+bool sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
 		       bool final, struct sm_flow_record *r)
 {
 	if (!d->hbone)
-		return;
+		return false;
 	for (unsigned int i = 0; d->workers && i < d->nworkers; i++) {
 		struct sm_hbone_worker *hw = d->workers[i].hb;
 		struct hb_join *j;
@@ -536,8 +541,9 @@ void sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint
 		}
 		pthread_mutex_unlock(&hw->join_mu);
 		if (j)
-			return;
+			return true;
 	}
+	return false;
 }
 
 /* The service hosted on this node at addr:port, or -1. */
@@ -838,7 +844,7 @@ static void conn_free(struct hb_conn *c)
 		SSL_free(c->ssl);
 	if (c->fd >= 0) {
 		if (c->failure[0])
-			reset_close(c->fd);
+			sm_sock_close_reset(c->fd);
 		else
 			close(c->fd);
 	}
@@ -876,10 +882,12 @@ static void conn_reap(struct hb_conn *c)
 		if (s->fd >= 0) {
 			sm_evloop_del(c->w->loop, s->ev);
 			if (s->reset)
-				reset_close(s->fd);
+				sm_sock_close_reset(s->fd);
 			else
-				close(s->fd);
+				sm_sock_close_orderly(s->fd);
 		}
+		if (s->published && !c->w->hb->stopping)
+			sm_tunnel_fact_forget(c->d, &s->key_addr, s->key_port);
 		if (s->key_port) {
 			struct sm_hbone_worker *hw = c->w->hb;
 			struct hb_join *j;
@@ -994,6 +1002,19 @@ static int tls_flush(struct hb_conn *c)
 	}
 	buf_release_small(&c->tls_out);
 	return 0;
+}
+
+/*
+ * The peer closed without a close_notify (OpenSSL 3 calls that an unexpected
+ * EOF) or reset the connection: what a daemon that stops or dies leaves.
+ * e: SSL_get_error() of a read that returned r; errno as that read left it.
+ */
+static bool peer_gone(int e, int r)
+{
+	if (e == SSL_ERROR_SYSCALL)
+		return r == 0 || errno == ECONNRESET || errno == EPIPE;
+	return e == SSL_ERROR_SSL &&
+	       ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
 }
 
 /* Takes a record unless HB_TLS_WBUF bytes still wait: then OpenSSL retries it later. */
@@ -1132,8 +1153,11 @@ static void conn_pump(struct hb_conn *c)
 			c->rx_ready = false;
 			break;
 		}
-		if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && r == 0)) {
-			/* the peer closed: streams that are still open were cut off */
+		if (e == SSL_ERROR_ZERO_RETURN || peer_gone(e, r)) {
+			/*
+			 * The peer closed or went away (a daemon that dies leaves a
+			 * reset): streams that are still open were cut off.
+			 */
 			for (struct hb_stream *s = c->streams; s; s = s->next)
 				if (!s->h2_closed)
 					stream_fail(s, NGHTTP2_CONNECT_ERROR,
@@ -1186,7 +1210,9 @@ static void conn_pump(struct hb_conn *c)
 	}
 	r = tls_flush(c);
 	if (r < 0 && r != -EAGAIN) {
-		conn_fail(c, sm_drop_reason_name(SM_DROP_TLS_ERROR));
+		conn_fail(c, sm_drop_reason_name(r == -ECONNRESET || r == -EPIPE
+							 ? SM_DROP_TUNNEL_CLOSED
+							 : SM_DROP_TLS_ERROR));
 		return;
 	}
 	if (buf_pending(&c->out) > 0 || nghttp2_session_want_write(c->h2) ||
@@ -2104,7 +2130,7 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 		}
 		if (w->draining) {
 			SM_STAT_INC(hw->st.refused_busy);
-			reset_close(fd);
+			sm_sock_close_reset(fd);
 			continue;
 		}
 		src = src_find(hw, &peer);
@@ -2117,7 +2143,7 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 					sm_addr_format(&peer, buf, sizeof(buf)), src->handshaking);
 			record_refused(w, fd, &peer, port,
 				       sm_drop_reason_name(SM_DROP_HANDSHAKE_LIMIT));
-			reset_close(fd);
+			sm_sock_close_reset(fd);
 			continue;
 		}
 		if (hw->handshaking_in >= HB_MAX_HANDSHAKING &&
@@ -2130,13 +2156,13 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 					w->id);
 			record_refused(w, fd, &peer, port,
 				       sm_drop_reason_name(SM_DROP_HANDSHAKE_LIMIT));
-			reset_close(fd);
+			sm_sock_close_reset(fd);
 			continue;
 		}
 		set_mark(w->d, fd);
 		c = conn_new(w, fd, true, listener_creds(w->d->hbone, l->addr));
 		if (!c) {
-			reset_close(fd);
+			sm_sock_close_reset(fd);
 			continue;
 		}
 		c->peer = peer;
@@ -2544,6 +2570,7 @@ void sm_hbone_worker_free(struct sm_worker *w)
 	if (!hw)
 		return;
 	sm_hbone_stop_accepting(w);
+	hw->stopping = true;
 	while (hw->conns) {
 		struct hb_conn *c = hw->conns;
 

@@ -550,6 +550,8 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 	sm_datapath_run_iter(d);
 	sm_hbone_tick(d);	 /* credential rotation; connections are the workers' */
 	sm_intercept_refresh(d); /* the cgroup ids status and flow records show */
+	if (!d->facts_swept)
+		sm_tunnel_facts_sweep(d);
 	if (!d->draining)
 		return;
 	if (active_connections(d) == 0 || time(NULL) >= drain_deadline) {
@@ -624,7 +626,8 @@ static int run(struct sm_daemon *d)
 	d->nworkers = sm_workers_count(d); /* the credential sets hold an SSL_CTX per worker */
 	/* the policy too: a restored policy is in force before any program is attached */
 	/* privileges drop once attached and before the first thread (sinks, workers, HTTP) */
-	err = sm_intercept_sync(d) ?: sm_policy_start(d) ?: sm_datapath_attach(d) ?:
+	err = sm_tunnel_facts_start(d) ?: sm_intercept_sync(d) ?: sm_policy_start(d) ?:
+	      sm_datapath_attach(d) ?:
 	      sm_privileges_drop(d) ?: sm_flowstream_start(d) ?: sm_flowexp_start(d) ?:
 	      sm_hbone_start(d) ?: sm_workers_start(d) ?: sm_control_start(d) ?:
 	      sm_reload_start(d) ?: sm_metrics_serve(d);

@@ -91,12 +91,10 @@ static void relay_free(struct relay *r, bool reset)
 		if (r->fd[i] < 0)
 			continue;
 		sm_evloop_del(r->w->loop, r->ev[i]);
-		if (reset) {
-			struct linger lg = {.l_onoff = 1, .l_linger = 0};
-
-			setsockopt(r->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-		}
-		close(r->fd[i]);
+		if (reset)
+			sm_sock_close_reset(r->fd[i]);
+		else
+			sm_sock_close_orderly(r->fd[i]);
 	}
 	if (r->prev)
 		r->prev->next = r->next;
@@ -218,14 +216,6 @@ static bool is_own_listener(const struct sm_daemon *d, const struct sm_addr *a, 
 	       (port == d->cfg.outbound6_port && sm_addr_equal(a, &d->cfg.outbound6_addr));
 }
 
-static void reset_close(int fd)
-{
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
-
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	close(fd);
-}
-
 static bool is_own_address(const struct sm_daemon *d, const struct sm_addr *a)
 {
 	const struct sm_node_def *self;
@@ -247,6 +237,8 @@ int sm_upstream_connect(const struct sm_daemon *d, const struct sm_addr *dst, ui
 
 	if (fd < 0)
 		return -errno;
+	/* a local service's end of a relay: a daemon that dies mid-stream resets it */
+	sm_sock_abort_on_close(fd);
 	/* the mark keeps our own connection out of connect4/6 */
 	if (setsockopt(fd, SOL_SOCKET, SO_MARK, &d->cfg.daemon_mark, sizeof(d->cfg.daemon_mark)) <
 	    0)
@@ -383,7 +375,7 @@ static void relay_start(struct sm_worker *w, int cfd, int family)
 			"is the orig_dst map full? see `sockmesh status`)",
 			sm_addr_format(&paddr, pbuf, sizeof(pbuf)), pport,
 			err ? strerror(-err) : "points back at the outbound listener");
-		reset_close(cfd);
+		sm_sock_close_reset(cfd);
 		return;
 	}
 
@@ -401,7 +393,7 @@ static void relay_start(struct sm_worker *w, int cfd, int family)
 							 : strerror(-err));
 			if (err == -EMFILE || err == -ENFILE)
 				record_dropped(w, cfd, family, &paddr, pport, SM_DROP_FD_EXHAUSTED);
-			reset_close(cfd);
+			sm_sock_close_reset(cfd);
 		} else {
 			SM_STAT_INC(p->st.tunnelled);
 		}
@@ -410,7 +402,7 @@ static void relay_start(struct sm_worker *w, int cfd, int family)
 
 	r = calloc(1, sizeof(*r));
 	if (!r) {
-		reset_close(cfd);
+		sm_sock_close_reset(cfd);
 		return;
 	}
 	r->w = w;
@@ -492,6 +484,8 @@ static void on_accept(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 			continue;
 		}
 		SM_STAT_INC(w->proxy->st.accepted);
+		/* if this daemon dies with the connection open, the workload sees a reset */
+		sm_sock_abort_on_close(cfd);
 		relay_start(w, cfd, l->family);
 	}
 	if (rest && !l->resting) {

@@ -63,8 +63,11 @@ static const struct sm_drop_reason_def reasons[SM_DROP_REASON_MAX] = {
 	[SM_DROP_KEEPALIVE_TIMEOUT] = {"keepalive_timeout",
 				       "the peer did not answer a keepalive PING in time"},
 	[SM_DROP_TUNNEL_CLOSED] = {"tunnel_closed",
-				   "the tunnel connection closed under an open stream"},
-	[SM_DROP_DAEMON_STOPPED] = {"daemon_stopped", "the daemon stopped with the stream open"},
+				   "the tunnel connection closed under an open stream (e.g. the "
+				   "other node's daemon stopped or crashed)"},
+	[SM_DROP_DAEMON_STOPPED] = {"daemon_stopped",
+				    "this node's daemon stopped or crashed with the connection "
+				    "open (recorded by it, or by the next daemon)"},
 	[SM_DROP_MALFORMED_HBONE] = {"malformed_hbone",
 				     "not HTTP/2, or a request that is not a valid CONNECT "
 				     "(RST_STREAM or 400)"},

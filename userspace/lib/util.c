@@ -430,3 +430,24 @@ long sm_raise_fd_limit(void)
 		(unsigned long long) before, (unsigned long long) rl.rlim_cur);
 	return (long) rl.rlim_cur;
 }
+
+void sm_sock_abort_on_close(int fd)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+void sm_sock_close_orderly(int fd)
+{
+	struct linger lg = {.l_onoff = 0, .l_linger = 0};
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+void sm_sock_close_reset(int fd)
+{
+	sm_sock_abort_on_close(fd);
+	close(fd);
+}

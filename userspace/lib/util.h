@@ -74,6 +74,18 @@ int sm_parse_bool(const char *s, bool *out);
 
 /* Copy with truncation check: 0 or -ENAMETOOLONG. */
 int sm_strlcpy(char *dst, const char *src, size_t size);
+/*
+ * Sockets the daemon holds for a workload (a captured client, a connection
+ * to a local service) are closed abortively unless the relay ends in order:
+ * sm_sock_abort_on_close() at creation makes any close, including the
+ * kernel's when the process dies, reset the connection, so the workload sees
+ * ECONNRESET and never a clean end of a stream that was cut short;
+ * sm_sock_close_orderly() undoes it for a relay that finished, so what is
+ * still queued is delivered; sm_sock_close_reset() resets now.
+ */
+void sm_sock_abort_on_close(int fd);
+void sm_sock_close_orderly(int fd);
+void sm_sock_close_reset(int fd);
 /* mkdir -p: every missing directory of path, with mode. 0 or -errno. */
 int sm_mkdir_p(const char *path, mode_t mode);
 
