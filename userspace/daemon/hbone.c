@@ -18,6 +18,11 @@
  * reader slows its sender. Half-close travels as END_STREAM one way and
  * shutdown(SHUT_WR) the other; errors reset both sides.
  *
+ * Files: this one holds TLS, connections, the streams' plain sockets, the
+ * outbound pool, flow-record joins and credentials; hbone_h2.c the HTTP/2
+ * session of a connection (nghttp2's callbacks, the inbound side's checks
+ * of a CONNECT); hbone_int.h the types and functions they share.
+ *
  * Ownership: handlers never free. A stream or connection that is finished is
  * marked dead and freed by conn_reap() at the end of the handler that marked
  * it, so no callback can touch freed memory.
@@ -63,33 +68,21 @@
 #include "daemon.h"
 #include "drop_reason.h"
 #include "flow_record.h"
+#include "hbone_int.h"
 #include "log.h"
 #include "sockmesh.skel.h"
 #include "tlsctx.h"
 
 #include <sockmesh/intercept.h>
 
-#define HB_BUF		    (256 * 1024)  /* read size from a plain socket */
-#define HB_WINDOW	    (1024 * 1024) /* stream receive window we advertise */
-#define HB_CONN_WINDOW	    (8 << 20)	  /* connection receive window */
-#define HB_TLS_READ	    16384
-#define HB_TLS_RBUF	    (64 * 1024) /* OpenSSL's read-ahead buffer: several records per read() */
-#define HB_TLS_BATCH	    (64 * 1024)	 /* HTTP/2 output gathered per SSL_write */
-#define HB_TLS_WBUF	    (128 * 1024) /* TLS records gathered per send() */
-#define HB_MAX_HANDSHAKING  256		 /* inbound handshakes in flight at once, per worker */
-#define HB_MAX_HEADER_VALUE 256		 /* longest request header value accepted */
-#define HB_MAX_HEADERS	    32		 /* header fields per request */
-#define HB_JOIN_LINGER_S    60		 /* a join entry outlives its stream this long */
-#define HB_PUMP_ROUNDS	    64		 /* reads per event, for fairness */
-#define HB_KEEP_BUF	    (16 * 1024)	 /* emptied buffers up to this size are freed */
-
-/* Bytes waiting to go one way. */
-struct hb_buf {
-	uint8_t *data;
-	size_t off, len, cap;
-};
-
-struct hb_conn;
+#define HB_BUF		   (256 * 1024) /* read size from a plain socket */
+#define HB_TLS_READ	   16384
+#define HB_TLS_RBUF	   (64 * 1024) /* OpenSSL's read-ahead buffer: several records per read() */
+#define HB_TLS_WBUF	   (128 * 1024) /* TLS records gathered per send() */
+#define HB_MAX_HANDSHAKING 256		/* inbound handshakes in flight at once, per worker */
+#define HB_JOIN_LINGER_S   60		/* a join entry outlives its stream this long */
+#define HB_PUMP_ROUNDS	   64		/* reads per event, for fairness */
+#define HB_KEEP_BUF	   (16 * 1024)	/* emptied buffers up to this size are freed */
 
 /*
  * A source of inbound handshakes: one IPv4 address, or one IPv6 /64 (what
@@ -102,91 +95,6 @@ struct hb_src {
 	} key;
 	unsigned int handshaking;
 	UT_hash_handle hh;
-};
-
-/* One CONNECT stream and the plain TCP socket it carries. */
-struct hb_stream {
-	struct hb_conn *conn;
-	int32_t id;
-	int fd; /* the client (outbound) or the local service (inbound) */
-	struct sm_ev *ev;
-	bool dead;	    /* free at the next reap */
-	bool reset;	    /* ... resetting the plain socket */
-	bool fd_connecting; /* inbound: connect to the service in progress */
-	bool established;   /* 200 received (outbound) or sent (inbound) */
-	bool fd_eof;	    /* the plain socket said EOF: END_STREAM follows */
-	bool h2_eof;	    /* END_STREAM received: shutdown(SHUT_WR) follows */
-	bool fd_shut;
-	bool deferred;	  /* the data provider waits for bytes */
-	bool h2_closed;	  /* nghttp2 closed the stream */
-	bool bad_request; /* a header broke the limits */
-	bool admitted;	  /* inbound: the policy let the CONNECT through to svc_addr:dport */
-	bool published;	  /* its facts are in tunnel_facts (sm_tunnel_fact_publish()) */
-	unsigned int nheaders;
-	size_t read_size;   /* next read from the plain socket: 4 KiB growing to HB_BUF */
-	int status;	    /* outbound: the :status received */
-	struct hb_buf up;   /* plain socket → HTTP/2 */
-	struct hb_buf down; /* HTTP/2 → plain socket */
-	char method[16];
-	char authority[64];
-	char trace[64];
-	/* the join key: the plain socket's far end, as the kernel's records see it */
-	struct sm_addr key_addr;
-	uint16_t key_port;
-	/*
-	 * Inbound, once admitted: the service, for re-checking the stream when
-	 * a new policy revision goes live. Its address rather than its
-	 * workload's identity: identities are catalog positions and move when a
-	 * reload adds a workload; the address finds the current one.
-	 */
-	struct sm_addr svc_addr;
-	uint16_t dport;
-	struct hb_stream *next;
-};
-
-/* One TLS connection carrying an HTTP/2 session, either role. */
-struct hb_conn {
-	struct sm_daemon *d;
-	struct sm_worker *w; /* the one thread that touches this connection */
-	bool server;
-	int fd;
-	struct sm_ev *ev;
-	SSL *ssl;
-	struct sm_creds *creds;
-	nghttp2_session *h2;
-	bool handshaking;
-	bool dead;
-	bool goaway;	     /* takes no new streams */
-	bool sni_selected;   /* the client's SNI chose our SVID (counted once: HRR asks twice) */
-	bool got_settings;   /* the peer's SETTINGS (after its preface) arrived */
-	bool h2_error_noted; /* we sent GOAWAY with an error: counted and recorded once */
-	struct hb_src *src;  /* inbound, while handshaking: the source it counts against */
-	int64_t started_ns;
-	int64_t established_ns; /* the TLS handshake finished */
-	uint32_t handshake_us;
-	int64_t idle_since; /* monotonic s since it has no streams, 0 = busy */
-	int64_t last_rx_ns; /* last bytes from the peer (monotonic) */
-	int64_t ping_ns;    /* keepalive PING outstanding since, 0 = none */
-	/*
-	 * The socket may hold bytes: set by a readable event, cleared when a read
-	 * came back short (the socket was drained then; a later arrival is a new
-	 * event). Saves the read() that would only say EAGAIN.
-	 */
-	bool rx_ready;
-	bool rx_short;	       /* the last read() filled less than it asked for */
-	struct hb_buf out;     /* HTTP/2 frames waiting for SSL_write */
-	struct hb_buf tls_out; /* TLS records waiting for send(): see tls_flush() */
-	unsigned int nstreams;
-	struct hb_stream *streams;
-	struct sm_addr peer;
-	uint16_t peer_port;
-	char peer_spiffe[256];
-	char failure[64];
-	/* outbound pool key and the identities the server may prove */
-	uint32_t src_id, dst_id;
-	int node;
-	char expect[2][256];
-	struct hb_conn *next;
 };
 
 /* What a tunnelled socket's flow records get: see sm_hbone_decorate(). */
@@ -206,14 +114,6 @@ struct hb_join {
 	struct sm_flow_policy policy;
 	int64_t expires; /* monotonic s; 0 while the stream lives */
 	UT_hash_handle hh;
-};
-
-struct hb_listener {
-	struct sm_worker *w;
-	int fd;
-	unsigned int addr; /* index into this node's catalog addresses */
-	struct sm_ev *ev;
-	bool resting; /* out of descriptors: not watched for SM_ACCEPT_BACKOFF_MS */
 };
 
 /* A watched credential directory: -1 = the node's, else a catalog workload index. */
@@ -239,20 +139,6 @@ struct sm_hbone {
 	unsigned int nwatches;
 	uint64_t creds_reloads, creds_reload_failures, creds_expiring;
 	BIO_METHOD *wbio_method; /* see tls_wbio_write() */
-};
-
-/* Per worker: only its thread touches it, except joins (join_mu) and st (SM_STAT_*). */
-struct sm_hbone_worker {
-	struct hb_listener l[SM_NODE_ADDRS_MAX];
-	unsigned int nl;
-	struct hb_conn *conns;
-	unsigned int handshaking_in;
-	struct hb_src *srcs; /* sources with inbound handshakes in flight */
-	pthread_mutex_t join_mu;
-	struct hb_join *joins;
-	struct sm_hbone_stats st;
-	/* the daemon stops: streams cut now keep their tunnel facts for the records */
-	bool stopping;
 };
 
 static int64_t mono_ns(void)
@@ -316,7 +202,7 @@ static void buf_release_small(struct hb_buf *b)
 	}
 }
 
-static int buf_append(struct hb_buf *b, const uint8_t *p, size_t n)
+int buf_append(struct hb_buf *b, const uint8_t *p, size_t n)
 {
 	if (buf_reserve(b, n))
 		return -ENOMEM;
@@ -416,7 +302,7 @@ static struct hb_join *join_find(struct sm_hbone_worker *hw, const struct sm_add
 }
 
 /* Record what the stream knows (and a failure, first one wins) for its socket's records. */
-static void join_update(struct hb_stream *s, const char *failure)
+void join_update(struct hb_stream *s, const char *failure)
 {
 	struct hb_conn *c = s->conn;
 	struct sm_daemon *d = c->d;
@@ -547,7 +433,7 @@ bool sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint
 }
 
 /* The service hosted on this node at addr:port, or -1. */
-static int local_service(const struct sm_daemon *d, const struct sm_addr *a, uint16_t port)
+int local_service(const struct sm_daemon *d, const struct sm_addr *a, uint16_t port)
 {
 	for (unsigned int i = 0; i < d->cat.nservices; i++) {
 		const struct sm_service_def *sv = &d->cat.services[i];
@@ -564,8 +450,8 @@ static int local_service(const struct sm_daemon *d, const struct sm_addr *a, uin
  * pd: the policy decision behind it, if the policy refused the stream. With
  * reason NULL and pd: the AUDIT record of a stream the policy let through.
  */
-static void record_failure_policy(struct hb_conn *c, const char *reason, const char *authority,
-				  const struct sm_policy_decision *pd)
+void record_failure_policy(struct hb_conn *c, const char *reason, const char *authority,
+			   const struct sm_policy_decision *pd)
 {
 	struct sm_daemon *d = c->d;
 	struct sockaddr_storage ss;
@@ -647,14 +533,14 @@ static void record_failure_policy(struct hb_conn *c, const char *reason, const c
 	sm_flowexp_emit(d, &r);
 }
 
-static void record_failure(struct hb_conn *c, const char *reason, const char *authority)
+void record_failure(struct hb_conn *c, const char *reason, const char *authority)
 {
 	record_failure_policy(c, reason, authority, NULL);
 }
 
 /* ---- streams ---- */
 
-static struct hb_stream *stream_new(struct hb_conn *c, int fd)
+struct hb_stream *stream_new(struct hb_conn *c, int fd)
 {
 	struct hb_stream *s = calloc(1, sizeof(*s));
 
@@ -673,7 +559,7 @@ static struct hb_stream *stream_new(struct hb_conn *c, int fd)
 }
 
 /* The stream failed: RST_STREAM to the peer, reset of the plain socket at reap. */
-static void stream_fail(struct hb_stream *s, uint32_t h2_error, const char *reason)
+void stream_fail(struct hb_stream *s, uint32_t h2_error, const char *reason)
 {
 	struct hb_conn *c = s->conn;
 
@@ -706,7 +592,7 @@ static void stream_interest(struct hb_stream *s)
 }
 
 /* Write what HTTP/2 delivered to the plain socket; acknowledge it to the peer. */
-static void stream_flush_down(struct hb_stream *s)
+void stream_flush_down(struct hb_stream *s)
 {
 	struct hb_conn *c = s->conn;
 	size_t written = 0;
@@ -776,8 +662,8 @@ static void stream_read_up(struct hb_stream *s)
 }
 
 /* nghttp2 pulls the bytes of our DATA frames from here. */
-static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
-			 nghttp2_data_source *src, void *user)
+ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+		  nghttp2_data_source *src, void *user)
 {
 	struct hb_stream *s = src->ptr;
 	size_t n;
@@ -808,7 +694,7 @@ static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t l
 
 /* ---- connections ---- */
 
-static void conn_fail(struct hb_conn *c, const char *reason)
+void conn_fail(struct hb_conn *c, const char *reason)
 {
 	if (c->dead)
 		return;
@@ -856,7 +742,7 @@ static void conn_free(struct hb_conn *c)
 }
 
 /* Free what handlers marked dead; stream fds get their final interest. */
-static void conn_reap(struct hb_conn *c)
+void conn_reap(struct hb_conn *c)
 {
 	struct hb_stream **pp = &c->streams;
 
@@ -1133,17 +1019,8 @@ static void conn_pump(struct hb_conn *c)
 		r = SSL_read(c->ssl, buf, sizeof(buf));
 		if (r > 0) {
 			c->last_rx_ns = mono_ns();
-			ssize_t used = nghttp2_session_mem_recv(c->h2, buf, (size_t) r);
-
-			if (used < 0) {
-				SM_STAT_INC(c->w->hb->st.bad_frames);
-				if (c->server)
-					record_failure(c,
-						       sm_drop_reason_name(SM_DROP_MALFORMED_HBONE),
-						       NULL);
-				conn_fail(c, sm_drop_reason_name(SM_DROP_MALFORMED_HBONE));
+			if (hb_h2_recv(c, buf, (size_t) r))
 				return;
-			}
 			if (c->rx_short)
 				c->rx_ready = false;
 			continue;
@@ -1174,26 +1051,8 @@ static void conn_pump(struct hb_conn *c)
 			stream_flush_down(s);
 
 	for (int round = 0; round < HB_PUMP_ROUNDS; round++) {
-		/*
-		 * Gather frames before writing: one SSL_write per 9-byte frame
-		 * header and per 16 KiB payload made two TLS records and two
-		 * write()s per DATA frame; a batch fills whole records.
-		 */
-		while (buf_pending(&c->out) < HB_TLS_BATCH) {
-			const uint8_t *p;
-			ssize_t n = nghttp2_session_mem_send(c->h2, &p);
-
-			if (n < 0) {
-				conn_fail(c, sm_drop_reason_name(SM_DROP_HTTP2_ERROR));
-				return;
-			}
-			if (n == 0)
-				break;
-			if (buf_append(&c->out, p, (size_t) n)) {
-				conn_fail(c, sm_drop_reason_name(SM_DROP_OUT_OF_MEMORY));
-				return;
-			}
-		}
+		if (hb_h2_gather(c))
+			return;
 		if (buf_pending(&c->out) == 0)
 			break;
 		ERR_clear_error();
@@ -1236,378 +1095,6 @@ static void on_conn(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 	conn_reap(c);
 }
 
-static void on_stream_fd(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg);
-
-/* ---- nghttp2 callbacks (both roles) ---- */
-
-static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
-{
-	struct hb_conn *c = user;
-	struct hb_stream *s;
-
-	if (!c->server || frame->hd.type != NGHTTP2_HEADERS ||
-	    frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-		return 0;
-	if (c->goaway || c->w->draining) {
-		nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
-					  NGHTTP2_REFUSED_STREAM);
-		return 0;
-	}
-	s = stream_new(c, -1);
-	if (!s)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	s->id = frame->hd.stream_id;
-	nghttp2_session_set_stream_user_data(h2, s->id, s);
-	return 0;
-}
-
-static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
-		     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-		     void *user)
-{
-	struct hb_stream *s = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
-	struct hb_conn *c = user;
-
-	(void) flags;
-	if (!s || frame->hd.type != NGHTTP2_HEADERS)
-		return 0;
-	if (!c->server) {
-		if (namelen == 7 && memcmp(name, ":status", 7) == 0 && valuelen == 3)
-			s->status =
-				(value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
-		return 0;
-	}
-	if (++s->nheaders > HB_MAX_HEADERS || valuelen > HB_MAX_HEADER_VALUE) {
-		s->bad_request = true;
-		return 0;
-	}
-	if (namelen == 7 && memcmp(name, ":method", 7) == 0)
-		snprintf(s->method, sizeof(s->method), "%.*s", (int) valuelen, value);
-	else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
-		snprintf(s->authority, sizeof(s->authority), "%.*s", (int) valuelen, value);
-	else if (namelen == 11 && memcmp(name, "traceparent", 11) == 0)
-		snprintf(s->trace, sizeof(s->trace), "%.*s", (int) valuelen, value);
-	return 0;
-}
-
-/* A request answered without a body: the stream ends with the response. */
-static void respond_policy(struct hb_stream *s, const char *status, const char *why,
-			   const struct sm_policy_decision *pd)
-{
-	struct hb_conn *c = s->conn;
-	nghttp2_nv nv[] = {{(uint8_t *) ":status", (uint8_t *) status, 7, strlen(status),
-			    NGHTTP2_NV_FLAG_NONE}};
-
-	nghttp2_submit_response(c->h2, s->id, nv, 1, NULL);
-	SM_STAT_INC(c->w->hb->st.requests_refused);
-	record_failure_policy(c, why, s->authority, pd);
-	s->dead = true;
-	s->reset = true;
-}
-
-/* The drop_reason of a stream the policy refuses. */
-static const char *policy_reason(const struct sm_policy_decision *pd)
-{
-	return pd->reason == SM_POLICY_R_DEFAULT_DENY
-		       ? sm_drop_reason_name(SM_DROP_POLICY_DEFAULT_DENY)
-		       : sm_drop_reason_name(SM_DROP_POLICY_DENIED);
-}
-
-static void respond(struct hb_stream *s, const char *status, const char *why)
-{
-	respond_policy(s, status, why, NULL);
-}
-
-static void upstream_ready(struct hb_stream *s)
-{
-	struct hb_conn *c = s->conn;
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
-	nghttp2_nv nv[] = {{(uint8_t *) ":status", (uint8_t *) "200", 7, 3, NGHTTP2_NV_FLAG_NONE}};
-
-	s->fd_connecting = false;
-	s->established = true;
-	/* the workload's records see the daemon's side of this socket */
-	if (getsockname(s->fd, (struct sockaddr *) &ss, &sl) == 0)
-		sm_addr_from_sockaddr((struct sockaddr *) &ss, &s->key_addr, &s->key_port);
-	join_update(s, NULL);
-	if (nghttp2_submit_response(c->h2, s->id, nv, 1, &prd) != 0)
-		stream_fail(s, NGHTTP2_INTERNAL_ERROR, sm_drop_reason_name(SM_DROP_HTTP2_ERROR));
-	stream_flush_down(s); /* DATA that arrived before the service answered */
-}
-
-static void handle_request(struct hb_stream *s)
-{
-	struct hb_conn *c = s->conn;
-	struct sm_daemon *d = c->d;
-	struct sm_policy_decision pd;
-	struct sm_addr dst;
-	uint16_t dport;
-	int fd, svc, one = 1;
-
-	if (s->bad_request || strcmp(s->method, "CONNECT") != 0 ||
-	    sm_addrport_parse(s->authority, &dst, &dport) != 0) {
-		respond(s, "400", sm_drop_reason_name(SM_DROP_MALFORMED_HBONE));
-		return;
-	}
-	svc = local_service(d, &dst, dport);
-	if (svc < 0) {
-		pr_info("refusing CONNECT %s from %s: not a service hosted on node %s",
-			s->authority, c->peer_spiffe, d->cfg.node);
-		respond(s, "400", sm_drop_reason_name(SM_DROP_AUTHORITY_NOT_HOSTED));
-		return;
-	}
-	/* the destination's own check, by the caller's certificate identity */
-	sm_policy_check(d, sm_policy_identity_of(d, c->peer_spiffe),
-			d->cat.workloads[d->cat.services[svc].workload].identity, dport, &pd);
-	if (pd.action == SM_POLICY_DENY) {
-		pr_debug("refusing CONNECT %s from %s: policy (%s)", s->authority, c->peer_spiffe,
-			 pd.reason == SM_POLICY_R_DEFAULT_DENY ? "default deny" : "denied");
-		respond_policy(s, "403", policy_reason(&pd), &pd);
-		return;
-	}
-	if (pd.audit) /* the caller would have been refused: say so, and go on */
-		record_failure_policy(c, NULL, s->authority, &pd);
-	s->admitted = true;
-	s->svc_addr = dst;
-	s->dport = dport;
-	fd = sm_upstream_connect(d, &dst, dport);
-	if (fd < 0) {
-		respond(s, fd == -ECONNREFUSED ? "502" : "503",
-			fd == -ECONNREFUSED ? sm_drop_reason_name(SM_DROP_UPSTREAM_REFUSED)
-					    : sm_drop_reason_name(SM_DROP_UPSTREAM_UNREACHABLE));
-		return;
-	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	s->fd = fd;
-	s->fd_connecting = true;
-	s->ev = sm_evloop_add(c->w->loop, fd, EPOLLOUT, on_stream_fd, s);
-	if (!s->ev)
-		respond(s, "503", sm_drop_reason_name(SM_DROP_OUT_OF_MEMORY));
-}
-
-/* Why a CONNECT was answered status: 403 is the destination's policy. */
-static const char *status_reason(int status, char *buf, size_t len)
-{
-	if (status == 403)
-		return sm_drop_reason_name(SM_DROP_POLICY_DENIED_REMOTE);
-	return sm_drop_reason_http(status, buf, len);
-}
-
-static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
-{
-	struct hb_stream *s = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
-	struct hb_conn *c = user;
-
-	if (frame->hd.type == NGHTTP2_GOAWAY) {
-		c->goaway = true;
-		return 0;
-	}
-	if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK)) {
-		c->ping_ns = 0;
-		return 0;
-	}
-	if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
-		c->got_settings = true;
-		return 0;
-	}
-	if (!s || s->dead)
-		return 0;
-	if (frame->hd.type == NGHTTP2_HEADERS) {
-		if (c->server && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-			handle_request(s);
-			return 0;
-		}
-		if (!c->server && frame->headers.cat == NGHTTP2_HCAT_RESPONSE) {
-			if (s->status != 200) {
-				char why[32];
-
-				stream_fail(s, NGHTTP2_CANCEL,
-					    status_reason(s->status, why, sizeof(why)));
-				return 0;
-			}
-			s->established = true;
-			join_update(s, NULL);
-			if (s->deferred) {
-				s->deferred = false;
-				nghttp2_session_resume_data(h2, s->id);
-			}
-		}
-	}
-	if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
-	    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-		s->h2_eof = true;
-		stream_flush_down(s);
-	}
-	return 0;
-}
-
-static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id, const uint8_t *data,
-			 size_t len, void *user)
-{
-	struct hb_stream *s = nghttp2_session_get_stream_user_data(h2, id);
-
-	(void) flags;
-	(void) user;
-	if (!s || s->dead) {
-		nghttp2_session_consume(h2, id, len); /* nobody reads it: free the window */
-		return 0;
-	}
-	if (buf_append(&s->down, data, len))
-		stream_fail(s, NGHTTP2_INTERNAL_ERROR, sm_drop_reason_name(SM_DROP_OUT_OF_MEMORY));
-	/* written out once per read round (conn_pump), not once per frame */
-	return 0;
-}
-
-static int on_stream_close(nghttp2_session *h2, int32_t id, uint32_t error, void *user)
-{
-	struct hb_stream *s = nghttp2_session_get_stream_user_data(h2, id);
-
-	(void) user;
-	if (!s)
-		return 0;
-	s->h2_closed = true;
-	if (s->dead)
-		return 0;
-	if (error != NGHTTP2_NO_ERROR || !s->established) {
-		char why[32];
-
-		stream_fail(s, NGHTTP2_NO_ERROR,
-			    s->status && s->status != 200
-				    ? status_reason(s->status, why, sizeof(why))
-				    : sm_drop_reason_name(SM_DROP_STREAM_RESET));
-		return 0;
-	}
-	/* a clean close: anything still buffered goes out before the socket closes */
-	s->h2_eof = true;
-	if (!s->fd_eof) {
-		/* the peer finished both ways; we stop reading as well */
-		s->fd_eof = true;
-	}
-	stream_flush_down(s);
-	return 0;
-}
-
-/* A stream nghttp2 itself refused (RST_STREAM): it leaves its record and reason. */
-static void stream_refused_by_h2(struct hb_stream *s, const char *reason)
-{
-	struct hb_conn *c = s->conn;
-
-	if (s->dead)
-		return;
-	SM_STAT_INC(c->w->hb->st.streams_failed);
-	join_update(s, reason);
-	s->dead = true;
-	s->reset = true;
-}
-
-/*
- * nghttp2 refused a frame the peer sent: a stream error (e.g. a request that
- * breaks HTTP/2's rules, such as CONNECT without :authority) is answered by
- * nghttp2 with RST_STREAM; connection errors also get GOAWAY (see
- * on_frame_send()). Either way the frame is counted and the stream named.
- */
-static int on_invalid_frame(nghttp2_session *h2, const nghttp2_frame *frame, int lib_error,
-			    void *user)
-{
-	struct hb_stream *s = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
-	struct hb_conn *c = user;
-	const char *reason = sm_drop_reason_name(SM_DROP_MALFORMED_HBONE);
-
-	SM_STAT_INC(c->w->hb->st.bad_frames);
-	pr_debug("%s connection %s: invalid %s frame on stream %d: %s",
-		 c->server ? "inbound" : "outbound", c->peer_spiffe,
-		 frame->hd.type == NGHTTP2_HEADERS ? "HEADERS" : "HTTP/2", frame->hd.stream_id,
-		 nghttp2_strerror(lib_error));
-	if (c->server)
-		record_failure(c, reason, s && s->authority[0] ? s->authority : NULL);
-	if (s)
-		stream_refused_by_h2(s, reason);
-	return 0;
-}
-
-/*
- * A GOAWAY with an error code that nghttp2 sent on its own (ours carry
- * NO_ERROR): the peer broke HTTP/2 on the connection, e.g. a frame larger
- * than we allow. The connection ends once the GOAWAY is out; it and its
- * streams are named here, once.
- */
-static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
-{
-	struct hb_conn *c = user;
-	const char *reason;
-
-	(void) h2;
-	if (frame->hd.type != NGHTTP2_GOAWAY || frame->goaway.error_code == NGHTTP2_NO_ERROR ||
-	    c->h2_error_noted)
-		return 0;
-	c->h2_error_noted = true;
-	reason = sm_drop_reason_name(frame->goaway.error_code == NGHTTP2_FRAME_SIZE_ERROR
-					     ? SM_DROP_HTTP2_FRAME_SIZE_ERROR
-					     : SM_DROP_HTTP2_PROTOCOL_ERROR);
-	SM_STAT_INC(c->w->hb->st.bad_frames);
-	pr_info_limited("%s connection from %s (%s): HTTP/2 %s, GOAWAY sent (%s)",
-			c->server ? "inbound" : "outbound", c->peer_spiffe,
-			c->server ? "the peer" : "the far node",
-			nghttp2_http2_strerror(frame->goaway.error_code), reason);
-	if (c->server)
-		record_failure(c, reason, NULL);
-	if (!c->failure[0])
-		sm_strlcpy(c->failure, reason, sizeof(c->failure));
-	for (struct hb_stream *s = c->streams; s; s = s->next)
-		stream_refused_by_h2(s, reason);
-	return 0;
-}
-
-static nghttp2_session_callbacks *h2_callbacks(void)
-{
-	nghttp2_session_callbacks *cb;
-
-	if (nghttp2_session_callbacks_new(&cb))
-		return NULL;
-	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
-	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
-	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame);
-	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
-	return cb;
-}
-
-static int conn_h2_init(struct hb_conn *c)
-{
-	nghttp2_session_callbacks *cb = h2_callbacks();
-	nghttp2_option *opt = NULL;
-	nghttp2_settings_entry iv[] = {
-		{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->d->cfg.tunnel_max_streams},
-		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, HB_WINDOW},
-		{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-		{NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 8192},
-		/* bigger DATA frames from the peer: fewer frames per TLS record batch */
-		{NGHTTP2_SETTINGS_MAX_FRAME_SIZE, 65536},
-	};
-	int rv;
-
-	if (!cb || nghttp2_option_new(&opt)) {
-		nghttp2_session_callbacks_del(cb);
-		return -ENOMEM;
-	}
-	/* windows open when bytes reach the plain socket, not when they arrive */
-	nghttp2_option_set_no_auto_window_update(opt, 1);
-	nghttp2_option_set_max_outbound_ack(opt, 1000);
-	rv = c->server ? nghttp2_session_server_new2(&c->h2, cb, c, opt)
-		       : nghttp2_session_client_new2(&c->h2, cb, c, opt);
-	nghttp2_session_callbacks_del(cb);
-	nghttp2_option_del(opt);
-	if (rv)
-		return -ENOMEM;
-	nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, SM_ARRAY_SIZE(iv));
-	nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, HB_CONN_WINDOW);
-	return 0;
-}
-
 /* Notes whether the socket's last read() came back short: then it was drained. */
 static long rbio_watch(BIO *b, int oper, const char *argp, size_t len, int argi, long argl, int ret,
 		       size_t *processed)
@@ -1640,7 +1127,7 @@ static struct hb_conn *conn_new(struct sm_worker *w, int fd, bool server, struct
 	c->last_rx_ns = c->started_ns;
 	c->creds = sm_creds_get(creds);
 	c->ssl = SSL_new(ctx);
-	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1 || conn_h2_init(c))
+	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1 || hb_h2_init(c))
 		goto fail;
 	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	/* one read() takes what the socket holds, up to several records, not a header then a body
@@ -1680,13 +1167,10 @@ fail:
 
 /* ---- plain sockets of streams ---- */
 
-static void on_stream_fd(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+void stream_fd_event(struct hb_stream *s, uint32_t events)
 {
-	struct hb_stream *s = arg;
 	struct hb_conn *c = s->conn;
 
-	(void) loop;
-	(void) ev;
 	if (s->dead)
 		return;
 	if (s->fd_connecting) {
@@ -1697,12 +1181,12 @@ static void on_stream_fd(struct sm_evloop *loop, struct sm_ev *ev, uint32_t even
 			err = errno;
 		if (err) {
 			SM_STAT_INC(c->w->hb->st.upstream_errors);
-			respond(s, err == ECONNREFUSED ? "502" : "503",
-				err == ECONNREFUSED
-					? sm_drop_reason_name(SM_DROP_UPSTREAM_REFUSED)
-					: sm_drop_reason_name(SM_DROP_UPSTREAM_UNREACHABLE));
+			hb_respond(s, err == ECONNREFUSED ? "502" : "503",
+				   err == ECONNREFUSED
+					   ? sm_drop_reason_name(SM_DROP_UPSTREAM_REFUSED)
+					   : sm_drop_reason_name(SM_DROP_UPSTREAM_UNREACHABLE));
 		} else {
-			upstream_ready(s);
+			hb_upstream_ready(s);
 		}
 	} else {
 		if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
@@ -1710,6 +1194,18 @@ static void on_stream_fd(struct sm_evloop *loop, struct sm_ev *ev, uint32_t even
 		if (events & EPOLLOUT)
 			stream_flush_down(s);
 	}
+}
+
+void on_stream_fd(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct hb_stream *s = arg;
+	struct hb_conn *c = s->conn;
+
+	(void) loop;
+	(void) ev;
+	if (s->dead)
+		return;
+	stream_fd_event(s, events);
 	conn_pump(c);
 	conn_reap(c);
 }
@@ -1749,7 +1245,7 @@ static void stream_revoke(struct hb_stream *s, const struct sm_policy_decision *
 	struct sm_flow_record r;
 
 	if (!s->established) {
-		respond_policy(s, "403", policy_reason(pd), pd);
+		hb_respond_policy(s, "403", hb_policy_reason(pd), pd);
 		return;
 	}
 	SM_STAT_INC(c->w->hb->st.policy_streams_closed);
@@ -2519,6 +2015,7 @@ int sm_hbone_worker_start(struct sm_worker *w)
 		free(hw);
 		return err;
 	}
+	hw->upstream_connect = sm_upstream_connect;
 	w->hb = hw;
 	for (unsigned int i = 0; i < self->naddrs && i < SM_NODE_ADDRS_MAX; i++) {
 		err = listen_inbound(w, &self->addrs[i], i);
