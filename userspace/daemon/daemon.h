@@ -376,6 +376,15 @@ bool sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint
 /* Restore <state_dir>/policy.json into the kernel; before any attach (fail closed). */
 int sm_policy_start(struct sm_daemon *d);
 void sm_policy_stop(struct sm_daemon *d);
+/*
+ * For tests, which have no kernel maps (the tunnel's fuzz harness): set,
+ * compiled against d's catalog as revision revision, becomes the policy
+ * sm_policy_check() answers from, in the daemon's copy only; nothing goes
+ * to the kernel. Instead of sm_policy_start(); sm_policy_stop() frees it.
+ * 0, or -errno with err set when it does not compile (-EBUSY: started).
+ */
+int sm_policy_start_unattached(struct sm_daemon *d, const struct sm_policy_set *set,
+			       uint32_t revision, struct sm_error *err);
 /* The catalog changed (workers paused): recompile, patterns re-expand. 0 or -errno. */
 int sm_policy_catalog_changed(struct sm_daemon *d);
 /* The catalog identity of a SPIFFE ID; SM_ID_WORLD when it names no workload. */

@@ -358,6 +358,32 @@ int sm_policy_start(struct sm_daemon *d)
 	return 0;
 }
 
+int sm_policy_start_unattached(struct sm_daemon *d, const struct sm_policy_set *set,
+			       uint32_t revision, struct sm_error *err)
+{
+	struct sm_policyd *p;
+	int ret;
+
+	if (d->policy)
+		return -EBUSY;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->live_fd[0] = p->live_fd[1] = -1;
+	ret = sm_policy_set_copy(set, &p->set)
+		      ?: sm_policy_compile(&p->set, &d->cat, revision, d->cfg.max_policy_entries,
+					   &p->compiled, err);
+	if (ret) {
+		sm_policy_set_free(&p->set);
+		free(p);
+		return ret;
+	}
+	p->revision = revision;
+	p->applied_at = time(NULL);
+	d->policy = p;
+	return 0;
+}
+
 void sm_policy_stop(struct sm_daemon *d)
 {
 	struct sm_policyd *p = d->policy;
