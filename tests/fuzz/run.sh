@@ -161,7 +161,7 @@ run_fuzz() {
 
 run_coverage() {
 	local bin name short dirs profdata srcs=()
-	for f in userspace/lib/*.c; do srcs+=("$REPO/$f"); done
+	for f in userspace/lib/*.c userspace/daemon/*.c; do srcs+=("$REPO/$f"); done
 	mkdir -p "$out/coverage"
 	for bin in "$@"; do
 		name=${bin##*/}
