@@ -148,6 +148,8 @@ def seeds():
                                                 extra=[("x-long", "a" * 300)]) +
                              req(3, "10.0.1.1:80", extra=[("x-huge", "b" * 9000)]) +
                              req(5, "10.0.1.1:80" + "0" * 70))
+    # 64 bytes whose first 63 name 10.0.1.1:80 (port 80 in octal behind zeros)
+    s["authority-too-long"] = (API, OPENING + req(1, "10.0.1.1:" + "0" * 51 + "1209"))
     s["too-many-headers"] = (API, OPENING + req(1, "10.0.1.1:80",
                                                 extra=[("x-h%d" % i, "v") for i in range(40)]))
     s["policy-denied-batch"] = (BATCH, OPENING + req(1, "10.0.1.1:84") + data(1, HTTP_GET) +

@@ -142,6 +142,23 @@ H2_PREFACE='PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\000\000\000\004\000\000\000\000\000
 	still_healthy
 }
 
+@test "an :authority longer than the daemon keeps gets 400, never a cut that names a service" {
+	# HEADERS on stream 1, END_HEADERS; HPACK: :method (static index 2) = CONNECT,
+	# :authority (static index 1) = 64 bytes: the service's address, then 8080 in octal
+	# behind 48 zeros, then a 9 that makes the port invalid. Its first 63 bytes would
+	# name 10.11.0.2:8080, the echo service.
+	local a
+	a="10.11.0.2:$(printf '0%.0s' {1..48})176209"
+	[ "${#a}" -eq 64 ]
+	run raw_h2 "$H2_PREFACE\\000\\000\\113\\001\\004\\000\\000\\000\\001\\002\\007CONNECT\\001\\100$a"
+	echo "$output"
+	rec=$(sm_wait_record node2 '.verdict == "DROPPED" and .drop_reason == "malformed_hbone"')
+	echo "$rec"
+	[ "$(tunnel requests_refused)" -ge 1 ]
+	[ "$(tunnel streams_total)" -eq "$(tunnel requests_refused)" ]
+	still_healthy
+}
+
 @test "CONNECT without :authority: RST_STREAM, a DROPPED record and bad_frames" {
 	# HEADERS on stream 1, END_HEADERS, HPACK: :method (static index 2) = CONNECT, nothing else
 	run raw_h2 "$H2_PREFACE\\000\\000\\011\\001\\004\\000\\000\\000\\001\\002\\007CONNECT"

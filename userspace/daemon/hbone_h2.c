@@ -53,6 +53,16 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, voi
 	return 0;
 }
 
+/* Keep a header's value as a string in field (size bytes). 0, or -ENAMETOOLONG: not kept. */
+static int header_keep(char *field, size_t size, const uint8_t *value, size_t len)
+{
+	if (len >= size)
+		return -ENAMETOOLONG;
+	memcpy(field, value, len);
+	field[len] = '\0';
+	return 0;
+}
+
 static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
 		     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
 		     void *user)
@@ -73,12 +83,21 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
 		s->bad_request = true;
 		return 0;
 	}
-	if (namelen == 7 && memcmp(name, ":method", 7) == 0)
-		snprintf(s->method, sizeof(s->method), "%.*s", (int) valuelen, value);
-	else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
-		snprintf(s->authority, sizeof(s->authority), "%.*s", (int) valuelen, value);
-	else if (namelen == 11 && memcmp(name, "traceparent", 11) == 0)
-		snprintf(s->trace, sizeof(s->trace), "%.*s", (int) valuelen, value);
+	/*
+	 * A value longer than its field is never cut to fit: the first 63
+	 * bytes of an invalid :authority can name a service (a port with
+	 * leading zeros), so such a request is malformed. A traceparent that
+	 * long is no W3C one of a version we know; it is left out.
+	 */
+	if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
+		if (header_keep(s->method, sizeof(s->method), value, valuelen))
+			s->bad_request = true;
+	} else if (namelen == 10 && memcmp(name, ":authority", 10) == 0) {
+		if (header_keep(s->authority, sizeof(s->authority), value, valuelen))
+			s->bad_request = true;
+	} else if (namelen == 11 && memcmp(name, "traceparent", 11) == 0) {
+		(void) header_keep(s->trace, sizeof(s->trace), value, valuelen);
+	}
 	return 0;
 }
 
