@@ -432,13 +432,6 @@ void sm_metrics_lost(struct sm_daemon *d, const char *source, uint64_t n);
 int sm_privileges_drop(struct sm_daemon *d);
 
 /*
- * privileges.c: once the programs are attached, keep only the capabilities
- * the running daemon uses (docs/security.md). Before any thread exists:
- * capabilities are per thread and threads inherit the creator's. 0 or -errno.
- */
-int sm_privileges_drop(struct sm_daemon *d);
-
-/*
  * tunnelfacts.c: what the tunnel knew of each stream, in the pinned
  * tunnel_facts map, for the records of connections a daemon that stopped or
  * crashed carried (include/sockmesh/tunnel.h).
