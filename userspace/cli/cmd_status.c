@@ -29,9 +29,12 @@ static const char *format_uptime(int64_t s, char *buf, size_t len)
 	return buf;
 }
 
+/* The header's labels, as wide as the widest ("enrollment root:") and a blank. */
+#define LABEL_WIDTH 17
+
 static void print_field(const char *name, const char *value)
 {
-	printf("%-13s%s\n", name, value && *value ? value : "-");
+	printf("%-*s%s\n", LABEL_WIDTH, name, value && *value ? value : "-");
 }
 
 static void print_header(struct json_object *d)
@@ -61,7 +64,7 @@ static void print_stats(const char *title, struct json_object *obj, const char *
 {
 	char buf[32];
 
-	printf("%-13s", title);
+	printf("%-*s", LABEL_WIDTH, title);
 	if (!obj || !json_object_is_type(obj, json_type_object)) {
 		printf("-\n");
 		return;
@@ -248,9 +251,9 @@ int cli_render_status(const struct cli_opts *o, const char *cmd, struct json_obj
 	if (tun && json_object_get_boolean(member(tun, "hbone", json_type_boolean)))
 		print_stats("tunnel:", tun, tunnel_keys, tunnel_labels, SM_ARRAY_SIZE(tunnel_keys));
 	else if (tun)
-		printf("%-13splaintext relay (tunnel.hbone: false): traffic between nodes is NOT "
+		printf("%-*splaintext relay (tunnel.hbone: false): traffic between nodes is NOT "
 		       "encrypted\n",
-		       "tunnel:");
+		       LABEL_WIDTH, "tunnel:");
 
 	v = member(data, "programs", json_type_array);
 	if (v)
