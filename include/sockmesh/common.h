@@ -46,7 +46,7 @@ enum sm_counter {
 	SM_CNT_CONNECT_SAME_NODE,    /* destination hosted on this node: left alone */
 	SM_CNT_CONNECT_PASSTHROUGH,  /* destination not in the mesh: left alone */
 	SM_CNT_CONNECT_UNENROLLED,   /* caller's cgroup not a workload */
-	SM_CNT_CONNECT_DAEMON,	     /* socket carries the daemon's mark */
+	SM_CNT_CONNECT_DAEMON,	     /* retired, always 0: no hook exempts a socket by its mark */
 	SM_CNT_CONNECT_FAILCLOSED,   /* capture impossible (storage full): EPERM */
 	SM_CNT_STORAGE_FAIL,	     /* sk_storage create failed */
 	SM_CNT_ORIGDST_UPDATE_FAIL,  /* orig_dst map full / update failed */
