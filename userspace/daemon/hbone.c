@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
  * HBONE: the cross-node hop as HTTP/2 CONNECT over mutual TLS 1.3, as Istio's
- * ztunnel speaks it on port 15008 (DESIGN.md sections 2 and 4).
+ * ztunnel speaks it on port 15008 (docs/tunnel.md).
  *
  * Outbound, a captured connection becomes one CONNECT stream with
  * :authority = the original destination, on a pooled mTLS connection to the

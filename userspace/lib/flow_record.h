@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Flow records: one JSON object per line (DESIGN.md section 6). The schema is
+ * Flow records: one JSON object per line. The schema is
  * documented in docs/flow-schema.md; SM_FLOW_SCHEMA_VERSION is in every record.
  * Field names follow Hubble where the meaning matches.
  */
