@@ -225,6 +225,18 @@ EOF
 	sm_wait_until 10 grep -q 'SIGHUP: catalog reloaded' "$(sb_daemon_log node1)"
 }
 
+@test "a listener below port 1024: the daemon also keeps CAP_NET_BIND_SERVICE, and binds it" {
+	sb_start_daemon node1 --outbound 127.0.0.1:801 --outbound6 "[::1]:801"
+	sb_start_daemon node2
+	sb_serve node2 server 10.11.0.2:8080 echo
+	want=$(printf '%016x' $(((1 << 39) | (1 << 12) | (1 << 10) | (1 << 2))))
+	[ "$(awk '$1 == "CapEff:" { print $2 }' "/proc/$(sb_daemon_pid node1)/status")" = "$want" ]
+	run sm_send node1 client 10.11.0.2:8080 2000 --expect echo
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(sm_field "$output" peer)" = 127.0.0.1:801 ]
+}
+
 # cut_by NODE SIGNAL: a tunnelled connection from node1's client to node2's echo
 # is open while NODE's daemon goes away with SIGNAL (KILL: a crash; TERM: a stop
 # whose 5 s drain ends before the connection does); the daemon is started again.

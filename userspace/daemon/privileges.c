@@ -11,6 +11,8 @@
  *   CAP_NET_ADMIN       SO_MARK on the daemon's own connections
  *   CAP_DAC_READ_SEARCH reading credential files that another user (the SVID
  *                       issuer) writes, across rotations
+ *   CAP_NET_BIND_SERVICE only when a listener's port is below 1024 (the workers
+ *                       bind theirs after the drop)
  *
  * Everything else it does works on descriptors it already holds or on files
  * it owns. A daemon started with fewer of these keeps what it had of them.
@@ -23,11 +25,24 @@
 #include "daemon.h"
 #include "log.h"
 
-static const cap_value_t keep[] = {CAP_BPF, CAP_NET_ADMIN, CAP_DAC_READ_SEARCH};
+static const cap_value_t always[] = {CAP_BPF, CAP_NET_ADMIN, CAP_DAC_READ_SEARCH};
 
-static bool kept(cap_value_t c)
+/* What this daemon keeps: always[], and the right to bind a port below 1024 if it has one. */
+static size_t keep_set(const struct sm_daemon *d, cap_value_t *keep)
 {
-	for (size_t i = 0; i < SM_ARRAY_SIZE(keep); i++)
+	size_t n = 0;
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(always); i++)
+		keep[n++] = always[i];
+	if (d->cfg.inbound_port < 1024 || d->cfg.outbound_port < 1024 ||
+	    d->cfg.outbound6_port < 1024)
+		keep[n++] = CAP_NET_BIND_SERVICE;
+	return n;
+}
+
+static bool kept(const cap_value_t *keep, size_t n, cap_value_t c)
+{
+	for (size_t i = 0; i < n; i++)
 		if (keep[i] == c)
 			return true;
 	return false;
@@ -36,17 +51,18 @@ static bool kept(cap_value_t c)
 int sm_privileges_drop(struct sm_daemon *d)
 {
 	cap_t now = cap_get_proc(), next = cap_init();
+	cap_value_t keep[SM_ARRAY_SIZE(always) + 1];
+	size_t nkeep = keep_set(d, keep);
 	cap_flag_value_t have;
 	char *text = NULL;
 	int err = 0;
 
-	(void) d;
 	if (!now || !next) {
 		err = -errno;
 		pr_err("cannot read the capabilities: %s", strerror(-err));
 		goto out;
 	}
-	for (size_t i = 0; i < SM_ARRAY_SIZE(keep); i++) {
+	for (size_t i = 0; i < nkeep; i++) {
 		if (cap_get_flag(now, keep[i], CAP_PERMITTED, &have) || have != CAP_SET)
 			continue;
 		if (cap_set_flag(next, CAP_PERMITTED, 1, &keep[i], CAP_SET) ||
@@ -58,7 +74,7 @@ int sm_privileges_drop(struct sm_daemon *d)
 	}
 	/* the bounding set first: dropping from it needs CAP_SETPCAP, which goes next */
 	for (cap_value_t c = 0; cap_valid(c); c++) {
-		if (kept(c) || prctl(PR_CAPBSET_READ, c) != 1)
+		if (kept(keep, nkeep, c) || prctl(PR_CAPBSET_READ, c) != 1)
 			continue;
 		if (cap_drop_bound(c)) {
 			err = -errno;
