@@ -407,6 +407,14 @@ static int flows_connect(const char *path, int64_t deadline)
 	return fd;
 }
 
+/*
+ * SIGINT and SIGTERM are blocked but while flows_wait() sleeps in ppoll(),
+ * which takes this mask: a signal that comes between the flag's check and
+ * the wait would otherwise be noticed only when the wait ends (never, when
+ * following a quiet stream).
+ */
+static sigset_t flows_waitmask;
+
 /* Wait for fd to be ready for events until deadline (-1: forever). 1 ready, 0 timeout, -1 signal.
  */
 static int flows_wait(int fd, short events, int64_t deadline)
@@ -415,13 +423,16 @@ static int flows_wait(int fd, short events, int64_t deadline)
 
 	for (;;) {
 		int64_t left = deadline < 0 ? -1 : deadline - mono_ms();
+		struct timespec ts;
 		int n;
 
 		if (flows_interrupted)
 			return -1;
 		if (deadline >= 0 && left <= 0)
 			return 0;
-		n = poll(&pfd, 1, left > 600000 ? 600000 : (int) left);
+		ts.tv_sec = left / 1000;
+		ts.tv_nsec = (left % 1000) * 1000000;
+		n = ppoll(&pfd, 1, left < 0 ? NULL : &ts, &flows_waitmask);
 		if (n > 0)
 			return 1;
 		if (n < 0 && errno != EINTR)
@@ -644,6 +655,7 @@ static int run_flows(const struct cli_opts *o, const struct flows_args *a)
 	struct flows_state st = {.o = o, .a = a};
 	struct sigaction sa = {.sa_handler = on_signal};
 	int64_t deadline = mono_ms() + o->timeout_ms;
+	sigset_t blocked;
 	char when[40];
 	const char *text;
 	char *reqline;
@@ -684,6 +696,12 @@ static int run_flows(const struct cli_opts *o, const struct flows_args *a)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigemptyset(&blocked);
+	sigaddset(&blocked, SIGINT);
+	sigaddset(&blocked, SIGTERM);
+	sigprocmask(SIG_BLOCK, &blocked, &flows_waitmask); /* delivered in ppoll() only */
+	sigdelset(&flows_waitmask, SIGINT);
+	sigdelset(&flows_waitmask, SIGTERM);
 	fd = flows_connect(o->socket, deadline);
 	if (fd < 0) {
 		free(reqline);
