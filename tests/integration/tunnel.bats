@@ -159,11 +159,10 @@ upload_then_stop_node2() { # BYTES RATE TIMEOUT
 	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.2:8083 --bytes "$1" --chunk 4096 \
 		--rate "$2" --expect sink --timeout "$3"
 	client=$SB_RUN_PID out=$SB_RUN_OUT
-	for ((i = 0; i < 200; i++)); do
-		(($(tunnel node2 streams_open) > 0)) && break
-		sleep 0.02
-	done
-	sleep 0.2 # node2 has answered the CONNECT, and bytes flow
+	# node2 connected to the sink (its record), so it has answered the CONNECT: bytes flow.
+	# Stopped before that answer, node1 would hold the upload unsent, not in TLS.
+	sm_wait_record node2 '.type == "conn_start" and .traffic_direction == "INGRESS" and
+		.destination.port == 8083' >/dev/null
 	kill -STOP "$(sb_daemon_pid node2)"
 }
 
