@@ -240,26 +240,42 @@ EOF
 # cut_by NODE SIGNAL: a tunnelled connection from node1's client to node2's echo
 # is open while NODE's daemon goes away with SIGNAL (KILL: a crash; TERM: a stop
 # whose 5 s drain ends before the connection does); the daemon is started again.
-# Sets TRACE (the stream's trace id) and CLIENT_OUT (the client's JSON line).
+# Sets TRACE (the stream's trace id, from node1's conn_end) and CLIENT_OUT (the
+# client's JSON line).
 cut_by() {
-	local node=$1 sig=$2 flt start seen client_pid
+	local node=$1 sig=$2 flt start seen client_pid cookie port
 	flt='.type == "conn_start" and .traffic_direction == "EGRESS" and .captured and
-		.destination.port == 8080 and .trace_id != null'
-	# this round's stream is the one whose trace id no earlier record has
-	seen=$(sm_records node1 "$flt" | jq -r .trace_id | tr '\n' ' ')
+		.destination.port == 8080'
+	# this round's client socket is the one whose cookie no earlier record has
+	seen=" $(sm_records node1 "$flt" | jq -r .socket_cookie | tr '\n' ' ')"
 	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.2:8080 --bytes 400000 \
 		--chunk 1000 --rate 20000 --expect echo --timeout 60
 	client_pid=$SB_RUN_PID
 	CLIENT_OUT=$SB_RUN_OUT
-	# the stream is established on both nodes (node2's record has the trace id too)
-	start=$(sm_wait_record node1 "$flt and (.trace_id as \$t | \"$seen\" | contains(\$t) | not)")
-	TRACE=$(jq -r .trace_id <<<"$start")
-	sm_wait_record node2 ".type == \"conn_start\" and .trace_id == \"$TRACE\"" >/dev/null
+	start=$(sm_wait_record node1 "$flt and ((.socket_cookie | tostring) as \$c |
+		\"$seen\" | contains(\" \\(\$c) \") | not)")
+	cookie=$(jq -r .socket_cookie <<<"$start")
+	port=$(jq -r .source.port <<<"$start")
+	# The stream is established end to end once echoed bytes reach the client:
+	# node1 has had node2's answer. (Not the conn_start's trace id: that record
+	# is often read before a worker has taken the socket, and then has none.)
+	sm_wait_until 15 client_has_echo "$port"
 	sb_stop_daemon "$node" "$sig" 30
 	sb_wait_pid "$client_pid" 30 || true # it must fail, but promptly
 	[ "$SB_LAST_RC" -ne 124 ] || { echo "the client still ran 30 s after the cut"; return 1; }
 	echo "client: $(cat "$CLIENT_OUT")"
 	sb_start_daemon "$node"
+	TRACE=$(sm_wait_record node1 ".type == \"conn_end\" and .socket_cookie == $cookie" 20 |
+		jq -r '.trace_id // empty')
+	[ -n "$TRACE" ] || { echo "node1's conn_end of socket $cookie has no trace id"; return 1; }
+}
+
+# client_has_echo PORT: node1's client socket on 127.0.0.1:PORT has received bytes.
+client_has_echo() {
+	local n
+	n=$(nsenter --net="/run/netns/$(sb_ns node1)" ss -tinH state established \
+		"( sport = :$1 )" | grep -o 'bytes_received:[0-9]*' | head -n 1)
+	[ "${n#bytes_received:}" -gt 0 ] 2>/dev/null
 }
 
 # assert_cut NODE REASON: NODE's conn_end of the stream names REASON and keeps
