@@ -30,7 +30,9 @@ PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 -Wstrict-prototypes \
 	-Wmissing-prototypes -Wno-format-truncation
 CFLAGS ?= -O2 -g
-VERSION := 0.1.0
+# The version, spelled only in the file VERSION; the code gets it as SOCKMESH_VERSION.
+VERSION := $(strip $(file < VERSION))
+$(if $(VERSION),,$(error VERSION is missing or empty: one line, the version (x.y.z)))
 CFLAGS += $(WARN) -DSOCKMESH_VERSION=\"$(VERSION)\" -std=gnu11 -D_GNU_SOURCE -fno-strict-aliasing -fstack-protector-strong
 CPPFLAGS += -I$(OUTPUT) -Iinclude -Iuserspace/lib $(PKG_CFLAGS)
 LDLIBS += $(PKG_LIBS) -lpthread
