@@ -3,9 +3,9 @@
 # sockmesh: one entry point. `make help` lists the targets.
 #
 # Everything generated goes to $(OUTPUT) (default .output/), never next to the
-# sources. vmlinux.h is generated from the running kernel's BTF
-# (/sys/kernel/btf/vmlinux) into $(OUTPUT); the objects are CO-RE, so they run
-# on other kernels with BTF (docs/building.md).
+# sources. vmlinux.h is dumped from the running kernel's BTF
+# (/sys/kernel/btf/vmlinux) into $(OUTPUT), or copied from VMLINUX_H; the
+# objects are CO-RE, so they run on other kernels with BTF (docs/building.md).
 # A plain `make` installs nothing: it checks for the packages it needs and
 # names what is missing; `make deps`, `make demo` and `make test` install them.
 
@@ -89,6 +89,7 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  %-17s %s\n", $$1, $$2}'
 	@echo "variables: V=1 (show commands)  OUTPUT=dir (default .output)  SANITIZE=1 (ASan+UBSan build)"
 	@echo "           CFLAGS, CPPFLAGS, LDFLAGS, LDLIBS (added to the build's own; CFLAGS default -O2 -g)"
+	@echo "           VMLINUX_BTF=file (BTF for vmlinux.h)  VMLINUX_H=file (use this vmlinux.h)"
 	@echo "           TESTS='file.bats ...' (subset for test-integration)"
 	@echo "           FUZZ_TIME=s FUZZ_JOBS=n FUZZ_TARGETS='fuzz_ctl ...' (make fuzz)"
 
@@ -107,13 +108,22 @@ endif
 $(addprefix deps-check-,$(DEPS_GROUPS)): deps-check-%: | $(DEPS_INSTALL)
 	$(Q)scripts/install-deps.sh --check $*
 
-$(OUTPUT)/vmlinux.h: | deps-check-build
+# The kernel's types for the BPF programs: VMLINUX_H as given, else dumped from
+# VMLINUX_BTF. No copy is checked in (docs/building.md says why).
+VMLINUX_H ?=
+$(OUTPUT)/vmlinux.h: $(VMLINUX_H) | deps-check-build
 	$(call msg,GEN,$@)
-	$(Q)if [ ! -r $(VMLINUX_BTF) ]; then \
-		echo "error: $(VMLINUX_BTF) not found: the kernel needs CONFIG_DEBUG_INFO_BTF=y" \
-		     "(or pass VMLINUX_BTF=/path/to/vmlinux)" >&2; exit 1; fi
 	$(Q)mkdir -p $(@D)
+ifneq ($(VMLINUX_H),)
+	$(Q)cp $(VMLINUX_H) $@.tmp && mv $@.tmp $@
+else
+	$(Q)if [ ! -r $(VMLINUX_BTF) ]; then \
+		echo "error: $(VMLINUX_BTF) not found: vmlinux.h is dumped from the kernel's BTF;" \
+		     "run on a kernel with CONFIG_DEBUG_INFO_BTF=y, or pass VMLINUX_BTF=file" \
+		     "(BTF or a vmlinux with .BTF) or VMLINUX_H=file (a vmlinux.h) (docs/building.md)" >&2; \
+		exit 1; fi
 	$(Q)$(BPFTOOL) btf dump file $(VMLINUX_BTF) format c > $@.tmp && mv $@.tmp $@
+endif
 
 $(OUTPUT)/bpf/%.bpf.o: bpf/%.bpf.c | $(OUTPUT)/vmlinux.h deps-check-build
 	$(call msg,BPF,$@)

@@ -3,7 +3,7 @@
 #
 # The build itself (docs/building.md): user flags add to the ones the build needs,
 # a plain `make` installs nothing, an edited header rebuilds only what includes it,
-# the version is spelled once. Each test builds into
+# vmlinux.h has a stated source, the version is spelled once. Each test builds into
 # its own temporary OUTPUT; apt-get and dpkg-query are stubs on PATH where a test
 # says so. No root needed.
 
@@ -167,6 +167,19 @@ EOF
 	grep -q "gen skeleton $OUT/sockmesh.bpf.o" <<<"$output"
 	command_for "$OUT/daemon/hbone.o"
 	not_built "$OUT/daemon/main.o"
+}
+
+@test "vmlinux.h: dumped from VMLINUX_BTF, or VMLINUX_H as given, else a clear error" {
+	run make -C "$REPO" OUTPUT="$OUT" VMLINUX_BTF=/nonexistent/btf "$OUT/vmlinux.h"
+	echo "$output"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"/nonexistent/btf"* && "$output" == *VMLINUX_H=* && "$output" == *docs/building.md* ]]
+	[ ! -e "$OUT/vmlinux.h" ]
+	printf '/* a pinned header */\n' >"$BATS_TEST_TMPDIR/vmlinux.h"
+	run make -C "$REPO" OUTPUT="$OUT" VMLINUX_BTF=/nonexistent/btf \
+		VMLINUX_H="$BATS_TEST_TMPDIR/vmlinux.h" "$OUT/vmlinux.h"
+	[ "$status" -eq 0 ]
+	cmp "$BATS_TEST_TMPDIR/vmlinux.h" "$OUT/vmlinux.h"
 }
 
 @test "the version is spelled once, in VERSION, and the binaries print it" {
