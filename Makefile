@@ -3,9 +3,11 @@
 # sockmesh: one entry point. `make help` lists the targets.
 #
 # Everything generated goes to $(OUTPUT) (default .output/), never next to the
-# sources. vmlinux.h is generated from the running kernel's BTF
-# (/sys/kernel/btf/vmlinux) into $(OUTPUT); the objects are CO-RE, so they run
-# on other kernels with BTF (docs/building.md).
+# sources. vmlinux.h is dumped from the running kernel's BTF
+# (/sys/kernel/btf/vmlinux) into $(OUTPUT), or copied from VMLINUX_H; the
+# objects are CO-RE, so they run on other kernels with BTF (docs/building.md).
+# A plain `make` installs nothing: it checks for the packages it needs and
+# names what is missing; `make deps`, `make demo` and `make test` install them.
 
 OUTPUT ?= .output
 override OUTPUT := $(abspath $(OUTPUT))
@@ -23,35 +25,48 @@ else
 	msg = @printf '  %-9s %s\n' "$(1)" "$(patsubst $(OUTPUT)/%,%,$(2))";
 endif
 
-PKGS := libbpf libelf zlib json-c yaml-0.1 libssl libcrypto libnghttp2 libmicrohttpd libcap
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# The version, spelled only in the file VERSION; the code gets it as SOCKMESH_VERSION.
+VERSION := $(strip $(file < VERSION))
+$(if $(VERSION),,$(error VERSION is missing or empty: one line, the version (x.y.z)))
 
+# pkg-config runs once, when a recipe first needs it (after `make deps` may have
+# installed it), not when the Makefile is read.
+PKGS := libbpf libelf zlib json-c yaml-0.1 libssl libcrypto libnghttp2 libmicrohttpd libcap
+PKG_CFLAGS = $(eval PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null))$(PKG_CFLAGS)
+PKG_LIBS = $(eval PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null))$(PKG_LIBS)
+
+# The user's CFLAGS, CPPFLAGS, LDFLAGS and LDLIBS add to what the build needs
+# (SM_*), after it, so that `make CFLAGS=-O0` changes the optimisation and keeps
+# the warnings, the language mode and the include paths.
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 -Wstrict-prototypes \
 	-Wmissing-prototypes -Wno-format-truncation
 CFLAGS ?= -O2 -g
-VERSION := 0.1.0
-CFLAGS += $(WARN) -DSOCKMESH_VERSION=\"$(VERSION)\" -std=gnu11 -D_GNU_SOURCE -fno-strict-aliasing -fstack-protector-strong
-CPPFLAGS += -I$(OUTPUT) -Iinclude -Iuserspace/lib $(PKG_CFLAGS)
-LDLIBS += $(PKG_LIBS) -lpthread
+SM_CPPFLAGS = -I$(OUTPUT) -Iinclude -Iuserspace/lib -D_GNU_SOURCE \
+	-DSOCKMESH_VERSION=\"$(VERSION)\" $(PKG_CFLAGS)
+SM_CFLAGS := -std=gnu11 $(WARN) -fno-strict-aliasing -fstack-protector-strong
+SM_LDFLAGS :=
+SM_LDLIBS = $(PKG_LIBS) -lpthread
+# -MMD -MP: each compile writes the headers it read to a .d file next to its
+# output, included below, so an edited header rebuilds only what includes it.
+DEPFLAGS = -MMD -MP -MT $@ -MF $(basename $@).d
 
 # Unit tests always run under AddressSanitizer and UndefinedBehaviorSanitizer.
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 ifeq ($(SANITIZE),1)
-	CFLAGS += $(SAN_FLAGS)
-	LDFLAGS += $(SAN_FLAGS)
+	SM_CFLAGS += $(SAN_FLAGS)
+	SM_LDFLAGS += $(SAN_FLAGS)
 endif
+
+COMPILE = $(CC) $(SM_CPPFLAGS) $(CPPFLAGS) $(SM_CFLAGS) $(CFLAGS) $(DEPFLAGS)
 
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -I$(OUTPUT) -Iinclude -Ibpf
 
 BPF_FEATURES := $(filter-out abi_check,$(patsubst bpf/%.bpf.c,%,$(wildcard bpf/*.bpf.c)))
 BPF_OBJS := $(patsubst %,$(OUTPUT)/bpf/%.bpf.o,$(BPF_FEATURES))
-BPF_HDRS := $(wildcard bpf/lib/*.h) $(wildcard include/sockmesh/*.h)
 SKEL := $(OUTPUT)/sockmesh.skel.h
 
 LIB_SRCS := $(wildcard userspace/lib/*.c)
 LIB_OBJS := $(patsubst userspace/lib/%.c,$(OUTPUT)/lib/%.o,$(LIB_SRCS))
-LIB_HDRS := $(wildcard userspace/lib/*.h) $(wildcard include/sockmesh/*.h)
 LIBSM := $(OUTPUT)/libsockmesh.a
 DAEMON_SRCS := $(wildcard userspace/daemon/*.c)
 DAEMON_OBJS := $(patsubst userspace/daemon/%.c,$(OUTPUT)/daemon/%.o,$(DAEMON_SRCS))
@@ -62,8 +77,6 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(OUTPUT)/tests/%,$(UNIT_SRCS))
 UNIT_LIB_OBJS := $(patsubst userspace/lib/%.c,$(OUTPUT)/tests/lib/%.o,$(LIB_SRCS))
 
-DEPS_STAMP := $(OUTPUT)/.deps-ok
-
 .DELETE_ON_ERROR:
 .SECONDARY:
 .PHONY: all help deps test test-unit test-integration lint format demo clean install bench fuzz \
@@ -72,31 +85,50 @@ DEPS_STAMP := $(OUTPUT)/.deps-ok
 all: $(OUTPUT)/sockmeshd $(OUTPUT)/sockmesh ## build the daemon, the CLI and the BPF objects
 
 help: ## list the targets
-	@echo "sockmesh make targets (run as root for test, demo, install):"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  %-17s %s\n", $$1, $$2}'
+	@echo "sockmesh make targets (run as root for deps, test, demo, install):"
+	@grep -hE '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  %-17s %s\n", $$1, $$2}'
 	@echo "variables: V=1 (show commands)  OUTPUT=dir (default .output)  SANITIZE=1 (ASan+UBSan build)"
+	@echo "           CFLAGS, CPPFLAGS, LDFLAGS, LDLIBS (added to the build's own; CFLAGS default -O2 -g)"
+	@echo "           VMLINUX_BTF=file (BTF for vmlinux.h)  VMLINUX_H=file (use this vmlinux.h)"
 	@echo "           TESTS='file.bats ...' (subset for test-integration)"
 	@echo "           FUZZ_TIME=s FUZZ_JOBS=n FUZZ_TARGETS='fuzz_ctl ...' (make fuzz)"
 
-deps: $(DEPS_STAMP) ## install build and test dependencies (apt-get)
-
-$(DEPS_STAMP): scripts/install-deps.sh
-	$(Q)mkdir -p $(OUTPUT)
+deps: ## install build and test dependencies (apt-get, scripts/install-deps.sh)
 	$(Q)scripts/install-deps.sh
-	$(Q)touch $@
 
-$(OUTPUT)/vmlinux.h: | $(DEPS_STAMP)
+# Packages: every rule that compiles or runs a tool waits for the check of the
+# groups it needs (scripts/install-deps.sh lists them), which fails early and
+# names what is missing. Only `make deps`, `make demo` and `make test` install:
+# for those goals the checks wait for `deps`.
+DEPS_GROUPS := build unit lint integration fuzz bench
+ifneq ($(filter deps demo test,$(MAKECMDGOALS)),)
+DEPS_INSTALL := deps
+endif
+.PHONY: $(addprefix deps-check-,$(DEPS_GROUPS))
+$(addprefix deps-check-,$(DEPS_GROUPS)): deps-check-%: | $(DEPS_INSTALL)
+	$(Q)scripts/install-deps.sh --check $*
+
+# The kernel's types for the BPF programs: VMLINUX_H as given, else dumped from
+# VMLINUX_BTF. No copy is checked in (docs/building.md says why).
+VMLINUX_H ?=
+$(OUTPUT)/vmlinux.h: $(VMLINUX_H) | deps-check-build
 	$(call msg,GEN,$@)
-	$(Q)if [ ! -r $(VMLINUX_BTF) ]; then \
-		echo "error: $(VMLINUX_BTF) not found: the kernel needs CONFIG_DEBUG_INFO_BTF=y" \
-		     "(or pass VMLINUX_BTF=/path/to/vmlinux)" >&2; exit 1; fi
 	$(Q)mkdir -p $(@D)
+ifneq ($(VMLINUX_H),)
+	$(Q)cp $(VMLINUX_H) $@.tmp && mv $@.tmp $@
+else
+	$(Q)if [ ! -r $(VMLINUX_BTF) ]; then \
+		echo "error: $(VMLINUX_BTF) not found: vmlinux.h is dumped from the kernel's BTF;" \
+		     "run on a kernel with CONFIG_DEBUG_INFO_BTF=y, or pass VMLINUX_BTF=file" \
+		     "(BTF or a vmlinux with .BTF) or VMLINUX_H=file (a vmlinux.h) (docs/building.md)" >&2; \
+		exit 1; fi
 	$(Q)$(BPFTOOL) btf dump file $(VMLINUX_BTF) format c > $@.tmp && mv $@.tmp $@
+endif
 
-$(OUTPUT)/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) $(OUTPUT)/vmlinux.h | $(DEPS_STAMP)
+$(OUTPUT)/bpf/%.bpf.o: bpf/%.bpf.c | $(OUTPUT)/vmlinux.h deps-check-build
 	$(call msg,BPF,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+	$(Q)$(CLANG) $(BPF_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 # All features are linked into one object so they share maps (declared __weak
 # in bpf/lib/maps.h) and one skeleton.
@@ -108,50 +140,52 @@ $(SKEL): $(OUTPUT)/sockmesh.bpf.o
 	$(call msg,GEN-SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< name sockmesh_bpf > $@.tmp && mv $@.tmp $@
 
-$(OUTPUT)/lib/%.o: userspace/lib/%.c $(LIB_HDRS) | $(DEPS_STAMP)
+$(OUTPUT)/lib/%.o: userspace/lib/%.c VERSION | deps-check-build
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	$(Q)$(COMPILE) -c $< -o $@
 
 $(LIBSM): $(LIB_OBJS)
 	$(call msg,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(OUTPUT)/daemon/%.o: userspace/daemon/%.c $(LIB_HDRS) $(wildcard userspace/daemon/*.h) $(SKEL)
+# Only the daemon's files that include the skeleton depend on it (their .d
+# files say which); it must exist before any of them is compiled.
+$(OUTPUT)/daemon/%.o: userspace/daemon/%.c VERSION | $(SKEL) deps-check-build
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(CPPFLAGS) -Iuserspace/daemon $(CFLAGS) -c $< -o $@
+	$(Q)$(COMPILE) -Iuserspace/daemon -c $< -o $@
 
-$(OUTPUT)/cli/%.o: userspace/cli/%.c $(LIB_HDRS) $(wildcard userspace/cli/*.h) | $(DEPS_STAMP)
+$(OUTPUT)/cli/%.o: userspace/cli/%.c VERSION | deps-check-build
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(CPPFLAGS) -Iuserspace/cli $(CFLAGS) -c $< -o $@
+	$(Q)$(COMPILE) -Iuserspace/cli -c $< -o $@
 
 $(OUTPUT)/sockmeshd: $(DAEMON_OBJS) $(LIBSM)
 	$(call msg,BINARY,$@)
-	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(Q)$(CC) $(SM_LDFLAGS) $(LDFLAGS) $^ $(SM_LDLIBS) $(LDLIBS) -o $@
 
 $(OUTPUT)/sockmesh: $(CLI_OBJS) $(LIBSM)
 	$(call msg,BINARY,$@)
-	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(Q)$(CC) $(SM_LDFLAGS) $(LDFLAGS) $^ $(SM_LDLIBS) $(LDLIBS) -o $@
 
 # ---- tests ----
-$(OUTPUT)/tests/lib/%.o: userspace/lib/%.c $(LIB_HDRS) | $(DEPS_STAMP)
+$(OUTPUT)/tests/lib/%.o: userspace/lib/%.c VERSION | deps-check-build
 	$(call msg,CC-SAN,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -c $< -o $@
+	$(Q)$(COMPILE) $(SAN_FLAGS) -c $< -o $@
 
-$(OUTPUT)/tests/%: tests/unit/%.c $(UNIT_LIB_OBJS) $(LIB_HDRS) $(wildcard tests/unit/*.h) | $(DEPS_STAMP)
+$(OUTPUT)/tests/%: tests/unit/%.c $(UNIT_LIB_OBJS) VERSION | deps-check-build deps-check-unit
 	$(call msg,TEST,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(CPPFLAGS) -Itests/unit -DSM_SOURCE_DIR='"$(CURDIR)"' $(CFLAGS) $(SAN_FLAGS) \
+	$(Q)$(COMPILE) -Itests/unit -DSM_SOURCE_DIR='"$(CURDIR)"' $(SAN_FLAGS) \
 		$< $(UNIT_LIB_OBJS) \
-		$(LDLIBS) -lcmocka -o $@
+		$(SM_LDFLAGS) $(LDFLAGS) $(SM_LDLIBS) $(LDLIBS) -lcmocka -o $@
 
 test-unit: $(UNIT_BINS) ## unit tests (C, cmocka, ASan+UBSan, no root)
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --unit $(UNIT_BINS)
 
-test-integration: all ## integration tests (bats, root, netns sandboxes)
+test-integration: all | deps-check-integration ## integration tests (bats, root, netns sandboxes)
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --integration $(TESTS)
 
 # The integration tests run the daemon, the CLI and the tools built with
@@ -159,11 +193,11 @@ test-integration: all ## integration tests (bats, root, netns sandboxes)
 # sanitizer report in a daemon's log fails the test that ran it.
 ASAN_OUTPUT := $(OUTPUT)/asan
 
-test: all $(UNIT_BINS) $(OUTPUT)/bpf/abi_check.bpf.o ## everything: lint, unit and integration tests (ASan+UBSan), one summary line
+test: all $(UNIT_BINS) $(OUTPUT)/bpf/abi_check.bpf.o | deps-check-lint deps-check-integration ## installs what is missing; lint, unit and integration tests (ASan+UBSan), one summary line
 	$(Q)$(MAKE) --no-print-directory SANITIZE=1 OUTPUT=$(ASAN_OUTPUT) all
 	$(Q)SM_OUTPUT=$(ASAN_OUTPUT) tests/run-tests.sh --all $(UNIT_BINS)
 
-lint: | $(DEPS_STAMP) ## cppcheck, clang-tidy and clang-format checks
+lint: | deps-check-build deps-check-lint ## cppcheck, clang-tidy and clang-format checks
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --lint
 
 format: ## reformat the C sources with .clang-format
@@ -171,10 +205,10 @@ format: ## reformat the C sources with .clang-format
 		$(wildcard bpf/*.c bpf/lib/*.h include/sockmesh/*.h tests/unit/*.c tests/unit/*.h \
 		tests/tools/*.c tests/bpf/*.c tests/fuzz/*.c)
 
-demo: all ## two sandbox nodes, a client and services, traffic, flow log, status; cleans up
+demo: all | deps-check-integration ## installs what is missing; two sandbox nodes, a client and services, traffic, flow log, status; cleans up
 	$(Q)SM_OUTPUT=$(OUTPUT) scripts/demo.sh
 
-bench: all ## benchmarks (not tests): plain TCP vs sockmesh, see bench/README.md
+bench: all | deps-check-bench ## benchmarks (not tests): plain TCP vs sockmesh, see bench/README.md
 	$(Q)OUTPUT=$(OUTPUT) bench/run.sh
 
 clean: ## remove $(OUTPUT)
@@ -200,25 +234,26 @@ FUZZ_DAEMON_NAMES := $(patsubst tests/fuzz/%.c,%,$(shell grep -l '^\#include "da
 	$(FUZZ_SRCS) /dev/null))
 FUZZ_TIME ?= 60
 FUZZ_JOBS ?= 1
-FUZZ_CFLAGS := -g -O1 -fno-omit-frame-pointer -std=gnu11 -D_GNU_SOURCE \
-	-DSOCKMESH_VERSION=\"$(VERSION)\"
+# The harnesses are built with clang and their own flags; the user's CFLAGS (for
+# $(CC)) do not apply, CPPFLAGS do.
+FUZZ_CFLAGS := -g -O1 -fno-omit-frame-pointer -std=gnu11
 # The harnesses get the project's warnings; the library has them in its gcc build.
 FUZZ_WARN := $(filter-out -Wno-format-truncation,$(WARN))
-FUZZ_HDRS := $(wildcard tests/fuzz/*.h)
 
 # $(call fuzz_build,DIR,INSTRUMENTATION): the rules for $(OUTPUT)/DIR/.
 define fuzz_build
-$(OUTPUT)/$(1)/lib/%.o: userspace/lib/%.c $$(LIB_HDRS) | $$(DEPS_STAMP)
+$(OUTPUT)/$(1)/lib/%.o: userspace/lib/%.c VERSION | deps-check-build deps-check-fuzz
 	$$(call msg,CC-FUZZ,$$@)
 	$$(Q)mkdir -p $$(@D)
-	$$(Q)$$(CLANG) $$(CPPFLAGS) $$(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(2) -c $$< -o $$@
+	$$(Q)$$(CLANG) $$(SM_CPPFLAGS) $$(CPPFLAGS) $$(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(2) \
+		$$(DEPFLAGS) -c $$< -o $$@
 
-$(OUTPUT)/$(1)/daemon/%.o: userspace/daemon/%.c $$(LIB_HDRS) $$(wildcard userspace/daemon/*.h) \
-		$$(SKEL)
+$(OUTPUT)/$(1)/daemon/%.o: userspace/daemon/%.c VERSION | $$(SKEL) deps-check-build deps-check-fuzz
 	$$(call msg,CC-FUZZ,$$@)
 	$$(Q)mkdir -p $$(@D)
-	$$(Q)$$(CLANG) $$(CPPFLAGS) -Iuserspace/daemon $$(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(2) \
-		$$(if $$(filter %/main.c,$$<),-Dmain=sockmeshd_main) -c $$< -o $$@
+	$$(Q)$$(CLANG) $$(SM_CPPFLAGS) $$(CPPFLAGS) -Iuserspace/daemon $$(FUZZ_CFLAGS) \
+		-fsanitize=fuzzer-no-link $(2) $$(if $$(filter %/main.c,$$<),-Dmain=sockmeshd_main) \
+		$$(DEPFLAGS) -c $$< -o $$@
 
 $(OUTPUT)/$(1)/libsockmeshd.a: $$(patsubst userspace/daemon/%.c,$(OUTPUT)/$(1)/daemon/%.o, \
 		$$(DAEMON_SRCS))
@@ -230,12 +265,13 @@ $$(patsubst %,$(OUTPUT)/$(1)/%,$$(FUZZ_DAEMON_NAMES)): \
 	FUZZ_DAEMON := -Iuserspace/daemon $(OUTPUT)/$(1)/libsockmeshd.a
 
 $(OUTPUT)/$(1)/fuzz_%: tests/fuzz/fuzz_%.c \
-		$$(patsubst userspace/lib/%.c,$(OUTPUT)/$(1)/lib/%.o,$$(LIB_SRCS)) $$(FUZZ_HDRS) \
-		$$(LIB_HDRS) | $$(DEPS_STAMP)
+		$$(patsubst userspace/lib/%.c,$(OUTPUT)/$(1)/lib/%.o,$$(LIB_SRCS)) VERSION \
+		| deps-check-build deps-check-fuzz
 	$$(call msg,FUZZ,$$@)
-	$$(Q)$$(CLANG) $$(CPPFLAGS) $$(FUZZ_CFLAGS) $$(FUZZ_WARN) -fsanitize=fuzzer $(2) $$< \
-		$$(FUZZ_DAEMON) $$(patsubst userspace/lib/%.c,$(OUTPUT)/$(1)/lib/%.o,$$(LIB_SRCS)) \
-		$$(LDLIBS) -o $$@
+	$$(Q)$$(CLANG) $$(SM_CPPFLAGS) $$(CPPFLAGS) $$(FUZZ_CFLAGS) $$(FUZZ_WARN) -fsanitize=fuzzer \
+		$(2) $$(DEPFLAGS) $$< $$(FUZZ_DAEMON) \
+		$$(patsubst userspace/lib/%.c,$(OUTPUT)/$(1)/lib/%.o,$$(LIB_SRCS)) \
+		$$(SM_LDLIBS) $$(LDLIBS) -o $$@
 endef
 
 comma := ,
@@ -256,20 +292,33 @@ TOOL_BINS := $(patsubst tests/tools/%.c,$(OUTPUT)/tools/%,$(TOOL_SRCS))
 TOOL_BPF_OBJS := $(patsubst tests/bpf/%.bpf.c,$(OUTPUT)/tools/%.bpf.o,$(wildcard tests/bpf/*.bpf.c))
 all: $(TOOL_BINS) $(TOOL_BPF_OBJS)
 
-$(OUTPUT)/tools/%.bpf.o: tests/bpf/%.bpf.c $(BPF_HDRS) $(OUTPUT)/vmlinux.h | $(DEPS_STAMP)
+$(OUTPUT)/tools/%.bpf.o: tests/bpf/%.bpf.c | $(OUTPUT)/vmlinux.h deps-check-build
 	$(call msg,BPF,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+	$(Q)$(CLANG) $(BPF_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-$(OUTPUT)/tools/%: tests/tools/%.c $(LIBSM) | $(DEPS_STAMP)
+$(OUTPUT)/tools/%: tests/tools/%.c $(LIBSM) VERSION | deps-check-build
 	$(call msg,TOOL,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $< $(LIBSM) $(LDLIBS) -lcrypto -o $@
+	$(Q)$(COMPILE) $(SM_LDFLAGS) $(LDFLAGS) $< $(LIBSM) $(SM_LDLIBS) $(LDLIBS) -lcrypto -o $@
 
 # ---- bench tools (bench/*.c, run by the bench scripts; never part of make test) ----
-$(OUTPUT)/bench/flowsink-bench: bench/flowsink-bench.c $(LIBSM)
+$(OUTPUT)/bench/flowsink-bench: bench/flowsink-bench.c $(LIBSM) VERSION | deps-check-build
 	$(call msg,BENCH,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $< $(LIBSM) $(LDLIBS) -o $@
+	$(Q)$(COMPILE) $(SM_LDFLAGS) $(LDFLAGS) $< $(LIBSM) $(SM_LDLIBS) $(LDLIBS) -o $@
+
+# The headers each output was built from (-MMD -MP above); none exist before
+# the first build, when everything is built anyway.
+DEP_DIRS := . bpf lib daemon cli tests tests/lib tools bench \
+	fuzz fuzz/lib fuzz/daemon fuzz-cov fuzz-cov/lib fuzz-cov/daemon
+-include $(wildcard $(patsubst %,$(OUTPUT)/%/*.d,$(DEP_DIRS)))
+# An output that exists without its .d (built by a Makefile that wrote none) is
+# rebuilt once, or an edited header would not reach it.
+DEP_OUTPUTS := $(BPF_OBJS) $(OUTPUT)/bpf/abi_check.bpf.o $(TOOL_BPF_OBJS) $(LIB_OBJS) \
+	$(DAEMON_OBJS) $(CLI_OBJS) $(UNIT_LIB_OBJS) $(UNIT_BINS) $(TOOL_BINS)
+$(foreach o,$(DEP_OUTPUTS),$(if $(wildcard $(o)),$(if $(wildcard $(basename $(o)).d),,$(eval $(o): FORCE))))
+.PHONY: FORCE
+FORCE:
 
 bench-tools: $(OUTPUT)/bench/flowsink-bench ## build the bench drivers (bench/*.c)

@@ -1,42 +1,92 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# Install every build and test dependency of sockmesh with apt-get (Debian 12).
-# Idempotent: when everything is present it only asks dpkg and returns in well
-# under a second. Run as root; the Makefile calls it for the targets that need it.
+# Every build and test dependency of sockmesh (Debian 12 packages), listed here
+# only, by what needs them.
+#
+#   scripts/install-deps.sh                 install what is missing (apt-get; root)
+#   scripts/install-deps.sh --check GROUP...  only report: exit 1 naming what is missing
+#
+# Groups: build (make), unit (make test-unit), lint (make lint), integration
+# (make test-integration, make demo), fuzz (make fuzz), bench (make bench).
+# `make deps`, `make demo` and `make test` install; every other target only
+# checks its groups (docs/building.md). Idempotent: when everything is present
+# it asks dpkg once and returns in well under a second.
 set -euo pipefail
 
-PKGS=(
-	# build
-	clang llvm gcc make pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
-	libssl-dev libnghttp2-dev libjson-c-dev libyaml-dev uthash-dev openssl
-	libmicrohttpd-dev libcap-dev
-	# tests and linters
-	libcmocka-dev bats iproute2 procps psmisc socat iperf3 jq python3
-	python3-jsonschema
-	cppcheck clang-tidy clang-format
-	# tests/integration/metrics.bats: a real HTTP client and Prometheus text parser
-	curl python3-prometheus-client
-	# make fuzz (libFuzzer runtime)
-	libclang-rt-14-dev
-	# bench (bench/hbone.sh compares against HAProxy)
-	hyperfine haproxy
-)
+declare -A GROUP
+GROUP[build]="clang gcc make pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
+	libssl-dev libnghttp2-dev libjson-c-dev libyaml-dev uthash-dev libmicrohttpd-dev
+	libcap-dev"
+GROUP[unit]="libcmocka-dev"
+GROUP[lint]="cppcheck clang-tidy clang-format python3 python3-jsonschema"
+# openssl: scripts/test-pki.sh; curl and python3-prometheus-client:
+# tests/integration/metrics.bats (a real HTTP client and Prometheus text parser)
+GROUP[integration]="bats iproute2 procps psmisc socat iperf3 jq python3 python3-jsonschema
+	openssl curl python3-prometheus-client"
+# libFuzzer's runtime; llvm-profdata and llvm-cov for make fuzz-coverage
+GROUP[fuzz]="libclang-rt-14-dev llvm"
+# bench/hbone.sh compares against HAProxy
+GROUP[bench]="hyperfine haproxy iperf3"
+ALL_GROUPS=(build unit lint integration fuzz bench)
 
 # HBONE interop tests drive sockmeshd with Node.js's own http2 module; any
 # Node.js already on the machine will do, else Debian's.
-command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
+command -v node >/dev/null 2>&1 || GROUP[integration]+=" nodejs"
 
+usage() {
+	sed -n 's/^#   //p' "${BASH_SOURCE[0]}" >&2
+	exit 2
+}
+
+check=0
+groups=()
+case "${1:-}" in
+--check)
+	check=1
+	shift
+	[ $# -gt 0 ] || usage
+	groups=("$@")
+	;;
+"") groups=("${ALL_GROUPS[@]}") ;;
+*) usage ;;
+esac
+
+want=()
+for g in "${groups[@]}"; do
+	[ -n "${GROUP[$g]+set}" ] || { echo "install-deps: unknown group '$g' (${ALL_GROUPS[*]})" >&2; exit 2; }
+	# shellcheck disable=SC2206 # the lists are words on purpose
+	want+=(${GROUP[$g]})
+done
+mapfile -t want < <(printf '%s\n' "${want[@]}" | awk '!seen[$0]++')
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+	echo "install-deps: no dpkg-query (not Debian?): cannot check for ${want[*]};" \
+		"install your distribution's equivalents (docs/building.md)" >&2
+	# a check cannot tell; the compiler will name what is really missing
+	[ "$check" -eq 1 ] && exit 0
+	exit 1
+fi
+
+# One dpkg query for all: a package that is not known at all prints nothing.
+declare -A installed
+while read -r name status; do
+	[ "$status" = installed ] && installed[$name]=1
+done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${want[@]}" 2>/dev/null || true)
 missing=()
-for p in "${PKGS[@]}"; do
-	st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-	[ "$st" = installed ] || missing+=("$p")
+for p in "${want[@]}"; do
+	[ -n "${installed[$p]+set}" ] || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
+if [ "$check" -eq 1 ]; then
+	echo "sockmesh: missing packages (${groups[*]}): ${missing[*]}" >&2
+	echo "sockmesh: install them with 'make deps' (as root, apt-get), then run make again" >&2
+	exit 1
+fi
 if [ "$(id -u)" -ne 0 ]; then
 	echo "install-deps: missing packages: ${missing[*]}" >&2
-	echo "install-deps: run as root (apt-get needs it): scripts/install-deps.sh" >&2
+	echo "install-deps: run as root (apt-get needs it): make deps" >&2
 	exit 1
 fi
 echo "install-deps: installing ${missing[*]}"

@@ -9,8 +9,9 @@
 
 struct json_object;
 
+/* The version is the file VERSION; the Makefile passes it as -DSOCKMESH_VERSION. */
 #ifndef SOCKMESH_VERSION
-#define SOCKMESH_VERSION "0.1.0"
+#error "SOCKMESH_VERSION is not defined: build with make (it passes the file VERSION)"
 #endif
 
 /* Exit codes (docs/interfaces.md). */
