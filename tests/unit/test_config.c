@@ -675,10 +675,114 @@ static void test_file_then_set(void **state)
 	ASSERT_EQ(cfg->flow_update_interval, 5, "flag wins");
 }
 
+#ifndef SM_SOURCE_DIR
+#define SM_SOURCE_DIR "."
+#endif
+#define CONFIG_MD SM_SOURCE_DIR "/docs/configuration.md"
+
+/*
+ * docs/configuration.md's first yaml block, the documented full config, into
+ * a static buffer (a failing check longjmps: nothing to leak).
+ */
+static const char *doc_config_block(void)
+{
+	static char md[1 << 17];
+	static const char open_fence[] = "```yaml\n";
+	char *start, *end;
+	size_t n;
+	FILE *f = fopen(CONFIG_MD, "r");
+
+	ASSERT_EQ(f != NULL, 1, CONFIG_MD);
+	n = fread(md, 1, sizeof(md) - 1, f);
+	fclose(f);
+	md[n] = '\0';
+	start = strstr(md, open_fence);
+	ASSERT_EQ(start != NULL, 1, "no ```yaml block in " CONFIG_MD);
+	start += strlen(open_fence);
+	end = strstr(start, "\n```");
+	ASSERT_EQ(end != NULL, 1, "the ```yaml block in " CONFIG_MD " is not closed");
+	end[1] = '\0';
+	return start;
+}
+
+/*
+ * The dotted keys the block names, one per line, into keys (newline-separated,
+ * each line "\nKEY\n"-searchable): "section:" alone opens a section, a line
+ * indented by two spaces names one of its keys, deeper lines continue comments.
+ */
+static void doc_keys(const char *block, char *keys, size_t len)
+{
+	char section[64] = "", name[64];
+	const char *line = block;
+
+	snprintf(keys, len, "\n");
+	while (*line) {
+		const char *nl = strchr(line, '\n'), *p = line;
+		size_t ll = nl ? (size_t) (nl - line) : strlen(line);
+		int indent = 0;
+		size_t k = 0;
+
+		while (p < line + ll && *p == ' ')
+			p++, indent++;
+		while (p + k < line + ll && strchr("abcdefghijklmnopqrstuvwxyz0123456789_", p[k]))
+			k++;
+		if (k && k < sizeof(name) && p[k] == ':' && (indent == 0 || indent == 2)) {
+			const char *v = p + k + 1;
+
+			memcpy(name, p, k);
+			name[k] = '\0';
+			while (v < line + ll && *v == ' ')
+				v++;
+			if (indent == 0 && (v == line + ll || *v == '#')) {
+				snprintf(section, sizeof(section), "%s",
+					 name); /* a section opens */
+			} else {
+				size_t used = strlen(keys);
+
+				if (indent == 0)
+					section[0] = '\0';
+				snprintf(keys + used, len - used, "%s%s%s\n", section,
+					 section[0] ? "." : "", name);
+			}
+		}
+		line += ll + (nl ? 1 : 0);
+	}
+}
+
+/* docs/configuration.md shows every key, no unknown one, each with its default. */
+static void test_docs_show_every_key_and_default(void **state)
+{
+	struct sm_config *cfg = &cfg_buf, *def = &other_buf;
+	const char *block = doc_config_block();
+	char keys[8192], key[64], want[80], changed[256], path[64];
+	struct sm_error err;
+	size_t n = 0;
+
+	(void) state;
+	doc_keys(block, keys, sizeof(keys));
+	for (size_t i = 0; sm_config_key_name(i, key, sizeof(key)); i++, n++) {
+		snprintf(want, sizeof(want), "\n%s\n", key);
+		if (!strstr(keys, want))
+			fail_msg("docs/configuration.md's yaml block lacks the key %s", key);
+	}
+	assert_true(n > 40);
+	/* the block parses as a config file: an unknown or misspelled key fails here */
+	if (load_text(block, cfg, &err, path, sizeof(path)) != 0)
+		fail_msg("docs/configuration.md's yaml block: %s", err.msg);
+	/* and shows the defaults: only node is an example value ("" by default) */
+	sm_config_defaults(def);
+	if (sm_config_changed_keys(def, cfg, NULL, changed, sizeof(changed)) != 1 ||
+	    strcmp(changed, "node") != 0)
+		fail_msg("docs/configuration.md's yaml block differs from the built-in defaults in "
+			 "%s (only node may)",
+			 changed);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_docs_show_every_key_and_default),
 		cmocka_unit_test(test_load_every_key),
 		cmocka_unit_test(test_load_partial_keeps_rest),
 		cmocka_unit_test(test_load_bad),

@@ -229,6 +229,13 @@ static const char *key_dotted(const struct cfg_key *k, char *buf, size_t len)
 	return buf;
 }
 
+const char *sm_config_key_name(size_t i, char *buf, size_t len)
+{
+	if (i >= SM_ARRAY_SIZE(cfg_keys))
+		return NULL;
+	return key_dotted(&cfg_keys[i], buf, len);
+}
+
 /* "N", "NKiB", "NMiB" or "NGiB" into bytes. 0, -EINVAL or -ERANGE. */
 static int parse_size(const char *text, uint64_t *out)
 {

@@ -125,6 +125,12 @@ int sm_config_load(struct sm_config *cfg, const char *path, struct sm_error *err
  */
 int sm_config_set(struct sm_config *cfg, const char *key, const char *value, struct sm_error *err);
 
+/*
+ * The dotted name ("tunnel.sni", "node") of the i-th key this module knows,
+ * into buf; NULL past the last one. For checks that the docs name every key.
+ */
+const char *sm_config_key_name(size_t i, char *buf, size_t len);
+
 /* Copy the keys of one section ("flowlog") from src to dst; the rest of dst stays. */
 void sm_config_copy_section(struct sm_config *dst, const struct sm_config *src,
 			    const char *section);
