@@ -356,25 +356,127 @@ static int list_apply_text(struct sm_config *cfg, const struct cfg_key *k, const
 }
 
 /*
- * Check text for key k and, only when it is valid, store it in cfg. where is
+ * The appliers of one kind of key each: check text for key k (dotted name
+ * key) and, only when it is valid, store it at base + k->off. where is
  * "FILE:LINE: " or "" and starts every message. 0, -EINVAL or -ERANGE.
  */
+static int apply_invalid(const struct cfg_key *k, const char *key, const char *text,
+			 const char *where, struct sm_error *err)
+{
+	sm_error_set(err, "%s%s: '%.200s' is not valid (%s)", where, key, text, k->fix);
+	return -EINVAL;
+}
+
+static int apply_path(char *base, const struct cfg_key *k, const char *key, const char *text,
+		      const char *where, struct sm_error *err)
+{
+	if (!*text && k->kind != CK_PATH_OPT && k->kind != CK_ABS_OPT) {
+		sm_error_set(err, "%s%s: empty (%s)", where, key, k->fix);
+		return -EINVAL;
+	}
+	if (*text && k->kind != CK_PATH && k->kind != CK_PATH_OPT && *text != '/') {
+		sm_error_set(err, "%s%s: '%.200s' is not an absolute path (%s)", where, key, text,
+			     k->fix);
+		return -EINVAL;
+	}
+	if (k->kind == CK_SOCK && strlen(text) >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+		sm_error_set(err, "%s%s: %zu bytes is too long for a Unix socket path (%s)", where,
+			     key, strlen(text), k->fix);
+		return -ERANGE;
+	}
+	if (strlen(text) >= PATH_MAX) {
+		sm_error_set(err, "%s%s: path longer than %d bytes (%s)", where, key, PATH_MAX - 1,
+			     k->fix);
+		return -ERANGE;
+	}
+	sm_strlcpy(base + k->off, text, PATH_MAX);
+	return 0;
+}
+
+static int apply_addr(char *base, const struct cfg_key *k, const char *key, const char *text,
+		      const char *where, struct sm_error *err)
+{
+	struct sm_addr addr = {0};
+	uint16_t port = 0;
+
+	if (k->kind == CK_ADDR_OPT && !*text)
+		goto store; /* "" = off */
+	if (sm_addrport_parse(text, &addr, &port))
+		return apply_invalid(k, key, text, where, err);
+	if ((k->kind == CK_ADDR4 && addr.family != AF_INET) ||
+	    (k->kind == CK_ADDR6 && addr.family != AF_INET6)) {
+		sm_error_set(err, "%s%s: '%.200s' is an %s address (%s)", where, key, text,
+			     addr.family == AF_INET ? "IPv4" : "IPv6", k->fix);
+		return -EINVAL;
+	}
+store:
+	memcpy(base + k->off, &addr, sizeof(addr));
+	memcpy(base + k->port_off, &port, sizeof(port));
+	return 0;
+}
+
+static int apply_number(char *base, const struct cfg_key *k, const char *key, const char *text,
+			const char *where, struct sm_error *err)
+{
+	uint64_t v;
+	int ret = sm_parse_u64(text, k->min, k->max, &v);
+
+	if (ret == -ERANGE) {
+		sm_error_set(err, "%s%s: %.100s is out of range %llu..%llu (%s)", where, key, text,
+			     (unsigned long long) k->min, (unsigned long long) k->max, k->fix);
+		return -ERANGE;
+	}
+	if (ret) {
+		sm_error_set(err, "%s%s: '%.100s' is not a number (%s)", where, key, text, k->fix);
+		return -EINVAL;
+	}
+	if (k->kind == CK_POW2 && (v & (v - 1))) {
+		sm_error_set(err, "%s%s: %.100s is not a power of two (%s)", where, key, text,
+			     k->fix);
+		return -EINVAL;
+	}
+	if (k->kind == CK_PORT) {
+		uint16_t port = (uint16_t) v;
+
+		memcpy(base + k->off, &port, sizeof(port));
+	} else {
+		uint32_t v32 = (uint32_t) v;
+
+		memcpy(base + k->off, &v32, sizeof(v32));
+	}
+	return 0;
+}
+
+static int apply_size(char *base, const struct cfg_key *k, const char *key, const char *text,
+		      const char *where, struct sm_error *err)
+{
+	uint64_t v;
+	int ret = parse_size(text, &v);
+
+	if (ret == -EINVAL)
+		return apply_invalid(k, key, text, where, err);
+	if (ret || (v && (v < k->min || v > k->max))) {
+		sm_error_set(err, "%s%s: %.100s is out of range (%s)", where, key, text, k->fix);
+		return -ERANGE;
+	}
+	memcpy(base + k->off, &v, sizeof(v));
+	return 0;
+}
+
+/* Check text for key k and, only when it is valid, store it in cfg (see the appliers). */
 static int cfg_apply(struct sm_config *cfg, const struct cfg_key *k, const char *text,
 		     const char *where, struct sm_error *err)
 {
 	char *base = (char *) cfg;
 	char key[64];
-	struct sm_addr addr;
-	uint16_t port;
-	uint64_t v;
 	bool b;
-	int ret, level;
+	int level;
 
 	key_dotted(k, key, sizeof(key));
 	switch (k->kind) {
 	case CK_NAME:
 		if (!name_valid(text))
-			goto err_invalid;
+			break;
 		sm_strlcpy(base + k->off, text, SM_ARRAY_SIZE(cfg->node));
 		return 0;
 	case CK_PATH:
@@ -382,78 +484,16 @@ static int cfg_apply(struct sm_config *cfg, const struct cfg_key *k, const char 
 	case CK_ABS:
 	case CK_ABS_OPT:
 	case CK_SOCK:
-		if (!*text && k->kind != CK_PATH_OPT && k->kind != CK_ABS_OPT) {
-			sm_error_set(err, "%s%s: empty (%s)", where, key, k->fix);
-			return -EINVAL;
-		}
-		if (*text && k->kind != CK_PATH && k->kind != CK_PATH_OPT && *text != '/') {
-			sm_error_set(err, "%s%s: '%.200s' is not an absolute path (%s)", where, key,
-				     text, k->fix);
-			return -EINVAL;
-		}
-		if (k->kind == CK_SOCK &&
-		    strlen(text) >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
-			sm_error_set(err, "%s%s: %zu bytes is too long for a Unix socket path (%s)",
-				     where, key, strlen(text), k->fix);
-			return -ERANGE;
-		}
-		if (strlen(text) >= PATH_MAX) {
-			sm_error_set(err, "%s%s: path longer than %d bytes (%s)", where, key,
-				     PATH_MAX - 1, k->fix);
-			return -ERANGE;
-		}
-		sm_strlcpy(base + k->off, text, PATH_MAX);
-		return 0;
+		return apply_path(base, k, key, text, where, err);
 	case CK_ADDR_OPT:
-		if (!*text) {
-			memset(base + k->off, 0, sizeof(addr));
-			memset(base + k->port_off, 0, sizeof(port));
-			return 0;
-		}
-		/* fall through */
 	case CK_ADDR4:
 	case CK_ADDR6:
 	case CK_ADDR:
-		if (sm_addrport_parse(text, &addr, &port))
-			goto err_invalid;
-		if ((k->kind == CK_ADDR4 && addr.family != AF_INET) ||
-		    (k->kind == CK_ADDR6 && addr.family != AF_INET6)) {
-			sm_error_set(err, "%s%s: '%.200s' is an %s address (%s)", where, key, text,
-				     addr.family == AF_INET ? "IPv4" : "IPv6", k->fix);
-			return -EINVAL;
-		}
-		memcpy(base + k->off, &addr, sizeof(addr));
-		memcpy(base + k->port_off, &port, sizeof(port));
-		return 0;
+		return apply_addr(base, k, key, text, where, err);
 	case CK_PORT:
 	case CK_U32:
 	case CK_POW2:
-		ret = sm_parse_u64(text, k->min, k->max, &v);
-		if (ret == -ERANGE) {
-			sm_error_set(err, "%s%s: %.100s is out of range %llu..%llu (%s)", where,
-				     key, text, (unsigned long long) k->min,
-				     (unsigned long long) k->max, k->fix);
-			return -ERANGE;
-		}
-		if (ret) {
-			sm_error_set(err, "%s%s: '%.100s' is not a number (%s)", where, key, text,
-				     k->fix);
-			return -EINVAL;
-		}
-		if (k->kind == CK_POW2 && (v & (v - 1))) {
-			sm_error_set(err, "%s%s: %.100s is not a power of two (%s)", where, key,
-				     text, k->fix);
-			return -EINVAL;
-		}
-		if (k->kind == CK_PORT) {
-			port = (uint16_t) v;
-			memcpy(base + k->off, &port, sizeof(port));
-		} else {
-			uint32_t v32 = (uint32_t) v;
-
-			memcpy(base + k->off, &v32, sizeof(v32));
-		}
-		return 0;
+		return apply_number(base, k, key, text, where, err);
 	case CK_BOOL:
 		if (sm_parse_bool(text, &b)) {
 			sm_error_set(err, "%s%s: '%.100s' is not true or false (%s)", where, key,
@@ -465,27 +505,16 @@ static int cfg_apply(struct sm_config *cfg, const struct cfg_key *k, const char 
 	case CK_LOGLEVEL:
 		level = sm_log_level_parse(text);
 		if (level < 0)
-			goto err_invalid;
+			break;
 		memcpy(base + k->off, &level, sizeof(level));
 		return 0;
 	case CK_SIZE:
-		ret = parse_size(text, &v);
-		if (ret == -EINVAL)
-			goto err_invalid;
-		if (ret || (v && (v < k->min || v > k->max))) {
-			sm_error_set(err, "%s%s: %.100s is out of range (%s)", where, key, text,
-				     k->fix);
-			return -ERANGE;
-		}
-		memcpy(base + k->off, &v, sizeof(v));
-		return 0;
+		return apply_size(base, k, key, text, where, err);
 	case CK_FILTERS:
 	case CK_FIELDS:
 		return list_apply_text(cfg, k, text, where, err);
 	}
-err_invalid:
-	sm_error_set(err, "%s%s: '%.200s' is not valid (%s)", where, key, text, k->fix);
-	return -EINVAL;
+	return apply_invalid(k, key, text, where, err);
 }
 
 static const struct cfg_key *cfg_key_find(const char *section, const char *name)
