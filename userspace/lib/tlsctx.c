@@ -487,6 +487,95 @@ static time_t asn1_to_time(const ASN1_TIME *t)
 	return timegm(&tm);
 }
 
+/* The SVID's files in dir. 0 or -ENAMETOOLONG (err set). */
+static int creds_paths(const char *dir, char *cert, char *key, char *bundle, size_t len,
+		       struct sm_error *err)
+{
+	if (snprintf(cert, len, "%s/cert.pem", dir) >= (int) len ||
+	    snprintf(key, len, "%s/key.pem", dir) >= (int) len ||
+	    snprintf(bundle, len, "%s/bundle.pem", dir) >= (int) len) {
+		sm_error_set(err, "%s: path too long", dir);
+		return -ENAMETOOLONG;
+	}
+	return 0;
+}
+
+/*
+ * Read the SVID's chain and key, check that they belong together and that
+ * the leaf names a SPIFFE ID; its trust domain into td. 0 (the caller frees
+ * *leaf, *chain, *key) or -errno with err set and nothing held.
+ */
+static int creds_read(const char *cert_path, const char *key_path, X509 **leaf,
+		      STACK_OF(X509) * *chain, EVP_PKEY **key, char *td, size_t tdlen,
+		      struct sm_error *err)
+{
+	int ret = read_cert_chain(cert_path, leaf, chain, err);
+
+	if (ret)
+		return ret;
+	*key = read_key(key_path, err);
+	if (!*key) {
+		ret = -EINVAL;
+		goto free_cert;
+	}
+	if (!X509_check_private_key(*leaf, *key)) {
+		ERR_clear_error();
+		sm_error_set(err,
+			     "%s: the key does not match the certificate in %s (write the "
+			     "key and certificate of the same SVID)",
+			     key_path, cert_path);
+		ret = -EINVAL;
+		goto free_key;
+	}
+	if (leaf_trust_domain(*leaf, td, tdlen)) {
+		sm_error_set(err,
+			     "%s: the leaf is not an X.509-SVID: it needs exactly one URI SAN "
+			     "holding a SPIFFE ID (reason bad_san)",
+			     cert_path);
+		ret = -EINVAL;
+		goto free_key;
+	}
+	return 0;
+free_key:
+	EVP_PKEY_free(*key);
+	*key = NULL;
+free_cert:
+	X509_free(*leaf);
+	*leaf = NULL;
+	sk_X509_pop_free(*chain, X509_free);
+	*chain = NULL;
+	return ret;
+}
+
+/*
+ * Build c's nctx pairs of contexts; each pair gets its own trust store (the
+ * first shares bundles), so verification shares no lock either. 0, or -errno
+ * with the pairs built so far left in c (c->nctx) for the caller to free.
+ */
+static int creds_build_ctxs(struct sm_creds *c, unsigned int nctx, X509 *leaf,
+			    STACK_OF(X509) * chain, EVP_PKEY *key, struct sm_bundles *bundles,
+			    const char *td, const char *bundle_path, const char *dir,
+			    struct sm_error *err)
+{
+	for (unsigned int i = 0; i < nctx; i++) {
+		struct sm_bundles *b =
+			i == 0 ? sm_bundles_get(bundles) : sm_bundles_load(td, bundle_path, err);
+
+		if (!b || (i > 0 && load_federated(b, dir, err))) {
+			sm_bundles_put(b);
+			return -EINVAL;
+		}
+		c->ctx[i].client = build_ctx(false, leaf, chain, key, b, dir, err);
+		c->ctx[i].server =
+			c->ctx[i].client ? build_ctx(true, leaf, chain, key, b, dir, err) : NULL;
+		sm_bundles_put(b); /* the contexts hold their own references */
+		c->nctx = i + 1;
+		if (!c->ctx[i].server)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 struct sm_creds *sm_creds_load(const char *dir, unsigned int nctx, struct sm_error *err)
 {
 	char cert_path[PATH_MAX], key_path[PATH_MAX], bundle_path[PATH_MAX];
@@ -506,43 +595,16 @@ struct sm_creds *sm_creds_load(const char *dir, unsigned int nctx, struct sm_err
 		errno = EINVAL;
 		return NULL;
 	}
-	if (snprintf(cert_path, sizeof(cert_path), "%s/cert.pem", dir) >= (int) sizeof(cert_path) ||
-	    snprintf(key_path, sizeof(key_path), "%s/key.pem", dir) >= (int) sizeof(key_path) ||
-	    snprintf(bundle_path, sizeof(bundle_path), "%s/bundle.pem", dir) >=
-		    (int) sizeof(bundle_path)) {
-		sm_error_set(err, "%s: path too long", dir);
-		errno = ENAMETOOLONG;
-		return NULL;
-	}
-	ret = read_cert_chain(cert_path, &leaf, &chain, err);
+	ret = creds_paths(dir, cert_path, key_path, bundle_path, PATH_MAX, err);
 	if (ret)
 		goto fail;
-	key = read_key(key_path, err);
-	if (!key) {
-		ret = -EINVAL;
-		goto free_cert;
-	}
-	if (!X509_check_private_key(leaf, key)) {
-		ERR_clear_error();
-		sm_error_set(err,
-			     "%s: the key does not match the certificate in %s (write the "
-			     "key and certificate of the same SVID)",
-			     key_path, cert_path);
-		ret = -EINVAL;
-		goto free_key;
-	}
-	if (leaf_trust_domain(leaf, td, sizeof(td))) {
-		sm_error_set(err,
-			     "%s: the leaf is not an X.509-SVID: it needs exactly one URI SAN "
-			     "holding a SPIFFE ID (reason bad_san)",
-			     cert_path);
-		ret = -EINVAL;
-		goto free_key;
-	}
+	ret = creds_read(cert_path, key_path, &leaf, &chain, &key, td, sizeof(td), err);
+	if (ret)
+		goto fail;
 	bundles = sm_bundles_load(td, bundle_path, err);
 	if (!bundles) {
 		ret = -errno;
-		goto free_key;
+		goto free_svid;
 	}
 	ret = load_federated(bundles, dir, err);
 	if (ret)
@@ -567,27 +629,9 @@ struct sm_creds *sm_creds_load(const char *dir, unsigned int nctx, struct sm_err
 	atomic_init(&c->refs, 1);
 	sm_strlcpy(c->spiffe_id, id, sizeof(c->spiffe_id));
 	c->not_after = asn1_to_time(X509_get0_notAfter(leaf));
-	for (unsigned int i = 0; i < nctx; i++) {
-		/* each pair gets its own trust store: verification shares no lock either */
-		struct sm_bundles *b =
-			i == 0 ? sm_bundles_get(bundles) : sm_bundles_load(td, bundle_path, err);
-
-		if (!b || (i > 0 && load_federated(b, dir, err))) {
-			sm_bundles_put(b);
-			ret = -EINVAL;
-			goto free_creds;
-		}
-		c->ctx[i].client = build_ctx(false, leaf, chain, key, b, dir, err);
-		c->ctx[i].server =
-			c->ctx[i].client ? build_ctx(true, leaf, chain, key, b, dir, err) : NULL;
-		sm_bundles_put(b); /* the contexts hold their own references */
-		c->nctx = i + 1;
-		if (!c->ctx[i].server) {
-			ret = -ENOMEM;
-			goto free_creds;
-		}
-	}
-	ret = 0;
+	ret = creds_build_ctxs(c, nctx, leaf, chain, key, bundles, td, bundle_path, dir, err);
+	if (ret)
+		goto free_creds;
 	goto put_bundles;
 free_creds:
 	for (unsigned int i = 0; i < c->nctx; i++) {
@@ -598,9 +642,8 @@ free_creds:
 	c = NULL;
 put_bundles:
 	sm_bundles_put(bundles);
-free_key:
+free_svid:
 	EVP_PKEY_free(key);
-free_cert:
 	X509_free(leaf);
 	sk_X509_pop_free(chain, X509_free);
 fail:
