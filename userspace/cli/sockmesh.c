@@ -562,7 +562,7 @@ static int run_group(const struct cli_cmd *group, const char *path, struct cli_o
 		return CLI_EXIT_OK;
 	}
 	sub = find_sub(group, argv[1]);
-	if (sub && !sub->subs_share_options && !group->subs_share_options) {
+	if (sub && !group->subs_share_options) {
 		add_opts(&own, sub->options);
 	} else {
 		for (const struct cli_cmd *const *c = group->subs; *c; c++)

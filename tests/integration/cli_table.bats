@@ -1,10 +1,11 @@
 #!/usr/bin/env bats
 # SPDX-License-Identifier: Apache-2.0
 #
-# docs/cli.md and the sockmesh(1) man page against the CLI's command table
-# (`sockmesh __commands`): every command, subcommand, option and exit code is
+# The CLI's command table (`sockmesh __commands`) against docs/cli.md and the
+# sockmesh(1) man page: every command, subcommand, option and exit code is
 # documented, and the docs name none the CLI lacks; sockmeshd(8) names exactly
-# the options of `sockmeshd --help`. No daemon runs, no sandbox.
+# the options of `sockmeshd --help`. And the one option parser: the usage
+# errors each command gives. No daemon runs, no sandbox.
 
 load helpers
 
@@ -75,4 +76,41 @@ teardown() {
 	echo "$output"
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"'sockmesh flows': option --colour is not an option"* ]]
+}
+
+# run_usage MESSAGE ARGS...: sockmesh ARGS exits 2 (usage) and says MESSAGE.
+run_usage() {
+	local want=$1
+	shift
+	run "$SOCKMESH" -S "$DOCS/no-such.sock" "$@"
+	echo "sockmesh $*: exit $status: $output"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"$want"* ]]
+}
+
+@test "usage errors: each command's options and -o formats, before and after the command" {
+	run_usage "unknown output format 'yaml' (use -o table or -o json)" -o yaml status
+	run_usage "unknown output format 'yaml' (use -o table or -o json)" status -o yaml
+	run_usage "unknown output format 'vpc' (use -o table or -o json)" -o vpc flows
+	run_usage "unknown output format 'yaml' (compact, json or vpc)" flows -o yaml
+	run_usage "unknown output format 'vpc' (table, yaml or json)" policy get -o vpc
+	run_usage "unknown option '-v' (see 'sockmesh policy get --help')" policy get -v
+	run_usage "unknown option '--version' (see 'sockmesh flows --help')" flows --version
+	run_usage "option '--last' needs a value (see 'sockmesh flows --help')" flows --last
+	run_usage "--timeout '0': expected milliseconds from 1 to 600000" status --timeout 0
+	run_usage "--timeout '0': expected milliseconds from 1 to 600000" policy get --timeout 0
+	run_usage "--port '0': expected 1..65535" policy explain --from a --to b --port 0
+	run_usage "status takes no arguments, got 'x'" status x
+	run_usage "policy get: unexpected argument 'b'" policy get a b
+	run_usage "unknown policy command 'x' (apply, validate, diff, get, delete, explain, wait" \
+		policy x
+	run_usage "unknown command 'x' (commands: status, workloads, services, policy, flows;" x
+	for args in "status" "policy get" "flows"; do
+		# shellcheck disable=SC2086 # words
+		run_usage "--socket needs a path" $args -S ''
+	done
+	# a usage error is found before the daemon is asked: this socket does not exist
+	run "$SOCKMESH" -S "$DOCS/no-such.sock" status
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"$DOCS/no-such.sock"* ]]
 }
