@@ -76,6 +76,13 @@ teardown() {
 	echo "$output"
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"'sockmesh flows': option --colour is not an option"* ]]
+
+	cp docs/cli.md "$DOCS/"
+	sed -i 's/^| 2 | `CLI_EXIT_USAGE` |/| 2 | `CLI_EXIT_BAD_USAGE` |/' "$DOCS/cli.md"
+	run python3 "$CHECK" "$SOCKMESH" "$DOCS/cli.md" docs/man/sockmesh.1
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"exit code 2 is named CLI_EXIT_BAD_USAGE, the CLI names it CLI_EXIT_USAGE"* ]]
 }
 
 # run_usage MESSAGE ARGS...: sockmesh ARGS exits 2 (usage) and says MESSAGE.

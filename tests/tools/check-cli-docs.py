@@ -14,7 +14,8 @@ table does not. What the docs must look like:
                 subcommand; in its section (to the next heading as high), an
                 option table whose rows start "| `--name ...`" listing each of
                 the command's own options; the global options in the rows of
-                "## Options"; the exit codes as "| N |" rows of "## Exit status".
+                "## Options"; the exit codes as "| N | `CLI_EXIT_NAME` |" rows
+                of "## Exit status", named as in userspace/cli/cli.h.
   sockmesh.1    a subsection '.SS "sockmesh PATH ..."' for every command, its
                 own options as the .TP tags that follow; the global options as
                 the .TP tags of .SH OPTIONS; the exit codes as the .TP tags of
@@ -38,7 +39,7 @@ def load_table(binary):
         own = {o["long"] for o in c["options"] if not o["global"]}
         glob = {o["long"] for o in c["options"] if o["global"]}
         cmds[c["command"]] = {"own": own, "global": glob}
-    codes = {e["code"] for e in table["exit_codes"]}
+    codes = {e["code"]: e["name"] for e in table["exit_codes"]}
     return cmds, codes
 
 
@@ -121,10 +122,16 @@ def check_md(path, cmds, codes, problems):
     if not ex:
         problems.append(f"{path}: no '## Exit status' section")
     else:
-        got = {int(m.group(1)) for line in sections[ex[0]][2]
-               for m in [re.match(r"^\| (\d+) \|", line)] if m}
+        rows = [m for line in sections[ex[0]][2]
+                for m in [re.match(r"^\| (\d+) \|(?: `(\w+)` \|)?", line)] if m]
         compare(path, "exit codes ('## Exit status')", {f"exit {c}" for c in codes},
-                {f"exit {c}" for c in got}, problems)
+                {f"exit {int(m.group(1))}" for m in rows}, problems)
+        for m in rows:
+            want = codes.get(int(m.group(1)))
+            if want and m.group(2) != f"CLI_EXIT_{want.upper()}":
+                problems.append(f"{path}: exit code {m.group(1)} is named "
+                                f"{m.group(2) or 'nothing'}, the CLI names it "
+                                f"CLI_EXIT_{want.upper()}")
 
 
 # ---- the man page ----
