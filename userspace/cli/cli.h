@@ -55,9 +55,11 @@ struct cli_opts {
 };
 
 /*
- * One option of a command. key is the short option's letter (shown as -k) or,
- * for a long-only option, a number from CLI_KEY_OWN on; getopt_long returns it
- * and the command's parse function gets it.
+ * One option of a command. key is the short option's letter (shown as -k; not
+ * one of the global options' S, o, v, h) or, for a long-only option, a number
+ * from CLI_KEY_OWN on; getopt_long returns it and the command's parse function
+ * gets it. A command (or a group sharing its subcommands' options) has at most
+ * CLI_MAX_OPTS in sockmesh.c.
  */
 struct cli_opt {
 	const char *name; /* long name, without "--" */
