@@ -29,7 +29,7 @@ static bool cgid_zero(struct json_object *w)
 	return !json_object_object_get_ex(w, "cgroup_id", &v) || json_object_get_uint64(v) == 0;
 }
 
-int cli_render_workloads(const struct cli_opts *o, const char *cmd, struct json_object *data)
+static int render_workloads(const struct cli_opts *o, const char *cmd, struct json_object *data)
 {
 	static const struct sm_table_col cols[] = {
 		{"NAME", false},     {"IDENTITY", true}, {"SPIFFE-ID", false},
@@ -75,7 +75,7 @@ int cli_render_workloads(const struct cli_opts *o, const char *cmd, struct json_
 	return print_table(t, cmd, err);
 }
 
-int cli_render_services(const struct cli_opts *o, const char *cmd, struct json_object *data)
+static int render_services(const struct cli_opts *o, const char *cmd, struct json_object *data)
 {
 	static const struct sm_table_col cols[] = {
 		{"NAME", false},    {"ADDRESS", false}, {"PORT", true},	   {"WORKLOAD", false},
@@ -112,3 +112,33 @@ int cli_render_services(const struct cli_opts *o, const char *cmd, struct json_o
 	}
 	return print_table(t, cmd, err);
 }
+
+const struct cli_cmd cli_workloads_cmd = {
+	.name = "workloads",
+	.summary = "enrolled workloads",
+	.help = "Lists the workloads of the catalog: name, numeric identity, SPIFFE ID, the\n"
+		"node that hosts them, whether that is this node, STRICT or PERMISSIVE mode,\n"
+		"whether the programs see the workload's cgroup, the cgroup and its id.\n",
+	.examples = "sockmesh workloads\n"
+		    "sockmesh workloads -o json | jq -r '.[] | select(.local) | .name'\n",
+	.globals = CLI_G_ALL,
+	.exits = 1u << CLI_EXIT_OK | 1u << CLI_EXIT_FAIL | 1u << CLI_EXIT_USAGE,
+	.run = cli_run_query,
+	.query = "workloads",
+	.render = render_workloads,
+};
+
+const struct cli_cmd cli_services_cmd = {
+	.name = "services",
+	.summary = "services from the catalog",
+	.help = "Lists the services of the catalog: name, address and port, the workload that\n"
+		"serves them with its identity, its node, and whether that node is remote\n"
+		"(connections to it are carried through the mTLS tunnel).\n",
+	.examples = "sockmesh services\n"
+		    "sockmesh services -o json | jq -r '.[] | \"\\(.address):\\(.port)\"'\n",
+	.globals = CLI_G_ALL,
+	.exits = 1u << CLI_EXIT_OK | 1u << CLI_EXIT_FAIL | 1u << CLI_EXIT_USAGE,
+	.run = cli_run_query,
+	.query = "services",
+	.render = render_services,
+};

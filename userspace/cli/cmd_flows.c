@@ -25,67 +25,6 @@
 #define FLOWS_MAX_LINE	  (1u << 20) /* longest line the stream may send */
 #define FLOWS_MAX_LAST	  1000000000ULL
 
-static const char flows_help[] =
-	"Usage: sockmesh flows [OPTIONS]\n"
-	"\n"
-	"Flow records from the node's daemon: the recent ones it keeps in memory\n"
-	"(flowlog.ring_size, default 4096), and with --follow the new ones as they\n"
-	"happen. The daemon filters them; nothing that does not match is sent.\n"
-	"\n"
-	"What to show:\n"
-	"  -f, --follow              keep printing new records until interrupted\n"
-	"      --last N              only the last N matching records from memory (without\n"
-	"                            --follow the default is all of them, with --follow none)\n"
-	"      --since T             only records from T on: RFC 3339 (2026-11-29T20:01:02Z)\n"
-	"                            or a duration before now (30s, 5m, 1h, 1h30m, 2d)\n"
-	"\n"
-	"Filters (each flag is one term, all terms must hold; VALUE may list\n"
-	"alternatives as A|B, and a flag given twice adds alternatives):\n"
-	"      --type TYPE           conn_start, conn_update, conn_end, denied, lost\n"
-	"      --verdict V           FORWARDED, DROPPED, AUDIT\n"
-	"      --drop-reason R       e.g. policy_default_deny, unknown_ca\n"
-	"      --identity ID         either end: a SPIFFE ID, a pattern spiffe://td/ns/prod/*\n"
-	"                            or an identity number; --from-identity: the source,\n"
-	"                            --to-identity: the destination\n"
-	"      --workload NAME       either end; --from-workload, --to-workload\n"
-	"      --ip ADDR|CIDR        either end; --from-ip, --to-ip\n"
-	"      --port N|A-B          either end; --from-port, --to-port\n"
-	"      --node NAME           the reporting node\n"
-	"      --filter EXPR         a whole filter, KEY=VALUE terms separated by spaces\n"
-	"                            (keys as above, plus direction and trace_id); repeat it\n"
-	"                            for filters any of which may match; the flags above\n"
-	"                            are added to each\n"
-	"\n"
-	"Output:\n"
-	"  -o, --output FMT          compact (default): one line per record, like\n"
-	"                            `hubble observe`: time, node, source, destination,\n"
-	"                            verdict, drop reason or type, direction, bytes\n"
-	"                            source->destination/back;\n"
-	"                            json: the records' JSON lines exactly as the daemon\n"
-	"                            wrote them (docs/flow-schema.md);\n"
-	"                            vpc: AWS VPC flow log version 2 lines, with a header\n"
-	"      --format FMT          the same as -o\n"
-	"  -S, --socket PATH         control socket (default $" SM_CTL_SOCKET_ENV " or\n"
-	"                            " SM_CTL_DEFAULT_SOCKET ")\n"
-	"      --timeout MS          give up when the daemon is silent this long, except\n"
-	"                            while following (1..600000, default 5000)\n"
-	"  -v, --verbose             say on stderr what the daemon's memory holds\n"
-	"  -h, --help                this text\n"
-	"\n"
-	"A reader that cannot keep up with --follow is never allowed to slow the daemon:\n"
-	"what it missed is counted and shown in its place (SKIPPED, or a SKIPDATA line).\n"
-	"\n"
-	"Exit status: 0 done (with --follow: interrupted); 1 the daemon is unreachable,\n"
-	"refused, or ended the stream early; 2 bad usage or a bad filter.\n"
-	"\n"
-	"Examples:\n"
-	"  sockmesh flows --last 20\n"
-	"  sockmesh flows -f --verdict DROPPED\n"
-	"  sockmesh flows -f --from-workload api --to-port 8080 -o json\n"
-	"  sockmesh flows --since 10m --to-identity 'spiffe://example.org/ns/prod/*'\n"
-	"  sockmesh flows --ip 10.0.0.0/8 --type conn_end --format vpc\n"
-	"  sockmesh flows --filter 'verdict=DROPPED' --filter 'verdict=AUDIT' --node node1\n";
-
 enum flows_fmt {
 	FLOWS_COMPACT,
 	FLOWS_JSON,
@@ -93,38 +32,48 @@ enum flows_fmt {
 };
 
 enum {
-	F_LAST = 0x300,
+	F_LAST = CLI_KEY_OWN,
 	F_SINCE,
 	F_FILTER,
 	F_FORMAT,
-	F_TIMEOUT,
-	F_TERM, /* F_TERM + i: the filter flag term_flags[i] */
+	F_TERM, /* F_TERM + i: the filter flag of term i */
 };
 
-/* Filter flags: the option and the flowfilter key it becomes (flowfilter.h). */
+/*
+ * Filter flags: X(id, option, flowfilter key (flowfilter.h), value, help). A
+ * flag is one term of every filter sent.
+ */
+#define FLOWS_TERMS(X)                                                                             \
+	X(T_TYPE, "type", "type", "TYPE", "conn_start, conn_update, conn_end, denied, lost")       \
+	X(T_VERDICT, "verdict", "verdict", "V", "FORWARDED, DROPPED, AUDIT")                       \
+	X(T_DROP_REASON, "drop-reason", "drop_reason", "R",                                        \
+	  "e.g. policy_default_deny, unknown_ca")                                                  \
+	X(T_IDENTITY, "identity", "identity", "ID",                                                \
+	  "either end: a SPIFFE ID, a pattern\nspiffe://td/ns/prod/* or an identity number")       \
+	X(T_FROM_IDENTITY, "from-identity", "from-identity", "ID", "the source's, as --identity")  \
+	X(T_TO_IDENTITY, "to-identity", "to-identity", "ID", "the destination's, as --identity")   \
+	X(T_WORKLOAD, "workload", "workload", "NAME", "either end: a workload of the catalog")     \
+	X(T_FROM_WORKLOAD, "from-workload", "from-workload", "NAME", "the source")                 \
+	X(T_TO_WORKLOAD, "to-workload", "to-workload", "NAME", "the destination")                  \
+	X(T_IP, "ip", "ip", "ADDR|CIDR", "either end")                                             \
+	X(T_FROM_IP, "from-ip", "from-ip", "ADDR|CIDR", "the source")                              \
+	X(T_TO_IP, "to-ip", "to-ip", "ADDR|CIDR", "the destination")                               \
+	X(T_PORT, "port", "port", "N|A-B", "either end")                                           \
+	X(T_FROM_PORT, "from-port", "from-port", "N|A-B", "the source")                            \
+	X(T_TO_PORT, "to-port", "to-port", "N|A-B", "the destination")                             \
+	X(T_NODE, "node", "node", "NAME", "the reporting node")
+
+#define TERM_ID(id, option, key, arg, help) id,
+enum { FLOWS_TERMS(TERM_ID) NTERMS };
+#undef TERM_ID
+
+/* Filter flags: the option and the flowfilter key it becomes. */
+#define TERM_FLAG(id, option, key, arg, help) {option, key},
 static const struct {
 	const char *option;
 	const char *key;
-} term_flags[] = {
-	{"type", "type"},
-	{"verdict", "verdict"},
-	{"drop-reason", "drop_reason"},
-	{"identity", "identity"},
-	{"from-identity", "from-identity"},
-	{"to-identity", "to-identity"},
-	{"workload", "workload"},
-	{"from-workload", "from-workload"},
-	{"to-workload", "to-workload"},
-	{"ip", "ip"},
-	{"from-ip", "from-ip"},
-	{"to-ip", "to-ip"},
-	{"port", "port"},
-	{"from-port", "from-port"},
-	{"to-port", "to-port"},
-	{"node", "node"},
-};
-
-#define NTERMS SM_ARRAY_SIZE(term_flags)
+} term_flags[] = {FLOWS_TERMS(TERM_FLAG)};
+#undef TERM_FLAG
 
 struct flows_args {
 	bool follow;
@@ -235,133 +184,62 @@ static int build_filters(const struct flows_args *a, struct json_object *arr)
 	return 0;
 }
 
-static int parse_format(const char *v, struct flows_args *a)
-{
-	if (strcmp(v, "compact") == 0 || strcmp(v, "table") == 0) {
-		a->fmt = FLOWS_COMPACT;
-	} else if (strcmp(v, "json") == 0) {
-		a->fmt = FLOWS_JSON;
-	} else if (strcmp(v, "vpc") == 0) {
-		a->fmt = FLOWS_VPC;
-	} else {
-		cli_error("unknown output format '%s' (compact, json or vpc)", v);
-		return CLI_EXIT_USAGE;
-	}
-	return 0;
-}
+static const char *const flows_format_names[] = {"compact", "table", "json", "vpc", NULL};
 
-static int parse_flows_args(struct cli_opts *o, int argc, char **argv, struct flows_args *a,
-			    bool *help)
+static const struct cli_formats flows_formats = {
+	.names = flows_format_names,
+	.hint = "compact, json or vpc",
+	.help = "compact (default; table is the same): one line\nper record, like `hubble "
+		"observe`; "
+		"json: the\nrecords' JSON lines as the daemon wrote them\n(docs/flow-schema.md); "
+		"vpc: AWS VPC flow log\nversion 2 lines, with a header",
+};
+
+static int flows_parse(struct cli_opts *o, void *cfg, int key, const char *value)
 {
-	static struct option opts[NTERMS + 12];
+	struct flows_args *a = cfg;
 	struct timespec now;
-	size_t n = 0;
 	uint64_t v;
-	int c, ret;
+	int ret;
 
-	if (!opts[0].name) {
-		opts[n++] = (struct option){"follow", no_argument, NULL, 'f'};
-		opts[n++] = (struct option){"last", required_argument, NULL, F_LAST};
-		opts[n++] = (struct option){"since", required_argument, NULL, F_SINCE};
-		opts[n++] = (struct option){"filter", required_argument, NULL, F_FILTER};
-		opts[n++] = (struct option){"output", required_argument, NULL, 'o'};
-		opts[n++] = (struct option){"format", required_argument, NULL, F_FORMAT};
-		opts[n++] = (struct option){"socket", required_argument, NULL, 'S'};
-		opts[n++] = (struct option){"timeout", required_argument, NULL, F_TIMEOUT};
-		opts[n++] = (struct option){"verbose", no_argument, NULL, 'v'};
-		opts[n++] = (struct option){"help", no_argument, NULL, 'h'};
-		for (size_t i = 0; i < NTERMS; i++)
-			opts[n++] = (struct option){term_flags[i].option, required_argument, NULL,
-						    F_TERM + (int) i};
-	}
-	opterr = 0;
-	optind = 0;
-	while ((c = getopt_long(argc, argv, ":fo:S:vh", opts, NULL)) != -1) {
-		switch (c) {
-		case 'f':
-			a->follow = true;
-			break;
-		case F_LAST:
-			if (sm_parse_u64(optarg, 0, FLOWS_MAX_LAST, &v)) {
-				cli_error("--last '%s': expected a number of records, 0..%llu",
-					  optarg, FLOWS_MAX_LAST);
-				return CLI_EXIT_USAGE;
-			}
-			a->last = (int64_t) v;
-			break;
-		case F_SINCE:
-			clock_gettime(CLOCK_REALTIME, &now);
-			ret = sm_flowfmt_parse_since(
-				optarg, (int64_t) now.tv_sec * 1000000000LL + now.tv_nsec,
-				&a->since_ns);
-			if (ret) {
-				cli_error("--since '%s': expected an RFC 3339 time "
-					  "(2026-11-29T20:01:02Z) or a duration before now "
-					  "(30s, 5m, 1h, 1h30m, 2d)%s",
-					  optarg,
-					  ret == -ERANGE ? "; this one reaches before 1970" : "");
-				return CLI_EXIT_USAGE;
-			}
-			a->since = optarg;
-			break;
-		case F_FILTER:
-			if (a->nfilters == FLOWS_MAX_FILTERS) {
-				cli_error("at most %d --filter options", FLOWS_MAX_FILTERS);
-				return CLI_EXIT_USAGE;
-			}
-			a->filters[a->nfilters++] = optarg;
-			break;
-		case 'o':
-		case F_FORMAT:
-			ret = parse_format(optarg, a);
-			if (ret)
-				return ret;
-			break;
-		case 'S':
-			if (!*optarg) {
-				cli_error("--socket needs a path (see 'sockmesh flows --help')");
-				return CLI_EXIT_USAGE;
-			}
-			o->socket = optarg;
-			break;
-		case F_TIMEOUT:
-			if (sm_parse_u64(optarg, 1, 600000, &v)) {
-				cli_error("--timeout '%s': expected milliseconds from 1 to 600000",
-					  optarg);
-				return CLI_EXIT_USAGE;
-			}
-			o->timeout_ms = (int) v;
-			break;
-		case 'v':
-			if (o->verbose < 10)
-				o->verbose++;
-			break;
-		case 'h':
-			*help = true;
-			break;
-		case ':':
-			cli_error("option '%s' needs a value (see 'sockmesh flows --help')",
-				  argv[optind - 1]);
+	switch (key) {
+	case 'f':
+		a->follow = true;
+		break;
+	case F_LAST:
+		if (sm_parse_u64(value, 0, FLOWS_MAX_LAST, &v)) {
+			cli_error("--last '%s': expected a number of records, 0..%llu", value,
+				  FLOWS_MAX_LAST);
 			return CLI_EXIT_USAGE;
-		case '?':
-			cli_error("unknown option '%s' (see 'sockmesh flows --help')",
-				  argv[optind - 1]);
-			return CLI_EXIT_USAGE;
-		default:
-			if (c < F_TERM || c >= F_TERM + (int) NTERMS)
-				return CLI_EXIT_USAGE; /* getopt_long returns only what opts names
-							*/
-			ret = add_term(a, (size_t) (c - F_TERM), optarg);
-			if (ret)
-				return ret;
-			break;
 		}
-	}
-	if (optind < argc) {
-		cli_error("flows takes no arguments, got '%s' (filters are flags: see 'sockmesh "
-			  "flows --help')",
-			  argv[optind]);
-		return CLI_EXIT_USAGE;
+		a->last = (int64_t) v;
+		break;
+	case F_SINCE:
+		clock_gettime(CLOCK_REALTIME, &now);
+		ret = sm_flowfmt_parse_since(
+			value, (int64_t) now.tv_sec * 1000000000LL + now.tv_nsec, &a->since_ns);
+		if (ret) {
+			cli_error("--since '%s': expected an RFC 3339 time "
+				  "(2026-11-29T20:01:02Z) or a duration before now "
+				  "(30s, 5m, 1h, 1h30m, 2d)%s",
+				  value, ret == -ERANGE ? "; this one reaches before 1970" : "");
+			return CLI_EXIT_USAGE;
+		}
+		a->since = value;
+		break;
+	case F_FILTER:
+		if (a->nfilters == FLOWS_MAX_FILTERS) {
+			cli_error("at most %d --filter options", FLOWS_MAX_FILTERS);
+			return CLI_EXIT_USAGE;
+		}
+		a->filters[a->nfilters++] = value;
+		break;
+	case F_FORMAT:
+		return cli_set_format(o, &flows_formats, value); /* the same as -o */
+	default:
+		if (key < F_TERM || key >= F_TERM + (int) NTERMS)
+			return CLI_EXIT_USAGE; /* only the keys of flows_options come here */
+		return add_term(a, (size_t) (key - F_TERM), value);
 	}
 	return 0;
 }
@@ -721,21 +599,94 @@ static int run_flows(const struct cli_opts *o, const struct flows_args *a)
 	return ret;
 }
 
-int cli_flows(struct cli_opts *o, int argc, char **argv)
+static int flows_run(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc,
+		     char **argv)
 {
-	struct flows_args a = {
-		.last = -1,
-		.fmt = o->output == CLI_OUT_JSON ? FLOWS_JSON : FLOWS_COMPACT,
-	};
-	bool help = false;
-	int ret;
+	struct flows_args *a = cfg;
 
-	ret = parse_flows_args(o, argc, argv, &a, &help);
-	if (!ret && help)
-		fputs(flows_help, stdout);
-	else if (!ret)
-		ret = run_flows(o, &a);
-	for (size_t i = 0; i < NTERMS; i++)
-		free(a.terms[i]);
-	return ret;
+	if (argc > 0) {
+		cli_error("flows takes no arguments, got '%s' (filters are flags: see 'sockmesh "
+			  "flows --help')",
+			  argv[0]);
+		return CLI_EXIT_USAGE;
+	}
+	/* -o or --format after the command, else -o json before it */
+	if (o->format && strcmp(o->format, "json") == 0)
+		a->fmt = FLOWS_JSON;
+	else if (o->format && strcmp(o->format, "vpc") == 0)
+		a->fmt = FLOWS_VPC;
+	else if (o->format)
+		a->fmt = FLOWS_COMPACT;
+	else
+		a->fmt = o->output == CLI_OUT_JSON ? FLOWS_JSON : FLOWS_COMPACT;
+	return run_flows(o, a);
 }
+
+static void flows_init(void *cfg)
+{
+	struct flows_args *a = cfg;
+
+	a->last = -1;
+}
+
+static void flows_free(void *cfg)
+{
+	struct flows_args *a = cfg;
+
+	for (size_t i = 0; i < NTERMS; i++)
+		free(a->terms[i]);
+}
+
+#define TERM_OPT(id, option, key, arg, help) {option, F_TERM + id, arg, help},
+static const struct cli_opt flows_options[] = {
+	{"follow", 'f', NULL, "keep printing new records until interrupted"},
+	{"last", F_LAST, "N",
+	 "only the last N matching records from memory\n(without --follow the default is all "
+	 "of them,\nwith --follow none)"},
+	{"since", F_SINCE, "T",
+	 "only records from T on: RFC 3339\n(2026-11-29T20:01:02Z) or a duration before "
+	 "now\n(30s, 5m, 1h, 1h30m, 2d)"},
+	FLOWS_TERMS(TERM_OPT){"filter", F_FILTER, "EXPR",
+			      "a whole filter, KEY=VALUE terms separated by\nspaces (keys as "
+			      "the flags, plus direction and\ntrace_id); repeat it for filters "
+			      "any of which\nmay match; the flags are added to each"},
+	{"format", F_FORMAT, "FMT", "the same as -o"},
+	{NULL, 0, NULL, NULL},
+};
+#undef TERM_OPT
+
+const struct cli_cmd cli_flows_cmd = {
+	.name = "flows",
+	.synopsis = "[--follow] [--last N] [--since T] [FILTER FLAGS] [--filter EXPR]...",
+	.summary = "recent and live flow records, filtered (--follow)",
+	.help = "Flow records from the node's daemon: the recent ones it keeps in memory\n"
+		"(flowlog.ring_size, default 4096), and with --follow the new ones as they\n"
+		"happen. The daemon filters them; nothing that does not match is sent.\n"
+		"\n"
+		"Each filter flag is one term and all terms must hold; a VALUE may list\n"
+		"alternatives as A|B, and a flag given twice adds alternatives.\n"
+		"\n"
+		"--timeout bounds connecting and every wait for data, except while following;\n"
+		"-v says on stderr what the daemon's memory holds. A reader that cannot keep\n"
+		"up with --follow is never allowed to slow the daemon: what it missed is\n"
+		"counted and shown in its place (SKIPPED, or a SKIPDATA line).\n",
+	.examples = "sockmesh flows --last 20\n"
+		    "sockmesh flows -f --verdict DROPPED\n"
+		    "sockmesh flows -f --from-workload api --to-port 8080 -o json\n"
+		    "sockmesh flows --since 10m --to-identity 'spiffe://example.org/ns/prod/*'\n"
+		    "sockmesh flows --ip 10.0.0.0/8 --type conn_end --format vpc\n"
+		    "sockmesh flows --filter 'verdict=DROPPED' --filter 'verdict=AUDIT' --node "
+		    "node1\n",
+	.options = flows_options,
+	.globals = CLI_G_SOCKET | CLI_G_OUTPUT | CLI_G_VERBOSE | CLI_G_TIMEOUT | CLI_G_HELP,
+	.formats = &flows_formats,
+	.exits = 1u << CLI_EXIT_OK | 1u << CLI_EXIT_FAIL | 1u << CLI_EXIT_USAGE,
+	.exit_notes = "With --follow, ^C or SIGTERM ends it with 0. 1 also when the stream ends\n"
+		      "early: a follower's daemon stopped, or a one-shot stream brought fewer\n"
+		      "records than announced. A bad filter, --since or --last is a usage error.\n",
+	.cfg_size = sizeof(struct flows_args),
+	.cfg_init = flows_init,
+	.cfg_free = flows_free,
+	.parse = flows_parse,
+	.run = flows_run,
+};

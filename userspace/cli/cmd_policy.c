@@ -18,59 +18,8 @@
 
 #define POLICY_FILE_MAX (4u << 20)
 
-static const char policy_help[] =
-	"Usage: sockmesh policy COMMAND [OPTIONS]\n"
-	"\n"
-	"Connection policy: named policies select destination workloads and list who may\n"
-	"(ALLOW), may not (DENY) or is watched (AUDIT) connecting to them (docs/policy.md).\n"
-	"The node's sockmeshd compiles them into kernel maps, enforces them at connect()\n"
-	"and at the tunnel's inbound side, and keeps them across restarts.\n"
-	"\n"
-	"Commands:\n"
-	"  apply -f FILE [--dry-run] [--strict]\n"
-	"                              add or replace the file's policies (by name); prints\n"
-	"                              the kernel entries that change and the new revision\n"
-	"  validate -f FILE [--strict] check a file: text, syntax, fields, patterns, ports,\n"
-	"                              capacity\n"
-	"  diff -f FILE [--strict]     what apply would change, without applying\n"
-	"  get [NAME] [-o yaml|json]   the applied policies (all, or one)\n"
-	"  delete NAME                 remove one policy; delete --all --yes removes them all\n"
-	"  explain --from ID --to ID|ADDR --port N\n"
-	"                              the decision for a connection, the rule and why,\n"
-	"                              checked against the kernel's own map\n"
-	"  wait REV [--max-wait S]     until revision REV (or later) is in force\n"
-	"\n"
-	"FILE may be - for standard input. It must be UTF-8 text: a file that is not\n"
-	"(UTF-16, another encoding, binary), holds a NUL byte or a control character is\n"
-	"refused with FILE:LINE:COLUMN, before anything is sent to the daemon.\n"
-	"\n"
-	"A selector or source naming a SPIFFE ID that no workload of the catalog has\n"
-	"(an unknown identity, often a misspelling) is accepted with a note on stderr:\n"
-	"FILE:LINE: note: policy 'P' rules[N]: source 'ID' names no workload of the\n"
-	"catalog. --strict makes it an error, and nothing is applied. Patterns (.../*)\n"
-	"that match no workload yet only get the note.\n"
-	"\n"
-	"IDs of explain are SPIFFE IDs, host, world, an address (--from: a plaintext\n"
-	"caller, matched by CIDR rules; --to: a service address with --port) or an\n"
-	"identity number.\n"
-	"\n"
-	"Exit status: 0 done (explain: allowed); 1 failed, invalid file, or wait timed out;\n"
-	"2 bad usage; 3 explain: denied.\n"
-	"\n"
-	"Examples:\n"
-	"  sockmesh policy validate -f policies.yaml\n"
-	"  sockmesh policy validate --strict -f policies.yaml\n"
-	"  sockmesh policy apply -f policies.yaml --dry-run\n"
-	"  sockmesh policy apply -f policies.yaml\n"
-	"  sockmesh policy get web-from-api -o json\n"
-	"  sockmesh policy explain --from spiffe://example.org/ns/prod/sa/api \\\n"
-	"      --to spiffe://example.org/ns/prod/sa/web --port 8080\n"
-	"  sockmesh policy explain --from 10.1.2.3 --to 10.0.2.7 --port 8080\n"
-	"  sockmesh policy delete web-from-api\n"
-	"  sockmesh policy wait 7 --max-wait 30\n";
-
 enum {
-	P_DRY_RUN = 0x200,
+	P_DRY_RUN = CLI_KEY_OWN,
 	P_STRICT,
 	P_ALL,
 	P_YES,
@@ -78,26 +27,9 @@ enum {
 	P_TO,
 	P_PORT,
 	P_MAX_WAIT,
-	P_TIMEOUT,
 };
 
-static const struct option policy_options[] = {
-	{"file", required_argument, NULL, 'f'},
-	{"dry-run", no_argument, NULL, P_DRY_RUN},
-	{"strict", no_argument, NULL, P_STRICT},
-	{"all", no_argument, NULL, P_ALL},
-	{"yes", no_argument, NULL, P_YES},
-	{"from", required_argument, NULL, P_FROM},
-	{"to", required_argument, NULL, P_TO},
-	{"port", required_argument, NULL, P_PORT},
-	{"max-wait", required_argument, NULL, P_MAX_WAIT},
-	{"socket", required_argument, NULL, 'S'},
-	{"output", required_argument, NULL, 'o'},
-	{"timeout", required_argument, NULL, P_TIMEOUT},
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
-};
-
+/* One struct for every policy command: they take each other's options (cli.h). */
 struct policy_args {
 	const char *file, *from, *to, *format;
 	bool dry_run, strict, all, yes;
@@ -270,7 +202,7 @@ static int run_with_file(const struct cli_opts *o, const char *sub, const struct
 	int ret;
 
 	if (!a->file) {
-		cli_error("policy %s needs -f FILE (see 'sockmesh policy --help')", sub);
+		cli_error("policy %s needs -f FILE (see 'sockmesh policy %s --help')", sub, sub);
 		return CLI_EXIT_USAGE;
 	}
 	name = strcmp(a->file, "-") == 0 ? "<stdin>" : a->file;
@@ -411,7 +343,7 @@ static int run_explain(const struct cli_opts *o, const struct policy_args *a)
 					 "differ)");
 	}
 	ret = strcmp(cli_json_yesno(data, "agree"), "yes") != 0 ? CLI_EXIT_FAIL
-	      : decision && strcmp(decision, "DENY") == 0	? 3
+	      : decision && strcmp(decision, "DENY") == 0	? CLI_EXIT_DENIED
 								: CLI_EXIT_OK;
 	json_object_put(data);
 	return ret;
@@ -446,114 +378,286 @@ static int run_wait(const struct cli_opts *o, const char *rev_s, const struct po
 	}
 }
 
-int cli_policy(struct cli_opts *o, int argc, char **argv)
+static int policy_parse(struct cli_opts *o, void *cfg, int key, const char *value)
 {
-	struct policy_args a = {0};
-	const char *sub, *arg = NULL;
-	int c;
+	struct policy_args *a = cfg;
 
-	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-	    strcmp(argv[1], "help") == 0) {
-		fputs(policy_help, argc < 2 ? stderr : stdout);
-		return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
-	}
-	sub = argv[1];
-	opterr = 0;
-	optind = 0;
-	while ((c = getopt_long(argc - 1, argv + 1, ":f:S:o:h", policy_options, NULL)) != -1) {
-		uint64_t v;
-
-		switch (c) {
-		case 'f':
-			a.file = optarg;
-			break;
-		case P_DRY_RUN:
-			a.dry_run = true;
-			break;
-		case P_STRICT:
-			a.strict = true;
-			break;
-		case P_ALL:
-			a.all = true;
-			break;
-		case P_YES:
-			a.yes = true;
-			break;
-		case P_FROM:
-			a.from = optarg;
-			break;
-		case P_TO:
-			a.to = optarg;
-			break;
-		case P_PORT:
-			if (sm_parse_u64(optarg, 1, 65535, &a.port)) {
-				cli_error("--port '%s': expected 1..65535", optarg);
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		case P_MAX_WAIT:
-			if (sm_parse_u64(optarg, 1, 86400, &a.max_wait)) {
-				cli_error("--max-wait '%s': expected seconds, 1..86400", optarg);
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		case 'S':
-			o->socket = optarg;
-			break;
-		case 'o':
-			if (strcmp(optarg, "json") == 0) {
-				o->output = CLI_OUT_JSON;
-				a.format = "json";
-			} else if (strcmp(optarg, "yaml") == 0 || strcmp(optarg, "table") == 0) {
-				o->output = CLI_OUT_TABLE;
-				a.format = strcmp(optarg, "yaml") == 0 ? "yaml" : NULL;
-			} else {
-				cli_error("unknown output format '%s' (table, yaml or json)",
-					  optarg);
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		case P_TIMEOUT:
-			if (sm_parse_u64(optarg, 1, 600000, &v)) {
-				cli_error("--timeout '%s': expected milliseconds from 1 to 600000",
-					  optarg);
-				return CLI_EXIT_USAGE;
-			}
-			o->timeout_ms = (int) v;
-			break;
-		case 'h':
-			fputs(policy_help, stdout);
-			return CLI_EXIT_OK;
-		case ':':
-			cli_error("option '%s' needs a value (see 'sockmesh policy --help')",
-				  argv[optind]);
-			return CLI_EXIT_USAGE;
-		default:
-			cli_error("unknown option '%s' (see 'sockmesh policy --help')",
-				  argv[optind]);
+	switch (key) {
+	case 'f':
+		a->file = value;
+		break;
+	case P_DRY_RUN:
+		a->dry_run = true;
+		break;
+	case P_STRICT:
+		a->strict = true;
+		break;
+	case P_ALL:
+		a->all = true;
+		break;
+	case P_YES:
+		a->yes = true;
+		break;
+	case P_FROM:
+		a->from = value;
+		break;
+	case P_TO:
+		a->to = value;
+		break;
+	case P_PORT:
+		if (sm_parse_u64(value, 1, 65535, &a->port)) {
+			cli_error("--port '%s': expected 1..65535", value);
 			return CLI_EXIT_USAGE;
 		}
+		break;
+	case P_MAX_WAIT:
+		if (sm_parse_u64(value, 1, 86400, &a->max_wait)) {
+			cli_error("--max-wait '%s': expected seconds, 1..86400", value);
+			return CLI_EXIT_USAGE;
+		}
+		break;
+	default:
+		return CLI_EXIT_USAGE; /* only keys of the policy commands' options come here */
 	}
-	if (optind + 1 < argc)
-		arg = argv[optind + 1];
-	if (optind + 2 < argc) {
-		cli_error("policy %s: unexpected argument '%s'", sub, argv[optind + 2]);
+	return 0;
+}
+
+/* apply, validate, diff */
+static int cmd_with_file(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc,
+			 char **argv)
+{
+	if (argc > 0) {
+		cli_error("policy %s takes -f FILE, not '%s'", cmd->name, argv[0]);
 		return CLI_EXIT_USAGE;
 	}
-	if (strcmp(sub, "apply") == 0 || strcmp(sub, "validate") == 0 || strcmp(sub, "diff") == 0)
-		return arg ? (cli_error("policy %s takes -f FILE, not '%s'", sub, arg),
-			      CLI_EXIT_USAGE)
-			   : run_with_file(o, sub, &a);
-	if (strcmp(sub, "get") == 0)
-		return run_get(o, arg, &a);
-	if (strcmp(sub, "delete") == 0)
-		return run_delete(o, arg, &a);
-	if (strcmp(sub, "explain") == 0)
-		return run_explain(o, &a);
-	if (strcmp(sub, "wait") == 0)
-		return run_wait(o, arg, &a);
-	cli_error("unknown policy command '%s' (apply, validate, diff, get, delete, explain, "
-		  "wait; see 'sockmesh policy --help')",
-		  sub);
-	return CLI_EXIT_USAGE;
+	return run_with_file(o, cmd->name, cfg);
 }
+
+static int cmd_get(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc, char **argv)
+{
+	struct policy_args *a = cfg;
+
+	/* -o table is get's default, YAML; the daemon is asked for yaml or json */
+	a->format = o->format && strcmp(o->format, "table") != 0 ? o->format : NULL;
+	return run_get(o, argc ? argv[0] : NULL, a);
+}
+
+static int cmd_delete(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc,
+		      char **argv)
+{
+	return run_delete(o, argc ? argv[0] : NULL, cfg);
+}
+
+/* A word after explain has always been ignored. */
+static int cmd_explain(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc,
+		       char **argv)
+{
+	return run_explain(o, cfg);
+}
+
+static int cmd_wait(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc, char **argv)
+{
+	return run_wait(o, argc ? argv[0] : NULL, cfg);
+}
+
+static const struct cli_opt file_opts[] = {
+	{"file", 'f', "FILE", "the policies (YAML, docs/policy.md); - for standard input"},
+	{"dry-run", P_DRY_RUN, NULL, "compile and compare, change nothing"},
+	{"strict", P_STRICT, NULL,
+	 "a SPIFFE ID that names no workload of the catalog\nis an error"},
+	{NULL, 0, NULL, NULL},
+};
+
+/* validate and diff: file_opts without --dry-run */
+static const struct cli_opt check_opts[] = {
+	{"file", 'f', "FILE", "the policies (YAML, docs/policy.md); - for standard input"},
+	{"strict", P_STRICT, NULL,
+	 "a SPIFFE ID that names no workload of the catalog\nis an error"},
+	{NULL, 0, NULL, NULL},
+};
+
+static const struct cli_opt delete_opts[] = {
+	{"all", P_ALL, NULL, "remove every policy (needs --yes, and no NAME)"},
+	{"yes", P_YES, NULL, "confirm --all"},
+	{NULL, 0, NULL, NULL},
+};
+
+static const struct cli_opt explain_opts[] = {
+	{"from", P_FROM, "ID",
+	 "the caller: a SPIFFE ID, host, world, an address\n(a plaintext "
+	 "caller, matched by CIDR rules) or an\nidentity number"},
+	{"to", P_TO, "ID|ADDR",
+	 "the destination: a SPIFFE ID, an identity number\nor a "
+	 "service address"},
+	{"port", P_PORT, "N", "the destination port, 1..65535"},
+	{NULL, 0, NULL, NULL},
+};
+
+static const struct cli_opt wait_opts[] = {
+	{"max-wait", P_MAX_WAIT, "S", "give up after S seconds, 1..86400 (default 60)"},
+	{NULL, 0, NULL, NULL},
+};
+
+static const char *const policy_format_names[] = {"table", "yaml", "json", NULL};
+
+static const struct cli_formats policy_formats = {
+	.names = policy_format_names,
+	.hint = "table, yaml or json",
+	.help = "table (default) or json: the daemon's answer as it\ncame; get: yaml (default) "
+		"or json",
+};
+
+#define POLICY_EXITS (1u << CLI_EXIT_OK | 1u << CLI_EXIT_FAIL | 1u << CLI_EXIT_USAGE)
+#define POLICY_FILE_EXITS                                                                          \
+	"An invalid file (text, syntax, fields, patterns, ports, capacity; with --strict\n"        \
+	"a SPIFFE ID that names no workload) is a failure (1).\n"
+#define POLICY_COMMON                                                                              \
+	.globals = CLI_G_SOCKET | CLI_G_OUTPUT | CLI_G_TIMEOUT | CLI_G_HELP,                       \
+	.cfg_size = sizeof(struct policy_args), .parse = policy_parse
+
+#define POLICY_FILE_HELP                                                                           \
+	"FILE must be UTF-8 text: a file that is not (UTF-16, another encoding, binary),\n"        \
+	"holds a NUL byte or a control character is refused with FILE:LINE:COLUMN,\n"              \
+	"before anything is sent to the daemon. A selector or source naming a SPIFFE ID\n"         \
+	"that no workload of the catalog has (often a misspelling) gets a note on stderr:\n"       \
+	"FILE:LINE: note: policy 'P' rules[N]: source 'ID' names no workload of the\n"             \
+	"catalog. --strict makes it an error, and nothing is applied. Patterns (.../*)\n"          \
+	"that match no workload yet only get the note.\n"
+
+static const struct cli_cmd policy_apply = {
+	.name = "apply",
+	.synopsis = "-f FILE [--dry-run] [--strict]",
+	.summary = "add or replace the file's policies (by name); prints the kernel entries\n"
+		   "      that change and the new revision",
+	.help = "Adds or replaces the file's policies, by name: the node's sockmeshd compiles\n"
+		"them, swaps them into the kernel maps as one revision, keeps them across\n"
+		"restarts, and closes the established connections the new revision denies.\n"
+		"Prints the kernel entries that change and the new revision.\n"
+		"\n" POLICY_FILE_HELP,
+	.examples = "sockmesh policy apply -f policies.yaml --dry-run\n"
+		    "sockmesh policy apply -f policies.yaml\n"
+		    "cat policies.yaml | sockmesh policy apply -f -\n",
+	.options = file_opts,
+	.exits = POLICY_EXITS,
+	.exit_notes = POLICY_FILE_EXITS,
+	.run = cmd_with_file,
+	POLICY_COMMON,
+};
+
+static const struct cli_cmd policy_validate = {
+	.name = "validate",
+	.synopsis = "-f FILE [--strict]",
+	.summary = "check a file: text, syntax, fields, patterns, ports, capacity",
+	.help = "Checks a file as apply would, against the node's catalog and map sizes, and\n"
+		"changes nothing.\n"
+		"\n" POLICY_FILE_HELP,
+	.examples = "sockmesh policy validate -f policies.yaml\n"
+		    "sockmesh policy validate --strict -f policies.yaml\n",
+	.options = check_opts,
+	.exits = POLICY_EXITS,
+	.exit_notes = POLICY_FILE_EXITS,
+	.run = cmd_with_file,
+	POLICY_COMMON,
+};
+
+static const struct cli_cmd policy_diff = {
+	.name = "diff",
+	.synopsis = "-f FILE [--strict]",
+	.summary = "what apply would change, without applying",
+	.help = "Prints the kernel entries apply would add, remove and change, and changes\n"
+		"nothing (the same as apply --dry-run).\n"
+		"\n" POLICY_FILE_HELP,
+	.examples = "sockmesh policy diff -f policies.yaml\n",
+	.options = check_opts,
+	.exits = POLICY_EXITS,
+	.exit_notes = POLICY_FILE_EXITS,
+	.run = cmd_with_file,
+	POLICY_COMMON,
+};
+
+static const struct cli_cmd policy_get = {
+	.name = "get",
+	.synopsis = "[NAME] [-o yaml|json]",
+	.summary = "the applied policies (all, or one)",
+	.help = "Prints the applied policies, all of them or the one named, as YAML (with the\n"
+		"revision on stderr) or, with -o json, as JSON.\n",
+	.examples = "sockmesh policy get\n"
+		    "sockmesh policy get web-from-api -o json\n",
+	.exits = POLICY_EXITS,
+	.run = cmd_get,
+	POLICY_COMMON,
+};
+
+static const struct cli_cmd policy_delete = {
+	.name = "delete",
+	.synopsis = "NAME | --all --yes",
+	.summary = "remove one policy; delete --all --yes removes them all",
+	.help = "Removes the policy named, or every policy with --all --yes, as a new\n"
+		"revision; prints the kernel entries that change.\n",
+	.examples = "sockmesh policy delete web-from-api\n"
+		    "sockmesh policy delete --all --yes\n",
+	.options = delete_opts,
+	.exits = POLICY_EXITS,
+	.run = cmd_delete,
+	POLICY_COMMON,
+};
+
+static const struct cli_cmd policy_explain = {
+	.name = "explain",
+	.synopsis = "--from ID --to ID|ADDR --port N",
+	.summary = "the decision for a connection, the rule and why, checked against the\n"
+		   "      kernel's own map",
+	.help = "The decision the node's policy makes for a connection, the rule that makes\n"
+		"it and why, checked against the decision the kernel's own map gives: a\n"
+		"disagreement is a failure (exit 1), to be reported.\n",
+	.examples = "sockmesh policy explain --from spiffe://example.org/ns/prod/sa/api \\\n"
+		    "    --to spiffe://example.org/ns/prod/sa/web --port 8080\n"
+		    "sockmesh policy explain --from 10.1.2.3 --to 10.0.2.7 --port 8080\n",
+	.options = explain_opts,
+	.exits = POLICY_EXITS | 1u << CLI_EXIT_DENIED,
+	.exit_notes = "0: allowed; 3: denied; 1 also when the kernel's map and the compiler\n"
+		      "disagree (report that).\n",
+	.run = cmd_explain,
+	POLICY_COMMON,
+};
+
+static const struct cli_cmd policy_wait = {
+	.name = "wait",
+	.synopsis = "REV [--max-wait S]",
+	.summary = "until revision REV (or later) is in force",
+	.help = "Waits until revision REV, or a later one, is in force on the node (exit 0),\n"
+		"or fails after --max-wait seconds (exit 1).\n",
+	.examples = "sockmesh policy wait 7 --max-wait 30\n",
+	.options = wait_opts,
+	.exits = POLICY_EXITS,
+	.exit_notes = "1 also when the revision is not in force after --max-wait.\n",
+	.run = cmd_wait,
+	POLICY_COMMON,
+};
+
+static const struct cli_cmd *const policy_subs[] = {
+	&policy_apply,	&policy_validate, &policy_diff, &policy_get,
+	&policy_delete, &policy_explain,  &policy_wait, NULL,
+};
+
+const struct cli_cmd cli_policy_cmd = {
+	.name = "policy",
+	.summary = "connection policy: apply, validate, diff, get, delete, explain, wait",
+	.help = "Connection policy: named policies select destination workloads and list who may\n"
+		"(ALLOW), may not (DENY) or is watched (AUDIT) connecting to them "
+		"(docs/policy.md).\n"
+		"The node's sockmeshd compiles them into kernel maps, enforces them at connect()\n"
+		"and at the tunnel's inbound side, and keeps them across restarts.\n",
+	.examples = "sockmesh policy validate -f policies.yaml\n"
+		    "sockmesh policy apply -f policies.yaml\n"
+		    "sockmesh policy explain --from 10.1.2.3 --to 10.0.2.7 --port 8080\n",
+	.formats = &policy_formats,
+	.exits = POLICY_EXITS | 1u << CLI_EXIT_DENIED,
+	.exit_notes =
+		"explain: 0 allowed, 3 denied. An invalid file, or a wait that timed out, is\n"
+		"a failure (1).\n",
+	.subs = policy_subs,
+	.subs_share_options = true,
+	.max_args = 1,
+	POLICY_COMMON,
+};

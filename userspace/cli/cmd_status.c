@@ -218,7 +218,7 @@ static int print_counters(struct json_object *counters, bool all)
 	return err;
 }
 
-int cli_render_status(const struct cli_opts *o, const char *cmd, struct json_object *data)
+static int render_status(const struct cli_opts *o, const char *cmd, struct json_object *data)
 {
 	static const char *const proxy_keys[] = {"active", "accepted", "upstream_errors",
 						 "orig_dst_errors"};
@@ -270,3 +270,21 @@ int cli_render_status(const struct cli_opts *o, const char *cmd, struct json_obj
 	}
 	return CLI_EXIT_OK;
 }
+
+const struct cli_cmd cli_status_cmd = {
+	.name = "status",
+	.summary = "programs, maps and fill levels, counters, daemon health",
+	.help = "Shows the node's daemon: readiness, uptime, the pin and cgroup directories,\n"
+		"the BPF programs and the cgroups they are attached to, every map with its\n"
+		"fill level, the kernel counters that are not zero (all of them with -v),\n"
+		"and the proxy's and flow log's statistics.\n",
+	.examples = "sockmesh status\n"
+		    "sockmesh status -v\n"
+		    "sockmesh -S /run/sockmesh/node2.sock status\n"
+		    "sockmesh status -o json | jq '.maps[] | select(.max_entries > 0)'\n",
+	.globals = CLI_G_ALL,
+	.exits = 1u << CLI_EXIT_OK | 1u << CLI_EXIT_FAIL | 1u << CLI_EXIT_USAGE,
+	.run = cli_run_query,
+	.query = "status",
+	.render = render_status,
+};

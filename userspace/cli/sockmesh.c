@@ -1,5 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-/* sockmesh, the operator's CLI: option parsing, the subcommand table, talking to sockmeshd. */
+/*
+ * sockmesh, the operator's CLI: the command table's root, the one option
+ * parser, help from the table, the __commands dump, talking to sockmeshd.
+ */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -14,79 +18,50 @@
 #include "util.h"
 
 #define CLI_TIMEOUT_MAX_MS 600000
+#define CLI_MAX_OPTS	   48 /* options one command takes, globals included */
+#define CLI_HELP_COL	   28 /* where an option's help starts */
+#define CLI_HELP_WIDTH	   80 /* columns of wrapped help text */
 
-static const char *const common_options_help =
-	"Options (before or after the command):\n"
-	"  -S, --socket PATH   control socket of the node's sockmeshd\n"
-	"                      (default $" SM_CTL_SOCKET_ENV " or " SM_CTL_DEFAULT_SOCKET ")\n"
-	"  -o, --output FMT    table (default) or json: the daemon's data, pretty-printed\n"
-	"  -v, --verbose       more detail in tables (repeatable)\n"
-	"      --timeout MS    give up on the daemon after MS milliseconds (1..600000,\n"
-	"                      default 5000)\n"
-	"  -h, --help          this help; --version: the CLI's version\n";
-
-static const struct cli_cmd commands[] = {
-	{
-		.name = "status",
-		.summary = "programs, maps and fill levels, counters, daemon health",
-		.help = "Shows the node's daemon: readiness, uptime, the pin and cgroup "
-			"directories,\n"
-			"the BPF programs and the cgroups they are attached to, every map with "
-			"its\n"
-			"fill level, the kernel counters that are not zero (all of them with -v),\n"
-			"and the proxy's and flow log's statistics.\n"
-			"\n"
-			"Examples:\n"
-			"  sockmesh status\n"
-			"  sockmesh status -v\n"
-			"  sockmesh -S /run/sockmesh/node2.sock status\n"
-			"  sockmesh status -o json | jq '.maps[] | select(.max_entries > 0)'\n",
-		.render = cli_render_status,
-	},
-	{
-		.name = "workloads",
-		.summary = "enrolled workloads",
-		.help = "Lists the workloads of the catalog: name, numeric identity, SPIFFE ID, "
-			"the\n"
-			"node that hosts them, whether that is this node, STRICT or PERMISSIVE "
-			"mode,\n"
-			"whether the programs see the workload's cgroup, and the cgroup (with its\n"
-			"cgroup id under -v).\n"
-			"\n"
-			"Examples:\n"
-			"  sockmesh workloads\n"
-			"  sockmesh workloads -v\n"
-			"  sockmesh workloads -o json | jq -r '.[] | select(.local) | .name'\n",
-		.render = cli_render_workloads,
-	},
-	{
-		.name = "services",
-		.summary = "services from the catalog",
-		.help = "Lists the services of the catalog: name, address and port, the workload "
-			"that\n"
-			"serves them with its identity, its node, and whether that node is remote\n"
-			"(connections to it are carried through the mTLS tunnel).\n"
-			"\n"
-			"Examples:\n"
-			"  sockmesh services\n"
-			"  sockmesh services -o json | jq -r '.[] | \"\\(.address):\\(.port)\"'\n",
-		.render = cli_render_services,
-	},
+const struct cli_exit_doc cli_exit_docs[] = {
+	{CLI_EXIT_OK, "ok", "success"},
+	{CLI_EXIT_FAIL, "fail",
+	 "failure: the daemon is unreachable, timed out, answered outside the protocol or "
+	 "reported an error, or the command failed (the message says which and what to do)"},
+	{CLI_EXIT_USAGE, "usage",
+	 "usage error: unknown command or option, missing or bad option value, stray argument"},
+	{CLI_EXIT_DENIED, "denied", "policy explain: the connection would be denied"},
 };
+const size_t cli_exit_ndocs = SM_ARRAY_SIZE(cli_exit_docs);
 
 enum {
-	OPT_TIMEOUT = 0x100,
-	OPT_VERSION,
+	G_TIMEOUT = 0x100,
+	G_VERSION,
 };
 
-static const struct option long_options[] = {
-	{"socket", required_argument, NULL, 'S'},
-	{"output", required_argument, NULL, 'o'},
-	{"verbose", no_argument, NULL, 'v'},
-	{"timeout", required_argument, NULL, OPT_TIMEOUT},
-	{"help", no_argument, NULL, 'h'},
-	{"version", no_argument, NULL, OPT_VERSION},
-	{NULL, 0, NULL, 0},
+/* The global options, parsed here only; cli_cmd.globals picks them per command. */
+static const struct {
+	struct cli_opt opt;
+	unsigned int bit;
+} global_opts[] = {
+	{{"socket", 'S', "PATH",
+	  "control socket of the node's sockmeshd\n(default $" SM_CTL_SOCKET_ENV
+	  " or " SM_CTL_DEFAULT_SOCKET ")"},
+	 CLI_G_SOCKET},
+	{{"output", 'o', "FMT", NULL}, CLI_G_OUTPUT}, /* help: the command's formats */
+	{{"verbose", 'v', NULL, "more detail (repeatable)"}, CLI_G_VERBOSE},
+	{{"timeout", G_TIMEOUT, "MS",
+	  "give up on the daemon after MS milliseconds\n(1..600000, default 5000)"},
+	 CLI_G_TIMEOUT},
+	{{"help", 'h', NULL, "this help"}, CLI_G_HELP},
+	{{"version", G_VERSION, NULL, "the CLI's version"}, CLI_G_VERSION},
+};
+
+static const char *const table_formats[] = {"table", "json", NULL};
+
+static const struct cli_formats root_formats = {
+	.names = table_formats,
+	.hint = "use -o table or -o json",
+	.help = "table (default) or json: the daemon's data,\npretty-printed",
 };
 
 void cli_error(const char *fmt, ...)
@@ -151,90 +126,336 @@ const char *cli_json_text(struct json_object *obj, const char *key, char *buf, s
 	return "-";
 }
 
-static void print_usage(FILE *out)
+int cli_set_format(struct cli_opts *o, const struct cli_formats *formats, const char *fmt)
 {
-	fprintf(out, "Usage: sockmesh [OPTIONS] COMMAND [OPTIONS]\n"
-		     "\n"
-		     "Inspects and steers the sockmesh data plane of one node through sockmeshd's\n"
-		     "control socket.\n"
-		     "\n"
-		     "Commands:\n");
-	for (size_t i = 0; i < SM_ARRAY_SIZE(commands); i++)
-		fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
-	fprintf(out, "  %-12s %s\n", "policy",
-		"connection policy: apply, validate, diff, get, delete, explain, wait");
-	fprintf(out, "  %-12s %s\n", "flows", "recent and live flow records, filtered (--follow)");
-	fprintf(out, "  %-12s %s\n", "help", "help on a command: sockmesh help status");
-	fprintf(out,
-		"\n%s"
-		"\n"
-		"Exit status: 0 ok, 1 daemon unreachable or it reported an error, 2 usage error.\n"
-		"Run 'sockmesh COMMAND --help' for a command's details and examples.\n",
-		common_options_help);
-}
-
-static void print_cmd_help(const struct cli_cmd *cmd)
-{
-	printf("Usage: sockmesh %s [OPTIONS]\n\n%s", cmd->name, cmd->help);
-	printf("\n%s", common_options_help);
-}
-
-static const struct cli_cmd *find_cmd(const char *name)
-{
-	for (size_t i = 0; i < SM_ARRAY_SIZE(commands); i++)
-		if (strcmp(commands[i].name, name) == 0)
-			return &commands[i];
-	return NULL;
-}
-
-static int unknown_cmd(const char *name)
-{
-	cli_error("unknown command '%s' (commands: status, workloads, services, policy, flows; "
-		  "run 'sockmesh --help')",
-		  name);
+	for (const char *const *n = formats->names; *n; n++) {
+		if (strcmp(*n, fmt) == 0) {
+			o->format = *n;
+			o->output = strcmp(*n, "json") == 0 ? CLI_OUT_JSON : CLI_OUT_TABLE;
+			return 0;
+		}
+	}
+	cli_error("unknown output format '%s' (%s)", fmt, formats->hint);
 	return CLI_EXIT_USAGE;
 }
 
-/*
- * Parse the options of one argv segment into o. stop_at_cmd: the program's
- * own options, which end at the first word (the command). Returns -1 to go on,
- * or an exit code; *help / *version report those flags. "where" names the
- * --help to point at in messages.
- */
-static int parse_options(int argc, char **argv, bool stop_at_cmd, struct cli_opts *o, bool *help,
-			 bool *version, const char *where)
+/* ---- the table's root ---- */
+
+static int run_help(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc,
+		    char **argv);
+static int run_dump(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc,
+		    char **argv);
+
+static const struct cli_cmd help_cmd = {
+	.name = "help",
+	.synopsis = "[COMMAND [SUBCOMMAND]]",
+	.summary = "help on a command: sockmesh help status",
+	.help = "Prints the same text as 'sockmesh [COMMAND [SUBCOMMAND]] --help'.\n",
+	.examples = "sockmesh help\n"
+		    "sockmesh help flows\n"
+		    "sockmesh help policy explain\n",
+	.exits = 1u << CLI_EXIT_OK | 1u << CLI_EXIT_USAGE,
+	.raw = true,
+	.run = run_help,
+};
+
+/* The table as JSON, for tests/tools/check-cli-docs.py; not part of the interface. */
+static const struct cli_cmd dump_cmd = {
+	.name = "__commands",
+	.summary = "the command table as JSON",
+	.help = "",
+	.exits = 1u << CLI_EXIT_OK,
+	.raw = true,
+	.hidden = true,
+	.run = run_dump,
+};
+
+static const struct cli_cmd *const root_subs[] = {
+	&cli_status_cmd, &cli_workloads_cmd, &cli_services_cmd, &cli_policy_cmd,
+	&cli_flows_cmd,	 &help_cmd,	     &dump_cmd,		NULL,
+};
+
+static const struct cli_cmd root_cmd = {
+	.name = "sockmesh",
+	.synopsis = "[OPTIONS] COMMAND [OPTIONS]",
+	.help = "Inspects and steers the sockmesh data plane of one node through sockmeshd's\n"
+		"control socket. Options may come before or after the command.\n",
+	.globals = CLI_G_ALL,
+	.formats = &root_formats,
+	.exits = 1u << CLI_EXIT_OK | 1u << CLI_EXIT_FAIL | 1u << CLI_EXIT_USAGE |
+		 1u << CLI_EXIT_DENIED,
+	.subs = root_subs,
+};
+
+static const struct cli_cmd *find_sub(const struct cli_cmd *group, const char *name)
 {
-	const char *optstring = stop_at_cmd ? "+:S:o:vh" : ":S:o:vh";
+	for (const struct cli_cmd *const *c = group->subs; *c; c++)
+		if (strcmp((*c)->name, name) == 0)
+			return *c;
+	return NULL;
+}
+
+/* "unknown command 'x' (commands: a, b; run 'sockmesh --help')" and its policy twin. */
+static int unknown_sub(const struct cli_cmd *group, const char *path, const char *name)
+{
+	char list[256] = "";
+	size_t used = 0;
+
+	for (const struct cli_cmd *const *c = group->subs; *c; c++) {
+		if ((*c)->raw || (*c)->hidden)
+			continue;
+		used += (size_t) snprintf(list + used,
+					  used < sizeof(list) ? sizeof(list) - used : 0, "%s%s",
+					  used ? ", " : "", (*c)->name);
+	}
+	if (group == &root_cmd)
+		cli_error("unknown command '%s' (commands: %s; run '%s --help')", name, list, path);
+	else
+		cli_error("unknown %s command '%s' (%s; see '%s --help')", group->name, name, list,
+			  path);
+	return CLI_EXIT_USAGE;
+}
+
+static const struct cli_formats *formats_of(const struct cli_cmd *cmd, const struct cli_cmd *parent)
+{
+	if (cmd->formats)
+		return cmd->formats;
+	if (parent && parent->formats)
+		return parent->formats;
+	return &root_formats;
+}
+
+/* ---- help from the table ---- */
+
+/* "  -S, --socket PATH         help", continuation lines indented as far. */
+static void print_opt(FILE *out, const struct cli_opt *opt, const char *help)
+{
+	char left[64];
+	int n;
+
+	if (opt->key < 0x100 && isalnum(opt->key))
+		n = snprintf(left, sizeof(left), "-%c, --%s%s%s", opt->key, opt->name,
+			     opt->arg ? " " : "", opt->arg ? opt->arg : "");
+	else
+		n = snprintf(left, sizeof(left), "    --%s%s%s", opt->name, opt->arg ? " " : "",
+			     opt->arg ? opt->arg : "");
+	if (n + 2 >= CLI_HELP_COL)
+		fprintf(out, "  %s\n%*s", left, CLI_HELP_COL, "");
+	else
+		fprintf(out, "  %-*s", CLI_HELP_COL - 2, left);
+	for (const char *p = help ? help : ""; *p; p++) {
+		fputc(*p, out);
+		if (*p == '\n' && p[1])
+			fprintf(out, "%*s", CLI_HELP_COL, "");
+	}
+	fputc('\n', out);
+}
+
+static void print_globals(FILE *out, unsigned int globals, const struct cli_formats *formats)
+{
+	for (size_t i = 0; i < SM_ARRAY_SIZE(global_opts); i++)
+		if (globals & global_opts[i].bit)
+			print_opt(out, &global_opts[i].opt,
+				  global_opts[i].bit == CLI_G_OUTPUT ? formats->help
+								     : global_opts[i].opt.help);
+}
+
+static void print_lines(FILE *out, const char *indent, const char *text)
+{
+	for (const char *p = text; *p;) {
+		size_t n = strcspn(p, "\n");
+
+		fprintf(out, "%s%.*s\n", indent, (int) n, p);
+		p += n + (p[n] == '\n');
+	}
+}
+
+/* text after "  N  ", broken at blanks into lines of at most CLI_HELP_WIDTH columns */
+static void print_wrapped(FILE *out, const char *text, int indent)
+{
+	int col = indent;
+
+	while (*text) {
+		int n = (int) strcspn(text, " ");
+
+		if (col > indent && col + 1 + n > CLI_HELP_WIDTH) {
+			fprintf(out, "\n%*s", indent, "");
+			col = indent;
+		} else if (col > indent) {
+			fputc(' ', out);
+			col++;
+		}
+		fprintf(out, "%.*s", n, text);
+		col += n;
+		text += n;
+		text += strspn(text, " ");
+	}
+	fputc('\n', out);
+}
+
+static void print_exits(FILE *out, unsigned int exits, const char *notes)
+{
+	fprintf(out, "\nExit status:\n");
+	for (size_t i = 0; i < cli_exit_ndocs; i++) {
+		if (!(exits & 1u << cli_exit_docs[i].code))
+			continue;
+		fprintf(out, "  %d  ", cli_exit_docs[i].code);
+		print_wrapped(out, cli_exit_docs[i].meaning, 5);
+	}
+	if (notes) {
+		fputc('\n', out);
+		print_lines(out, "  ", notes);
+	}
+}
+
+/* path: "sockmesh policy apply"; parent: the group cmd belongs to (NULL for the root). */
+static void print_help(FILE *out, const struct cli_cmd *cmd, const struct cli_cmd *parent,
+		       const char *path)
+{
+	const struct cli_formats *formats = formats_of(cmd, parent);
+	bool own = cmd->options && cmd->options[0].name;
+
+	if (cmd == &root_cmd)
+		fprintf(out, "Usage: %s %s\n\n", path, cmd->synopsis);
+	else if (cmd->subs)
+		fprintf(out, "Usage: %s COMMAND [OPTIONS]\n\n", path);
+	else
+		fprintf(out, "Usage: %s%s%s%s\n\n", path, cmd->synopsis ? " " : "",
+			cmd->synopsis ? cmd->synopsis : "", cmd->globals ? " [OPTIONS]" : "");
+	fputs(cmd->help, out);
+	if (cmd->subs) {
+		fprintf(out, "\nCommands:\n");
+		for (const struct cli_cmd *const *c = cmd->subs; *c; c++) {
+			if ((*c)->hidden)
+				continue;
+			if (cmd == &root_cmd)
+				fprintf(out, "  %-12s %s\n", (*c)->name, (*c)->summary);
+			else
+				fprintf(out, "  %s%s%s\n      %s\n", (*c)->name,
+					(*c)->synopsis ? " " : "",
+					(*c)->synopsis ? (*c)->synopsis : "", (*c)->summary);
+		}
+	}
+	if (own) {
+		fprintf(out, "\nOptions:\n");
+		for (const struct cli_opt *opt = cmd->options; opt->name; opt++)
+			print_opt(out, opt, opt->help);
+	}
+	if (cmd->globals) {
+		fprintf(out, "\n%s:\n",
+			cmd == &root_cmd ? "Options (before or after the command)"
+			: cmd->subs	 ? "Options of every command below"
+			: own		 ? "Common options"
+					 : "Options");
+		print_globals(out, cmd->globals, formats);
+	}
+	print_exits(out, cmd->exits, cmd->exit_notes);
+	if (cmd->examples) {
+		fprintf(out, "\nExamples:\n");
+		print_lines(out, "  ", cmd->examples);
+	}
+	if (cmd->subs)
+		fprintf(out, "\nRun '%s COMMAND --help' for a command's options and examples.\n",
+			cmd == &root_cmd ? "sockmesh" : path);
+}
+
+/* ---- the one option parser ---- */
+
+/* The options one command segment takes: its own (or its group's), then globals. */
+struct opt_set {
+	const struct cli_opt *opts[CLI_MAX_OPTS];
+	size_t n;
+};
+
+static void add_opts(struct opt_set *s, const struct cli_opt *opts)
+{
+	for (; opts && opts->name; opts++) {
+		bool dup = false;
+
+		for (size_t i = 0; i < s->n && !dup; i++)
+			dup = strcmp(s->opts[i]->name, opts->name) == 0;
+		if (!dup && s->n < CLI_MAX_OPTS)
+			s->opts[s->n++] = opts;
+	}
+}
+
+static bool is_own(const struct opt_set *s, int key)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->opts[i]->key == key)
+			return true;
+	return false;
+}
+
+struct segment {
+	const struct cli_cmd *cmd; /* whose parse and cfg get the own options, may be NULL */
+	const char *path;	   /* "sockmesh policy get": where messages point */
+	unsigned int globals;
+	const struct cli_formats *formats;
+	bool stop_at_word; /* the root's: options end at the command */
+	bool help, version;
+};
+
+/*
+ * Parse argv (argv[0] is the command's name) into o and cfg. Returns -1 to go
+ * on (optind: the first positional argument), or an exit code after a message.
+ */
+static int parse_segment(struct segment *seg, const struct opt_set *own, struct cli_opts *o,
+			 void *cfg, int argc, char **argv)
+{
+	struct option longopts[CLI_MAX_OPTS + SM_ARRAY_SIZE(global_opts) + 1];
+	char optstring[2 * (CLI_MAX_OPTS + SM_ARRAY_SIZE(global_opts)) + 3];
+	size_t nl = 0, ns = 0;
 	uint64_t v;
-	int c;
+	int c, ret;
+
+	optstring[ns++] = seg->stop_at_word ? '+' : ':';
+	if (seg->stop_at_word)
+		optstring[ns++] = ':';
+	for (size_t i = 0; i < own->n + SM_ARRAY_SIZE(global_opts); i++) {
+		const struct cli_opt *opt =
+			i < own->n ? own->opts[i] : &global_opts[i - own->n].opt;
+
+		if (i >= own->n && !(seg->globals & global_opts[i - own->n].bit))
+			continue;
+		longopts[nl++] = (struct option){
+			opt->name, opt->arg ? required_argument : no_argument, NULL, opt->key};
+		if (opt->key < 0x100 && isalnum(opt->key)) {
+			optstring[ns++] = (char) opt->key;
+			if (opt->arg)
+				optstring[ns++] = ':';
+		}
+	}
+	longopts[nl] = (struct option){NULL, 0, NULL, 0};
+	optstring[ns] = '\0';
 
 	opterr = 0;
-	optind = 0; /* glibc: full reinitialization, this runs twice */
-	while ((c = getopt_long(argc, argv, optstring, long_options, NULL)) != -1) {
+	optind = 0; /* glibc: full reinitialization, this runs once per segment */
+	while ((c = getopt_long(argc, argv, optstring, longopts, NULL)) != -1) {
+		if (c != '?' && c != ':' && is_own(own, c)) {
+			ret = seg->cmd->parse(o, cfg, c, optarg);
+			if (ret)
+				return ret;
+			continue;
+		}
 		switch (c) {
 		case 'S':
 			if (!*optarg) {
-				cli_error("--socket needs a path (see '%s --help')", where);
+				cli_error("--socket needs a path (see '%s --help')", seg->path);
 				return CLI_EXIT_USAGE;
 			}
 			o->socket = optarg;
 			break;
 		case 'o':
-			if (strcmp(optarg, "table") == 0) {
-				o->output = CLI_OUT_TABLE;
-			} else if (strcmp(optarg, "json") == 0) {
-				o->output = CLI_OUT_JSON;
-			} else {
-				cli_error("unknown output format '%s' (use -o table or -o json)",
-					  optarg);
-				return CLI_EXIT_USAGE;
-			}
+			ret = cli_set_format(o, seg->formats, optarg);
+			if (ret)
+				return ret;
 			break;
 		case 'v':
 			if (o->verbose < 10)
 				o->verbose++;
 			break;
-		case OPT_TIMEOUT:
+		case G_TIMEOUT:
 			if (sm_parse_u64(optarg, 1, CLI_TIMEOUT_MAX_MS, &v)) {
 				cli_error("--timeout '%s': expected milliseconds from 1 to %d",
 					  optarg, CLI_TIMEOUT_MAX_MS);
@@ -243,34 +464,286 @@ static int parse_options(int argc, char **argv, bool stop_at_cmd, struct cli_opt
 			o->timeout_ms = (int) v;
 			break;
 		case 'h':
-			*help = true;
+			seg->help = true;
 			break;
-		case OPT_VERSION:
-			*version = true;
+		case G_VERSION:
+			seg->version = true;
 			break;
 		case ':':
 			cli_error("option '%s' needs a value (see '%s --help')", argv[optind - 1],
-				  where);
+				  seg->path);
 			return CLI_EXIT_USAGE;
 		default:
-			cli_error("unknown option '%s' (see '%s --help')", argv[optind - 1], where);
+			cli_error("unknown option '%s' (see '%s --help')", argv[optind - 1],
+				  seg->path);
 			return CLI_EXIT_USAGE;
 		}
 	}
 	return -1;
 }
 
-/* Ask the daemon for cmd->name and show the answer as o->output says. */
-static int run_cmd(const struct cli_cmd *cmd, const struct cli_opts *o)
+static void *new_cfg(const struct cli_cmd *cmd)
+{
+	void *cfg;
+
+	if (!cmd || !cmd->cfg_size)
+		return NULL;
+	cfg = calloc(1, cmd->cfg_size);
+	if (cfg && cmd->cfg_init)
+		cmd->cfg_init(cfg);
+	return cfg;
+}
+
+static void free_cfg(const struct cli_cmd *cmd, void *cfg)
+{
+	if (cfg && cmd->cfg_free)
+		cmd->cfg_free(cfg);
+	free(cfg);
+}
+
+/* A command without subcommands: argv[0] is its name. */
+static int run_leaf(const struct cli_cmd *cmd, const struct cli_cmd *parent, const char *path,
+		    struct cli_opts *o, int argc, char **argv, bool help)
+{
+	struct segment seg = {.cmd = cmd,
+			      .path = path,
+			      .globals = cmd->globals,
+			      .formats = formats_of(cmd, parent),
+			      .help = help};
+	struct opt_set own = {.n = 0};
+	void *cfg = new_cfg(cmd);
+	int ret;
+
+	if (cmd->cfg_size && !cfg) {
+		cli_error("out of memory");
+		return CLI_EXIT_FAIL;
+	}
+	add_opts(&own, cmd->options);
+	ret = parse_segment(&seg, &own, o, cfg, argc, argv);
+	if (ret < 0 && seg.help) {
+		print_help(stdout, cmd, parent, path);
+		ret = CLI_EXIT_OK;
+	} else if (ret < 0 && seg.version) {
+		printf("sockmesh %s\n", SOCKMESH_VERSION);
+		ret = CLI_EXIT_OK;
+	} else if (ret < 0) {
+		ret = cmd->run(cmd, o, cfg, argc - optind, argv + optind);
+	}
+	free_cfg(cmd, cfg);
+	return ret;
+}
+
+static bool is_help_word(const char *s)
+{
+	return strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0 || strcmp(s, "help") == 0;
+}
+
+/*
+ * A command with subcommands: argv[0] is its name, argv[1] the subcommand's.
+ * The options are parsed before an unknown subcommand is reported, so that
+ * `policy x --help` shows the group's help.
+ */
+static int run_group(const struct cli_cmd *group, const char *path, struct cli_opts *o, int argc,
+		     char **argv, bool help)
+{
+	const struct cli_cmd *sub, *owner;
+	struct opt_set own = {.n = 0};
+	struct segment seg;
+	char subpath[128];
+	void *cfg;
+	int ret;
+
+	if (argc < 2) {
+		print_help(help ? stdout : stderr, group, NULL, path);
+		return help ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+	}
+	if (is_help_word(argv[1])) {
+		print_help(stdout, group, NULL, path);
+		return CLI_EXIT_OK;
+	}
+	sub = find_sub(group, argv[1]);
+	if (sub && !group->subs_share_options) {
+		add_opts(&own, sub->options);
+	} else {
+		for (const struct cli_cmd *const *c = group->subs; *c; c++)
+			add_opts(&own, (*c)->options);
+	}
+	owner = sub ? sub : group;
+	snprintf(subpath, sizeof(subpath), "%s %s", path, argv[1]);
+	seg = (struct segment){.cmd = owner,
+			       .path = sub ? subpath : path,
+			       .globals = owner->globals,
+			       .formats = formats_of(owner, group),
+			       .help = help};
+	cfg = new_cfg(owner);
+	if (owner->cfg_size && !cfg) {
+		cli_error("out of memory");
+		return CLI_EXIT_FAIL;
+	}
+	ret = parse_segment(&seg, &own, o, cfg, argc - 1, argv + 1);
+	if (ret >= 0)
+		goto free_cfg;
+	if (seg.help) {
+		print_help(stdout, sub ? sub : group, sub ? group : NULL, sub ? subpath : path);
+		ret = CLI_EXIT_OK;
+	} else if (argc - 1 - optind > group->max_args) {
+		cli_error("%s %s: unexpected argument '%s'", group->name, argv[1],
+			  argv[1 + optind + group->max_args]);
+		ret = CLI_EXIT_USAGE;
+	} else if (!sub) {
+		ret = unknown_sub(group, path, argv[1]);
+	} else {
+		ret = sub->run(sub, o, cfg, argc - 1 - optind, argv + 1 + optind);
+	}
+free_cfg:
+	free_cfg(owner, cfg);
+	return ret;
+}
+
+/* cmd, reached from the root; argv[0] is its name. */
+static int dispatch(const struct cli_cmd *cmd, struct cli_opts *o, int argc, char **argv, bool help)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "sockmesh %s", cmd->name);
+	if (cmd->raw)
+		return cmd->run(cmd, o, NULL, argc - 1, argv + 1);
+	if (cmd->subs)
+		return run_group(cmd, path, o, argc, argv, help);
+	return run_leaf(cmd, &root_cmd, path, o, argc, argv, help);
+}
+
+/* `sockmesh help [COMMAND [SUBCOMMAND]]` */
+static int run_help(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc, char **argv)
+{
+	const struct cli_cmd *c, *sub;
+	char path[128];
+
+	if (argc < 1 || strcmp(argv[0], "help") == 0) {
+		print_help(stdout, &root_cmd, NULL, "sockmesh");
+		return CLI_EXIT_OK;
+	}
+	if (argc == 1 && is_help_word(argv[0])) {
+		print_help(stdout, cmd, &root_cmd, "sockmesh help");
+		return CLI_EXIT_OK;
+	}
+	c = find_sub(&root_cmd, argv[0]);
+	if (argc > (c && c->subs ? 2 : 1)) {
+		cli_error("help takes one command name (e.g. 'sockmesh help status')");
+		return CLI_EXIT_USAGE;
+	}
+	if (!c)
+		return unknown_sub(&root_cmd, "sockmesh", argv[0]);
+	snprintf(path, sizeof(path), "sockmesh %s", c->name);
+	if (argc == 1) {
+		print_help(stdout, c, c->subs ? NULL : &root_cmd, path);
+		return CLI_EXIT_OK;
+	}
+	sub = find_sub(c, argv[1]);
+	if (!sub)
+		return unknown_sub(c, path, argv[1]);
+	snprintf(path, sizeof(path), "sockmesh %s %s", c->name, sub->name);
+	print_help(stdout, sub, c, path);
+	return CLI_EXIT_OK;
+}
+
+/* ---- the table as JSON ---- */
+
+static json_object *dump_opt(const struct cli_opt *opt, bool global)
+{
+	json_object *j = json_object_new_object();
+	char s[2] = {0};
+
+	json_object_object_add(j, "long", json_object_new_string(opt->name));
+	if (opt->key < 0x100 && isalnum(opt->key)) {
+		s[0] = (char) opt->key;
+		json_object_object_add(j, "short", json_object_new_string(s));
+	}
+	if (opt->arg)
+		json_object_object_add(j, "arg", json_object_new_string(opt->arg));
+	json_object_object_add(j, "global", json_object_new_boolean(global));
+	return j;
+}
+
+static void dump_cmd_json(json_object *arr, const struct cli_cmd *cmd, const struct cli_cmd *parent,
+			  const char *path)
+{
+	json_object *j = json_object_new_object(), *opts = json_object_new_array(),
+		    *exits = json_object_new_array(), *formats = json_object_new_array();
+	const struct cli_formats *f = formats_of(cmd, parent);
+	char subpath[128];
+
+	json_object_object_add(j, "command", json_object_new_string(path));
+	json_object_object_add(j, "summary",
+			       json_object_new_string(cmd->summary ? cmd->summary : ""));
+	json_object_object_add(j, "synopsis",
+			       json_object_new_string(cmd->synopsis ? cmd->synopsis : ""));
+	json_object_object_add(j, "group", json_object_new_boolean(cmd->subs != NULL));
+	for (const struct cli_opt *opt = cmd->options; opt && opt->name; opt++)
+		json_object_array_add(opts, dump_opt(opt, false));
+	for (size_t i = 0; i < SM_ARRAY_SIZE(global_opts); i++)
+		if (cmd->globals & global_opts[i].bit)
+			json_object_array_add(opts, dump_opt(&global_opts[i].opt, true));
+	json_object_object_add(j, "options", opts);
+	for (size_t i = 0; i < cli_exit_ndocs; i++)
+		if (cmd->exits & 1u << cli_exit_docs[i].code)
+			json_object_array_add(exits, json_object_new_int(cli_exit_docs[i].code));
+	json_object_object_add(j, "exits", exits);
+	for (const char *const *n = f->names; (cmd->globals & CLI_G_OUTPUT) && *n; n++)
+		json_object_array_add(formats, json_object_new_string(*n));
+	json_object_object_add(j, "formats", formats);
+	json_object_array_add(arr, j);
+	for (const struct cli_cmd *const *c = cmd->subs; c && *c; c++) {
+		if ((*c)->hidden)
+			continue;
+		snprintf(subpath, sizeof(subpath), "%s%s%s", path, *path ? " " : "", (*c)->name);
+		dump_cmd_json(arr, *c, cmd == &root_cmd ? NULL : cmd, subpath);
+	}
+}
+
+static int run_dump(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc, char **argv)
+{
+	json_object *top = json_object_new_object(), *cmds = json_object_new_array(),
+		    *codes = json_object_new_array();
+	int ret = CLI_EXIT_OK;
+
+	for (size_t i = 0; i < cli_exit_ndocs; i++) {
+		json_object *c = json_object_new_object();
+
+		json_object_object_add(c, "code", json_object_new_int(cli_exit_docs[i].code));
+		json_object_object_add(c, "name", json_object_new_string(cli_exit_docs[i].name));
+		json_object_object_add(c, "meaning",
+				       json_object_new_string(cli_exit_docs[i].meaning));
+		json_object_array_add(codes, c);
+	}
+	json_object_object_add(top, "exit_codes", codes);
+	dump_cmd_json(cmds, &root_cmd, NULL, "");
+	json_object_object_add(top, "commands", cmds);
+	if (puts(json_object_to_json_string_ext(top, JSON_C_TO_STRING_PRETTY |
+							     JSON_C_TO_STRING_NOSLASHESCAPE)) < 0 ||
+	    fflush(stdout) != 0)
+		ret = CLI_EXIT_FAIL;
+	json_object_put(top);
+	return ret;
+}
+
+/* ---- query commands ---- */
+
+int cli_run_query(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc, char **argv)
 {
 	struct json_object *data = NULL;
 	struct sm_error err = {""};
 	const char *s;
 	int ret;
 
-	ret = sm_ctl_request(o->socket, cmd->name, o->timeout_ms, &data, &err);
+	if (argc > 0) {
+		cli_error("%s takes no arguments, got '%s' (see 'sockmesh %s --help')", cmd->name,
+			  argv[0], cmd->name);
+		return CLI_EXIT_USAGE;
+	}
+	ret = sm_ctl_request(o->socket, cmd->query, o->timeout_ms, &data, &err);
 	if (ret == -EPROTO) {
-		cli_error("%s: sockmeshd at %s: %s", cmd->name, o->socket, err.msg);
+		cli_error("%s: sockmeshd at %s: %s", cmd->query, o->socket, err.msg);
 		return CLI_EXIT_FAIL;
 	}
 	if (ret) {
@@ -283,7 +756,7 @@ static int run_cmd(const struct cli_cmd *cmd, const struct cli_opts *o)
 								 JSON_C_TO_STRING_NOSLASHESCAPE);
 		ret = puts(s ? s : "null") < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 	} else {
-		ret = cmd->render(o, cmd->name, data);
+		ret = cmd->render(o, cmd->query, data);
 	}
 	json_object_put(data);
 	if (fflush(stdout) != 0 && ret == CLI_EXIT_OK) {
@@ -293,42 +766,6 @@ static int run_cmd(const struct cli_cmd *cmd, const struct cli_opts *o)
 	return ret;
 }
 
-/* `sockmesh help [COMMAND]` */
-static int run_help(int argc, char **argv)
-{
-	const struct cli_cmd *cmd;
-
-	if (argc < 2) {
-		print_usage(stdout);
-		return CLI_EXIT_OK;
-	}
-	if (argc > 2) {
-		cli_error("help takes one command name (e.g. 'sockmesh help status')");
-		return CLI_EXIT_USAGE;
-	}
-	if (strcmp(argv[1], "help") == 0) {
-		print_usage(stdout);
-		return CLI_EXIT_OK;
-	}
-	if (strcmp(argv[1], "policy") == 0) {
-		char *sub[] = {argv[1], (char *) "--help", NULL};
-		struct cli_opts o = {0};
-
-		return cli_policy(&o, 2, sub);
-	}
-	if (strcmp(argv[1], "flows") == 0) {
-		char *sub[] = {argv[1], (char *) "--help", NULL};
-		struct cli_opts o = {0};
-
-		return cli_flows(&o, 2, sub);
-	}
-	cmd = find_cmd(argv[1]);
-	if (!cmd)
-		return unknown_cmd(argv[1]);
-	print_cmd_help(cmd);
-	return CLI_EXIT_OK;
-}
-
 int main(int argc, char **argv)
 {
 	struct cli_opts o = {
@@ -336,59 +773,37 @@ int main(int argc, char **argv)
 		.output = CLI_OUT_TABLE,
 		.timeout_ms = SM_CTL_DEFAULT_TIMEOUT_MS,
 	};
-	bool help = false, version = false;
-	const struct cli_cmd *cmd;
+	struct segment seg = {.path = "sockmesh",
+			      .globals = CLI_G_ALL,
+			      .formats = &root_formats,
+			      .stop_at_word = true};
+	struct opt_set none = {.n = 0};
 	const char *env = getenv(SM_CTL_SOCKET_ENV);
-	char where[64];
-	int ret, cmd_argc;
-	char **cmd_argv;
+	const struct cli_cmd *cmd;
+	int ret;
 
 	if (env && *env)
 		o.socket = env;
 
-	ret = parse_options(argc, argv, true, &o, &help, &version, "sockmesh");
+	ret = parse_segment(&seg, &none, &o, NULL, argc, argv);
 	if (ret >= 0)
 		return ret;
-	if (version) {
+	/* -o before the command sets the output only: a command's own formats come after it */
+	o.format = NULL;
+	if (seg.version) {
 		printf("sockmesh %s\n", SOCKMESH_VERSION);
 		return CLI_EXIT_OK;
 	}
 	if (optind >= argc) {
-		if (help) {
-			print_usage(stdout);
+		if (seg.help) {
+			print_help(stdout, &root_cmd, NULL, "sockmesh");
 			return CLI_EXIT_OK;
 		}
 		cli_error("no command given (run 'sockmesh --help' for the list)");
 		return CLI_EXIT_USAGE;
 	}
-	cmd_argc = argc - optind;
-	cmd_argv = argv + optind;
-	if (strcmp(cmd_argv[0], "help") == 0)
-		return run_help(cmd_argc, cmd_argv);
-	if (strcmp(cmd_argv[0], "policy") == 0)
-		return cli_policy(&o, cmd_argc, cmd_argv);
-	if (strcmp(cmd_argv[0], "flows") == 0)
-		return cli_flows(&o, cmd_argc, cmd_argv);
-	cmd = find_cmd(cmd_argv[0]);
+	cmd = find_sub(&root_cmd, argv[optind]);
 	if (!cmd)
-		return unknown_cmd(cmd_argv[0]);
-
-	snprintf(where, sizeof(where), "sockmesh %s", cmd->name);
-	ret = parse_options(cmd_argc, cmd_argv, false, &o, &help, &version, where);
-	if (ret >= 0)
-		return ret;
-	if (help) {
-		print_cmd_help(cmd);
-		return CLI_EXIT_OK;
-	}
-	if (version) {
-		printf("sockmesh %s\n", SOCKMESH_VERSION);
-		return CLI_EXIT_OK;
-	}
-	if (optind < cmd_argc) {
-		cli_error("%s takes no arguments, got '%s' (see '%s --help')", cmd->name,
-			  cmd_argv[optind], where);
-		return CLI_EXIT_USAGE;
-	}
-	return run_cmd(cmd, &o);
+		return unknown_sub(&root_cmd, "sockmesh", argv[optind]);
+	return dispatch(cmd, &o, argc - optind, argv + optind, seg.help);
 }
