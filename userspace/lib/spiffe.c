@@ -187,6 +187,32 @@ static bool ca_of_trust_domain(X509 *x, const char *td, char *uri, size_t len)
 	return ok;
 }
 
+/* Certificate n of bundle path may be a root of trust domain td: 0, or -EINVAL with err set. */
+static int root_check(X509 *x, const char *td, const char *path, int n, struct sm_error *err)
+{
+	char subject[256], uri[SM_SPIFFE_MAX];
+
+	if (!X509_check_ca(x)) {
+		sm_error_set(err,
+			     "%s: certificate %d is not a CA certificate (a bundle holds "
+			     "the trust domain's root CAs)",
+			     path, n);
+		return -EINVAL;
+	}
+	if (!ca_of_trust_domain(x, td, uri, sizeof(uri))) {
+		cert_subject(x, subject, sizeof(subject));
+		sm_error_set(err,
+			     "%s: certificate %d (%s) is a CA of another trust domain "
+			     "(subjectAltName: %s), but this bundle is for %s: a bundle "
+			     "holds only its own trust domain's roots (remove that CA from "
+			     "the file; another trust domain is federated with a bundle of "
+			     "its own)",
+			     path, n, subject, uri, td);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /*
  * Read every PEM certificate of path as a root of trust domain td: at least
  * one, each a CA certificate naming no other trust domain. Only when the whole
@@ -195,7 +221,6 @@ static bool ca_of_trust_domain(X509 *x, const char *td, char *uri, size_t len)
  */
 static int load_roots(X509_STORE *store, const char *td, const char *path, struct sm_error *err)
 {
-	char subject[256], uri[SM_SPIFFE_MAX];
 	STACK_OF(X509) * roots;
 	FILE *f = fopen(path, "r");
 	int n = 0, ret = 0;
@@ -240,26 +265,9 @@ static int load_roots(X509_STORE *store, const char *td, const char *path, struc
 			goto free_roots;
 		}
 		n++;
-		if (!X509_check_ca(x)) {
+		ret = root_check(x, td, path, n, err);
+		if (ret) {
 			X509_free(x);
-			sm_error_set(err,
-				     "%s: certificate %d is not a CA certificate (a bundle holds "
-				     "the trust domain's root CAs)",
-				     path, n);
-			ret = -EINVAL;
-			goto free_roots;
-		}
-		if (!ca_of_trust_domain(x, td, uri, sizeof(uri))) {
-			cert_subject(x, subject, sizeof(subject));
-			X509_free(x);
-			sm_error_set(err,
-				     "%s: certificate %d (%s) is a CA of another trust domain "
-				     "(subjectAltName: %s), but this bundle is for %s: a bundle "
-				     "holds only its own trust domain's roots (remove that CA from "
-				     "the file; another trust domain is federated with a bundle of "
-				     "its own)",
-				     path, n, subject, uri, td);
-			ret = -EINVAL;
 			goto free_roots;
 		}
 		if (!sk_X509_push(roots, x)) {
