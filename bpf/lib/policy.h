@@ -2,7 +2,7 @@
 /*
  * Connection policy lookups (include/sockmesh/policy.h has the contract):
  * the live slot's entries, most specific key first, first hit wins. Used by
- * the connect hooks; userspace/lib/policy.c does the same for the daemon and
+ * the connect hooks; userspace/lib/policy_query.c does the same for the daemon and
  * `sockmesh policy explain`.
  */
 #ifndef SOCKMESH_BPF_POLICY_H

@@ -2,7 +2,7 @@
 /*
  * Connection policy in the kernel (docs/policy.md): the compiled entries
  * the connect hooks and the inbound daemon look up. See common.h for the
- * rules; the compiler is userspace/lib/policy.c.
+ * rules; the compiler is userspace/lib/policy_compile.c.
  *
  * Lookup contract (the kernel, the daemon and `policy explain` do exactly
  * this, in this order, first hit wins):

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Unit tests of userspace/lib/policy.c: the language and its errors, the
- * semantics, the compiled entries, lookup == evaluation for every (src, dst,
- * port) tried, set operations, serialisation, diffs and compile time.
+ * Unit tests of the policy library (userspace/lib/policy_*.c): the language
+ * and its errors, the semantics, the compiled entries, lookup == evaluation
+ * for every (src, dst, port) tried, set operations, serialisation, diffs and
+ * compile time.
  */
 #include <errno.h>
 #include <netinet/in.h>
