@@ -8,10 +8,12 @@
 #include <string.h>
 
 #include <json-c/json.h>
+#include <yaml.h>
 
 #include "sockmesh/common.h"
 
 #include "policy_int.h"
+#include "yaml_doc.h"
 
 /* ---- set operations ---- */
 
@@ -452,105 +454,173 @@ char *sm_policy_set_to_json(const struct sm_policy_set *set)
 	return out;
 }
 
-/* s as a YAML double-quoted scalar: escapes what would otherwise fold or break the line. */
-static void yaml_quote(FILE *f, const char *s)
-{
-	const unsigned char *u = (const unsigned char *) s;
+/*
+ * The YAML side is written with libyaml's emitter, the library that reads it
+ * back: it chooses plain, single- or double-quoted style and escapes what the
+ * text holds. What it cannot know is which plain words the reader resolves to
+ * something other than text: a value the reader takes for null (sm_ynode_is_null:
+ * "", "~", "null", ...) is marked not to be written plain.
+ */
+struct yemit {
+	yaml_emitter_t e;
+	yaml_event_t ev;
+	bool ok;
+};
 
-	fputc('"', f);
-	for (; *u; u++) {
-		if (*u == '"' || *u == '\\') {
-			fputc('\\', f);
-			fputc(*u, f);
-		} else if (*u == '\n') {
-			fputs("\\n", f);
-		} else if (*u == '\t') {
-			fputs("\\t", f);
-		} else if (*u < 0x20 || *u == 0x7f) {
-			fprintf(f, "\\x%02x", *u);
-		} else if (u[0] == 0xc2 && u[1] == 0x85) {
-			fputs("\\N", f); /* NEL: a line break to YAML */
-			u++;
-		} else if (u[0] == 0xe2 && u[1] == 0x80 && (u[2] == 0xa8 || u[2] == 0xa9)) {
-			fputs(u[2] == 0xa8 ? "\\L" : "\\P", f); /* line/paragraph separators */
-			u += 2;
-		} else if (u[0] == 0xef && u[1] == 0xbb && u[2] == 0xbf) {
-			fputs("\\uFEFF", f); /* a byte order mark */
-			u += 2;
-		} else {
-			fputc(*u, f);
-		}
+/* Emit the event y->ev holds; after a failure, emit nothing more. */
+static void yemit_event(struct yemit *y, int made)
+{
+	if (!y->ok)
+		return;
+	if (!made) {
+		y->ok = false;
+		return;
 	}
-	fputc('"', f);
+	y->ok = yaml_emitter_emit(&y->e, &y->ev) != 0; /* takes the event, also on failure */
 }
 
-static void yaml_ports(FILE *f, const struct sm_port_range *r, size_t n)
+/* A text value (a string to the reader); style 0 lets the emitter choose. */
+static void yemit_text(struct yemit *y, const char *s, yaml_scalar_style_t style)
 {
-	fputc('[', f);
+	struct sm_ynode plain = {.type = SM_YNODE_SCALAR, .text = (char *) s, .plain = true};
+
+	yemit_event(y, yaml_scalar_event_initialize(&y->ev, NULL, NULL, (yaml_char_t *) s,
+						    (int) strlen(s), !sm_ynode_is_null(&plain), 1,
+						    style ? style : YAML_ANY_SCALAR_STYLE));
+}
+
+static void yemit_key(struct yemit *y, const char *key)
+{
+	yemit_text(y, key, YAML_PLAIN_SCALAR_STYLE);
+}
+
+static void yemit_seq(struct yemit *y, yaml_sequence_style_t style)
+{
+	yemit_event(y, yaml_sequence_start_event_initialize(&y->ev, NULL, NULL, 1, style));
+}
+
+static void yemit_seq_end(struct yemit *y)
+{
+	yemit_event(y, yaml_sequence_end_event_initialize(&y->ev));
+}
+
+static void yemit_map(struct yemit *y)
+{
+	yemit_event(y, yaml_mapping_start_event_initialize(&y->ev, NULL, NULL, 1,
+							   YAML_BLOCK_MAPPING_STYLE));
+}
+
+static void yemit_map_end(struct yemit *y)
+{
+	yemit_event(y, yaml_mapping_end_event_initialize(&y->ev));
+}
+
+/* ports: [8080, "9000-9010"]: numbers plain, ranges quoted as documents write them. */
+static void yemit_ports(struct yemit *y, const struct sm_port_range *r, size_t n)
+{
+	char buf[16];
+
+	yemit_key(y, "ports");
+	yemit_seq(y, YAML_FLOW_SEQUENCE_STYLE);
 	for (size_t i = 0; i < n; i++) {
-		if (r[i].lo == r[i].hi)
-			fprintf(f, "%s%u", i ? ", " : "", r[i].lo);
-		else
-			fprintf(f, "%s\"%u-%u\"", i ? ", " : "", r[i].lo, r[i].hi);
+		if (r[i].lo == r[i].hi) {
+			snprintf(buf, sizeof(buf), "%u", r[i].lo);
+			yemit_text(y, buf, YAML_PLAIN_SCALAR_STYLE);
+		} else {
+			snprintf(buf, sizeof(buf), "%u-%u", r[i].lo, r[i].hi);
+			yemit_text(y, buf, YAML_DOUBLE_QUOTED_SCALAR_STYLE);
+		}
 	}
-	fputs("]\n", f);
+	yemit_seq_end(y);
+}
+
+static void yemit_rule(struct yemit *y, const struct sm_policy_rule *rule)
+{
+	char buf[SM_SPIFFE_MAX];
+
+	yemit_map(y);
+	yemit_key(y, "action");
+	yemit_text(y, rule_action_name(rule->action), YAML_PLAIN_SCALAR_STYLE);
+	yemit_key(y, "from");
+	yemit_seq(y, YAML_BLOCK_SEQUENCE_STYLE);
+	for (size_t k = 0; k < rule->nfrom; k++)
+		yemit_text(y, peer_text(&rule->from[k], buf, sizeof(buf)), 0);
+	yemit_seq_end(y);
+	if (rule->nports)
+		yemit_ports(y, rule->ports, rule->nports);
+	if (rule->description) {
+		yemit_key(y, "description");
+		yemit_text(y, rule->description, 0);
+	}
+	yemit_map_end(y);
+}
+
+static void yemit_policy(struct yemit *y, const struct sm_policy *pol)
+{
+	yemit_map(y);
+	yemit_key(y, "name");
+	yemit_text(y, pol->name, 0);
+	yemit_key(y, "selector");
+	yemit_map(y);
+	yemit_key(y, "spiffe");
+	yemit_text(y, pol->selector, 0);
+	if (pol->nports)
+		yemit_ports(y, pol->ports, pol->nports);
+	yemit_map_end(y);
+	yemit_key(y, "rules");
+	yemit_seq(y, YAML_BLOCK_SEQUENCE_STYLE);
+	for (size_t r = 0; r < pol->nrules; r++)
+		yemit_rule(y, &pol->rules[r]);
+	yemit_seq_end(y);
+	if (pol->description) {
+		yemit_key(y, "description");
+		yemit_text(y, pol->description, 0);
+	}
+	yemit_map_end(y);
 }
 
 char *sm_policy_set_to_yaml(const struct sm_policy_set *set)
 {
-	char *out = NULL, buf[SM_SPIFFE_MAX];
+	struct yemit y = {.ok = true};
+	char *out = NULL;
 	size_t len = 0;
-	FILE *f = open_memstream(&out, &len);
+	int err;
+	FILE *f;
 
+	f = open_memstream(&out, &len);
 	if (!f)
 		return NULL;
-	fputs(set->npolicies ? "policies:\n" : "policies: []\n", f);
-	for (size_t i = 0; i < set->npolicies; i++) {
-		const struct sm_policy *pol = &set->policies[i];
-
-		fprintf(f, "  - name: %s\n    selector:\n      spiffe: ", pol->name);
-		yaml_quote(f, pol->selector);
-		fputc('\n', f);
-		if (pol->nports) {
-			fputs("      ports: ", f);
-			yaml_ports(f, pol->ports, pol->nports);
-		}
-		fputs("    rules:\n", f);
-		for (size_t r = 0; r < pol->nrules; r++) {
-			const struct sm_policy_rule *rule = &pol->rules[r];
-
-			fprintf(f, "      - action: %s\n        from:\n",
-				rule_action_name(rule->action));
-			for (size_t k = 0; k < rule->nfrom; k++) {
-				fputs("          - ", f);
-				yaml_quote(f, peer_text(&rule->from[k], buf, sizeof(buf)));
-				fputc('\n', f);
-			}
-			if (rule->nports) {
-				fputs("        ports: ", f);
-				yaml_ports(f, rule->ports, rule->nports);
-			}
-			if (rule->description) {
-				fputs("        description: ", f);
-				yaml_quote(f, rule->description);
-				fputc('\n', f);
-			}
-		}
-		if (pol->description) {
-			fputs("    description: ", f);
-			yaml_quote(f, pol->description);
-			fputc('\n', f);
-		}
-	}
-	if (ferror(f)) {
+	if (!yaml_emitter_initialize(&y.e)) {
 		fclose(f);
 		free(out);
 		errno = ENOMEM;
 		return NULL;
 	}
-	if (fclose(f)) {
+	yaml_emitter_set_output_file(&y.e, f);
+	yaml_emitter_set_unicode(&y.e, 1); /* UTF-8 text as it is, not as escapes */
+	yaml_emitter_set_width(&y.e, -1);  /* no folding of long descriptions */
+	yaml_emitter_set_indent(&y.e, 2);
+	yemit_event(&y, yaml_stream_start_event_initialize(&y.ev, YAML_UTF8_ENCODING));
+	yemit_event(&y, yaml_document_start_event_initialize(&y.ev, NULL, NULL, NULL, 1));
+	yemit_map(&y);
+	yemit_key(&y, "policies");
+	yemit_seq(&y, YAML_BLOCK_SEQUENCE_STYLE);
+	for (size_t i = 0; i < set->npolicies; i++)
+		yemit_policy(&y, &set->policies[i]);
+	yemit_seq_end(&y);
+	yemit_map_end(&y);
+	yemit_event(&y, yaml_document_end_event_initialize(&y.ev, 1));
+	yemit_event(&y, yaml_stream_end_event_initialize(&y.ev));
+	if (y.ok && !yaml_emitter_flush(&y.e))
+		y.ok = false;
+	/* the emitter refuses text that is not UTF-8; the parser never gives it any */
+	err = y.ok ? 0 : y.e.error == YAML_EMITTER_ERROR ? EINVAL : ENOMEM;
+	yaml_emitter_delete(&y.e);
+	if (fclose(f) && !err)
+		err = ENOMEM;
+	if (err) {
 		free(out);
-		errno = ENOMEM;
+		errno = err;
 		return NULL;
 	}
 	return out;
