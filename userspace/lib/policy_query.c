@@ -99,10 +99,7 @@ void sm_policy_step_key(unsigned int step, uint32_t src, uint32_t dst, uint16_t 
 			struct sm_policy_key *key)
 {
 	memset(key, 0, sizeof(*key));
-	key->proto = IPPROTO_TCP;
-	key->dst_identity = dst;
-	key->src_identity = step <= 2 ? src : step == 5 ? SM_POLICY_SRC_DEFAULT : 0;
-	key->dport = step == 1 || step == 3 ? port : 0;
+	sm_policy_step_key_fill(key, step, src, dst, port);
 }
 
 int sm_policy_lookup(const struct sm_policy_compiled *c, uint32_t src, uint32_t dst, uint16_t port,
