@@ -148,7 +148,7 @@ $(OUTPUT)/tests/%: tests/unit/%.c $(UNIT_LIB_OBJS) $(LIB_HDRS) $(wildcard tests/
 		$< $(UNIT_LIB_OBJS) \
 		$(LDLIBS) -lcmocka -o $@
 
-test-unit: $(UNIT_BINS) ## unit tests (C, cmocka, ASan+UBSan, no root)
+test-unit: $(UNIT_BINS) ## unit tests (C, cmocka, ASan+UBSan; the kernel-side ones need root)
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --unit $(UNIT_BINS)
 
 test-integration: all ## integration tests (bats, root, netns sandboxes)
@@ -255,6 +255,8 @@ TOOL_BINS := $(patsubst tests/tools/%.c,$(OUTPUT)/tools/%,$(TOOL_SRCS))
 # kernel programs of the tools (tests/bpf/NAME.bpf.c), next to them: NAME.bpf.o
 TOOL_BPF_OBJS := $(patsubst tests/bpf/%.bpf.c,$(OUTPUT)/tools/%.bpf.o,$(wildcard tests/bpf/*.bpf.c))
 all: $(TOOL_BINS) $(TOOL_BPF_OBJS)
+# the kernel-side unit tests (tests/unit/test_bpf_*.c) load their programs from here
+test-unit: $(TOOL_BPF_OBJS)
 
 $(OUTPUT)/tools/%.bpf.o: tests/bpf/%.bpf.c $(BPF_HDRS) $(OUTPUT)/vmlinux.h | $(DEPS_STAMP)
 	$(call msg,BPF,$@)
