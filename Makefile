@@ -182,7 +182,7 @@ $(OUTPUT)/tests/%: tests/unit/%.c $(UNIT_LIB_OBJS) VERSION | deps-check-build de
 		$< $(UNIT_LIB_OBJS) \
 		$(SM_LDFLAGS) $(LDFLAGS) $(SM_LDLIBS) $(LDLIBS) -lcmocka -o $@
 
-test-unit: $(UNIT_BINS) ## unit tests (C, cmocka, ASan+UBSan, no root)
+test-unit: $(UNIT_BINS) ## unit tests (C, cmocka, ASan+UBSan; the kernel-side ones need root)
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --unit $(UNIT_BINS)
 
 test-integration: all | deps-check-integration ## integration tests (bats, root, netns sandboxes)
@@ -291,6 +291,8 @@ TOOL_BINS := $(patsubst tests/tools/%.c,$(OUTPUT)/tools/%,$(TOOL_SRCS))
 # kernel programs of the tools (tests/bpf/NAME.bpf.c), next to them: NAME.bpf.o
 TOOL_BPF_OBJS := $(patsubst tests/bpf/%.bpf.c,$(OUTPUT)/tools/%.bpf.o,$(wildcard tests/bpf/*.bpf.c))
 all: $(TOOL_BINS) $(TOOL_BPF_OBJS)
+# the kernel-side unit tests (tests/unit/test_bpf_*.c) load their programs from here
+test-unit: $(TOOL_BPF_OBJS)
 
 $(OUTPUT)/tools/%.bpf.o: tests/bpf/%.bpf.c | $(OUTPUT)/vmlinux.h deps-check-build
 	$(call msg,BPF,$@)

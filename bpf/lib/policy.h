@@ -2,7 +2,7 @@
 /*
  * Connection policy lookups (include/sockmesh/policy.h has the contract):
  * the live slot's entries, most specific key first, first hit wins. Used by
- * the connect hooks; userspace/lib/policy.c does the same for the daemon and
+ * the connect hooks; userspace/lib/policy_query.c does the same for the daemon and
  * `sockmesh policy explain`.
  */
 #ifndef SOCKMESH_BPF_POLICY_H
@@ -25,34 +25,25 @@ static __always_inline void *policy_live(void **cidr_out)
 	return bpf_map_lookup_elem(&policy_maps, &slot);
 }
 
-/* The entry of one revision's map that decides src → dst:dport (host order), or NULL. */
+/*
+ * The entry of one revision's map that decides src → dst:dport (host order),
+ * or NULL: the contract's steps (sm_policy_step_key_fill) in order, first
+ * hit wins.
+ */
 static __always_inline struct sm_policy_value *policy_find(void *entries, __u32 src, __u32 dst,
 							   __u16 dport)
 {
-	struct sm_policy_key key = {.proto = IPPROTO_TCP};
+	struct sm_policy_key key;
 	struct sm_policy_value *v;
 
-	key.dst_identity = dst;
-	key.src_identity = src;
-	key.dport = dport;
-	v = bpf_map_lookup_elem(entries, &key);
-	if (v)
-		return v;
-	key.dport = 0;
-	v = bpf_map_lookup_elem(entries, &key);
-	if (v)
-		return v;
-	key.src_identity = 0;
-	key.dport = dport;
-	v = bpf_map_lookup_elem(entries, &key);
-	if (v)
-		return v;
-	key.dport = 0;
-	v = bpf_map_lookup_elem(entries, &key);
-	if (v)
-		return v;
-	key.src_identity = SM_POLICY_SRC_DEFAULT;
-	return bpf_map_lookup_elem(entries, &key);
+#pragma unroll
+	for (__u32 step = 1; step <= SM_POLICY_STEPS; step++) {
+		sm_policy_step_key_fill(&key, step, src, dst, dport);
+		v = bpf_map_lookup_elem(entries, &key);
+		if (v)
+			return v;
+	}
+	return NULL;
 }
 
 /* The entry that decides src → dst:dport (host order), or NULL: no policy applies. */

@@ -22,7 +22,7 @@
 #include "enroll.h"
 #include "tunnel.h"
 #include "redirect.h"
-#include "policy.h"
+#include "sockmesh/policy.h"
 
 /* X(struct tag, sizeof) for every shared struct. */
 #define SM_ABI_STRUCTS(X)                                                                          \

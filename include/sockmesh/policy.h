@@ -2,10 +2,11 @@
 /*
  * Connection policy in the kernel (docs/policy.md): the compiled entries
  * the connect hooks and the inbound daemon look up. See common.h for the
- * rules; the compiler is userspace/lib/policy.c.
+ * rules; the compiler is userspace/lib/policy_compile.c.
  *
  * Lookup contract (the kernel, the daemon and `policy explain` do exactly
- * this, in this order, first hit wins):
+ * this, in this order, first hit wins; sm_policy_step_key_fill() below is
+ * the one definition all of them use):
  *   1. {src, dst, dport}    2. {src, dst, 0}    3. {0, dst, dport}
  *   4. {0, dst, 0}          5. {SM_POLICY_SRC_DEFAULT, dst, 0}
  *   no hit: no policy selects dst, the connection is allowed.
@@ -21,7 +22,7 @@
 #ifndef SOCKMESH_POLICY_H
 #define SOCKMESH_POLICY_H
 
-#include "common.h"
+#include "sockmesh/common.h"
 
 #define SM_POLICY_SRC_DEFAULT 0xffffffffU /* key src of the per-destination fallback */
 #define SM_ID_CIDR_BASE	      (1U << 24)  /* identities of policy CIDRs start here */
@@ -56,6 +57,55 @@ struct sm_policy_value {
 	__u32 audit_rule_id; /* with SM_POLICY_F_AUDIT: the first AUDIT rule that matched */
 	__u32 revision;	     /* the policy set revision these entries belong to */
 };
+
+/*
+ * The lookup contract's steps as a table: step n (1..SM_POLICY_STEPS, most
+ * specific first) looks up the key {SOURCE, dst, PORT ? dport : 0}, SOURCE
+ * being the caller's identity, 0 (any source) or SM_POLICY_SRC_DEFAULT.
+ * X(n, SOURCE, PORT) for each step, in order.
+ */
+enum sm_policy_step_source {
+	SM_POLICY_STEP_CALLER = 1,   /* the source identity looked up */
+	SM_POLICY_STEP_ANY = 2,	     /* 0: a rule for every source */
+	SM_POLICY_STEP_FALLBACK = 3, /* SM_POLICY_SRC_DEFAULT: what selects dst at all */
+};
+
+#define SM_POLICY_LOOKUP_STEPS(X)                                                                  \
+	X(1, SM_POLICY_STEP_CALLER, 1)                                                             \
+	X(2, SM_POLICY_STEP_CALLER, 0)                                                             \
+	X(3, SM_POLICY_STEP_ANY, 1)                                                                \
+	X(4, SM_POLICY_STEP_ANY, 0)                                                                \
+	X(5, SM_POLICY_STEP_FALLBACK, 0)
+
+#define SM_POLICY_STEP_ONE(n, source, port) +1
+#define SM_POLICY_STEPS			    (0 SM_POLICY_LOOKUP_STEPS(SM_POLICY_STEP_ONE))
+
+/*
+ * *key = the key of lookup step (1..SM_POLICY_STEPS) for src -> dst:dport
+ * (host order), every byte set; 0 when step is one, -1 (key untouched) when
+ * it is not. With a constant step (an unrolled loop) the table folds away.
+ */
+static inline int sm_policy_step_key_fill(struct sm_policy_key *key, __u32 step, __u32 src,
+					  __u32 dst, __u16 dport)
+{
+#define SM_POLICY_STEP_CASE(n, source, port)                                                       \
+	case n:                                                                                    \
+		key->src_identity = (source) == SM_POLICY_STEP_CALLER ? src                        \
+				    : (source) == SM_POLICY_STEP_ANY  ? 0                          \
+								      : SM_POLICY_SRC_DEFAULT;      \
+		key->dport = (port) ? dport : 0;                                                   \
+		break;
+	switch (step) {
+		SM_POLICY_LOOKUP_STEPS(SM_POLICY_STEP_CASE)
+	default:
+		return -1;
+	}
+#undef SM_POLICY_STEP_CASE
+	key->dst_identity = dst;
+	key->proto = 6; /* IPPROTO_TCP: this header includes neither libc's nor vmlinux.h */
+	key->pad = 0;
+	return 0;
+}
 
 /* policy_state[0]: written by the daemon only, after the slot's maps are complete. */
 struct sm_policy_state {

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Unit tests of userspace/lib/policy.c: the language and its errors, the
- * semantics, the compiled entries, lookup == evaluation for every (src, dst,
- * port) tried, set operations, serialisation, diffs and compile time.
+ * Unit tests of the policy library (userspace/lib/policy_*.c): the language
+ * and its errors, the semantics, the compiled entries, lookup == evaluation
+ * for every (src, dst, port) tried, set operations, serialisation, diffs and
+ * compile time.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -876,6 +877,117 @@ static void test_json_and_round_trip(void **state)
 	ASSERT_EQ(set2.npolicies, 0, "empty JSON round trip");
 }
 
+/*
+ * Names and descriptions that YAML reads as something else when written
+ * plain (null, numbers, indicators, comments, breaks, quotes) survive
+ * sm_policy_set_to_yaml(): the set is built in memory (no YAML quoting
+ * involved), written as YAML, read back and compared, field by field as well
+ * as with sm_policy_set_equal().
+ */
+static const char *const yaml_tricky_names[] = {
+	"null", "true", "no", "on", "y", "123", "0x1f", "1e3", "0", "web-from-api",
+};
+
+static const char *const yaml_tricky_texts[] = {
+	"key: value",
+	"a:b",
+	"ends with colon:",
+	"\"double\" and 'single' quotes",
+	"'",
+	"\"",
+	"back\\slash",
+	"- leading dash",
+	"-",
+	"--- document marker",
+	"...",
+	"# not a comment",
+	"text # not a comment either",
+	"caf\xc3\xa9 \xc3\xbcn\xc3\xaf \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80",
+	"",
+	"null",
+	"~",
+	"true",
+	"123",
+	"  leading and trailing spaces  ",
+	"line\nbreak",
+	"two\n\nbreaks and trailing\n",
+	"\ttab",
+	"carriage\rreturn",
+	"[not, a, list]",
+	"{not: a map}",
+	"*alias",
+	"&anchor",
+	"!tag",
+	"%directive",
+	"@at",
+	"`backtick",
+	"|",
+	"> folded",
+	"? question",
+	"NEL\xc2\x85here",
+	"line\xe2\x80\xa8separator and paragraph\xe2\x80\xa9separator",
+	"\xef\xbb\xbf"
+	"byte order mark",
+};
+
+static void yaml_round_trip_one(const char *name, const char *s)
+{
+	const char *want = s[0] ? s : NULL; /* an empty description is no description */
+	struct sm_error err = {{0}};
+	struct sm_policy *pol;
+	char what[256];
+
+	snprintf(what, sizeof(what), "name '%s', text '%s'", name, s);
+	ASSERT_EQ(parse(&set,
+			"policies:\n"
+			"  - name: placeholder\n"
+			"    selector: {spiffe: " ID_WEB "}\n"
+			"    rules:\n"
+			"      - action: ALLOW\n"
+			"        from: [spiffe://example.org/ns/prod/*, fc00::/7, any, " ID_API
+			"]\n",
+			&err),
+		  0, err.msg);
+	pol = &set.policies[0];
+	snprintf(pol->name, sizeof(pol->name), "%s", name);
+	pol->description = want ? strdup(want) : NULL;
+	pol->rules[0].description = want ? strdup(want) : NULL;
+
+	free(text);
+	text = sm_policy_set_to_yaml(&set);
+	ASSERT_NOT_NULL(text, what);
+	if (parse(&set2, text, &err) != 0)
+		fail_msg("%s: the YAML written does not read back: %s\n%s", what, err.msg, text);
+	ASSERT_EQ(sm_policy_set_equal(&set, &set2), 1, what);
+	ASSERT_EQ(set2.npolicies, 1, what);
+	ASSERT_STR_EQ(set2.policies[0].name, name, what);
+	ASSERT_EQ(set2.policies[0].rules[0].nfrom, 4, what);
+	ASSERT_STR_EQ(set2.policies[0].rules[0].from[3].spiffe, ID_API, what);
+	if (want) {
+		ASSERT_NOT_NULL(set2.policies[0].description, what);
+		ASSERT_STR_EQ(set2.policies[0].description, want, what);
+		ASSERT_NOT_NULL(set2.policies[0].rules[0].description, what);
+		ASSERT_STR_EQ(set2.policies[0].rules[0].description, want, what);
+	} else {
+		ASSERT_EQ(set2.policies[0].description == NULL, 1, what);
+	}
+}
+
+static void test_yaml_quoting_round_trip(void **state)
+{
+	char long_text[SM_POLICY_DESCRIPTION_MAX + 1];
+
+	for (size_t i = 0; i < SM_ARRAY_SIZE(yaml_tricky_names); i++)
+		yaml_round_trip_one(yaml_tricky_names[i], "plain words");
+	for (size_t i = 0; i < SM_ARRAY_SIZE(yaml_tricky_texts); i++)
+		yaml_round_trip_one("web", yaml_tricky_texts[i]);
+	/* a long line with spaces: an emitter that folds it must fold it back the same */
+	for (size_t i = 0; i < sizeof(long_text) - 1; i++)
+		long_text[i] = i % 7 == 6 ? ' ' : (char) ('a' + i % 26);
+	long_text[sizeof(long_text) - 1] = '\0';
+	yaml_round_trip_one("long", long_text);
+}
+
 static void test_merge_remove(void **state)
 {
 	struct sm_error err;
@@ -1208,6 +1320,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_bad_text, teardown),
 		cmocka_unit_test_teardown(test_good_edge_cases, teardown),
 		cmocka_unit_test_teardown(test_json_and_round_trip, teardown),
+		cmocka_unit_test_teardown(test_yaml_quoting_round_trip, teardown),
 		cmocka_unit_test_teardown(test_merge_remove, teardown),
 		cmocka_unit_test_teardown(test_diff, teardown),
 		cmocka_unit_test_teardown(test_capacity_and_recompile, teardown),

@@ -219,9 +219,10 @@ struct sm_policy_decision {
 	unsigned int step;	/* lookup: contract step that hit, 1..5; 0 = none / evaluated */
 };
 
-/* The contract's steps, 1..SM_POLICY_STEPS, in order. */
-#define SM_POLICY_STEPS 5
-/* The key of lookup step (1..SM_POLICY_STEPS) for src -> dst:port. */
+/*
+ * The key of lookup step (1..SM_POLICY_STEPS, include/sockmesh/policy.h) for
+ * src -> dst:port.
+ */
 void sm_policy_step_key(unsigned int step, uint32_t src, uint32_t dst, uint16_t port,
 			struct sm_policy_key *key);
 
