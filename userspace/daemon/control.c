@@ -361,14 +361,6 @@ static json_object *cmd_services(struct sm_daemon *d)
 
 /* ---- clients ---- */
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void client_close(struct ctl_client *c, const char *why)
 {
 	struct sm_control *ctl = c->ctl;
@@ -414,7 +406,7 @@ static void client_flush(struct ctl_client *c)
 			 MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n > 0) {
 			c->out_off += (size_t) n;
-			c->progress_ms = mono_ms();
+			c->progress_ms = sm_mono_ms();
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -555,7 +547,7 @@ static void client_read(struct ctl_client *c)
 		if (n > 0) {
 			nl = memchr(c->in + c->in_len, '\n', (size_t) n);
 			c->in_len += (size_t) n;
-			c->progress_ms = mono_ms();
+			c->progress_ms = sm_mono_ms();
 			if (nl) {
 				nl[1] = '\0'; /* one request per connection: the rest is ignored */
 				client_serve(c);
@@ -622,7 +614,7 @@ static int client_add(struct sm_control *ctl, int fd)
 		return -ENOMEM;
 	c->ctl = ctl;
 	c->fd = fd;
-	c->progress_ms = mono_ms();
+	c->progress_ms = sm_mono_ms();
 	c->ev = sm_evloop_add(ctl->d->loop, fd, EPOLLIN, on_client, c);
 	if (!c->ev) {
 		int err = -errno;
@@ -677,7 +669,7 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 {
 	struct sm_control *ctl = arg;
 	const struct sm_config *cfg = &ctl->d->cfg;
-	int64_t now = mono_ms(), idle = (int64_t) cfg->control_idle_timeout * 1000;
+	int64_t now = sm_mono_ms(), idle = (int64_t) cfg->control_idle_timeout * 1000;
 	struct ctl_client *c, *next;
 
 	(void) ev;

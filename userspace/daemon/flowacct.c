@@ -337,14 +337,6 @@ static void record_from_policy_event(struct sm_daemon *d, const struct sm_flow_e
 				      (enum sm_policy_reason) ev->policy_reason, true, r);
 }
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static int on_flow_event(void *ctx, void *data, size_t size)
 {
 	struct sm_daemon *d = ctx;
@@ -361,7 +353,7 @@ static int on_flow_event(void *ctx, void *data, size_t size)
 		record_from_event(d, data, &r);
 		sm_flowexp_emit(d, &r);
 	}
-	return mono_ns() >= d->flows->drain_deadline ? FLOW_DRAIN_PAUSE : 0;
+	return sm_mono_ns() >= d->flows->drain_deadline ? FLOW_DRAIN_PAUSE : 0;
 }
 
 /*
@@ -374,7 +366,7 @@ static void flow_drain(struct sm_daemon *d)
 	struct sm_flowexp *fx = d->flows;
 	int ret;
 
-	fx->drain_deadline = mono_ns() + FLOW_DRAIN_BUDGET_NS;
+	fx->drain_deadline = sm_mono_ns() + FLOW_DRAIN_BUDGET_NS;
 	ret = ring_buffer__consume(fx->rb);
 	if (ret == FLOW_DRAIN_PAUSE) {
 		uint64_t one = 1;
@@ -420,7 +412,6 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 	uint64_t now[SM_CNT_MAX], seen[SM_ARRAY_SIZE(loss_counters)],
 		delta[SM_ARRAY_SIZE(loss_counters)];
 	struct sm_flow_record r;
-	struct timespec ts;
 	bool any = false, sinks_lost;
 
 	if (sm_datapath_counters(d, now))
@@ -456,8 +447,7 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 	if (!any && !sinks_lost)
 		return;
 	r.type = SM_REC_LOST;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	r.time_ns = (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	r.time_ns = sm_real_ns();
 	sm_strlcpy(r.node, d->cat.nodes[d->node_idx].name, sizeof(r.node));
 	sm_flowexp_emit(d, &r);
 	SM_STAT_INC(d->flows->lost_records);

@@ -141,19 +141,6 @@ struct sm_hbone {
 	BIO_METHOD *wbio_method; /* see tls_wbio_write() */
 };
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static int64_t mono_s(void)
-{
-	return mono_ns() / 1000000000LL;
-}
-
 static size_t buf_pending(const struct hb_buf *b)
 {
 	return b->len - b->off;
@@ -457,15 +444,13 @@ void record_failure_policy(struct hb_conn *c, const char *reason, const char *au
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	struct sm_flow_record r;
-	struct timespec ts;
-	int64_t age = mono_ns() - c->started_ns;
+	int64_t age = sm_mono_ns() - c->started_ns;
 	uint16_t port = 0;
 	int svc;
 
 	memset(&r, 0, sizeof(r));
 	r.type = SM_REC_CONN_END;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	r.time_ns = (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	r.time_ns = sm_real_ns();
 	r.start_ns = r.time_ns - age;
 	r.duration_us = (uint64_t) age / 1000;
 	sm_strlcpy(r.node, d->cat.nodes[d->node_idx].name, sizeof(r.node));
@@ -781,7 +766,7 @@ void conn_reap(struct hb_conn *c)
 			pthread_mutex_lock(&hw->join_mu);
 			j = join_find(hw, &s->key_addr, s->key_port);
 			if (j && !j->expires)
-				j->expires = mono_s() + HB_JOIN_LINGER_S;
+				j->expires = sm_mono_s() + HB_JOIN_LINGER_S;
 			pthread_mutex_unlock(&hw->join_mu);
 		}
 		if (s->id > 0 && c->h2)
@@ -793,7 +778,7 @@ void conn_reap(struct hb_conn *c)
 		free(s);
 	}
 	if (c->nstreams == 0 && !c->idle_since)
-		c->idle_since = mono_s();
+		c->idle_since = sm_mono_s();
 	if (c->dead)
 		conn_free(c);
 }
@@ -804,7 +789,7 @@ static void handshake_done(struct hb_conn *c)
 	enum sm_svid_reason why;
 
 	c->handshaking = false;
-	c->established_ns = mono_ns();
+	c->established_ns = sm_mono_ns();
 	c->handshake_us = (uint32_t) ((c->established_ns - c->started_ns) / 1000);
 	if (c->server)
 		hw->handshaking_in--;
@@ -1018,7 +1003,7 @@ static void conn_pump(struct hb_conn *c)
 		ERR_clear_error();
 		r = SSL_read(c->ssl, buf, sizeof(buf));
 		if (r > 0) {
-			c->last_rx_ns = mono_ns();
+			c->last_rx_ns = sm_mono_ns();
 			if (hb_h2_recv(c, buf, (size_t) r))
 				return;
 			if (c->rx_short)
@@ -1123,7 +1108,7 @@ static struct hb_conn *conn_new(struct sm_worker *w, int fd, bool server, struct
 	c->fd = fd;
 	c->server = server;
 	c->handshaking = true;
-	c->started_ns = mono_ns();
+	c->started_ns = sm_mono_ns();
 	c->last_rx_ns = c->started_ns;
 	c->creds = sm_creds_get(creds);
 	c->ssl = SSL_new(ctx);
@@ -1544,7 +1529,7 @@ static void record_refused(struct sm_worker *w, int fd, const struct sm_addr *pe
 	tmp.fd = fd;
 	tmp.peer = *peer;
 	tmp.peer_port = port;
-	tmp.started_ns = mono_ns();
+	tmp.started_ns = sm_mono_ns();
 	record_failure(&tmp, reason, NULL);
 }
 
@@ -1738,7 +1723,7 @@ static void on_inotify(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events
 			for (unsigned int i = 0; i < hb->nwatches; i++) {
 				if (hb->watches[i].wd == ie->wd) {
 					hb->watches[i].dirty = true;
-					hb->watches[i].dirty_ns = mono_ns();
+					hb->watches[i].dirty_ns = sm_mono_ns();
 				}
 			}
 			p += sizeof(*ie) + ie->len;
@@ -1788,7 +1773,7 @@ static void creds_tick(struct sm_daemon *d)
 		struct hb_watch *w = &hb->watches[i];
 		struct sm_creds *c;
 
-		if (w->dirty && mono_ns() - w->dirty_ns >= HB_QUIET_NS)
+		if (w->dirty && sm_mono_ns() - w->dirty_ns >= HB_QUIET_NS)
 			creds_reload(d, w);
 		c = *watch_slot(d, w);
 		if (!c || sm_creds_not_after(c) - now > (time_t) d->cfg.tunnel_expiry_warning)
@@ -2090,7 +2075,7 @@ void sm_hbone_worker_tick(struct sm_worker *w)
 {
 	const struct sm_config *cfg = &w->d->cfg;
 	struct sm_hbone_worker *hw = w->hb;
-	int64_t now = mono_s(), now_ns = mono_ns();
+	int64_t now = sm_mono_s(), now_ns = sm_mono_ns();
 	struct hb_join *j, *tmp;
 	struct hb_conn *c, *next;
 

@@ -98,14 +98,6 @@ struct sm_metrics {
 	int64_t evicted_log_ns; /* evictions were last logged */
 };
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * NS_PER_S + ts.tv_nsec;
-}
-
 /* Main thread, every second: prove the loop turns, and publish what the HTTP thread shows. */
 static void on_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
@@ -131,7 +123,7 @@ static void on_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_t even
 		max = json_object_get_int64(v);
 	json_object_put(pol);
 	pthread_mutex_lock(&m->mu);
-	m->beat_ns = mono_ns();
+	m->beat_ns = sm_mono_ns();
 	m->live = true;
 	m->ready = d->ready;
 	m->draining = d->draining;
@@ -368,7 +360,7 @@ static void render_metrics(struct sm_metrics *m, struct sm_textbuf *b)
 /* 200 while the main loop turns (or is still starting, within the grace). */
 static unsigned int health(struct sm_metrics *m, struct sm_textbuf *b)
 {
-	int64_t now = mono_ns(), beat, started;
+	int64_t now = sm_mono_ns(), beat, started;
 	bool live;
 
 	pthread_mutex_lock(&m->mu);
@@ -399,7 +391,7 @@ static unsigned int health(struct sm_metrics *m, struct sm_textbuf *b)
 /* 200 when `sockmesh status` says ready; else 503 and what is missing. */
 static unsigned int readiness(struct sm_metrics *m, struct sm_textbuf *b)
 {
-	int64_t now = mono_ns();
+	int64_t now = sm_mono_ns();
 	bool live, ready, draining, tunnel;
 	unsigned int attachments;
 	uint32_t revision;
@@ -483,7 +475,7 @@ static void conn_evict(struct sm_metrics *m)
 	ac->evicted = true;
 	shutdown(ac->fd, SHUT_RDWR);
 	m->evicted++;
-	now = mono_ns();
+	now = sm_mono_ns();
 	if (now - m->evicted_log_ns >= ADMIN_EVICT_LOG_NS) {
 		pr_warn("admin server %s: holds %u of at most %u connections "
 			"(admin.max_connections): closing the oldest to make room for new ones "
@@ -675,7 +667,7 @@ int sm_metrics_start(struct sm_daemon *d)
 	m->d = d;
 	m->listen_fd = -1;
 	pthread_mutex_init(&m->mu, NULL);
-	m->started_ns = mono_ns();
+	m->started_ns = sm_mono_ns();
 	sm_addr_format(&d->cfg.admin_addr, addr, sizeof(addr));
 	snprintf(m->where, sizeof(m->where),
 		 d->cfg.admin_addr.family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr,

@@ -638,11 +638,10 @@ static json_object *change(struct sm_daemon *d, struct sm_policy_set *set,
 	struct sm_policy_diff diff = {0};
 	uint32_t revision = p->revision + 1;
 	json_object *o = NULL;
-	struct timespec t0, t1;
+	int64_t t0 = sm_mono_ns(), t1;
 	uint64_t closed, streams;
 	int ret;
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	ret = sm_policy_compile(set, &d->cat, revision, d->cfg.max_policy_entries, &c, err);
 	if (ret)
 		goto out; /* err says why: too many entries (with the numbers), ... */
@@ -686,7 +685,7 @@ static json_object *change(struct sm_daemon *d, struct sm_policy_set *set,
 		state_save(p, &p->set, p->revision);
 		goto fail;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &t1);
+	t1 = sm_mono_ns();
 	/* the calling sides here (kernel), then the streams this node accepted (tunnel) */
 	closed = recheck_established(d);
 	streams = sm_hbone_policy_recheck(d);
@@ -696,9 +695,7 @@ static json_object *change(struct sm_daemon *d, struct sm_policy_set *set,
 		pr_info("policy revision %u: %llu established connections and %llu inbound tunnel "
 			"streams it denies were closed",
 			revision, (unsigned long long) closed, (unsigned long long) streams);
-	json_object_object_add(o, "apply_ms",
-			       json_object_new_double((double) (t1.tv_sec - t0.tv_sec) * 1e3 +
-						      (double) (t1.tv_nsec - t0.tv_nsec) / 1e6));
+	json_object_object_add(o, "apply_ms", json_object_new_double((double) (t1 - t0) / 1e6));
 	pr_info("policy revision %u applied: %zu policies, %zu kernel entries (+%zu -%zu ~%zu)",
 		revision, p->set.npolicies, p->compiled.nentries, diff.added, diff.removed,
 		diff.changed);

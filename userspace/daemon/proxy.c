@@ -309,14 +309,12 @@ static void record_dropped(struct sm_worker *w, int fd, int family, const struct
 	struct sm_daemon *d = w->d;
 	struct sockaddr_storage dst;
 	struct sm_flow_record r;
-	struct timespec ts;
 	uint32_t id = 0;
 	int wl;
 
 	memset(&r, 0, sizeof(r));
 	r.type = SM_REC_CONN_END;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	r.time_ns = (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	r.time_ns = sm_real_ns();
 	r.start_ns = r.time_ns;
 	sm_strlcpy(r.node, d->cfg.node, sizeof(r.node));
 	r.verdict = SM_VERDICT_DROPPED;

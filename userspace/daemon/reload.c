@@ -36,22 +36,14 @@ struct sm_reload {
 	int64_t took_ms;
 };
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void *loader(void *arg)
 {
 	struct sm_reload *r = arg;
-	int64_t t0 = mono_ms();
+	int64_t t0 = sm_mono_ms();
 	uint64_t one = 1;
 
 	r->ret = sm_catalog_load(&r->cat, r->path, &r->err);
-	r->took_ms = mono_ms() - t0;
+	r->took_ms = sm_mono_ms() - t0;
 	if (write(r->efd, &one, sizeof(one)) != sizeof(one))
 		pr_warn("SIGHUP: cannot wake the main loop: %s", strerror(errno));
 	return NULL;

@@ -40,14 +40,6 @@
 /* Facts of an earlier daemon older than this after our start are nobody's any more. */
 #define FACTS_GRACE_S 30
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static void fact_key(struct sm_tunnel_key *k, const struct sm_addr *a, uint16_t port)
 {
 	memset(k, 0, sizeof(*k));
@@ -66,9 +58,9 @@ int sm_tunnel_facts_start(struct sm_daemon *d)
 	uint64_t id = 0;
 
 	if (RAND_bytes((unsigned char *) &id, sizeof(id)) != 1 || !id)
-		id = (uint64_t) mono_ns() ^ ((uint64_t) getpid() << 32);
+		id = (uint64_t) sm_mono_ns() ^ ((uint64_t) getpid() << 32);
 	d->instance = id;
-	d->instance_started_ns = mono_ns();
+	d->instance_started_ns = sm_mono_ns();
 	return 0;
 }
 
@@ -83,7 +75,7 @@ void sm_tunnel_fact_publish(struct sm_daemon *d, const struct sm_addr *key_addr,
 		return;
 	memset(&f, 0, sizeof(f));
 	f.instance = d->instance;
-	f.written_ns = (uint64_t) mono_ns();
+	f.written_ns = (uint64_t) sm_mono_ns();
 	f.handshake_us = tls->handshake_us;
 	f.inbound = inbound;
 	sm_strlcpy(f.trace, trace, sizeof(f.trace));
@@ -185,7 +177,7 @@ void sm_tunnel_facts_sweep(struct sm_daemon *d)
 	int fd = facts_fd(d);
 	void *prev = NULL;
 
-	if (fd < 0 || mono_ns() - d->instance_started_ns < FACTS_GRACE_S * 1000000000LL)
+	if (fd < 0 || sm_mono_ns() - d->instance_started_ns < FACTS_GRACE_S * 1000000000LL)
 		return;
 	while (bpf_map_get_next_key(fd, prev, next) == 0) {
 		/* deleting the current key would restart the walk: delete the one before */
