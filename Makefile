@@ -145,8 +145,12 @@ $(OUTPUT)/tests/%: tests/unit/%.c $(UNIT_LIB_OBJS) $(LIB_HDRS) $(wildcard tests/
 	$(call msg,TEST,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CPPFLAGS) -Itests/unit -DSM_SOURCE_DIR='"$(CURDIR)"' $(CFLAGS) $(SAN_FLAGS) \
-		$< $(UNIT_LIB_OBJS) \
+		$< $(UNIT_DAEMON) $(UNIT_LIB_OBJS) \
 		$(LDLIBS) -lcmocka -o $@
+
+# A unit test of one of the daemon's leaf modules compiles that file with it.
+$(OUTPUT)/tests/test_workloads: userspace/daemon/workloads.c userspace/daemon/workloads.h
+$(OUTPUT)/tests/test_workloads: UNIT_DAEMON := -Iuserspace/daemon userspace/daemon/workloads.c
 
 test-unit: $(UNIT_BINS) ## unit tests (C, cmocka, ASan+UBSan, no root)
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --unit $(UNIT_BINS)

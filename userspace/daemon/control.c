@@ -26,6 +26,8 @@
 
 #include "ctl.h"
 #include "daemon.h"
+#include "workloads.h"
+#include "datapath.h"
 #include "log.h"
 #include "sockmesh.skel.h"
 
@@ -302,7 +304,8 @@ static json_object *cmd_workloads(struct sm_daemon *d)
 {
 	json_object *arr = json_object_new_array();
 
-	sm_intercept_refresh(d); /* the cgroup ids as they are now */
+	sm_workloads_refresh(d->wl, &d->cat, d->node_idx,
+			     d->cgroup_root); /* the cgroup ids as they are now */
 
 	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
 		const struct sm_workload_def *w = &d->cat.workloads[i];
@@ -316,7 +319,8 @@ static json_object *cmd_workloads(struct sm_daemon *d)
 		json_object_object_add(
 			o, "local", json_object_new_boolean(w->node == (unsigned int) d->node_idx));
 		json_object_object_add(o, "cgroup", json_object_new_string(w->cgroup));
-		json_object_object_add(o, "cgroup_id", json_object_new_uint64(d->wl[i].cgroup_id));
+		json_object_object_add(o, "cgroup_id",
+				       json_object_new_uint64(sm_workloads_cgroup(d->wl, (int) i)));
 		json_object_object_add(o, "mode",
 				       json_object_new_string(w->mode == SM_MODE_STRICT
 								      ? "STRICT"

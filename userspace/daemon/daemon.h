@@ -51,6 +51,7 @@ struct sm_metrics;
 struct json_object;
 struct sm_flowstream;
 struct sm_reload;
+struct sm_workloads;
 
 /* Requests from the main thread to a worker (bits of sm_worker.cmds). */
 enum {
@@ -90,15 +91,6 @@ struct sm_attachment {
 	struct bpf_link *link;
 };
 
-/*
- * Per catalog workload, what this node knows of it. Enrollment is by path
- * (include/sockmesh/enroll.h), so the id is only what the cgroup is now, for
- * status and for naming flow records; sm_intercept_refresh() keeps it.
- */
-struct sm_local_workload {
-	uint64_t cgroup_id; /* 0: not local, or its cgroup does not exist now */
-};
-
 struct sm_daemon {
 	struct sm_config cfg;
 	struct sm_catalog cat;
@@ -108,7 +100,7 @@ struct sm_daemon {
 	char enroll_root[PATH_MAX];   /* absolute: the programs' one cgroup for workloads */
 	uint64_t enroll_root_id;
 	int lock_fds[3]; /* one daemon per node: flocks held for the daemon's life (main.c) */
-	struct sm_local_workload *wl; /* cat.nworkloads entries */
+	struct sm_workloads *wl; /* workloads.c: this node's workloads by cgroup id */
 
 	struct sm_evloop *loop;
 	struct sockmesh_bpf *skel;
@@ -143,39 +135,6 @@ struct sm_daemon {
 	int64_t mono_to_real_ns;
 };
 
-/* datapath.c: find cgroup v2 and bpffs, load, attach or adopt, clean up. */
-int sm_find_cgroup2_mount(char *buf, size_t len);
-/* The cgroup id of the cgroup directory at path (its inode number), or 0 when there is none. */
-uint64_t sm_cgroup_id_of(const char *path);
-/* Mount bpffs on /sys/fs/bpf if nothing is there, and make dir (on bpffs). 0 or -errno. */
-int sm_datapath_prepare(const char *dir);
-/* Make the pin subdirectories and load the programs (after sm_datapath_prepare()). */
-int sm_datapath_open(struct sm_daemon *d);
-/*
- * Attach (or adopt) the programs: the workload programs once, to the
- * enrollment root, and the daemon's own two to its cgroup. Call after
- * sm_intercept_sync(), so no program runs before the maps know the catalog.
- */
-int sm_datapath_attach(struct sm_daemon *d);
-/* Drop the daemon's link handles; the links stay pinned and attached. */
-void sm_datapath_release_links(struct sm_daemon *d);
-void sm_datapath_close(struct sm_daemon *d);
-/* Detach and unpin everything under a bpffs directory. 0 or -errno. */
-int sm_datapath_cleanup(const char *bpffs);
-/* Sum a per-CPU counter array into out[SM_CNT_MAX]. 0 or -errno. */
-int sm_datapath_counters(struct sm_daemon *d, uint64_t *out);
-/*
- * Entries of a pinned map with a fill level (hash, LPM), by walking its keys,
- * at most max_entries; -1 for the maps that have none (arrays, ring buffers,
- * socket storage, map-in-map). For `status` and the metrics' map pressure.
- */
-struct bpf_map;
-long long sm_datapath_map_entries(struct bpf_map *map);
-/* Run the flow-update iterator once. */
-void sm_datapath_run_iter(struct sm_daemon *d);
-/* Create an iterator on link and read it to the end, which runs its program once. */
-void sm_datapath_drive_iter(struct bpf_link *link, const char *what);
-
 /* intercept.c: fill the enroll_paths, services and cidrs maps from the catalog. */
 int sm_intercept_sync(struct sm_daemon *d);
 /*
@@ -185,8 +144,6 @@ int sm_intercept_sync(struct sm_daemon *d);
  */
 int sm_intercept_check(const struct sm_daemon *d, const struct sm_catalog *cat, int node_idx,
 		       struct sm_error *err);
-/* Read the local workloads' cgroup ids as they are now (0: no such cgroup now). */
-void sm_intercept_refresh(struct sm_daemon *d);
 
 /* flowacct.c: ring buffer → flow records → sinks. */
 int sm_flowexp_start(struct sm_daemon *d);
@@ -462,8 +419,5 @@ void sm_reload_stop(struct sm_daemon *d);
 /* control.c: the control socket. */
 int sm_control_start(struct sm_daemon *d);
 void sm_control_stop(struct sm_daemon *d);
-
-/* Lookup helpers over the catalog (main.c). */
-int sm_workload_by_cgroup(const struct sm_daemon *d, uint64_t cgroup_id);
 
 #endif /* SOCKMESHD_DAEMON_H */

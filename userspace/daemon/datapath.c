@@ -31,6 +31,7 @@
 #include <linux/magic.h>
 
 #include "daemon.h"
+#include "datapath.h"
 #include "log.h"
 #include "sockmesh.skel.h"
 

@@ -25,6 +25,8 @@
 #include <uthash.h>
 
 #include "daemon.h"
+#include "workloads.h"
+#include "datapath.h"
 #include "drop_reason.h"
 #include "flow_record.h"
 #include "log.h"
@@ -178,7 +180,7 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 			      struct sm_flow_record *r)
 {
 	bool passive = ev->flags & SM_SK_F_PASSIVE;
-	int self_wl = sm_workload_by_cgroup(d, ev->cgroup_id);
+	int self_wl = sm_workloads_by_cgroup(d->wl, ev->cgroup_id);
 	struct flow_state *fs = NULL;
 
 	memset(r, 0, sizeof(*r));
@@ -304,7 +306,7 @@ static void record_from_policy_event(struct sm_daemon *d, const struct sm_flow_e
 	r->cgroup_id = ev->cgroup_id;
 	if (ev->flags & SM_SK_F_PASSIVE) {
 		/* a plaintext SYN to a PERMISSIVE workload (bpf/ingress.bpf.c) */
-		int wl = sm_workload_by_cgroup(d, ev->cgroup_id);
+		int wl = sm_workloads_by_cgroup(d->wl, ev->cgroup_id);
 
 		r->direction = SM_DIR_INGRESS;
 		endpoint_fill(d, &r->source, ev->family, ev->remote_addr, ev->remote_port,
@@ -315,7 +317,7 @@ static void record_from_policy_event(struct sm_daemon *d, const struct sm_flow_e
 	} else {
 		r->direction = SM_DIR_EGRESS;
 		endpoint_fill(d, &r->source, ev->family, ev->local_addr, 0, ev->identity,
-			      sm_workload_by_cgroup(d, ev->cgroup_id));
+			      sm_workloads_by_cgroup(d->wl, ev->cgroup_id));
 		endpoint_fill(d, &r->destination, ev->family, ev->orig_addr, ev->orig_port,
 			      ev->peer_identity,
 			      service_workload(d, ev->family, ev->orig_addr, ev->orig_port));

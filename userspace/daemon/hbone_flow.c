@@ -17,6 +17,7 @@
 #include <uthash.h>
 
 #include "daemon.h"
+#include "workloads.h"
 #include "drop_reason.h"
 #include "flow_record.h"
 #include "hbone_int.h"
@@ -142,7 +143,7 @@ static void join_apply(struct sm_daemon *d, const struct hb_join *j, bool final,
 
 	r->tls = j->tls;
 	/* the mode is the local workload's: the caller's outbound, the service's inbound */
-	wl = sm_workload_by_cgroup(d, r->cgroup_id);
+	wl = sm_workloads_by_cgroup(d->wl, r->cgroup_id);
 	if (wl >= 0)
 		sm_strlcpy(r->tls.mode,
 			   d->cat.workloads[wl].mode == SM_MODE_STRICT ? "STRICT" : "PERMISSIVE",

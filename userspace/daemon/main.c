@@ -20,6 +20,8 @@
 #include <bpf/libbpf.h>
 
 #include "daemon.h"
+#include "workloads.h"
+#include "datapath.h"
 #include "enrollment.h"
 #include "pathlock.h"
 #include "log.h"
@@ -329,16 +331,6 @@ free_next:
 	free(next);
 }
 
-int sm_workload_by_cgroup(const struct sm_daemon *d, uint64_t cgroup_id)
-{
-	if (!cgroup_id)
-		return -1;
-	for (unsigned int i = 0; i < d->cat.nworkloads; i++)
-		if (d->wl[i].cgroup_id == cgroup_id)
-			return (int) i;
-	return -1;
-}
-
 /* The catalog, this node in it, the cgroup v2 mount and the daemon's cgroup. */
 static int resolve_node(struct sm_daemon *d, bool check_only)
 {
@@ -367,9 +359,9 @@ static int resolve_node(struct sm_daemon *d, bool check_only)
 		       d->cfg.catalog, d->cfg.node);
 		return -EINVAL;
 	}
-	d->wl = calloc(d->cat.nworkloads ? d->cat.nworkloads : 1, sizeof(*d->wl));
+	d->wl = sm_workloads_new(&d->cat);
 	if (!d->wl)
-		return -ENOMEM;
+		return -errno;
 
 	if (d->cfg.cgroup_root[0]) {
 		sm_strlcpy(d->cgroup_root, d->cfg.cgroup_root, sizeof(d->cgroup_root));
@@ -548,8 +540,9 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 	/* losses first: the iterator can take long while the ring overflows */
 	sm_flowexp_check_lost(d);
 	sm_datapath_run_iter(d);
-	sm_hbone_tick(d);	 /* credential rotation; connections are the workers' */
-	sm_intercept_refresh(d); /* the cgroup ids status and flow records show */
+	sm_hbone_tick(d); /* credential rotation; connections are the workers' */
+	sm_workloads_refresh(d->wl, &d->cat, d->node_idx,
+			     d->cgroup_root); /* the cgroup ids status and flow records show */
 	if (!d->facts_swept)
 		sm_tunnel_facts_sweep(d);
 	if (!d->draining)
@@ -622,7 +615,7 @@ static int run(struct sm_daemon *d)
 	if (err)
 		goto close_sig;
 	/* maps first (services before workloads), then programs: nothing runs half-configured */
-	sm_intercept_refresh(d);
+	sm_workloads_refresh(d->wl, &d->cat, d->node_idx, d->cgroup_root);
 	d->nworkers = sm_workers_count(d); /* the credential sets hold an SSL_CTX per worker */
 	/* the policy too: a restored policy is in force before any program is attached */
 	/* privileges drop once attached and before the first thread (sinks, workers, HTTP) */
@@ -712,7 +705,7 @@ int main(int argc, char **argv)
 	err = resolve_node(&d, a.check) ?: resolve_enrollment(&d, a.check);
 	if (err) {
 		sm_catalog_free(&d.cat);
-		free(d.wl);
+		sm_workloads_free(d.wl);
 		return err == -EPERM || err == -ENOENT ? EXIT_RUNTIME : EXIT_USAGE;
 	}
 	if (a.check) {
@@ -720,13 +713,13 @@ int main(int argc, char **argv)
 		       "services\n",
 		       d.cfg.node, d.cat.nnodes, d.cat.nworkloads, d.cat.nservices);
 		sm_catalog_free(&d.cat);
-		free(d.wl);
+		sm_workloads_free(d.wl);
 		return 0;
 	}
 	err = lock_instance(&d);
 	if (err) {
 		sm_catalog_free(&d.cat);
-		free(d.wl);
+		sm_workloads_free(d.wl);
 		return EXIT_RUNTIME;
 	}
 	d.started = time(NULL);
@@ -734,7 +727,7 @@ int main(int argc, char **argv)
 	d.mono_to_real_ns = sm_mono_to_real_offset_ns();
 	err = run(&d);
 	sm_catalog_free(&d.cat);
-	free(d.wl);
+	sm_workloads_free(d.wl);
 	if (err) {
 		pr_err("exiting: %s", strerror(-err));
 		return EXIT_RUNTIME;

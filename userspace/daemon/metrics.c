@@ -39,6 +39,7 @@
 #include <microhttpd.h>
 
 #include "daemon.h"
+#include "datapath.h"
 #include "drop_reason.h"
 #include "log.h"
 #include "metrics_agg.h"

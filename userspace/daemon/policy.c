@@ -28,6 +28,7 @@
 #include <json-c/json.h>
 
 #include "daemon.h"
+#include "datapath.h"
 #include "flow_record.h"
 #include "log.h"
 #include "policy.h"

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "workloads.h"
 #include "log.h"
 
 struct sm_reload {
@@ -52,7 +53,7 @@ static void *loader(void *arg)
 /* The main loop's part: check the new catalog and put it in place. */
 static void apply(struct sm_daemon *d, struct sm_catalog *cat)
 {
-	struct sm_local_workload *wl;
+	struct sm_workloads *wl;
 	struct sm_error e = {{0}};
 	int idx = sm_catalog_node_index(cat, d->cfg.node);
 	bool err;
@@ -66,7 +67,7 @@ static void apply(struct sm_daemon *d, struct sm_catalog *cat)
 		pr_warn("SIGHUP: %s: %s; keeping the current catalog", d->cfg.catalog, e.msg);
 		goto refuse;
 	}
-	wl = calloc(cat->nworkloads ? cat->nworkloads : 1, sizeof(*wl));
+	wl = sm_workloads_new(cat);
 	if (!wl) {
 		pr_warn("SIGHUP: out of memory; keeping the current catalog");
 		goto refuse;
@@ -74,12 +75,12 @@ static void apply(struct sm_daemon *d, struct sm_catalog *cat)
 	/* the workers read the catalog and the credentials: hold them while both change */
 	sm_workers_pause(d);
 	sm_catalog_free(&d->cat);
-	free(d->wl);
+	sm_workloads_free(d->wl);
 	d->cat = *cat;
 	memset(cat, 0, sizeof(*cat));
 	d->wl = wl;
 	d->node_idx = idx;
-	sm_intercept_refresh(d);
+	sm_workloads_refresh(d->wl, &d->cat, d->node_idx, d->cgroup_root);
 	/* the programs stay attached to the enrollment root: only the maps change */
 	err = sm_intercept_sync(d) || sm_hbone_catalog_changed(d) || sm_policy_catalog_changed(d);
 	sm_workers_resume(d);

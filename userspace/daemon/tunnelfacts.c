@@ -30,6 +30,7 @@
 #include <openssl/rand.h>
 
 #include "daemon.h"
+#include "workloads.h"
 #include "drop_reason.h"
 #include "flow_record.h"
 #include "log.h"
@@ -105,7 +106,7 @@ void sm_tunnel_fact_forget(struct sm_daemon *d, const struct sm_addr *key_addr, 
 /* The local end's workload, for the tls mode, as the tunnel's own join does. */
 static void fill_mode(const struct sm_daemon *d, struct sm_flow_record *r)
 {
-	int wl = sm_workload_by_cgroup(d, r->cgroup_id);
+	int wl = sm_workloads_by_cgroup(d->wl, r->cgroup_id);
 
 	if (wl < 0)
 		wl = sm_catalog_workload_by_identity(&d->cat, r->direction == SM_DIR_INGRESS
