@@ -128,26 +128,23 @@ static json_object *status_programs(struct sm_daemon *d)
 	return arr;
 }
 
+static void status_map(const struct sm_map_fill *f, void *arg)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "name", json_object_new_string(f->name));
+	json_object_object_add(o, "type",
+			       json_object_new_string(map_type_name((enum bpf_map_type) f->type)));
+	json_object_object_add(o, "entries", json_object_new_int64(f->entries));
+	json_object_object_add(o, "max_entries", json_object_new_int64(f->max_entries));
+	json_object_array_add(arg, o);
+}
+
 static json_object *status_maps(struct sm_daemon *d)
 {
 	json_object *arr = json_object_new_array();
-	struct bpf_map *map;
 
-	bpf_object__for_each_map (map, d->skel->obj) {
-		json_object *o;
-
-		if (!bpf_map__is_pinned(map))
-			continue; /* .rodata and friends */
-		o = json_object_new_object();
-		json_object_object_add(o, "name", json_object_new_string(bpf_map__name(map)));
-		json_object_object_add(o, "type",
-				       json_object_new_string(map_type_name(bpf_map__type(map))));
-		json_object_object_add(o, "entries",
-				       json_object_new_int64(sm_datapath_map_entries(map)));
-		json_object_object_add(o, "max_entries",
-				       json_object_new_int64(bpf_map__max_entries(map)));
-		json_object_array_add(arr, o);
-	}
+	sm_datapath_map_fill(d, status_map, arr);
 	return arr;
 }
 

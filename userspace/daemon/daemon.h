@@ -352,6 +352,9 @@ uint32_t sm_policy_addr_identity(const struct sm_daemon *d, const struct sm_addr
 void sm_policy_check(const struct sm_daemon *d, uint32_t src, uint32_t dst, uint16_t port,
 		     struct sm_policy_decision *out);
 uint32_t sm_policy_revision(const struct sm_daemon *d);
+/* The compiled policy's entries and their bound (datapath.max_policy_entries); -1, -1 before load.
+ */
+void sm_policy_size(const struct sm_daemon *d, int64_t *entries, int64_t *max);
 /* Fill r->policy for a decision (audit: rule_id is the AUDIT rule's). */
 void sm_policy_fill_record(const struct sm_daemon *d, uint32_t rule_id, uint32_t revision,
 			   enum sm_policy_reason reason, bool audit, struct sm_flow_record *r);

@@ -35,12 +35,24 @@ void sm_datapath_close(struct sm_daemon *d);
 int sm_datapath_cleanup(const char *bpffs);
 /* Sum a per-CPU counter array into out[SM_CNT_MAX]. 0 or -errno. */
 int sm_datapath_counters(struct sm_daemon *d, uint64_t *out);
+/* One pinned map of the loaded programs and how full it is. */
+struct sm_map_fill {
+	const char *name;  /* libbpf's: valid while the programs are loaded */
+	unsigned int type; /* enum bpf_map_type */
+	/*
+	 * Entries of a map with a fill level (hash, LPM), by walking its keys,
+	 * at most max_entries; -1 for the maps that have none (arrays, ring
+	 * buffers, socket storage, map-in-map).
+	 */
+	long long entries;
+	long long max_entries;
+};
 /*
- * Entries of a pinned map with a fill level (hash, LPM), by walking its keys,
- * at most max_entries; -1 for the maps that have none (arrays, ring buffers,
- * socket storage, map-in-map). For `status` and the metrics' map pressure.
+ * Call fn for each pinned map (.rodata and the like are not), with its fill:
+ * the one count `status` and the metrics' map pressure both show.
  */
-long long sm_datapath_map_entries(struct bpf_map *map);
+void sm_datapath_map_fill(struct sm_daemon *d, void (*fn)(const struct sm_map_fill *f, void *arg),
+			  void *arg);
 /* Run the flow-update iterator once. */
 void sm_datapath_run_iter(struct sm_daemon *d);
 /* Create an iterator on link and read it to the end, which runs its program once. */

@@ -33,9 +33,6 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
-#include <bpf/bpf.h>
-#include <bpf/libbpf.h>
-#include <json-c/json.h>
 #include <microhttpd.h>
 
 #include "daemon.h"
@@ -43,7 +40,6 @@
 #include "drop_reason.h"
 #include "log.h"
 #include "metrics_agg.h"
-#include "sockmesh.skel.h"
 
 #include <sockmesh/common.h>
 
@@ -104,12 +100,9 @@ static void on_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_t even
 {
 	struct sm_daemon *d = arg;
 	struct sm_metrics *m = d->metrics;
-	struct sm_error err = {{0}};
-	int64_t entries = -1, max = -1;
+	int64_t entries, max;
 	struct sm_hbone_stats st;
 	struct sm_proxy_stats ps;
-	json_object *pol, *v;
-	bool handled;
 
 	(void) loop;
 	(void) ev;
@@ -117,12 +110,7 @@ static void on_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_t even
 	sm_hbone_stats(d, &st);
 	sm_proxy_stats(d, &ps);
 	/* the compiled policy's size against its bound: the policy's own "map pressure" */
-	pol = sm_policy_command(d, "policy_status", NULL, false, &handled, &err);
-	if (pol && json_object_object_get_ex(pol, "entries", &v))
-		entries = json_object_get_int64(v);
-	if (pol && json_object_object_get_ex(pol, "max_entries", &v))
-		max = json_object_get_int64(v);
-	json_object_put(pol);
+	sm_policy_size(d, &entries, &max);
 	pthread_mutex_lock(&m->mu);
 	m->beat_ns = sm_mono_ns();
 	m->live = true;
@@ -150,11 +138,19 @@ static void on_first_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_
 
 /* ---- /metrics ---- */
 
+static void render_map(const struct sm_map_fill *f, void *arg)
+{
+	const char *label = "map";
+
+	if (f->entries >= 0 && f->max_entries > 0)
+		sm_prom_sample_f64(arg, "sockmesh_map_pressure", &label, &f->name, 1,
+				   (double) f->entries / (double) f->max_entries);
+}
+
 static void render_maps(struct sm_daemon *d, struct sm_textbuf *b, int64_t policy_entries,
 			int64_t policy_max)
 {
 	const char *label = "map", *policy = "policy";
-	struct bpf_map *map;
 
 	sm_prom_family(b, "sockmesh_map_pressure", "gauge",
 		       "Fill level of each pinned map that has one: entries / max_entries (0..1); "
@@ -162,17 +158,7 @@ static void render_maps(struct sm_daemon *d, struct sm_textbuf *b, int64_t polic
 	if (policy_entries >= 0 && policy_max > 0)
 		sm_prom_sample_f64(b, "sockmesh_map_pressure", &label, &policy, 1,
 				   (double) policy_entries / (double) policy_max);
-	bpf_object__for_each_map (map, d->skel->obj) {
-		const char *name = bpf_map__name(map);
-		long long n;
-
-		if (!bpf_map__is_pinned(map))
-			continue;
-		n = sm_datapath_map_entries(map);
-		if (n >= 0)
-			sm_prom_sample_f64(b, "sockmesh_map_pressure", &label, &name, 1,
-					   (double) n / bpf_map__max_entries(map));
-	}
+	sm_datapath_map_fill(d, render_map, b);
 }
 
 static void render_tls(struct sm_textbuf *b, const struct sm_hbone_stats *st)

@@ -460,6 +460,14 @@ uint32_t sm_policy_revision(const struct sm_daemon *d)
 	return d->policy ? d->policy->revision : 0;
 }
 
+void sm_policy_size(const struct sm_daemon *d, int64_t *entries, int64_t *max)
+{
+	const struct sm_policyd *p = d->policy;
+
+	*entries = p ? (int64_t) p->compiled.nentries : -1;
+	*max = p ? (int64_t) d->cfg.max_policy_entries : -1;
+}
+
 void sm_policy_fill_record(const struct sm_daemon *d, uint32_t rule_id, uint32_t revision,
 			   enum sm_policy_reason reason, bool audit, struct sm_flow_record *r)
 {
