@@ -68,6 +68,7 @@
 #include "hbone_int.h"
 #include "log.h"
 #include "policy.h"
+#include "policyd.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -24,12 +24,25 @@
 #include <bpf/libbpf.h>
 #include <json-c/json.h>
 
+#include "catalog.h"
+#include "config.h"
+#include "control.h"
 #include "ctl.h"
 #include "daemon.h"
-#include "workloads.h"
 #include "datapath.h"
+#include "evloop.h"
+#include "flowacct.h"
+#include "flowstream.h"
+#include "hbone.h"
 #include "log.h"
+#include "policyd.h"
+#include "proxy.h"
+#include "sinks.h"
 #include "sockmesh.skel.h"
+#include "spiffe.h"
+#include "util.h"
+#include "worker.h"
+#include "workloads.h"
 
 #include <sockmesh/common.h>
 

@@ -30,10 +30,12 @@
 #include <bpf/libbpf.h>
 #include <linux/magic.h>
 
+#include "config.h"
 #include "daemon.h"
 #include "datapath.h"
 #include "log.h"
 #include "sockmesh.skel.h"
+#include "util.h"
 
 #include <sockmesh/common.h>
 #include <sockmesh/enroll.h>

@@ -24,13 +24,25 @@
 #include <bpf/libbpf.h>
 #include <uthash.h>
 
+#include "catalog.h"
+#include "config.h"
 #include "daemon.h"
-#include "workloads.h"
 #include "datapath.h"
 #include "drop_reason.h"
+#include "evloop.h"
 #include "flow_record.h"
+#include "flowacct.h"
+#include "flowstream.h"
+#include "hbone.h"
+#include "metrics.h"
 #include "log.h"
+#include "policy.h"
+#include "policyd.h"
+#include "sinks.h"
 #include "sockmesh.skel.h"
+#include "tunnelfacts.h"
+#include "util.h"
+#include "workloads.h"
 
 #include <sockmesh/flowacct.h>
 #include <sockmesh/intercept.h>

@@ -45,10 +45,14 @@
 
 #include "ctl.h"
 #include "daemon.h"
+#include "evloop.h"
 #include "flow_record.h"
 #include "flowfilter.h"
 #include "flowfmt.h"
+#include "flowstream.h"
+#include "metrics.h"
 #include "log.h"
+#include "util.h"
 
 #define FS_MAX_FOLLOWERS 16	     /* `flows --follow` clients at once */
 #define FS_MAX_READERS	 16	     /* one-shot `flows` clients still being served */

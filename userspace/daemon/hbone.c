@@ -56,10 +56,16 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "catalog.h"
+#include "config.h"
 #include "daemon.h"
 #include "drop_reason.h"
+#include "evloop.h"
+#include "hbone.h"
 #include "hbone_int.h"
+#include "proxy.h"
 #include "util.h"
+#include "worker.h"
 
 int sm_hbone_worker_start(struct sm_worker *w)
 {

@@ -23,10 +23,14 @@
 
 #include "daemon.h"
 #include "drop_reason.h"
+#include "evloop.h"
 #include "hbone_int.h"
 #include "log.h"
+#include "spiffe.h"
 #include "tlsctx.h"
+#include "tunnelfacts.h"
 #include "util.h"
+#include "worker.h"
 
 #define HB_TLS_READ    16384
 #define HB_TLS_RBUF    (64 * 1024)  /* OpenSSL's read-ahead buffer: several records per read() */

@@ -16,11 +16,16 @@
 
 #include <openssl/ssl.h>
 
+#include "catalog.h"
 #include "daemon.h"
+#include "evloop.h"
+#include "hbone.h"
 #include "hbone_int.h"
 #include "log.h"
+#include "spiffe.h"
 #include "tlsctx.h"
 #include "util.h"
+#include "worker.h"
 
 #define HB_QUIET_NS (300 * 1000000LL) /* writers update several files: wait until they are done */
 

@@ -16,13 +16,19 @@
 #include <openssl/ssl.h>
 #include <uthash.h>
 
+#include "catalog.h"
 #include "daemon.h"
-#include "workloads.h"
 #include "drop_reason.h"
 #include "flow_record.h"
+#include "flowacct.h"
+#include "hbone.h"
 #include "hbone_int.h"
+#include "policy.h"
+#include "policyd.h"
 #include "tlsctx.h"
+#include "tunnelfacts.h"
 #include "util.h"
+#include "workloads.h"
 
 #define HB_JOIN_LINGER_S 60 /* a join entry outlives its stream this long */
 

@@ -16,12 +16,15 @@
 #include <openssl/ssl.h>
 #include <uthash.h>
 
+#include "catalog.h"
 #include "daemon.h"
 #include "drop_reason.h"
+#include "evloop.h"
 #include "hbone_int.h"
 #include "log.h"
 #include "tlsctx.h"
 #include "util.h"
+#include "worker.h"
 
 #define HB_MAX_HANDSHAKING 256 /* inbound handshakes in flight at once, per worker */
 

@@ -22,12 +22,17 @@
 #include <openssl/ssl.h>
 
 #include "daemon.h"
+#include "hbone.h"
+#include "util.h"
+#include "worker.h"
 
 struct hb_conn;
 struct hb_src;
 struct hb_join;
 struct hb_watch;
 struct sm_flow_policy;
+struct sm_policy_decision;
+struct sm_creds;
 
 /* Shared, main thread: credential sets (workers read them; swapped while they are paused). */
 struct sm_hbone {

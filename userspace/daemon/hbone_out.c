@@ -16,9 +16,15 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
+#include "catalog.h"
 #include "daemon.h"
+#include "evloop.h"
+#include "hbone.h"
 #include "hbone_int.h"
+#include "proxy.h"
+#include "spiffe.h"
 #include "util.h"
+#include "worker.h"
 
 /* The node that hosts addr:port (a service, else a workload's range) and its workload. */
 static int destination_node(const struct sm_daemon *d, const struct sm_addr *a, uint16_t port,

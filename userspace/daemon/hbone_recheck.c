@@ -12,9 +12,13 @@
 #include "daemon.h"
 #include "drop_reason.h"
 #include "flow_record.h"
+#include "hbone.h"
 #include "hbone_int.h"
 #include "log.h"
+#include "policy.h"
+#include "policyd.h"
 #include "util.h"
+#include "worker.h"
 
 /*
  * The live revision denies a stream an older one admitted. Not answered yet

@@ -16,6 +16,7 @@
 
 #include "daemon.h"
 #include "drop_reason.h"
+#include "evloop.h"
 #include "hbone_int.h"
 #include "log.h"
 #include "util.h"

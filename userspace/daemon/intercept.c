@@ -17,11 +17,13 @@
 #include <netinet/in.h>
 #include <uthash.h>
 
+#include "catalog.h"
 #include "daemon.h"
-#include "datapath.h"
 #include "enrollment.h"
+#include "intercept.h"
 #include "log.h"
 #include "sockmesh.skel.h"
+#include "util.h"
 
 #include <sockmesh/enroll.h>
 #include <sockmesh/intercept.h>

@@ -19,12 +19,28 @@
 
 #include <bpf/libbpf.h>
 
+#include "catalog.h"
+#include "config.h"
+#include "control.h"
 #include "daemon.h"
-#include "workloads.h"
 #include "datapath.h"
 #include "enrollment.h"
-#include "pathlock.h"
+#include "evloop.h"
+#include "flowacct.h"
+#include "flowstream.h"
+#include "hbone.h"
+#include "intercept.h"
 #include "log.h"
+#include "metrics.h"
+#include "pathlock.h"
+#include "policyd.h"
+#include "privileges.h"
+#include "proxy.h"
+#include "reload.h"
+#include "tunnelfacts.h"
+#include "util.h"
+#include "worker.h"
+#include "workloads.h"
 
 #define EXIT_RUNTIME	1
 #define EXIT_USAGE	2

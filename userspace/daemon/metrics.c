@@ -38,8 +38,16 @@
 #include "daemon.h"
 #include "datapath.h"
 #include "drop_reason.h"
+#include "evloop.h"
+#include "flow_record.h"
+#include "hbone.h"
 #include "log.h"
+#include "metrics.h"
 #include "metrics_agg.h"
+#include "policyd.h"
+#include "proxy.h"
+#include "spiffe.h"
+#include "util.h"
 
 #include <sockmesh/common.h>
 

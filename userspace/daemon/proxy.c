@@ -33,11 +33,19 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include "catalog.h"
+#include "config.h"
 #include "daemon.h"
 #include "drop_reason.h"
+#include "evloop.h"
 #include "flow_record.h"
+#include "flowacct.h"
+#include "hbone.h"
 #include "log.h"
+#include "proxy.h"
 #include "sockmesh.skel.h"
+#include "util.h"
+#include "worker.h"
 
 #include <sockmesh/intercept.h>
 

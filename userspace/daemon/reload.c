@@ -19,9 +19,17 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "catalog.h"
 #include "daemon.h"
-#include "workloads.h"
+#include "evloop.h"
+#include "hbone.h"
+#include "intercept.h"
 #include "log.h"
+#include "policyd.h"
+#include "reload.h"
+#include "util.h"
+#include "worker.h"
+#include "workloads.h"
 
 struct sm_reload {
 	int efd; /* the loader thread → the main loop: done */

@@ -29,12 +29,17 @@
 #include <bpf/libbpf.h>
 #include <openssl/rand.h>
 
+#include "catalog.h"
 #include "daemon.h"
-#include "workloads.h"
 #include "drop_reason.h"
 #include "flow_record.h"
+#include "flowacct.h"
 #include "log.h"
+#include "policyd.h"
 #include "sockmesh.skel.h"
+#include "tunnelfacts.h"
+#include "util.h"
+#include "workloads.h"
 
 #include <sockmesh/tunnel.h>
 

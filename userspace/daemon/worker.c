@@ -22,7 +22,12 @@
 #include <arpa/inet.h>
 
 #include "daemon.h"
+#include "evloop.h"
+#include "hbone.h"
 #include "log.h"
+#include "proxy.h"
+#include "util.h"
+#include "worker.h"
 
 #define WORKERS_MAX    256
 #define CALL_TIMEOUT_S 10 /* sm_workers_call(): a worker busier than this is reported */

@@ -27,12 +27,17 @@
 #include <bpf/libbpf.h>
 #include <json-c/json.h>
 
+#include "catalog.h"
 #include "daemon.h"
 #include "datapath.h"
 #include "flow_record.h"
+#include "hbone.h"
 #include "log.h"
 #include "policy.h"
+#include "policyd.h"
 #include "sockmesh.skel.h"
+#include "util.h"
+#include "worker.h"
 
 #include <sockmesh/intercept.h>
 

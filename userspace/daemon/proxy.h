@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SOCKMESHD_PROXY_H
+#define SOCKMESHD_PROXY_H
+
+#include <stdint.h>
+
+struct sm_daemon;
+struct sm_worker;
+struct sm_addr;
+
+/* proxy.c: outbound capture listeners and plaintext relays, per worker. */
+int sm_proxy_start(struct sm_worker *w);
+/* Stop accepting; relays go on. */
+void sm_proxy_stop_accepting(struct sm_worker *w);
+void sm_proxy_free(struct sm_worker *w);
+/* Listeners that rested for lack of descriptors watch their sockets again. */
+void sm_proxy_resume_accepting(struct sm_worker *w);
+/*
+ * The local workload behind a captured client socket cfd (the client at
+ * cli:cport): its identity from the orig_dst entry. 0 or -errno.
+ */
+int sm_proxy_source_identity(struct sm_daemon *d, int cfd, const struct sm_addr *cli,
+			     uint16_t cport, uint32_t *identity);
+/*
+ * The daemon's own non-blocking connection to dst:port, marked so connect4/6
+ * let it pass; from the loopback address when dst is one of this node's own
+ * addresses (see proxy.c). Returns the fd, its connect() done or in progress,
+ * or connect()'s -errno.
+ */
+int sm_upstream_connect(const struct sm_daemon *d, const struct sm_addr *dst, uint16_t port);
+struct sm_proxy_stats {
+	uint64_t active, accepted, upstream_errors, orig_dst_errors;
+	uint64_t tunnelled;    /* handed to the HBONE tunnel */
+	uint64_t accept_no_fd; /* reset at accept: the daemon was out of descriptors */
+};
+/* Summed over the workers (any thread). */
+void sm_proxy_stats(const struct sm_daemon *d, struct sm_proxy_stats *st);
+void sm_proxy_worker_stats(const struct sm_worker *w, struct sm_proxy_stats *st);
+
+#endif /* SOCKMESHD_PROXY_H */
