@@ -38,6 +38,7 @@ struct ring_buffer;
 struct bpf_link;
 struct sm_evloop;
 struct sm_worker;
+struct sm_worker_part;
 struct sm_control;
 struct sm_flowexp;
 struct sm_hbone;
@@ -46,6 +47,20 @@ struct sm_metrics;
 struct sm_flowstream;
 struct sm_reload;
 struct sm_workloads;
+struct sm_flow_record;
+
+/*
+ * Who hears of every flow record the daemon writes and of the events a
+ * user-space source lost (the metrics, when listeners.admin is set). A higher
+ * layer registers it once, on the main thread before any record is written,
+ * and clears it after the last; the flow export and the stream call it from
+ * any thread (flowobs.h), so they never call up into the module that counts.
+ */
+struct sm_flow_observer {
+	void (*record)(void *arg, const struct sm_flow_record *r);
+	void (*lost)(void *arg, const char *source, uint64_t n);
+	void *arg;
+};
 
 /* One attachment of a program to a cgroup, pinned under <bpffs>/links/. */
 struct sm_attachment {
@@ -77,15 +92,18 @@ struct sm_daemon {
 	struct sm_flowexp *flows;
 	struct sm_hbone *hbone; /* NULL unless tunnel.hbone: shared credentials */
 	struct sm_policyd *policy;
-	struct sm_metrics *metrics;   /* NULL when listeners.admin is "" */
-	struct sm_flowstream *stream; /* flowstream.c; NULL when flowlog.ring_size is 0 */
-	struct sm_reload *reload;     /* reload.c: SIGHUP's catalog reload */
-	uint64_t instance;	      /* tunnelfacts.c: this daemon, among those that ran here */
+	struct sm_metrics *metrics;	       /* NULL when listeners.admin is "" */
+	struct sm_flow_observer flow_observer; /* all NULL: nobody listens */
+	struct sm_flowstream *stream;	       /* flowstream.c; NULL when flowlog.ring_size is 0 */
+	struct sm_reload *reload;	       /* reload.c: SIGHUP's catalog reload */
+	uint64_t instance; /* tunnelfacts.c: this daemon, among those that ran here */
 	int64_t instance_started_ns;
 	bool facts_swept; /* an earlier daemon's unclaimed tunnel facts are gone */
 
 	struct sm_worker *workers;
 	unsigned int nworkers;
+	const struct sm_worker_part *worker_parts[4]; /* worker.h: SM_WORKER_PARTS_MAX */
+	unsigned int nworker_parts;
 	pthread_mutex_t pause_mu;
 	pthread_cond_t pause_cv;
 	bool pause_req;

@@ -32,9 +32,9 @@
 #include "evloop.h"
 #include "flow_record.h"
 #include "flowacct.h"
+#include "flowobs.h"
 #include "flowstream.h"
 #include "hbone.h"
-#include "metrics.h"
 #include "log.h"
 #include "policy.h"
 #include "policyd.h"
@@ -85,7 +85,7 @@ void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 {
 	char *json = NULL;
 
-	sm_metrics_observe(d, r); /* every record, whatever the sinks then keep */
+	sm_flow_observe(d, r); /* every record, whatever the sinks then keep */
 	if (d->stream) {
 		/*
 		 * The live stream gets every record whole (its clients filter for
@@ -444,14 +444,14 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 	/* what the sinks dropped (queue full) or suppressed (rate limits) */
 	sinks_lost = sm_sinks_take_lost(d->flows->sinks, &r);
 	/* the kernel's sources are read by the metrics themselves; these are the sinks' */
-	sm_metrics_lost(d, "queue", r.lost_queue);
-	sm_metrics_lost(d, "rate_limit", r.lost_rate_limited);
+	sm_flow_observe_lost(d, "queue", r.lost_queue);
+	sm_flow_observe_lost(d, "rate_limit", r.lost_rate_limited);
 	/*
 	 * Records the sinks could not write: their own lost record says so in
 	 * the file once writing works again (sinks.c); the metric counts them as
 	 * they fail, a second late at most.
 	 */
-	sm_metrics_lost(d, "write_failed", sm_sinks_take_write_failed(d->flows->sinks));
+	sm_flow_observe_lost(d, "write_failed", sm_sinks_take_write_failed(d->flows->sinks));
 	r.lost_ringbuf = delta[0];
 	r.lost_orig_dst = delta[1];
 	r.lost_storage = delta[2];

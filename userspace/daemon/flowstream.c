@@ -45,12 +45,12 @@
 
 #include "ctl.h"
 #include "daemon.h"
+#include "flowobs.h"
 #include "evloop.h"
 #include "flow_record.h"
 #include "flowfilter.h"
 #include "flowfmt.h"
 #include "flowstream.h"
-#include "metrics.h"
 #include "log.h"
 #include "util.h"
 
@@ -494,7 +494,7 @@ static void fs_drain(struct sm_flowstream *fs)
 			"loop fell a whole flowlog.ring_size behind; the flow log has them)",
 			(unsigned long long) (dropped - fs->dropped_seen));
 		fs->busy_carry += dropped - fs->dropped_seen;
-		sm_metrics_lost(fs->d, "stream", dropped - fs->dropped_seen);
+		sm_flow_observe_lost(fs->d, "stream", dropped - fs->dropped_seen);
 		fs->dropped_seen = dropped;
 	}
 	for (e = list; e;) {

@@ -232,3 +232,12 @@ void sm_hbone_stats(const struct sm_daemon *d, struct sm_hbone_stats *st)
 
 _Static_assert(sizeof(struct sm_hbone_stats) % sizeof(uint64_t) == 0,
 	       "struct sm_hbone_stats holds uint64_t counters only");
+
+const struct sm_worker_part sm_hbone_worker_part = {
+	.start = sm_hbone_worker_start,
+	.stop_accepting = sm_hbone_stop_accepting,
+	.resume_accepting = sm_hbone_resume_accepting,
+	.tick = sm_hbone_worker_tick,
+	.policy_recheck = sm_hbone_worker_policy_recheck,
+	.free = sm_hbone_worker_free,
+};

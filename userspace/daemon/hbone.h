@@ -9,6 +9,7 @@
 
 struct sm_daemon;
 struct sm_worker;
+struct sm_worker_part;
 struct sm_addr;
 struct sm_flow_record;
 
@@ -42,6 +43,8 @@ void sm_hbone_free(struct sm_daemon *d);
 void sm_hbone_tick(struct sm_daemon *d);
 /* The catalog was replaced (workers paused): reload credentials. 0 or -errno. */
 int sm_hbone_catalog_changed(struct sm_daemon *d);
+/* What the tunnel runs on every worker (register before the outbound side's). */
+extern const struct sm_worker_part sm_hbone_worker_part;
 /* Per worker: its inbound listeners, connections and flow-record joins. */
 int sm_hbone_worker_start(struct sm_worker *w);
 void sm_hbone_stop_accepting(struct sm_worker *w);
@@ -50,13 +53,6 @@ void sm_hbone_resume_accepting(struct sm_worker *w);
 void sm_hbone_worker_free(struct sm_worker *w);
 /* Worker, every second: handshake and keepalive timeouts, idle connections. */
 void sm_hbone_worker_tick(struct sm_worker *w);
-/*
- * A new policy revision went live: every worker checks its live inbound
- * streams again, as the CONNECT was checked (caller's certificate identity →
- * the service's workload, port), and resets those now denied. Main thread,
- * workers not paused (sm_workers_call()). Returns how many were reset.
- */
-uint64_t sm_hbone_policy_recheck(struct sm_daemon *d);
 /* The same, for one worker's own streams, on that worker's thread. */
 void sm_hbone_worker_policy_recheck(struct sm_worker *w);
 /* Summed over the workers plus the shared counters (any thread). */

@@ -22,6 +22,7 @@
 #include "hbone.h"
 #include "hbone_int.h"
 #include "log.h"
+#include "policyd.h"
 #include "spiffe.h"
 #include "tlsctx.h"
 #include "util.h"
@@ -283,6 +284,7 @@ int sm_hbone_catalog_changed(struct sm_daemon *d)
 int sm_hbone_start(struct sm_daemon *d)
 {
 	struct sm_hbone *hb;
+	int err;
 
 	if (!d->cfg.tunnel_hbone)
 		return 0;
@@ -299,6 +301,10 @@ int sm_hbone_start(struct sm_daemon *d)
 	hb->inotify_ev = sm_evloop_add(d->loop, hb->inotify_fd, EPOLLIN, on_inotify, d);
 	if (!hb->inotify_ev)
 		return -errno;
+	/* live streams are checked again when a new policy revision goes live */
+	err = sm_policy_observe(d, hb_policy_recheck);
+	if (err)
+		return err;
 	return creds_load_all(d);
 }
 
@@ -308,6 +314,7 @@ void sm_hbone_free(struct sm_daemon *d)
 
 	if (!hb)
 		return;
+	sm_policy_observe(d, NULL);
 	if (hb->inotify_fd > 0) {
 		creds_release_all(d);
 		sm_evloop_del(d->loop, hb->inotify_ev);

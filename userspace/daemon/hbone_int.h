@@ -257,6 +257,17 @@ int listen_inbound(struct sm_worker *w, const struct sm_addr *a, unsigned int ad
 /* c's handshake ended (or c goes): its source has one handshake fewer in flight. */
 void src_release(struct sm_hbone_worker *hw, struct hb_conn *c);
 
+/* ---- hbone_recheck.c ---- */
+
+/*
+ * The policy's revision observer (sm_policy_observe(), registered by
+ * sm_hbone_start()): every worker checks its live inbound streams again, as
+ * the CONNECT was checked (caller's certificate identity → the service's
+ * workload, port), and resets those now denied. Main thread, workers not
+ * paused (sm_workers_call()). Returns how many were reset.
+ */
+uint64_t hb_policy_recheck(struct sm_daemon *d);
+
 /* ---- hbone_creds.c ---- */
 
 /* Main thread, every second: reload changed credentials, warn of expiring ones. */

@@ -91,7 +91,7 @@ void sm_hbone_worker_policy_recheck(struct sm_worker *w)
 	}
 }
 
-uint64_t sm_hbone_policy_recheck(struct sm_daemon *d)
+uint64_t hb_policy_recheck(struct sm_daemon *d)
 {
 	struct sm_hbone_stats before, after;
 	int err;

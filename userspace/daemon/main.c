@@ -600,6 +600,16 @@ static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 		sm_evloop_stop(loop);
 }
 
+/* What every worker runs: the tunnel, then the outbound side that hands it connections. */
+static int add_worker_parts(struct sm_daemon *d)
+{
+	int err = 0;
+
+	if (d->hbone)
+		err = sm_workers_add_part(d, &sm_hbone_worker_part);
+	return err ?: sm_workers_add_part(d, &sm_proxy_worker_part);
+}
+
 static int run(struct sm_daemon *d)
 {
 	struct sm_ev *sig_ev = NULL, *tick = NULL;
@@ -638,7 +648,7 @@ static int run(struct sm_daemon *d)
 	err = sm_tunnel_facts_start(d) ?: sm_intercept_sync(d) ?: sm_policy_start(d) ?:
 	      sm_datapath_attach(d) ?:
 	      sm_privileges_drop(d) ?: sm_flowstream_start(d) ?: sm_flowexp_start(d) ?:
-	      sm_hbone_start(d) ?: sm_workers_start(d) ?: sm_control_start(d) ?:
+	      sm_hbone_start(d) ?: add_worker_parts(d) ?: sm_workers_start(d) ?: sm_control_start(d) ?:
 	      sm_reload_start(d) ?: sm_metrics_serve(d);
 	if (err)
 		goto stop;

@@ -645,6 +645,22 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
 
 /* ---- lifecycle ---- */
 
+/* The flow observer: every record, whatever the sinks then keep. Any thread. */
+static void observe_record(void *arg, const struct sm_flow_record *r)
+{
+	struct sm_metrics *m = arg;
+
+	sm_metrics_agg_observe(m->agg, r);
+}
+
+/* n events a user-space source lost: lost_events_total{source}. Any thread. */
+static void observe_lost(void *arg, const char *source, uint64_t n)
+{
+	struct sm_metrics *m = arg;
+
+	sm_metrics_agg_lost(m->agg, source, n);
+}
+
 int sm_metrics_start(struct sm_daemon *d)
 {
 	struct sm_metrics *m;
@@ -695,6 +711,8 @@ int sm_metrics_start(struct sm_daemon *d)
 	m->keep = m->max_conns - m->max_conns / 8;
 	m->listen_fd = fd;
 	d->metrics = m;
+	d->flow_observer =
+		(struct sm_flow_observer){.record = observe_record, .lost = observe_lost, .arg = m};
 	return 0;
 del_beat:
 	sm_evloop_del(d->loop, m->first_beat);
@@ -765,19 +783,8 @@ void sm_metrics_free(struct sm_daemon *d)
 	sm_evloop_del(d->loop, m->first_beat);
 	sm_evloop_del(d->loop, m->beat);
 	d->metrics = NULL;
+	memset(&d->flow_observer, 0, sizeof(d->flow_observer));
 	sm_metrics_agg_free(m->agg);
 	pthread_mutex_destroy(&m->mu);
 	free(m);
-}
-
-void sm_metrics_observe(struct sm_daemon *d, const struct sm_flow_record *r)
-{
-	if (d->metrics)
-		sm_metrics_agg_observe(d->metrics->agg, r);
-}
-
-void sm_metrics_lost(struct sm_daemon *d, const char *source, uint64_t n)
-{
-	if (d->metrics)
-		sm_metrics_agg_lost(d->metrics->agg, source, n);
 }

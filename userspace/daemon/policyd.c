@@ -9,10 +9,11 @@
  * `sockmesh policy`.
  *
  * Threads: the main thread owns all of it. The workers read the compiled
- * policy (the inbound check in hbone.c) through sm_policy_check(); the
+ * policy (the inbound check in hbone_h2.c) through sm_policy_check(); the
  * compiled policy is replaced only while they are paused. After an apply
  * the workers re-check their live inbound streams on their own threads
- * (sm_hbone_policy_recheck(), called with the workers running).
+ * (the revision observer, sm_policy_observe(), called with the workers
+ * running).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,7 +32,6 @@
 #include "daemon.h"
 #include "datapath.h"
 #include "flow_record.h"
-#include "hbone.h"
 #include "log.h"
 #include "policy.h"
 #include "policyd.h"
@@ -56,6 +56,7 @@ struct sm_policyd {
 	 * its id needs CAP_SYS_ADMIN, which the running daemon no longer has.
 	 */
 	int live_fd[2];
+	sm_policy_live_fn on_live; /* sm_policy_observe() */
 };
 
 /* ---- kernel maps ---- */
@@ -465,6 +466,16 @@ uint32_t sm_policy_revision(const struct sm_daemon *d)
 	return d->policy ? d->policy->revision : 0;
 }
 
+int sm_policy_observe(struct sm_daemon *d, sm_policy_live_fn fn)
+{
+	if (!d->policy)
+		return -ENOENT;
+	if (fn && d->policy->on_live)
+		return -EBUSY;
+	d->policy->on_live = fn;
+	return 0;
+}
+
 void sm_policy_size(const struct sm_daemon *d, int64_t *entries, int64_t *max)
 {
 	const struct sm_policyd *p = d->policy;
@@ -702,7 +713,7 @@ static json_object *change(struct sm_daemon *d, struct sm_policy_set *set,
 	t1 = sm_mono_ns();
 	/* the calling sides here (kernel), then the streams this node accepted (tunnel) */
 	closed = recheck_established(d);
-	streams = sm_hbone_policy_recheck(d);
+	streams = p->on_live ? p->on_live(d) : 0;
 	json_object_object_add(o, "closed", json_object_new_int64((int64_t) closed));
 	json_object_object_add(o, "streams_closed", json_object_new_int64((int64_t) streams));
 	if (closed || streams)

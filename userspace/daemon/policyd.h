@@ -36,6 +36,16 @@ uint32_t sm_policy_addr_identity(const struct sm_daemon *d, const struct sm_addr
 void sm_policy_check(const struct sm_daemon *d, uint32_t src, uint32_t dst, uint16_t port,
 		     struct sm_policy_decision *out);
 uint32_t sm_policy_revision(const struct sm_daemon *d);
+/*
+ * What a module that holds live connections does when a new revision went
+ * live (main thread, after the kernel maps changed, workers running): check
+ * them again and close those now denied; returns how many it closed, which
+ * the apply's answer reports. The tunnel registers one at its start, so the
+ * policy never calls up into it.
+ */
+typedef uint64_t (*sm_policy_live_fn)(struct sm_daemon *d);
+/* Register fn (NULL: none) as the one revision observer; after sm_policy_start(). 0 or -errno. */
+int sm_policy_observe(struct sm_daemon *d, sm_policy_live_fn fn);
 /* The compiled policy's entries and their bound (datapath.max_policy_entries); -1, -1 before load.
  */
 void sm_policy_size(const struct sm_daemon *d, int64_t *entries, int64_t *max);

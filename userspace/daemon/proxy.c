@@ -620,3 +620,10 @@ void sm_proxy_stats(const struct sm_daemon *d, struct sm_proxy_stats *st)
 		st->accept_no_fd += one.accept_no_fd;
 	}
 }
+
+const struct sm_worker_part sm_proxy_worker_part = {
+	.start = sm_proxy_start,
+	.stop_accepting = sm_proxy_stop_accepting,
+	.resume_accepting = sm_proxy_resume_accepting,
+	.free = sm_proxy_free,
+};

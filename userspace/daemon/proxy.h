@@ -6,9 +6,12 @@
 
 struct sm_daemon;
 struct sm_worker;
+struct sm_worker_part;
 struct sm_addr;
 
 /* proxy.c: outbound capture listeners and plaintext relays, per worker. */
+/* What the outbound side runs on every worker (register after the tunnel's). */
+extern const struct sm_worker_part sm_proxy_worker_part;
 int sm_proxy_start(struct sm_worker *w);
 /* Stop accepting; relays go on. */
 void sm_proxy_stop_accepting(struct sm_worker *w);

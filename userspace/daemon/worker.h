@@ -25,6 +25,24 @@ enum {
 	SM_WCMD_POLICY_RECHECK = 8,
 };
 
+/*
+ * What a module runs on every worker (listeners, connections), which the
+ * worker drives on its own thread without knowing the module: main.c
+ * registers the parts (sm_workers_add_part()) before the workers start.
+ * Started in the order registered, so register a part after the ones it
+ * hands work to; stopped, resumed and freed in the reverse order. A NULL
+ * member is skipped.
+ */
+struct sm_worker_part {
+	int (*start)(struct sm_worker *w);	       /* its listeners; 0 or -errno */
+	void (*stop_accepting)(struct sm_worker *w);   /* drain: close listeners */
+	void (*resume_accepting)(struct sm_worker *w); /* after SM_ACCEPT_BACKOFF_MS */
+	void (*tick)(struct sm_worker *w);	       /* every second */
+	void (*policy_recheck)(struct sm_worker *w);   /* SM_WCMD_POLICY_RECHECK */
+	void (*free)(struct sm_worker *w);	       /* after the thread ended */
+};
+#define SM_WORKER_PARTS_MAX 4
+
 /* One worker thread and everything it owns. */
 struct sm_worker {
 	struct sm_daemon *d;
@@ -47,6 +65,8 @@ struct sm_worker {
 
 /* How many: listeners.workers, or one per online CPU (at most 256). */
 unsigned int sm_workers_count(const struct sm_daemon *d);
+/* Add part to what every worker runs; before sm_workers_start(). 0 or -ENOSPC. */
+int sm_workers_add_part(struct sm_daemon *d, const struct sm_worker_part *part);
 /* Make the workers and their listeners (errors reported here), then start the threads. */
 int sm_workers_start(struct sm_daemon *d);
 /* Post cmds (SM_WCMD_*) to every worker. */
@@ -86,8 +106,8 @@ int sm_worker_accept(struct sm_worker *w, int lfd, struct sockaddr_storage *ss, 
 void sm_worker_refuse(struct sm_worker *w, int fd);
 /*
  * A listener of w stopped watching its descriptor for lack of descriptors:
- * in SM_ACCEPT_BACKOFF_MS the worker calls sm_proxy_resume_accepting() and
- * sm_hbone_resume_accepting(), so what waits in the backlog is taken (or
+ * in SM_ACCEPT_BACKOFF_MS the worker calls every part's resume_accepting(),
+ * so what waits in the backlog is taken (or
  * reset) then, not in a loop now.
  */
 #define SM_ACCEPT_BACKOFF_MS 100
