@@ -34,7 +34,7 @@
 #include "flowacct.h"
 #include "flowobs.h"
 #include "flowstream.h"
-#include "hbone.h"
+#include "flowjoin.h"
 #include "log.h"
 #include "policy.h"
 #include "policyd.h"
@@ -42,6 +42,7 @@
 #include "sockmesh.skel.h"
 #include "tunnelfacts.h"
 #include "util.h"
+#include "worker.h"
 #include "workloads.h"
 
 #include <sockmesh/flowacct.h>
@@ -100,17 +101,6 @@ void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 	free(json);
 }
 
-void sm_flow_endpoint_workload(const struct sm_daemon *d, struct sm_flow_endpoint *ep, int wl)
-{
-	const struct sm_workload_def *w = &d->cat.workloads[wl];
-
-	ep->identity = w->identity;
-	sm_strlcpy(ep->spiffe_id, w->spiffe_id, sizeof(ep->spiffe_id));
-	sm_strlcpy(ep->workload, w->name, sizeof(ep->workload));
-	sm_strlcpy(ep->node, d->cat.nodes[w->node].name, sizeof(ep->node));
-	sm_strlcpy(ep->cgroup, w->cgroup, sizeof(ep->cgroup));
-}
-
 static void endpoint_fill(const struct sm_daemon *d, struct sm_flow_endpoint *ep, uint8_t family,
 			  const uint8_t *addr, uint16_t port_be, uint32_t identity, int wl_hint)
 {
@@ -124,7 +114,7 @@ static void endpoint_fill(const struct sm_daemon *d, struct sm_flow_endpoint *ep
 	if (wl < 0 && identity >= SM_ID_FIRST_ALLOCATED)
 		wl = sm_catalog_workload_by_identity(&d->cat, identity);
 	if (wl >= 0)
-		sm_flow_endpoint_workload(d, ep, wl);
+		sm_workload_endpoint(&d->cat, wl, ep);
 }
 
 /* The workload behind a service address:port, for naming the destination. */
@@ -186,6 +176,62 @@ static void tunnel_tls(const struct sm_daemon *d, int self_wl, struct sm_flow_tl
 			   d->cat.workloads[self_wl].mode == SM_MODE_STRICT ? "STRICT"
 									    : "PERMISSIVE",
 			   sizeof(tls->mode));
+}
+
+/* Fill r from what the tunnel put in a join (flowjoin.h). */
+static void join_apply(struct sm_daemon *d, const struct sm_flowjoin *j, bool final,
+		       struct sm_flow_record *r)
+{
+	int wl;
+
+	r->tls = j->tls;
+	/* the mode is the local workload's: the caller's outbound, the service's inbound */
+	wl = sm_workloads_by_cgroup(d->wl, r->cgroup_id);
+	if (wl >= 0)
+		sm_strlcpy(r->tls.mode,
+			   d->cat.workloads[wl].mode == SM_MODE_STRICT ? "STRICT" : "PERMISSIVE",
+			   sizeof(r->tls.mode));
+	sm_strlcpy(r->trace_id, j->trace, sizeof(r->trace_id));
+	if (j->inbound && j->peer_identity) {
+		/* the kernel saw the daemon connect; the certificate says who called */
+		int peer = sm_catalog_workload_by_identity(&d->cat, j->peer_identity);
+
+		r->source.identity = j->peer_identity;
+		sm_strlcpy(r->source.spiffe_id, j->tls.peer_spiffe_id, sizeof(r->source.spiffe_id));
+		sm_strlcpy(r->source.workload, j->peer_workload, sizeof(r->source.workload));
+		if (peer >= 0)
+			sm_workload_endpoint(&d->cat, peer, &r->source);
+	}
+	if (final && j->failure[0]) {
+		r->verdict = SM_VERDICT_DROPPED;
+		sm_strlcpy(r->drop_reason, j->failure, sizeof(r->drop_reason));
+		if (j->policy.present)
+			r->policy = j->policy;
+	}
+}
+
+/*
+ * Add what the tunnel knows (tls block, trace id, the verified caller) to the
+ * record of a workload socket whose far end is key_addr:key_port; final (a
+ * conn_end) forgets it. Looks through every worker's join table; false when
+ * none has it.
+ */
+static bool tunnel_join(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
+			bool final, struct sm_flow_record *r)
+{
+	struct sm_flowjoin j;
+
+	if (!d->hbone)
+		return false;
+	for (unsigned int i = 0; d->workers && i < d->nworkers; i++) {
+		struct sm_flowjoins *t = d->workers[i].joins;
+
+		if (t && sm_flowjoins_take(t, key_addr, key_port, final, &j)) {
+			join_apply(d, &j, final, r);
+			return true;
+		}
+	}
+	return false;
 }
 
 static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *ev,
@@ -251,7 +297,7 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 		bool final = r->type == SM_REC_CONN_END;
 
 		/* a stream of this daemon's; else one a daemon that is gone carried */
-		if (!sm_hbone_decorate(d, &key, r->source.port, final, r))
+		if (!tunnel_join(d, &key, r->source.port, final, r))
 			sm_tunnel_fact_apply(d, &key, r->source.port, final,
 					     ev->flags & SM_SK_F_ABORTED, r);
 		/* a conn_end without it: the tunnel never took the socket, nothing was carried */

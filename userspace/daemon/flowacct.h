@@ -23,8 +23,6 @@ uint64_t sm_flowexp_lost_records(const struct sm_daemon *d);
 void sm_flowexp_sink_stats(const struct sm_daemon *d, struct sm_sinks_stats *st);
 /* Write a record the daemon made itself (e.g. a refused handshake). Any thread. */
 void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r);
-/* Name an endpoint after catalog workload wl: identity, SPIFFE ID, name, node, cgroup. */
-void sm_flow_endpoint_workload(const struct sm_daemon *d, struct sm_flow_endpoint *ep, int wl);
 
 /* The sinks' part: apply a reloaded config's flowlog section (SIGHUP). */
 int sm_flowexp_reconfigure(struct sm_daemon *d, const struct sm_config *cfg, struct sm_error *err);

@@ -61,6 +61,7 @@
 #include "daemon.h"
 #include "drop_reason.h"
 #include "evloop.h"
+#include "flowjoin.h"
 #include "hbone.h"
 #include "hbone_int.h"
 #include "proxy.h"
@@ -78,10 +79,10 @@ int sm_hbone_worker_start(struct sm_worker *w)
 	hw = calloc(1, sizeof(*hw));
 	if (!hw)
 		return -ENOMEM;
-	err = -pthread_mutex_init(&hw->join_mu, NULL);
-	if (err) {
+	w->joins = sm_flowjoins_new();
+	if (!w->joins) {
 		free(hw);
-		return err;
+		return -ENOMEM;
 	}
 	hw->upstream_connect = sm_upstream_connect;
 	w->hb = hw;
@@ -141,8 +142,8 @@ void sm_hbone_worker_free(struct sm_worker *w)
 		conn_fail(c, sm_drop_reason_name(SM_DROP_DAEMON_STOPPED));
 		conn_reap(c);
 	}
-	join_free_all(hw);
-	pthread_mutex_destroy(&hw->join_mu);
+	sm_flowjoins_free(w->joins);
+	w->joins = NULL;
 	free(hw);
 	w->hb = NULL;
 }
@@ -194,7 +195,7 @@ void sm_hbone_worker_tick(struct sm_worker *w)
 		}
 		conn_reap(c);
 	}
-	join_expire(hw, now);
+	sm_flowjoins_expire(w->joins, now);
 }
 
 void sm_hbone_worker_stats(const struct sm_worker *w, struct sm_hbone_stats *st)

@@ -65,13 +65,5 @@ void sm_hbone_worker_stats(const struct sm_worker *w, struct sm_hbone_stats *st)
  */
 int sm_hbone_outbound(struct sm_worker *w, int cfd, const struct sm_addr *dst, uint16_t dport,
 		      const struct sm_addr *cli, uint16_t cport);
-/*
- * Add what the tunnel knows (tls block, trace id, the verified caller) to the
- * record of a workload socket whose far end is key_addr:key_port; final (a
- * conn_end) forgets it. Main thread; looks through every worker's joins.
- * False when no worker has a join for it.
- */
-bool sm_hbone_decorate(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
-		       bool final, struct sm_flow_record *r);
 
 #endif /* SOCKMESHD_HBONE_H */

@@ -190,7 +190,7 @@ void conn_reap(struct hb_conn *c)
 		}
 		if (s->published && !c->w->hb->stopping)
 			sm_tunnel_fact_forget(c->d, &s->key_addr, s->key_port);
-		join_linger(c->w->hb, s);
+		join_linger(s);
 		if (s->id > 0 && c->h2)
 			nghttp2_session_set_stream_user_data(c->h2, s->id, NULL);
 		free(s->up.data);

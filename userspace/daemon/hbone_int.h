@@ -28,7 +28,6 @@
 
 struct hb_conn;
 struct hb_src;
-struct hb_join;
 struct hb_watch;
 struct sm_flow_policy;
 struct sm_policy_decision;
@@ -149,15 +148,13 @@ struct hb_listener {
 	bool resting; /* out of descriptors: not watched for SM_ACCEPT_BACKOFF_MS */
 };
 
-/* Per worker: only its thread touches it, except joins (join_mu) and st (SM_STAT_*). */
+/* Per worker: only its thread touches it, except st (SM_STAT_*). */
 struct sm_hbone_worker {
 	struct hb_listener l[SM_NODE_ADDRS_MAX];
 	unsigned int nl;
 	struct hb_conn *conns;
 	unsigned int handshaking_in;
 	struct hb_src *srcs; /* sources with inbound handshakes in flight */
-	pthread_mutex_t join_mu;
-	struct hb_join *joins;
 	struct sm_hbone_stats st;
 	/*
 	 * How an admitted CONNECT reaches its service: sm_upstream_connect(),
@@ -234,11 +231,7 @@ void join_update(struct hb_stream *s, const char *failure);
 /* Keep the revoking decision for the conn_end record of the stream's service socket. */
 void join_set_policy(struct hb_stream *s, const struct sm_flow_policy *pol);
 /* The stream is gone: its join stays HB_JOIN_LINGER_S for the socket's last records. */
-void join_linger(struct sm_hbone_worker *hw, const struct hb_stream *s);
-/* Forget the joins that lingered past now (monotonic s). */
-void join_expire(struct sm_hbone_worker *hw, int64_t now);
-/* Forget every join (the worker stops). */
-void join_free_all(struct sm_hbone_worker *hw);
+void join_linger(const struct hb_stream *s);
 /*
  * A record of the daemon's own, for a failure no workload socket reports;
  * pd: the policy decision behind it, if the policy refused the stream. With

@@ -46,6 +46,7 @@
 #include "sockmesh.skel.h"
 #include "util.h"
 #include "worker.h"
+#include "workloads.h"
 
 #include <sockmesh/intercept.h>
 
@@ -336,7 +337,7 @@ static void record_dropped(struct sm_worker *w, int fd, int family, const struct
 		wl = sm_catalog_workload_by_identity(&d->cat, id);
 		r.source.identity = id;
 		if (wl >= 0)
-			sm_flow_endpoint_workload(d, &r.source, wl);
+			sm_workload_endpoint(&d->cat, wl, &r.source);
 	}
 	r.destination.addr.family = cli->family;
 	r.destination.identity = SM_ID_WORLD;
@@ -348,7 +349,7 @@ static void record_dropped(struct sm_worker *w, int fd, int family, const struct
 
 			if (sv->port == r.destination.port &&
 			    sm_addr_equal(&sv->addr, &r.destination.addr)) {
-				sm_flow_endpoint_workload(d, &r.destination, (int) sv->workload);
+				sm_workload_endpoint(&d->cat, (int) sv->workload, &r.destination);
 				break;
 			}
 		}

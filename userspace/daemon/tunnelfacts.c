@@ -33,7 +33,6 @@
 #include "daemon.h"
 #include "drop_reason.h"
 #include "flow_record.h"
-#include "flowacct.h"
 #include "log.h"
 #include "policyd.h"
 #include "sockmesh.skel.h"
@@ -159,7 +158,7 @@ bool sm_tunnel_fact_apply(struct sm_daemon *d, const struct sm_addr *key_addr, u
 		r->source.identity = id;
 		sm_strlcpy(r->source.spiffe_id, f.peer_spiffe_id, sizeof(r->source.spiffe_id));
 		if (peer >= 0)
-			sm_flow_endpoint_workload(d, &r->source, peer);
+			sm_workload_endpoint(&d->cat, peer, &r->source);
 	}
 	if (!final)
 		return true;

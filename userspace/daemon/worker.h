@@ -12,6 +12,7 @@ struct sm_evloop;
 struct sm_ev;
 struct sm_proxy;
 struct sm_hbone_worker;
+struct sm_flowjoins;
 struct sm_addr;
 
 /* worker.c: worker threads. */
@@ -60,7 +61,9 @@ struct sm_worker {
 	int spare_fd;	   /* held in reserve for sm_worker_accept(), -1 = none */
 	struct sm_proxy *proxy;
 	struct sm_hbone_worker *hb; /* NULL unless tunnel.hbone */
-	unsigned int call_done;	    /* the last sm_workers_call() round it finished (pause_mu) */
+	/* flowjoin.c: the tunnel's facts for flow records; NULL unless tunnel.hbone */
+	struct sm_flowjoins *joins;
+	unsigned int call_done; /* the last sm_workers_call() round it finished (pause_mu) */
 };
 
 /* How many: listeners.workers, or one per online CPU (at most 256). */

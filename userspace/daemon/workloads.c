@@ -14,7 +14,9 @@
 
 #include "catalog.h"
 #include "datapath.h"
+#include "flow_record.h"
 #include "log.h"
+#include "util.h"
 #include "workloads.h"
 
 struct wl_entry {
@@ -133,4 +135,15 @@ uint64_t sm_workloads_cgroup(struct sm_workloads *ws, int wl)
 	id = ws->ents[wl].cgroup_id;
 	pthread_rwlock_unlock(&ws->lock);
 	return id;
+}
+
+void sm_workload_endpoint(const struct sm_catalog *cat, int wl, struct sm_flow_endpoint *ep)
+{
+	const struct sm_workload_def *w = &cat->workloads[wl];
+
+	ep->identity = w->identity;
+	sm_strlcpy(ep->spiffe_id, w->spiffe_id, sizeof(ep->spiffe_id));
+	sm_strlcpy(ep->workload, w->name, sizeof(ep->workload));
+	sm_strlcpy(ep->node, cat->nodes[w->node].name, sizeof(ep->node));
+	sm_strlcpy(ep->cgroup, w->cgroup, sizeof(ep->cgroup));
 }

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 struct sm_catalog;
+struct sm_flow_endpoint;
 struct sm_workloads;
 
 /* For cat's workloads, no cgroup id known yet. NULL with errno set. */
@@ -33,6 +34,8 @@ void sm_workloads_refresh(struct sm_workloads *ws, const struct sm_catalog *cat,
 			  const char *cgroup_root);
 /* The workload (catalog index) whose cgroup had id cgroup_id at the last refresh, or -1. */
 int sm_workloads_by_cgroup(struct sm_workloads *ws, uint64_t cgroup_id);
+/* Name endpoint ep after cat's workload wl: identity, SPIFFE ID, name, node, cgroup. */
+void sm_workload_endpoint(const struct sm_catalog *cat, int wl, struct sm_flow_endpoint *ep);
 /* Workload wl's cgroup id at the last refresh; 0: not on this node, or no such cgroup. */
 uint64_t sm_workloads_cgroup(struct sm_workloads *ws, int wl);
 
