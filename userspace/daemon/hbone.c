@@ -64,7 +64,7 @@
 #include "flowjoin.h"
 #include "hbone.h"
 #include "hbone_int.h"
-#include "proxy.h"
+#include "upstream.h"
 #include "util.h"
 #include "worker.h"
 

@@ -21,7 +21,7 @@
 #include "evloop.h"
 #include "hbone.h"
 #include "hbone_int.h"
-#include "proxy.h"
+#include "upstream.h"
 #include "spiffe.h"
 #include "util.h"
 #include "worker.h"
@@ -149,7 +149,7 @@ int sm_hbone_outbound(struct sm_worker *w, int cfd, const struct sm_addr *dst, u
 	node = destination_node(d, dst, dport, &wl);
 	if (node < 0 || node == d->node_idx)
 		return -EHOSTUNREACH;
-	if (sm_proxy_source_identity(d, cfd, cli, cport, &src_id))
+	if (sm_capture_source_identity(d, cfd, cli, cport, &src_id))
 		return -ENOENT;
 	creds = workload_creds(d, src_id);
 	if (!creds)

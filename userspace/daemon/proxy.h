@@ -18,19 +18,6 @@ void sm_proxy_stop_accepting(struct sm_worker *w);
 void sm_proxy_free(struct sm_worker *w);
 /* Listeners that rested for lack of descriptors watch their sockets again. */
 void sm_proxy_resume_accepting(struct sm_worker *w);
-/*
- * The local workload behind a captured client socket cfd (the client at
- * cli:cport): its identity from the orig_dst entry. 0 or -errno.
- */
-int sm_proxy_source_identity(struct sm_daemon *d, int cfd, const struct sm_addr *cli,
-			     uint16_t cport, uint32_t *identity);
-/*
- * The daemon's own non-blocking connection to dst:port, marked so connect4/6
- * let it pass; from the loopback address when dst is one of this node's own
- * addresses (see proxy.c). Returns the fd, its connect() done or in progress,
- * or connect()'s -errno.
- */
-int sm_upstream_connect(const struct sm_daemon *d, const struct sm_addr *dst, uint16_t port);
 struct sm_proxy_stats {
 	uint64_t active, accepted, upstream_errors, orig_dst_errors;
 	uint64_t tunnelled;    /* handed to the HBONE tunnel */
