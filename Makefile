@@ -179,8 +179,12 @@ $(OUTPUT)/tests/%: tests/unit/%.c $(UNIT_LIB_OBJS) VERSION | deps-check-build de
 	$(call msg,TEST,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(COMPILE) -Itests/unit -DSM_SOURCE_DIR='"$(CURDIR)"' $(SAN_FLAGS) \
-		$< $(UNIT_LIB_OBJS) \
+		$< $(UNIT_DAEMON) $(UNIT_LIB_OBJS) \
 		$(SM_LDFLAGS) $(LDFLAGS) $(SM_LDLIBS) $(LDLIBS) -lcmocka -o $@
+
+# A unit test of one of the daemon's leaf modules compiles that file with it.
+$(OUTPUT)/tests/test_workloads: userspace/daemon/workloads.c userspace/daemon/workloads.h
+$(OUTPUT)/tests/test_workloads: UNIT_DAEMON := -Iuserspace/daemon userspace/daemon/workloads.c
 
 test-unit: $(UNIT_BINS) ## unit tests (C, cmocka, ASan+UBSan; the kernel-side ones need root)
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --unit $(UNIT_BINS)

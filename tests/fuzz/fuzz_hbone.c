@@ -65,9 +65,11 @@
 #include "daemon.h"
 #include "drop_reason.h"
 #include "evloop.h"
+#include "flowjoin.h"
 #include "hbone_int.h"
 #include "log.h"
 #include "policy.h"
+#include "policyd.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -278,7 +280,8 @@ static void setup_once(void)
 		if (sm_addr_parse(services[i].addr, &service_addr[i]))
 			abort();
 	hw = calloc(1, sizeof(*hw));
-	if (!hw || pthread_mutex_init(&hw->join_mu, NULL))
+	w.joins = sm_flowjoins_new();
+	if (!hw || !w.joins)
 		abort();
 	hw->upstream_connect = upstream_connect;
 	w.d = &d;

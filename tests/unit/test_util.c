@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "check.h"
 #include "util.h"
@@ -384,6 +385,22 @@ static void test_zpack(void **state)
 	assert_int_equal(sm_zunpack(packed, plen, out, 16), -EINVAL);
 }
 
+/* The clocks agree on their units and with the kernel's (time(), the offset). */
+static void test_clocks(void **state)
+{
+	int64_t m0 = sm_mono_ns(), ms = sm_mono_ms(), s = sm_mono_s(), m1 = sm_mono_ns();
+	int64_t real = sm_real_ns(), off = sm_mono_to_real_offset_ns();
+	int64_t wall = (int64_t) time(NULL) * 1000000000LL;
+
+	(void) state;
+	assert_true(m0 > 0 && m1 >= m0);
+	assert_true(ms >= m0 / 1000000 && ms <= m1 / 1000000);
+	assert_true(s >= m0 / 1000000000 && s <= m1 / 1000000000);
+	/* generous bounds: the calls above may be descheduled */
+	assert_true(llabs(real - wall) < 5 * 1000000000LL);
+	assert_true(llabs(real - sm_mono_ns() - off) < 5 * 1000000000LL);
+}
+
 static void test_error_set(void **state)
 {
 	struct sm_error err;
@@ -413,6 +430,7 @@ int main(void)
 		cmocka_unit_test(test_zpack),
 		cmocka_unit_test(test_format_time),
 		cmocka_unit_test(test_error_set),
+		cmocka_unit_test(test_clocks),
 	};
 
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);

@@ -24,10 +24,25 @@
 #include <bpf/libbpf.h>
 #include <json-c/json.h>
 
+#include "catalog.h"
+#include "config.h"
+#include "control.h"
 #include "ctl.h"
 #include "daemon.h"
+#include "datapath.h"
+#include "evloop.h"
+#include "flowacct.h"
+#include "flowstream.h"
+#include "hbone.h"
 #include "log.h"
+#include "policyd.h"
+#include "proxy.h"
+#include "sinks.h"
 #include "sockmesh.skel.h"
+#include "spiffe.h"
+#include "util.h"
+#include "worker.h"
+#include "workloads.h"
 
 #include <sockmesh/common.h>
 
@@ -126,26 +141,23 @@ static json_object *status_programs(struct sm_daemon *d)
 	return arr;
 }
 
+static void status_map(const struct sm_map_fill *f, void *arg)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "name", json_object_new_string(f->name));
+	json_object_object_add(o, "type",
+			       json_object_new_string(map_type_name((enum bpf_map_type) f->type)));
+	json_object_object_add(o, "entries", json_object_new_int64(f->entries));
+	json_object_object_add(o, "max_entries", json_object_new_int64(f->max_entries));
+	json_object_array_add(arg, o);
+}
+
 static json_object *status_maps(struct sm_daemon *d)
 {
 	json_object *arr = json_object_new_array();
-	struct bpf_map *map;
 
-	bpf_object__for_each_map (map, d->skel->obj) {
-		json_object *o;
-
-		if (!bpf_map__is_pinned(map))
-			continue; /* .rodata and friends */
-		o = json_object_new_object();
-		json_object_object_add(o, "name", json_object_new_string(bpf_map__name(map)));
-		json_object_object_add(o, "type",
-				       json_object_new_string(map_type_name(bpf_map__type(map))));
-		json_object_object_add(o, "entries",
-				       json_object_new_int64(sm_datapath_map_entries(map)));
-		json_object_object_add(o, "max_entries",
-				       json_object_new_int64(bpf_map__max_entries(map)));
-		json_object_array_add(arr, o);
-	}
+	sm_datapath_map_fill(d, status_map, arr);
 	return arr;
 }
 
@@ -302,7 +314,8 @@ static json_object *cmd_workloads(struct sm_daemon *d)
 {
 	json_object *arr = json_object_new_array();
 
-	sm_intercept_refresh(d); /* the cgroup ids as they are now */
+	sm_workloads_refresh(d->wl, &d->cat, d->node_idx,
+			     d->cgroup_root); /* the cgroup ids as they are now */
 
 	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
 		const struct sm_workload_def *w = &d->cat.workloads[i];
@@ -316,7 +329,8 @@ static json_object *cmd_workloads(struct sm_daemon *d)
 		json_object_object_add(
 			o, "local", json_object_new_boolean(w->node == (unsigned int) d->node_idx));
 		json_object_object_add(o, "cgroup", json_object_new_string(w->cgroup));
-		json_object_object_add(o, "cgroup_id", json_object_new_uint64(d->wl[i].cgroup_id));
+		json_object_object_add(o, "cgroup_id",
+				       json_object_new_uint64(sm_workloads_cgroup(d->wl, (int) i)));
 		json_object_object_add(o, "mode",
 				       json_object_new_string(w->mode == SM_MODE_STRICT
 								      ? "STRICT"
@@ -360,14 +374,6 @@ static json_object *cmd_services(struct sm_daemon *d)
 }
 
 /* ---- clients ---- */
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void client_close(struct ctl_client *c, const char *why)
 {
@@ -414,7 +420,7 @@ static void client_flush(struct ctl_client *c)
 			 MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n > 0) {
 			c->out_off += (size_t) n;
-			c->progress_ms = mono_ms();
+			c->progress_ms = sm_mono_ms();
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -555,7 +561,7 @@ static void client_read(struct ctl_client *c)
 		if (n > 0) {
 			nl = memchr(c->in + c->in_len, '\n', (size_t) n);
 			c->in_len += (size_t) n;
-			c->progress_ms = mono_ms();
+			c->progress_ms = sm_mono_ms();
 			if (nl) {
 				nl[1] = '\0'; /* one request per connection: the rest is ignored */
 				client_serve(c);
@@ -622,7 +628,7 @@ static int client_add(struct sm_control *ctl, int fd)
 		return -ENOMEM;
 	c->ctl = ctl;
 	c->fd = fd;
-	c->progress_ms = mono_ms();
+	c->progress_ms = sm_mono_ms();
 	c->ev = sm_evloop_add(ctl->d->loop, fd, EPOLLIN, on_client, c);
 	if (!c->ev) {
 		int err = -errno;
@@ -677,7 +683,7 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 {
 	struct sm_control *ctl = arg;
 	const struct sm_config *cfg = &ctl->d->cfg;
-	int64_t now = mono_ms(), idle = (int64_t) cfg->control_idle_timeout * 1000;
+	int64_t now = sm_mono_ms(), idle = (int64_t) cfg->control_idle_timeout * 1000;
 	struct ctl_client *c, *next;
 
 	(void) ev;

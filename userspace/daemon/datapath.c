@@ -30,9 +30,12 @@
 #include <bpf/libbpf.h>
 #include <linux/magic.h>
 
+#include "config.h"
 #include "daemon.h"
+#include "datapath.h"
 #include "log.h"
 #include "sockmesh.skel.h"
+#include "util.h"
 
 #include <sockmesh/common.h>
 #include <sockmesh/enroll.h>
@@ -412,7 +415,7 @@ int sm_datapath_attach(struct sm_daemon *d)
 	return redirect_sync(d);
 }
 
-long long sm_datapath_map_entries(struct bpf_map *map)
+static long long map_entries(struct bpf_map *map)
 {
 	/* the largest key of our maps that have a fill level (enroll_paths') */
 	uint8_t key[sizeof(struct sm_enroll_key)], next[sizeof(struct sm_enroll_key)];
@@ -433,6 +436,25 @@ long long sm_datapath_map_entries(struct bpf_map *map)
 		n++;
 	}
 	return n;
+}
+
+void sm_datapath_map_fill(struct sm_daemon *d, void (*fn)(const struct sm_map_fill *f, void *arg),
+			  void *arg)
+{
+	struct bpf_map *map;
+
+	bpf_object__for_each_map (map, d->skel->obj) {
+		struct sm_map_fill f = {
+			.name = bpf_map__name(map),
+			.type = bpf_map__type(map),
+			.max_entries = bpf_map__max_entries(map),
+		};
+
+		if (!bpf_map__is_pinned(map))
+			continue;
+		f.entries = map_entries(map);
+		fn(&f, arg);
+	}
 }
 
 void sm_datapath_drive_iter(struct bpf_link *link, const char *what)

@@ -24,11 +24,26 @@
 #include <bpf/libbpf.h>
 #include <uthash.h>
 
+#include "catalog.h"
+#include "config.h"
 #include "daemon.h"
+#include "datapath.h"
 #include "drop_reason.h"
+#include "evloop.h"
 #include "flow_record.h"
+#include "flowacct.h"
+#include "flowobs.h"
+#include "flowstream.h"
+#include "flowjoin.h"
 #include "log.h"
+#include "policy.h"
+#include "policyd.h"
+#include "sinks.h"
 #include "sockmesh.skel.h"
+#include "tunnelfacts.h"
+#include "util.h"
+#include "worker.h"
+#include "workloads.h"
 
 #include <sockmesh/flowacct.h>
 #include <sockmesh/intercept.h>
@@ -71,7 +86,7 @@ void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 {
 	char *json = NULL;
 
-	sm_metrics_observe(d, r); /* every record, whatever the sinks then keep */
+	sm_flow_observe(d, r); /* every record, whatever the sinks then keep */
 	if (d->stream) {
 		/*
 		 * The live stream gets every record whole (its clients filter for
@@ -84,17 +99,6 @@ void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 	if (d->flows && d->flows->sinks)
 		sm_sinks_write(d->flows->sinks, r, json);
 	free(json);
-}
-
-void sm_flow_endpoint_workload(const struct sm_daemon *d, struct sm_flow_endpoint *ep, int wl)
-{
-	const struct sm_workload_def *w = &d->cat.workloads[wl];
-
-	ep->identity = w->identity;
-	sm_strlcpy(ep->spiffe_id, w->spiffe_id, sizeof(ep->spiffe_id));
-	sm_strlcpy(ep->workload, w->name, sizeof(ep->workload));
-	sm_strlcpy(ep->node, d->cat.nodes[w->node].name, sizeof(ep->node));
-	sm_strlcpy(ep->cgroup, w->cgroup, sizeof(ep->cgroup));
 }
 
 static void endpoint_fill(const struct sm_daemon *d, struct sm_flow_endpoint *ep, uint8_t family,
@@ -110,7 +114,7 @@ static void endpoint_fill(const struct sm_daemon *d, struct sm_flow_endpoint *ep
 	if (wl < 0 && identity >= SM_ID_FIRST_ALLOCATED)
 		wl = sm_catalog_workload_by_identity(&d->cat, identity);
 	if (wl >= 0)
-		sm_flow_endpoint_workload(d, ep, wl);
+		sm_workload_endpoint(&d->cat, wl, ep);
 }
 
 /* The workload behind a service address:port, for naming the destination. */
@@ -174,11 +178,67 @@ static void tunnel_tls(const struct sm_daemon *d, int self_wl, struct sm_flow_tl
 			   sizeof(tls->mode));
 }
 
+/* Fill r from what the tunnel put in a join (flowjoin.h). */
+static void join_apply(struct sm_daemon *d, const struct sm_flowjoin *j, bool final,
+		       struct sm_flow_record *r)
+{
+	int wl;
+
+	r->tls = j->tls;
+	/* the mode is the local workload's: the caller's outbound, the service's inbound */
+	wl = sm_workloads_by_cgroup(d->wl, r->cgroup_id);
+	if (wl >= 0)
+		sm_strlcpy(r->tls.mode,
+			   d->cat.workloads[wl].mode == SM_MODE_STRICT ? "STRICT" : "PERMISSIVE",
+			   sizeof(r->tls.mode));
+	sm_strlcpy(r->trace_id, j->trace, sizeof(r->trace_id));
+	if (j->inbound && j->peer_identity) {
+		/* the kernel saw the daemon connect; the certificate says who called */
+		int peer = sm_catalog_workload_by_identity(&d->cat, j->peer_identity);
+
+		r->source.identity = j->peer_identity;
+		sm_strlcpy(r->source.spiffe_id, j->tls.peer_spiffe_id, sizeof(r->source.spiffe_id));
+		sm_strlcpy(r->source.workload, j->peer_workload, sizeof(r->source.workload));
+		if (peer >= 0)
+			sm_workload_endpoint(&d->cat, peer, &r->source);
+	}
+	if (final && j->failure[0]) {
+		r->verdict = SM_VERDICT_DROPPED;
+		sm_strlcpy(r->drop_reason, j->failure, sizeof(r->drop_reason));
+		if (j->policy.present)
+			r->policy = j->policy;
+	}
+}
+
+/*
+ * Add what the tunnel knows (tls block, trace id, the verified caller) to the
+ * record of a workload socket whose far end is key_addr:key_port; final (a
+ * conn_end) forgets it. Looks through every worker's join table; false when
+ * none has it.
+ */
+static bool tunnel_join(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
+			bool final, struct sm_flow_record *r)
+{
+	struct sm_flowjoin j;
+
+	if (!d->hbone)
+		return false;
+	for (unsigned int i = 0; d->workers && i < d->nworkers; i++) {
+		struct sm_flowjoins *t = d->workers[i].joins;
+
+		if (t && sm_flowjoins_take(t, key_addr, key_port, final, &j)) {
+			join_apply(d, &j, final, r);
+			return true;
+		}
+	}
+	return false;
+}
+
 static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *ev,
 			      struct sm_flow_record *r)
 {
 	bool passive = ev->flags & SM_SK_F_PASSIVE;
-	int self_wl = sm_workload_by_cgroup(d, ev->cgroup_id);
+	int self_wl = sm_workloads_by_cgroup(d->wl, ev->cgroup_id);
 	struct flow_state *fs = NULL;
 
 	memset(r, 0, sizeof(*r));
@@ -237,7 +297,7 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 		bool final = r->type == SM_REC_CONN_END;
 
 		/* a stream of this daemon's; else one a daemon that is gone carried */
-		if (!sm_hbone_decorate(d, &key, r->source.port, final, r))
+		if (!tunnel_join(d, &key, r->source.port, final, r))
 			sm_tunnel_fact_apply(d, &key, r->source.port, final,
 					     ev->flags & SM_SK_F_ABORTED, r);
 		/* a conn_end without it: the tunnel never took the socket, nothing was carried */
@@ -304,7 +364,7 @@ static void record_from_policy_event(struct sm_daemon *d, const struct sm_flow_e
 	r->cgroup_id = ev->cgroup_id;
 	if (ev->flags & SM_SK_F_PASSIVE) {
 		/* a plaintext SYN to a PERMISSIVE workload (bpf/ingress.bpf.c) */
-		int wl = sm_workload_by_cgroup(d, ev->cgroup_id);
+		int wl = sm_workloads_by_cgroup(d->wl, ev->cgroup_id);
 
 		r->direction = SM_DIR_INGRESS;
 		endpoint_fill(d, &r->source, ev->family, ev->remote_addr, ev->remote_port,
@@ -315,7 +375,7 @@ static void record_from_policy_event(struct sm_daemon *d, const struct sm_flow_e
 	} else {
 		r->direction = SM_DIR_EGRESS;
 		endpoint_fill(d, &r->source, ev->family, ev->local_addr, 0, ev->identity,
-			      sm_workload_by_cgroup(d, ev->cgroup_id));
+			      sm_workloads_by_cgroup(d->wl, ev->cgroup_id));
 		endpoint_fill(d, &r->destination, ev->family, ev->orig_addr, ev->orig_port,
 			      ev->peer_identity,
 			      service_workload(d, ev->family, ev->orig_addr, ev->orig_port));
@@ -337,14 +397,6 @@ static void record_from_policy_event(struct sm_daemon *d, const struct sm_flow_e
 				      (enum sm_policy_reason) ev->policy_reason, true, r);
 }
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static int on_flow_event(void *ctx, void *data, size_t size)
 {
 	struct sm_daemon *d = ctx;
@@ -361,7 +413,7 @@ static int on_flow_event(void *ctx, void *data, size_t size)
 		record_from_event(d, data, &r);
 		sm_flowexp_emit(d, &r);
 	}
-	return mono_ns() >= d->flows->drain_deadline ? FLOW_DRAIN_PAUSE : 0;
+	return sm_mono_ns() >= d->flows->drain_deadline ? FLOW_DRAIN_PAUSE : 0;
 }
 
 /*
@@ -374,7 +426,7 @@ static void flow_drain(struct sm_daemon *d)
 	struct sm_flowexp *fx = d->flows;
 	int ret;
 
-	fx->drain_deadline = mono_ns() + FLOW_DRAIN_BUDGET_NS;
+	fx->drain_deadline = sm_mono_ns() + FLOW_DRAIN_BUDGET_NS;
 	ret = ring_buffer__consume(fx->rb);
 	if (ret == FLOW_DRAIN_PAUSE) {
 		uint64_t one = 1;
@@ -420,7 +472,6 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 	uint64_t now[SM_CNT_MAX], seen[SM_ARRAY_SIZE(loss_counters)],
 		delta[SM_ARRAY_SIZE(loss_counters)];
 	struct sm_flow_record r;
-	struct timespec ts;
 	bool any = false, sinks_lost;
 
 	if (sm_datapath_counters(d, now))
@@ -439,14 +490,14 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 	/* what the sinks dropped (queue full) or suppressed (rate limits) */
 	sinks_lost = sm_sinks_take_lost(d->flows->sinks, &r);
 	/* the kernel's sources are read by the metrics themselves; these are the sinks' */
-	sm_metrics_lost(d, "queue", r.lost_queue);
-	sm_metrics_lost(d, "rate_limit", r.lost_rate_limited);
+	sm_flow_observe_lost(d, "queue", r.lost_queue);
+	sm_flow_observe_lost(d, "rate_limit", r.lost_rate_limited);
 	/*
 	 * Records the sinks could not write: their own lost record says so in
 	 * the file once writing works again (sinks.c); the metric counts them as
 	 * they fail, a second late at most.
 	 */
-	sm_metrics_lost(d, "write_failed", sm_sinks_take_write_failed(d->flows->sinks));
+	sm_flow_observe_lost(d, "write_failed", sm_sinks_take_write_failed(d->flows->sinks));
 	r.lost_ringbuf = delta[0];
 	r.lost_orig_dst = delta[1];
 	r.lost_storage = delta[2];
@@ -456,8 +507,7 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 	if (!any && !sinks_lost)
 		return;
 	r.type = SM_REC_LOST;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	r.time_ns = (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	r.time_ns = sm_real_ns();
 	sm_strlcpy(r.node, d->cat.nodes[d->node_idx].name, sizeof(r.node));
 	sm_flowexp_emit(d, &r);
 	SM_STAT_INC(d->flows->lost_records);

@@ -45,10 +45,14 @@
 
 #include "ctl.h"
 #include "daemon.h"
+#include "flowobs.h"
+#include "evloop.h"
 #include "flow_record.h"
 #include "flowfilter.h"
 #include "flowfmt.h"
+#include "flowstream.h"
 #include "log.h"
+#include "util.h"
 
 #define FS_MAX_FOLLOWERS 16	     /* `flows --follow` clients at once */
 #define FS_MAX_READERS	 16	     /* one-shot `flows` clients still being served */
@@ -130,22 +134,6 @@ struct sm_flowstream {
 };
 
 static void fs_drain(struct sm_flowstream *fs);
-
-static time_t now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec;
-}
-
-static int64_t realtime_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 void sm_flowstream_publish(struct sm_daemon *d, const struct sm_flow_record *r, const char *json)
 {
@@ -256,7 +244,7 @@ static int put_notices(struct sm_flowstream *fs, struct fs_client *c, struct fs_
 	};
 
 	for (size_t i = 0; i < SM_ARRAY_SIZE(kinds); i++) {
-		struct sm_flow_skipped s = {.count = *kinds[i].count, .time_ns = realtime_ns()};
+		struct sm_flow_skipped s = {.count = *kinds[i].count, .time_ns = sm_real_ns()};
 		char *line;
 		int ret;
 
@@ -439,7 +427,7 @@ static void client_flush(struct sm_flowstream *fs, struct fs_client *c)
 				return;
 			}
 			c->out.off += (size_t) n;
-			c->progress = now_s();
+			c->progress = (time_t) sm_mono_s();
 			if (buf_pending(&c->out))
 				continue;
 			c->out.off = c->out.len = 0;
@@ -506,7 +494,7 @@ static void fs_drain(struct sm_flowstream *fs)
 			"loop fell a whole flowlog.ring_size behind; the flow log has them)",
 			(unsigned long long) (dropped - fs->dropped_seen));
 		fs->busy_carry += dropped - fs->dropped_seen;
-		sm_metrics_lost(fs->d, "stream", dropped - fs->dropped_seen);
+		sm_flow_observe_lost(fs->d, "stream", dropped - fs->dropped_seen);
 		fs->dropped_seen = dropped;
 	}
 	for (e = list; e;) {
@@ -585,7 +573,7 @@ static void on_client(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
 	struct sm_flowstream *fs = arg;
-	time_t now = now_s();
+	time_t now = (time_t) sm_mono_s();
 
 	(void) loop;
 	(void) ev;
@@ -790,7 +778,7 @@ int sm_flowstream_command(struct sm_daemon *d, int fd, struct json_object *args,
 		fs->nfollowers++;
 	else
 		fs->nreaders++;
-	c->progress = now_s();
+	c->progress = (time_t) sm_mono_s();
 	c->next = fs->clients;
 	fs->clients = c;
 	pr_debug("flow stream: a %s client, %zu filters, %zu history records",

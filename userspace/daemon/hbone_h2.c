@@ -23,8 +23,12 @@
 
 #include "daemon.h"
 #include "drop_reason.h"
+#include "evloop.h"
 #include "hbone_int.h"
 #include "log.h"
+#include "policy.h"
+#include "policyd.h"
+#include "util.h"
 
 #define HB_WINDOW	    (1024 * 1024) /* stream receive window we advertise */
 #define HB_CONN_WINDOW	    (8 << 20)	  /* connection receive window */

@@ -1,15 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The HBONE tunnel's own types and the functions its two files share:
- * hbone.c (TLS, connections, streams' plain sockets, pooling, flow-record
- * joins, credentials) and hbone_h2.c (the HTTP/2 session of a connection:
- * nghttp2's callbacks and the inbound side's request checks). Nothing
- * outside the tunnel includes it, except the fuzz harness of the inbound
- * side (tests/fuzz/fuzz_hbone.c), which drives a connection's HTTP/2
- * session without TLS through the same functions.
+ * The HBONE tunnel's own types and the functions its files share (hbone.c's
+ * head comment says which file does what). Nothing outside the tunnel
+ * includes it, except the fuzz harness of the inbound side
+ * (tests/fuzz/fuzz_hbone.c), which drives a connection's HTTP/2 session
+ * without TLS through the same functions.
  *
  * Threads and ownership are hbone.c's (see its head comment): everything
- * here belongs to one worker's thread.
+ * here belongs to one worker's thread, except struct sm_hbone (the main
+ * thread's; workers read it).
  */
 #ifndef SOCKMESHD_HBONE_INT_H
 #define SOCKMESHD_HBONE_INT_H
@@ -23,10 +22,32 @@
 #include <openssl/ssl.h>
 
 #include "daemon.h"
+#include "hbone.h"
+#include "util.h"
+#include "worker.h"
 
 struct hb_conn;
 struct hb_src;
-struct hb_join;
+struct hb_watch;
+struct sm_flow_policy;
+struct sm_policy_decision;
+struct sm_creds;
+
+/* Shared, main thread: credential sets (workers read them; swapped while they are paused). */
+struct sm_hbone {
+	struct sm_creds *node_creds;
+	struct sm_creds **wl_creds;	 /* per catalog workload, NULL when not local */
+	char (*wl_sni)[SM_SNI_NAME_LEN]; /* per catalog workload with credentials: its SNI name */
+	unsigned int nwl; /* entries of wl_creds and wl_sni (the catalog they were made for) */
+	int addr_owner[SM_NODE_ADDRS_MAX]; /* per node address: the one local workload whose
+					      services use it (with credentials), else -1 */
+	int inotify_fd;
+	struct sm_ev *inotify_ev;
+	struct hb_watch *watches; /* hbone_creds.c */
+	unsigned int nwatches;
+	uint64_t creds_reloads, creds_reload_failures, creds_expiring;
+	BIO_METHOD *wbio_method; /* see tls_wbio_write() (hbone_conn.c) */
+};
 
 /* Bytes waiting to go one way. */
 struct hb_buf {
@@ -127,15 +148,13 @@ struct hb_listener {
 	bool resting; /* out of descriptors: not watched for SM_ACCEPT_BACKOFF_MS */
 };
 
-/* Per worker: only its thread touches it, except joins (join_mu) and st (SM_STAT_*). */
+/* Per worker: only its thread touches it, except st (SM_STAT_*). */
 struct sm_hbone_worker {
 	struct hb_listener l[SM_NODE_ADDRS_MAX];
 	unsigned int nl;
 	struct hb_conn *conns;
 	unsigned int handshaking_in;
 	struct hb_src *srcs; /* sources with inbound handshakes in flight */
-	pthread_mutex_t join_mu;
-	struct hb_join *joins;
 	struct sm_hbone_stats st;
 	/*
 	 * How an admitted CONNECT reaches its service: sm_upstream_connect(),
@@ -147,31 +166,31 @@ struct sm_hbone_worker {
 	bool stopping;
 };
 
-/* ---- hbone.c ---- */
+/* ---- hbone_conn.c ---- */
 
+static inline size_t buf_pending(const struct hb_buf *b)
+{
+	return b->len - b->off;
+}
+
+/* Room for more bytes at the end of b (compacting it first). 0 or -ENOMEM. */
+int buf_reserve(struct hb_buf *b, size_t more);
 /* Append n bytes to b. 0 or -ENOMEM. */
 int buf_append(struct hb_buf *b, const uint8_t *p, size_t n);
-/* The service hosted on this node at addr:port (its index in the catalog), or -1. */
-int local_service(const struct sm_daemon *d, const struct sm_addr *a, uint16_t port);
+/* b is empty: free its memory unless it is small enough to keep. */
+void buf_release_small(struct hb_buf *b);
+/* Mark fd as the daemon's own, so connect4/6 let it pass. */
+void set_mark(struct sm_daemon *d, int fd);
+/* Count a failed handshake by its reason (an sm_svid_reason name, else "other"). */
+void fail_count(struct sm_hbone_worker *hw, const char *reason);
 /*
- * A record of the daemon's own, for a failure no workload socket reports;
- * pd: the policy decision behind it, if the policy refused the stream. With
- * reason NULL and pd: the AUDIT record of a stream the policy let through.
+ * A new connection of worker w on the connected or accepted socket fd,
+ * with creds (a reference is taken): TLS set up, handshake not started.
+ * NULL when out of memory; the caller still owns fd.
  */
-void record_failure_policy(struct hb_conn *c, const char *reason, const char *authority,
-			   const struct sm_policy_decision *pd);
-void record_failure(struct hb_conn *c, const char *reason, const char *authority);
-/* Record what the stream knows (and a failure, first one wins) for its socket's records. */
-void join_update(struct hb_stream *s, const char *failure);
-/* A new stream of c on plain socket fd (-1: none yet); NULL when out of memory. */
-struct hb_stream *stream_new(struct hb_conn *c, int fd);
-/* The stream failed: RST_STREAM to the peer, reset of the plain socket at reap. */
-void stream_fail(struct hb_stream *s, uint32_t h2_error, const char *reason);
-/* Write what HTTP/2 delivered to the plain socket; acknowledge it to the peer. */
-void stream_flush_down(struct hb_stream *s);
-/* nghttp2 pulls the bytes of our DATA frames from here (source.ptr: the stream). */
-ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
-		  nghttp2_data_source *src, void *user);
+struct hb_conn *conn_new(struct sm_worker *w, int fd, bool server, struct sm_creds *creds);
+/* Drive TLS and HTTP/2 as far as the sockets allow; the caller then reaps. */
+void conn_pump(struct hb_conn *c);
 /* The connection failed: its streams fail with it, and it is freed at the next reap. */
 void conn_fail(struct hb_conn *c, const char *reason);
 /*
@@ -179,6 +198,22 @@ void conn_fail(struct hb_conn *c, const char *reason);
  * c itself when c->dead: the caller must not touch c after that.
  */
 void conn_reap(struct hb_conn *c);
+/* The BIO method TLS output goes through (one per daemon, struct sm_hbone). */
+BIO_METHOD *tls_wbio_method_new(void);
+
+/* ---- hbone_stream.c ---- */
+
+/* A new stream of c on plain socket fd (-1: none yet); NULL when out of memory. */
+struct hb_stream *stream_new(struct hb_conn *c, int fd);
+/* The stream failed: RST_STREAM to the peer, reset of the plain socket at reap. */
+void stream_fail(struct hb_stream *s, uint32_t h2_error, const char *reason);
+/* Watch the plain socket for what the stream can take or give now. */
+void stream_interest(struct hb_stream *s);
+/* Write what HTTP/2 delivered to the plain socket; acknowledge it to the peer. */
+void stream_flush_down(struct hb_stream *s);
+/* nghttp2 pulls the bytes of our DATA frames from here (source.ptr: the stream). */
+ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+		  nghttp2_data_source *src, void *user);
 /*
  * What events on a stream's plain socket do to the stream: the connect to
  * the service finished (the answer to the CONNECT), bytes to read, room to
@@ -188,6 +223,48 @@ void conn_reap(struct hb_conn *c);
 void stream_fd_event(struct hb_stream *s, uint32_t events);
 /* The event loop's callback for a stream's plain socket (arg: the stream). */
 void on_stream_fd(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg);
+
+/* ---- hbone_flow.c ---- */
+
+/* Record what the stream knows (and a failure, first one wins) for its socket's records. */
+void join_update(struct hb_stream *s, const char *failure);
+/* Keep the revoking decision for the conn_end record of the stream's service socket. */
+void join_set_policy(struct hb_stream *s, const struct sm_flow_policy *pol);
+/* The stream is gone: its join stays HB_JOIN_LINGER_S for the socket's last records. */
+void join_linger(const struct hb_stream *s);
+/*
+ * A record of the daemon's own, for a failure no workload socket reports;
+ * pd: the policy decision behind it, if the policy refused the stream. With
+ * reason NULL and pd: the AUDIT record of a stream the policy let through.
+ */
+void record_failure_policy(struct hb_conn *c, const char *reason, const char *authority,
+			   const struct sm_policy_decision *pd);
+void record_failure(struct hb_conn *c, const char *reason, const char *authority);
+
+/* ---- hbone_in.c ---- */
+
+/* The service hosted on this node at addr:port (its index in the catalog), or -1. */
+int local_service(const struct sm_daemon *d, const struct sm_addr *a, uint16_t port);
+/* Worker w's inbound listener on this node's address a (index addr). 0 or -errno. */
+int listen_inbound(struct sm_worker *w, const struct sm_addr *a, unsigned int addr);
+/* c's handshake ended (or c goes): its source has one handshake fewer in flight. */
+void src_release(struct sm_hbone_worker *hw, struct hb_conn *c);
+
+/* ---- hbone_recheck.c ---- */
+
+/*
+ * The policy's revision observer (sm_policy_observe(), registered by
+ * sm_hbone_start()): every worker checks its live inbound streams again, as
+ * the CONNECT was checked (caller's certificate identity → the service's
+ * workload, port), and resets those now denied. Main thread, workers not
+ * paused (sm_workers_call()). Returns how many were reset.
+ */
+uint64_t hb_policy_recheck(struct sm_daemon *d);
+
+/* ---- hbone_creds.c ---- */
+
+/* Main thread, every second: reload changed credentials, warn of expiring ones. */
+void creds_tick(struct sm_daemon *d);
 
 /* ---- hbone_h2.c ---- */
 

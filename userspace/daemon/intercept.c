@@ -17,10 +17,13 @@
 #include <netinet/in.h>
 #include <uthash.h>
 
+#include "catalog.h"
 #include "daemon.h"
 #include "enrollment.h"
+#include "intercept.h"
 #include "log.h"
 #include "sockmesh.skel.h"
+#include "util.h"
 
 #include <sockmesh/enroll.h>
 #include <sockmesh/intercept.h>
@@ -189,19 +192,6 @@ int sm_intercept_check(const struct sm_daemon *d, const struct sm_catalog *cat, 
 		}
 	}
 	return 0;
-}
-
-void sm_intercept_refresh(struct sm_daemon *d)
-{
-	char path[PATH_MAX];
-
-	for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
-		d->wl[i].cgroup_id = 0;
-		if (d->cat.workloads[i].node != (unsigned int) d->node_idx)
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", d->cgroup_root, d->cat.workloads[i].cgroup);
-		d->wl[i].cgroup_id = sm_cgroup_id_of(path);
-	}
 }
 
 static int enroll_emit(void *ctx, const struct sm_enroll_key *key,

@@ -19,10 +19,28 @@
 
 #include <bpf/libbpf.h>
 
+#include "catalog.h"
+#include "config.h"
+#include "control.h"
 #include "daemon.h"
+#include "datapath.h"
 #include "enrollment.h"
-#include "pathlock.h"
+#include "evloop.h"
+#include "flowacct.h"
+#include "flowstream.h"
+#include "hbone.h"
+#include "intercept.h"
 #include "log.h"
+#include "metrics.h"
+#include "pathlock.h"
+#include "policyd.h"
+#include "privileges.h"
+#include "proxy.h"
+#include "reload.h"
+#include "tunnelfacts.h"
+#include "util.h"
+#include "worker.h"
+#include "workloads.h"
 
 #define EXIT_RUNTIME	1
 #define EXIT_USAGE	2
@@ -329,16 +347,6 @@ free_next:
 	free(next);
 }
 
-int sm_workload_by_cgroup(const struct sm_daemon *d, uint64_t cgroup_id)
-{
-	if (!cgroup_id)
-		return -1;
-	for (unsigned int i = 0; i < d->cat.nworkloads; i++)
-		if (d->wl[i].cgroup_id == cgroup_id)
-			return (int) i;
-	return -1;
-}
-
 /* The catalog, this node in it, the cgroup v2 mount and the daemon's cgroup. */
 static int resolve_node(struct sm_daemon *d, bool check_only)
 {
@@ -367,9 +375,9 @@ static int resolve_node(struct sm_daemon *d, bool check_only)
 		       d->cfg.catalog, d->cfg.node);
 		return -EINVAL;
 	}
-	d->wl = calloc(d->cat.nworkloads ? d->cat.nworkloads : 1, sizeof(*d->wl));
+	d->wl = sm_workloads_new(&d->cat);
 	if (!d->wl)
-		return -ENOMEM;
+		return -errno;
 
 	if (d->cfg.cgroup_root[0]) {
 		sm_strlcpy(d->cgroup_root, d->cfg.cgroup_root, sizeof(d->cgroup_root));
@@ -548,8 +556,9 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 	/* losses first: the iterator can take long while the ring overflows */
 	sm_flowexp_check_lost(d);
 	sm_datapath_run_iter(d);
-	sm_hbone_tick(d);	 /* credential rotation; connections are the workers' */
-	sm_intercept_refresh(d); /* the cgroup ids status and flow records show */
+	sm_hbone_tick(d); /* credential rotation; connections are the workers' */
+	sm_workloads_refresh(d->wl, &d->cat, d->node_idx,
+			     d->cgroup_root); /* the cgroup ids status and flow records show */
 	if (!d->facts_swept)
 		sm_tunnel_facts_sweep(d);
 	if (!d->draining)
@@ -591,6 +600,16 @@ static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 		sm_evloop_stop(loop);
 }
 
+/* What every worker runs: the tunnel, then the outbound side that hands it connections. */
+static int add_worker_parts(struct sm_daemon *d)
+{
+	int err = 0;
+
+	if (d->hbone)
+		err = sm_workers_add_part(d, &sm_hbone_worker_part);
+	return err ?: sm_workers_add_part(d, &sm_proxy_worker_part);
+}
+
 static int run(struct sm_daemon *d)
 {
 	struct sm_ev *sig_ev = NULL, *tick = NULL;
@@ -622,14 +641,14 @@ static int run(struct sm_daemon *d)
 	if (err)
 		goto close_sig;
 	/* maps first (services before workloads), then programs: nothing runs half-configured */
-	sm_intercept_refresh(d);
+	sm_workloads_refresh(d->wl, &d->cat, d->node_idx, d->cgroup_root);
 	d->nworkers = sm_workers_count(d); /* the credential sets hold an SSL_CTX per worker */
 	/* the policy too: a restored policy is in force before any program is attached */
 	/* privileges drop once attached and before the first thread (sinks, workers, HTTP) */
 	err = sm_tunnel_facts_start(d) ?: sm_intercept_sync(d) ?: sm_policy_start(d) ?:
 	      sm_datapath_attach(d) ?:
 	      sm_privileges_drop(d) ?: sm_flowstream_start(d) ?: sm_flowexp_start(d) ?:
-	      sm_hbone_start(d) ?: sm_workers_start(d) ?: sm_control_start(d) ?:
+	      sm_hbone_start(d) ?: add_worker_parts(d) ?: sm_workers_start(d) ?: sm_control_start(d) ?:
 	      sm_reload_start(d) ?: sm_metrics_serve(d);
 	if (err)
 		goto stop;
@@ -712,7 +731,7 @@ int main(int argc, char **argv)
 	err = resolve_node(&d, a.check) ?: resolve_enrollment(&d, a.check);
 	if (err) {
 		sm_catalog_free(&d.cat);
-		free(d.wl);
+		sm_workloads_free(d.wl);
 		return err == -EPERM || err == -ENOENT ? EXIT_RUNTIME : EXIT_USAGE;
 	}
 	if (a.check) {
@@ -720,13 +739,13 @@ int main(int argc, char **argv)
 		       "services\n",
 		       d.cfg.node, d.cat.nnodes, d.cat.nworkloads, d.cat.nservices);
 		sm_catalog_free(&d.cat);
-		free(d.wl);
+		sm_workloads_free(d.wl);
 		return 0;
 	}
 	err = lock_instance(&d);
 	if (err) {
 		sm_catalog_free(&d.cat);
-		free(d.wl);
+		sm_workloads_free(d.wl);
 		return EXIT_RUNTIME;
 	}
 	d.started = time(NULL);
@@ -734,7 +753,7 @@ int main(int argc, char **argv)
 	d.mono_to_real_ns = sm_mono_to_real_offset_ns();
 	err = run(&d);
 	sm_catalog_free(&d.cat);
-	free(d.wl);
+	sm_workloads_free(d.wl);
 	if (err) {
 		pr_err("exiting: %s", strerror(-err));
 		return EXIT_RUNTIME;

@@ -33,16 +33,21 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
-#include <bpf/bpf.h>
-#include <bpf/libbpf.h>
-#include <json-c/json.h>
 #include <microhttpd.h>
 
 #include "daemon.h"
+#include "datapath.h"
 #include "drop_reason.h"
+#include "evloop.h"
+#include "flow_record.h"
+#include "hbone.h"
 #include "log.h"
+#include "metrics.h"
 #include "metrics_agg.h"
-#include "sockmesh.skel.h"
+#include "policyd.h"
+#include "proxy.h"
+#include "spiffe.h"
+#include "util.h"
 
 #include <sockmesh/common.h>
 
@@ -98,25 +103,14 @@ struct sm_metrics {
 	int64_t evicted_log_ns; /* evictions were last logged */
 };
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * NS_PER_S + ts.tv_nsec;
-}
-
 /* Main thread, every second: prove the loop turns, and publish what the HTTP thread shows. */
 static void on_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
 	struct sm_daemon *d = arg;
 	struct sm_metrics *m = d->metrics;
-	struct sm_error err = {{0}};
-	int64_t entries = -1, max = -1;
+	int64_t entries, max;
 	struct sm_hbone_stats st;
 	struct sm_proxy_stats ps;
-	json_object *pol, *v;
-	bool handled;
 
 	(void) loop;
 	(void) ev;
@@ -124,14 +118,9 @@ static void on_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_t even
 	sm_hbone_stats(d, &st);
 	sm_proxy_stats(d, &ps);
 	/* the compiled policy's size against its bound: the policy's own "map pressure" */
-	pol = sm_policy_command(d, "policy_status", NULL, false, &handled, &err);
-	if (pol && json_object_object_get_ex(pol, "entries", &v))
-		entries = json_object_get_int64(v);
-	if (pol && json_object_object_get_ex(pol, "max_entries", &v))
-		max = json_object_get_int64(v);
-	json_object_put(pol);
+	sm_policy_size(d, &entries, &max);
 	pthread_mutex_lock(&m->mu);
-	m->beat_ns = mono_ns();
+	m->beat_ns = sm_mono_ns();
 	m->live = true;
 	m->ready = d->ready;
 	m->draining = d->draining;
@@ -157,11 +146,19 @@ static void on_first_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_
 
 /* ---- /metrics ---- */
 
+static void render_map(const struct sm_map_fill *f, void *arg)
+{
+	const char *label = "map";
+
+	if (f->entries >= 0 && f->max_entries > 0)
+		sm_prom_sample_f64(arg, "sockmesh_map_pressure", &label, &f->name, 1,
+				   (double) f->entries / (double) f->max_entries);
+}
+
 static void render_maps(struct sm_daemon *d, struct sm_textbuf *b, int64_t policy_entries,
 			int64_t policy_max)
 {
 	const char *label = "map", *policy = "policy";
-	struct bpf_map *map;
 
 	sm_prom_family(b, "sockmesh_map_pressure", "gauge",
 		       "Fill level of each pinned map that has one: entries / max_entries (0..1); "
@@ -169,17 +166,7 @@ static void render_maps(struct sm_daemon *d, struct sm_textbuf *b, int64_t polic
 	if (policy_entries >= 0 && policy_max > 0)
 		sm_prom_sample_f64(b, "sockmesh_map_pressure", &label, &policy, 1,
 				   (double) policy_entries / (double) policy_max);
-	bpf_object__for_each_map (map, d->skel->obj) {
-		const char *name = bpf_map__name(map);
-		long long n;
-
-		if (!bpf_map__is_pinned(map))
-			continue;
-		n = sm_datapath_map_entries(map);
-		if (n >= 0)
-			sm_prom_sample_f64(b, "sockmesh_map_pressure", &label, &name, 1,
-					   (double) n / bpf_map__max_entries(map));
-	}
+	sm_datapath_map_fill(d, render_map, b);
 }
 
 static void render_tls(struct sm_textbuf *b, const struct sm_hbone_stats *st)
@@ -368,7 +355,7 @@ static void render_metrics(struct sm_metrics *m, struct sm_textbuf *b)
 /* 200 while the main loop turns (or is still starting, within the grace). */
 static unsigned int health(struct sm_metrics *m, struct sm_textbuf *b)
 {
-	int64_t now = mono_ns(), beat, started;
+	int64_t now = sm_mono_ns(), beat, started;
 	bool live;
 
 	pthread_mutex_lock(&m->mu);
@@ -399,7 +386,7 @@ static unsigned int health(struct sm_metrics *m, struct sm_textbuf *b)
 /* 200 when `sockmesh status` says ready; else 503 and what is missing. */
 static unsigned int readiness(struct sm_metrics *m, struct sm_textbuf *b)
 {
-	int64_t now = mono_ns();
+	int64_t now = sm_mono_ns();
 	bool live, ready, draining, tunnel;
 	unsigned int attachments;
 	uint32_t revision;
@@ -483,7 +470,7 @@ static void conn_evict(struct sm_metrics *m)
 	ac->evicted = true;
 	shutdown(ac->fd, SHUT_RDWR);
 	m->evicted++;
-	now = mono_ns();
+	now = sm_mono_ns();
 	if (now - m->evicted_log_ns >= ADMIN_EVICT_LOG_NS) {
 		pr_warn("admin server %s: holds %u of at most %u connections "
 			"(admin.max_connections): closing the oldest to make room for new ones "
@@ -658,6 +645,22 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
 
 /* ---- lifecycle ---- */
 
+/* The flow observer: every record, whatever the sinks then keep. Any thread. */
+static void observe_record(void *arg, const struct sm_flow_record *r)
+{
+	struct sm_metrics *m = arg;
+
+	sm_metrics_agg_observe(m->agg, r);
+}
+
+/* n events a user-space source lost: lost_events_total{source}. Any thread. */
+static void observe_lost(void *arg, const char *source, uint64_t n)
+{
+	struct sm_metrics *m = arg;
+
+	sm_metrics_agg_lost(m->agg, source, n);
+}
+
 int sm_metrics_start(struct sm_daemon *d)
 {
 	struct sm_metrics *m;
@@ -675,7 +678,7 @@ int sm_metrics_start(struct sm_daemon *d)
 	m->d = d;
 	m->listen_fd = -1;
 	pthread_mutex_init(&m->mu, NULL);
-	m->started_ns = mono_ns();
+	m->started_ns = sm_mono_ns();
 	sm_addr_format(&d->cfg.admin_addr, addr, sizeof(addr));
 	snprintf(m->where, sizeof(m->where),
 		 d->cfg.admin_addr.family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr,
@@ -708,6 +711,8 @@ int sm_metrics_start(struct sm_daemon *d)
 	m->keep = m->max_conns - m->max_conns / 8;
 	m->listen_fd = fd;
 	d->metrics = m;
+	d->flow_observer =
+		(struct sm_flow_observer){.record = observe_record, .lost = observe_lost, .arg = m};
 	return 0;
 del_beat:
 	sm_evloop_del(d->loop, m->first_beat);
@@ -778,19 +783,8 @@ void sm_metrics_free(struct sm_daemon *d)
 	sm_evloop_del(d->loop, m->first_beat);
 	sm_evloop_del(d->loop, m->beat);
 	d->metrics = NULL;
+	memset(&d->flow_observer, 0, sizeof(d->flow_observer));
 	sm_metrics_agg_free(m->agg);
 	pthread_mutex_destroy(&m->mu);
 	free(m);
-}
-
-void sm_metrics_observe(struct sm_daemon *d, const struct sm_flow_record *r)
-{
-	if (d->metrics)
-		sm_metrics_agg_observe(d->metrics->agg, r);
-}
-
-void sm_metrics_lost(struct sm_daemon *d, const char *source, uint64_t n)
-{
-	if (d->metrics)
-		sm_metrics_agg_lost(d->metrics->agg, source, n);
 }

@@ -24,6 +24,8 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "privileges.h"
+#include "util.h"
 
 static const cap_value_t always[] = {CAP_BPF, CAP_NET_ADMIN, CAP_DAC_READ_SEARCH};
 

@@ -28,18 +28,25 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
-#include <bpf/bpf.h>
-#include <bpf/libbpf.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include "catalog.h"
+#include "config.h"
 #include "daemon.h"
 #include "drop_reason.h"
+#include "evloop.h"
 #include "flow_record.h"
+#include "flowacct.h"
+#include "hbone.h"
 #include "log.h"
-#include "sockmesh.skel.h"
+#include "proxy.h"
+#include "upstream.h"
+#include "util.h"
+#include "worker.h"
+#include "workloads.h"
 
-#include <sockmesh/intercept.h>
+#include <sockmesh/common.h>
 
 #define RELAY_BUF (64 * 1024)
 #ifndef SO_ORIGINAL_DST
@@ -216,88 +223,6 @@ static bool is_own_listener(const struct sm_daemon *d, const struct sm_addr *a, 
 	       (port == d->cfg.outbound6_port && sm_addr_equal(a, &d->cfg.outbound6_addr));
 }
 
-static bool is_own_address(const struct sm_daemon *d, const struct sm_addr *a)
-{
-	const struct sm_node_def *self;
-
-	if (d->node_idx < 0)
-		return false;
-	self = &d->cat.nodes[d->node_idx];
-	for (unsigned int i = 0; i < self->naddrs && i < SM_NODE_ADDRS_MAX; i++)
-		if (sm_addr_equal(a, &self->addrs[i]))
-			return true;
-	return false;
-}
-
-int sm_upstream_connect(const struct sm_daemon *d, const struct sm_addr *dst, uint16_t port)
-{
-	struct sockaddr_storage ss;
-	socklen_t len;
-	int fd = socket(dst->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1, err;
-
-	if (fd < 0)
-		return -errno;
-	/* a local service's end of a relay: a daemon that dies mid-stream resets it */
-	sm_sock_abort_on_close(fd);
-	/* the mark keeps our own connection out of connect4/6 */
-	if (setsockopt(fd, SOL_SOCKET, SO_MARK, &d->cfg.daemon_mark, sizeof(d->cfg.daemon_mark)) <
-	    0)
-		pr_debug("SO_MARK on upstream socket: %s", strerror(errno));
-	/*
-	 * The daemon usually closes first (a tunnel's half-close becomes its
-	 * FIN), so the TIME_WAITs are on its side, and the kernel reuses one
-	 * within the minute only for loopback addresses (tcp_tw_reuse=2, the
-	 * default). From the node's address to one service at a node address,
-	 * 28k of them (the whole ephemeral range) piled up within 15 s at 2,000
-	 * connections per second: connect() spent a third of the machine's CPU
-	 * searching for a port, and then failed. A service at one of the node's
-	 * own addresses is reached over lo anyway, so the daemon calls it from
-	 * the loopback address (as Istio's sidecar calls its application from
-	 * 127.0.0.6); the port is still the kernel's choice, at connect().
-	 */
-	if (is_own_address(d, dst)) {
-		struct sm_addr src;
-
-		sm_addr_parse(dst->family == AF_INET ? "127.0.0.1" : "::1", &src);
-		len = sm_addr_to_sockaddr(&src, 0, &ss);
-		if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0 ||
-		    bind(fd, (struct sockaddr *) &ss, len) < 0)
-			pr_debug("binding an upstream socket to the loopback address: %s",
-				 strerror(errno));
-	}
-	len = sm_addr_to_sockaddr(dst, port, &ss);
-	if (connect(fd, (struct sockaddr *) &ss, len) == 0 || errno == EINPROGRESS)
-		return fd;
-	err = errno;
-	close(fd);
-	return -err;
-}
-
-int sm_proxy_source_identity(struct sm_daemon *d, int cfd, const struct sm_addr *cli,
-			     uint16_t cport, uint32_t *identity)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	struct sm_tuple key;
-	struct sm_orig_dst od;
-	struct sm_addr local;
-	uint16_t lport;
-
-	if (getsockname(cfd, (struct sockaddr *) &ss, &sl) < 0)
-		return -errno;
-	sm_addr_from_sockaddr((struct sockaddr *) &ss, &local, &lport);
-	memset(&key, 0, sizeof(key));
-	key.family = cli->family;
-	key.sport = htons(cport);
-	key.dport = htons(lport);
-	memcpy(key.saddr, cli->bytes, cli->family == AF_INET ? 4 : 16);
-	memcpy(key.daddr, local.bytes, local.family == AF_INET ? 4 : 16);
-	if (bpf_map_lookup_elem(bpf_map__fd(d->skel->maps.orig_dst), &key, &od))
-		return -ENOENT;
-	*identity = od.src_identity;
-	return 0;
-}
-
 /*
  * The DROPPED record of a captured connection the daemon reset itself (e.g.
  * for lack of descriptors): the client, its workload, and the destination it
@@ -309,14 +234,12 @@ static void record_dropped(struct sm_worker *w, int fd, int family, const struct
 	struct sm_daemon *d = w->d;
 	struct sockaddr_storage dst;
 	struct sm_flow_record r;
-	struct timespec ts;
 	uint32_t id = 0;
 	int wl;
 
 	memset(&r, 0, sizeof(r));
 	r.type = SM_REC_CONN_END;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	r.time_ns = (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	r.time_ns = sm_real_ns();
 	r.start_ns = r.time_ns;
 	sm_strlcpy(r.node, d->cfg.node, sizeof(r.node));
 	r.verdict = SM_VERDICT_DROPPED;
@@ -326,11 +249,11 @@ static void record_dropped(struct sm_worker *w, int fd, int family, const struct
 	r.source.addr = *cli;
 	r.source.port = cport;
 	r.source.identity = SM_ID_WORLD;
-	if (sm_proxy_source_identity(d, fd, cli, cport, &id) == 0) {
+	if (sm_capture_source_identity(d, fd, cli, cport, &id) == 0) {
 		wl = sm_catalog_workload_by_identity(&d->cat, id);
 		r.source.identity = id;
 		if (wl >= 0)
-			sm_flow_endpoint_workload(d, &r.source, wl);
+			sm_workload_endpoint(&d->cat, wl, &r.source);
 	}
 	r.destination.addr.family = cli->family;
 	r.destination.identity = SM_ID_WORLD;
@@ -342,7 +265,7 @@ static void record_dropped(struct sm_worker *w, int fd, int family, const struct
 
 			if (sv->port == r.destination.port &&
 			    sm_addr_equal(&sv->addr, &r.destination.addr)) {
-				sm_flow_endpoint_workload(d, &r.destination, (int) sv->workload);
+				sm_workload_endpoint(&d->cat, (int) sv->workload, &r.destination);
 				break;
 			}
 		}
@@ -614,3 +537,10 @@ void sm_proxy_stats(const struct sm_daemon *d, struct sm_proxy_stats *st)
 		st->accept_no_fd += one.accept_no_fd;
 	}
 }
+
+const struct sm_worker_part sm_proxy_worker_part = {
+	.start = sm_proxy_start,
+	.stop_accepting = sm_proxy_stop_accepting,
+	.resume_accepting = sm_proxy_resume_accepting,
+	.free = sm_proxy_free,
+};

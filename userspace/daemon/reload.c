@@ -19,8 +19,17 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "catalog.h"
 #include "daemon.h"
+#include "evloop.h"
+#include "hbone.h"
+#include "intercept.h"
 #include "log.h"
+#include "policyd.h"
+#include "reload.h"
+#include "util.h"
+#include "worker.h"
+#include "workloads.h"
 
 struct sm_reload {
 	int efd; /* the loader thread → the main loop: done */
@@ -36,22 +45,14 @@ struct sm_reload {
 	int64_t took_ms;
 };
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void *loader(void *arg)
 {
 	struct sm_reload *r = arg;
-	int64_t t0 = mono_ms();
+	int64_t t0 = sm_mono_ms();
 	uint64_t one = 1;
 
 	r->ret = sm_catalog_load(&r->cat, r->path, &r->err);
-	r->took_ms = mono_ms() - t0;
+	r->took_ms = sm_mono_ms() - t0;
 	if (write(r->efd, &one, sizeof(one)) != sizeof(one))
 		pr_warn("SIGHUP: cannot wake the main loop: %s", strerror(errno));
 	return NULL;
@@ -60,7 +61,7 @@ static void *loader(void *arg)
 /* The main loop's part: check the new catalog and put it in place. */
 static void apply(struct sm_daemon *d, struct sm_catalog *cat)
 {
-	struct sm_local_workload *wl;
+	struct sm_workloads *wl;
 	struct sm_error e = {{0}};
 	int idx = sm_catalog_node_index(cat, d->cfg.node);
 	bool err;
@@ -74,7 +75,7 @@ static void apply(struct sm_daemon *d, struct sm_catalog *cat)
 		pr_warn("SIGHUP: %s: %s; keeping the current catalog", d->cfg.catalog, e.msg);
 		goto refuse;
 	}
-	wl = calloc(cat->nworkloads ? cat->nworkloads : 1, sizeof(*wl));
+	wl = sm_workloads_new(cat);
 	if (!wl) {
 		pr_warn("SIGHUP: out of memory; keeping the current catalog");
 		goto refuse;
@@ -82,12 +83,12 @@ static void apply(struct sm_daemon *d, struct sm_catalog *cat)
 	/* the workers read the catalog and the credentials: hold them while both change */
 	sm_workers_pause(d);
 	sm_catalog_free(&d->cat);
-	free(d->wl);
+	sm_workloads_free(d->wl);
 	d->cat = *cat;
 	memset(cat, 0, sizeof(*cat));
 	d->wl = wl;
 	d->node_idx = idx;
-	sm_intercept_refresh(d);
+	sm_workloads_refresh(d->wl, &d->cat, d->node_idx, d->cgroup_root);
 	/* the programs stay attached to the enrollment root: only the maps change */
 	err = sm_intercept_sync(d) || sm_hbone_catalog_changed(d) || sm_policy_catalog_changed(d);
 	sm_workers_resume(d);

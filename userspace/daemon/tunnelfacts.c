@@ -29,24 +29,21 @@
 #include <bpf/libbpf.h>
 #include <openssl/rand.h>
 
+#include "catalog.h"
 #include "daemon.h"
 #include "drop_reason.h"
 #include "flow_record.h"
 #include "log.h"
+#include "policyd.h"
 #include "sockmesh.skel.h"
+#include "tunnelfacts.h"
+#include "util.h"
+#include "workloads.h"
 
 #include <sockmesh/tunnel.h>
 
 /* Facts of an earlier daemon older than this after our start are nobody's any more. */
 #define FACTS_GRACE_S 30
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void fact_key(struct sm_tunnel_key *k, const struct sm_addr *a, uint16_t port)
 {
@@ -66,9 +63,9 @@ int sm_tunnel_facts_start(struct sm_daemon *d)
 	uint64_t id = 0;
 
 	if (RAND_bytes((unsigned char *) &id, sizeof(id)) != 1 || !id)
-		id = (uint64_t) mono_ns() ^ ((uint64_t) getpid() << 32);
+		id = (uint64_t) sm_mono_ns() ^ ((uint64_t) getpid() << 32);
 	d->instance = id;
-	d->instance_started_ns = mono_ns();
+	d->instance_started_ns = sm_mono_ns();
 	return 0;
 }
 
@@ -83,7 +80,7 @@ void sm_tunnel_fact_publish(struct sm_daemon *d, const struct sm_addr *key_addr,
 		return;
 	memset(&f, 0, sizeof(f));
 	f.instance = d->instance;
-	f.written_ns = (uint64_t) mono_ns();
+	f.written_ns = (uint64_t) sm_mono_ns();
 	f.handshake_us = tls->handshake_us;
 	f.inbound = inbound;
 	sm_strlcpy(f.trace, trace, sizeof(f.trace));
@@ -113,7 +110,7 @@ void sm_tunnel_fact_forget(struct sm_daemon *d, const struct sm_addr *key_addr, 
 /* The local end's workload, for the tls mode, as the tunnel's own join does. */
 static void fill_mode(const struct sm_daemon *d, struct sm_flow_record *r)
 {
-	int wl = sm_workload_by_cgroup(d, r->cgroup_id);
+	int wl = sm_workloads_by_cgroup(d->wl, r->cgroup_id);
 
 	if (wl < 0)
 		wl = sm_catalog_workload_by_identity(&d->cat, r->direction == SM_DIR_INGRESS
@@ -161,7 +158,7 @@ bool sm_tunnel_fact_apply(struct sm_daemon *d, const struct sm_addr *key_addr, u
 		r->source.identity = id;
 		sm_strlcpy(r->source.spiffe_id, f.peer_spiffe_id, sizeof(r->source.spiffe_id));
 		if (peer >= 0)
-			sm_flow_endpoint_workload(d, &r->source, peer);
+			sm_workload_endpoint(&d->cat, peer, &r->source);
 	}
 	if (!final)
 		return true;
@@ -185,7 +182,7 @@ void sm_tunnel_facts_sweep(struct sm_daemon *d)
 	int fd = facts_fd(d);
 	void *prev = NULL;
 
-	if (fd < 0 || mono_ns() - d->instance_started_ns < FACTS_GRACE_S * 1000000000LL)
+	if (fd < 0 || sm_mono_ns() - d->instance_started_ns < FACTS_GRACE_S * 1000000000LL)
 		return;
 	while (bpf_map_get_next_key(fd, prev, next) == 0) {
 		/* deleting the current key would restart the walk: delete the one before */

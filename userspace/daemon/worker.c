@@ -22,7 +22,10 @@
 #include <arpa/inet.h>
 
 #include "daemon.h"
+#include "evloop.h"
 #include "log.h"
+#include "util.h"
+#include "worker.h"
 
 #define WORKERS_MAX    256
 #define CALL_TIMEOUT_S 10 /* sm_workers_call(): a worker busier than this is reported */
@@ -52,6 +55,52 @@ static void call_done(struct sm_worker *w)
 	pthread_mutex_unlock(&d->pause_mu);
 }
 
+/* The hooks of struct sm_worker_part that take only the worker. */
+enum part_hook {
+	PART_STOP_ACCEPTING,
+	PART_RESUME_ACCEPTING,
+	PART_TICK,
+	PART_POLICY_RECHECK,
+	PART_FREE,
+};
+
+/* Run one hook of every part on w, last registered first. */
+static void parts_run(struct sm_worker *w, enum part_hook hook)
+{
+	for (unsigned int i = w->d->nworker_parts; i-- > 0;) {
+		const struct sm_worker_part *p = w->d->worker_parts[i];
+		void (*fn)(struct sm_worker * w) = NULL;
+
+		switch (hook) {
+		case PART_STOP_ACCEPTING:
+			fn = p->stop_accepting;
+			break;
+		case PART_RESUME_ACCEPTING:
+			fn = p->resume_accepting;
+			break;
+		case PART_TICK:
+			fn = p->tick;
+			break;
+		case PART_POLICY_RECHECK:
+			fn = p->policy_recheck;
+			break;
+		case PART_FREE:
+			fn = p->free;
+			break;
+		}
+		if (fn)
+			fn(w);
+	}
+}
+
+int sm_workers_add_part(struct sm_daemon *d, const struct sm_worker_part *part)
+{
+	if (d->nworker_parts >= SM_WORKER_PARTS_MAX)
+		return -ENOSPC;
+	d->worker_parts[d->nworker_parts++] = part;
+	return 0;
+}
+
 /* The main thread posted something: this runs between events, a safe point. */
 static void on_wake(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
@@ -65,15 +114,14 @@ static void on_wake(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 		pr_warn("worker %u: reading its eventfd: %s", w->id, strerror(errno));
 	cmds = __atomic_exchange_n(&w->cmds, 0, __ATOMIC_ACQ_REL);
 	if (cmds & SM_WCMD_POLICY_RECHECK) {
-		sm_hbone_worker_policy_recheck(w);
+		parts_run(w, PART_POLICY_RECHECK);
 		call_done(w);
 	}
 	if (cmds & SM_WCMD_PAUSE)
 		pause_here(w);
 	if ((cmds & SM_WCMD_STOP_ACCEPTING) && !w->draining) {
 		w->draining = true;
-		sm_proxy_stop_accepting(w);
-		sm_hbone_stop_accepting(w);
+		parts_run(w, PART_STOP_ACCEPTING);
 	}
 	if (cmds & SM_WCMD_STOP)
 		sm_evloop_stop(loop);
@@ -93,7 +141,7 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 	(void) events;
 	/* another thread may have taken the spare's slot when it was given back: try again */
 	spare_take(arg);
-	sm_hbone_worker_tick(arg);
+	parts_run(arg, PART_TICK);
 	/* a flood that stopped still gets its "suppressed N" line */
 	sm_log_limit_flush();
 }
@@ -107,8 +155,7 @@ static void on_backoff(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events
 	sm_evloop_timer_once(ev, 0);
 	w->backing_off = false;
 	spare_take(w);
-	sm_proxy_resume_accepting(w);
-	sm_hbone_resume_accepting(w);
+	parts_run(w, PART_RESUME_ACCEPTING);
 }
 
 void sm_worker_backoff(struct sm_worker *w)
@@ -119,8 +166,7 @@ void sm_worker_backoff(struct sm_worker *w)
 	if (sm_evloop_timer_once(w->backoff, SM_ACCEPT_BACKOFF_MS)) {
 		/* cannot happen with a valid timer; never leave a listener unwatched */
 		w->backing_off = false;
-		sm_proxy_resume_accepting(w);
-		sm_hbone_resume_accepting(w);
+		parts_run(w, PART_RESUME_ACCEPTING);
 	}
 }
 
@@ -229,11 +275,15 @@ static int worker_init(struct sm_daemon *d, struct sm_worker *w, unsigned int id
 	w->backoff = sm_evloop_timer(w->loop, 0, on_backoff, w); /* armed by sm_worker_backoff() */
 	if (!w->wake_ev || !w->tick || !w->backoff)
 		return -errno;
-	/* the tunnel first: the outbound side hands it connections */
-	err = sm_hbone_worker_start(w);
-	if (err)
-		return err;
-	return sm_proxy_start(w);
+	/* in the order registered: the tunnel before the outbound side that hands it connections */
+	for (unsigned int i = 0; i < w->d->nworker_parts; i++) {
+		const struct sm_worker_part *p = w->d->worker_parts[i];
+
+		err = p->start ? p->start(w) : 0;
+		if (err)
+			return err;
+	}
+	return 0;
 }
 
 int sm_workers_start(struct sm_daemon *d)
@@ -364,8 +414,7 @@ void sm_workers_stop(struct sm_daemon *d)
 
 		if (!w->loop)
 			continue;
-		sm_proxy_free(w);
-		sm_hbone_worker_free(w);
+		parts_run(w, PART_FREE);
 		sm_evloop_del(w->loop, w->tick);
 		sm_evloop_del(w->loop, w->backoff);
 		sm_evloop_del(w->loop, w->wake_ev);

@@ -229,6 +229,34 @@ int sm_strlcpy(char *dst, const char *src, size_t size)
 	return 0;
 }
 
+static int64_t clock_ns(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int64_t sm_mono_ns(void)
+{
+	return clock_ns(CLOCK_MONOTONIC);
+}
+
+int64_t sm_mono_ms(void)
+{
+	return clock_ns(CLOCK_MONOTONIC) / 1000000LL;
+}
+
+int64_t sm_mono_s(void)
+{
+	return clock_ns(CLOCK_MONOTONIC) / 1000000000LL;
+}
+
+int64_t sm_real_ns(void)
+{
+	return clock_ns(CLOCK_REALTIME);
+}
+
 int64_t sm_mono_to_real_offset_ns(void)
 {
 	struct timespec mono, real;

@@ -89,6 +89,15 @@ void sm_sock_close_reset(int fd);
 /* mkdir -p: every missing directory of path, with mode. 0 or -errno. */
 int sm_mkdir_p(const char *path, mode_t mode);
 
+/*
+ * The daemon's clocks, one place: CLOCK_MONOTONIC (the kernel's
+ * bpf_ktime_get_ns() clock) for timeouts and ages, in ns, ms or whole
+ * seconds; CLOCK_REALTIME in ns for the times records carry.
+ */
+int64_t sm_mono_ns(void);
+int64_t sm_mono_ms(void);
+int64_t sm_mono_s(void);
+int64_t sm_real_ns(void);
 /* CLOCK_REALTIME minus CLOCK_MONOTONIC, in ns: converts bpf_ktime_get_ns() to wall time. */
 int64_t sm_mono_to_real_offset_ns(void);
 /* RFC 3339 UTC with microseconds, e.g. "2026-11-29T20:01:02.123456Z". */

@@ -9,10 +9,11 @@
  * `sockmesh policy`.
  *
  * Threads: the main thread owns all of it. The workers read the compiled
- * policy (the inbound check in hbone.c) through sm_policy_check(); the
+ * policy (the inbound check in hbone_h2.c) through sm_policy_check(); the
  * compiled policy is replaced only while they are paused. After an apply
  * the workers re-check their live inbound streams on their own threads
- * (sm_hbone_policy_recheck(), called with the workers running).
+ * (the revision observer, sm_policy_observe(), called with the workers
+ * running).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,11 +28,16 @@
 #include <bpf/libbpf.h>
 #include <json-c/json.h>
 
+#include "catalog.h"
 #include "daemon.h"
+#include "datapath.h"
 #include "flow_record.h"
 #include "log.h"
 #include "policy.h"
+#include "policyd.h"
 #include "sockmesh.skel.h"
+#include "util.h"
+#include "worker.h"
 
 #include <sockmesh/intercept.h>
 
@@ -50,6 +56,7 @@ struct sm_policyd {
 	 * its id needs CAP_SYS_ADMIN, which the running daemon no longer has.
 	 */
 	int live_fd[2];
+	sm_policy_live_fn on_live; /* sm_policy_observe() */
 };
 
 /* ---- kernel maps ---- */
@@ -459,6 +466,24 @@ uint32_t sm_policy_revision(const struct sm_daemon *d)
 	return d->policy ? d->policy->revision : 0;
 }
 
+int sm_policy_observe(struct sm_daemon *d, sm_policy_live_fn fn)
+{
+	if (!d->policy)
+		return -ENOENT;
+	if (fn && d->policy->on_live)
+		return -EBUSY;
+	d->policy->on_live = fn;
+	return 0;
+}
+
+void sm_policy_size(const struct sm_daemon *d, int64_t *entries, int64_t *max)
+{
+	const struct sm_policyd *p = d->policy;
+
+	*entries = p ? (int64_t) p->compiled.nentries : -1;
+	*max = p ? (int64_t) d->cfg.max_policy_entries : -1;
+}
+
 void sm_policy_fill_record(const struct sm_daemon *d, uint32_t rule_id, uint32_t revision,
 			   enum sm_policy_reason reason, bool audit, struct sm_flow_record *r)
 {
@@ -638,11 +663,10 @@ static json_object *change(struct sm_daemon *d, struct sm_policy_set *set,
 	struct sm_policy_diff diff = {0};
 	uint32_t revision = p->revision + 1;
 	json_object *o = NULL;
-	struct timespec t0, t1;
+	int64_t t0 = sm_mono_ns(), t1;
 	uint64_t closed, streams;
 	int ret;
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	ret = sm_policy_compile(set, &d->cat, revision, d->cfg.max_policy_entries, &c, err);
 	if (ret)
 		goto out; /* err says why: too many entries (with the numbers), ... */
@@ -686,19 +710,17 @@ static json_object *change(struct sm_daemon *d, struct sm_policy_set *set,
 		state_save(p, &p->set, p->revision);
 		goto fail;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &t1);
+	t1 = sm_mono_ns();
 	/* the calling sides here (kernel), then the streams this node accepted (tunnel) */
 	closed = recheck_established(d);
-	streams = sm_hbone_policy_recheck(d);
+	streams = p->on_live ? p->on_live(d) : 0;
 	json_object_object_add(o, "closed", json_object_new_int64((int64_t) closed));
 	json_object_object_add(o, "streams_closed", json_object_new_int64((int64_t) streams));
 	if (closed || streams)
 		pr_info("policy revision %u: %llu established connections and %llu inbound tunnel "
 			"streams it denies were closed",
 			revision, (unsigned long long) closed, (unsigned long long) streams);
-	json_object_object_add(o, "apply_ms",
-			       json_object_new_double((double) (t1.tv_sec - t0.tv_sec) * 1e3 +
-						      (double) (t1.tv_nsec - t0.tv_nsec) / 1e6));
+	json_object_object_add(o, "apply_ms", json_object_new_double((double) (t1 - t0) / 1e6));
 	pr_info("policy revision %u applied: %zu policies, %zu kernel entries (+%zu -%zu ~%zu)",
 		revision, p->set.npolicies, p->compiled.nentries, diff.added, diff.removed,
 		diff.changed);

@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SOCKMESHD_FLOWACCT_H
+#define SOCKMESHD_FLOWACCT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct sm_daemon;
+struct sm_config;
+struct sm_error;
+struct sm_flow_record;
+struct sm_flow_endpoint;
+struct sm_sinks_stats;
+
+/* flowacct.c: ring buffer → flow records → sinks. */
+int sm_flowexp_start(struct sm_daemon *d);
+void sm_flowexp_stop(struct sm_daemon *d);
+/* Emit lost records when the kernel's loss counters moved. */
+void sm_flowexp_check_lost(struct sm_daemon *d);
+uint64_t sm_flowexp_records(const struct sm_daemon *d);
+uint64_t sm_flowexp_lost_records(const struct sm_daemon *d);
+/* The sinks' counters (zero before start). */
+void sm_flowexp_sink_stats(const struct sm_daemon *d, struct sm_sinks_stats *st);
+/* Write a record the daemon made itself (e.g. a refused handshake). Any thread. */
+void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r);
+
+/* The sinks' part: apply a reloaded config's flowlog section (SIGHUP). */
+int sm_flowexp_reconfigure(struct sm_daemon *d, const struct sm_config *cfg, struct sm_error *err);
+
+#endif /* SOCKMESHD_FLOWACCT_H */
