@@ -14,7 +14,7 @@
 
 #include "lib/common.h"
 
-#include <sockmesh/enroll.h>
+#include "sockmesh/enroll.h"
 
 /* The enrollment root's cgroup id (its kernfs node id), set by the loader. */
 const volatile __u64 cfg_enroll_root_id __weak = 0;

@@ -9,12 +9,12 @@
 #ifndef SOCKMESH_BPF_MAPS_H
 #define SOCKMESH_BPF_MAPS_H
 
-#include <sockmesh/intercept.h>
-#include <sockmesh/enroll.h>
-#include <sockmesh/tunnel.h>
-#include <sockmesh/flowacct.h>
-#include <sockmesh/redirect.h>
-#include <sockmesh/policy.h>
+#include "sockmesh/intercept.h"
+#include "sockmesh/enroll.h"
+#include "sockmesh/tunnel.h"
+#include "sockmesh/flowacct.h"
+#include "sockmesh/redirect.h"
+#include "sockmesh/policy.h"
 
 /*
  * enroll_paths: the local workloads' cgroup paths below the enrollment root,

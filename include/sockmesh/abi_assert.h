@@ -16,12 +16,12 @@
 #ifndef SOCKMESH_ABI_ASSERT_H
 #define SOCKMESH_ABI_ASSERT_H
 
-#include "common.h"
-#include "flowacct.h"
-#include "intercept.h"
-#include "enroll.h"
-#include "tunnel.h"
-#include "redirect.h"
+#include "sockmesh/common.h"
+#include "sockmesh/flowacct.h"
+#include "sockmesh/intercept.h"
+#include "sockmesh/enroll.h"
+#include "sockmesh/tunnel.h"
+#include "sockmesh/redirect.h"
 #include "sockmesh/policy.h"
 
 /* X(struct tag, sizeof) for every shared struct. */

@@ -23,8 +23,8 @@
 #ifndef SOCKMESH_ENROLL_H
 #define SOCKMESH_ENROLL_H
 
-#include "common.h"
-#include "intercept.h"
+#include "sockmesh/common.h"
+#include "sockmesh/intercept.h"
 
 /*
  * Longest cgroup name (one path component, without its NUL) that can be

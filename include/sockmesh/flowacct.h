@@ -7,7 +7,7 @@
 #ifndef SOCKMESH_FLOWACCT_H
 #define SOCKMESH_FLOWACCT_H
 
-#include "common.h"
+#include "sockmesh/common.h"
 
 enum sm_flow_event_type {
 	SM_FLOW_START = 1,  /* ACTIVE/PASSIVE_ESTABLISHED */

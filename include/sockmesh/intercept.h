@@ -9,7 +9,7 @@
 #ifndef SOCKMESH_INTERCEPT_H
 #define SOCKMESH_INTERCEPT_H
 
-#include "common.h"
+#include "sockmesh/common.h"
 
 /* workloads: key = cgroup v2 id (inode number of the cgroup directory),
  * value = the workload's identity. Written by the daemon from the catalog. */

@@ -6,7 +6,7 @@
 #ifndef SOCKMESH_REDIRECT_H
 #define SOCKMESH_REDIRECT_H
 
-#include "common.h"
+#include "sockmesh/common.h"
 
 /*
  * "sock_pairs" sockhash key. Each socket is inserted under its own tuple

@@ -12,7 +12,7 @@
 #ifndef SOCKMESH_TUNNEL_H
 #define SOCKMESH_TUNNEL_H
 
-#include "common.h"
+#include "sockmesh/common.h"
 
 /* Key: the workload socket's far end, as its flow records see it (the daemon's socket). */
 struct sm_tunnel_key {

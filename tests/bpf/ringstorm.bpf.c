@@ -11,7 +11,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include <sockmesh/flowacct.h>
+#include "sockmesh/flowacct.h"
 
 #define STORM_EVENTS 4096
 

@@ -44,7 +44,7 @@
 #include "worker.h"
 #include "workloads.h"
 
-#include <sockmesh/common.h>
+#include "sockmesh/common.h"
 
 #define CTL_BACKLOG	   128
 #define CTL_ACCEPT_BATCH   16	       /* accepts per wakeup */

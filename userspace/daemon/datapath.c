@@ -37,8 +37,8 @@
 #include "sockmesh.skel.h"
 #include "util.h"
 
-#include <sockmesh/common.h>
-#include <sockmesh/enroll.h>
+#include "sockmesh/common.h"
+#include "sockmesh/enroll.h"
 
 int sm_find_cgroup2_mount(char *buf, size_t len)
 {

@@ -45,8 +45,8 @@
 #include "worker.h"
 #include "workloads.h"
 
-#include <sockmesh/flowacct.h>
-#include <sockmesh/intercept.h>
+#include "sockmesh/flowacct.h"
+#include "sockmesh/intercept.h"
 
 /*
  * One drain of the ring buffer takes at most this long (wall clock), then

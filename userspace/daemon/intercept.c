@@ -25,8 +25,8 @@
 #include "sockmesh.skel.h"
 #include "util.h"
 
-#include <sockmesh/enroll.h>
-#include <sockmesh/intercept.h>
+#include "sockmesh/enroll.h"
+#include "sockmesh/intercept.h"
 
 /* One wanted entry; key and value bytes follow in data[] (key first). */
 struct kv {

@@ -49,7 +49,7 @@
 #include "spiffe.h"
 #include "util.h"
 
-#include <sockmesh/common.h>
+#include "sockmesh/common.h"
 
 #define ADMIN_BACKLOG	   1024
 #define ADMIN_MEMORY_LIMIT (32 * 1024) /* per connection: request line and headers */

@@ -39,7 +39,7 @@
 #include "util.h"
 #include "worker.h"
 
-#include <sockmesh/intercept.h>
+#include "sockmesh/intercept.h"
 
 #define POLICY_FILE "policy.json"
 

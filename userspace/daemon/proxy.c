@@ -46,7 +46,7 @@
 #include "worker.h"
 #include "workloads.h"
 
-#include <sockmesh/common.h>
+#include "sockmesh/common.h"
 
 #define RELAY_BUF (64 * 1024)
 #ifndef SO_ORIGINAL_DST

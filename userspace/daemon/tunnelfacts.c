@@ -40,7 +40,7 @@
 #include "util.h"
 #include "workloads.h"
 
-#include <sockmesh/tunnel.h>
+#include "sockmesh/tunnel.h"
 
 /* Facts of an earlier daemon older than this after our start are nobody's any more. */
 #define FACTS_GRACE_S 30

@@ -17,7 +17,7 @@
 #include "upstream.h"
 #include "util.h"
 
-#include <sockmesh/intercept.h>
+#include "sockmesh/intercept.h"
 
 static bool is_own_address(const struct sm_daemon *d, const struct sm_addr *a)
 {

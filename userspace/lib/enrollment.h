@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <sockmesh/enroll.h>
+#include "sockmesh/enroll.h"
 
 #include "util.h"
 
