@@ -14,6 +14,13 @@ SM_REPO=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
 # shellcheck source=../../scripts/sandbox.sh
 source "$SM_REPO/scripts/sandbox.sh"
 
+# The test PKI is made once per run (scripts/sandbox.sh, sb_make_pki): per
+# tests/run-tests.sh run when it set the cache, else per bats run (bats removes
+# its BATS_RUN_TMPDIR at the end).
+if [ -z "${SB_PKI_CACHE:-}" ] && [ -n "${BATS_RUN_TMPDIR:-}" ]; then
+	export SB_PKI_CACHE=$BATS_RUN_TMPDIR/sockmesh-pki
+fi
+
 SM_TD=spiffe://sockmesh.test/ns/it/sa
 SM_CLIENT_ID=$SM_TD/client
 SM_LOCAL_ID=$SM_TD/local
