@@ -18,6 +18,12 @@
 #              holds sockmesh.yaml, sockmesh.sock, flows.jsonl, sockmeshd.log, state/
 # Every name derives from ID, so `destroy ID` finds everything without state.
 #
+# Set by a test run (tests/run-tests.sh), unset otherwise:
+#   SB_REGISTER    a file: sb_create appends each sandbox id to it, so the run
+#                  can tell which leftovers are its own
+#   SB_PKI_CACHE   a directory: sb_make_pki makes each distinct PKI once per run
+#                  there and copies it (see sb_make_pki)
+#
 # Functions return non-zero on failure and say why on stderr; sb_destroy never
 # stops half way and may be called any number of times.
 
@@ -176,6 +182,11 @@ sb_create() {
 	fi
 	if [ -e "$SB_DIR" ] || [ -e "$SB_CG" ] || [ -e "/run/netns/$(sb_hub_ns)" ]; then
 		sb_log "sandbox '$id' exists already (remove it: scripts/sandbox.sh destroy $id)"
+		return 1
+	fi
+	# before anything exists, so that even a half-made sandbox is on the list
+	if [ -n "${SB_REGISTER:-}" ] && ! echo "$id" >>"$SB_REGISTER"; then
+		sb_log "cannot add '$id' to the list of this run's sandboxes $SB_REGISTER"
 		return 1
 	fi
 	if ! grep -qs " $SB_BPFFS_MOUNT bpf " /proc/mounts &&
