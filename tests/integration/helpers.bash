@@ -213,6 +213,44 @@ sm_egress_port() {
 	echo ".traffic_direction == \"EGRESS\" and .source.port == $1"
 }
 
+# sm_tcp_field NODE FIELD SS_FILTER...: the tcp_info counter FIELD, as `ss -i`
+# names it (bytes_received, bytes_acked, ...), of the first established TCP
+# socket in NODE's netns that SS_FILTER matches, e.g. "( sport = :40123 )".
+# Fails when no socket matches or the counter is absent (ss leaves out zeros).
+sm_tcp_field() {
+	local node=$1 field=$2 v
+	shift 2
+	v=$(nsenter --net="/run/netns/$(sb_ns "$node")" ss -tinH state established "$@" |
+		grep -oE "(^|[[:space:]])$field:[0-9]+" | head -n 1)
+	[ -n "$v" ] || return 1
+	echo "${v#*:}"
+}
+
+# sm_tcp_in_state NODE STATE SS_FILTER...: a TCP socket in NODE's netns that
+# SS_FILTER matches is in STATE (as ss names it: established, fin-wait-2, ...).
+sm_tcp_in_state() {
+	local node=$1 state=$2
+	shift 2
+	[ -n "$(nsenter --net="/run/netns/$(sb_ns "$node")" ss -tnH state "$state" "$@")" ]
+}
+
+# sm_has_echo NODE SS_FILTER...: that socket has received bytes: what it sent
+# went all the way to the server and the answer came back.
+sm_has_echo() {
+	local n
+	n=$(sm_tcp_field "$1" bytes_received "${@:2}") && [ "$n" -gt 0 ]
+}
+
+# sm_egress_start NODE DPORT [N]: wait (bounded) for N (default 1) conn_start
+# records of enrolled callers on NODE to port DPORT; print their source ports.
+sm_egress_start() {
+	local flt=".type == \"conn_start\" and .traffic_direction == \"EGRESS\" and
+		.destination.port == $2"
+	enough() { [ "$(sm_records "$1" "$2" | wc -l)" -ge "$3" ]; }
+	sm_wait_until 15 enough "$1" "$flt" "${3:-1}" || return 1
+	sm_records "$1" "$flt" | jq -r .source.port
+}
+
 # sm_assert_start_before_end NODE COOKIE: exactly one conn_start and one
 # conn_end for the socket, in that order.
 sm_assert_start_before_end() {

@@ -189,7 +189,11 @@ upload_then_stop_node2() { # BYTES RATE TIMEOUT
 	# and the sink answers only at the end: once node2 resumes nothing comes
 	# back to node1, so only the socket's EPOLLOUT can send what waits there.
 	upload_then_stop_node2 300000 200000 30
-	# the client sends all in 1.5 s at its rate; node1 then holds the rest: wait for that
+	# the client sends all in 1.5 s at its rate, then its FIN: node1 has acked
+	# that when the client's socket is in FIN-WAIT-2. node1 then holds the rest:
+	# wait for both
+	port=$(sm_egress_start node1 8083)
+	sm_wait_until 20 sm_tcp_in_state node1 fin-wait-2 "( sport = :$port )"
 	blocked=0
 	for ((i = 0; i < 150; i++)); do
 		blocked=$(tunnel node1 tls_send_blocked) || break
