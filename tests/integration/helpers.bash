@@ -234,9 +234,9 @@ sm_tcp_in_state() {
 	[ -n "$(nsenter --net="/run/netns/$(sb_ns "$node")" ss -tnH state "$state" "$@")" ]
 }
 
-# sm_has_echo NODE SS_FILTER...: that socket has received bytes: what it sent
-# went all the way to the server and the answer came back.
-sm_has_echo() {
+# sm_tcp_received NODE SS_FILTER...: that socket has received bytes (for a
+# client of an echo server: what it sent went all the way and came back).
+sm_tcp_received() {
 	local n
 	n=$(sm_tcp_field "$1" bytes_received "${@:2}") && [ "$n" -gt 0 ]
 }

@@ -280,9 +280,9 @@ explain() {
 	# both established on node1 (the iterator skips a socket not yet established)
 	# and carrying data: each client has had bytes echoed back
 	port=$(sm_egress_start node1 8080)
-	sm_wait_until 15 sm_has_echo node1 "( sport = :$port )"
+	sm_wait_until 15 sm_tcp_received node1 "( sport = :$port )"
 	port=$(sm_egress_start node1 9090)
-	sm_wait_until 15 sm_has_echo node1 "( sport = :$port )"
+	sm_wait_until 15 sm_tcp_received node1 "( sport = :$port )"
 	cat >"$POL" <<-EOF2
 	policies:
 	  - name: lockdown
@@ -327,7 +327,7 @@ explain() {
 	# echoed back through node2
 	ports=$(sm_egress_start node1 8080 2)
 	for port in $ports; do
-		sm_wait_until 15 sm_has_echo node1 "( sport = :$port )"
+		sm_wait_until 15 sm_tcp_received node1 "( sport = :$port )"
 	done
 	[ "$(sm_status node2 | jq -e .tunnel.policy_streams_closed)" -eq 0 ]
 	# only node2 learns it: node1 still lets the client connect, node2 must close it

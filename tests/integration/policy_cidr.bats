@@ -164,7 +164,7 @@ denied_ingress() { # JQ: the denied records on node2 for plaintext callers
 	sm_wait_until 10 accepted
 	# established on node2 (the iterator skips a socket not yet established):
 	# the caller has had bytes echoed back
-	sm_wait_until 15 sm_has_echo node1 "( dport = :8090 )"
+	sm_wait_until 15 sm_tcp_received node1 "( dport = :8090 )"
 	run policy node2 '{action: DENY, from: ["10.11.0.1/32"]}'
 	echo "$output"
 	[ "$status" -eq 0 ]
