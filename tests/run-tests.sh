@@ -397,7 +397,7 @@ run_integration() {
 		# this run's times replace the last ones of the same files, the others stay
 		{
 			printf '%s\n' "${FILE_TIMES[@]}"
-			cat "$TIMES" 2>/dev/null
+			cat "$TIMES" 2>/dev/null || true # none before the first run
 		} | awk '!seen[$1]++' >"$TIMES.tmp" 2>/dev/null && mv "$TIMES.tmp" "$TIMES"
 		echo "# slowest: $(printf '%s\n' "${FILE_TIMES[@]}" | sort -k2,2gr | head -n 5 |
 			awk '{ printf "%s%s %s s", sep, $1, $2; sep = ", " }')"
