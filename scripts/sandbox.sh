@@ -18,6 +18,12 @@
 #              holds sockmesh.yaml, sockmesh.sock, flows.jsonl, sockmeshd.log, state/
 # Every name derives from ID, so `destroy ID` finds everything without state.
 #
+# Set by a test run (tests/run-tests.sh), unset otherwise:
+#   SB_REGISTER    a file: sb_create appends each sandbox id to it, so the run
+#                  can tell which leftovers are its own
+#   SB_PKI_CACHE   a directory: sb_make_pki makes each distinct PKI once per run
+#                  there and copies it (see sb_make_pki)
+#
 # Functions return non-zero on failure and say why on stderr; sb_destroy never
 # stops half way and may be called any number of times.
 
@@ -178,6 +184,11 @@ sb_create() {
 		sb_log "sandbox '$id' exists already (remove it: scripts/sandbox.sh destroy $id)"
 		return 1
 	fi
+	# before anything exists, so that even a half-made sandbox is on the list
+	if [ -n "${SB_REGISTER:-}" ] && ! echo "$id" >>"$SB_REGISTER"; then
+		sb_log "cannot add '$id' to the list of this run's sandboxes $SB_REGISTER"
+		return 1
+	fi
 	if ! grep -qs " $SB_BPFFS_MOUNT bpf " /proc/mounts &&
 		! mount -t bpf bpf "$SB_BPFFS_MOUNT"; then
 		sb_log "cannot mount bpffs on $SB_BPFFS_MOUNT (mount -t bpf bpf $SB_BPFFS_MOUNT)"
@@ -272,6 +283,14 @@ sb_write_catalog() {
 # sb_write_catalog names these credentials (and makes the PKI itself on its first
 # call unless SB_MTLS=0). TRUST_DOMAIN defaults to the first workload's; all
 # workload SPIFFE IDs must be in it to verify.
+#
+# With SB_PKI_CACHE set (a directory that lives for one test run), the PKI for
+# the same trust domain and workloads is generated once, by the first sandbox
+# that needs it (under a lock), and every sandbox gets its own copy of it:
+# $SB_DIR/pki stays private and writable (rotation tests replace files in it),
+# the cached one is never written after it is made. A PKI is valid for a day
+# (its leaves) and its not-yet-valid SVID becomes valid after one: never keep
+# SB_PKI_CACHE across runs.
 sb_make_pki() {
 	local td=${1:-} args=() i
 	if [ -z "$td" ]; then
@@ -284,8 +303,38 @@ sb_make_pki() {
 		args+=("wl-${SB_WL_NAMES[$i]}=${SB_WL_SPIFFE[$i]}")
 	done
 	SB_PKI=$SB_DIR/pki
+	if [ -n "${SB_PKI_CACHE:-}" ]; then
+		sb__cached_pki "$SB_PKI" "$td" "${args[@]}"
+		return
+	fi
 	"$SB_REPO/scripts/test-pki.sh" "$SB_PKI" "$td" "${args[@]}" ||
 		{ sb_log "scripts/test-pki.sh failed"; return 1; }
+}
+
+# sb__cached_pki DEST TRUST_DOMAIN [NAME=SPIFFE_ID...]: copy into DEST the PKI
+# test-pki.sh makes for these arguments, from $SB_PKI_CACHE/<hash of them>,
+# making it there first if no sandbox of this run has. Parallel sandboxes wait
+# for the one that makes it (flock on the entry's lock file, bounded).
+sb__cached_pki() {
+	local dest=$1 key entry
+	shift
+	key=$(printf '%s\n' "$@" | sha256sum | cut -c1-16)
+	entry=$SB_PKI_CACHE/$key
+	mkdir -p "$SB_PKI_CACHE" ||
+		{ sb_log "cannot create the PKI cache $SB_PKI_CACHE"; return 1; }
+	if [ ! -d "$entry" ]; then
+		(
+			flock -w 120 9 || { sb_log "gave up waiting 120 s for the lock $entry.lock"; exit 1; }
+			[ ! -d "$entry" ] || exit 0
+			rm -rf "$entry.tmp"
+			"$SB_REPO/scripts/test-pki.sh" "$entry.tmp" "$@" ||
+				{ sb_log "scripts/test-pki.sh failed"; exit 1; }
+			# the rename publishes it whole: a sandbox sees all of it or none
+			mv "$entry.tmp" "$entry"
+		) 9>"$entry.lock" || return 1
+	fi
+	rm -rf "$dest"
+	cp -a "$entry" "$dest" || { sb_log "cannot copy the test PKI $entry to $dest"; return 1; }
 }
 
 # sb_cli NODE ARGS...: the CLI against NODE's daemon, bounded in time.

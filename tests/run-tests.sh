@@ -14,7 +14,11 @@
 #
 # Environment: SM_OUTPUT (build directory, default .output; make passes its
 # OUTPUT), SM_UNIT_TIMEOUT (s per unit binary, 300),
-# SM_BATS_TIMEOUT (s per bats file, 900).
+# SM_BATS_TIMEOUT (s per bats file, 900), SM_TEST_JOBS (bats files run at
+# once, default twice the CPUs; 1 runs them one by one). Each bats file's
+# output is printed whole when it ends; files marked
+# "# sockmesh-test: serial" run alone, after the others. tests/README.md
+# tells more.
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,22 +45,60 @@ find_output() {
 SM_OUTPUT=$(find_output)
 export SM_OUTPUT
 
+# A bats file run as a parallel job (TAP_DEFER=1) cannot number its checks:
+# they are written as records "<US>KIND<US>DESCRIPTION[<US>REASON]" (US is the
+# ASCII unit separator) and numbered by tap_replay when the file's output is
+# printed.
+TAP_DEFER=0
+TAP_US=$'\x1f'
+
 tap_ok() {
+	if [ "$TAP_DEFER" = 1 ]; then
+		printf '%sok%s%s\n' "$TAP_US" "$TAP_US" "$1"
+		return
+	fi
 	NUM=$((NUM + 1))
 	NPASS=$((NPASS + 1))
 	echo "ok $NUM - $1"
 }
 
 tap_fail() {
+	if [ "$TAP_DEFER" = 1 ]; then
+		printf '%sfail%s%s\n' "$TAP_US" "$TAP_US" "$1"
+		return
+	fi
 	NUM=$((NUM + 1))
 	NFAIL=$((NFAIL + 1))
 	echo "not ok $NUM - $1"
 }
 
 tap_skip() {
+	if [ "$TAP_DEFER" = 1 ]; then
+		printf '%sskip%s%s%s%s\n' "$TAP_US" "$TAP_US" "$1" "$TAP_US" "${2:-}"
+		return
+	fi
 	NUM=$((NUM + 1))
 	NSKIP=$((NSKIP + 1))
 	echo "ok $NUM - $1 # SKIP ${2:-}"
+}
+
+# tap_replay FILE: print a job's output, numbering its deferred checks.
+tap_replay() {
+	local line rest kind
+	while IFS= read -r line; do
+		if [ "${line:0:1}" != "$TAP_US" ]; then
+			printf '%s\n' "$line"
+			continue
+		fi
+		rest=${line:1}
+		kind=${rest%%"$TAP_US"*}
+		rest=${rest#*"$TAP_US"}
+		case "$kind" in
+		ok) tap_ok "$rest" ;;
+		fail) tap_fail "$rest" ;;
+		skip) tap_skip "${rest%%"$TAP_US"*}" "${rest#*"$TAP_US"}" ;;
+		esac
+	done <"$1"
 }
 
 # Indent a command's output as TAP comments.
@@ -192,8 +234,104 @@ run_bats_file() {
 	fi
 }
 
+# A file that must run alone (load, floods, CPU or timing measurements) says so
+# in a line of its own: "# sockmesh-test: serial (why)".
+bats_is_serial() {
+	grep -qE '^# sockmesh-test: serial([^[:alnum:]]|$)' "$1"
+}
+
+# How many bats files run at once: SM_TEST_JOBS, else twice the CPUs (most of
+# a test is waiting for daemons, timeouts and the network, not computing).
+integration_jobs() {
+	local j=${SM_TEST_JOBS:-}
+	if [ -z "$j" ]; then
+		j=$(($(nproc 2>/dev/null || echo 1) * 2))
+	fi
+	if [[ ! "$j" =~ ^[0-9]+$ ]] || [ "$j" -lt 1 ]; then
+		echo "# SM_TEST_JOBS='$j' is not a number of jobs (1 or more): running one file at a time" >&2
+		j=1
+	fi
+	echo "$j"
+}
+
+# The files, longest first, so that the last ones to start are short: by the
+# time each took in the last run (TIMES, lines "NAME SECONDS"), a file not in
+# it at 10 s a test.
+order_longest_first() {
+	local f name t
+	for f in "$@"; do
+		name=$(basename "$f" .bats)
+		t=$(awk -v n="$name" '$1 == n { t = $2 } END { print t + 0 }' "$TIMES" 2>/dev/null)
+		[ "${t:-0}" != 0 ] || t=$(($(grep -c '^@test' "$f") * 10))
+		printf '%s\t%s\n' "$t" "$f"
+	done | sort -t "$(printf '\t')" -k1,1gr | cut -f2-
+}
+
+# Background jobs (bats files; with --all also lint and the unit tests): each
+# one's output goes to a file and is printed whole when it ends. pid -> name
+# (integration/FILE, lint, unit), output file, start time.
+declare -A JOB_NAME=() JOB_OUT=() JOB_T0=()
+JOB_SEQ=0
+FILE_TIMES=() # "FILE SECONDS" of every bats file run, for the summary and TIMES
+
+# start_job NAME CMD...: run CMD in the background, its checks deferred.
+start_job() {
+	local name=$1 out
+	shift
+	JOB_SEQ=$((JOB_SEQ + 1))
+	out=$RUN_DIR/job.$JOB_SEQ.out
+	(
+		TAP_DEFER=1
+		"$@"
+	) >"$out" 2>&1 </dev/null &
+	JOB_NAME[$!]=$name
+	JOB_OUT[$!]=$out
+	JOB_T0[$!]=$EPOCHREALTIME
+}
+
+# job_done NAME T0: say how long it took; a bats file's time is kept.
+job_done() {
+	local secs
+	secs=$(awk -v a="$2" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+	echo "# $1: $secs s"
+	case "$1" in
+	integration/*) FILE_TIMES+=("${1#integration/} $secs") ;;
+	esac
+}
+
+# reap_job: wait for any job to end, then print its output whole.
+reap_job() {
+	local pid=""
+	wait -n -p pid "${!JOB_NAME[@]}"
+	[ -n "$pid" ] || return 0
+	tap_replay "${JOB_OUT[$pid]}"
+	job_done "${JOB_NAME[$pid]}" "${JOB_T0[$pid]}"
+	rm -f "${JOB_OUT[$pid]}"
+	unset "JOB_NAME[$pid]" "JOB_OUT[$pid]" "JOB_T0[$pid]"
+}
+
+reap_all_jobs() {
+	while [ ${#JOB_NAME[@]} -gt 0 ]; do
+		reap_job
+	done
+}
+
+# Each run has a directory (RUN_DIR) that its sandboxes share: the list of
+# their ids (SB_REGISTER: the leftover check looks at these only, not at other
+# runs' sandboxes on the same machine) and the test PKI, made once per run
+# (SB_PKI_CACHE, see scripts/sandbox.sh). Removed when the runner exits.
+make_run_dir() {
+	[ -z "${RUN_DIR:-}" ] || return 0
+	RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sockmesh-run.XXXXXX") || return 1
+	trap 'rm -rf "$RUN_DIR"' EXIT
+	export SM_TEST_RUN_DIR=$RUN_DIR
+	export SB_REGISTER=$RUN_DIR/sandboxes
+	export SB_PKI_CACHE=$RUN_DIR/pki
+	: >"$SB_REGISTER"
+}
+
 run_integration() {
-	local files=("$@") f n i before after left
+	local files=("$@") f n i left jobs t0 parallel=() serial=() ordered=()
 	if [ ${#files[@]} -eq 0 ]; then
 		files=("$REPO"/tests/integration/*.bats)
 		[ -e "${files[0]}" ] || files=()
@@ -217,7 +355,11 @@ run_integration() {
 		done
 		return
 	fi
-	before=$(sandbox_ids)
+	make_run_dir || {
+		tap_fail "integration: cannot create a run directory in ${TMPDIR:-/tmp}"
+		return
+	}
+	TIMES=$SM_OUTPUT/integration-times
 	for f in "${files[@]}"; do
 		case "$f" in
 		*/*) ;;
@@ -227,10 +369,40 @@ run_integration() {
 			tap_fail "integration/$(basename "$f" .bats): no such file"
 			continue
 		fi
-		run_bats_file "$f"
+		if bats_is_serial "$f"; then
+			serial+=("$f")
+		else
+			parallel+=("$f")
+		fi
 	done
-	after=$(sandbox_ids)
-	left=$(comm -13 <(echo "$before") <(echo "$after") | tr '\n' ' ')
+	jobs=$(integration_jobs)
+	echo "# integration: ${#parallel[@]} files, $jobs at a time; then ${#serial[@]} alone"
+	if [ ${#parallel[@]} -gt 0 ]; then
+		mapfile -t ordered < <(order_longest_first "${parallel[@]}")
+	fi
+	for f in "${ordered[@]}"; do
+		while [ ${#JOB_NAME[@]} -ge "$jobs" ]; do
+			reap_job
+		done
+		start_job "integration/$(basename "$f" .bats)" run_bats_file "$f"
+	done
+	reap_all_jobs
+	# files marked serial run alone: nothing else runs while they do
+	for f in "${serial[@]}"; do
+		t0=$EPOCHREALTIME
+		run_bats_file "$f"
+		job_done "integration/$(basename "$f" .bats)" "$t0"
+	done
+	if [ ${#FILE_TIMES[@]} -gt 0 ]; then
+		# this run's times replace the last ones of the same files, the others stay
+		{
+			printf '%s\n' "${FILE_TIMES[@]}"
+			cat "$TIMES" 2>/dev/null || true # none before the first run
+		} | awk '!seen[$1]++' >"$TIMES.tmp" 2>/dev/null && mv "$TIMES.tmp" "$TIMES"
+		echo "# slowest: $(printf '%s\n' "${FILE_TIMES[@]}" | sort -k2,2gr | head -n 5 |
+			awk '{ printf "%s%s %s s", sep, $1, $2; sep = ", " }')"
+	fi
+	left=$(sort -u "$SB_REGISTER" | comm -12 - <(sandbox_ids | sort -u) | tr '\n' ' ')
 	if [ -n "${left// /}" ]; then
 		tap_fail "integration: nothing left behind (sandboxes left: $left; remove with scripts/sandbox.sh destroy ID)"
 	else
@@ -335,7 +507,7 @@ schema_python() {
 # clang-tidy with the repo's .clang-tidy on the user-space C files; it needs
 # the generated skeleton header, so the build must have run (make test does).
 run_clang_tidy() {
-	local files out rc
+	local files flags out rc n i j part pids tmp
 	if ! command -v clang-tidy >/dev/null; then
 		tap_fail "lint: clang-tidy (not installed: run scripts/install-deps.sh)"
 		return
@@ -346,11 +518,29 @@ run_clang_tidy() {
 	fi
 	mapfile -t files < <(ls userspace/daemon/*.c userspace/lib/*.c userspace/cli/*.c \
 		tests/tools/*.c 2>/dev/null)
-	# shellcheck disable=SC2046 # pkg-config prints several words on purpose
-	out=$(clang-tidy -quiet "${files[@]}" -- -std=gnu11 -D_GNU_SOURCE \
-		-DSOCKMESH_VERSION=\"lint\" -I"$SM_OUTPUT" -Iinclude -Iuserspace/lib -Iuserspace/daemon \
-		-Iuserspace/cli $(pkg-config --cflags json-c yaml-0.1 libbpf) 2>&1)
-	rc=$?
+	# shellcheck disable=SC2207 # pkg-config prints several words on purpose
+	flags=(-std=gnu11 -D_GNU_SOURCE -DSOCKMESH_VERSION=\"lint\" -I"$SM_OUTPUT" -Iinclude
+		-Iuserspace/lib -Iuserspace/daemon -Iuserspace/cli
+		$(pkg-config --cflags json-c yaml-0.1 libbpf))
+	# one clang-tidy per CPU, each on every n-th file; their reports are printed one after another
+	n=$(nproc 2>/dev/null || echo 1)
+	tmp=$(mktemp -d)
+	pids=()
+	for ((i = 0; i < n; i++)); do
+		part=()
+		for ((j = i; j < ${#files[@]}; j += n)); do
+			part+=("${files[$j]}")
+		done
+		[ ${#part[@]} -gt 0 ] || continue
+		clang-tidy -quiet "${part[@]}" -- "${flags[@]}" >"$tmp/$i" 2>&1 </dev/null &
+		pids+=($!)
+	done
+	rc=0
+	for i in "${pids[@]}"; do
+		wait "$i" || rc=1
+	done
+	out=$(cat "$tmp"/*)
+	rm -rf "$tmp"
 	if [ $rc -eq 0 ]; then
 		tap_ok "lint: clang-tidy (${#files[@]} files)"
 	else
@@ -376,9 +566,15 @@ case "$mode" in
 	run_lint
 	;;
 --all)
-	run_lint
-	run_unit "$@"
+	# lint and the unit tests run as two jobs beside the first bats files
+	make_run_dir || {
+		echo "# cannot create a run directory in ${TMPDIR:-/tmp}" >&2
+		exit 2
+	}
+	start_job lint run_lint
+	start_job unit run_unit "$@"
 	run_integration
+	reap_all_jobs
 	;;
 -h | --help)
 	sed -n 's/^#   //p' "${BASH_SOURCE[0]}"

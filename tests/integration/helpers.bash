@@ -14,6 +14,13 @@ SM_REPO=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
 # shellcheck source=../../scripts/sandbox.sh
 source "$SM_REPO/scripts/sandbox.sh"
 
+# The test PKI is made once per run (scripts/sandbox.sh, sb_make_pki): per
+# tests/run-tests.sh run when it set the cache, else per bats run (bats removes
+# its BATS_RUN_TMPDIR at the end).
+if [ -z "${SB_PKI_CACHE:-}" ] && [ -n "${BATS_RUN_TMPDIR:-}" ]; then
+	export SB_PKI_CACHE=$BATS_RUN_TMPDIR/sockmesh-pki
+fi
+
 SM_TD=spiffe://sockmesh.test/ns/it/sa
 SM_CLIENT_ID=$SM_TD/client
 SM_LOCAL_ID=$SM_TD/local
@@ -204,6 +211,44 @@ sm_wait_record() {
 # Filter for records of the client socket whose local port is $1.
 sm_egress_port() {
 	echo ".traffic_direction == \"EGRESS\" and .source.port == $1"
+}
+
+# sm_tcp_field NODE FIELD SS_FILTER...: the tcp_info counter FIELD, as `ss -i`
+# names it (bytes_received, bytes_acked, ...), of the first established TCP
+# socket in NODE's netns that SS_FILTER matches, e.g. "( sport = :40123 )".
+# Fails when no socket matches or the counter is absent (ss leaves out zeros).
+sm_tcp_field() {
+	local node=$1 field=$2 v
+	shift 2
+	v=$(nsenter --net="/run/netns/$(sb_ns "$node")" ss -tinH state established "$@" |
+		grep -oE "(^|[[:space:]])$field:[0-9]+" | head -n 1)
+	[ -n "$v" ] || return 1
+	echo "${v#*:}"
+}
+
+# sm_tcp_in_state NODE STATE SS_FILTER...: a TCP socket in NODE's netns that
+# SS_FILTER matches is in STATE (as ss names it: established, fin-wait-2, ...).
+sm_tcp_in_state() {
+	local node=$1 state=$2
+	shift 2
+	[ -n "$(nsenter --net="/run/netns/$(sb_ns "$node")" ss -tnH state "$state" "$@")" ]
+}
+
+# sm_tcp_received NODE SS_FILTER...: that socket has received bytes (for a
+# client of an echo server: what it sent went all the way and came back).
+sm_tcp_received() {
+	local n
+	n=$(sm_tcp_field "$1" bytes_received "${@:2}") && [ "$n" -gt 0 ]
+}
+
+# sm_egress_start NODE DPORT [N]: wait (bounded) for N (default 1) conn_start
+# records of enrolled callers on NODE to port DPORT; print their source ports.
+sm_egress_start() {
+	local flt=".type == \"conn_start\" and .traffic_direction == \"EGRESS\" and
+		.destination.port == $2"
+	enough() { [ "$(sm_records "$1" "$2" | wc -l)" -ge "$3" ]; }
+	sm_wait_until 15 enough "$1" "$flt" "${3:-1}" || return 1
+	sm_records "$1" "$flt" | jq -r .source.port
 }
 
 # sm_assert_start_before_end NODE COOKIE: exactly one conn_start and one

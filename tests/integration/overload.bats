@@ -6,6 +6,10 @@
 # on the HBONE port from one address. Each excess connection is refused
 # promptly, counted and recorded; the log stays bounded and the daemon does
 # not spin; other clients keep working.
+#
+# sockmesh-test: serial (it measures the daemon's CPU time and how soon 300
+# excess connections settle, and floods node2 with 2,000 connections: other
+# files running beside it would skew the one and feel the other)
 
 load helpers
 

@@ -277,7 +277,12 @@ explain() {
 	same=$SB_RUN_PID
 	streaming() { [ "$(sm_status node1 | jq .tunnel.streams_open)" -ge 1 ]; }
 	sm_wait_until 10 streaming
-	sleep 1
+	# both established on node1 (the iterator skips a socket not yet established)
+	# and carrying data: each client has had bytes echoed back
+	port=$(sm_egress_start node1 8080)
+	sm_wait_until 15 sm_tcp_received node1 "( sport = :$port )"
+	port=$(sm_egress_start node1 9090)
+	sm_wait_until 15 sm_tcp_received node1 "( sport = :$port )"
 	cat >"$POL" <<-EOF2
 	policies:
 	  - name: lockdown
@@ -317,7 +322,13 @@ explain() {
 	allowed_out=$SB_RUN_OUT
 	both_open() { [ "$(sm_status node2 | jq .tunnel.streams_open)" -ge 2 ]; }
 	sm_wait_until 10 both_open
-	sleep 1
+	# both streams established on node2 (only those are reset; one still
+	# connecting to the service is answered 403): each client has had bytes
+	# echoed back through node2
+	ports=$(sm_egress_start node1 8080 2)
+	for port in $ports; do
+		sm_wait_until 15 sm_tcp_received node1 "( sport = :$port )"
+	done
 	[ "$(sm_status node2 | jq -e .tunnel.policy_streams_closed)" -eq 0 ]
 	# only node2 learns it: node1 still lets the client connect, node2 must close it
 	write_policy server-from-local "$SM_SERVER_ID" ALLOW "$SM_LOCAL_ID"

@@ -162,7 +162,9 @@ denied_ingress() { # JQ: the denied records on node2 for plaintext callers
 	live_out=$SB_RUN_OUT
 	accepted() { [ "$(sm_counter node2 ingress_plaintext_allowed)" -ge 1 ]; }
 	sm_wait_until 10 accepted
-	sleep 1
+	# established on node2 (the iterator skips a socket not yet established):
+	# the caller has had bytes echoed back
+	sm_wait_until 15 sm_tcp_received node1 "( dport = :8090 )"
 	run policy node2 '{action: DENY, from: ["10.11.0.1/32"]}'
 	echo "$output"
 	[ "$status" -eq 0 ]

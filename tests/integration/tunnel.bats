@@ -147,10 +147,20 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 	[ -z "$(grep -v '127\.0\.0\.1:' <<<"$tw")" ]
 }
 
+# freeze NODE CGROUP 1|0: freeze (1) or thaw (0) every process of the cgroup
+# (cgroup v2 cgroup.freeze) and wait until the kernel says it is done.
+freeze() {
+	local cg
+	cg=$(sb_cgroup_dir "$1" "$2")
+	echo "$3" >"$cg/cgroup.freeze"
+	sm_wait_until 10 grep -qx "frozen $3" "$cg/cgroup.events"
+}
+
 # Small TCP buffers on the tunnel hop (far less than one stream's 1 MiB
 # HTTP/2 window, so the TLS socket fills before the window runs out), an
 # upload of BYTES at RATE bytes/s to node2's sink, and node2's daemon stopped
-# once it has answered the CONNECT. Sets client and out.
+# once it has answered the CONNECT, with most of the upload still to come.
+# Sets client and out.
 upload_then_stop_node2() { # BYTES RATE TIMEOUT
 	ip netns exec "$(sb_ns node1)" sysctl -qw net.ipv4.tcp_wmem="4096 32768 65536"
 	ip netns exec "$(sb_ns node2)" sysctl -qw net.ipv4.tcp_rmem="4096 32768 65536"
@@ -159,11 +169,22 @@ upload_then_stop_node2() { # BYTES RATE TIMEOUT
 	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.2:8083 --bytes "$1" --chunk 4096 \
 		--rate "$2" --expect sink --timeout "$3"
 	client=$SB_RUN_PID out=$SB_RUN_OUT
-	# node2 connected to the sink (its record), so it has answered the CONNECT: bytes flow.
-	# Stopped before that answer, node1 would hold the upload unsent, not in TLS.
-	sm_wait_record node2 '.type == "conn_start" and .traffic_direction == "INGRESS" and
-		.destination.port == 8083' >/dev/null
+	# The client is paused once node1's outbound listener has taken its first
+	# bytes: node1 holds them until node2 answers the CONNECT. Waiting for
+	# node2's answer with the client running let a slow machine pass the whole
+	# upload through node2 before it was stopped (and node1 never blocked).
+	sent_some() {
+		local n
+		n=$(sm_tcp_field node1 bytes_acked "( dport = :15001 )") && [ "$n" -gt 1 ]
+	}
+	sm_wait_until 15 sent_some
+	freeze node1 client 1
+	# The sink has bytes: node2 has answered (node1 sends DATA only after the
+	# answer). Stopped before that answer, node1 would hold the upload unsent,
+	# not in TLS.
+	sm_wait_until 15 sm_tcp_received node2 "( sport = :8083 )"
 	kill -STOP "$(sb_daemon_pid node2)"
+	freeze node1 client 0
 }
 
 @test "a stalled receiving daemon fills the TLS socket: the sender waits, then every byte arrives" {
@@ -189,7 +210,11 @@ upload_then_stop_node2() { # BYTES RATE TIMEOUT
 	# and the sink answers only at the end: once node2 resumes nothing comes
 	# back to node1, so only the socket's EPOLLOUT can send what waits there.
 	upload_then_stop_node2 300000 200000 30
-	# the client sends all in 1.5 s at its rate; node1 then holds the rest: wait for that
+	# the client sends all in 1.5 s at its rate, then its FIN: node1 has acked
+	# that when the client's socket is in FIN-WAIT-2. node1 then holds the rest:
+	# wait for both
+	port=$(sm_egress_start node1 8083)
+	sm_wait_until 20 sm_tcp_in_state node1 fin-wait-2 "( sport = :$port )"
 	blocked=0
 	for ((i = 0; i < 150; i++)); do
 		blocked=$(tunnel node1 tls_send_blocked) || break
