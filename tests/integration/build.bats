@@ -148,7 +148,7 @@ EOF
 }
 
 @test "an edited daemon or BPF header rebuilds only its users; the skeleton follows the BPF objects" {
-	local objs=("$OUT/daemon/hbone.o" "$OUT/daemon/main.o")
+	local objs=("$OUT/daemon/hbone.o" "$OUT/daemon/main.o" "$OUT/daemon/flowacct.o")
 	run make -C "$REPO" OUTPUT="$OUT" CFLAGS=-O0 "${objs[@]}"
 	echo "$output" | tail -n 20
 	[ "$status" -eq 0 ]
@@ -156,8 +156,9 @@ EOF
 	[ "$status" -eq 0 ]
 	command_for "$OUT/daemon/hbone.o"
 	not_built "$OUT/daemon/main.o"
-	# sockpairs.h is included by redirect and flowacct only; hbone.c includes the
-	# skeleton, main.c does not
+	not_built "$OUT/daemon/flowacct.o"
+	# sockpairs.h is included by redirect and flowacct only; flowacct.c includes
+	# the skeleton, hbone.c and main.c do not
 	run dry_run CFLAGS=-O0 -W bpf/lib/sockpairs.h "${objs[@]}"
 	[ "$status" -eq 0 ]
 	command_for "$OUT/bpf/redirect.bpf.o"
@@ -165,8 +166,9 @@ EOF
 	not_built "$OUT/bpf/intercept.bpf.o"
 	grep -q "gen object $OUT/sockmesh.bpf.o" <<<"$output"
 	grep -q "gen skeleton $OUT/sockmesh.bpf.o" <<<"$output"
-	command_for "$OUT/daemon/hbone.o"
+	command_for "$OUT/daemon/flowacct.o"
 	not_built "$OUT/daemon/main.o"
+	not_built "$OUT/daemon/hbone.o"
 }
 
 @test "vmlinux.h: dumped from VMLINUX_BTF, or VMLINUX_H as given, else a clear error" {
