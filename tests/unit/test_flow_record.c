@@ -32,8 +32,9 @@ static void set_ep(struct sm_flow_endpoint *ep, const char *ip, uint16_t port, u
 	assert_int_equal(sm_addr_parse(ip, &ep->addr), 0);
 	ep->port = port;
 	ep->identity = identity;
-	assert_int_equal(sm_strlcpy(ep->spiffe_id, spiffe_id, sizeof(ep->spiffe_id)), 0);
-	assert_int_equal(sm_strlcpy(ep->workload, workload, sizeof(ep->workload)), 0);
+	/* unknown is NULL, as a record the daemon fills (and the decoder) leaves it */
+	ep->spiffe_id = *spiffe_id ? sm_intern(spiffe_id) : NULL;
+	ep->workload = *workload ? sm_intern(workload) : NULL;
 }
 
 /* A conn_end the daemon could write for a captured IPv4 connection. */
@@ -47,8 +48,8 @@ static void make_conn(struct sm_flow_record *r)
 	r->direction = SM_DIR_EGRESS;
 	set_ep(&r->source, "10.11.0.1", 40000, 256, "spiffe://example.org/ns/demo/sa/client",
 	       "client");
-	strcpy(r->source.node, "node1");
-	strcpy(r->source.cgroup, "sockmesh/client");
+	r->source.node = sm_intern("node1");
+	r->source.cgroup = sm_intern("sockmesh/client");
 	set_ep(&r->destination, "10.11.0.2", 8080, 257, "spiffe://example.org/ns/demo/sa/server",
 	       "server2");
 	r->captured = true;
@@ -231,8 +232,7 @@ static void test_round_trip_ipv6_and_omitted(void **state)
 	make_conn(&r);
 	memset(r.node, 0, sizeof(r.node));
 	strcpy(r.node, "n\"1\\\t/");
-	memset(r.source.workload, 0, sizeof(r.source.workload));
-	strcpy(r.source.workload, "w\xc3\xa9");
+	r.source.workload = sm_intern("w\xc3\xa9");
 	round_trip(&r, "escaped strings");
 }
 
@@ -277,9 +277,26 @@ static void test_encode_rejects(void **state)
 	memset(r.node, 'x', sizeof(r.node));
 	ASSERT_EQ(sm_flow_record_encode(&r, &json_text), -EINVAL, "unterminated node");
 	make_conn(&r);
-	memset(r.source.spiffe_id, 'x', sizeof(r.source.spiffe_id));
-	ASSERT_EQ(sm_flow_record_encode(&r, &json_text), -EINVAL, "unterminated spiffe_id");
-	ASSERT_EQ(json_text == NULL, 1, "no output on error");
+	{
+		/* a string longer than the schema allows is refused, not cut */
+		char long_id[SM_FLOW_SPIFFE_MAX + 1];
+
+		memset(long_id, 'x', sizeof(long_id) - 1);
+		long_id[sizeof(long_id) - 1] = '\0';
+		r.source.spiffe_id = long_id;
+		ASSERT_EQ(sm_flow_record_encode(&r, &json_text), -EINVAL, "spiffe_id too long");
+		ASSERT_EQ(json_text == NULL, 1, "no output on error");
+		long_id[SM_FLOW_SPIFFE_MAX - 1] = '\0'; /* 255 bytes: the most there may be */
+		ASSERT_EQ(sm_flow_record_encode(&r, &json_text), 0, "a 255-byte spiffe_id");
+		free_text(NULL);
+		r.source.spiffe_id = NULL;
+	}
+	make_conn(&r);
+	r.tls.present = true;
+	r.tls.peer_spiffe_id = "";
+	ASSERT_EQ(sm_flow_record_encode(&r, &json_text), 0, "an empty string is omitted");
+	ASSERT_EQ(strstr(json_text, "peer_spiffe_id") == NULL, 1, "empty peer_spiffe_id omitted");
+	free_text(NULL);
 }
 
 /* Make text from the golden record with one substring replaced. */
@@ -530,8 +547,8 @@ static void test_tls_block(void **state)
 	r.tls.encrypted = true;
 	snprintf(r.tls.version, sizeof(r.tls.version), "TLSv1.3");
 	snprintf(r.tls.cipher, sizeof(r.tls.cipher), "TLS_AES_128_GCM_SHA256");
-	snprintf(r.tls.local_spiffe_id, sizeof(r.tls.local_spiffe_id), "spiffe://td/a");
-	snprintf(r.tls.peer_spiffe_id, sizeof(r.tls.peer_spiffe_id), "spiffe://td/b");
+	r.tls.local_spiffe_id = sm_intern("spiffe://td/a");
+	r.tls.peer_spiffe_id = sm_intern("spiffe://td/b");
 	r.tls.handshake_us = 1234;
 	snprintf(r.trace_id, sizeof(r.trace_id),
 		 "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");

@@ -20,15 +20,13 @@ static void sample(struct sm_flow_record *r)
 	sm_addr_parse("10.0.1.5", &r->source.addr);
 	r->source.port = 40000;
 	r->source.identity = 256;
-	sm_strlcpy(r->source.spiffe_id, "spiffe://example.org/ns/prod/sa/api",
-		   sizeof(r->source.spiffe_id));
-	sm_strlcpy(r->source.workload, "api", sizeof(r->source.workload));
+	r->source.spiffe_id = sm_intern("spiffe://example.org/ns/prod/sa/api");
+	r->source.workload = sm_intern("api");
 	sm_addr_parse("10.0.2.7", &r->destination.addr);
 	r->destination.port = 8080;
 	r->destination.identity = 258;
-	sm_strlcpy(r->destination.spiffe_id, "spiffe://example.org/ns/prod/sa/web",
-		   sizeof(r->destination.spiffe_id));
-	sm_strlcpy(r->destination.workload, "web", sizeof(r->destination.workload));
+	r->destination.spiffe_id = sm_intern("spiffe://example.org/ns/prod/sa/web");
+	r->destination.workload = sm_intern("web");
 	sm_strlcpy(r->trace_id, "00-0123-4567-01", sizeof(r->trace_id));
 }
 

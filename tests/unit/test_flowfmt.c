@@ -25,14 +25,12 @@ static void conn_end(struct sm_flow_record *r)
 	sm_addr_parse("10.11.0.1", &r->source.addr);
 	r->source.port = 40000;
 	r->source.identity = 257;
-	sm_strlcpy(r->source.spiffe_id, "spiffe://example.org/ns/demo/sa/client",
-		   sizeof(r->source.spiffe_id));
-	sm_strlcpy(r->source.workload, "client", sizeof(r->source.workload));
+	r->source.spiffe_id = sm_intern("spiffe://example.org/ns/demo/sa/client");
+	r->source.workload = sm_intern("client");
 	sm_addr_parse("10.11.0.2", &r->destination.addr);
 	r->destination.port = 8080;
 	r->destination.identity = 258;
-	sm_strlcpy(r->destination.spiffe_id, "spiffe://example.org/ns/demo/sa/server",
-		   sizeof(r->destination.spiffe_id));
+	r->destination.spiffe_id = sm_intern("spiffe://example.org/ns/demo/sa/server");
 	r->total = (struct sm_flow_counters){1000, 2000, 30, 40};
 	r->delta = (struct sm_flow_counters){100, 200, 2, 3};
 }
@@ -45,10 +43,10 @@ static void conn_ingress6(struct sm_flow_record *r)
 	r->direction = SM_DIR_INGRESS;
 	sm_addr_parse("fc42::1", &r->source.addr);
 	r->source.identity = 2;
-	r->source.spiffe_id[0] = '\0';
-	r->source.workload[0] = '\0';
+	r->source.spiffe_id = NULL;
+	r->source.workload = NULL;
 	sm_addr_parse("fc42::2", &r->destination.addr);
-	sm_strlcpy(r->destination.workload, "server2", sizeof(r->destination.workload));
+	r->destination.workload = sm_intern("server2");
 }
 
 static void denied(struct sm_flow_record *r)
@@ -128,7 +126,7 @@ static void test_compact_hostile_names(void **state)
 
 	(void) state;
 	conn_end(&r);
-	sm_strlcpy(r.source.workload, "a\x1b[31mb\n", sizeof(r.source.workload));
+	r.source.workload = sm_intern("a\x1b[31mb\n");
 	sm_strlcpy(r.drop_reason, "x\ty", sizeof(r.drop_reason));
 	sm_flowfmt_compact(&r, buf, sizeof(buf));
 	ASSERT_HAS(buf, "(a?[31mb?)", "escape and newline shown as '?'");

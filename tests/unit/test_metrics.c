@@ -42,10 +42,10 @@ static void make_conn(struct sm_flow_record *r, enum sm_flow_record_type type, b
 	r->type = type;
 	r->verdict = SM_VERDICT_FORWARDED;
 	r->direction = ingress ? SM_DIR_INGRESS : SM_DIR_EGRESS;
-	strcpy(r->source.spiffe_id, CLIENT_ID);
-	strcpy(r->source.workload, "client");
-	strcpy(r->destination.spiffe_id, SERVER_ID);
-	strcpy(r->destination.workload, "server");
+	r->source.spiffe_id = sm_intern(CLIENT_ID);
+	r->source.workload = sm_intern("client");
+	r->destination.spiffe_id = sm_intern(SERVER_ID);
+	r->destination.workload = sm_intern("server");
 	r->cookie = ingress ? 8193 : 4097;
 	r->delta.bytes_sent = sent;
 	r->delta.bytes_received = received;
@@ -163,8 +163,8 @@ static void test_tcp_labels(void **state)
 	sm_metrics_agg_observe(agg, &r);
 	/* a caller outside the catalog: no SPIFFE ID, no workload */
 	make_conn(&r, SM_REC_CONN_START, true, 0, 0);
-	r.source.spiffe_id[0] = '\0';
-	r.source.workload[0] = '\0';
+	r.source.spiffe_id = NULL;
+	r.source.workload = NULL;
 	sm_metrics_agg_observe(agg, &r);
 
 	text = render(NULL);
@@ -356,16 +356,19 @@ static void test_cardinality_bound(void **state)
 
 	new_agg(2);
 	for (int i = 0; i < 5; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "w%d", i);
 		make_conn(&r, SM_REC_CONN_START, false, 0, 0);
-		snprintf(r.source.workload, sizeof(r.source.workload), "w%d", i);
+		r.source.workload = sm_intern(name);
 		sm_metrics_agg_observe(agg, &r);
 		make_conn(&r, SM_REC_CONN_END, false, 100, 1);
-		snprintf(r.source.workload, sizeof(r.source.workload), "w%d", i);
+		r.source.workload = sm_intern(name);
 		sm_metrics_agg_observe(agg, &r);
 	}
 	/* a set that made it in keeps counting in its own series */
 	make_conn(&r, SM_REC_CONN_START, false, 0, 0);
-	strcpy(r.source.workload, "w0");
+	r.source.workload = sm_intern("w0");
 	sm_metrics_agg_observe(agg, &r);
 
 	text = render(NULL);
@@ -469,7 +472,7 @@ static void test_escaping(void **state)
 	/* a label value from a record goes through the same escaping */
 	new_agg(10);
 	make_conn(&r, SM_REC_CONN_START, false, 0, 0);
-	strcpy(r.source.workload, "we\"ird");
+	r.source.workload = sm_intern("we\"ird");
 	sm_metrics_agg_observe(agg, &r);
 	text = render(NULL);
 	ASSERT_HAS(text, "source_workload=\"we\\\"ird\"", "record label escaped");

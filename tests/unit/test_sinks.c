@@ -88,8 +88,8 @@ static void emit(uint64_t cookie)
 	sm_addr_parse("10.11.0.2", &r.destination.addr);
 	r.source.port = 40000;
 	r.destination.port = 8080;
-	strcpy(r.source.spiffe_id, "spiffe://example.org/ns/demo/sa/client");
-	strcpy(r.destination.spiffe_id, "spiffe://example.org/ns/demo/sa/server");
+	r.source.spiffe_id = sm_intern("spiffe://example.org/ns/demo/sa/client");
+	r.destination.spiffe_id = sm_intern("spiffe://example.org/ns/demo/sa/server");
 	r.cookie = cookie;
 	sm_sinks_write(sinks, &r, NULL);
 }

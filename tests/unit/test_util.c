@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "check.h"
+#include "intern.h"
 #include "util.h"
 
 static void test_addr_parse(void **state)
@@ -332,59 +333,6 @@ static void test_format_time(void **state)
 			      "sm_format_time_ns");
 }
 
-/* Packs and unpacks buf; returns the packed size. */
-static size_t zpack_round_trip(const uint8_t *buf, size_t len)
-{
-	uint8_t packed[4096 + SM_ZPACK_OVERHEAD], back[4096];
-	size_t plen = sm_zpack(buf, len, packed);
-
-	assert_true(plen <= len + SM_ZPACK_OVERHEAD);
-	memset(back, 0xa5, sizeof(back));
-	assert_int_equal(sm_zunpack(packed, plen, back, len), 0);
-	assert_memory_equal(back, buf, len);
-	return plen;
-}
-
-static void test_zpack(void **state)
-{
-	uint8_t buf[4096] = {0}, packed[64], out[16];
-	unsigned int seed = 42;
-
-	(void) state;
-	/* empty, all zero, no zero, short runs kept literal, the worst alternation */
-	assert_int_equal(zpack_round_trip(buf, 0), 0);
-	assert_int_equal(zpack_round_trip(buf, sizeof(buf)), 4);
-	memset(buf, 7, sizeof(buf));
-	assert_int_equal(zpack_round_trip(buf, 100), 104);
-	memcpy(buf, "a\0b\0\0c\0\0\0d", 10);
-	assert_int_equal(zpack_round_trip(buf, 10), 14);
-	for (size_t i = 0; i < 500; i++)
-		buf[i] = i % 5 == 0 ? 1 : 0;
-	zpack_round_trip(buf, 500);
-	/* a mostly empty struct shrinks: one string at the start of 1000 zero bytes */
-	memset(buf, 0, 1000);
-	memcpy(buf, "spiffe://example.org/ns/a/sa/b", 30);
-	assert_int_equal(zpack_round_trip(buf, 1000), 2 + 30 + 2);
-	/* random bytes with random holes */
-	for (int round = 0; round < 200; round++) {
-		size_t len = (size_t) rand_r(&seed) % sizeof(buf);
-
-		for (size_t i = 0; i < len; i++)
-			buf[i] = rand_r(&seed) % 3 ? 0 : (uint8_t) rand_r(&seed);
-		zpack_round_trip(buf, len);
-	}
-	/* packed forms that do not describe the length asked for are refused */
-	memset(buf, 0, 16);
-	buf[3] = 9;
-	size_t plen = sm_zpack(buf, 16, packed);
-
-	assert_int_equal(sm_zunpack(packed, plen, out, 15), -EINVAL);
-	assert_int_equal(sm_zunpack(packed, plen - 1, out, 16), -EINVAL);
-	assert_int_equal(sm_zunpack(packed, 1, out, 16), -EINVAL);
-	packed[0] = 0xff; /* a literal longer than the input */
-	assert_int_equal(sm_zunpack(packed, plen, out, 16), -EINVAL);
-}
-
 /* The clocks agree on their units and with the kernel's (time(), the offset). */
 static void test_clocks(void **state)
 {
@@ -415,6 +363,36 @@ static void test_error_set(void **state)
 	sm_error_set(NULL, "ignored %d", 1); /* must not crash */
 }
 
+/* Interned strings: one copy per distinct string, stable, shared; NULL and "" are "". */
+static void test_intern(void **state)
+{
+	struct sm_intern_stats before, after;
+	char buf[32];
+	const char *a, *b;
+
+	(void) state;
+	sm_intern_stats(&before);
+	snprintf(buf, sizeof(buf), "spiffe://td/%d", 7);
+	a = sm_intern(buf);
+	snprintf(buf, sizeof(buf), "spiffe://td/%d", 7); /* the same text at the same address */
+	buf[0] = 'S';					 /* the caller's buffer changes... */
+	assert_string_equal(a, "spiffe://td/7");	 /* ...the interned copy does not */
+	b = sm_intern("spiffe://td/7");
+	ASSERT_EQ(a == b, 1, "one copy per distinct string");
+	ASSERT_EQ(sm_intern("spiffe://td/8") != a, 1, "another string, another copy");
+	ASSERT_EQ(sm_intern_n("spiffe://td/7xyz", 13) == a, 1, "the first n bytes");
+	ASSERT_EQ(sm_intern_n("spiffe://td/7\0zz", 16) == a, 1, "stops at a NUL");
+	assert_string_equal(sm_intern(NULL), "");
+	assert_string_equal(sm_intern(""), "");
+	assert_string_equal(sm_intern_n("abc", 0), "");
+	sm_intern_stats(&after);
+	ASSERT_EQ(after.strings - before.strings, 2, "two distinct strings kept");
+	ASSERT_EQ(after.bytes - before.bytes, 2 * sizeof("spiffe://td/7"), "their bytes");
+	ASSERT_EQ(after.refused, before.refused, "none refused");
+	assert_string_equal(sm_str(NULL), "");
+	ASSERT_EQ(sm_str_empty(NULL) && sm_str_empty("") && !sm_str_empty("x"), 1, "empty");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -427,10 +405,10 @@ int main(void)
 		cmocka_unit_test(test_parse_bool),
 		cmocka_unit_test(test_strlcpy),
 		cmocka_unit_test(test_sockaddr_round_trip),
-		cmocka_unit_test(test_zpack),
 		cmocka_unit_test(test_format_time),
 		cmocka_unit_test(test_error_set),
 		cmocka_unit_test(test_clocks),
+		cmocka_unit_test(test_intern),
 	};
 
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);

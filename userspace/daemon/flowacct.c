@@ -197,8 +197,8 @@ static void join_apply(struct sm_daemon *d, const struct sm_flowjoin *j, bool fi
 		int peer = sm_catalog_workload_by_identity(&d->cat, j->peer_identity);
 
 		r->source.identity = j->peer_identity;
-		sm_strlcpy(r->source.spiffe_id, j->tls.peer_spiffe_id, sizeof(r->source.spiffe_id));
-		sm_strlcpy(r->source.workload, j->peer_workload, sizeof(r->source.workload));
+		r->source.spiffe_id = j->tls.peer_spiffe_id;
+		r->source.workload = sm_intern(j->peer_workload);
 		if (peer >= 0)
 			sm_workload_endpoint(&d->cat, peer, &r->source);
 	}

@@ -62,27 +62,19 @@
 #define FS_FLUSH_ROUNDS	 64	     /* sends per wakeup, so one client cannot hog the loop */
 
 /*
- * One record in the stream: its line for sending, then its decoded form for
- * matching, packed (sm_zpack): a struct sm_flow_record is 3.3 KB, mostly the
- * unused tails of its strings, and a full ring of them took 13 MB.
+ * One record in the stream: its decoded form for matching (its strings are
+ * interned, so it is small and outlives the catalog), then its line for
+ * sending.
  */
 struct fs_entry {
 	struct fs_entry *next;	 /* the pending list */
 	uint64_t seq;		 /* position in the stream, given when it enters the ring */
 	uint64_t dropped_before; /* records dropped just before this one (daemon_busy) */
 	int64_t time_ns;	 /* the record's */
-	size_t len;		 /* of line, newline included; a NUL follows */
-	size_t packed_len;	 /* of the packed record after the NUL */
+	struct sm_flow_record rec;
+	size_t len; /* of line, newline included; a NUL follows */
 	char line[];
 };
-
-/* sm_zpack() takes at most 65535 bytes */
-_Static_assert(sizeof(struct sm_flow_record) <= 65535, "a flow record too big to pack");
-
-static const uint8_t *entry_packed(const struct fs_entry *e)
-{
-	return (const uint8_t *) e->line + e->len + 1;
-}
 
 /* Bytes to send: data[off..len). */
 struct fs_buf {
@@ -138,27 +130,24 @@ static void fs_drain(struct sm_flowstream *fs);
 void sm_flowstream_publish(struct sm_daemon *d, const struct sm_flow_record *r, const char *json)
 {
 	struct sm_flowstream *fs = d->stream;
-	uint8_t packed[sizeof(*r) + SM_ZPACK_OVERHEAD];
 	struct fs_entry *e, *drop = NULL;
 	bool wake, drain_now = false, main_thread;
 	uint64_t one = 1;
-	size_t n, plen;
+	size_t n;
 
 	if (!fs)
 		return;
 	main_thread = pthread_equal(pthread_self(), fs->main_thread);
 	n = strlen(json);
-	plen = sm_zpack(r, sizeof(*r), packed);
-	e = malloc(sizeof(*e) + n + 2 + plen);
+	e = malloc(sizeof(*e) + n + 2);
 	if (e) {
 		e->next = NULL;
 		e->time_ns = r->time_ns;
+		e->rec = *r;
 		memcpy(e->line, json, n);
 		e->line[n] = '\n';
 		e->line[n + 1] = '\0';
 		e->len = n + 1;
-		memcpy(e->line + n + 2, packed, plen);
-		e->packed_len = plen;
 	}
 	pthread_mutex_lock(&fs->mu);
 	wake = !fs->pending;
@@ -281,15 +270,11 @@ static void put_record(struct sm_flowstream *fs, struct fs_client *c, const stru
 
 static bool client_matches(const struct fs_client *c, const struct fs_entry *e)
 {
-	struct sm_flow_record r;
-
 	if (c->since_ns && e->time_ns < c->since_ns)
 		return false;
 	if (!c->nfilters)
 		return true;
-	if (sm_zunpack(entry_packed(e), e->packed_len, &r, sizeof(r)) != 0)
-		return false; /* cannot happen: sm_flowstream_publish() packed it */
-	return sm_flowfilter_match_any(c->filters, c->nfilters, &r);
+	return sm_flowfilter_match_any(c->filters, c->nfilters, &e->rec);
 }
 
 static struct fs_entry *ring_get(const struct sm_flowstream *fs, uint64_t seq)

@@ -68,9 +68,8 @@ void join_update(struct hb_stream *s, const char *failure)
 		j->tls.handshake_us = c->handshake_us;
 	}
 	if (c->creds)
-		sm_strlcpy(j->tls.local_spiffe_id, sm_creds_spiffe_id(c->creds),
-			   sizeof(j->tls.local_spiffe_id));
-	sm_strlcpy(j->tls.peer_spiffe_id, c->peer_spiffe, sizeof(j->tls.peer_spiffe_id));
+		j->tls.local_spiffe_id = sm_intern(sm_creds_spiffe_id(c->creds));
+	j->tls.peer_spiffe_id = sm_intern(c->peer_spiffe);
 	if (c->server && c->peer_spiffe[0] && !j->peer_identity) {
 		for (unsigned int i = 0; i < d->cat.nworkloads; i++) {
 			if (strcmp(d->cat.workloads[i].spiffe_id, c->peer_spiffe) == 0) {
@@ -125,7 +124,7 @@ void record_failure_policy(struct hb_conn *c, const char *reason, const char *au
 	r.source.addr = c->peer;
 	r.source.port = c->peer_port;
 	r.source.identity = SM_ID_WORLD;
-	sm_strlcpy(r.source.spiffe_id, c->peer_spiffe, sizeof(r.source.spiffe_id));
+	r.source.spiffe_id = sm_intern(c->peer_spiffe);
 	/* the destination the CONNECT named, else this end of the TLS connection */
 	if (authority && sm_addrport_parse(authority, &r.destination.addr, &port) == 0) {
 		r.destination.port = port;
@@ -154,10 +153,9 @@ void record_failure_policy(struct hb_conn *c, const char *reason, const char *au
 	sm_strlcpy(r.tls.mode, "STRICT", sizeof(r.tls.mode));
 	if (reason)
 		sm_strlcpy(r.tls.failure, reason, sizeof(r.tls.failure));
-	sm_strlcpy(r.tls.peer_spiffe_id, c->peer_spiffe, sizeof(r.tls.peer_spiffe_id));
+	r.tls.peer_spiffe_id = sm_intern(c->peer_spiffe);
 	if (c->creds)
-		sm_strlcpy(r.tls.local_spiffe_id, sm_creds_spiffe_id(c->creds),
-			   sizeof(r.tls.local_spiffe_id));
+		r.tls.local_spiffe_id = sm_intern(sm_creds_spiffe_id(c->creds));
 	if (pd) {
 		/* a decision about one CONNECT, made now: not the pooled connection's age */
 		int peer;

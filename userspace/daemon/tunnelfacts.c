@@ -86,8 +86,8 @@ void sm_tunnel_fact_publish(struct sm_daemon *d, const struct sm_addr *key_addr,
 	sm_strlcpy(f.trace, trace, sizeof(f.trace));
 	sm_strlcpy(f.version, tls->version, sizeof(f.version));
 	sm_strlcpy(f.cipher, tls->cipher, sizeof(f.cipher));
-	sm_strlcpy(f.local_spiffe_id, tls->local_spiffe_id, sizeof(f.local_spiffe_id));
-	sm_strlcpy(f.peer_spiffe_id, tls->peer_spiffe_id, sizeof(f.peer_spiffe_id));
+	sm_strlcpy(f.local_spiffe_id, sm_str(tls->local_spiffe_id), sizeof(f.local_spiffe_id));
+	sm_strlcpy(f.peer_spiffe_id, sm_str(tls->peer_spiffe_id), sizeof(f.peer_spiffe_id));
 	fact_key(&k, key_addr, key_port);
 	if (bpf_map_update_elem(fd, &k, &f, BPF_ANY))
 		pr_warn_limited("tunnel_facts: cannot keep a stream's facts: %s (raise "
@@ -145,8 +145,8 @@ bool sm_tunnel_fact_apply(struct sm_daemon *d, const struct sm_addr *key_addr, u
 	r->tls.encrypted = true;
 	sm_strlcpy(r->tls.version, f.version, sizeof(r->tls.version));
 	sm_strlcpy(r->tls.cipher, f.cipher, sizeof(r->tls.cipher));
-	sm_strlcpy(r->tls.local_spiffe_id, f.local_spiffe_id, sizeof(r->tls.local_spiffe_id));
-	sm_strlcpy(r->tls.peer_spiffe_id, f.peer_spiffe_id, sizeof(r->tls.peer_spiffe_id));
+	r->tls.local_spiffe_id = sm_intern_n(f.local_spiffe_id, sizeof(f.local_spiffe_id));
+	r->tls.peer_spiffe_id = sm_intern_n(f.peer_spiffe_id, sizeof(f.peer_spiffe_id));
 	r->tls.handshake_us = f.handshake_us;
 	fill_mode(d, r);
 	sm_strlcpy(r->trace_id, f.trace, sizeof(r->trace_id));
@@ -156,7 +156,7 @@ bool sm_tunnel_fact_apply(struct sm_daemon *d, const struct sm_addr *key_addr, u
 		int peer = sm_catalog_workload_by_identity(&d->cat, id);
 
 		r->source.identity = id;
-		sm_strlcpy(r->source.spiffe_id, f.peer_spiffe_id, sizeof(r->source.spiffe_id));
+		r->source.spiffe_id = r->tls.peer_spiffe_id;
 		if (peer >= 0)
 			sm_workload_endpoint(&d->cat, peer, &r->source);
 	}

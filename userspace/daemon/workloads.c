@@ -142,8 +142,9 @@ void sm_workload_endpoint(const struct sm_catalog *cat, int wl, struct sm_flow_e
 	const struct sm_workload_def *w = &cat->workloads[wl];
 
 	ep->identity = w->identity;
-	sm_strlcpy(ep->spiffe_id, w->spiffe_id, sizeof(ep->spiffe_id));
-	sm_strlcpy(ep->workload, w->name, sizeof(ep->workload));
-	sm_strlcpy(ep->node, cat->nodes[w->node].name, sizeof(ep->node));
-	sm_strlcpy(ep->cgroup, w->cgroup, sizeof(ep->cgroup));
+	/* interned: the record may outlive this catalog (a reload frees it) */
+	ep->spiffe_id = sm_intern(w->spiffe_id);
+	ep->workload = sm_intern(w->name);
+	ep->node = sm_intern(cat->nodes[w->node].name);
+	ep->cgroup = sm_intern(w->cgroup);
 }

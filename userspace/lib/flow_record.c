@@ -91,6 +91,31 @@ static int add_time(struct json_object *o, const char *key, int64_t ns)
 	return add_str(o, key, sm_format_time_ns(ns, buf, sizeof(buf)));
 }
 
+/*
+ * A string field held by pointer (intern.h): omitted when NULL or "";
+ * longer than the schema allows (max - 1 bytes) is -EINVAL.
+ */
+static int add_istr(struct json_object *o, const char *key, const char *s, size_t max)
+{
+	if (sm_str_empty(s))
+		return 0;
+	if (strnlen(s, max) >= max)
+		return -EINVAL;
+	return add_str(o, key, s);
+}
+
+static bool fits(const char *s, size_t max)
+{
+	return !s || strnlen(s, max) < max;
+}
+
+/* The endpoint's strings are within the schema's lengths. */
+static bool endpoint_strings_fit(const struct sm_flow_endpoint *ep)
+{
+	return fits(ep->spiffe_id, SM_FLOW_SPIFFE_MAX) && fits(ep->workload, SM_FLOW_NAME_MAX) &&
+	       fits(ep->node, SM_FLOW_NAME_MAX) && fits(ep->cgroup, SM_FLOW_CGROUP_MAX);
+}
+
 static struct json_object *encode_endpoint(const struct sm_flow_endpoint *ep)
 {
 	struct json_object *o = json_object_new_object();
@@ -102,14 +127,10 @@ static struct json_object *encode_endpoint(const struct sm_flow_endpoint *ep)
 	ret = add_str(o, "ip", sm_addr_format(&ep->addr, buf, sizeof(buf)));
 	ret = ret ?: add_u64(o, "port", ep->port);
 	ret = ret ?: add_u64(o, "identity", ep->identity);
-	if (!ret && ep->spiffe_id[0])
-		ret = add_str(o, "spiffe_id", ep->spiffe_id);
-	if (!ret && ep->workload[0])
-		ret = add_str(o, "workload", ep->workload);
-	if (!ret && ep->node[0])
-		ret = add_str(o, "node", ep->node);
-	if (!ret && ep->cgroup[0])
-		ret = add_str(o, "cgroup", ep->cgroup);
+	ret = ret ?: add_istr(o, "spiffe_id", ep->spiffe_id, SM_FLOW_SPIFFE_MAX);
+	ret = ret ?: add_istr(o, "workload", ep->workload, SM_FLOW_NAME_MAX);
+	ret = ret ?: add_istr(o, "node", ep->node, SM_FLOW_NAME_MAX);
+	ret = ret ?: add_istr(o, "cgroup", ep->cgroup, SM_FLOW_CGROUP_MAX);
 	if (ret) {
 		json_object_put(o);
 		return NULL;
@@ -155,12 +176,8 @@ static int encode_tls(struct json_object *o, const struct sm_flow_tls *t)
 	ret = ret ?: add_bool(sub, "encrypted", t->encrypted);
 	ret = ret ?: add_str_nonempty(sub, "version", t->version, sizeof(t->version));
 	ret = ret ?: add_str_nonempty(sub, "cipher", t->cipher, sizeof(t->cipher));
-	ret = ret
-		      ?: add_str_nonempty(sub, "local_spiffe_id", t->local_spiffe_id,
-					  sizeof(t->local_spiffe_id));
-	ret = ret
-		      ?: add_str_nonempty(sub, "peer_spiffe_id", t->peer_spiffe_id,
-					  sizeof(t->peer_spiffe_id));
+	ret = ret ?: add_istr(sub, "local_spiffe_id", t->local_spiffe_id, SM_FLOW_SPIFFE_MAX);
+	ret = ret ?: add_istr(sub, "peer_spiffe_id", t->peer_spiffe_id, SM_FLOW_SPIFFE_MAX);
 	if (!ret && t->handshake_us)
 		ret = add_u64(sub, "handshake_us", t->handshake_us);
 	ret = ret ?: add_str_nonempty(sub, "failure", t->failure, sizeof(t->failure));
@@ -201,14 +218,7 @@ static int encode_conn(struct json_object *o, const struct sm_flow_record *r)
 		return -EINVAL;
 	/* the fixed-size strings must be terminated */
 	if (!memchr(r->drop_reason, '\0', sizeof(r->drop_reason)) ||
-	    !memchr(r->source.spiffe_id, '\0', sizeof(r->source.spiffe_id)) ||
-	    !memchr(r->source.workload, '\0', sizeof(r->source.workload)) ||
-	    !memchr(r->destination.spiffe_id, '\0', sizeof(r->destination.spiffe_id)) ||
-	    !memchr(r->destination.workload, '\0', sizeof(r->destination.workload)) ||
-	    !memchr(r->source.node, '\0', sizeof(r->source.node)) ||
-	    !memchr(r->source.cgroup, '\0', sizeof(r->source.cgroup)) ||
-	    !memchr(r->destination.node, '\0', sizeof(r->destination.node)) ||
-	    !memchr(r->destination.cgroup, '\0', sizeof(r->destination.cgroup)))
+	    !endpoint_strings_fit(&r->source) || !endpoint_strings_fit(&r->destination))
 		return -EINVAL;
 
 	ret = add_str(o, "verdict", verdict_names[r->verdict]);
@@ -560,6 +570,30 @@ static int get_str(struct json_object *o, const char *key, bool required, char *
 	return sm_strlcpy(out, json_object_get_string(v), size) ? -EINVAL : 0;
 }
 
+/*
+ * An optional string field held by pointer: absent leaves *out NULL; else
+ * the interned copy. As get_str(): a NUL inside, or max bytes or more, is
+ * -EINVAL.
+ */
+static int get_istr(struct json_object *o, const char *key, size_t max, const char **out)
+{
+	struct json_object *v;
+	const char *text;
+	size_t n;
+
+	*out = NULL;
+	if (!json_object_object_get_ex(o, key, &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_string))
+		return -EINVAL;
+	text = json_object_get_string(v);
+	n = (size_t) json_object_get_string_len(v);
+	if (n != strlen(text) || n >= max)
+		return -EINVAL;
+	*out = sm_intern(text);
+	return 0;
+}
+
 static int get_enum(struct json_object *o, const char *key, const char *const *names, int n,
 		    int *out)
 {
@@ -631,10 +665,10 @@ static int decode_endpoint(struct json_object *o, int family, struct sm_flow_end
 	if (get_u64(o, "port", 65535, &port) || get_u32(o, "identity", &ep->identity))
 		return -EINVAL;
 	ep->port = (uint16_t) port;
-	if (get_str(o, "spiffe_id", false, ep->spiffe_id, sizeof(ep->spiffe_id)) ||
-	    get_str(o, "workload", false, ep->workload, sizeof(ep->workload)) ||
-	    get_str(o, "node", false, ep->node, sizeof(ep->node)) ||
-	    get_str(o, "cgroup", false, ep->cgroup, sizeof(ep->cgroup)))
+	if (get_istr(o, "spiffe_id", SM_FLOW_SPIFFE_MAX, &ep->spiffe_id) ||
+	    get_istr(o, "workload", SM_FLOW_NAME_MAX, &ep->workload) ||
+	    get_istr(o, "node", SM_FLOW_NAME_MAX, &ep->node) ||
+	    get_istr(o, "cgroup", SM_FLOW_CGROUP_MAX, &ep->cgroup))
 		return -EINVAL;
 	return 0;
 }
@@ -667,9 +701,8 @@ static int decode_tls(struct json_object *o, struct sm_flow_tls *t)
 	    get_bool(sub, "encrypted", &t->encrypted) ||
 	    get_str(sub, "version", false, t->version, sizeof(t->version)) ||
 	    get_str(sub, "cipher", false, t->cipher, sizeof(t->cipher)) ||
-	    get_str(sub, "local_spiffe_id", false, t->local_spiffe_id,
-		    sizeof(t->local_spiffe_id)) ||
-	    get_str(sub, "peer_spiffe_id", false, t->peer_spiffe_id, sizeof(t->peer_spiffe_id)) ||
+	    get_istr(sub, "local_spiffe_id", SM_FLOW_SPIFFE_MAX, &t->local_spiffe_id) ||
+	    get_istr(sub, "peer_spiffe_id", SM_FLOW_SPIFFE_MAX, &t->peer_spiffe_id) ||
 	    get_str(sub, "failure", false, t->failure, sizeof(t->failure)))
 		return -EINVAL;
 	if (json_object_object_get_ex(sub, "handshake_us", NULL) &&

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "intern.h"
 #include "util.h"
 
 #define SM_FLOW_SCHEMA_VERSION 1
@@ -36,14 +37,20 @@ enum sm_direction {
 	SM_DIR_MAX,
 };
 
+/* Longest string fields a record may carry (bytes, NUL included), as the schema says. */
+#define SM_FLOW_SPIFFE_MAX 256 /* spiffe_id, tls.local_spiffe_id, tls.peer_spiffe_id */
+#define SM_FLOW_NAME_MAX   64  /* workload, node */
+#define SM_FLOW_CGROUP_MAX 512 /* cgroup */
+
 struct sm_flow_endpoint {
 	struct sm_addr addr;
 	uint16_t port; /* host order */
 	uint32_t identity;
-	char spiffe_id[256]; /* "" when unknown (omitted from JSON) */
-	char workload[64];   /* "" when unknown (omitted) */
-	char node[64];	     /* the catalog node hosting the workload, "" = omitted */
-	char cgroup[512];    /* the workload's cgroup (catalog path), "" = omitted */
+	/* interned (intern.h) or static strings; NULL or "" when unknown (omitted from JSON) */
+	const char *spiffe_id;
+	const char *workload;
+	const char *node;   /* the catalog node hosting the workload */
+	const char *cgroup; /* the workload's cgroup (catalog path) */
 };
 
 struct sm_flow_counters {
@@ -59,14 +66,15 @@ struct sm_flow_counters {
  */
 struct sm_flow_tls {
 	bool present;
-	char mode[16];		   /* "mode": "STRICT" | "PERMISSIVE" */
-	bool encrypted;		   /* "encrypted": false for plaintext accepted in PERMISSIVE */
-	char version[16];	   /* "version", e.g. "TLSv1.3" */
-	char cipher[64];	   /* "cipher", e.g. "TLS_AES_128_GCM_SHA256" */
-	char local_spiffe_id[256]; /* "local_spiffe_id": the SVID this side presented */
-	char peer_spiffe_id[256];  /* "peer_spiffe_id": the verified peer */
-	uint32_t handshake_us;	   /* "handshake_us" */
-	char failure[64];	   /* "failure": why the handshake or stream failed */
+	char mode[16];	  /* "mode": "STRICT" | "PERMISSIVE" */
+	bool encrypted;	  /* "encrypted": false for plaintext accepted in PERMISSIVE */
+	char version[16]; /* "version", e.g. "TLSv1.3" */
+	char cipher[64];  /* "cipher", e.g. "TLS_AES_128_GCM_SHA256" */
+	/* interned (intern.h); NULL or "" = omitted */
+	const char *local_spiffe_id; /* "local_spiffe_id": the SVID this side presented */
+	const char *peer_spiffe_id;  /* "peer_spiffe_id": the verified peer */
+	uint32_t handshake_us;	     /* "handshake_us" */
+	char failure[64];	     /* "failure": why the handshake or stream failed */
 };
 
 /*

@@ -294,11 +294,11 @@ static bool alt_matches_endpoint(enum ff_key key, const struct ff_alt *a,
 		if (a->is_number)
 			return ep->identity == a->number;
 		if (a->is_pattern)
-			return strncmp(ep->spiffe_id, a->text, a->prefix_len) == 0 &&
+			return strncmp(sm_str(ep->spiffe_id), a->text, a->prefix_len) == 0 &&
 			       ep->spiffe_id[a->prefix_len] != '\0';
-		return strcmp(ep->spiffe_id, a->text) == 0;
+		return strcmp(sm_str(ep->spiffe_id), a->text) == 0;
 	case FF_WORKLOAD:
-		return strcmp(ep->workload, a->text) == 0;
+		return strcmp(sm_str(ep->workload), a->text) == 0;
 	case FF_IP:
 		return sm_cidr_contains(&a->addr, a->prefix, &ep->addr,
 					ep->addr.family == AF_INET ? 32 : 128);

@@ -89,9 +89,9 @@ static void put_endpoint(struct fmt_out *o, const struct sm_flow_endpoint *ep)
 
 	sm_addr_format(&ep->addr, ip, sizeof(ip));
 	put(o, ep->addr.family == AF_INET6 ? "[%s]:%u (" : "%s:%u (", ip, (unsigned int) ep->port);
-	if (ep->workload[0])
+	if (!sm_str_empty(ep->workload))
 		put_clean(o, ep->workload);
-	else if (ep->spiffe_id[0])
+	else if (!sm_str_empty(ep->spiffe_id))
 		put_clean(o, ep->spiffe_id);
 	else if (ep->identity == SM_ID_WORLD)
 		put(o, "world");

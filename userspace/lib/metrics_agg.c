@@ -297,12 +297,13 @@ static void small_add(struct small_table *t, const char *a, const char *b, uint6
 static void tcp_labels(const struct sm_flow_record *r, const char **v)
 {
 	v[TL_REPORTER] = r->direction == SM_DIR_INGRESS ? "destination" : "source";
-	v[TL_SOURCE_WORKLOAD] = r->source.workload[0] ? r->source.workload : "unknown";
-	v[TL_SOURCE_PRINCIPAL] = r->source.spiffe_id[0] ? r->source.spiffe_id : "unknown";
+	v[TL_SOURCE_WORKLOAD] = !sm_str_empty(r->source.workload) ? r->source.workload : "unknown";
+	v[TL_SOURCE_PRINCIPAL] =
+		!sm_str_empty(r->source.spiffe_id) ? r->source.spiffe_id : "unknown";
 	v[TL_DESTINATION_WORKLOAD] =
-		r->destination.workload[0] ? r->destination.workload : "unknown";
+		!sm_str_empty(r->destination.workload) ? r->destination.workload : "unknown";
 	v[TL_DESTINATION_PRINCIPAL] =
-		r->destination.spiffe_id[0] ? r->destination.spiffe_id : "unknown";
+		!sm_str_empty(r->destination.spiffe_id) ? r->destination.spiffe_id : "unknown";
 	v[TL_SECURITY_POLICY] = r->tls.present && r->tls.encrypted ? "mutual_tls" : "none";
 }
 

@@ -56,17 +56,6 @@ bool sm_cidr_contains(const struct sm_addr *oaddr, uint8_t oprefix, const struct
  */
 int sm_tcp_listen(const struct sm_addr *a, uint16_t port, int backlog, bool reuseport);
 
-/*
- * Zero-run packing, for mostly-empty fixed-size structs kept in bulk (e.g. a
- * flow record's unused string tails): literal bytes are kept, runs of at
- * least four zero bytes become a count. At most len + SM_ZPACK_OVERHEAD
- * bytes; len at most 65535. sm_zunpack() fills exactly len bytes: 0, or
- * -EINVAL when the packed form does not describe len bytes.
- */
-#define SM_ZPACK_OVERHEAD 4
-size_t sm_zpack(const void *in, size_t len, uint8_t *out);
-int sm_zunpack(const uint8_t *in, size_t plen, void *out, size_t len);
-
 /* Decimal or 0x-hex unsigned integer within [min, max]. 0, -EINVAL or -ERANGE. */
 int sm_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 /* "true/false/yes/no/on/off/1/0". 0 or -EINVAL. */

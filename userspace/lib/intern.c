@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Interned strings (intern.h): a uthash set under one mutex; entries are never freed. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uthash.h>
+
+#include "intern.h"
+
+struct intern_entry {
+	UT_hash_handle hh;
+	char s[]; /* the key, NUL-terminated */
+};
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct intern_entry *pool;
+static struct sm_intern_stats pool_stats;
+
+const char *sm_intern_n(const char *s, size_t n)
+{
+	struct intern_entry *e = NULL;
+	const char *out = "";
+
+	if (!s)
+		return "";
+	n = strnlen(s, n);
+	if (n == 0)
+		return "";
+	pthread_mutex_lock(&pool_mu);
+	HASH_FIND(hh, pool, s, n, e);
+	if (e) {
+		out = e->s;
+		goto unlock;
+	}
+	if (pool_stats.bytes + n + 1 > SM_INTERN_MAX_BYTES) {
+		pool_stats.refused++;
+		goto unlock;
+	}
+	e = malloc(sizeof(*e) + n + 1);
+	if (!e) {
+		pool_stats.refused++;
+		goto unlock;
+	}
+	memcpy(e->s, s, n);
+	e->s[n] = '\0';
+	HASH_ADD_KEYPTR(hh, pool, e->s, n, e);
+	pool_stats.strings++;
+	pool_stats.bytes += n + 1;
+	out = e->s;
+unlock:
+	pthread_mutex_unlock(&pool_mu);
+	return out;
+}
+
+const char *sm_intern(const char *s)
+{
+	return s ? sm_intern_n(s, strlen(s)) : "";
+}
+
+void sm_intern_stats(struct sm_intern_stats *out)
+{
+	pthread_mutex_lock(&pool_mu);
+	*out = pool_stats;
+	pthread_mutex_unlock(&pool_mu);
+}
