@@ -7,6 +7,7 @@
 #include <uthash.h>
 
 #include "intern.h"
+#include "log.h"
 
 struct intern_entry {
 	UT_hash_handle hh;
@@ -33,13 +34,15 @@ const char *sm_intern_n(const char *s, size_t n)
 		out = e->s;
 		goto unlock;
 	}
-	if (pool_stats.bytes + n + 1 > SM_INTERN_MAX_BYTES) {
-		pool_stats.refused++;
-		goto unlock;
-	}
-	e = malloc(sizeof(*e) + n + 1);
+	e = pool_stats.bytes + n + 1 > SM_INTERN_MAX_BYTES ? NULL : malloc(sizeof(*e) + n + 1);
 	if (!e) {
-		pool_stats.refused++;
+		if (!pool_stats.refused++)
+			pr_warn("the pool of names for flow records is full (%llu strings, %llu "
+				"bytes) or out of memory: new workload, node and SPIFFE names are "
+				"left out of flow records from now on (restart the daemon to "
+				"reset it; a catalog that keeps renaming its workloads fills it)",
+				(unsigned long long) pool_stats.strings,
+				(unsigned long long) pool_stats.bytes);
 		goto unlock;
 	}
 	memcpy(e->s, s, n);
