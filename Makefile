@@ -79,7 +79,7 @@ UNIT_LIB_OBJS := $(patsubst userspace/lib/%.c,$(OUTPUT)/tests/lib/%.o,$(LIB_SRCS
 
 .DELETE_ON_ERROR:
 .SECONDARY:
-.PHONY: all help deps test test-unit test-integration lint format demo clean install bench fuzz \
+.PHONY: all help deps test check test-unit test-integration lint format demo clean install bench fuzz \
 	fuzz-coverage bench-tools
 
 all: $(OUTPUT)/sockmeshd $(OUTPUT)/sockmesh ## build the daemon, the CLI and the BPF objects
@@ -98,10 +98,10 @@ deps: ## install build and test dependencies (apt-get, scripts/install-deps.sh)
 
 # Packages: every rule that compiles or runs a tool waits for the check of the
 # groups it needs (scripts/install-deps.sh lists them), which fails early and
-# names what is missing. Only `make deps`, `make demo` and `make test` install:
+# names what is missing. Only `make deps`, `make demo`, `make test` and `make check` install:
 # for those goals the checks wait for `deps`.
 DEPS_GROUPS := build unit lint integration fuzz bench
-ifneq ($(filter deps demo test,$(MAKECMDGOALS)),)
+ifneq ($(filter deps demo test check,$(MAKECMDGOALS)),)
 DEPS_INSTALL := deps
 endif
 .PHONY: $(addprefix deps-check-,$(DEPS_GROUPS))
@@ -197,11 +197,16 @@ test-integration: all | deps-check-integration ## integration tests (bats, root,
 # sanitizer report in a daemon's log fails the test that ran it.
 ASAN_OUTPUT := $(OUTPUT)/asan
 
-test: all $(UNIT_BINS) $(OUTPUT)/bpf/abi_check.bpf.o | deps-check-lint deps-check-integration ## installs what is missing; lint, unit and integration tests (ASan+UBSan), one summary line
+test: all $(UNIT_BINS) $(OUTPUT)/bpf/abi_check.bpf.o | deps-check-integration ## installs what is missing; unit and integration tests (ASan+UBSan), one summary line
+	$(Q)$(MAKE) --no-print-directory SANITIZE=1 OUTPUT=$(ASAN_OUTPUT) all
+	$(Q)SM_OUTPUT=$(ASAN_OUTPUT) tests/run-tests.sh --tests $(UNIT_BINS)
+
+# What CI checks, in one run and one summary line: make lint and make test.
+check: all $(UNIT_BINS) $(OUTPUT)/bpf/abi_check.bpf.o | deps-check-lint deps-check-integration ## installs what is missing; lint, unit and integration tests in one run, one summary line
 	$(Q)$(MAKE) --no-print-directory SANITIZE=1 OUTPUT=$(ASAN_OUTPUT) all
 	$(Q)SM_OUTPUT=$(ASAN_OUTPUT) tests/run-tests.sh --all $(UNIT_BINS)
 
-lint: | deps-check-build deps-check-lint ## cppcheck, clang-tidy and clang-format checks
+lint: $(SKEL) | deps-check-build deps-check-lint ## cppcheck, clang-tidy and clang-format checks (needs the skeleton: builds it)
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --lint
 
 format: ## reformat the C sources with .clang-format

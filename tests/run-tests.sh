@@ -10,7 +10,8 @@
 #   tests/run-tests.sh --unit BIN...          cmocka unit test binaries
 #   tests/run-tests.sh --integration [FILE...] bats files (default tests/integration/*.bats)
 #   tests/run-tests.sh --lint                 clang-format, cppcheck, clang-tidy, schema examples
-#   tests/run-tests.sh --all BIN...           lint, unit and integration
+#   tests/run-tests.sh --tests BIN...         unit and integration (make test)
+#   tests/run-tests.sh --all BIN...           lint, unit and integration (make check)
 #
 # Environment: SM_OUTPUT (build directory, default .output; make passes its
 # OUTPUT), SM_UNIT_TIMEOUT (s per unit binary, 300),
@@ -565,13 +566,13 @@ case "$mode" in
 	[ $# -eq 0 ] || usage
 	run_lint
 	;;
---all)
-	# lint and the unit tests run as two jobs beside the first bats files
+--all | --tests)
+	# lint (--all only) and the unit tests run as jobs beside the first bats files
 	make_run_dir || {
 		echo "# cannot create a run directory in ${TMPDIR:-/tmp}" >&2
 		exit 2
 	}
-	start_job lint run_lint
+	[ "$mode" = --tests ] || start_job lint run_lint
 	start_job unit run_unit "$@"
 	run_integration
 	reap_all_jobs

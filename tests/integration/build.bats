@@ -216,9 +216,9 @@ EOF
 	run make -C "$REPO" --no-print-directory help
 	[ "$status" -eq 0 ]
 	echo "$output"
-	for t in all deps test test-unit test-integration lint demo clean install fuzz; do
+	for t in all deps test check test-unit test-integration lint demo clean install fuzz; do
 		grep -qE "^  $t +[a-z]" <<<"$output" || { echo "no line for $t"; return 1; }
 	done
 	[[ "$output" != *Makefile* ]]
-	grep -E '^  (deps|demo|test) ' <<<"$output" | grep -c 'install' | grep -qx 3
+	grep -E '^  (deps|demo|test|check) ' <<<"$output" | grep -c 'install' | grep -qx 4
 }

@@ -13,9 +13,10 @@
 # client -> server on port 8081 and client -> local; echo servers on node2's
 # 8080 and 8081 and on node1's 9090 (local).
 #
-# sockmesh-test: serial (smchurn recreates a cgroup 10,000 times within its
-# 100 s --timeout, a rate the machine reaches only with nothing beside it:
-# run beside three other files on 2 CPUs it timed out after 7,909 and 5,881)
+# The two 10,000-recreation churns take tens of seconds alone and several times
+# that beside other files on 2 CPUs (one run beside three others stopped at
+# 5,881 under a 100 s bound); smchurn's --timeout is a bound on the loop, not a
+# performance check, and leaves room for that, so the file runs in parallel.
 
 load helpers
 
@@ -56,7 +57,7 @@ teardown() {
 churn() {
 	local node=$1
 	shift
-	run sb_exec "$node" driver "$SMCHURN" --timeout 100 "$@"
+	run sb_exec "$node" driver "$SMCHURN" --timeout 300 "$@"
 	echo "$output"
 }
 
