@@ -197,13 +197,21 @@ test-integration: all | deps-check-integration ## integration tests (bats, root,
 # sanitizer report in a daemon's log fails the test that ran it.
 ASAN_OUTPUT := $(OUTPUT)/asan
 
-test: all $(UNIT_BINS) $(OUTPUT)/bpf/abi_check.bpf.o | deps-check-integration ## installs what is missing; unit and integration tests (ASan+UBSan), one summary line
-	$(Q)$(MAKE) --no-print-directory SANITIZE=1 OUTPUT=$(ASAN_OUTPUT) all
+# The builds a test run needs, one per CPU unless make was given -j already
+# (a plain `make test` would otherwise compile both trees one file at a time).
+TEST_BUILD_JOBS := $(if $(findstring jobserver,$(MAKEFLAGS)),,-j$(shell nproc 2>/dev/null || echo 1))
+define test_builds
+	$(Q)$(MAKE) --no-print-directory $(TEST_BUILD_JOBS) all $(UNIT_BINS) $(OUTPUT)/bpf/abi_check.bpf.o
+	$(Q)$(MAKE) --no-print-directory $(TEST_BUILD_JOBS) SANITIZE=1 OUTPUT=$(ASAN_OUTPUT) all
+endef
+
+test: | deps-check-build deps-check-unit deps-check-integration ## installs what is missing; unit and integration tests (ASan+UBSan), one summary line
+	$(test_builds)
 	$(Q)SM_OUTPUT=$(ASAN_OUTPUT) tests/run-tests.sh --tests $(UNIT_BINS)
 
 # What CI checks, in one run and one summary line: make lint and make test.
-check: all $(UNIT_BINS) $(OUTPUT)/bpf/abi_check.bpf.o | deps-check-lint deps-check-integration ## installs what is missing; lint, unit and integration tests in one run, one summary line
-	$(Q)$(MAKE) --no-print-directory SANITIZE=1 OUTPUT=$(ASAN_OUTPUT) all
+check: | deps-check-build deps-check-unit deps-check-lint deps-check-integration ## installs what is missing; lint, unit and integration tests in one run, one summary line
+	$(test_builds)
 	$(Q)SM_OUTPUT=$(ASAN_OUTPUT) tests/run-tests.sh --all $(UNIT_BINS)
 
 lint: $(SKEL) | deps-check-build deps-check-lint ## cppcheck, clang-tidy and clang-format checks (needs the skeleton: builds it)
