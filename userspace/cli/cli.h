@@ -32,6 +32,9 @@ enum cli_exit {
 	CLI_EXIT_DENIED = 3, /* policy explain: the connection would be denied */
 };
 
+/* The exit codes every command may end with (struct cli_cmd's .exits). */
+#define CLI_EXITS_COMMON (1u << CLI_EXIT_OK | 1u << CLI_EXIT_FAIL | 1u << CLI_EXIT_USAGE)
+
 struct cli_exit_doc {
 	int code;
 	const char *name;    /* the constant's name without CLI_EXIT_, lower case */

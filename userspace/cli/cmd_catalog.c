@@ -122,7 +122,7 @@ const struct cli_cmd cli_workloads_cmd = {
 	.examples = "sockmesh workloads\n"
 		    "sockmesh workloads -o json | jq -r '.[] | select(.local) | .name'\n",
 	.globals = CLI_G_ALL,
-	.exits = 1u << CLI_EXIT_OK | 1u << CLI_EXIT_FAIL | 1u << CLI_EXIT_USAGE,
+	.exits = CLI_EXITS_COMMON,
 	.run = cli_run_query,
 	.query = "workloads",
 	.render = render_workloads,
@@ -137,7 +137,7 @@ const struct cli_cmd cli_services_cmd = {
 	.examples = "sockmesh services\n"
 		    "sockmesh services -o json | jq -r '.[] | \"\\(.address):\\(.port)\"'\n",
 	.globals = CLI_G_ALL,
-	.exits = 1u << CLI_EXIT_OK | 1u << CLI_EXIT_FAIL | 1u << CLI_EXIT_USAGE,
+	.exits = CLI_EXITS_COMMON,
 	.run = cli_run_query,
 	.query = "services",
 	.render = render_services,

@@ -680,7 +680,7 @@ const struct cli_cmd cli_flows_cmd = {
 	.options = flows_options,
 	.globals = CLI_G_SOCKET | CLI_G_OUTPUT | CLI_G_VERBOSE | CLI_G_TIMEOUT | CLI_G_HELP,
 	.formats = &flows_formats,
-	.exits = 1u << CLI_EXIT_OK | 1u << CLI_EXIT_FAIL | 1u << CLI_EXIT_USAGE,
+	.exits = CLI_EXITS_COMMON,
 	.exit_notes = "With --follow, ^C or SIGTERM ends it with 0. 1 also when the stream ends\n"
 		      "early: a follower's daemon stopped, or a one-shot stream brought fewer\n"
 		      "records than announced. A bad filter, --since or --last is a usage error.\n",

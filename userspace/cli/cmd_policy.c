@@ -507,7 +507,6 @@ static const struct cli_formats policy_formats = {
 		"or json",
 };
 
-#define POLICY_EXITS (1u << CLI_EXIT_OK | 1u << CLI_EXIT_FAIL | 1u << CLI_EXIT_USAGE)
 #define POLICY_FILE_EXITS                                                                          \
 	"An invalid file (text, syntax, fields, patterns, ports, capacity; with --strict\n"        \
 	"a SPIFFE ID that names no workload) is a failure (1).\n"
@@ -538,7 +537,7 @@ static const struct cli_cmd policy_apply = {
 		    "sockmesh policy apply -f policies.yaml\n"
 		    "cat policies.yaml | sockmesh policy apply -f -\n",
 	.options = file_opts,
-	.exits = POLICY_EXITS,
+	.exits = CLI_EXITS_COMMON,
 	.exit_notes = POLICY_FILE_EXITS,
 	.run = cmd_with_file,
 	POLICY_COMMON,
@@ -554,7 +553,7 @@ static const struct cli_cmd policy_validate = {
 	.examples = "sockmesh policy validate -f policies.yaml\n"
 		    "sockmesh policy validate --strict -f policies.yaml\n",
 	.options = check_opts,
-	.exits = POLICY_EXITS,
+	.exits = CLI_EXITS_COMMON,
 	.exit_notes = POLICY_FILE_EXITS,
 	.run = cmd_with_file,
 	POLICY_COMMON,
@@ -569,7 +568,7 @@ static const struct cli_cmd policy_diff = {
 		"\n" POLICY_FILE_HELP,
 	.examples = "sockmesh policy diff -f policies.yaml\n",
 	.options = check_opts,
-	.exits = POLICY_EXITS,
+	.exits = CLI_EXITS_COMMON,
 	.exit_notes = POLICY_FILE_EXITS,
 	.run = cmd_with_file,
 	POLICY_COMMON,
@@ -583,7 +582,7 @@ static const struct cli_cmd policy_get = {
 		"revision on stderr) or, with -o json, as JSON.\n",
 	.examples = "sockmesh policy get\n"
 		    "sockmesh policy get web-from-api -o json\n",
-	.exits = POLICY_EXITS,
+	.exits = CLI_EXITS_COMMON,
 	.run = cmd_get,
 	POLICY_COMMON,
 };
@@ -597,7 +596,7 @@ static const struct cli_cmd policy_delete = {
 	.examples = "sockmesh policy delete web-from-api\n"
 		    "sockmesh policy delete --all --yes\n",
 	.options = delete_opts,
-	.exits = POLICY_EXITS,
+	.exits = CLI_EXITS_COMMON,
 	.run = cmd_delete,
 	POLICY_COMMON,
 };
@@ -614,7 +613,7 @@ static const struct cli_cmd policy_explain = {
 		    "    --to spiffe://example.org/ns/prod/sa/web --port 8080\n"
 		    "sockmesh policy explain --from 10.1.2.3 --to 10.0.2.7 --port 8080\n",
 	.options = explain_opts,
-	.exits = POLICY_EXITS | 1u << CLI_EXIT_DENIED,
+	.exits = CLI_EXITS_COMMON | 1u << CLI_EXIT_DENIED,
 	.exit_notes = "0: allowed; 3: denied; 1 also when the kernel's map and the compiler\n"
 		      "disagree (report that).\n",
 	.run = cmd_explain,
@@ -629,7 +628,7 @@ static const struct cli_cmd policy_wait = {
 		"or fails after --max-wait seconds (exit 1).\n",
 	.examples = "sockmesh policy wait 7 --max-wait 30\n",
 	.options = wait_opts,
-	.exits = POLICY_EXITS,
+	.exits = CLI_EXITS_COMMON,
 	.exit_notes = "1 also when the revision is not in force after --max-wait.\n",
 	.run = cmd_wait,
 	POLICY_COMMON,
@@ -652,7 +651,7 @@ const struct cli_cmd cli_policy_cmd = {
 		    "sockmesh policy apply -f policies.yaml\n"
 		    "sockmesh policy explain --from 10.1.2.3 --to 10.0.2.7 --port 8080\n",
 	.formats = &policy_formats,
-	.exits = POLICY_EXITS | 1u << CLI_EXIT_DENIED,
+	.exits = CLI_EXITS_COMMON | 1u << CLI_EXIT_DENIED,
 	.exit_notes =
 		"explain: 0 allowed, 3 denied. An invalid file, or a wait that timed out, is\n"
 		"a failure (1).\n",

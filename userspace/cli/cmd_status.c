@@ -283,7 +283,7 @@ const struct cli_cmd cli_status_cmd = {
 		    "sockmesh -S /run/sockmesh/node2.sock status\n"
 		    "sockmesh status -o json | jq '.maps[] | select(.max_entries > 0)'\n",
 	.globals = CLI_G_ALL,
-	.exits = 1u << CLI_EXIT_OK | 1u << CLI_EXIT_FAIL | 1u << CLI_EXIT_USAGE,
+	.exits = CLI_EXITS_COMMON,
 	.run = cli_run_query,
 	.query = "status",
 	.render = render_status,

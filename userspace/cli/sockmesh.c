@@ -182,8 +182,7 @@ static const struct cli_cmd root_cmd = {
 		"control socket. Options may come before or after the command.\n",
 	.globals = CLI_G_ALL,
 	.formats = &root_formats,
-	.exits = 1u << CLI_EXIT_OK | 1u << CLI_EXIT_FAIL | 1u << CLI_EXIT_USAGE |
-		 1u << CLI_EXIT_DENIED,
+	.exits = CLI_EXITS_COMMON | 1u << CLI_EXIT_DENIED,
 	.subs = root_subs,
 };
 

@@ -734,20 +734,32 @@ out:
 	return o;
 }
 
-static json_object *cmd_apply(struct sm_daemon *d, json_object *args, bool force_dry_run,
-			      struct sm_error *err)
+/*
+ * The request's document (args.document, named args.source, args.strict)
+ * parsed into set, described by *in. 0, or -1 with err set and nothing held.
+ */
+static int parse_incoming(json_object *args, struct sm_policy_set *set, struct incoming *in,
+			  struct sm_error *err)
 {
 	size_t len = 0;
 	const char *doc = arg_text(args, "document", &len), *source = arg_str(args, "source");
-	struct sm_policy_set incoming = {0}, merged = {0};
-	struct incoming in = {&incoming, source ? source : "policy", arg_bool(args, "strict")};
-	json_object *o = NULL;
 
+	*in = (struct incoming){set, source ? source : "policy", arg_bool(args, "strict")};
 	if (!doc) {
 		sm_error_set(err, "missing args.document (the policy file's text)");
-		return NULL;
+		return -1;
 	}
-	if (sm_policy_set_parse(&incoming, doc, len, in.source, err))
+	return sm_policy_set_parse(set, doc, len, in->source, err) ? -1 : 0;
+}
+
+static json_object *cmd_apply(struct sm_daemon *d, json_object *args, bool force_dry_run,
+			      struct sm_error *err)
+{
+	struct sm_policy_set incoming = {0}, merged = {0};
+	struct incoming in;
+	json_object *o = NULL;
+
+	if (parse_incoming(args, &incoming, &in, err))
 		return NULL;
 	if (sm_policy_set_merge(&d->policy->set, &incoming, &merged)) {
 		sm_error_set(err, "out of memory merging the policy set");
@@ -762,18 +774,12 @@ out:
 
 static json_object *cmd_validate(struct sm_daemon *d, json_object *args, struct sm_error *err)
 {
-	size_t len = 0;
-	const char *doc = arg_text(args, "document", &len), *source = arg_str(args, "source");
 	struct sm_policy_compiled c = {0};
 	struct sm_policy_set set = {0};
-	struct incoming in = {&set, source ? source : "policy", arg_bool(args, "strict")};
+	struct incoming in;
 	json_object *o = NULL;
 
-	if (!doc) {
-		sm_error_set(err, "missing args.document (the policy file's text)");
-		return NULL;
-	}
-	if (sm_policy_set_parse(&set, doc, len, in.source, err))
+	if (parse_incoming(args, &set, &in, err))
 		return NULL;
 	/* compiled on its own, against this node's catalog: capacity is checked too */
 	if (sm_policy_compile(&set, &d->cat, 0, d->cfg.max_policy_entries, &c, err) == 0 &&
