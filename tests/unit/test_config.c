@@ -296,7 +296,7 @@ static const struct bad_case bad_cases[] = {
 	/* unknown keys */
 	{"node: n1\ncatalog: /c\nnodee: n1\n", -EINVAL, 3, "unknown key 'nodee'",
 	 "(known keys: node, catalog, paths, listeners, datapath, tunnel, flowlog, log, metrics, "
-	 "admin, control)"},
+	 "admin, control, cluster)"},
 	{"paths:\n  bpfs: /x\n", -EINVAL, 2, "unknown key 'paths.bpfs'",
 	 "known keys in paths: bpffs, cgroup_root, daemon_cgroup, enrollment_root, control_socket, "
 	 "state_dir"},
@@ -505,7 +505,7 @@ static const struct set_case set_cases[] = {
 	 "unknown key 'datapath.redirekt' (known keys in datapath: daemon_mark, redirect"},
 	{"dataplane.redirect", "true", -ENOENT,
 	 "unknown key 'dataplane.redirect' (known sections: paths, listeners, datapath, tunnel, "
-	 "flowlog, log, metrics, admin, control)"},
+	 "flowlog, log, metrics, admin, control, cluster)"},
 	{"datapath", "true", -ENOENT, "unknown key 'datapath'"},
 	{"datapath.", "true", -ENOENT, "unknown key 'datapath.'"},
 	{".redirect", "true", -ENOENT, "unknown key '.redirect'"},
@@ -589,6 +589,62 @@ static void test_sections(void **state)
 	ASSERT_EQ(a->flowlog_max_size, 1 << 20, "flowlog.max_size copied");
 	ASSERT_EQ(a->redirect, false, "datapath not copied");
 	ASSERT_EQ(sm_config_changed_keys(a, b, NULL, buf, sizeof(buf)), 2, "two left");
+}
+
+/* cluster: and the section inside it (cluster.etcd), from a file and from --set. */
+static void test_cluster_keys(void **state)
+{
+	static const struct bad_case bad[] = {
+		{"cluster:\n  etcd:\n    endpoints: [http://10.0.0.1:2379]\n", -EINVAL, 3,
+		 "cluster.etcd.endpoints: 'http://10.0.0.1:2379' is not an https:// URL",
+		 "mutual TLS only"},
+		{"cluster:\n  etcd:\n    prefix: sockmesh\n", -EINVAL, 3,
+		 "cluster.etcd.prefix: 'sockmesh' is not valid", "starts and ends with '/'"},
+		{"cluster:\n  etcd:\n    prefix: \"/a b/\"\n", -EINVAL, 3,
+		 "cluster.etcd.prefix", NULL},
+		{"cluster:\n  etcd:\n    endpoint: x\n", -EINVAL, 3,
+		 "unknown key 'cluster.etcd.endpoint'", "endpoints"},
+		{"cluster:\n  lease_ttl: 1\n", -ERANGE, 2, "cluster.lease_ttl: 1 is out of range 2..300",
+		 NULL},
+		{"cluster:\n  etcd: 5\n", -EINVAL, 2, "cluster.etcd: expected a mapping", NULL},
+	};
+	struct sm_config *cfg = &cfg_buf, *def = &other_buf;
+	struct sm_error err;
+	char path[64], what[700];
+
+	ASSERT_EQ(load_text("cluster:\n  lease_ttl: 5\n  etcd:\n    endpoints:\n"
+			    "      - https://10.0.0.1:2379\n      - https://[fc00::1]:2379\n"
+			    "    ca: /etc/ca.pem\n    prefix: /mesh/a/\n    username: node-1\n",
+			    cfg, &err, path, sizeof(path)),
+		  0, err.msg);
+	ASSERT_EQ(cfg->cluster_lease_ttl, 5, "cluster.lease_ttl");
+	ASSERT_EQ(cfg->etcd_endpoints.n, 2, "two endpoints");
+	ASSERT_STR_EQ(cfg->etcd_endpoints.items[1], "https://[fc00::1]:2379", "the second");
+	ASSERT_STR_EQ(cfg->etcd_ca, "/etc/ca.pem", "cluster.etcd.ca");
+	ASSERT_STR_EQ(cfg->etcd_prefix, "/mesh/a/", "cluster.etcd.prefix");
+	ASSERT_STR_EQ(cfg->etcd_username, "node-1", "cluster.etcd.username");
+	sm_config_defaults(cfg);
+	ASSERT_STR_EQ(cfg->etcd_prefix, "/sockmesh/", "the default prefix");
+	ASSERT_EQ(cfg->etcd_endpoints.n, 0, "file mode by default");
+	ASSERT_EQ(sm_config_set(cfg, "cluster.etcd.endpoints", "https://a:1,https://b:2", &err), 0,
+		  err.msg);
+	ASSERT_EQ(cfg->etcd_endpoints.n, 2, "--set: comma-separated");
+	ASSERT_EQ(sm_config_set(cfg, "cluster.etcd.prefix", "/x/", &err), 0, err.msg);
+	ASSERT_STR_EQ(cfg->etcd_prefix, "/x/", "--set cluster.etcd.prefix");
+	ASSERT_EQ(sm_config_set(cfg, "cluster.etcd.username", "", &err), 0, err.msg);
+	ASSERT_EQ(sm_config_set(cfg, "cluster.start_timeout", "0", &err), -ERANGE, err.msg);
+	ASSERT_EQ(sm_config_set(cfg, "cluster.etcd.nope", "1", &err), -ENOENT, err.msg);
+
+	sm_config_defaults(def);
+	for (size_t i = 0; i < SM_ARRAY_SIZE(bad); i++) {
+		int ret = load_text(bad[i].yaml, cfg, &err, path, sizeof(path));
+
+		snprintf(what, sizeof(what), "case %zu (%.60s): %s", i, bad[i].yaml, err.msg);
+		ASSERT_EQ(ret, bad[i].ret, what);
+		ASSERT_HAS(err.msg, bad[i].has1, what);
+		if (bad[i].has2)
+			ASSERT_HAS(err.msg, bad[i].has2, what);
+	}
 }
 
 /* listeners.admin may be "" (no admin server); metrics.max_series is range-checked. */
@@ -707,12 +763,13 @@ static const char *doc_config_block(void)
 
 /*
  * The dotted keys the block names, one per line, into keys (newline-separated,
- * each line "\nKEY\n"-searchable): "section:" alone opens a section, a line
- * indented by two spaces names one of its keys, deeper lines continue comments.
+ * each line "\nKEY\n"-searchable): "name:" alone opens a section at its
+ * indentation (0, 2: a section inside one, as cluster: etcd:), a line with a
+ * value names a key of the sections above it, deeper lines continue comments.
  */
 static void doc_keys(const char *block, char *keys, size_t len)
 {
-	char section[64] = "", name[64];
+	char sections[2][32] = {"", ""}, name[64];
 	const char *line = block;
 
 	snprintf(keys, len, "\n");
@@ -726,23 +783,24 @@ static void doc_keys(const char *block, char *keys, size_t len)
 			p++, indent++;
 		while (p + k < line + ll && strchr("abcdefghijklmnopqrstuvwxyz0123456789_", p[k]))
 			k++;
-		if (k && k < sizeof(name) && p[k] == ':' && (indent == 0 || indent == 2)) {
+		if (k && k < sizeof(name) && p[k] == ':' && indent % 2 == 0 && indent <= 4) {
 			const char *v = p + k + 1;
+			int level = indent / 2;
 
 			memcpy(name, p, k);
 			name[k] = '\0';
 			while (v < line + ll && *v == ' ')
 				v++;
-			if (indent == 0 && (v == line + ll || *v == '#')) {
-				snprintf(section, sizeof(section), "%s",
-					 name); /* a section opens */
+			if (level < 2 && (v == line + ll || *v == '#')) {
+				snprintf(sections[level], sizeof(sections[level]), "%s", name);
+				if (level == 0)
+					sections[1][0] = '\0';
 			} else {
 				size_t used = strlen(keys);
 
-				if (indent == 0)
-					section[0] = '\0';
-				snprintf(keys + used, len - used, "%s%s%s\n", section,
-					 section[0] ? "." : "", name);
+				snprintf(keys + used, len - used, "%s%s%s%s%s\n",
+					 level > 0 ? sections[0] : "", level > 0 ? "." : "",
+					 level > 1 ? sections[1] : "", level > 1 ? "." : "", name);
 			}
 		}
 		line += ll + (nl ? 1 : 0);
@@ -791,6 +849,7 @@ int main(void)
 		cmocka_unit_test(test_file_then_set),
 		cmocka_unit_test(test_sections),
 		cmocka_unit_test(test_admin_and_metrics_keys),
+		cmocka_unit_test(test_cluster_keys),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -21,6 +21,7 @@
 /* How a key's text is checked and stored. */
 enum cfg_kind {
 	CK_NAME,     /* char[64]: [A-Za-z0-9._-]{1,63} */
+	CK_NAME_OPT, /* the same, or "" */
 	CK_PATH,     /* char[PATH_MAX]: non-empty */
 	CK_PATH_OPT, /* char[PATH_MAX]: may be "" */
 	CK_ABS,	     /* char[PATH_MAX]: absolute */
@@ -38,6 +39,8 @@ enum cfg_kind {
 	CK_FILTERS, /* struct sm_config_list of flow filters (flowfilter.h) */
 	CK_FIELDS,  /* struct sm_config_list of flow record field paths */
 	CK_ADDR_OPT, /* same as CK_ADDR, or "": address zeroed, port 0 (turned off) */
+	CK_URLS,     /* struct sm_config_list of https:// URLs */
+	CK_PREFIX,   /* char[128]: an etcd key prefix, "/.../" (clusterstore.h) */
 };
 
 struct cfg_key {
@@ -153,14 +156,33 @@ static const struct cfg_key cfg_keys[] = {
 	 "set how many recent records `sockmesh flows` can see, or 0 to turn the stream off, e.g. "
 	 "4096"},
 	{"log", "level", CK_LOGLEVEL, F(log_level), 0, 0, 0, "set one of error, warn, info, debug"},
+	{"cluster", "lease_ttl", CK_U32, F(cluster_lease_ttl), 0, 2, 300,
+	 "set the seconds a node's registration outlives its last contact with etcd, 2 to 300"},
+	{"cluster", "start_timeout", CK_U32, F(cluster_start_timeout), 0, 1, 3600,
+	 "set the seconds a first start (no state saved yet) waits for etcd, 1 to 3600"},
+	{"cluster.etcd", "endpoints", CK_URLS, F(etcd_endpoints), 0, 0, 0,
+	 "list etcd's client URLs, each https://HOST:PORT (mutual TLS only)"},
+	{"cluster.etcd", "ca", CK_ABS_OPT, F(etcd_ca), 0, 0, 0,
+	 "set the absolute path of the CA certificate (PEM) that signed etcd's certificate"},
+	{"cluster.etcd", "cert", CK_ABS_OPT, F(etcd_cert), 0, 0, 0,
+	 "set the absolute path of this node's etcd client certificate (PEM)"},
+	{"cluster.etcd", "key", CK_ABS_OPT, F(etcd_key), 0, 0, 0,
+	 "set the absolute path of that certificate's private key (PEM)"},
+	{"cluster.etcd", "username", CK_NAME_OPT, F(etcd_username), 0, 0, 0,
+	 "set the etcd user for role-based access control: 1 to 63 letters, digits, '.', '_' "
+	 "or '-'"},
+	{"cluster.etcd", "password_file", CK_ABS_OPT, F(etcd_password_file), 0, 0, 0,
+	 "set the absolute path of a file holding the etcd user's password"},
+	{"cluster.etcd", "prefix", CK_PREFIX, F(etcd_prefix), 0, 0, 0,
+	 "set a key prefix that starts and ends with '/', e.g. /sockmesh/"},
 };
 
 #undef F
 
 /* The top-level keys: the two scalars first, then the sections. */
-static const char *const top_keys[] = {"node",	   "catalog", "paths",	 "listeners",
+static const char *const top_keys[] = {"node",	   "catalog", "paths",   "listeners",
 				       "datapath", "tunnel",  "flowlog", "log",
-				       "metrics",  "admin",   "control"};
+				       "metrics",  "admin",   "control", "cluster"};
 
 void sm_config_defaults(struct sm_config *cfg)
 {
@@ -209,6 +231,9 @@ void sm_config_defaults(struct sm_config *cfg)
 	cfg->flowlog_denied_burst = 200;
 	cfg->flowlog_ring_size = 4096;
 	cfg->log_level = SM_LOG_INFO;
+	sm_strlcpy(cfg->etcd_prefix, "/sockmesh/", sizeof(cfg->etcd_prefix));
+	cfg->cluster_lease_ttl = 10;
+	cfg->cluster_start_timeout = 30;
 }
 
 static bool name_valid(const char *s)
@@ -218,6 +243,15 @@ static bool name_valid(const char *s)
 	if (n == 0 || n > 63)
 		return false;
 	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+/* Printable ASCII without spaces or quotes (an etcd key prefix). */
+static bool printable_word(const char *s)
+{
+	for (; *s; s++)
+		if (*s <= ' ' || *s > '~' || *s == '"' || *s == '\'' || *s == '\\')
+			return false;
+	return true;
 }
 
 static const char *key_dotted(const struct cfg_key *k, char *buf, size_t len)
@@ -283,6 +317,13 @@ static int list_item_check(const struct cfg_key *k, const char *item, const char
 			     strlen(item), SM_CONFIG_ITEM_MAX - 1, k->fix);
 		return -ERANGE;
 	}
+	if (k->kind == CK_URLS) {
+		if (strncmp(item, "https://", 8) == 0 && item[8] && !strpbrk(item, " \t\"'"))
+			return 0;
+		sm_error_set(err, "%s%s: '%.100s' is not an https:// URL (%s)", where, key, item,
+			     k->fix);
+		return -EINVAL;
+	}
 	if (k->kind == CK_FIELDS) {
 		if (sm_flow_field_known(item))
 			return 0;
@@ -330,7 +371,8 @@ static int list_apply(struct sm_config *cfg, const struct cfg_key *k, const char
 
 /*
  * A list key set from one string (a flag): "" is the empty list; a filter
- * list takes the string as its one filter; a field list is comma-separated.
+ * list takes the string as its one filter; field and URL lists are
+ * comma-separated.
  */
 static int list_apply_text(struct sm_config *cfg, const struct cfg_key *k, const char *text,
 			   const char *where, struct sm_error *err)
@@ -475,7 +517,8 @@ static int cfg_apply(struct sm_config *cfg, const struct cfg_key *k, const char 
 	key_dotted(k, key, sizeof(key));
 	switch (k->kind) {
 	case CK_NAME:
-		if (!name_valid(text))
+	case CK_NAME_OPT:
+		if (!name_valid(text) && (k->kind == CK_NAME || *text))
 			break;
 		sm_strlcpy(base + k->off, text, SM_ARRAY_SIZE(cfg->node));
 		return 0;
@@ -512,7 +555,14 @@ static int cfg_apply(struct sm_config *cfg, const struct cfg_key *k, const char 
 		return apply_size(base, k, key, text, where, err);
 	case CK_FILTERS:
 	case CK_FIELDS:
+	case CK_URLS:
 		return list_apply_text(cfg, k, text, where, err);
+	case CK_PREFIX:
+		if (strlen(text) < 2 || strlen(text) >= SM_ARRAY_SIZE(cfg->etcd_prefix) ||
+		    text[0] != '/' || text[strlen(text) - 1] != '/' || !printable_word(text))
+			break;
+		sm_strlcpy(base + k->off, text, SM_ARRAY_SIZE(cfg->etcd_prefix));
+		return 0;
 	}
 	return apply_invalid(k, key, text, where, err);
 }
@@ -604,7 +654,7 @@ static int cfg_apply_node(struct sm_config *cfg, const struct cfg_key *k,
 	char where[PATH_MAX + 32], key[64];
 
 	snprintf(where, sizeof(where), "%s:%u: ", file, val->line);
-	if (k->kind == CK_FILTERS || k->kind == CK_FIELDS)
+	if (k->kind == CK_FILTERS || k->kind == CK_FIELDS || k->kind == CK_URLS)
 		return cfg_apply_list_node(cfg, k, val, file, where, err);
 	if (val->type != SM_YNODE_SCALAR) {
 		sm_error_set(err, "%s%s: expected a single value, found %s (%s)", where,
@@ -630,7 +680,17 @@ static int cfg_apply_section(struct sm_config *cfg, const char *section, const s
 	}
 	for (size_t i = 0; i < map->n; i++) {
 		const struct cfg_key *k = cfg_key_find(section, map->keys[i]->text);
+		char sub[32];
 
+		/* a section inside a section: cluster: etcd: ... is section "cluster.etcd" */
+		if (!k && (size_t) snprintf(sub, sizeof(sub), "%s.%s", section,
+					    map->keys[i]->text) < sizeof(sub) &&
+		    section_known(sub)) {
+			ret = cfg_apply_section(cfg, sub, map->vals[i], file, err);
+			if (ret)
+				return ret;
+			continue;
+		}
 		if (!k) {
 			sm_error_set(err, "%s:%u: unknown key '%s.%.60s' (known keys in %s: %s)",
 				     file, map->keys[i]->line, section, map->keys[i]->text, section,
@@ -709,7 +769,7 @@ int sm_config_set(struct sm_config *cfg, const char *key, const char *value, str
 {
 	char section[32], known[256];
 	const struct cfg_key *k;
-	const char *dot = strchr(key, '.');
+	const char *dot = strrchr(key, '.'); /* the section may have dots: cluster.etcd.prefix */
 	size_t n;
 
 	if (!dot) {
@@ -747,6 +807,7 @@ static size_t kind_size(enum cfg_kind kind)
 {
 	switch (kind) {
 	case CK_NAME:
+	case CK_NAME_OPT:
 		return SM_ARRAY_SIZE(((struct sm_config *) 0)->node);
 	case CK_PATH:
 	case CK_PATH_OPT:
@@ -772,7 +833,10 @@ static size_t kind_size(enum cfg_kind kind)
 		return sizeof(uint64_t);
 	case CK_FILTERS:
 	case CK_FIELDS:
+	case CK_URLS:
 		return sizeof(struct sm_config_list);
+	case CK_PREFIX:
+		return SM_ARRAY_SIZE(((struct sm_config *) 0)->etcd_prefix);
 	}
 	return 0;
 }

@@ -105,6 +105,17 @@ struct sm_config {
 
 	/* log: */
 	int log_level; /* log.level: error|warn|info|debug, info */
+
+	/* cluster: cluster mode (docs/cluster.md), on when cluster.etcd.endpoints is set */
+	struct sm_config_list etcd_endpoints; /* cluster.etcd.endpoints: https:// URLs, [] */
+	char etcd_ca[PATH_MAX];		      /* cluster.etcd.ca: etcd's CA (PEM) */
+	char etcd_cert[PATH_MAX];	      /* cluster.etcd.cert: this node's client cert */
+	char etcd_key[PATH_MAX];	      /* cluster.etcd.key: its private key */
+	char etcd_username[64];		      /* cluster.etcd.username, "" = none (RBAC) */
+	char etcd_password_file[PATH_MAX];    /* cluster.etcd.password_file */
+	char etcd_prefix[128];		      /* cluster.etcd.prefix, /sockmesh/ */
+	uint32_t cluster_lease_ttl;	      /* cluster.lease_ttl (s) of registration, 10 */
+	uint32_t cluster_start_timeout; /* cluster.start_timeout (s): first start, no state, 30 */
 };
 
 /* Fill every field with its built-in default. */
