@@ -337,6 +337,80 @@ sb__cached_pki() {
 	cp -a "$entry" "$dest" || { sb_log "cannot copy the test PKI $entry to $dest"; return 1; }
 }
 
+# ---- cluster mode: one etcd for the sandbox (scripts/test-etcd.sh) ----
+# etcd runs in the hub namespace on SB_ETCD_ADDR (added to br0), with its own
+# PKI in $SB_DIR/etcd: a server certificate, a client certificate per node and
+# one for the operator. Nodes reach it over their veth; the CLI and etcdctl
+# run in the hub namespace. sb_destroy stops it.
+SB_ETCD_ADDR=10.11.0.254
+sb_etcd_dir() { echo "$SB_DIR/etcd"; }
+sb_etcd_url() { echo "https://$SB_ETCD_ADDR:2379"; }
+
+# sb_etcd_start: make the PKI (first call), add the address, start etcd, wait until healthy.
+sb_etcd_start() {
+	local dir hub
+	dir=$(sb_etcd_dir)
+	hub=$(sb_hub_ns)
+	if [ ! -f "$dir/ca.pem" ]; then
+		"$SB_REPO/scripts/test-etcd.sh" pki "$dir" "$SB_ETCD_ADDR" ||
+			{ sb_log "scripts/test-etcd.sh pki failed"; return 1; }
+	fi
+	if ! ip -n "$hub" -4 addr show dev br0 | grep -q " $SB_ETCD_ADDR/"; then
+		ip -n "$hub" addr add "$SB_ETCD_ADDR/24" dev br0 ||
+			{ sb_log "cannot add $SB_ETCD_ADDR to $hub's br0"; return 1; }
+	fi
+	"$SB_REPO/scripts/test-etcd.sh" start "$dir" "$SB_ETCD_ADDR" --netns "$hub" ||
+		{ sb_log "etcd did not start (its log: $dir/etcd.log)"; return 1; }
+}
+
+# sb_etcd_stop: stop etcd (its data stays: sb_etcd_start starts it again with it).
+sb_etcd_stop() {
+	[ -f "$(sb_etcd_dir)/etcd.pid" ] || return 0
+	"$SB_REPO/scripts/test-etcd.sh" stop "$(sb_etcd_dir)"
+}
+
+# sb_etcdctl ARGS...: etcdctl as the operator, in the hub namespace, bounded.
+sb_etcdctl() {
+	timeout --kill-after=2 30 nsenter --net="/run/netns/$(sb_hub_ns)" -- \
+		"$SB_REPO/scripts/test-etcd.sh" ctl "$(sb_etcd_dir)" "$SB_ETCD_ADDR" "$@"
+}
+
+# sb_ccli ARGS...: the CLI against the cluster (etcd) as the operator, bounded.
+sb_ccli() {
+	local dir
+	dir=$(sb_etcd_dir)
+	SOCKMESH_ETCD_ENDPOINTS=$(sb_etcd_url) SOCKMESH_ETCD_CA=$dir/ca.pem \
+		SOCKMESH_ETCD_CERT=$dir/client-operator.pem SOCKMESH_ETCD_KEY=$dir/client-operator-key.pem \
+		timeout --kill-after=2 "${SB_CCLI_TIMEOUT:-60}" \
+		nsenter --net="/run/netns/$(sb_hub_ns)" -- "$SOCKMESH" "$@"
+}
+
+# sb_cluster_config NODE: cluster mode in NODE's config file (lease TTL SB_LEASE_TTL, default 10).
+sb_cluster_config() {
+	local node=$1 dir
+	sb__valid_node "$node" || return 1
+	dir=$(sb_etcd_dir)
+	cat >>"$(sb_config "$node")" <<EOC
+cluster:
+  lease_ttl: ${SB_LEASE_TTL:-10}
+  start_timeout: ${SB_START_TIMEOUT:-30}
+  etcd:
+    endpoints: [$(sb_etcd_url)]
+    ca: $dir/ca.pem
+    cert: $dir/client-$node.pem
+    key: $dir/client-$node-key.pem
+EOC
+}
+
+# sb_etcd_cut NODE / sb_etcd_uncut NODE: NODE's packets to etcd go nowhere / go again
+# (a blackhole route inside the node's namespace; traffic between nodes is untouched).
+sb_etcd_cut() {
+	ip -n "$(sb_ns "$1")" route add blackhole "$SB_ETCD_ADDR/32"
+}
+sb_etcd_uncut() {
+	ip -n "$(sb_ns "$1")" route del blackhole "$SB_ETCD_ADDR/32"
+}
+
 # sb_cli NODE ARGS...: the CLI against NODE's daemon, bounded in time.
 sb_cli() {
 	local node=$1
@@ -556,6 +630,11 @@ sb__destroy() {
 	# processes in our cgroups that were not recorded (e.g. a leftover run)
 	if [ -d "$SB_CG" ]; then
 		[ -e "$SB_CG/cgroup.kill" ] && echo 1 >"$SB_CG/cgroup.kill" 2>/dev/null
+	fi
+	# etcd (cluster tests), by the pid it wrote: before its namespace goes
+	if [ -f "$SB_DIR/etcd/etcd.pid" ]; then
+		"$SB_REPO/scripts/test-etcd.sh" stop "$SB_DIR/etcd" >/dev/null 2>&1 ||
+			sb_log "could not stop the sandbox's etcd (pid $(cat "$SB_DIR/etcd/etcd.pid" 2>/dev/null))"
 	fi
 	# ... and in our namespaces
 	for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^smt-$id-(hub|n[0-9]+)\$"); do

@@ -26,6 +26,7 @@
 
 #include "catalog.h"
 #include "config.h"
+#include "cluster.h"
 #include "control.h"
 #include "ctl.h"
 #include "daemon.h"
@@ -275,6 +276,7 @@ static json_object *cmd_status(struct sm_daemon *d)
 	json_object_object_add(px, "accept_no_fd", json_object_new_uint64(ps.accept_no_fd));
 	json_object_object_add(o, "proxy", px);
 	json_object_object_add(o, "tunnel", status_tunnel(d));
+	json_object_object_add(o, "cluster", sm_cluster_status(d)); /* null in file mode */
 	json_object_object_add(o, "workers", status_workers(d));
 	{
 		struct sm_error perr = {{0}};

@@ -20,6 +20,7 @@
 #include <bpf/libbpf.h>
 
 #include "catalog.h"
+#include "cluster.h"
 #include "config.h"
 #include "control.h"
 #include "daemon.h"
@@ -360,19 +361,35 @@ static int resolve_node(struct sm_daemon *d, bool check_only)
 		       "catalog)");
 		return -EINVAL;
 	}
-	if (!d->cfg.catalog[0]) {
-		pr_err("no catalog: set `catalog:` in the config or pass --catalog FILE");
-		return -EINVAL;
-	}
-	rc = sm_catalog_load(&d->cat, d->cfg.catalog, &err);
-	if (rc) {
-		pr_err("%s", err.msg);
-		return -EINVAL; /* a missing or bad catalog is a usage error (exit 2) */
+	if (sm_cluster_enabled(&d->cfg)) {
+		/* the catalog from etcd (or the state saved from it), not from a file */
+		d->cluster_mode = true;
+		rc = sm_cluster_prepare(d, check_only);
+		if (rc)
+			return rc == -EINVAL ? -EINVAL : -EHOSTUNREACH;
+		if (check_only)
+			return 0;
+	} else {
+		if (!d->cfg.catalog[0]) {
+			pr_err("no catalog: set `catalog:` in the config or pass --catalog FILE");
+			return -EINVAL;
+		}
+		rc = sm_catalog_load(&d->cat, d->cfg.catalog, &err);
+		if (rc) {
+			pr_err("%s", err.msg);
+			return -EINVAL; /* a missing or bad catalog is a usage error (exit 2) */
+		}
 	}
 	d->node_idx = sm_catalog_node_index(&d->cat, d->cfg.node);
 	if (d->node_idx < 0) {
-		pr_err("%s: node '%s' is not in the catalog (add it under nodes: or fix --node)",
-		       d->cfg.catalog, d->cfg.node);
+		if (d->cluster_mode)
+			pr_err("node '%s' is not in the cluster catalog (add it: sockmesh catalog "
+			       "apply, under nodes:, or fix --node)",
+			       d->cfg.node);
+		else
+			pr_err("%s: node '%s' is not in the catalog (add it under nodes: or fix "
+			       "--node)",
+			       d->cfg.catalog, d->cfg.node);
 		return -EINVAL;
 	}
 	d->wl = sm_workloads_new(&d->cat);
@@ -646,7 +663,7 @@ static int run(struct sm_daemon *d)
 	/* the policy too: a restored policy is in force before any program is attached */
 	/* privileges drop once attached and before the first thread (sinks, workers, HTTP) */
 	err = sm_tunnel_facts_start(d) ?: sm_intercept_sync(d) ?: sm_policy_start(d) ?:
-	      sm_datapath_attach(d) ?:
+	      sm_cluster_restore_policy(d) ?: sm_datapath_attach(d) ?:
 	      sm_privileges_drop(d) ?: sm_flowstream_start(d) ?: sm_flowexp_start(d) ?:
 	      sm_hbone_start(d) ?: add_worker_parts(d) ?: sm_workers_start(d) ?: sm_control_start(d) ?:
 	      sm_reload_start(d) ?: sm_metrics_serve(d);
@@ -658,11 +675,16 @@ static int run(struct sm_daemon *d)
 		goto stop;
 	}
 	d->ready = true;
+	/* registers as ready: only now that everything above is in place */
+	err = sm_cluster_start(d);
+	if (err)
+		goto stop;
 	pr_info("ready: node %s, %u programs attached (workloads enrolled below %s), control "
 		"socket %s",
 		d->cfg.node, d->natt, d->enroll_root, d->cfg.control_socket);
 	err = sm_evloop_run(d->loop);
 stop:
+	sm_cluster_stop(d); /* a state being read is dropped; the registration goes */
 	sm_evloop_del(d->loop, tick);
 	sm_reload_stop(d);  /* a catalog being read is dropped; nothing is half-applied */
 	sm_metrics_stop(d); /* its thread reads the workers' counters and the maps */
@@ -732,7 +754,16 @@ int main(int argc, char **argv)
 	if (err) {
 		sm_catalog_free(&d.cat);
 		sm_workloads_free(d.wl);
-		return err == -EPERM || err == -ENOENT ? EXIT_RUNTIME : EXIT_USAGE;
+		sm_cluster_free(&d);
+		return err == -EPERM || err == -ENOENT || err == -EHOSTUNREACH ? EXIT_RUNTIME
+									: EXIT_USAGE;
+	}
+	if (a.check && d.cluster_mode) {
+		printf("config is valid: node %s, cluster mode (the catalog and policies come from "
+		       "etcd, %u endpoints)\n",
+		       d.cfg.node, d.cfg.etcd_endpoints.n);
+		sm_cluster_free(&d);
+		return 0;
 	}
 	if (a.check) {
 		printf("config and catalog are valid: node %s, %u nodes, %u workloads, %u "
@@ -752,6 +783,7 @@ int main(int argc, char **argv)
 	sm_raise_fd_limit();
 	d.mono_to_real_ns = sm_mono_to_real_offset_ns();
 	err = run(&d);
+	sm_cluster_free(&d);
 	sm_catalog_free(&d.cat);
 	sm_workloads_free(d.wl);
 	if (err) {

@@ -35,6 +35,7 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 
+#include "cluster.h"
 #include "daemon.h"
 #include "datapath.h"
 #include "drop_reason.h"
@@ -142,6 +143,39 @@ static void on_first_heartbeat(struct sm_evloop *loop, struct sm_ev *ev, uint32_
 	on_heartbeat(loop, ev, events, arg);
 	sm_evloop_del(loop, ev);
 	d->metrics->first_beat = NULL;
+}
+
+/* ---- cluster mode ---- */
+
+static void render_cluster(const struct sm_daemon *d, struct sm_textbuf *b)
+{
+	struct sm_cluster_info ci;
+
+	sm_cluster_info(d, &ci);
+	if (!ci.enabled)
+		return; /* file mode: no such series */
+	sm_prom_family(b, "sockmesh_cluster_connected", "gauge",
+		       "1 when the last request to etcd succeeded, else 0.");
+	sm_prom_sample(b, "sockmesh_cluster_connected", NULL, NULL, 0, ci.connected);
+	sm_prom_family(b, "sockmesh_cluster_revision", "gauge",
+		       "The etcd revision the catalog and policies in force are applied up to.");
+	sm_prom_sample(b, "sockmesh_cluster_revision", NULL, NULL, 0, (uint64_t) ci.revision);
+	sm_prom_family(b, "sockmesh_cluster_last_contact_seconds", "gauge",
+		       "Seconds since etcd last answered (-1: never since the start).");
+	sm_prom_sample_f64(b, "sockmesh_cluster_last_contact_seconds", NULL, NULL, 0,
+			   (double) ci.last_contact_s);
+	sm_prom_family(b, "sockmesh_cluster_stale_seconds", "gauge",
+		       "Seconds since etcd stopped answering; 0 while it answers.");
+	sm_prom_sample(b, "sockmesh_cluster_stale_seconds", NULL, NULL, 0, (uint64_t) ci.stale_s);
+	sm_prom_family(b, "sockmesh_cluster_refusing", "gauge",
+		       "1 while the newest cluster state is refused (the last good one is kept).");
+	sm_prom_sample(b, "sockmesh_cluster_refusing", NULL, NULL, 0, ci.refusing);
+	sm_prom_family(b, "sockmesh_cluster_applied_total", "counter",
+		       "Cluster states put in force since the start.");
+	sm_prom_sample(b, "sockmesh_cluster_applied_total", NULL, NULL, 0, ci.applied_total);
+	sm_prom_family(b, "sockmesh_cluster_refusals_total", "counter",
+		       "Cluster states refused since the start (a key that does not validate).");
+	sm_prom_sample(b, "sockmesh_cluster_refusals_total", NULL, NULL, 0, ci.refused_total);
 }
 
 /* ---- /metrics ---- */
@@ -346,6 +380,7 @@ static void render_metrics(struct sm_metrics *m, struct sm_textbuf *b)
 		render_tls(b, &tls);
 		render_refused(b, &tls, &proxy);
 	}
+	render_cluster(m->d, b);
 	render_admin(m, b);
 	render_process(b);
 }
@@ -423,6 +458,26 @@ static unsigned int readiness(struct sm_metrics *m, struct sm_textbuf *b)
 	sm_textbuf_printf(b, "ready: %u program attachments, policy revision %u, %s\n", attachments,
 			  revision,
 			  tunnel ? "tunnel credentials loaded" : "tunnel off (tunnel.hbone false)");
+	{
+		struct sm_cluster_info ci;
+
+		/* fail static: a node away from etcd stays ready and enforces what it has */
+		sm_cluster_info(m->d, &ci);
+		if (ci.enabled && ci.stale_s > 0)
+			sm_textbuf_printf(b,
+					  "cluster: etcd has not answered for %lld s; enforcing "
+					  "revision %lld\n",
+					  (long long) ci.stale_s, (long long) ci.revision);
+		else if (ci.enabled && !ci.connected)
+			sm_textbuf_printf(b,
+					  "cluster: etcd not reached yet; enforcing revision %lld\n",
+					  (long long) ci.revision);
+		else if (ci.enabled)
+			sm_textbuf_printf(b, "cluster: revision %lld%s\n", (long long) ci.revision,
+					  ci.refusing ? " (a newer one is refused: see sockmesh "
+							"status)"
+						      : "");
+	}
 	return MHD_HTTP_OK;
 }
 

@@ -866,6 +866,40 @@ static json_object *cmd_get(struct sm_daemon *d, json_object *args, struct sm_er
 	return o;
 }
 
+int sm_policy_compiles(const struct sm_daemon *d, const struct sm_policy_set *set,
+		       const struct sm_catalog *cat, struct sm_error *err)
+{
+	struct sm_policy_compiled c = {0};
+	int ret = sm_policy_compile(set, cat, 0, d->cfg.max_policy_entries, &c, err);
+
+	sm_policy_compiled_free(&c);
+	return ret;
+}
+
+int sm_policy_replace(struct sm_daemon *d, const struct sm_policy_set *set, struct sm_error *err)
+{
+	static const struct incoming whole = {NULL, "cluster", false};
+	struct sm_policy_set copy = {0};
+	json_object *o;
+
+	if (!d->policy) {
+		sm_error_set(err, "policy is not loaded yet");
+		return -EAGAIN;
+	}
+	if (sm_policy_set_equal(&d->policy->set, set))
+		return 0;
+	if (sm_policy_set_copy(set, &copy)) {
+		sm_error_set(err, "out of memory copying the policy set");
+		return -ENOMEM;
+	}
+	o = change(d, &copy, &whole, false, err); /* takes copy over when it goes live */
+	sm_policy_set_free(&copy);
+	if (!o)
+		return -EINVAL;
+	json_object_put(o);
+	return 0;
+}
+
 /* An identity from a SPIFFE ID, "host", "world", an address (CIDR or service), or a number. */
 static int parse_identity(const struct sm_daemon *d, const char *s, bool dst, uint16_t port,
 			  uint32_t *id, struct sm_error *err)
@@ -1099,6 +1133,12 @@ json_object *sm_policy_command(struct sm_daemon *d, const char *cmd, json_object
 		return NULL;
 	if (!d->policy) {
 		sm_error_set(err, "policy is not loaded yet");
+		return NULL;
+	}
+	if (mutating && d->cluster_mode && !arg_bool(args, "dry_run")) {
+		sm_error_set(err,
+			     "this node runs in cluster mode: its policies come from etcd (write "
+			     "them with sockmesh policy apply --cluster / policy delete --cluster)");
 		return NULL;
 	}
 	if (mutating && !privileged) {

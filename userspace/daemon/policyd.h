@@ -12,6 +12,7 @@ struct sm_addr;
 struct sm_error;
 struct sm_flow_record;
 struct json_object;
+struct sm_catalog;
 
 /* policyd.c: the connection policy set, its kernel maps and its control commands. */
 /* Restore <state_dir>/policy.json into the kernel; before any attach (fail closed). */
@@ -44,6 +45,15 @@ uint32_t sm_policy_revision(const struct sm_daemon *d);
  * policy never calls up into it.
  */
 typedef uint64_t (*sm_policy_live_fn)(struct sm_daemon *d);
+/*
+ * Cluster mode: make set the whole policy set, as an apply would (the local
+ * revision + 1, saved, live, established connections checked again). An
+ * equal set changes nothing. 0, or -errno with err and the old set live.
+ */
+int sm_policy_replace(struct sm_daemon *d, const struct sm_policy_set *set, struct sm_error *err);
+/* Does set compile against cat within datapath.max_policy_entries? 0 or -errno with err. */
+int sm_policy_compiles(const struct sm_daemon *d, const struct sm_policy_set *set,
+		       const struct sm_catalog *cat, struct sm_error *err);
 /* Register fn (NULL: none) as the one revision observer; after sm_policy_start(). 0 or -errno. */
 int sm_policy_observe(struct sm_daemon *d, sm_policy_live_fn fn);
 /* The compiled policy's entries and their bound (datapath.max_policy_entries); -1, -1 before load.

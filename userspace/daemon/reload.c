@@ -58,27 +58,22 @@ static void *loader(void *arg)
 	return NULL;
 }
 
-/* The main loop's part: check the new catalog and put it in place. */
-static void apply(struct sm_daemon *d, struct sm_catalog *cat)
+int sm_reload_swap_catalog(struct sm_daemon *d, struct sm_catalog *cat, struct sm_error *err)
 {
 	struct sm_workloads *wl;
-	struct sm_error e = {{0}};
 	int idx = sm_catalog_node_index(cat, d->cfg.node);
-	bool err;
+	bool failed;
 
 	if (idx < 0) {
-		pr_warn("SIGHUP: node '%s' missing from %s; keeping the current catalog",
-			d->cfg.node, d->cfg.catalog);
-		goto refuse;
+		sm_error_set(err, "node '%s' is not in the new catalog", d->cfg.node);
+		return -EINVAL;
 	}
-	if (sm_intercept_check(d, cat, idx, &e)) {
-		pr_warn("SIGHUP: %s: %s; keeping the current catalog", d->cfg.catalog, e.msg);
-		goto refuse;
-	}
+	if (sm_intercept_check(d, cat, idx, err))
+		return -EINVAL;
 	wl = sm_workloads_new(cat);
 	if (!wl) {
-		pr_warn("SIGHUP: out of memory; keeping the current catalog");
-		goto refuse;
+		sm_error_set(err, "out of memory");
+		return -ENOMEM;
 	}
 	/* the workers read the catalog and the credentials: hold them while both change */
 	sm_workers_pause(d);
@@ -90,15 +85,25 @@ static void apply(struct sm_daemon *d, struct sm_catalog *cat)
 	d->node_idx = idx;
 	sm_workloads_refresh(d->wl, &d->cat, d->node_idx, d->cgroup_root);
 	/* the programs stay attached to the enrollment root: only the maps change */
-	err = sm_intercept_sync(d) || sm_hbone_catalog_changed(d) || sm_policy_catalog_changed(d);
+	failed = sm_intercept_sync(d) || sm_hbone_catalog_changed(d) ||
+		 sm_policy_catalog_changed(d);
 	sm_workers_resume(d);
-	if (err)
-		pr_warn("SIGHUP: the new catalog was only partly applied; see the messages above");
-	else
-		pr_info("SIGHUP: catalog reloaded");
-	return;
-refuse:
-	sm_catalog_free(cat);
+	if (failed)
+		pr_warn("the new catalog was only partly applied; see the messages above");
+	return 0;
+}
+
+/* The main loop's part: check the new catalog and put it in place. */
+static void apply(struct sm_daemon *d, struct sm_catalog *cat)
+{
+	struct sm_error e = {{0}};
+
+	if (sm_reload_swap_catalog(d, cat, &e)) {
+		pr_warn("SIGHUP: %s: %s; keeping the current catalog", d->cfg.catalog, e.msg);
+		sm_catalog_free(cat);
+		return;
+	}
+	pr_info("SIGHUP: catalog reloaded");
 }
 
 static int start_load(struct sm_daemon *d)
@@ -172,6 +177,11 @@ void sm_reload_request(struct sm_daemon *d)
 
 	if (!r)
 		return;
+	if (d->cluster) {
+		pr_info("SIGHUP: cluster mode: the catalog comes from etcd, %s is not read",
+			d->cfg.catalog);
+		return;
+	}
 	if (r->running) {
 		r->again = true;
 		pr_info("SIGHUP: a catalog reload is under way; %s is read again when it ends",

@@ -3,11 +3,20 @@
 #define SOCKMESHD_RELOAD_H
 
 struct sm_daemon;
+struct sm_catalog;
+struct sm_error;
 
 /* reload.c: SIGHUP's catalog reload, read on a thread, applied on the main loop. */
 int sm_reload_start(struct sm_daemon *d);
 /* SIGHUP: read the catalog file again; a bad one changes nothing. */
 void sm_reload_request(struct sm_daemon *d);
 void sm_reload_stop(struct sm_daemon *d);
+/*
+ * Main thread: make cat the catalog (taken over: cat is zeroed) after the
+ * checks a start makes (this node is in it, its workloads can be enrolled),
+ * with the maps, the tunnel's view and the policy's compilation following;
+ * the workers are paused meanwhile. 0, or -errno with err and nothing changed.
+ */
+int sm_reload_swap_catalog(struct sm_daemon *d, struct sm_catalog *cat, struct sm_error *err);
 
 #endif /* SOCKMESHD_RELOAD_H */
