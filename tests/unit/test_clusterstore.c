@@ -428,6 +428,24 @@ static void test_build_handwritten_yaml(void **state)
 	ASSERT_HAS(err.msg, "the service is '10.0.0.1_81' but its key says '10.0.0.1_80'", err.msg);
 }
 
+static void test_value_json(void **state)
+{
+	struct sm_error err = {""};
+	static const char yaml[] = "name: n1\naddresses: [10.0.0.1]\nport: 0x10\n";
+	size_t len = 0;
+	char *s;
+
+	s = sm_cluster_value_json(yaml, strlen(yaml), "k", &len, &err);
+	text = s; /* freed by teardown if a check fails */
+	ASSERT_NOT_NULL(s, err.msg);
+	ASSERT_STR_EQ(s, "{\"name\":\"n1\",\"addresses\":[\"10.0.0.1\"],\"port\":\"0x10\"}",
+		      "YAML as one line of JSON");
+	ASSERT_EQ(len, strlen(s), "length");
+	s = sm_cluster_value_json("[1]", 3, "k", &len, &err);
+	ASSERT_EQ(s == NULL, 1, "a list is refused");
+	ASSERT_HAS(err.msg, "k: expected a mapping, found a list", err.msg);
+}
+
 static void test_build_empty(void **state)
 {
 	char bad_key[SM_CLUSTER_KEY_MAX];
@@ -673,6 +691,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_build_errors_name_keys, cleanup),
 		cmocka_unit_test_teardown(test_build_handwritten_yaml, cleanup),
 		cmocka_unit_test_teardown(test_build_empty, cleanup),
+		cmocka_unit_test_teardown(test_value_json, cleanup),
 		cmocka_unit_test_teardown(test_policies_round_trip, cleanup),
 		cmocka_unit_test_teardown(test_policy_errors_name_keys, cleanup),
 		cmocka_unit_test_teardown(test_50k_policies, cleanup),

@@ -270,6 +270,32 @@ static char *ynode_json_line(const struct sm_ynode *n, size_t *len)
 	return s;
 }
 
+char *sm_cluster_value_json(const char *value, size_t len, const char *name, size_t *out_len,
+			    struct sm_error *err)
+{
+	struct sm_ynode *root = NULL;
+	char *s = NULL;
+	int ret;
+
+	ret = sm_yaml_parse(value, len, name, &root, err);
+	if (!ret && (!root || root->type != SM_YNODE_MAP)) {
+		sm_error_set(err, "%s: expected a mapping, found %s", name,
+			     root ? sm_ynode_kind(root) : "nothing");
+		ret = -EINVAL;
+	}
+	if (!ret) {
+		s = ynode_json_line(root, out_len);
+		if (!s) {
+			sm_error_set(err, "%s: out of memory", name);
+			ret = -ENOMEM;
+		}
+	}
+	sm_ynode_free(root);
+	if (ret)
+		errno = -ret;
+	return s;
+}
+
 /* ---- an object's name ---- */
 
 /* "ADDRESS_NUMBER" with ':' as '-'; 0 or -EINVAL. */

@@ -92,6 +92,15 @@ int sm_cluster_split_catalog(const char *text, size_t len, const char *name,
 int sm_cluster_split_policies(const char *text, size_t len, const char *name,
 			      struct sm_cluster_objs *out, struct sm_error *err);
 
+/*
+ * A value under config/ (JSON, or YAML written by hand) as the one line of
+ * JSON sockmesh would have written: for printing what a key holds. Returns
+ * a malloc'ed string (*len bytes), or NULL with err = "NAME:LINE: ..." when
+ * it is not a mapping (errno EINVAL or ENOMEM).
+ */
+char *sm_cluster_value_json(const char *value, size_t len, const char *name, size_t *out_len,
+			    struct sm_error *err);
+
 /* Everything under PREFIX config/, made into what a node enforces. */
 struct sm_cluster_state {
 	struct sm_catalog cat;
