@@ -11,6 +11,7 @@
  *   PREFIX config/catalog/nodes/NAME       one node, as in the catalog file's nodes: list
  *   PREFIX config/catalog/workloads/NAME   one workload
  *   PREFIX config/catalog/services/NAME    one service: its name, else ADDRESS_PORT
+ *   PREFIX config/catalog/cidrs/NAME       one CIDR of cidrs:, NAME = ADDRESS_PREFIX
  *   PREFIX config/policies/NAME            one policy (docs/policy.md), named NAME
  *   PREFIX config/generation               rewritten by every sockmesh write (see below)
  *   PREFIX status/nodes/NODE               registration, under the node's lease
@@ -20,8 +21,9 @@
  * the others. Values under config/ are JSON objects with exactly the fields
  * the files have (YAML that parses to a mapping is accepted too, for keys
  * written by hand with etcdctl). NAME is the object's name: [A-Za-z0-9._-],
- * 1..63 bytes; a services key without a name is "ADDRESS_PORT" with ':' in
- * an IPv6 address written as '-'.
+ * 1..63 bytes; a services key without a name is "ADDRESS_PORT" and a cidrs
+ * key "ADDRESS_PREFIX" (10.0.0.0_8), with ':' in an IPv6 address written as
+ * '-' and the address as sm_addr_format() writes it.
  *
  * Writes by sockmesh are one transaction that compares config/generation's
  * mod_revision with the one the diff was made from, and every config/ key's
@@ -50,6 +52,7 @@
 #define SM_CK_NODES	 "config/catalog/nodes/"
 #define SM_CK_WORKLOADS	 "config/catalog/workloads/"
 #define SM_CK_SERVICES	 "config/catalog/services/"
+#define SM_CK_CIDRS	 "config/catalog/cidrs/"
 #define SM_CK_POLICIES	 "config/policies/"
 #define SM_CK_GENERATION "config/generation"
 #define SM_CK_STATUS	 "status/"
@@ -64,6 +67,7 @@ struct sm_cluster_obj {
 	char key[SM_CLUSTER_KEY_MAX];
 	char *value;
 	size_t value_len;
+	unsigned int line; /* where the object starts in the file it was split from */
 };
 
 struct sm_cluster_objs {
@@ -75,7 +79,8 @@ void sm_cluster_objs_free(struct sm_cluster_objs *objs);
 
 /*
  * A catalog file's text (all or part of a catalog: any of nodes:,
- * workloads:, services:) as objects, one per list item, in file order.
+ * workloads:, services:, cidrs:) as objects, one per list item, in file
+ * order; an empty document is no objects.
  * Checks the text, the structure and each object's name; the whole catalog
  * is checked later, by sm_cluster_build(), once merged with what is in
  * etcd. Two objects with the same key are an error naming both lines.
@@ -86,6 +91,15 @@ int sm_cluster_split_catalog(const char *text, size_t len, const char *name,
 /* A policy file's text (docs/policy.md) as one object per policy, checked as the parser does. */
 int sm_cluster_split_policies(const char *text, size_t len, const char *name,
 			      struct sm_cluster_objs *out, struct sm_error *err);
+
+/*
+ * A value under config/ (JSON, or YAML written by hand) as the one line of
+ * JSON sockmesh would have written: for printing what a key holds. Returns
+ * a malloc'ed string (*len bytes), or NULL with err = "NAME:LINE: ..." when
+ * it is not a mapping (errno EINVAL or ENOMEM).
+ */
+char *sm_cluster_value_json(const char *value, size_t len, const char *name, size_t *out_len,
+			    struct sm_error *err);
 
 /* Everything under PREFIX config/, made into what a node enforces. */
 struct sm_cluster_state {
@@ -110,10 +124,15 @@ struct sm_cluster_state {
  * -EINVAL with bad_key = the offending key ("" when no single key is to
  * blame) and err = "KEY: what is wrong" (the catalog's messages name the key
  * of the line they are about). out holds nothing to free on error.
+ *
+ * No catalog key at all is not an error: cat is then empty (no nodes; what
+ * sm_catalog_parse() would refuse), catalog_doc "" and catalog_revision 0,
+ * so that policies can be stored before the catalog (a node then has no
+ * catalog to apply yet). Catalog keys without a node are an error.
  */
-int sm_cluster_build(const char *prefix, const struct sm_etcd_kv *kvs, size_t n,
-		     int64_t revision, struct sm_cluster_state *out, char *bad_key,
-		     size_t bad_key_len, struct sm_error *err);
+int sm_cluster_build(const char *prefix, const struct sm_etcd_kv *kvs, size_t n, int64_t revision,
+		     struct sm_cluster_state *out, char *bad_key, size_t bad_key_len,
+		     struct sm_error *err);
 void sm_cluster_state_free(struct sm_cluster_state *st);
 
 /*
@@ -135,7 +154,7 @@ struct sm_cluster_applied {
 	int64_t policy_revision;
 	uint32_t local_policy_revision;
 	bool connected;
-	char stale_since[40]; /* "" = not stale */
+	char stale_since[40];	  /* "" = not stale */
 	int64_t refused_revision; /* 0: nothing refused */
 	char refused_key[SM_CLUSTER_KEY_MAX];
 	char refused_reason[512];
