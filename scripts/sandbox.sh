@@ -279,7 +279,7 @@ sb_write_catalog() {
 }
 
 # sb_make_pki [TRUST_DOMAIN]: a test PKI under $SB_DIR/pki (scripts/test-pki.sh) with
-# SVIDs for nodes 1..3 and every workload registered so far (directory wl-NAME);
+# SVIDs for nodes 1..9 and every workload registered so far (directory wl-NAME);
 # sb_write_catalog names these credentials (and makes the PKI itself on its first
 # call unless SB_MTLS=0). TRUST_DOMAIN defaults to the first workload's; all
 # workload SPIFFE IDs must be in it to verify.

@@ -22,7 +22,7 @@
 #   both-roots.pem                root.pem + other-root.pem (a rotation-overlap bundle)
 #   foreign-bundle.pem            root.pem + foreign-root.pem: a bundle for TD that
 #                                 also holds wrong.test's root (refused at load)
-#   node1/ node2/ node3/          spiffe://TD/sockmesh/node/nodeN, bundle = our root
+#   node1/ .. node9/              spiffe://TD/sockmesh/node/nodeN, bundle = our root
 #   NAME/                         one per NAME=SPIFFE_ID argument, bundle = our root
 #   other/                        spiffe://TD/sockmesh/other issued under the other
 #                                 root; bundle = other root (the "new root" of a rotation)
@@ -89,7 +89,7 @@ for arg in "$@"; do
 		exit 2
 	fi
 	case $name in
-	ca | bad | eku | other | foreign | node1 | node2 | node3 | both-roots.pem | \
+	ca | bad | eku | other | foreign | node[1-9] | both-roots.pem | \
 		foreign-bundle.pem | .work)
 		echo "test-pki: workload name '$name' is reserved; choose another" >&2
 		exit 2
@@ -103,8 +103,8 @@ utc() { date -u -d "$1" +%Y%m%d%H%M%SZ; }
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 work=$dir/.work
-rm -rf "$work" "$dir/ca" "$dir/bad" "$dir/eku" "$dir/other" "$dir/foreign" "$dir/node1" \
-	"$dir/node2" "$dir/node3" "$dir/both-roots.pem" "$dir/foreign-bundle.pem"
+rm -rf "$work" "$dir/ca" "$dir/bad" "$dir/eku" "$dir/other" "$dir/foreign" "$dir"/node[1-9] \
+	"$dir/both-roots.pem" "$dir/foreign-bundle.pem"
 for arg in "$@"; do rm -rf "${dir:?}/${arg%%=*}"; done
 mkdir -p "$work" "$dir/ca"
 trap 'rm -rf "$work"' EXIT
@@ -260,7 +260,7 @@ cat "$dir/ca/root.pem" "$dir/ca/other-root.pem" >"$dir/both-roots.pem"
 cat "$dir/ca/root.pem" "$dir/ca/foreign-root.pem" >"$dir/foreign-bundle.pem"
 
 id=spiffe://$td/sockmesh
-for n in 1 2 3; do
+for n in 1 2 3 4 5 6 7 8 9; do # every node a sandbox may have
 	svid "$dir/node$n" "URI:$id/node/node$n"
 done
 for arg in "$@"; do

@@ -600,12 +600,12 @@ static void test_cluster_keys(void **state)
 		 "mutual TLS only"},
 		{"cluster:\n  etcd:\n    prefix: sockmesh\n", -EINVAL, 3,
 		 "cluster.etcd.prefix: 'sockmesh' is not valid", "starts and ends with '/'"},
-		{"cluster:\n  etcd:\n    prefix: \"/a b/\"\n", -EINVAL, 3,
-		 "cluster.etcd.prefix", NULL},
+		{"cluster:\n  etcd:\n    prefix: \"/a b/\"\n", -EINVAL, 3, "cluster.etcd.prefix",
+		 NULL},
 		{"cluster:\n  etcd:\n    endpoint: x\n", -EINVAL, 3,
 		 "unknown key 'cluster.etcd.endpoint'", "endpoints"},
-		{"cluster:\n  lease_ttl: 1\n", -ERANGE, 2, "cluster.lease_ttl: 1 is out of range 2..300",
-		 NULL},
+		{"cluster:\n  lease_ttl: 1\n", -ERANGE, 2,
+		 "cluster.lease_ttl: 1 is out of range 2..300", NULL},
 		{"cluster:\n  etcd: 5\n", -EINVAL, 2, "cluster.etcd: expected a mapping", NULL},
 	};
 	struct sm_config *cfg = &cfg_buf, *def = &other_buf;

@@ -48,11 +48,11 @@
 #include "reload.h"
 #include "util.h"
 
-#define STATE_FILE	  "cluster.json"
-#define BACKOFF_MIN_MS	  200
-#define BACKOFF_MAX_MS	  5000
-#define SLICE_MS	  100
-#define REASON_MAX	  512
+#define STATE_FILE     "cluster.json"
+#define BACKOFF_MIN_MS 200
+#define BACKOFF_MAX_MS 5000
+#define SLICE_MS       100
+#define REASON_MAX     512
 
 /* A state for the main loop: built, or refused by the watcher (it did not build). */
 struct mail {
@@ -65,53 +65,58 @@ struct mail {
 
 struct sm_cluster {
 	struct sm_daemon *d;
-	struct sm_etcd_cfg ecfg;
-	char prefix[SM_CLUSTER_PREFIX_MAX];
-	char config_prefix[SM_CLUSTER_KEY_MAX];
-	char state_path[PATH_MAX];
 
 	/* in force (main thread; copies for other threads under mu) */
 	char *catalog_doc;
 	char *policy_doc;
 	int64_t revision, catalog_revision, policy_revision;
 
-	pthread_mutex_t mu; /* what other threads read: below */
+	/* what other threads read: under mu */
 	int64_t info_revision, info_catalog_revision, info_policy_revision;
-	uint32_t info_local_revision; /* the policy module's own revision */
-	bool refusing;
 	int64_t refused_revision;
-	char refused_key[SM_CLUSTER_KEY_MAX];
-	char refused_reason[REASON_MAX];
 	uint64_t applied_total, refused_total;
-	bool connected;
 	int64_t last_contact_ms; /* CLOCK_MONOTONIC, 0: never */
 	int64_t stale_since_ms;	 /* CLOCK_MONOTONIC, 0: not stale */
 	time_t stale_since_wall;
-	bool status_dirty; /* the reporter should write the applied state */
-	bool reg_dirty;	   /* ... and the registration */
-	char *addresses;   /* the node's addresses, a JSON array (set_addresses()) */
-	pthread_cond_t cv; /* the reporter waits on it (with mu) */
+	char *addresses; /* the node's addresses, a JSON array (set_addresses()) */
 
-	/* the mailbox: the watcher posts, the main loop takes */
-	pthread_mutex_t box_mu;
+	/* the mailbox: the watcher posts, the main loop takes (under box_mu) */
 	struct mail *box;
-	int efd;
 	struct sm_ev *ev;
 
-	/* threads */
-	atomic_bool stop;
-	atomic_bool resync;	  /* the reporter lost etcd: the watcher reconnects */
-	atomic_bool watch_abort;  /* stop || resync, for the watch in progress */
 	pthread_t watcher, reporter;
-	bool watcher_running, reporter_running;
 
 	/* the watcher's own */
 	struct sm_etcd_kv *kvs; /* sorted by key */
 	size_t nkvs, capkvs;
 	int64_t mirror_revision;
-	unsigned int watch_failures; /* in a row, for the backoff */
-	bool watch_logged;	     /* "etcd away" was logged */
+
+	pthread_mutex_t mu;
+	pthread_mutex_t box_mu;
+	pthread_cond_t cv;	      /* the reporter waits on it (with mu) */
+	uint32_t info_local_revision; /* the policy module's own revision (under mu) */
+	int efd;		      /* the mailbox's wake-up */
+	unsigned int watch_failures;  /* in a row, for the watcher's backoff */
+	struct sm_etcd_cfg ecfg;
+
+	/* under mu */
+	bool refusing;
+	bool connected;
+	bool status_dirty; /* the reporter should write the applied state */
+	bool reg_dirty;	   /* ... and the registration */
+
+	atomic_bool stop;
+	atomic_bool resync;	 /* the reporter lost etcd: the watcher reconnects */
+	atomic_bool watch_abort; /* stop || resync, for the watch in progress */
+	bool watcher_running, reporter_running;
+	bool watch_logged; /* the watcher logged "etcd away" */
+
+	char prefix[SM_CLUSTER_PREFIX_MAX];
+	char config_prefix[SM_CLUSTER_KEY_MAX];
+	char refused_key[SM_CLUSTER_KEY_MAX];		    /* under mu */
+	char refused_reason[REASON_MAX];		    /* under mu */
 	char last_refusal[SM_CLUSTER_KEY_MAX + REASON_MAX]; /* logged once until it changes */
+	char state_path[PATH_MAX];
 };
 
 bool sm_cluster_enabled(const struct sm_config *cfg)
@@ -207,7 +212,8 @@ static int state_save(struct sm_cluster *c)
 		unlink(tmp);
 out:
 	if (err)
-		pr_err("cannot save the cluster state to %s: %s (a restart while etcd is away would "
+		pr_err("cannot save the cluster state to %s: %s (a restart while etcd is away "
+		       "would "
 		       "start from the state saved before)",
 		       c->state_path, strerror(-err));
 	json_object_put(o);
@@ -504,11 +510,12 @@ static void *watcher_main(void *arg)
 			pr_debug("cluster: watch restarted after a failed contact");
 			continue;
 		}
-failed:
+	failed:
 		contact(c, false);
 		if (!c->watch_logged)
 			pr_warn("cluster: %s; enforcing revision %lld until etcd answers",
-				err.msg[0] ? err.msg : strerror(-ret), (long long) c->mirror_revision);
+				err.msg[0] ? err.msg : strerror(-ret),
+				(long long) c->mirror_revision);
 		c->watch_logged = true;
 		/* 200 ms, doubling to 5 s while etcd stays away */
 		backoff = BACKOFF_MIN_MS << (c->watch_failures < 5 ? c->watch_failures : 5);
@@ -536,8 +543,8 @@ static void set_addresses(struct sm_cluster *c)
 		const struct sm_node_def *n = &d->cat.nodes[d->node_idx];
 
 		for (unsigned int i = 0; i < n->naddrs; i++)
-			json_object_array_add(a, json_object_new_string(
-							 sm_addr_format(&n->addrs[i], buf, sizeof(buf))));
+			json_object_array_add(a, json_object_new_string(sm_addr_format(
+							 &n->addrs[i], buf, sizeof(buf))));
 	}
 	text = strdup(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN));
 	json_object_put(a);
@@ -709,7 +716,7 @@ static void *reporter_main(void *arg)
 		}
 		pthread_mutex_unlock(&c->mu);
 		continue;
-failed:
+	failed:
 		contact(c, false);
 		/* the watch may sit on a dead connection: make the watcher reconnect */
 		atomic_store(&c->resync, true);
@@ -757,8 +764,8 @@ static bool doc_differs(const char *a, const char *b)
 }
 
 /* Put st in force (main thread). 0, or -errno with key/err saying what was refused. */
-static int apply_state(struct sm_cluster *c, struct sm_cluster_state *st, char *key,
-		       size_t key_len, struct sm_error *err)
+static int apply_state(struct sm_cluster *c, struct sm_cluster_state *st, char *key, size_t key_len,
+		       struct sm_error *err)
 {
 	struct sm_daemon *d = c->d;
 	bool cat_changed = doc_differs(c->catalog_doc, st->catalog_doc);
@@ -943,7 +950,8 @@ static int first_list(struct sm_cluster *c, struct sm_cluster_state *st)
 			       &err);
 	mirror_clear(c);
 	if (ret) {
-		pr_err("cluster: the cluster's state at revision %lld does not validate: %s (fix it "
+		pr_err("cluster: the cluster's state at revision %lld does not validate: %s (fix "
+		       "it "
 		       "with sockmesh catalog apply / policy apply --cluster)",
 		       (long long) c->mirror_revision, err.msg);
 		return -EINVAL;
@@ -1139,8 +1147,7 @@ json_object *sm_cluster_status(const struct sm_daemon *d)
 		return NULL;
 	sm_cluster_info(d, &info);
 	o = json_object_new_object();
-	json_object_object_add(o, "endpoints",
-			       json_object_new_int64((int64_t) c->ecfg.nendpoints));
+	json_object_object_add(o, "endpoints", json_object_new_int64((int64_t) c->ecfg.nendpoints));
 	json_object_object_add(o, "prefix", json_object_new_string(c->prefix));
 	json_object_object_add(o, "connected", json_object_new_boolean(info.connected));
 	json_object_object_add(o, "revision", json_object_new_int64(info.revision));

@@ -98,8 +98,8 @@ struct sm_daemon {
 	struct sm_flow_observer flow_observer; /* all NULL: nobody listens */
 	struct sm_flowstream *stream;	       /* flowstream.c; NULL when flowlog.ring_size is 0 */
 	struct sm_reload *reload;	       /* reload.c: SIGHUP's catalog reload */
-	struct sm_cluster *cluster; /* cluster.c: NULL in file mode (no cluster.etcd) */
-	bool cluster_mode;	    /* catalog and policies come from etcd: local edits refused */
+	struct sm_cluster *cluster;	       /* cluster.c: NULL in file mode (no cluster.etcd) */
+	bool cluster_mode; /* catalog and policies come from etcd: local edits refused */
 	uint64_t instance; /* tunnelfacts.c: this daemon, among those that ran here */
 	int64_t instance_started_ns;
 	bool facts_swept; /* an earlier daemon's unclaimed tunnel facts are gone */

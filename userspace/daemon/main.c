@@ -756,7 +756,7 @@ int main(int argc, char **argv)
 		sm_workloads_free(d.wl);
 		sm_cluster_free(&d);
 		return err == -EPERM || err == -ENOENT || err == -EHOSTUNREACH ? EXIT_RUNTIME
-									: EXIT_USAGE;
+									       : EXIT_USAGE;
 	}
 	if (a.check && d.cluster_mode) {
 		printf("config is valid: node %s, cluster mode (the catalog and policies come from "

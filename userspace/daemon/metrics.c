@@ -469,9 +469,9 @@ static unsigned int readiness(struct sm_metrics *m, struct sm_textbuf *b)
 					  "revision %lld\n",
 					  (long long) ci.stale_s, (long long) ci.revision);
 		else if (ci.enabled && !ci.connected)
-			sm_textbuf_printf(b,
-					  "cluster: etcd not reached yet; enforcing revision %lld\n",
-					  (long long) ci.revision);
+			sm_textbuf_printf(
+				b, "cluster: etcd not reached yet; enforcing revision %lld\n",
+				(long long) ci.revision);
 		else if (ci.enabled)
 			sm_textbuf_printf(b, "cluster: revision %lld%s\n", (long long) ci.revision,
 					  ci.refusing ? " (a newer one is refused: see sockmesh "

@@ -1136,9 +1136,10 @@ json_object *sm_policy_command(struct sm_daemon *d, const char *cmd, json_object
 		return NULL;
 	}
 	if (mutating && d->cluster_mode && !arg_bool(args, "dry_run")) {
-		sm_error_set(err,
-			     "this node runs in cluster mode: its policies come from etcd (write "
-			     "them with sockmesh policy apply --cluster / policy delete --cluster)");
+		sm_error_set(
+			err,
+			"this node runs in cluster mode: its policies come from etcd (write "
+			"them with sockmesh policy apply --cluster / policy delete --cluster)");
 		return NULL;
 	}
 	if (mutating && !privileged) {

@@ -85,8 +85,8 @@ int sm_reload_swap_catalog(struct sm_daemon *d, struct sm_catalog *cat, struct s
 	d->node_idx = idx;
 	sm_workloads_refresh(d->wl, &d->cat, d->node_idx, d->cgroup_root);
 	/* the programs stay attached to the enrollment root: only the maps change */
-	failed = sm_intercept_sync(d) || sm_hbone_catalog_changed(d) ||
-		 sm_policy_catalog_changed(d);
+	failed =
+		sm_intercept_sync(d) || sm_hbone_catalog_changed(d) || sm_policy_catalog_changed(d);
 	sm_workers_resume(d);
 	if (failed)
 		pr_warn("the new catalog was only partly applied; see the messages above");

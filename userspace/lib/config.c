@@ -180,7 +180,7 @@ static const struct cfg_key cfg_keys[] = {
 #undef F
 
 /* The top-level keys: the two scalars first, then the sections. */
-static const char *const top_keys[] = {"node",	   "catalog", "paths",   "listeners",
+static const char *const top_keys[] = {"node",	   "catalog", "paths",	 "listeners",
 				       "datapath", "tunnel",  "flowlog", "log",
 				       "metrics",  "admin",   "control", "cluster"};
 
@@ -683,8 +683,9 @@ static int cfg_apply_section(struct sm_config *cfg, const char *section, const s
 		char sub[32];
 
 		/* a section inside a section: cluster: etcd: ... is section "cluster.etcd" */
-		if (!k && (size_t) snprintf(sub, sizeof(sub), "%s.%s", section,
-					    map->keys[i]->text) < sizeof(sub) &&
+		if (!k &&
+		    (size_t) snprintf(sub, sizeof(sub), "%s.%s", section, map->keys[i]->text) <
+			    sizeof(sub) &&
 		    section_known(sub)) {
 			ret = cfg_apply_section(cfg, sub, map->vals[i], file, err);
 			if (ret)

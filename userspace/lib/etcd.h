@@ -45,10 +45,10 @@
 struct sm_etcd_cfg {
 	char endpoints[SM_ETCD_MAX_ENDPOINTS][SM_ETCD_URL_MAX]; /* "https://host:port" */
 	unsigned int nendpoints;
-	char ca[PATH_MAX];   /* PEM: the CA that signed etcd's server certificate */
-	char cert[PATH_MAX]; /* PEM: this client's certificate (chain) */
-	char key[PATH_MAX];  /* PEM: its private key */
-	char username[64];   /* "" = no etcd authentication beyond the certificate */
+	char ca[PATH_MAX];	      /* PEM: the CA that signed etcd's server certificate */
+	char cert[PATH_MAX];	      /* PEM: this client's certificate (chain) */
+	char key[PATH_MAX];	      /* PEM: its private key */
+	char username[64];	      /* "" = no etcd authentication beyond the certificate */
 	char password_file[PATH_MAX]; /* the user's password, first line; with username */
 	int connect_timeout_ms;	      /* TCP + TLS connect; 0 = 2000 */
 	int timeout_ms;		      /* a whole unary request; 0 = 5000 */

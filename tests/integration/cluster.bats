@@ -1,0 +1,286 @@
+#!/usr/bin/env bats
+# SPDX-License-Identifier: Apache-2.0
+#
+# Cluster mode (docs/cluster.md): four nodes follow one etcd (Debian's
+# etcd-server, mutual TLS with client-cert-auth, in the sandbox's hub
+# namespace). A catalog and policies written once through the CLI reach every
+# node and are enforced on real connections; --wait waits for every node;
+# nodes enforce what they have while etcd is away (also across a restart),
+# catch up after a cut-off even when the history they missed was compacted,
+# refuse a key that does not validate, and vanish from `status --cluster`
+# when they die.
+#
+# Layout: node1 client (sa/client), node2 server (sa/server, echo on
+# 10.11.0.2:8080), node3 other (sa/other), node4 server4 (sa/server4, echo on
+# 10.11.0.4:8080).
+
+load helpers
+
+SM_OTHER_ID=$SM_TD/other
+SM_SERVER4_ID=$SM_TD/server4
+
+setup() {
+	sm_sandbox 4
+	sb_add_workload node1 client "$SM_CLIENT_ID"
+	sb_add_workload node2 server "$SM_SERVER_ID"
+	sb_add_workload node3 other "$SM_OTHER_ID"
+	sb_add_workload node4 server4 "$SM_SERVER4_ID"
+	sb_add_service 10.11.0.2 8080 server echo
+	sb_add_service 10.11.0.4 8080 server4 echo4
+	sb_write_catalog
+	sb_etcd_start
+	run sb_ccli catalog apply "$(sb_catalog)"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	for n in 1 2 3 4; do
+		sb_cluster_config "node$n"
+	done
+	start_all
+	sb_serve node2 server 10.11.0.2:8080 echo
+	sb_serve node4 server4 10.11.0.4:8080 echo
+	POL=$SB_DIR/policy.yaml
+}
+
+teardown() {
+	sm_teardown
+}
+
+start_all() {
+	local n
+	for n in 1 2 3 4; do
+		sb_start_daemon "node$n" || return 1
+	done
+}
+
+# write_policy: the server and server4 take connections from the client only.
+write_policy() {
+	cat >"$POL" <<EOF
+policies:
+  - name: server-from-client
+    selector: {spiffe: "$SM_SERVER_ID"}
+    rules: [{action: ALLOW, from: ["$SM_CLIENT_ID"]}]
+  - name: server4-from-client
+    selector: {spiffe: "$SM_SERVER4_ID"}
+    rules: [{action: ALLOW, from: ["$SM_CLIENT_ID"]}]
+EOF
+}
+
+# write_open_policy: server also takes connections from other.
+write_open_policy() {
+	cat >"$POL" <<EOF
+policies:
+  - name: server-from-client
+    selector: {spiffe: "$SM_SERVER_ID"}
+    rules: [{action: ALLOW, from: ["$SM_CLIENT_ID", "$SM_OTHER_ID"]}]
+EOF
+}
+
+# apply_wait [MORE FLAGS]: apply $POL to the cluster and wait for every node; prints its JSON.
+apply_wait() {
+	sb_ccli policy apply --cluster -f "$POL" --wait --timeout 30 -o json "$@"
+}
+
+# allowed NODE CGROUP ADDR / denied NODE CGROUP ADDR: a real connection, echoed or refused.
+allowed() {
+	run sm_send "$1" "$2" "$3" 1000 --expect echo
+	echo "$1/$2 -> $3: $output"
+	[ "$status" -eq 0 ]
+}
+denied() {
+	run sm_send "$1" "$2" "$3" 1000 --expect echo
+	echo "$1/$2 -> $3: $output"
+	[ "$status" -ne 0 ]
+}
+
+# enforced: the write_policy set, on real connections from nodes 1 and 3 to nodes 2 and 4.
+enforced() {
+	allowed node1 client 10.11.0.2:8080
+	allowed node1 client 10.11.0.4:8080
+	denied node3 other 10.11.0.2:8080
+	denied node3 other 10.11.0.4:8080
+}
+
+# cluster_rev NODE: the store revision NODE reports in force.
+cluster_rev() {
+	sm_status "$1" | jq -er .cluster.revision
+}
+
+# has_policy NODE NAME: NODE's daemon holds policy NAME.
+has_policy() {
+	sb_cli "$1" policy get -o json | jq -e --arg n "$2" '.document | fromjson |
+		[.policies[].name] | index($n) != null' >/dev/null
+}
+
+@test "a catalog and policy applied once reach all four nodes and are enforced there; --wait waits for all" {
+	# the catalog came from etcd: every node knows every workload, no catalog file read
+	for n in 1 2 3 4; do
+		sm_status "node$n" | jq -e '.cluster.connected == true and .cluster.catalog_revision > 0'
+	done
+	allowed node3 other 10.11.0.2:8080 # no policy yet
+	write_policy
+	run apply_wait
+	echo "$output"
+	[ "$status" -eq 0 ]
+	rev=$(jq -er .revision <<<"$output")
+	for n in 1 2 3 4; do
+		[ "$(cluster_rev "node$n")" -ge "$rev" ]
+		has_policy "node$n" server-from-client
+	done
+	enforced
+	run sb_ccli status --cluster -o json
+	echo "$output"
+	[ "$status" -eq 0 ]
+	jq -e --argjson r "$rev" '[.nodes[] | select(.ready and .revision >= $r)] | length == 4' <<<"$output"
+
+	# a node that cannot report holds the wait: it names that node and no other
+	kill -STOP "$(sb_daemon_pid node4)"
+	write_open_policy
+	run sb_ccli policy apply --cluster -f "$POL" --wait --timeout 3
+	kill -CONT "$(sb_daemon_pid node4)"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *node4* ]]
+	[[ "$output" != *node1* && "$output" != *node2* && "$output" != *node3* ]]
+	rev2=$(sb_ccli status --cluster -o json | jq -er '.latest')
+	run sb_ccli policy wait --cluster "$rev2" --timeout 30
+	echo "$output"
+	[ "$status" -eq 0 ]
+	allowed node3 other 10.11.0.2:8080 # the new set is in force
+}
+
+@test "etcd away: traffic and enforcement unchanged, writes fail clearly, a restarted node enforces its saved state; etcd back: all converge" {
+	write_policy
+	run apply_wait
+	[ "$status" -eq 0 ]
+	sb_etcd_stop
+	enforced
+	write_open_policy
+	run sb_ccli policy apply --cluster -f "$POL"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"10.11.0.254:2379"* ]] # names the endpoint it could not reach
+	# a node restarted while etcd is away starts from what it saved, and says it is stale
+	sb_stop_daemon node3
+	sb_start_daemon node3
+	grep -q 'starting from .*cluster.json' "$(sb_daemon_log node3)"
+	denied node3 other 10.11.0.2:8080
+	sm_wait_until 15 eval '[ "$(sm_status node3 | jq -r .cluster.connected)" = false ]'
+	sm_status node1 | jq -e '.cluster.connected == false and .cluster.stale_s >= 0'
+
+	sb_etcd_start
+	run apply_wait
+	echo "$output"
+	[ "$status" -eq 0 ]
+	allowed node3 other 10.11.0.2:8080
+	for n in 1 2 3 4; do
+		sm_status "node$n" | jq -e '.cluster.connected == true and .cluster.stale_s == 0'
+	done
+}
+
+@test "a node cut off from etcd while the others get revisions and etcd compacts lists again and converges" {
+	write_policy
+	run apply_wait
+	[ "$status" -eq 0 ]
+	sb_etcd_cut node4
+	for i in 1 2 3; do
+		cat >>"$POL" <<EOF
+  - name: extra-$i
+    selector: {spiffe: "$SM_SERVER_ID"}
+    rules: [{action: AUDIT, from: ["$SM_OTHER_ID"]}]
+EOF
+		run sb_ccli policy apply --cluster -f "$POL"
+		echo "$output"
+		[ "$status" -eq 0 ]
+	done
+	latest=$(sb_ccli status --cluster -o json | jq -er .latest)
+	run sb_etcdctl compact "$latest"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	! has_policy node4 extra-3
+	sb_etcd_uncut node4
+	run sb_ccli policy wait --cluster "$latest" --timeout 40
+	echo "$output"
+	[ "$status" -eq 0 ]
+	has_policy node4 extra-3
+	grep -q 'was compacted' "$(sb_daemon_log node4)"
+	enforced
+}
+
+@test "two concurrent applies: exactly one is written, the other is told it conflicts" {
+	write_policy
+	cp "$POL" "$SB_DIR/a.yaml"
+	write_open_policy
+	cp "$POL" "$SB_DIR/b.yaml"
+	# both read the cluster before either writes (the CLI waits between read and write)
+	SOCKMESH_TEST_WRITE_DELAY_MS=1500 sb_ccli policy apply --cluster -f "$SB_DIR/a.yaml" \
+		>"$SB_DIR/a.out" 2>&1 &
+	a=$!
+	SOCKMESH_TEST_WRITE_DELAY_MS=1500 sb_ccli policy apply --cluster -f "$SB_DIR/b.yaml" \
+		>"$SB_DIR/b.out" 2>&1 &
+	b=$!
+	wait "$a" && ra=0 || ra=$?
+	wait "$b" && rb=0 || rb=$?
+	cat "$SB_DIR/a.out" "$SB_DIR/b.out"
+	[ $((ra + rb)) -eq 1 ]
+	grep -q conflict "$SB_DIR/a.out" "$SB_DIR/b.out"
+	# what is stored is one of the two, whole: never a merge
+	run sb_etcdctl get --prefix --keys-only /sockmesh/config/policies/
+	echo "$output"
+	if [ "$ra" -eq 0 ]; then
+		[ "$(grep -c . <<<"$output")" -eq 2 ]
+		grep -qx /sockmesh/config/policies/server4-from-client <<<"$output"
+	else
+		grep -qx /sockmesh/config/policies/server-from-client <<<"$output"
+		! grep -q server4 <<<"$output"
+	fi
+}
+
+@test "a policy key written with etcdctl that does not validate is refused on every node, the old set kept and the key reported" {
+	write_policy
+	run apply_wait
+	[ "$status" -eq 0 ]
+	sb_etcdctl put /sockmesh/config/policies/broken '{"name": "broken", "selector": {"spiffe": "not-a-spiffe-id"}, "rules": []}'
+	for n in 1 2 3 4; do
+		sm_wait_until 15 eval "sm_status node$n | jq -e '.cluster.refused.key == \"/sockmesh/config/policies/broken\"' >/dev/null"
+		sm_status "node$n" | jq -e '.cluster.refused.reason | length > 0'
+		grep -q 'refused.*config/policies/broken' "$(sb_daemon_log "node$n")"
+	done
+	enforced # the last good set stays
+	run sb_ccli status --cluster
+	echo "$output"
+	[[ "$output" == *"config/policies/broken"* ]]
+	# metrics say so too
+	nsenter --net="/run/netns/$(sb_ns node1)" curl -sf http://127.0.0.1:15020/metrics |
+		grep -x 'sockmesh_cluster_refusing 1'
+	# removing the key lifts the refusal everywhere
+	sb_etcdctl del /sockmesh/config/policies/broken
+	for n in 1 2 3 4; do
+		sm_wait_until 15 eval "sm_status node$n | jq -e '.cluster.refused == null' >/dev/null"
+	done
+}
+
+@test "a killed node is gone from status --cluster after its lease expires; a stopped one at once" {
+	for n in 1 2 3 4; do sb_stop_daemon "node$n"; done
+	for n in 1 2 3 4; do
+		sed -i 's/lease_ttl: .*/lease_ttl: 3/' "$(sb_config "node$n")"
+	done
+	start_all
+	sm_wait_until 15 eval '[ "$(sb_ccli status --cluster -o json | jq "[.nodes[] | select(.ready)] | length")" = 4 ]'
+	kill -KILL "$(sb_daemon_pid node3)"
+	unset "SB_DAEMON_PID[node3]"
+	sb_ccli status --cluster -o json | jq -e '[.nodes[].node] | index("node3") != null'
+	sm_wait_until 15 eval '! sb_ccli status --cluster -o json | jq -e "[.nodes[].node] | index(\"node3\") != null" >/dev/null'
+	sb_stop_daemon node2
+	sb_ccli status --cluster -o json | jq -e '[.nodes[].node] | sort == ["node1", "node4"]'
+}
+
+@test "a first start with etcd away and no saved state exits and says why" {
+	sb_stop_daemon node1
+	rm -f "$SB_DIR/node1/state/cluster.json"
+	sb_etcd_stop
+	sed -i 's/start_timeout: .*/start_timeout: 2/' "$(sb_config node1)"
+	run sb_start_daemon node1
+	[ "$status" -ne 0 ]
+	[ "$SB_LAST_RC" -eq 1 ]
+	grep -q 'no state saved in .*cluster.json' "$(sb_daemon_log node1)"
+}
