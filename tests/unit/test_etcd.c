@@ -37,6 +37,9 @@ static int run(const char *cmd)
 	return rc == 0 ? 0 : -1;
 }
 
+static int stop_etcd(void **state);
+
+/* A failed setup stops what it started (stop_etcd() may run again: it is idempotent). */
 static int start_etcd(void **state)
 {
 	char cmd[512];
@@ -60,12 +63,17 @@ static int start_etcd(void **state)
 	g.client_port = 20000 + (int) (getpid() % 10000) * 2;
 	snprintf(cmd, sizeof(cmd), "%s start %s/srv 127.0.0.1 --client-port %d --peer-port %d",
 		 SCRIPT, g.dir, g.client_port, g.client_port + 1);
+	g.started = true; /* stop does nothing without a pid file */
 	if (run(cmd))
-		return -1;
-	g.started = true;
+		goto stop;
 	/* a PKI of another CA: its client certificates must be refused */
 	snprintf(cmd, sizeof(cmd), "%s pki %s/other", SCRIPT, g.dir);
-	return run(cmd);
+	if (run(cmd))
+		goto stop;
+	return 0;
+stop:
+	stop_etcd(state);
+	return -1;
 }
 
 static int stop_etcd(void **state)
@@ -149,6 +157,8 @@ static void test_cfg_check(void **state)
 	ASSERT_EQ(sm_etcd_cfg_check(&cfg, &err), -EINVAL, "http:// endpoint");
 	assert_non_null(strstr(err.msg, "https://"));
 	ASSERT_EQ(sm_etcd_open(&e, &cfg, &err), -EINVAL, "open with an http:// endpoint");
+	snprintf(cfg.endpoints[0], SM_ETCD_URL_MAX, "https://127.0.0.1:%d/", g.client_port);
+	ASSERT_EQ(sm_etcd_cfg_check(&cfg, &err), -EINVAL, "an endpoint with a path");
 
 	cfg_init(&cfg, "srv", "node1");
 	cfg.nendpoints = 0;

@@ -314,11 +314,11 @@ int sm_etcd_cfg_check(const struct sm_etcd_cfg *cfg, struct sm_error *err)
 				     SM_ETCD_URL_MAX - 1);
 			return -EINVAL;
 		}
-		if (strncmp(u, "https://", 8) != 0 || n == 8 || strpbrk(u + 8, " \t\r\n?#")) {
+		if (strncmp(u, "https://", 8) != 0 || n == 8 || strpbrk(u + 8, " \t\r\n?#/@")) {
 			sm_error_set(
 				err,
 				"etcd endpoint '%s': not an https:// URL (etcd is reached over "
-				"mutual TLS only: https://host:port)",
+				"mutual TLS only: https://host:port, no path)",
 				u);
 			return -EINVAL;
 		}
