@@ -120,6 +120,7 @@ fake_applied() {
 	# an option given wins over (and stands in for) the variable
 	run "$SOCKMESH" catalog get --etcd "https://127.0.0.1:$CPORT" --etcd-ca "$ETCD_DIR/ca.pem"
 	[ "$status" -eq 0 ]
+	export SOCKMESH_ETCD_ENDPOINTS=https://127.0.0.1:$CPORT SOCKMESH_ETCD_CA=$ETCD_DIR/ca.pem
 	run "$SOCKMESH" catalog get --etcd-prefix nope
 	[ "$status" -eq 2 ]
 	[[ "$output" == *"must start and end with '/'"* ]]

@@ -980,6 +980,8 @@ static int change_run(struct session *s, struct change *ch)
 			return ret;
 	}
 	change_print(s, ch, written, revision, s->c->dry_run, &report);
+	/* what was written is said before a wait that may take minutes (tee, logs) */
+	fflush(stdout);
 	if (s->c->wait && !s->c->dry_run) {
 		/* nothing written: wait for the latest change already there */
 		ret = wait_for(s, written ? revision : latest_config_revision(&s->kvs), report);
