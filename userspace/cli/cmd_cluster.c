@@ -838,7 +838,8 @@ static int wait_for(struct session *s, int64_t target, json_object *report)
 			return CLI_EXIT_FAIL;
 		}
 	}
-	qsort(w.nodes, w.n, sizeof(*w.nodes), cmp_wnode);
+	if (w.n)
+		qsort(w.nodes, w.n, sizeof(*w.nodes), cmp_wnode);
 	for (size_t i = 0; i < w.n; i++)
 		ready += w.nodes[i].registered && w.nodes[i].ready;
 	if (state == 2) {
@@ -1375,7 +1376,8 @@ static int cluster_status(const struct cli_opts *o, struct cli_cluster_args *c)
 			ret = CLI_EXIT_FAIL;
 	if (ret)
 		goto free_kvs;
-	qsort(w.nodes, w.n, sizeof(*w.nodes), cmp_wnode);
+	if (w.n)
+		qsort(w.nodes, w.n, sizeof(*w.nodes), cmp_wnode);
 	if (o->output == CLI_OUT_JSON) {
 		out = json_object_new_object();
 		arr = json_object_new_array();
