@@ -305,6 +305,12 @@ ${P}config/policies/w2-from-w1" ]
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"${P}config/catalog/nodes/n2: the node is 'other' but its key says 'n2'"*"etcdctl del"* ]]
 	[ "$(etcd_revision)" -eq "$rev" ]
+	# get still prints the catalog, then says what does not load
+	run "$SOCKMESH" catalog get nodes
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *'  - {"name":"other","addresses":["10.20.0.2"]}'* ]]
+	[[ "$output" == *"does not load: ${P}config/catalog/nodes/n2: the node is 'other'"* ]]
 	ctl put "${P}config/catalog/nodes/n2" '{"name":"n2","addresses":["10.20.0.2"]}' >/dev/null
 
 	# 128 nodes and the generation: 129 operations, refused whole

@@ -1228,7 +1228,8 @@ static int cmd_catalog_get(const struct cli_cmd *cmd, struct cli_opts *o, void *
 	json_object *doc = NULL;
 	struct sm_cluster_state st;
 	char bad_key[SM_CLUSTER_KEY_MAX];
-	struct sm_error err = {""};
+	struct sm_error err = {""}, loaded = {""};
+	bool broken = false;
 	size_t found = 0;
 	struct session s;
 	int kind = -1, ret;
@@ -1245,12 +1246,19 @@ static int cmd_catalog_get(const struct cli_cmd *cmd, struct cli_opts *o, void *
 	ret = session_read(&s);
 	if (ret)
 		goto close;
+	/*
+	 * A cluster that does not load is printed all the same (that is when the
+	 * operator needs to see it), then reported: exit 1.
+	 */
 	if (sm_cluster_build(s.prefix, s.kvs.kvs, s.kvs.n, s.kvs.revision, &st, bad_key,
-			     sizeof(bad_key), &err)) {
-		cli_error("the cluster's catalog does not load: %s (fix or delete that key)",
-			  err.msg);
-		ret = CLI_EXIT_FAIL;
-		goto close;
+			     sizeof(bad_key), &loaded)) {
+		memset(&st, 0, sizeof(st));
+		for (size_t i = 0; i < s.kvs.n; i++)
+			if (strncmp(s.kvs.kvs[i].key + strlen(s.prefix), SM_CK_CATALOG,
+				    strlen(SM_CK_CATALOG)) == 0 &&
+			    s.kvs.kvs[i].mod_revision > st.catalog_revision)
+				st.catalog_revision = s.kvs.kvs[i].mod_revision;
+		broken = true;
 	}
 	if (json)
 		doc = json_object_new_object();
@@ -1276,9 +1284,9 @@ static int cmd_catalog_get(const struct cli_cmd *cmd, struct cli_opts *o, void *
 				continue;
 			line = sm_cluster_value_json(kv->value, kv->value_len, kv->key, &len, &err);
 			if (!line) {
-				cli_error("%s", err.msg);
-				ret = CLI_EXIT_FAIL;
-				goto free_doc;
+				/* a value that is no mapping is left out (broken says so) */
+				broken = true;
+				continue;
 			}
 			found++;
 			if (json) {
@@ -1308,6 +1316,12 @@ static int cmd_catalog_get(const struct cli_cmd *cmd, struct cli_opts *o, void *
 		fprintf(stderr,
 			"# etcd revision %" PRId64 ", catalog last changed at %" PRId64 "\n",
 			s.kvs.revision, st.catalog_revision);
+	}
+	if (broken) {
+		fflush(stdout);
+		cli_error("the cluster's configuration does not load: %s (fix or delete that key)",
+			  loaded.msg[0] ? loaded.msg : err.msg);
+		ret = CLI_EXIT_FAIL;
 	}
 free_doc:
 	json_object_put(doc);
