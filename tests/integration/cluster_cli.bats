@@ -212,6 +212,16 @@ ${P}config/policies/w2-from-w1" ]
 	ctl get "${P}config/policies/audit-all" --print-value-only | jq -e '.rules[0].action == "DENY"'
 	[ "$(keys config/policies/ | wc -l)" -eq 2 ]
 
+	# --strict: an exact SPIFFE ID that names no workload of the cluster's catalog
+	sed 's/it.test\/w1"/it.test\/w9"/' "$T/policies.yaml" >"$T/typo.yaml"
+	run "$SOCKMESH" policy apply --cluster "$T/typo.yaml" --strict
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"--strict: policy 'w2-from-w1' rules[0]: source 'spiffe://it.test/w9' names no workload"* ]]
+	run "$SOCKMESH" policy apply --cluster "$T/typo.yaml" --dry-run
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"note: 1 selector(s) or source(s)"* ]]
+
 	run "$SOCKMESH" policy delete --cluster w2-from-w1
 	[ "$status" -eq 0 ]
 	[ "$(keys config/policies/)" = "${P}config/policies/audit-all" ]

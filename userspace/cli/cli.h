@@ -163,9 +163,9 @@ enum cli_cluster_key {
 /* How to reach etcd (options, else SOCKMESH_ETCD_* variables) and what to do there. */
 struct cli_cluster_args {
 	const char *endpoints, *ca, *cert, *key, *prefix, *user, *password_file;
-	bool cluster, wait, dry_run;
-	uint64_t max_wait_s;	     /* --wait's bound; 0: the default, 30 s */
-	uint64_t max_policy_entries; /* 0: the daemon's default, 65536 */
+	bool cluster, wait, dry_run, strict; /* strict: policy apply's --strict */
+	uint64_t max_wait_s;		     /* --wait's bound; 0: the default, 30 s */
+	uint64_t max_policy_entries;	     /* 0: the daemon's default, 65536 */
 };
 
 /* The options every cluster command takes, for its .options array. */

@@ -526,6 +526,18 @@ static int change_check(struct session *s, const struct change *ch)
 		sm_cluster_state_free(&st);
 		return CLI_EXIT_FAIL;
 	}
+	for (size_t i = 0; s->c->strict && i < comp.nunmatched; i++) {
+		char what[SM_SPIFFE_MAX + 128];
+
+		if (comp.unmatched[i].pattern)
+			continue;
+		cli_error("--strict: %s (check the spelling, or add the workload to the "
+			  "catalog; nothing was written)",
+			  sm_policy_unmatched_format(&comp.unmatched[i], what, sizeof(what)));
+		sm_policy_compiled_free(&comp);
+		sm_cluster_state_free(&st);
+		return CLI_EXIT_FAIL;
+	}
 	if (comp.nunmatched)
 		fprintf(stderr,
 			"sockmesh: note: %zu selector(s) or source(s) of the cluster's policies "

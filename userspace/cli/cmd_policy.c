@@ -450,6 +450,7 @@ static int cmd_with_file(const struct cli_cmd *cmd, struct cli_opts *o, void *cf
 			return CLI_EXIT_USAGE;
 		}
 		a->cluster.dry_run = a->dry_run;
+		a->cluster.strict = a->strict;
 		return cli_cluster_policy_apply(o, &a->cluster, a->file ? a->file : argv[0]);
 	}
 	if (no_cluster(cmd, a))
