@@ -704,13 +704,12 @@ static struct wnode *waiter_node(struct waiter *w, const char *name)
 	return &w->nodes[w->n++];
 }
 
-/* A registration's "ready": false unless it says true. */
-static bool registration_ready(const char *value, size_t len)
+/* A registration's "ready" (value NUL-terminated, as etcd.h gives it): false unless true. */
+static bool registration_ready(const char *value)
 {
 	struct json_object *o = json_tokener_parse(value), *v;
 	bool ready = false;
 
-	(void) len;
 	if (o && json_object_object_get_ex(o, "ready", &v) &&
 	    json_object_is_type(v, json_type_boolean))
 		ready = json_object_get_boolean(v);
@@ -735,7 +734,7 @@ static int waiter_update(struct waiter *w, const struct sm_etcd_kv *kv, bool del
 		return -ENOMEM;
 	if (reg) {
 		n->registered = !deleted;
-		n->ready = !deleted && registration_ready(kv->value, kv->value_len);
+		n->ready = !deleted && registration_ready(kv->value);
 		n->lease = deleted ? 0 : kv->lease;
 	} else {
 		n->has_applied = !deleted && sm_cluster_applied_parse(kv->value, kv->value_len,
@@ -1101,27 +1100,20 @@ int cli_cluster_policy_delete(const struct cli_opts *o, struct cli_cluster_args 
 			      const char *name, bool all)
 {
 	struct session s;
-	const char **rel = NULL;
-	size_t n = 0, plen;
+	const char *rel[1];
 	char key[SM_CLUSTER_KEY_MAX];
 	int ret;
 
 	if (!all) {
 		snprintf(key, sizeof(key), "%s%s", SM_CK_POLICIES, name);
-		rel = calloc(1, sizeof(*rel));
-		if (!rel)
-			return CLI_EXIT_FAIL;
-		rel[n++] = key;
-		ret = cluster_delete(o, c, "policy delete", rel, n, SM_CK_POLICIES);
-		free(rel);
-		return ret;
+		rel[0] = key;
+		return cluster_delete(o, c, "policy delete", rel, 1, SM_CK_POLICIES);
 	}
 	/* --all: every key under policies/ as read, deleted in the one transaction */
 	ret = session_open(&s, o, c);
 	if (ret)
 		return ret;
 	ret = session_read(&s);
-	plen = strlen(s.prefix);
 	if (!ret) {
 		struct change ch = {.command = "policy delete --all"};
 		char pol[SM_CLUSTER_KEY_MAX];
@@ -1135,7 +1127,6 @@ int cli_cluster_policy_delete(const struct cli_opts *o, struct cli_cluster_args 
 			ret = change_run(&s, &ch);
 		change_free(&ch);
 	}
-	(void) plen;
 	session_close(&s);
 	return ret;
 }
