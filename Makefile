@@ -31,7 +31,7 @@ $(if $(VERSION),,$(error VERSION is missing or empty: one line, the version (x.y
 
 # pkg-config runs once, when a recipe first needs it (after `make deps` may have
 # installed it), not when the Makefile is read.
-PKGS := libbpf libelf zlib json-c yaml-0.1 libssl libcrypto libnghttp2 libmicrohttpd libcap
+PKGS := libbpf libelf zlib json-c yaml-0.1 libssl libcrypto libnghttp2 libmicrohttpd libcap libcurl
 PKG_CFLAGS = $(eval PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null))$(PKG_CFLAGS)
 PKG_LIBS = $(eval PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null))$(PKG_LIBS)
 

@@ -17,8 +17,10 @@ set -euo pipefail
 declare -A GROUP
 GROUP[build]="clang gcc make pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
 	libssl-dev libnghttp2-dev libjson-c-dev libyaml-dev uthash-dev libmicrohttpd-dev
-	libcap-dev"
-GROUP[unit]="libcmocka-dev"
+	libcap-dev libcurl4-openssl-dev"
+# etcd-server, etcd-client and openssl: tests/unit/test_etcd.c runs a real etcd
+# (scripts/test-etcd.sh)
+GROUP[unit]="libcmocka-dev etcd-server etcd-client openssl"
 GROUP[lint]="cppcheck clang-tidy clang-format python3 python3-jsonschema"
 # openssl: scripts/test-pki.sh; curl and python3-prometheus-client:
 # tests/integration/metrics.bats (a real HTTP client and Prometheus text parser)

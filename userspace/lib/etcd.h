@@ -26,6 +26,8 @@
  *   -ESTALE       the revision asked for was compacted (get at a revision, watch)
  *   -EPROTO       an answer that is not what etcd sends (bad JSON, bad base64)
  *   -EINVAL       etcd refused the request (its message in err)
+ *   -EAGAIN       etcd answered that it is unavailable (no quorum, no leader)
+ *   -ECONNRESET   the connection failed or the watch stream ended
  *   -EINTR        *stop became true (watch)
  */
 #ifndef SOCKMESH_ETCD_H
@@ -45,10 +47,10 @@
 struct sm_etcd_cfg {
 	char endpoints[SM_ETCD_MAX_ENDPOINTS][SM_ETCD_URL_MAX]; /* "https://host:port" */
 	unsigned int nendpoints;
-	char ca[PATH_MAX];   /* PEM: the CA that signed etcd's server certificate */
-	char cert[PATH_MAX]; /* PEM: this client's certificate (chain) */
-	char key[PATH_MAX];  /* PEM: its private key */
-	char username[64];   /* "" = no etcd authentication beyond the certificate */
+	char ca[PATH_MAX];	      /* PEM: the CA that signed etcd's server certificate */
+	char cert[PATH_MAX];	      /* PEM: this client's certificate (chain) */
+	char key[PATH_MAX];	      /* PEM: its private key */
+	char username[64];	      /* "" = no etcd authentication beyond the certificate */
 	char password_file[PATH_MAX]; /* the user's password, first line; with username */
 	int connect_timeout_ms;	      /* TCP + TLS connect; 0 = 2000 */
 	int timeout_ms;		      /* a whole unary request; 0 = 5000 */
@@ -155,6 +157,7 @@ int sm_etcd_lease_keepalive(struct sm_etcd *e, int64_t id, int64_t *ttl, struct 
 /* Seconds a lease has left (-1: expired or unknown) and the TTL it was granted with. */
 int sm_etcd_lease_ttl(struct sm_etcd *e, int64_t id, int64_t *left, int64_t *granted,
 		      struct sm_error *err);
+/* Revoking a lease that is already gone (expired, revoked) is 0. */
 int sm_etcd_lease_revoke(struct sm_etcd *e, int64_t id, struct sm_error *err);
 
 /* Compact the history up to revision (tests, benchmarks, operators' tools). */
