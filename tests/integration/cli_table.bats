@@ -111,7 +111,7 @@ run_usage() {
 	run_usage "policy get: unexpected argument 'b'" policy get a b
 	run_usage "unknown policy command 'x' (apply, validate, diff, get, delete, explain, wait" \
 		policy x
-	run_usage "unknown command 'x' (commands: status, workloads, services, policy, flows;" x
+	run_usage "unknown command 'x' (commands: status, workloads, services, policy, flows, catalog;" x
 	for args in "status" "policy get" "flows"; do
 		# shellcheck disable=SC2086 # words
 		run_usage "--socket needs a path" $args -S ''

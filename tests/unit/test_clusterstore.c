@@ -47,8 +47,10 @@ static void kv_add(const char *rel, const char *value, int64_t rev)
 		cap = 0;
 	if (nkvs == cap) {
 		cap = cap ? cap * 2 : 16;
-		kvs = realloc(kvs, cap * sizeof(*kvs));
-		assert_non_null(kvs);
+		struct sm_etcd_kv *grown = realloc(kvs, cap * sizeof(*kvs));
+
+		assert_non_null(grown);
+		kvs = grown;
 	}
 	kv = &kvs[nkvs++];
 	memset(kv, 0, sizeof(*kv));

@@ -137,12 +137,75 @@ struct cli_cmd {
 	cli_render_fn render; /* query commands: the table */
 };
 
+/*
+ * Cluster mode (cmd_cluster.c): the commands that read and write the
+ * cluster's catalog and policies in etcd. Their options have keys from
+ * CLI_KEY_CLUSTER on, apart from any command's own, so the policy and status
+ * commands hand the keys they do not know to cli_cluster_parse().
+ */
+#define CLI_KEY_CLUSTER 0x300
+
+enum cli_cluster_key {
+	CLI_K_ETCD = CLI_KEY_CLUSTER,
+	CLI_K_ETCD_CA,
+	CLI_K_ETCD_CERT,
+	CLI_K_ETCD_KEY,
+	CLI_K_ETCD_PREFIX,
+	CLI_K_ETCD_USER,
+	CLI_K_ETCD_PASSWORD_FILE,
+	CLI_K_CLUSTER,
+	CLI_K_WAIT,
+	CLI_K_MAX_WAIT,
+	CLI_K_DRY_RUN,
+	CLI_K_MAX_POLICY_ENTRIES,
+};
+
+/* How to reach etcd (options, else SOCKMESH_ETCD_* variables) and what to do there. */
+struct cli_cluster_args {
+	const char *endpoints, *ca, *cert, *key, *prefix, *user, *password_file;
+	bool cluster, wait, dry_run, strict; /* strict: policy apply's --strict */
+	uint64_t max_wait_s;		     /* --wait's bound; 0: the default, 30 s */
+	uint64_t max_policy_entries;	     /* 0: the daemon's default, 65536 */
+};
+
+/* The options every cluster command takes, for its .options array. */
+#define CLI_ETCD_OPTS                                                                              \
+	{"etcd", CLI_K_ETCD, "URL[,URL...]",                                                       \
+	 "etcd's client URLs, https:// (or\n$SOCKMESH_ETCD_ENDPOINTS)"},                           \
+		{"etcd-ca", CLI_K_ETCD_CA, "FILE",                                                 \
+		 "the CA of etcd's server certificate\n(or $SOCKMESH_ETCD_CA)"},                   \
+		{"etcd-cert", CLI_K_ETCD_CERT, "FILE",                                             \
+		 "this client's certificate (or\n$SOCKMESH_ETCD_CERT)"},                           \
+		{"etcd-key", CLI_K_ETCD_KEY, "FILE", "its private key (or $SOCKMESH_ETCD_KEY)"},   \
+		{"etcd-prefix", CLI_K_ETCD_PREFIX, "P",                                            \
+		 "the cluster's key prefix (or\n$SOCKMESH_ETCD_PREFIX; default /sockmesh/)"},      \
+		{"etcd-user", CLI_K_ETCD_USER, "NAME",                                             \
+		 "an etcd user, when etcd has auth on (or\n$SOCKMESH_ETCD_USER)"},                 \
+	{                                                                                          \
+		"etcd-password-file", CLI_K_ETCD_PASSWORD_FILE, "FILE",                            \
+			"the user's password, first line (or\n$SOCKMESH_ETCD_PASSWORD_FILE)"       \
+	}
+
+/* One cluster option into c: 0, CLI_EXIT_USAGE after a message, or -1: not a cluster key. */
+int cli_cluster_parse(struct cli_cluster_args *c, int key, const char *value);
+/* policy apply/delete/wait --cluster (cmd_policy.c hands them over). */
+int cli_cluster_policy_apply(const struct cli_opts *o, struct cli_cluster_args *c,
+			     const char *file);
+int cli_cluster_policy_delete(const struct cli_opts *o, struct cli_cluster_args *c,
+			      const char *name, bool all);
+int cli_cluster_policy_wait(const struct cli_opts *o, struct cli_cluster_args *c, const char *rev);
+/* status's run: the node's daemon, or with --cluster every node's state in etcd. */
+int cli_status_run(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc, char **argv);
+int cli_status_parse(struct cli_opts *o, void *cfg, int key, const char *value);
+extern const struct cli_opt cli_status_opts[];
+
 /* The tables, in cmd_*.c. */
 extern const struct cli_cmd cli_policy_cmd;
 extern const struct cli_cmd cli_flows_cmd;
 extern const struct cli_cmd cli_status_cmd;
 extern const struct cli_cmd cli_workloads_cmd;
 extern const struct cli_cmd cli_services_cmd;
+extern const struct cli_cmd cli_catalog_cmd;
 
 /* Ask the daemon for cmd->query and print it as o->output says (a cli_run_fn). */
 int cli_run_query(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc, char **argv);

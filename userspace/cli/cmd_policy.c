@@ -34,6 +34,7 @@ struct policy_args {
 	const char *file, *from, *to, *format;
 	bool dry_run, strict, all, yes;
 	uint64_t port, max_wait;
+	struct cli_cluster_args cluster; /* --cluster and how to reach etcd (cmd_cluster.c) */
 };
 
 /*
@@ -381,6 +382,7 @@ static int run_wait(const struct cli_opts *o, const char *rev_s, const struct po
 static int policy_parse(struct cli_opts *o, void *cfg, int key, const char *value)
 {
 	struct policy_args *a = cfg;
+	int ret;
 
 	switch (key) {
 	case 'f':
@@ -415,17 +417,44 @@ static int policy_parse(struct cli_opts *o, void *cfg, int key, const char *valu
 			cli_error("--max-wait '%s': expected seconds, 1..86400", value);
 			return CLI_EXIT_USAGE;
 		}
+		a->cluster.max_wait_s = a->max_wait;
 		break;
 	default:
-		return CLI_EXIT_USAGE; /* only keys of the policy commands' options come here */
+		/* only keys of the policy commands' options come here: the rest are cluster's */
+		ret = cli_cluster_parse(&a->cluster, key, value);
+		return ret < 0 ? CLI_EXIT_USAGE : ret;
 	}
 	return 0;
+}
+
+/* A subcommand without --cluster: a usage error naming those that have it. */
+static int no_cluster(const struct cli_cmd *cmd, const struct policy_args *a)
+{
+	if (!a->cluster.cluster)
+		return 0;
+	cli_error("policy %s has no --cluster (apply, delete and wait have; 'sockmesh catalog "
+		  "get' and etcdctl read the cluster)",
+		  cmd->name);
+	return CLI_EXIT_USAGE;
 }
 
 /* apply, validate, diff */
 static int cmd_with_file(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc,
 			 char **argv)
 {
+	struct policy_args *a = cfg;
+
+	if (a->cluster.cluster && strcmp(cmd->name, "apply") == 0) {
+		if ((a->file && argc > 0) || (!a->file && argc == 0)) {
+			cli_error("policy apply --cluster takes one FILE (or -f FILE)");
+			return CLI_EXIT_USAGE;
+		}
+		a->cluster.dry_run = a->dry_run;
+		a->cluster.strict = a->strict;
+		return cli_cluster_policy_apply(o, &a->cluster, a->file ? a->file : argv[0]);
+	}
+	if (no_cluster(cmd, a))
+		return CLI_EXIT_USAGE;
 	if (argc > 0) {
 		cli_error("policy %s takes -f FILE, not '%s'", cmd->name, argv[0]);
 		return CLI_EXIT_USAGE;
@@ -437,6 +466,8 @@ static int cmd_get(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int
 {
 	struct policy_args *a = cfg;
 
+	if (no_cluster(cmd, a))
+		return CLI_EXIT_USAGE;
 	/* -o table is get's default, YAML; the daemon is asked for yaml or json */
 	a->format = o->format && strcmp(o->format, "table") != 0 ? o->format : NULL;
 	return run_get(o, argc ? argv[0] : NULL, a);
@@ -445,6 +476,16 @@ static int cmd_get(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int
 static int cmd_delete(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc,
 		      char **argv)
 {
+	struct policy_args *a = cfg;
+
+	if (a->cluster.cluster) {
+		if (a->all ? !a->yes || argc : !argc) {
+			cli_error("policy delete --cluster needs a policy NAME, or --all --yes "
+				  "(and no NAME)");
+			return CLI_EXIT_USAGE;
+		}
+		return cli_cluster_policy_delete(o, &a->cluster, argc ? argv[0] : NULL, a->all);
+	}
 	return run_delete(o, argc ? argv[0] : NULL, cfg);
 }
 
@@ -452,19 +493,43 @@ static int cmd_delete(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, 
 static int cmd_explain(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc,
 		       char **argv)
 {
+	if (no_cluster(cmd, cfg))
+		return CLI_EXIT_USAGE;
 	return run_explain(o, cfg);
 }
 
 static int cmd_wait(const struct cli_cmd *cmd, struct cli_opts *o, void *cfg, int argc, char **argv)
 {
+	struct policy_args *a = cfg;
+
+	if (a->cluster.cluster)
+		return cli_cluster_policy_wait(o, &a->cluster, argc ? argv[0] : NULL);
 	return run_wait(o, argc ? argv[0] : NULL, cfg);
 }
+
+#define CLUSTER_OPT                                                                                \
+	{                                                                                          \
+		"cluster", CLI_K_CLUSTER, NULL,                                                    \
+			"the cluster's policies in etcd, not this node's\n(docs/cli.md, cluster "  \
+			"mode)"                                                                    \
+	}
+#define CLUSTER_WAIT_OPTS                                                                          \
+	{"wait", CLI_K_WAIT, NULL, "--cluster: then wait until every ready node\napplied it"},     \
+	{                                                                                          \
+		"max-wait", P_MAX_WAIT, "S",                                                       \
+			"give up waiting after S seconds, 1..86400\n(default 60; --cluster: 30)"   \
+	}
 
 static const struct cli_opt file_opts[] = {
 	{"file", 'f', "FILE", "the policies (YAML, docs/policy.md); - for standard input"},
 	{"dry-run", P_DRY_RUN, NULL, "compile and compare, change nothing"},
 	{"strict", P_STRICT, NULL,
 	 "a SPIFFE ID that names no workload of the catalog\nis an error"},
+	CLUSTER_OPT,
+	CLUSTER_WAIT_OPTS,
+	{"max-policy-entries", CLI_K_MAX_POLICY_ENTRIES, "N",
+	 "--cluster: the policies must compile into at most\nN kernel entries (default 65536)"},
+	CLI_ETCD_OPTS,
 	{NULL, 0, NULL, NULL},
 };
 
@@ -479,6 +544,9 @@ static const struct cli_opt check_opts[] = {
 static const struct cli_opt delete_opts[] = {
 	{"all", P_ALL, NULL, "remove every policy (needs --yes, and no NAME)"},
 	{"yes", P_YES, NULL, "confirm --all"},
+	CLUSTER_OPT,
+	CLUSTER_WAIT_OPTS,
+	CLI_ETCD_OPTS,
 	{NULL, 0, NULL, NULL},
 };
 
@@ -494,7 +562,11 @@ static const struct cli_opt explain_opts[] = {
 };
 
 static const struct cli_opt wait_opts[] = {
-	{"max-wait", P_MAX_WAIT, "S", "give up after S seconds, 1..86400 (default 60)"},
+	{"max-wait", P_MAX_WAIT, "S",
+	 "give up after S seconds, 1..86400 (default 60;\n--cluster: 30)"},
+	{"cluster", CLI_K_CLUSTER, NULL,
+	 "REV is an etcd revision: wait until every ready\nnode of the cluster applied it"},
+	CLI_ETCD_OPTS,
 	{NULL, 0, NULL, NULL},
 };
 

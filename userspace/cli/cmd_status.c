@@ -277,14 +277,20 @@ const struct cli_cmd cli_status_cmd = {
 	.help = "Shows the node's daemon: readiness, uptime, the pin and cgroup directories,\n"
 		"the BPF programs and the cgroups they are attached to, every map with its\n"
 		"fill level, the kernel counters that are not zero (all of them with -v),\n"
-		"and the proxy's and flow log's statistics.\n",
+		"and the proxy's and flow log's statistics.\n"
+		"With --cluster: every node of the cluster as etcd has it (docs/cli.md,\n"
+		"cluster mode), and no daemon is asked.\n",
 	.examples = "sockmesh status\n"
 		    "sockmesh status -v\n"
 		    "sockmesh -S /run/sockmesh/node2.sock status\n"
-		    "sockmesh status -o json | jq '.maps[] | select(.max_entries > 0)'\n",
+		    "sockmesh status -o json | jq '.maps[] | select(.max_entries > 0)'\n"
+		    "sockmesh status --cluster\n",
+	.options = cli_status_opts,
 	.globals = CLI_G_ALL,
 	.exits = CLI_EXITS_COMMON,
-	.run = cli_run_query,
+	.cfg_size = sizeof(struct cli_cluster_args),
+	.parse = cli_status_parse,
+	.run = cli_status_run,
 	.query = "status",
 	.render = render_status,
 };

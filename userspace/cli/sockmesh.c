@@ -171,15 +171,17 @@ static const struct cli_cmd dump_cmd = {
 };
 
 static const struct cli_cmd *const root_subs[] = {
-	&cli_status_cmd, &cli_workloads_cmd, &cli_services_cmd, &cli_policy_cmd,
-	&cli_flows_cmd,	 &help_cmd,	     &dump_cmd,		NULL,
+	&cli_status_cmd, &cli_workloads_cmd, &cli_services_cmd,
+	&cli_policy_cmd, &cli_flows_cmd,     &cli_catalog_cmd,
+	&help_cmd,	 &dump_cmd,	     NULL,
 };
 
 static const struct cli_cmd root_cmd = {
 	.name = "sockmesh",
 	.synopsis = "[OPTIONS] COMMAND [OPTIONS]",
 	.help = "Inspects and steers the sockmesh data plane of one node through sockmeshd's\n"
-		"control socket. Options may come before or after the command.\n",
+		"control socket. Options may come before or after the command. In cluster mode,\n"
+		"catalog, policy ... --cluster and status --cluster work on etcd instead.\n",
 	.globals = CLI_G_ALL,
 	.formats = &root_formats,
 	.exits = CLI_EXITS_COMMON | 1u << CLI_EXIT_DENIED,

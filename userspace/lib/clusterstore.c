@@ -235,12 +235,11 @@ static char *json_line(struct json_object *o, size_t *len)
 		return NULL;
 	sbuf_add(&b, "", 0);
 	while (*s) {
-		const unsigned char *u = (const unsigned char *) s;
 		size_t run = strcspn(s, "\xc2\xe2\xef");
+		const unsigned char *u = (const unsigned char *) s + run;
 
 		sbuf_add(&b, s, run);
 		s += run;
-		u = (const unsigned char *) s;
 		if (!*s)
 			break;
 		if (u[0] == 0xc2 && u[1] == 0x85) {
