@@ -83,6 +83,9 @@ static int stop_etcd(void **state)
 	if (g.started) {
 		snprintf(cmd, sizeof(cmd), "%s stop %s/srv", SCRIPT, g.dir);
 		run(cmd);
+		/* test_auth_token_expiry's, if a failed check left it running */
+		snprintf(cmd, sizeof(cmd), "%s stop %s/ttl", SCRIPT, g.dir);
+		run(cmd);
 	}
 	if (strncmp(g.dir, "/tmp/sockmesh-etcd-", 19) == 0) {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g.dir);
@@ -673,6 +676,55 @@ static void test_auth(void **state)
 	assert_null(strstr(err.msg, "wrong-secret-2"));
 }
 
+/*
+ * An expired token: the client authenticates again and the call succeeds.
+ * A second etcd whose simple tokens expire after 1 s idle.
+ */
+static void test_auth_token_expiry(void **state)
+{
+	static const char *const setup_cmds[] = {
+		"user add root --new-user-password=root-secret-1",
+		"user grant-role root root",
+		"user add operator --new-user-password=operator-secret-1",
+		"user grant-role operator root",
+		"auth enable",
+	};
+	int port = 40000 + (int) (getpid() % 10000) * 2;
+	struct sm_etcd_cfg cfg;
+	struct sm_etcd_kvs kvs;
+	char cmd[512];
+
+	snprintf(cmd, sizeof(cmd),
+		 "ETCD_AUTH_TOKEN_TTL=1 %s start %s/ttl 127.0.0.1 --client-port %d --peer-port %d",
+		 SCRIPT, g.dir, port, port + 1);
+	assert_int_equal(run(cmd), 0);
+	for (size_t i = 0; i < sizeof(setup_cmds) / sizeof(setup_cmds[0]); i++) {
+		snprintf(cmd, sizeof(cmd), "%s ctl %s/ttl 127.0.0.1:%d %s >/dev/null", SCRIPT,
+			 g.dir, port, setup_cmds[i]);
+		if (run(cmd))
+			goto stop;
+	}
+	memset(&cfg, 0, sizeof(cfg));
+	snprintf(cfg.endpoints[0], SM_ETCD_URL_MAX, "https://127.0.0.1:%d", port);
+	cfg.nendpoints = 1;
+	snprintf(cfg.ca, sizeof(cfg.ca), "%s/ttl/ca.pem", g.dir);
+	snprintf(cfg.cert, sizeof(cfg.cert), "%s/ttl/client-node1-nocn.pem", g.dir);
+	snprintf(cfg.key, sizeof(cfg.key), "%s/ttl/client-node1-nocn-key.pem", g.dir);
+	snprintf(cfg.username, sizeof(cfg.username), "root");
+	snprintf(cfg.password_file, sizeof(cfg.password_file), "%s/pw-root", g.dir);
+	write_file(cfg.password_file, "root-secret-1\n");
+	OK(sm_etcd_open(&g.e2, &cfg, ERR));
+	OK(sm_etcd_put(g.e2, "t/ttl", "1", 1, 0, NULL, ERR));
+	/* idle past the token's TTL (etcd checks expiry every second or so) */
+	sleep(3);
+	OK(sm_etcd_get(g.e2, "t/ttl", &kvs, ERR));
+	ASSERT_EQ(kvs.n, 1, "t/ttl after the token expired");
+	sm_etcd_kvs_free(&kvs);
+stop:
+	snprintf(cmd, sizeof(cmd), "%s stop %s/ttl", SCRIPT, g.dir);
+	run(cmd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -690,6 +742,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_failover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_client_cert, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_token_expiry, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, start_etcd, stop_etcd);
