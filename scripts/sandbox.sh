@@ -402,10 +402,16 @@ cluster:
 EOC
 }
 
-# sb_etcd_cut NODE / sb_etcd_uncut NODE: NODE's packets to etcd go nowhere / go again
-# (a blackhole route inside the node's namespace; traffic between nodes is untouched).
+# sb_etcd_cut NODE / sb_etcd_uncut NODE: NODE's traffic with etcd goes nowhere / goes
+# again, both ways, inside the node's namespace only: a blackhole route drops what it
+# sends, and strict reverse-path filtering drops what comes from an address whose
+# route is a blackhole. Traffic between nodes is untouched.
 sb_etcd_cut() {
-	ip -n "$(sb_ns "$1")" route add blackhole "$SB_ETCD_ADDR/32"
+	local ns
+	ns=$(sb_ns "$1")
+	nsenter --net="/run/netns/$ns" -- sh -c \
+		'echo 1 >/proc/sys/net/ipv4/conf/all/rp_filter && echo 1 >/proc/sys/net/ipv4/conf/eth0/rp_filter' &&
+		ip -n "$ns" route add blackhole "$SB_ETCD_ADDR/32"
 }
 sb_etcd_uncut() {
 	ip -n "$(sb_ns "$1")" route del blackhole "$SB_ETCD_ADDR/32"

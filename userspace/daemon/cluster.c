@@ -648,12 +648,13 @@ static void *reporter_main(void *arg)
 		return NULL;
 	}
 	while (!atomic_load(&c->stop)) {
-		bool ready = __atomic_load_n(&c->d->ready, __ATOMIC_RELAXED);
+		bool ready = __atomic_load_n(&c->d->ready, __ATOMIC_RELAXED), talked = false;
 
 		if (!lease) {
 			ret = sm_etcd_lease_grant(e, ttl, &lease, &err);
 			if (ret)
 				goto failed;
+			talked = true;
 			was_ready = !ready; /* write the registration below */
 			pthread_mutex_lock(&c->mu);
 			c->status_dirty = true;
@@ -667,6 +668,7 @@ static void *reporter_main(void *arg)
 			ret = put_status(c, e, SM_CK_REG, registration_json(c, ready), lease, &err);
 			if (ret)
 				goto failed;
+			talked = true;
 			was_ready = ready;
 		}
 		pthread_mutex_lock(&c->mu);
@@ -676,11 +678,13 @@ static void *reporter_main(void *arg)
 			ret = put_status(c, e, SM_CK_APPLIED, applied_json(c), lease, &err);
 			if (ret)
 				goto failed;
+			talked = true;
 		}
 		if (sm_mono_ms() >= next_keepalive) {
 			ret = sm_etcd_lease_keepalive(e, lease, &ttl_left, &err);
 			if (ret)
 				goto failed;
+			talked = true;
 			next_keepalive = sm_mono_ms() + period_ms;
 			if (ttl_left <= 0) {
 				pr_warn("cluster: the registration's lease expired (etcd was away "
@@ -690,10 +694,12 @@ static void *reporter_main(void *arg)
 				continue;
 			}
 		}
-		contact(c, true);
-		if (logged)
-			pr_info("cluster: etcd answers again; registration kept");
-		logged = false;
+		if (talked) { /* only an answer says etcd is there */
+			contact(c, true);
+			if (logged)
+				pr_info("cluster: etcd answers again; registration kept");
+			logged = false;
+		}
 		/* wait for a change to report, the next keepalive, or the stop */
 		pthread_mutex_lock(&c->mu);
 		if (!c->status_dirty && !c->reg_dirty && !atomic_load(&c->stop) &&
