@@ -167,6 +167,9 @@ has_policy() {
 	denied node3 other 10.11.0.2:8080
 	sm_wait_until 15 eval '[ "$(sm_status node3 | jq -r .cluster.connected)" = false ]'
 	sm_status node1 | jq -e '.cluster.connected == false and .cluster.stale_s >= 0'
+	sb_cli node1 status | grep -E '^cluster: +etcd revision [0-9]+ in force, etcd has not answered for'
+	nsenter --net="/run/netns/$(sb_ns node1)" curl -sf http://127.0.0.1:15020/readyz |
+		grep 'cluster: etcd has not answered for'
 
 	sb_etcd_start
 	run apply_wait
@@ -255,6 +258,9 @@ EOF
 		grep -q 'refused.*config/policies/broken' "$(sb_daemon_log "node$n")"
 	done
 	enforced # the last good set stays
+	run sb_cli node2 status
+	echo "$output"
+	[[ "$output" == *"REFUSED: /sockmesh/config/policies/broken: "* ]]
 	run sb_ccli status --cluster
 	echo "$output"
 	[[ "$output" == *"config/policies/broken"* ]]

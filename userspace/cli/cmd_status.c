@@ -218,6 +218,36 @@ static int print_counters(struct json_object *counters, bool all)
 	return err;
 }
 
+/* Cluster mode's one line (nothing in file mode): the revision, etcd's answer, a refusal. */
+static void print_cluster(struct json_object *c)
+{
+	struct json_object *r;
+	int64_t rev = 0, stale = 0, contact = -1;
+
+	if (!c)
+		return;
+	cli_json_i64(c, "revision", &rev);
+	cli_json_i64(c, "stale_s", &stale);
+	cli_json_i64(c, "last_contact_s", &contact);
+	printf("%-*setcd revision %" PRId64 " in force, ", LABEL_WIDTH, "cluster:", rev);
+	if (strcmp(cli_json_yesno(c, "connected"), "yes") == 0)
+		printf("etcd answers");
+	else if (contact < 0)
+		printf("etcd not reached since the start (enforcing the saved state)");
+	else
+		printf("etcd has not answered for %" PRId64 " s", stale);
+	r = member(c, "refused", json_type_object);
+	if (r) {
+		const char *key = cli_json_str(r, "key"), *why = cli_json_str(r, "reason");
+		int64_t rr = 0;
+
+		cli_json_i64(r, "revision", &rr);
+		printf("; revision %" PRId64 " REFUSED: %s: %s", rr, key && *key ? key : "-",
+		       why ? why : "-");
+	}
+	printf("\n");
+}
+
 static int render_status(const struct cli_opts *o, const char *cmd, struct json_object *data)
 {
 	static const char *const proxy_keys[] = {"active", "accepted", "upstream_errors",
@@ -254,6 +284,8 @@ static int render_status(const struct cli_opts *o, const char *cmd, struct json_
 		printf("%-*splaintext relay (tunnel.hbone: false): traffic between nodes is NOT "
 		       "encrypted\n",
 		       LABEL_WIDTH, "tunnel:");
+
+	print_cluster(member(data, "cluster", json_type_object));
 
 	v = member(data, "programs", json_type_array);
 	if (v)
