@@ -734,8 +734,9 @@ static void *reporter_main(void *arg)
 		if (nap(c, period_ms < 1000 ? period_ms : 1000))
 			break;
 	}
-	/* a clean stop: the registration goes now, not after the TTL */
-	if (lease && sm_etcd_lease_revoke(e, lease, &err))
+	/* a clean stop: the registration goes now, not after the TTL (unless etcd is
+	 * away: a stop does not wait for a request that would time out) */
+	if (lease && !logged && sm_etcd_lease_revoke(e, lease, &err))
 		pr_debug("cluster: cannot revoke the lease: %s (it expires by itself)", err.msg);
 	sm_etcd_close(e);
 	return NULL;
