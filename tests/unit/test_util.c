@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "intern.h"
@@ -393,6 +395,34 @@ static void test_intern(void **state)
 	ASSERT_EQ(sm_str_empty(NULL) && sm_str_empty("") && !sm_str_empty("x"), 1, "empty");
 }
 
+/* The state files' writer: whole file or nothing, no temp file left behind. */
+static void test_write_file_atomic(void **state)
+{
+	char dir[] = "/tmp/sockmesh-test-util-XXXXXX", path[64], tmp[72], buf[32] = {0};
+	struct stat st;
+	FILE *f;
+
+	(void) state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/state.json", dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	ASSERT_EQ(sm_write_file_atomic(path, "first", 5, 0600), 0, "a new file");
+	ASSERT_EQ(sm_write_file_atomic(path, "second", 6, 0644), 0, "replaced");
+	f = fopen(path, "r");
+	assert_non_null(f);
+	assert_int_equal(fread(buf, 1, sizeof(buf) - 1, f), 7);
+	fclose(f);
+	ASSERT_STR_EQ(buf, "second\n", "the last write, with its newline");
+	ASSERT_EQ(stat(path, &st), 0, "stat");
+	ASSERT_EQ(st.st_mode & 0700, 0600, "the owner reads and writes it");
+	ASSERT_EQ(access(tmp, F_OK) < 0 && errno == ENOENT, 1, "no temp file left");
+	snprintf(path, sizeof(path), "%s/missing/state.json", dir);
+	ASSERT_EQ(sm_write_file_atomic(path, "x", 1, 0600), -ENOENT, "a missing directory");
+	snprintf(path, sizeof(path), "%s/state.json", dir);
+	unlink(path);
+	ASSERT_EQ(rmdir(dir), 0, "nothing else was created");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -409,6 +439,7 @@ int main(void)
 		cmocka_unit_test(test_error_set),
 		cmocka_unit_test(test_clocks),
 		cmocka_unit_test(test_intern),
+		cmocka_unit_test(test_write_file_atomic),
 	};
 
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);

@@ -215,6 +215,12 @@ int cli_set_format(struct cli_opts *o, const struct cli_formats *formats, const 
 
 /* "sockmesh: <message>" on stderr: the CLI's messages to its user. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * FILE (or standard input for "-") whole into a malloc'ed buffer of *len
+ * bytes, NUL-terminated (it may hold NULs: *len counts them); more than max
+ * bytes is an error ending in split_hint. NULL after a message.
+ */
+char *cli_read_input(const char *path, size_t max, const char *split_hint, size_t *len);
 /* The answer to cmd was not shaped as docs/interfaces.md says: message, CLI_EXIT_FAIL. */
 int cli_bad_answer(const struct cli_opts *o, const char *cmd, const char *what);
 

@@ -282,49 +282,6 @@ static int64_t latest_config_revision(const struct sm_etcd_kvs *kvs)
 
 /* ---- reading a file ---- */
 
-/* FILE (or stdin for "-") whole, at most SM_YAML_MAX_FILE bytes; NULL after a message. */
-static char *read_input(const char *path, size_t *len)
-{
-	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
-	size_t cap = 65536, n;
-	char *buf, *grown;
-
-	*len = 0;
-	if (!f) {
-		cli_error("cannot read %s: %s", path, strerror(errno));
-		return NULL;
-	}
-	buf = malloc(cap + 1);
-	while (buf && (n = fread(buf + *len, 1, cap - *len, f)) > 0) {
-		*len += n;
-		if (*len > SM_YAML_MAX_FILE) {
-			cli_error("%s is larger than %u bytes (split it)", path, SM_YAML_MAX_FILE);
-			free(buf);
-			buf = NULL;
-			break;
-		}
-		if (*len == cap) {
-			cap *= 2;
-			grown = realloc(buf, cap + 1);
-			if (!grown)
-				free(buf);
-			buf = grown;
-		}
-	}
-	if (buf && ferror(f)) {
-		cli_error("cannot read %s: %s", path, strerror(errno));
-		free(buf);
-		buf = NULL;
-	}
-	if (f != stdin)
-		fclose(f);
-	if (buf)
-		buf[*len] = '\0';
-	else if (!errno)
-		cli_error("%s: out of memory", path);
-	return buf;
-}
-
 /* ---- a change: what is put and deleted, checked, then one transaction ---- */
 
 enum change_kind {
@@ -1031,7 +988,7 @@ static int cluster_apply(const struct cli_opts *o, struct cli_cluster_args *c, c
 		return ret;
 	name = strcmp(file, "-") == 0 ? "<stdin>" : file;
 	ch.source = name;
-	text = read_input(file, &len);
+	text = cli_read_input(file, SM_YAML_MAX_FILE, "split it", &len);
 	if (!text) {
 		ret = CLI_EXIT_FAIL;
 		goto close;

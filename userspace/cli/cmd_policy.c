@@ -37,52 +37,6 @@ struct policy_args {
 	struct cli_cluster_args cluster; /* --cluster and how to reach etcd (cmd_cluster.c) */
 };
 
-/*
- * Read FILE (or stdin for "-") whole into a malloc'ed buffer of *len bytes
- * (NUL-terminated, but it may hold NULs: *len counts); NULL after a message.
- */
-static char *read_file(const char *path, size_t *len)
-{
-	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
-	size_t cap = 65536, n;
-	char *buf, *grown;
-
-	*len = 0;
-	if (!f) {
-		cli_error("cannot read %s: %s", path, strerror(errno));
-		return NULL;
-	}
-	buf = malloc(cap + 1);
-	while (buf && (n = fread(buf + *len, 1, cap - *len, f)) > 0) {
-		*len += n;
-		if (*len > POLICY_FILE_MAX) {
-			cli_error(
-				"%s is larger than %u bytes: split the policies over several files",
-				path, POLICY_FILE_MAX);
-			free(buf);
-			buf = NULL;
-			break;
-		}
-		if (*len == cap) {
-			cap *= 2;
-			grown = realloc(buf, cap + 1);
-			if (!grown)
-				free(buf);
-			buf = grown;
-		}
-	}
-	if (buf && ferror(f)) {
-		cli_error("cannot read %s: %s", path, strerror(errno));
-		free(buf);
-		buf = NULL;
-	}
-	if (f != stdin)
-		fclose(f);
-	if (buf)
-		buf[*len] = '\0';
-	return buf;
-}
-
 /* One request; *data on success. Prints the daemon's or the transport's message. */
 static int request(const struct cli_opts *o, const char *cmd, json_object *args, json_object **data)
 {
@@ -207,7 +161,8 @@ static int run_with_file(const struct cli_opts *o, const char *sub, const struct
 		return CLI_EXIT_USAGE;
 	}
 	name = strcmp(a->file, "-") == 0 ? "<stdin>" : a->file;
-	text = read_file(a->file, &len);
+	text = cli_read_input(a->file, POLICY_FILE_MAX, "split the policies over several files",
+			      &len);
 	if (!text)
 		return CLI_EXIT_FAIL;
 	/* the daemon would refuse it too, but could not name the file, line and column */

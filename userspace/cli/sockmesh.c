@@ -84,6 +84,50 @@ int cli_bad_answer(const struct cli_opts *o, const char *cmd, const char *what)
 	return CLI_EXIT_FAIL;
 }
 
+char *cli_read_input(const char *path, size_t max, const char *split_hint, size_t *len)
+{
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+	size_t cap = 65536, n;
+	char *buf, *grown;
+
+	*len = 0;
+	if (!f) {
+		cli_error("cannot read %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	buf = malloc(cap + 1);
+	if (!buf)
+		cli_error("%s: out of memory", path);
+	while (buf && (n = fread(buf + *len, 1, cap - *len, f)) > 0) {
+		*len += n;
+		if (*len > max) {
+			cli_error("%s is larger than %zu bytes: %s", path, max, split_hint);
+			free(buf);
+			buf = NULL;
+			break;
+		}
+		if (*len == cap) {
+			cap *= 2;
+			grown = realloc(buf, cap + 1);
+			if (!grown) {
+				cli_error("%s: out of memory", path);
+				free(buf);
+			}
+			buf = grown;
+		}
+	}
+	if (buf && ferror(f)) {
+		cli_error("cannot read %s: %s", path, strerror(errno));
+		free(buf);
+		buf = NULL;
+	}
+	if (f != stdin)
+		fclose(f);
+	if (buf)
+		buf[*len] = '\0';
+	return buf;
+}
+
 const char *cli_json_str(struct json_object *obj, const char *key)
 {
 	struct json_object *v;

@@ -181,10 +181,8 @@ static int etcd_cfg(const struct sm_config *cfg, struct sm_etcd_cfg *e, struct s
 static int state_save(struct sm_cluster *c)
 {
 	json_object *o = json_object_new_object();
-	char tmp[PATH_MAX + 8];
 	const char *text;
-	int fd, err = 0;
-	size_t len;
+	int err;
 
 	if (!o)
 		return -ENOMEM;
@@ -196,25 +194,10 @@ static int state_save(struct sm_cluster *c)
 	json_object_object_add(o, "policies", json_object_new_string(c->policy_doc));
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
 							 JSON_C_TO_STRING_NOSLASHESCAPE);
-	len = strlen(text);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", c->state_path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		err = -errno;
-		goto out;
-	}
-	if (write(fd, text, len) != (ssize_t) len || write(fd, "\n", 1) != 1 || fsync(fd) < 0)
-		err = errno ? -errno : -EIO;
-	close(fd);
-	if (!err && rename(tmp, c->state_path) < 0)
-		err = -errno;
-	if (err)
-		unlink(tmp);
-out:
+	err = sm_write_file_atomic(c->state_path, text, strlen(text), 0600);
 	if (err)
 		pr_err("cannot save the cluster state to %s: %s (a restart while etcd is away "
-		       "would "
-		       "start from the state saved before)",
+		       "would start from the state saved before)",
 		       c->state_path, strerror(-err));
 	json_object_put(o);
 	return err;

@@ -215,10 +215,9 @@ static uint64_t recheck_established(struct sm_daemon *d)
 static int state_save(struct sm_policyd *p, const struct sm_policy_set *set, uint32_t revision)
 {
 	json_object *o = json_object_new_object(), *doc;
-	char *text = sm_policy_set_to_json(set), tmp[PATH_MAX + 8];
+	char *text = sm_policy_set_to_json(set);
 	const char *out;
-	int fd, err = 0;
-	size_t len;
+	int err = 0;
 
 	if (!o || !text) {
 		err = -ENOMEM;
@@ -233,20 +232,7 @@ static int state_save(struct sm_policyd *p, const struct sm_policy_set *set, uin
 	json_object_object_add(o, "set", doc);
 	out = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 							JSON_C_TO_STRING_NOSLASHESCAPE);
-	len = strlen(out);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", p->path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		err = -errno;
-		goto out;
-	}
-	if (write(fd, out, len) != (ssize_t) len || write(fd, "\n", 1) != 1 || fsync(fd) < 0)
-		err = errno ? -errno : -EIO;
-	close(fd);
-	if (!err && rename(tmp, p->path) < 0)
-		err = -errno;
-	if (err)
-		unlink(tmp);
+	err = sm_write_file_atomic(p->path, out, strlen(out), 0600);
 out:
 	if (err)
 		pr_err("cannot save the policy to %s: %s", p->path, strerror(-err));

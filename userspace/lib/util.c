@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -384,4 +385,25 @@ void sm_sock_close_reset(int fd)
 {
 	sm_sock_abort_on_close(fd);
 	close(fd);
+}
+
+int sm_write_file_atomic(const char *path, const char *data, size_t len, unsigned int mode)
+{
+	char tmp[PATH_MAX + 8];
+	int fd, err = 0;
+
+	if ((size_t) snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t) mode);
+	if (fd < 0)
+		return -errno;
+	errno = 0;
+	if (write(fd, data, len) != (ssize_t) len || write(fd, "\n", 1) != 1 || fsync(fd) < 0)
+		err = errno ? -errno : -EIO;
+	close(fd);
+	if (!err && rename(tmp, path) < 0)
+		err = -errno;
+	if (err)
+		unlink(tmp);
+	return err;
 }

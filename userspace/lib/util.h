@@ -100,4 +100,11 @@ const char *sm_format_time_ns(int64_t realtime_ns, char *buf, size_t len);
  */
 long sm_raise_fd_limit(void);
 
+/*
+ * Replace path with len bytes of data and a newline, atomically: written to
+ * path.tmp, fsync'ed, renamed over path (mode for a new file). A failure
+ * leaves path as it was and removes the temp file. 0 or -errno.
+ */
+int sm_write_file_atomic(const char *path, const char *data, size_t len, unsigned int mode);
+
 #endif /* SOCKMESH_UTIL_H */
