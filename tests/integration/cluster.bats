@@ -34,6 +34,8 @@ setup() {
 	[ "$status" -eq 0 ]
 	for n in 1 2 3 4; do
 		sb_cluster_config "node$n"
+		# a small policy map, so that a set can be over a node's capacity
+		printf 'datapath:\n  max_policy_entries: 16\n' >>"$(sb_config "node$n")"
 	done
 	start_all
 	sb_serve node2 server 10.11.0.2:8080 echo
@@ -272,6 +274,65 @@ EOF
 	for n in 1 2 3 4; do
 		sm_wait_until 15 eval "sm_status node$n | jq -e '.cluster.refused == null' >/dev/null"
 	done
+}
+
+# refused_everywhere KEY: every node reports KEY refused (bounded wait).
+refused_everywhere() {
+	local n
+	for n in 1 2 3 4; do
+		sm_wait_until 15 eval "sm_status node$n | jq -e --arg k '$1' '.cluster.refused.key == \$k' >/dev/null" ||
+			{ sm_status "node$n" | jq .cluster; return 1; }
+	done
+}
+
+# refused_nowhere: no node reports a refusal (bounded wait).
+refused_nowhere() {
+	local n
+	for n in 1 2 3 4; do
+		sm_wait_until 15 eval "sm_status node$n | jq -e '.cluster.refused == null' >/dev/null" || return 1
+	done
+}
+
+@test "a catalog key that is not YAML, a service naming no workload, a set over a node's capacity: refused everywhere, named, old state kept" {
+	write_policy
+	run apply_wait
+	[ "$status" -eq 0 ]
+	# not YAML at all
+	sb_etcdctl put /sockmesh/config/catalog/services/junk '{"name": "junk", "address": [unclosed'
+	refused_everywhere /sockmesh/config/catalog/services/junk
+	enforced
+	sb_etcdctl del /sockmesh/config/catalog/services/junk
+	refused_nowhere
+	# a service naming a workload that does not exist
+	sb_etcdctl put /sockmesh/config/catalog/services/ghost \
+		'{"name": "ghost", "address": "10.11.0.2", "port": 8090, "workload": "nobody"}'
+	refused_everywhere /sockmesh/config/catalog/services/ghost
+	sm_status node1 | jq -e '.cluster.refused.reason | test("nobody")'
+	enforced
+	sb_etcdctl del /sockmesh/config/catalog/services/ghost
+	refused_nowhere
+	# valid for the CLI (its bound is the default 65,536 entries), over the nodes' 16
+	{
+		echo "policies:"
+		echo "  - name: wide"
+		echo "    selector: {spiffe: \"$SM_SERVER_ID\"}"
+		echo "    rules:"
+		for i in $(seq 0 39); do # ports told apart (ALLOW, DENY, ...): over 16 entries
+			echo "      - {action: $([ $((i % 2)) = 0 ] && echo ALLOW || echo DENY)," \
+				"from: [\"$SM_CLIENT_ID\"], ports: [$((9000 + i))]}"
+		done
+	} >"$POL"
+	run sb_ccli policy apply --cluster -f "$POL" --wait --max-wait 20
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *refused* ]]
+	for n in 1 2 3 4; do
+		sm_status "node$n" | jq -e '.cluster.refused.reason | test("entries")'
+		! has_policy "node$n" wide
+	done
+	enforced
+	nsenter --net="/run/netns/$(sb_ns node3)" curl -sf http://127.0.0.1:15020/metrics |
+		grep -E '^sockmesh_cluster_refusals_total [1-9]'
 }
 
 @test "a killed node is gone from status --cluster after its lease expires; a stopped one at once" {

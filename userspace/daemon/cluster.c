@@ -730,7 +730,15 @@ static void *reporter_main(void *arg)
 static void refuse(struct sm_cluster *c, int64_t revision, const char *key, const char *reason)
 {
 	char what[sizeof(c->last_refusal)];
+	size_t kl = strlen(key);
+	bool named = kl && strncmp(reason, key, kl) == 0;
+	const char *shown = key; /* the key in the log line, unless the reason starts with it */
 
+	/* "KEY: why" is kept as "why" next to the key; "KEY:LINE: why" keeps its line */
+	if (named && strncmp(reason + kl, ": ", 2) == 0)
+		reason += kl + 2;
+	else if (named)
+		shown = "";
 	snprintf(what, sizeof(what), "%s\n%s", key, reason);
 	pthread_mutex_lock(&c->mu);
 	c->refusing = true;
@@ -743,7 +751,7 @@ static void refuse(struct sm_cluster *c, int64_t revision, const char *key, cons
 	pthread_mutex_unlock(&c->mu);
 	if (strcmp(what, c->last_refusal) != 0)
 		pr_warn("cluster: revision %lld refused, revision %lld stays in force: %s%s%s",
-			(long long) revision, (long long) c->revision, key, key[0] ? ": " : "",
+			(long long) revision, (long long) c->revision, shown, shown[0] ? ": " : "",
 			reason);
 	sm_strlcpy(c->last_refusal, what, sizeof(c->last_refusal));
 }
