@@ -3,16 +3,18 @@
  * Cluster mode: the catalog and the policy set from etcd (docs/cluster.md).
  *
  * Threads. The watcher lists PREFIX config/, then watches it from the next
- * revision, keeping a copy of every key (the mirror); after each batch of
- * events it builds the state the keys make (clusterstore.h), off the main
- * loop, and posts it to a one-slot mailbox: a newer state replaces one the
- * main loop has not taken yet, so a burst of changes costs one apply. The
- * main loop checks the state against this node (its node is in the catalog,
- * the policy compiles within datapath.max_policy_entries, the workloads can
- * be enrolled), then puts it in force through the reload's catalog swap and
- * the policy's apply, saves it to <state_dir>/cluster.json and tells the
- * reporter. The reporter owns the node's lease: it writes the registration
- * and the applied state under it and keeps it alive every TTL/3; when etcd
+ * revision, keeping a copy of every key (the mirror). The builder makes the
+ * state the mirror's keys say (clusterstore.h), off the main loop, whenever
+ * the watcher has changed the mirror: newest first, so a burst of watch
+ * messages during one build costs one more build. It posts the state to a
+ * one-slot mailbox, where a newer state replaces one the main loop has not
+ * taken yet, so a burst of changes costs one apply. The main loop checks the
+ * state against this node (its node is in the catalog, the policy compiles
+ * within datapath.max_policy_entries, the workloads can be enrolled), then
+ * puts it in force through the reload's catalog swap and the policy's apply,
+ * saves it to <state_dir>/cluster.json and tells the reporter. The reporter
+ * owns the node's lease: it writes the registration (when it changes) and the
+ * applied state (paced) under it and keeps it alive every TTL/3; when etcd
  * stops answering it asks the watcher to reconnect, because a watch on a
  * connection that no longer carries anything says nothing.
  *
@@ -53,6 +55,9 @@
 #define BACKOFF_MAX_MS 5000
 #define SLICE_MS       100
 #define REASON_MAX     512
+/* a node's applied-state writes: 10 per second, bursts of 20 (reporter_main()) */
+#define STATUS_GAP_MS 100
+#define STATUS_BURST  20
 
 /* A state for the main loop: built, or refused by the watcher (it did not build). */
 struct mail {
@@ -84,15 +89,18 @@ struct sm_cluster {
 	struct mail *box;
 	struct sm_ev *ev;
 
-	pthread_t watcher, reporter;
+	pthread_t watcher, reporter, builder;
 
-	/* the watcher's own */
+	/* the mirror: the watcher writes it, the builder reads it (under mirror_mu) */
 	struct sm_etcd_kv *kvs; /* sorted by key */
 	size_t nkvs, capkvs;
 	int64_t mirror_revision;
+	int64_t want_revision; /* the newest the builder should build */
 
 	pthread_mutex_t mu;
 	pthread_mutex_t box_mu;
+	pthread_mutex_t mirror_mu;
+	pthread_cond_t build_cv;      /* the builder waits on it (with mirror_mu) */
 	pthread_cond_t cv;	      /* the reporter waits on it (with mu) */
 	uint32_t info_local_revision; /* the policy module's own revision (under mu) */
 	int efd;		      /* the mailbox's wake-up */
@@ -108,7 +116,7 @@ struct sm_cluster {
 	atomic_bool stop;
 	atomic_bool resync;	 /* the reporter lost etcd: the watcher reconnects */
 	atomic_bool watch_abort; /* stop || resync, for the watch in progress */
-	bool watcher_running, reporter_running;
+	bool watcher_running, reporter_running, builder_running;
 	bool watch_logged; /* the watcher logged "etcd away" */
 
 	char prefix[SM_CLUSTER_PREFIX_MAX];
@@ -369,24 +377,12 @@ static void mail_free(struct mail *m)
 	free(m);
 }
 
-/* Build the mirror's state and post it (watcher thread). */
-static void post_state(struct sm_cluster *c, int64_t revision)
+/* Post a state (or its refusal) for the main loop, replacing one it has not taken. */
+static void post(struct sm_cluster *c, struct mail *m)
 {
-	struct mail *m = calloc(1, sizeof(*m)), *old;
-	struct sm_error err = {{0}};
+	struct mail *old;
 	uint64_t one = 1;
 
-	if (!m) {
-		pr_warn("cluster: out of memory building revision %lld; waiting for the next",
-			(long long) revision);
-		return;
-	}
-	m->revision = revision;
-	if (sm_cluster_build(c->prefix, c->kvs, c->nkvs, revision, &m->st, m->key, sizeof(m->key),
-			     &err)) {
-		m->refused = true;
-		sm_strlcpy(m->reason, err.msg, sizeof(m->reason));
-	}
 	pthread_mutex_lock(&c->box_mu);
 	old = c->box;
 	c->box = m;
@@ -394,6 +390,56 @@ static void post_state(struct sm_cluster *c, int64_t revision)
 	mail_free(old); /* the main loop had not taken it: this one is newer */
 	if (write(c->efd, &one, sizeof(one)) != sizeof(one))
 		pr_warn("cluster: cannot wake the main loop: %s", strerror(errno));
+}
+
+/* The watcher: the mirror changed up to revision; the builder makes its state. */
+static void want_build(struct sm_cluster *c, int64_t revision)
+{
+	c->want_revision = revision; /* under mirror_mu */
+	pthread_cond_signal(&c->build_cv);
+}
+
+/*
+ * The builder thread: builds the newest mirror's state whenever the watcher
+ * asks, with the mirror locked (the watcher waits meanwhile; what etcd sends
+ * waits in the socket). A burst of watch messages during one build costs one
+ * more build, not one each: the state is rebuilt from every key, so its cost
+ * grows with the cluster's size, and paying it per message would not keep up.
+ */
+static void *builder_main(void *arg)
+{
+	struct sm_cluster *c = arg;
+	int64_t built = 0;
+
+	pthread_mutex_lock(&c->mirror_mu);
+	for (;;) {
+		struct sm_error err = {{0}};
+		struct mail *m;
+
+		while (!atomic_load(&c->stop) && c->want_revision <= built)
+			pthread_cond_wait(&c->build_cv, &c->mirror_mu);
+		if (atomic_load(&c->stop))
+			break;
+		built = c->want_revision;
+		m = calloc(1, sizeof(*m));
+		if (!m) {
+			pr_warn("cluster: out of memory building revision %lld; waiting for the "
+				"next",
+				(long long) built);
+			continue;
+		}
+		m->revision = c->mirror_revision;
+		if (sm_cluster_build(c->prefix, c->kvs, c->nkvs, m->revision, &m->st, m->key,
+				     sizeof(m->key), &err)) {
+			m->refused = true;
+			sm_strlcpy(m->reason, err.msg, sizeof(m->reason));
+		}
+		pthread_mutex_unlock(&c->mirror_mu);
+		post(c, m);
+		pthread_mutex_lock(&c->mirror_mu);
+	}
+	pthread_mutex_unlock(&c->mirror_mu);
+	return NULL;
 }
 
 /* ---- the watcher thread ---- */
@@ -406,13 +452,17 @@ static int relist(struct sm_cluster *c, struct sm_etcd *e, struct sm_error *err)
 
 	if (ret)
 		return ret;
+	pthread_mutex_lock(&c->mirror_mu);
 	mirror_clear(c);
 	for (size_t i = 0; i < kvs.n && !ret; i++)
 		ret = mirror_put(c, &kvs.kvs[i]);
-	if (!ret)
+	if (!ret) {
 		c->mirror_revision = kvs.revision;
-	else
+		want_build(c, kvs.revision);
+	} else {
 		sm_error_set(err, "out of memory copying %zu keys", kvs.n);
+	}
+	pthread_mutex_unlock(&c->mirror_mu);
 	sm_etcd_kvs_free(&kvs);
 	return ret;
 }
@@ -438,17 +488,21 @@ static int on_events(void *arg, int64_t revision, const struct sm_etcd_event *ev
 		 */
 		return 0;
 	}
+	pthread_mutex_lock(&c->mirror_mu);
 	for (size_t i = 0; i < n; i++) {
-		if (ev[i].deleted)
+		if (ev[i].deleted) {
 			mirror_delete(c, ev[i].kv.key);
-		else if (mirror_put(c, &ev[i].kv))
-			return -ENOMEM;
+		} else if (mirror_put(c, &ev[i].kv)) {
+			pthread_mutex_unlock(&c->mirror_mu);
+			return -ENOMEM; /* the watch starts again from the mirror's revision */
+		}
 		if (ev[i].kv.mod_revision > upto)
 			upto = ev[i].kv.mod_revision;
 	}
 	(void) revision;
 	c->mirror_revision = upto;
-	post_state(c, upto);
+	want_build(c, upto);
+	pthread_mutex_unlock(&c->mirror_mu);
 	return 0;
 }
 
@@ -474,7 +528,6 @@ static void *watcher_main(void *arg)
 			if (ret)
 				goto failed;
 			need_list = false;
-			post_state(c, c->mirror_revision);
 			pr_info("cluster: listed %zu keys under %s at revision %lld", c->nkvs,
 				c->config_prefix, (long long) c->mirror_revision);
 		}
@@ -532,13 +585,17 @@ static void set_addresses(struct sm_cluster *c)
 	text = strdup(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN));
 	json_object_put(a);
 	pthread_mutex_lock(&c->mu);
-	if (text) {
+	/* rewritten only when they changed: every node rewriting it per catalog change would
+	 * double the status writes etcd takes */
+	if (text && (!c->addresses || strcmp(text, c->addresses) != 0)) {
 		free(c->addresses);
 		c->addresses = text;
+		text = NULL;
+		c->reg_dirty = true;
+		pthread_cond_signal(&c->cv);
 	}
-	c->reg_dirty = true;
-	pthread_cond_signal(&c->cv);
 	pthread_mutex_unlock(&c->mu);
+	free(text);
 }
 
 static char *registration_json(struct sm_cluster *c, bool ready)
@@ -621,9 +678,9 @@ static void *reporter_main(void *arg)
 	struct sm_cluster *c = arg;
 	struct sm_error err = {{0}};
 	struct sm_etcd *e = NULL;
-	int64_t lease = 0, ttl_left = 0, next_keepalive = 0;
+	int64_t lease = 0, ttl_left = 0, next_keepalive = 0, next_applied = 0;
 	int ttl = (int) c->d->cfg.cluster_lease_ttl, period_ms = ttl * 1000 / 3;
-	bool was_ready = false, logged = false, dirty;
+	bool was_ready = false, logged = false, dirty, held = false;
 	int ret = 0;
 
 	if (sm_etcd_open(&e, &c->ecfg, &err)) {
@@ -657,11 +714,24 @@ static void *reporter_main(void *arg)
 		pthread_mutex_lock(&c->mu);
 		dirty = c->status_dirty;
 		pthread_mutex_unlock(&c->mu);
-		if (dirty) {
+		/*
+		 * Applied-state writes are paced (a generic cell rate: one per
+		 * STATUS_GAP_MS, STATUS_BURST at once): a change after a quiet spell,
+		 * or a few in a row, is written at once (what --wait waits for); a
+		 * storm of them is written as its newest state at the pace, so etcd
+		 * takes a bounded number of writes per node however fast the
+		 * configuration changes. next_applied is the pace's theoretical time.
+		 */
+		if (next_applied < sm_mono_ms())
+			next_applied = sm_mono_ms();
+		held = dirty &&
+		       next_applied - sm_mono_ms() > (int64_t) (STATUS_BURST - 1) * STATUS_GAP_MS;
+		if (dirty && !held) {
 			ret = put_status(c, e, SM_CK_APPLIED, applied_json(c), lease, &err);
 			if (ret)
 				goto failed;
 			talked = true;
+			next_applied += STATUS_GAP_MS;
 		}
 		if (sm_mono_ms() >= next_keepalive) {
 			ret = sm_etcd_lease_keepalive(e, lease, &ttl_left, &err);
@@ -685,10 +755,13 @@ static void *reporter_main(void *arg)
 		}
 		/* wait for a change to report, the next keepalive, or the stop */
 		pthread_mutex_lock(&c->mu);
-		if (!c->status_dirty && !c->reg_dirty && !atomic_load(&c->stop) &&
+		if ((held || !c->status_dirty) && !c->reg_dirty && !atomic_load(&c->stop) &&
 		    ready == __atomic_load_n(&c->d->ready, __ATOMIC_RELAXED)) {
 			struct timespec ts;
-			int64_t wait_ms = next_keepalive - sm_mono_ms();
+			int64_t wait_ms =
+				(held ? next_applied - (int64_t) (STATUS_BURST - 1) * STATUS_GAP_MS
+				      : next_keepalive) -
+				sm_mono_ms();
 
 			if (wait_ms > SLICE_MS * 5)
 				wait_ms = SLICE_MS * 5; /* ready changes are polled */
@@ -898,6 +971,8 @@ static struct sm_cluster *cluster_new(struct sm_daemon *d, struct sm_error *err)
 	c->efd = -1;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_mutex_init(&c->box_mu, NULL);
+	pthread_mutex_init(&c->mirror_mu, NULL);
+	pthread_cond_init(&c->build_cv, NULL);
 	{
 		pthread_condattr_t ca;
 
@@ -950,11 +1025,12 @@ static int first_list(struct sm_cluster *c, struct sm_cluster_state *st)
 	contact(c, true);
 	ret = sm_cluster_build(c->prefix, c->kvs, c->nkvs, c->mirror_revision, st, bad, sizeof(bad),
 			       &err);
+	/* the watcher lists again once running; the builder has nothing to build till then */
 	mirror_clear(c);
+	c->want_revision = 0;
 	if (ret) {
 		pr_err("cluster: the cluster's state at revision %lld does not validate: %s (fix "
-		       "it "
-		       "with sockmesh catalog apply / policy apply --cluster)",
+		       "it with sockmesh catalog apply / policy apply --cluster)",
 		       (long long) c->mirror_revision, err.msg);
 		return -EINVAL;
 	}
@@ -1059,6 +1135,10 @@ int sm_cluster_start(struct sm_daemon *d)
 	c->info_local_revision = sm_policy_revision(d);
 	pthread_mutex_unlock(&c->mu);
 	set_addresses(c);
+	ret = pthread_create(&c->builder, NULL, builder_main, c);
+	if (ret)
+		return -ret;
+	c->builder_running = true;
 	ret = pthread_create(&c->watcher, NULL, watcher_main, c);
 	if (ret)
 		return -ret;
@@ -1085,7 +1165,12 @@ void sm_cluster_stop(struct sm_daemon *d)
 		pthread_join(c->watcher, NULL);
 	if (c->reporter_running)
 		pthread_join(c->reporter, NULL);
-	c->watcher_running = c->reporter_running = false;
+	pthread_mutex_lock(&c->mirror_mu);
+	pthread_cond_signal(&c->build_cv);
+	pthread_mutex_unlock(&c->mirror_mu);
+	if (c->builder_running)
+		pthread_join(c->builder, NULL);
+	c->watcher_running = c->reporter_running = c->builder_running = false;
 	if (c->ev)
 		sm_evloop_del(d->loop, c->ev);
 	c->ev = NULL;
@@ -1109,7 +1194,9 @@ void sm_cluster_free(struct sm_daemon *d)
 	free(c->addresses);
 	pthread_mutex_destroy(&c->mu);
 	pthread_mutex_destroy(&c->box_mu);
+	pthread_mutex_destroy(&c->mirror_mu);
 	pthread_cond_destroy(&c->cv);
+	pthread_cond_destroy(&c->build_cv);
 	free(c);
 	d->cluster = NULL;
 }
