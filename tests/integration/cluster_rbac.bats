@@ -303,7 +303,8 @@ EOF
 	[ "$status" -eq 0 ]
 	jq -e --argjson r "$rev" '[.nodes[] | select(.node == "node1" and .ready and
 		.revision >= $r and .lag == 0)] | length == 1' <<<"$output"
-	! grep -i 'permission denied\|access denied' "$(sb_daemon_log node1)"
+	run grep -i 'permission denied\|access denied' "$(sb_daemon_log node1)"
+	[ "$status" -eq 1 ]
 
 	# a clean stop revokes the lease (the node's role may: it can write every key
 	# on it), so the registration goes at once, not after the 10 s TTL
