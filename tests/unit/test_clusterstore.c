@@ -398,6 +398,92 @@ static void test_build_errors_name_keys(void **state)
 	ASSERT_HAS(err.msg, PREFIX "config/catalog/: no nodes", err.msg);
 }
 
+/*
+ * Found by fuzz_clusterstore: a key under config/ longer than bad_key holds
+ * (any etcd client may write one) came back cut, naming a key that does not
+ * exist. It is now "" and the message says how long the key is and how it
+ * starts, and how to find it.
+ */
+static void test_build_key_too_long(void **state)
+{
+	char bad_key[SM_CLUSTER_KEY_MAX], rel[400];
+	struct sm_error err;
+
+	memset(rel, 'x', sizeof(rel) - 1);
+	rel[sizeof(rel) - 1] = '\0';
+	memcpy(rel, "config/catalog/nodes/", strlen("config/catalog/nodes/"));
+	kv_add(SM_CK_NODES "n1", base_nodes, 3);
+	kv_add(rel, "{}", 4);
+	ASSERT_EQ(build(&err, bad_key), -EINVAL, "a key too long");
+	ASSERT_STR_EQ(bad_key, "", "no cut key named");
+	ASSERT_HAS(err.msg, "a key of 409 bytes starting with '" PREFIX "config/catalog/nodes/xxx",
+		   err.msg);
+	ASSERT_HAS(err.msg, "etcdctl get --prefix --keys-only '" PREFIX "config/'", err.msg);
+	cleanup(NULL);
+
+	/* the longest key that fits is still named */
+	rel[SM_CLUSTER_KEY_MAX - 1 - strlen(PREFIX)] = '\0';
+	kv_add(SM_CK_NODES "n1", base_nodes, 3);
+	kv_add(rel, "{}", 4);
+	ASSERT_EQ(build(&err, bad_key), -EINVAL, "a key that fits");
+	ASSERT_EQ(strlen(bad_key), SM_CLUSTER_KEY_MAX - 1, bad_key);
+	ASSERT_HAS(bad_key, PREFIX "config/catalog/nodes/xxx", "bad_key");
+}
+
+/*
+ * Found by fuzz_clusterstore once it checked messages: a key any etcd client
+ * chose went into the message as it was, so control characters reached logs
+ * and terminals (an escape sequence acts on a terminal) and a quote broke
+ * out of the suggested etcdctl command. Such bytes are now shown as \xNN,
+ * and then no command to paste is suggested.
+ */
+static void test_build_hostile_key_in_message(void **state)
+{
+	char bad_key[SM_CLUSTER_KEY_MAX];
+	struct sm_error err;
+
+	kv_add("config/x\x1b]0;owned\x07", "{}", 4);
+	ASSERT_EQ(build(&err, bad_key), -EINVAL, "a key with escapes");
+	ASSERT_STR_EQ(bad_key, PREFIX "config/x\x1b]0;owned\x07", "bad_key is the key as it is");
+	ASSERT_HAS(err.msg, PREFIX "config/x\\x1b]0;owned\\x07: not a key", err.msg);
+	ASSERT_EQ(strchr(err.msg, 0x1b) == NULL, 1, err.msg);
+	ASSERT_EQ(strstr(err.msg, "etcdctl del") == NULL, 1, err.msg);
+	ASSERT_HAS(err.msg, "etcdctl get --prefix --keys-only '" PREFIX "config/'", err.msg);
+	cleanup(NULL);
+
+	kv_add("config/a'; touch /tmp/x; '", "{}", 4);
+	ASSERT_EQ(build(&err, bad_key), -EINVAL, "a key with quotes");
+	ASSERT_HAS(err.msg, PREFIX "config/a\\x27; touch /tmp/x; \\x27: not a key", err.msg);
+	ASSERT_EQ(strstr(err.msg, "etcdctl del") == NULL, 1, err.msg);
+	cleanup(NULL);
+
+	/* a key of printable bytes keeps its command to paste */
+	kv_add("config/other", "{}", 4);
+	ASSERT_EQ(build(&err, bad_key), -EINVAL, "a plain key");
+	ASSERT_HAS(err.msg, "etcdctl del '" PREFIX "config/other'", err.msg);
+	cleanup(NULL);
+
+	/* the same through a value: a JSON escape becomes the byte that the catalog's
+	 * message then quotes; the message shows it escaped, a tab stays a tab */
+	kv_add(SM_CK_NODES "n1", base_nodes, 3);
+	kv_add(SM_CK_WORKLOADS "w1",
+	       "{\"name\":\"w1\",\"node\":\"n1\",\"cgroup\":\"a/w1\","
+	       "\"spiffe_id\":\"spiffe://x/\\u001b]0;owned\\u0007\\t\"}",
+	       4);
+	ASSERT_EQ(build(&err, bad_key), -EINVAL, "a value with escapes");
+	ASSERT_STR_EQ(bad_key, PREFIX "config/catalog/workloads/w1", "bad_key");
+	ASSERT_HAS(err.msg, "'spiffe://x/\\x1b]0;owned\\x07\t'", err.msg);
+	ASSERT_EQ(strchr(err.msg, 0x1b) == NULL, 1, err.msg);
+	cleanup(NULL);
+
+	/* a status value (any node may write its own) */
+	static const char applied[] = "{\"node\":\"n\\u001b1\",\"revision\":\"x\"}";
+	struct sm_cluster_applied a;
+
+	ASSERT_EQ(sm_cluster_applied_parse(applied, strlen(applied), &a, &err), -EINVAL, applied);
+	ASSERT_EQ(strchr(err.msg, 0x1b) == NULL, 1, err.msg);
+}
+
 static void test_build_handwritten_yaml(void **state)
 {
 	char bad_key[SM_CLUSTER_KEY_MAX];
@@ -691,6 +777,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_catalog_round_trip, cleanup),
 		cmocka_unit_test_teardown(test_build_is_order_independent, cleanup),
 		cmocka_unit_test_teardown(test_build_errors_name_keys, cleanup),
+		cmocka_unit_test_teardown(test_build_key_too_long, cleanup),
+		cmocka_unit_test_teardown(test_build_hostile_key_in_message, cleanup),
 		cmocka_unit_test_teardown(test_build_handwritten_yaml, cleanup),
 		cmocka_unit_test_teardown(test_build_empty, cleanup),
 		cmocka_unit_test_teardown(test_value_json, cleanup),

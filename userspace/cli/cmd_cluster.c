@@ -604,6 +604,14 @@ static int change_commit(struct session *s, const struct change *ch, bool *writt
 		cli_error("%s: %s (nothing was written)", ch->command, err.msg);
 		return CLI_EXIT_FAIL;
 	}
+	if (ret == -EACCES) {
+		/* refused before it ran: at the TLS handshake or by etcd's permission check */
+		cli_error("%s: %s (nothing was written; writing %s needs an etcd user with "
+			  "readwrite on it, such as one with the role sockmesh-operator: "
+			  "docs/cluster.md, Security)",
+			  ch->command, err.msg, s->config);
+		return CLI_EXIT_FAIL;
+	}
 	if (ret) {
 		cli_error("%s: %s (the write may or may not have happened: check with "
 			  "'sockmesh catalog get' or 'etcdctl get %s --prefix --keys-only')",

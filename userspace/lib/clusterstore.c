@@ -269,6 +269,32 @@ static char *ynode_json_line(const struct sm_ynode *n, size_t *len)
 	return s;
 }
 
+/*
+ * The messages of what reads etcd's values quote text any etcd client wrote,
+ * decoded (a JSON "\u001b" is the byte 0x1b by then): a control character
+ * other than a tab becomes \xNN, so that a log or a terminal shows it and
+ * does not act on it. Cut at the message's size.
+ */
+static void msg_clean(struct sm_error *err)
+{
+	char out[sizeof(err->msg)];
+	size_t o = 0;
+
+	for (const unsigned char *c = (const unsigned char *) err->msg; *c; c++) {
+		if ((*c >= 0x20 && *c != 0x7f) || *c == '\t') {
+			if (o + 1 >= sizeof(out))
+				break;
+			out[o++] = (char) *c;
+			continue;
+		}
+		if (o + 5 >= sizeof(out))
+			break;
+		o += (size_t) snprintf(out + o, sizeof(out) - o, "\\x%02x", *c);
+	}
+	out[o] = '\0';
+	memcpy(err->msg, out, o + 1);
+}
+
 char *sm_cluster_value_json(const char *value, size_t len, const char *name, size_t *out_len,
 			    struct sm_error *err)
 {
@@ -290,8 +316,10 @@ char *sm_cluster_value_json(const char *value, size_t len, const char *name, siz
 		}
 	}
 	sm_ynode_free(root);
-	if (ret)
+	if (ret) {
+		msg_clean(err);
 		errno = -ret;
+	}
 	return s;
 }
 
@@ -666,6 +694,29 @@ static int cmp_build_kv(const void *a, const void *b)
 }
 
 /* Which kind of key rel (relative to the prefix) is; -1 when none. */
+/*
+ * key as it may be shown in a message: any writer chose it, so a byte that
+ * is not printable ASCII, a quote or a backslash is written \xNN (a terminal
+ * would act on a control character; a quote would end the quoted key of a
+ * command to paste). Cut at len. Returns whether anything was escaped.
+ */
+static bool key_shown(const char *key, char *buf, size_t len)
+{
+	bool escaped = false;
+	size_t o = 0;
+
+	for (const unsigned char *c = (const unsigned char *) key; *c && o + 5 < len; c++) {
+		if (*c >= 0x20 && *c < 0x7f && *c != '\'' && *c != '\\') {
+			buf[o++] = (char) *c;
+			continue;
+		}
+		o += (size_t) snprintf(buf + o, len - o, "\\x%02x", *c);
+		escaped = true;
+	}
+	buf[o] = '\0';
+	return escaped;
+}
+
 static int classify(const char *rel, enum kind *k, bool *generation)
 {
 	*generation = strcmp(rel, SM_CK_GENERATION) == 0;
@@ -789,13 +840,13 @@ static int build_docs(struct build *bd, const char *prefix, const struct build_k
 	return 0;
 }
 
-int sm_cluster_build(const char *prefix, const struct sm_etcd_kv *kvs, size_t n, int64_t revision,
-		     struct sm_cluster_state *out, char *bad_key, size_t bad_key_len,
-		     struct sm_error *err)
+static int build_state(const char *prefix, const struct sm_etcd_kv *kvs, size_t n, int64_t revision,
+		       struct sm_cluster_state *out, char *bad_key, size_t bad_key_len,
+		       struct sm_error *err)
 {
 	struct build bd = {0};
 	struct build_kv *bkv = NULL;
-	char cfg[SM_CLUSTER_KEY_MAX];
+	char cfg[SM_CLUSTER_KEY_MAX], shown[4 * SM_CLUSTER_KEY_MAX];
 	size_t plen, clen;
 	int ret;
 
@@ -816,15 +867,34 @@ int sm_cluster_build(const char *prefix, const struct sm_etcd_kv *kvs, size_t n,
 	}
 	for (size_t i = 0; i < n; i++) {
 		bkv[i].kv = &kvs[i];
+		if (bad_key_len && kvs[i].key_len >= bad_key_len) {
+			/* only keys outside the layout are this long: name it by its start,
+			 * as a cut key in bad_key would name a key that does not exist */
+			key_shown(kvs[i].key, shown, 81);
+			sm_error_set(err,
+				     "a key of %zu bytes starting with '%s' is not a key sockmesh "
+				     "keeps under %s (they are at most %d bytes); find it with "
+				     "etcdctl get --prefix --keys-only '%s' and delete it",
+				     kvs[i].key_len, shown, cfg, SM_CLUSTER_KEY_MAX - 1, cfg);
+			ret = -EINVAL;
+			goto free_bkv;
+		}
 		if (strncmp(kvs[i].key, cfg, clen) != 0 ||
 		    classify(kvs[i].key + plen, &bkv[i].kind, &bkv[i].generation)) {
-			sm_error_set(err,
-				     "%s: not a key sockmesh keeps under %s (those are "
-				     "catalog/nodes/NAME, catalog/workloads/NAME, "
-				     "catalog/services/NAME, catalog/cidrs/NAME, policies/NAME "
-				     "and generation, NAME of 1 to 63 letters, digits, '.', '_' "
-				     "or '-'; delete it: etcdctl del '%s')",
-				     kvs[i].key, cfg, kvs[i].key);
+			bool escaped = key_shown(kvs[i].key, shown, sizeof(shown));
+
+			sm_error_set(
+				err,
+				"%s: not a key sockmesh keeps under %s (those are "
+				"catalog/nodes/NAME, catalog/workloads/NAME, "
+				"catalog/services/NAME, catalog/cidrs/NAME, policies/NAME "
+				"and generation, NAME of 1 to 63 letters, digits, '.', '_' "
+				"or '-'; %s%s%s)",
+				shown, cfg,
+				escaped ? "it holds bytes shown as \\xNN: find it with etcdctl "
+					  "get --prefix --keys-only '"
+					: "delete it: etcdctl del '",
+				escaped ? cfg : shown, escaped ? "' and delete it" : "'");
 			sm_strlcpy(bad_key, kvs[i].key, bad_key_len);
 			ret = -EINVAL;
 			goto free_bkv;
@@ -986,8 +1056,8 @@ static int get_int(struct json_object *o, const char *key, int64_t max, int64_t 
 	return 0;
 }
 
-int sm_cluster_applied_parse(const char *json, size_t len, struct sm_cluster_applied *a,
-			     struct sm_error *err)
+static int applied_parse(const char *json, size_t len, struct sm_cluster_applied *a,
+			 struct sm_error *err)
 {
 	struct json_tokener *tok = json_tokener_new();
 	struct json_object *o = NULL, *v, *r;
@@ -1056,5 +1126,26 @@ put:
 		memset(a, 0, sizeof(*a));
 		sm_error_set(err, "%s", msg);
 	}
+	return ret;
+}
+
+int sm_cluster_build(const char *prefix, const struct sm_etcd_kv *kvs, size_t n, int64_t revision,
+		     struct sm_cluster_state *out, char *bad_key, size_t bad_key_len,
+		     struct sm_error *err)
+{
+	int ret = build_state(prefix, kvs, n, revision, out, bad_key, bad_key_len, err);
+
+	if (ret)
+		msg_clean(err);
+	return ret;
+}
+
+int sm_cluster_applied_parse(const char *json, size_t len, struct sm_cluster_applied *a,
+			     struct sm_error *err)
+{
+	int ret = applied_parse(json, len, a, err);
+
+	if (ret)
+		msg_clean(err);
 	return ret;
 }

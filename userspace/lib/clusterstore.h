@@ -122,8 +122,10 @@ struct sm_cluster_state {
  * catalog must load (sm_catalog_parse()) and the policy set parse. Keys
  * under config/ that fit none of the kinds are an error too. Returns 0, or
  * -EINVAL with bad_key = the offending key ("" when no single key is to
- * blame) and err = "KEY: what is wrong" (the catalog's messages name the key
- * of the line they are about). out holds nothing to free on error.
+ * blame, or when the key does not fit in bad_key_len: only a key outside
+ * the layout can be that long, and err then gives its length and start)
+ * and err = "KEY: what is wrong" (the catalog's messages name the key of
+ * the line they are about). out holds nothing to free on error.
  *
  * No catalog key at all is not an error: cat is then empty (no nodes; what
  * sm_catalog_parse() would refuse), catalog_doc "" and catalog_revision 0,

@@ -730,8 +730,9 @@ static int call_once(struct sm_etcd *e, const char *path, json_object *req, json
 		 * certificate has a Common Name (it would not be used as the user) */
 		sm_error_set(err,
 			     "etcd %s%s: etcd refuses a client certificate with a Common Name "
-			     "while its authentication is on (issue cert without a CN, SANs only)",
-			     e->last, path);
+			     "while its authentication is on: use a client certificate without a "
+			     "Common Name (the identity in its SANs only) as %s",
+			     e->last, path, e->cfg.cert);
 		rc = -EACCES;
 		goto free_body;
 	}
@@ -782,7 +783,9 @@ static int authenticate(struct sm_etcd *e, struct sm_error *err)
 		OPENSSL_cleanse((char *) json_object_get_string(t), strlen(e->password));
 	json_object_put(req);
 	if (rc) {
-		if (rc == -EINVAL || rc == -EACCES)
+		/* gcode 0: no answer from etcd's auth (TLS, a certificate with a CN, ...):
+		 * err says what it was, the password is not to blame */
+		if (gcode && (rc == -EINVAL || rc == -EACCES))
 			sm_error_set(err,
 				     "etcd %s: authentication of user '%s' failed (check the user "
 				     "and its password file %s)",
