@@ -28,7 +28,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-APPLIES=100 MAX_S=600 SIZES="small 1k 50k" CHURN_RATE=100 CHURN_S=60 CHURN_WORKERS=16 CLI_RATE_S=10
+APPLIES=100 MAX_S=600 SIZES="small 1k 50k" CHURN_RATE=100 CHURN_S=60 CHURN_WORKERS=16 CHURN_TAIL_MAX=300 CLI_RATE_S=10
 while [ $# -gt 0 ]; do
 	case $1 in
 	--applies) APPLIES=$2; shift 2 ;;
@@ -119,6 +119,12 @@ done
 for ((i = 1; i <= NODES; i++)); do
 	sb_cluster_config "node$i"
 done
+# etcd alone, no node connected: its own background work
+e0=$(awk '{ print $14 + $15 }' "/proc/$(cat "$(sb_etcd_dir)/etcd.pid")/stat")
+sleep 10
+ETCD_ALONE=$(awk -v a="$e0" -v b="$(awk '{ print $14 + $15 }' "/proc/$(cat "$(sb_etcd_dir)/etcd.pid")/stat")" \
+	-v t="$(getconf CLK_TCK)" 'BEGIN { printf "%.4f", (b - a) / t / 10 }')
+log "etcd with no node connected: CPU s/s $ETCD_ALONE"
 t0=$(now)
 for ((i = 1; i <= NODES; i++)); do
 	sb_start_daemon "node$i" --set tunnel.hbone=false
@@ -129,6 +135,10 @@ EDIR=$(sb_etcd_dir)
 ETCD_PID=$(cat "$EDIR/etcd.pid")
 HUB=$(sb_hub_ns)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+threads() { # PID: "TID TICKS" per thread, sorted for join
+	local f
+	for f in /proc/"$1"/task/*/stat; do awk '{ print $1, $14 + $15 }' "$f"; done | sort
+}
 daemons_cpu() { # one line: ticks of node1..node8's daemons
 	local i out=""
 	for ((i = 1; i <= NODES; i++)); do out+="$(cpu_ticks "$(sb_daemon_pid "node$i")") "; done
@@ -405,6 +415,49 @@ run_size() { # SIZE
 	log "size $s: etcd per apply ${RES[$s.metrics]}"
 }
 
+# During the churn: for every "cluster: revision R in force" of a node, how old the
+# newest put it contains was (in force time - that put's answer time); and at the end
+# of the puts, how many puts each node had not put in force yet (status --cluster).
+churn_lag() { # PUTS_FILE STATUS_JSON T0 T1 LOG...
+	python3 - "$@" <<'EOF'
+import bisect, json, math, re, sys
+from datetime import datetime, timezone
+def ts(s):
+    return datetime.strptime(s.rstrip("Z")[:26], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc).timestamp()
+puts = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+revs = [int(r) for r, _ in puts]
+t0, t1 = float(sys.argv[3]), float(sys.argv[4])
+ages, rates = [], []
+for f in sys.argv[5:]:
+    n = 0
+    for line in open(f):
+        m = re.match(r'^(\S+Z) \S+ \S+: cluster: revision (\d+) in force', line)
+        if not m:
+            continue
+        t, r = ts(m.group(1)), int(m.group(2))
+        if not (t0 <= t <= t1):
+            continue
+        n += 1
+        i = bisect.bisect_right(revs, r) - 1
+        if i >= 0:
+            ages.append(t - puts[i][1])
+    rates.append(n / (t1 - t0))
+behind = []
+try:
+    st = json.load(open(sys.argv[2]))
+    for nd in st.get("nodes", []):
+        behind.append(len(revs) - bisect.bisect_right(revs, int(nd.get("revision") or 0)))
+except (OSError, ValueError):
+    pass
+def pct(v, p):
+    v = sorted(v)
+    return round(v[max(0, math.ceil(p / 100.0 * len(v)) - 1)] * 1000, 1) if v else None
+print(json.dumps({"applies_per_s_per_node": [round(x, 2) for x in rates],
+                  "age_of_newest_change_in_force_ms": {"p50": pct(ages, 50), "p99": pct(ages, 99), "max": pct(ages, 100), "n": len(ages)},
+                  "puts_not_in_force_at_end_per_node": behind}))
+EOF
+}
+
 # ---- catalog churn ----
 churn() {
 	local t0 n=0 ok=0 rx0 rx1 c0 c1 e0 e1 out last t1 conv0 i applies0 applies1
@@ -428,27 +481,42 @@ churn() {
 	c0=$(daemons_cpu)
 	e0=$(cpu_ticks "$ETCD_PID")
 	applies0=$(cat "${LOGS[@]}" | grep -c 'cluster: revision [0-9]* in force' || true)
+	threads "$(sb_daemon_pid node1)" >"$SB_DIR/threads0"
 	t0=$(now)
 	out=$(timeout $((CHURN_S + 30)) nsenter --net="/run/netns/$HUB" -- python3 bench/etcdchurn.py \
 		--url "$(sb_etcd_url)" --ca "$EDIR/ca.pem" --cert "$EDIR/client-operator.pem" \
 		--key "$EDIR/client-operator-key.pem" --skey "$skey" --value "$value" \
-		--rate "$CHURN_RATE" --seconds "$CHURN_S" --workers "$CHURN_WORKERS")
+		--rate "$CHURN_RATE" --seconds "$CHURN_S" --workers "$CHURN_WORKERS" \
+		--log "$SB_DIR/churn.puts")
 	t1=$(now)
 	c1=$(daemons_cpu)
 	e1=$(cpu_ticks "$ETCD_PID")
+	threads "$(sb_daemon_pid node1)" >"$SB_DIR/threads1"
 	metrics >"$SB_DIR/m1.txt"
 	rx1=$(rx_bytes)
 	RES[churn.client]=$out
 	n=$(jq .puts <<<"$out")
 	last=$(jq .last_revision <<<"$out")
-	# how long after the last put every node had it
+	# where the nodes are when the puts stop, then how long until every node has the last one
+	# (bounded: a node that cannot keep up is reported, not waited for forever)
+	SB_CCLI_TIMEOUT=20 sb_ccli status --cluster -o json >"$SB_DIR/churn.status" || true
 	conv0=$(now)
-	SB_CCLI_TIMEOUT=90 sb_ccli policy wait --cluster "$last" --max-wait 60 >/dev/null
-	RES[churn.tail_s]=$(awk -v a="$conv0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')
+	if SB_CCLI_TIMEOUT=$((CHURN_TAIL_MAX + 30)) sb_ccli policy wait --cluster "$last" \
+		--max-wait "$CHURN_TAIL_MAX" >/dev/null 2>"$SB_DIR/churn.wait"; then
+		RES[churn.tail_s]=$(awk -v a="$conv0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')
+	else
+		RES[churn.tail_s]=null
+		log "churn: the nodes did not all have revision $last ${CHURN_TAIL_MAX} s after the last put: $(cat "$SB_DIR/churn.wait")"
+	fi
+	RES[churn.lag]=$(churn_lag "$SB_DIR/churn.puts" "$SB_DIR/churn.status" "$t0" "$t1" "${LOGS[@]}")
 	applies1=$(cat "${LOGS[@]}" | grep -c 'cluster: revision [0-9]* in force' || true)
 	local secs
 	secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
 	RES[churn.secs]=$secs
+	# node1's threads: the main thread is the pid; they have no names, the busiest other
+	# one during the churn is the watcher (workers carry no traffic here)
+	RES[churn.threads]=$(join -a 2 "$SB_DIR/threads0" "$SB_DIR/threads1" | awk -v p="$(sb_daemon_pid node1)" \
+		-v t="$TCK" -v s="$secs" '{ d = (NF == 3 ? $3 - $2 : $2) / t / s; printf "%s%s\"%s\": %.4f", (NR > 1 ? ", " : "{"), "", ($1 == p ? "main" : "tid" $1), d } END { print "}" }')
 	RES[churn.load]=$(loadavg)
 	RES[churn.n]=$n
 	RES[churn.applies_per_node]=$(awk -v a="$applies0" -v b="$applies1" -v n="$NODES" 'BEGIN { printf "%.1f", (b - a) / n }')
@@ -458,6 +526,8 @@ churn() {
 	RES[churn.metrics]=$(metrics_diff "$SB_DIR/m0.txt" "$SB_DIR/m1.txt" "$secs")
 	log "churn: $out; load average ${RES[churn.load]}"
 	log "churn: nodes had the last change ${RES[churn.tail_s]} s after it; ${RES[churn.applies_per_node]} applies per node for $n changes"
+	log "churn: lag ${RES[churn.lag]}"
+	log "churn: node1's threads, CPU s/s ${RES[churn.threads]}"
 	log "churn: daemon CPU s/s $(jq -c '{mean, min, max}' <<<"${RES[churn.cpu]}"), etcd CPU s/s ${RES[churn.etcd_cpu]}"
 	log "churn: RX bytes per change per node $(jq -c '{mean, min, max}' <<<"${RES[churn.rx]}")"
 	log "churn: etcd per second ${RES[churn.metrics]}"
@@ -474,11 +544,11 @@ done
 	echo "{"
 	echo "\"machine\": {\"cpus\": $(nproc), \"kernel\": \"$(uname -r)\", \"etcd\": \"$(etcd --version | head -n 1 | awk '{ print $3 }')\"},"
 	echo "\"commit\": \"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\","
-	echo "\"idle\": {\"rx_bytes_per_s\": $IDLE_RX, \"daemon_cpu_s_per_s\": $IDLE_CPU, \"etcd_cpu_s_per_s\": $IDLE_ETCD},"
+	echo "\"idle\": {\"rx_bytes_per_s\": $IDLE_RX, \"daemon_cpu_s_per_s\": $IDLE_CPU, \"etcd_cpu_s_per_s\": $IDLE_ETCD, \"etcd_alone_cpu_s_per_s\": $ETCD_ALONE},"
 	for s in $SIZES; do
 		echo "\"$s\": {\"entries\": ${RES[$s.entries]:-null}, \"policy_value_bytes\": ${RES[$s.value_bytes]:-null}, \"applies\": ${RES[$s.n]}, \"loop_s\": ${RES[$s.loop_s]}, \"wall_ms\": ${RES[$s.wall]}, \"converged_ms\": ${RES[$s.conv]}, \"node_side\": ${RES[$s.node]}, \"rx_bytes_one_apply\": ${RES[$s.rx_one]}, \"rx_bytes_per_apply_loop\": ${RES[$s.rx_mean]}, \"daemon_cpu_s_per_apply\": ${RES[$s.cpu]}, \"etcd_cpu_s_per_apply\": ${RES[$s.etcd_cpu]}, \"etcd_per_apply\": ${RES[$s.metrics]}, \"loadavg_after\": \"${RES[$s.load]}\"},"
 	done
-	echo "\"churn\": {\"cli_rate\": ${RES[churn.cli_rate]}, \"cli_tries\": ${RES[churn.cli_tries]}, \"client\": ${RES[churn.client]}, \"seconds\": ${RES[churn.secs]}, \"tail_s\": ${RES[churn.tail_s]}, \"applies_per_node\": ${RES[churn.applies_per_node]}, \"rx_bytes_per_change\": ${RES[churn.rx]}, \"daemon_cpu_s_per_s\": ${RES[churn.cpu]}, \"etcd_cpu_s_per_s\": ${RES[churn.etcd_cpu]}, \"etcd_per_s\": ${RES[churn.metrics]}, \"loadavg_after\": \"${RES[churn.load]}\"}"
+	echo "\"churn\": {\"cli_rate\": ${RES[churn.cli_rate]}, \"cli_tries\": ${RES[churn.cli_tries]}, \"client\": ${RES[churn.client]}, \"seconds\": ${RES[churn.secs]}, \"tail_s\": ${RES[churn.tail_s]}, \"lag\": ${RES[churn.lag]}, \"node1_threads_cpu_s_per_s\": ${RES[churn.threads]}, \"applies_per_node\": ${RES[churn.applies_per_node]}, \"rx_bytes_per_change\": ${RES[churn.rx]}, \"daemon_cpu_s_per_s\": ${RES[churn.cpu]}, \"etcd_cpu_s_per_s\": ${RES[churn.etcd_cpu]}, \"etcd_per_s\": ${RES[churn.metrics]}, \"loadavg_after\": \"${RES[churn.load]}\"}"
 	echo "}"
 } | jq . >"$RESULTS"
 

@@ -6,6 +6,7 @@ change).
 
   etcdchurn.py --url https://ADDR:2379 --ca CA --cert CERT --key KEY --skey KEY_NAME
                --value JSON [--rate R] [--seconds S] [--workers W] [--port-base P]
+               [--log FILE]
 
 Every put writes KEY_NAME with JSON whose "port" is P, P+1, ... (wrapping after 10,000),
 so every put changes the service. Puts are paced on a schedule of R per second for S
@@ -14,7 +15,7 @@ own kept-alive connection: one put waits for etcd's WAL fsync, so one connection
 cannot go faster than the disk. A put that falls behind is sent as soon as a thread is
 free, none is skipped. Prints {"puts":N,"errors":0,"workers":W,"seconds":T,"rate":N/T,
 "last_revision":REV,"put_p50_ms":..,"put_p99_ms":..} and exits 0, or 1 after the first
-error (with "error").
+error (with "error"). --log FILE gets "REVISION UNIX_TIME" per put (the time its answer came).
 """
 import argparse
 import base64
@@ -51,6 +52,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--port-base", type=int, default=20000)
+    ap.add_argument("--log", help="a file: one line per put, its revision and the wall time of its answer")
     a = ap.parse_args()
     seconds = min(a.seconds, 600.0)
     workers = max(1, min(a.workers, 32))
@@ -59,7 +61,7 @@ def main():
     ctx.load_cert_chain(a.cert, a.key)
     base = json.loads(a.value)
     mu = threading.Lock()
-    st = {"next": 0, "puts": 0, "last_rev": 0, "error": None, "lat": []}
+    st = {"next": 0, "puts": 0, "last_rev": 0, "error": None, "lat": [], "log": []}
     t0 = time.monotonic()
 
     def worker():
@@ -97,6 +99,7 @@ def main():
                 st["lat"].append((time.monotonic() - s) * 1000.0)
                 st["puts"] += 1
                 st["last_rev"] = max(st["last_rev"], rev)
+                st["log"].append((rev, time.time()))
 
     threads = [threading.Thread(target=worker) for _ in range(workers)]
     for t in threads:
@@ -104,6 +107,10 @@ def main():
     for t in threads:
         t.join()
     el = time.monotonic() - t0
+    if a.log:
+        with open(a.log, "w") as f:
+            for rev, t in sorted(st["log"]):
+                f.write("%d %.6f\n" % (rev, t))
     if st["error"]:
         print(json.dumps({"puts": st["puts"], "error": st["error"]}))
         return 1
