@@ -20,15 +20,17 @@
 #
 # Usage (root, after make): bench/cluster.sh [--applies N] [--max-seconds S]
 #   [--sizes "small 1k 50k"] [--churn-rate R] [--churn-seconds S] [--churn-workers W]
-#   [--quick]
+#   [--nodes N] [--no-churn] [--quick]
 #   --applies N       measured applies per size (default 100)
 #   --max-seconds S   stop a size's applies after S seconds (default 600)
 #   --churn-workers W connections the churn's puts are spread over (default 16)
+#   --nodes N         sandbox nodes, 1..9 (default 8)
+#   --no-churn        only the applies
 #   --quick           10 applies, 10 s of churn: checks the whole thing in ~2 minutes
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-APPLIES=100 MAX_S=600 SIZES="small 1k 50k" CHURN_RATE=100 CHURN_S=60 CHURN_WORKERS=16 CHURN_TAIL_MAX=300 CLI_RATE_S=10
+NODES=8 CHURN=1 APPLIES=100 MAX_S=600 SIZES="small 1k 50k" CHURN_RATE=100 CHURN_S=60 CHURN_WORKERS=16 CHURN_TAIL_MAX=300 CLI_RATE_S=10
 while [ $# -gt 0 ]; do
 	case $1 in
 	--applies) APPLIES=$2; shift 2 ;;
@@ -37,9 +39,11 @@ while [ $# -gt 0 ]; do
 	--churn-rate) CHURN_RATE=$2; shift 2 ;;
 	--churn-seconds) CHURN_S=$2; shift 2 ;;
 	--churn-workers) CHURN_WORKERS=$2; shift 2 ;;
+	--nodes) NODES=$2; shift 2 ;;
+	--no-churn) CHURN=0; shift ;;
 	--quick) APPLIES=10 CHURN_S=10 CLI_RATE_S=5; shift ;;
 	-h | --help)
-		sed -n '3,28p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '3,30p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
@@ -50,6 +54,7 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" -eq 0 ] || { echo "bench/cluster.sh: run as root" >&2; exit 1; }
 ((APPLIES >= 1 && APPLIES <= 1000)) || { echo "bench/cluster.sh: --applies 1..1000" >&2; exit 2; }
+[[ "$NODES" =~ ^[1-9]$ ]] || { echo "bench/cluster.sh: --nodes 1..9" >&2; exit 2; }
 ((CHURN_S >= 1 && CHURN_S <= 600)) || { echo "bench/cluster.sh: --churn-seconds 1..600" >&2; exit 2; }
 OUT=${SM_OUTPUT:-.output}
 export SOCKMESHD=$OUT/sockmeshd SOCKMESH=$OUT/sockmesh SMTRAFFIC=$OUT/tools/smtraffic
@@ -64,7 +69,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-NODES=8 NSRC=250 NDST=40
+NSRC=250 NDST=40
 TD=spiffe://bench.test/ns/c/sa
 PFX=/sockmesh/
 TCK=$(getconf CLK_TCK)
@@ -129,15 +134,17 @@ t0=$(now)
 for ((i = 1; i <= NODES; i++)); do
 	sb_start_daemon "node$i" --set tunnel.hbone=false
 done
-log "8 daemons ready in $(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }') s"
+log "$NODES daemons ready in $(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }') s"
 
 EDIR=$(sb_etcd_dir)
 ETCD_PID=$(cat "$EDIR/etcd.pid")
 HUB=$(sb_hub_ns)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-threads() { # PID: "TID TICKS" per thread, sorted for join
-	local f
-	for f in /proc/"$1"/task/*/stat; do awk '{ print $1, $14 + $15 }' "$f"; done | sort
+threads() { # PID: "TID TICKS RUN_NS RUNQUEUE_WAIT_NS" per thread (stat, schedstat)
+	local t
+	for t in /proc/"$1"/task/*; do
+		echo "$(awk '{ print $1, $14 + $15 }' "$t/stat") $(awk '{ print $1, $2 }' "$t/schedstat")"
+	done
 }
 daemons_cpu() { # one line: ticks of node1..node8's daemons
 	local i out=""
@@ -514,9 +521,21 @@ churn() {
 	secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
 	RES[churn.secs]=$secs
 	# node1's threads: the main thread is the pid; they have no names, the busiest other
-	# one during the churn is the watcher (workers carry no traffic here)
-	RES[churn.threads]=$(join -a 2 "$SB_DIR/threads0" "$SB_DIR/threads1" | awk -v p="$(sb_daemon_pid node1)" \
-		-v t="$TCK" -v s="$secs" '{ d = (NF == 3 ? $3 - $2 : $2) / t / s; printf "%s%s\"%s\": %.4f", (NR > 1 ? ", " : "{"), "", ($1 == p ? "main" : "tid" $1), d } END { print "}" }')
+	# one during the churn is the watcher (workers carry no traffic here). schedstat says
+	# how long each ran and how long it waited for a CPU while runnable.
+	RES[churn.threads]=$(python3 -c '
+import json, sys
+b = {l.split()[0]: [float(x) for x in l.split()[1:]] for l in open(sys.argv[1]) if l.strip()}
+a = {l.split()[0]: [float(x) for x in l.split()[1:]] for l in open(sys.argv[2]) if l.strip()}
+pid, tck, s = sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+out = {}
+for tid, v in sorted(a.items()):
+    w = b.get(tid, [0, 0, 0])
+    cpu, run, wait = (v[0] - w[0]) / tck / s, (v[1] - w[1]) / 1e9 / s, (v[2] - w[2]) / 1e9 / s
+    if run > 0.001 or wait > 0.001:
+        out["main" if tid == pid else "tid" + tid] = {"cpu_s_per_s": round(cpu, 4),
+            "on_cpu_s_per_s": round(run, 4), "runqueue_wait_s_per_s": round(wait, 4)}
+print(json.dumps(out))' "$SB_DIR/threads0" "$SB_DIR/threads1" "$(sb_daemon_pid node1)" "$TCK" "$secs")
 	RES[churn.load]=$(loadavg)
 	RES[churn.n]=$n
 	RES[churn.applies_per_node]=$(awk -v a="$applies0" -v b="$applies1" -v n="$NODES" 'BEGIN { printf "%.1f", (b - a) / n }')
@@ -535,9 +554,9 @@ churn() {
 
 for s in $SIZES; do
 	run_size "$s"
-	if [ "$s" = small ]; then churn; fi
+	if [ "$s" = small ] && [ "$CHURN" = 1 ]; then churn; fi
 done
-[[ " $SIZES " == *" small "* ]] || churn
+[[ " $SIZES " == *" small "* ]] || [ "$CHURN" = 0 ] || churn
 
 # ---- report ----
 {
@@ -548,6 +567,8 @@ done
 	for s in $SIZES; do
 		echo "\"$s\": {\"entries\": ${RES[$s.entries]:-null}, \"policy_value_bytes\": ${RES[$s.value_bytes]:-null}, \"applies\": ${RES[$s.n]}, \"loop_s\": ${RES[$s.loop_s]}, \"wall_ms\": ${RES[$s.wall]}, \"converged_ms\": ${RES[$s.conv]}, \"node_side\": ${RES[$s.node]}, \"rx_bytes_one_apply\": ${RES[$s.rx_one]}, \"rx_bytes_per_apply_loop\": ${RES[$s.rx_mean]}, \"daemon_cpu_s_per_apply\": ${RES[$s.cpu]}, \"etcd_cpu_s_per_apply\": ${RES[$s.etcd_cpu]}, \"etcd_per_apply\": ${RES[$s.metrics]}, \"loadavg_after\": \"${RES[$s.load]}\"},"
 	done
+	[ "$CHURN" = 1 ] || { echo "\"nodes\": $NODES"; echo "}"; exit 0; }
+	echo "\"nodes\": $NODES,"
 	echo "\"churn\": {\"cli_rate\": ${RES[churn.cli_rate]}, \"cli_tries\": ${RES[churn.cli_tries]}, \"client\": ${RES[churn.client]}, \"seconds\": ${RES[churn.secs]}, \"tail_s\": ${RES[churn.tail_s]}, \"lag\": ${RES[churn.lag]}, \"node1_threads_cpu_s_per_s\": ${RES[churn.threads]}, \"applies_per_node\": ${RES[churn.applies_per_node]}, \"rx_bytes_per_change\": ${RES[churn.rx]}, \"daemon_cpu_s_per_s\": ${RES[churn.cpu]}, \"etcd_cpu_s_per_s\": ${RES[churn.etcd_cpu]}, \"etcd_per_s\": ${RES[churn.metrics]}, \"loadavg_after\": \"${RES[churn.load]}\"}"
 	echo "}"
 } | jq . >"$RESULTS"
@@ -559,5 +580,5 @@ for s in $SIZES; do
 	echo "| $s | ${RES[$s.entries]} | ${RES[$s.n]} | $(jq -r '"\(.p50) / \(.p99)"' <<<"${RES[$s.wall]}") | $(jq -r '"\(.p50) / \(.p99)"' <<<"${RES[$s.conv]}") | $(jq -r '"\(.slowest_node_in_force_ms.p50) / \(.slowest_node_in_force_ms.p99)"' <<<"${RES[$s.node]}") | $(jq -r '.mean | floor' <<<"${RES[$s.rx_one]}") | $(jq -r .mean <<<"${RES[$s.cpu]}") | ${RES[$s.etcd_cpu]} |"
 done
 echo
-echo "churn: $(jq -r '"\(.puts) changes in \(.seconds) s = \(.rate)/s"' <<<"${RES[churn.client]}") (CLI loop alone: ${RES[churn.cli_rate]}/s); daemon CPU $(jq -r .mean <<<"${RES[churn.cpu]}") s/s per node; etcd CPU ${RES[churn.etcd_cpu]} s/s; RX $(jq -r '.mean | floor' <<<"${RES[churn.rx]}") bytes per change per node"
+[ "$CHURN" = 1 ] && echo "churn: $(jq -r '"\(.puts) changes in \(.seconds) s = \(.rate)/s"' <<<"${RES[churn.client]}") (CLI loop alone: ${RES[churn.cli_rate]}/s); daemon CPU $(jq -r .mean <<<"${RES[churn.cpu]}") s/s per node; etcd CPU ${RES[churn.etcd_cpu]} s/s; RX $(jq -r '.mean | floor' <<<"${RES[churn.rx]}") bytes per change per node"
 echo "results: $RESULTS"
