@@ -467,7 +467,7 @@ EOF
 
 # ---- catalog churn ----
 churn() {
-	local t0 n=0 ok=0 rx0 rx1 c0 c1 e0 e1 out last t1 conv0 i applies0 applies1
+	local t0 n=0 ok=0 rx0 rx1 v0 c0 c1 e0 e1 out last t1 conv0 i applies0 applies1
 	# 1. the CLI in a loop (one process per change), bounded by time and count
 	t0=$(now)
 	while ((n < 2000)) && awk -v a="$t0" -v b="$(now)" -v m="$CLI_RATE_S" 'BEGIN { exit !(b - a < m) }'; do
@@ -489,6 +489,8 @@ churn() {
 	e0=$(cpu_ticks "$ETCD_PID")
 	applies0=$(cat "${LOGS[@]}" | grep -c 'cluster: revision [0-9]* in force' || true)
 	threads "$(sb_daemon_pid node1)" >"$SB_DIR/threads0"
+	v0=$(for k in nodes applied; do sb_etcdctl get "${PFX}status/$k/node1" -w json |
+		jq -c --arg k "$k" '{($k): .kvs[0].version}'; done | jq -sc add)
 	t0=$(now)
 	out=$(timeout $((CHURN_S + 30)) nsenter --net="/run/netns/$HUB" -- python3 bench/etcdchurn.py \
 		--url "$(sb_etcd_url)" --ca "$EDIR/ca.pem" --cert "$EDIR/client-operator.pem" \
@@ -500,7 +502,6 @@ churn() {
 	e1=$(cpu_ticks "$ETCD_PID")
 	threads "$(sb_daemon_pid node1)" >"$SB_DIR/threads1"
 	metrics >"$SB_DIR/m1.txt"
-	rx1=$(rx_bytes)
 	RES[churn.client]=$out
 	n=$(jq .puts <<<"$out")
 	last=$(jq .last_revision <<<"$out")
@@ -515,6 +516,12 @@ churn() {
 		RES[churn.tail_s]=null
 		log "churn: the nodes did not all have revision $last ${CHURN_TAIL_MAX} s after the last put: $(cat "$SB_DIR/churn.wait")"
 	fi
+	# bytes: until every node has the last change (a node behind has not received it all
+	# when the puts stop); the lease keepalives of the tail are in it (idle rate above)
+	rx1=$(rx_bytes)
+	# how often node1 rewrote its two keys during the churn and its tail
+	RES[churn.node1_key_versions]=$(for k in nodes applied; do sb_etcdctl get "${PFX}status/$k/node1" -w json |
+		jq -c --arg k "$k" '{($k): .kvs[0].version}'; done | jq -sc add)
 	RES[churn.lag]=$(churn_lag "$SB_DIR/churn.puts" "$SB_DIR/churn.status" "$t0" "$t1" "${LOGS[@]}")
 	applies1=$(cat "${LOGS[@]}" | grep -c 'cluster: revision [0-9]* in force' || true)
 	local secs
@@ -546,6 +553,7 @@ print(json.dumps(out))' "$SB_DIR/threads0" "$SB_DIR/threads1" "$(sb_daemon_pid n
 	log "churn: $out; load average ${RES[churn.load]}"
 	log "churn: nodes had the last change ${RES[churn.tail_s]} s after it; ${RES[churn.applies_per_node]} applies per node for $n changes"
 	log "churn: lag ${RES[churn.lag]}"
+	log "churn: node1's status keys, versions before $v0, after ${RES[churn.node1_key_versions]}"
 	log "churn: node1's threads, CPU s/s ${RES[churn.threads]}"
 	log "churn: daemon CPU s/s $(jq -c '{mean, min, max}' <<<"${RES[churn.cpu]}"), etcd CPU s/s ${RES[churn.etcd_cpu]}"
 	log "churn: RX bytes per change per node $(jq -c '{mean, min, max}' <<<"${RES[churn.rx]}")"
@@ -569,7 +577,7 @@ done
 	done
 	[ "$CHURN" = 1 ] || { echo "\"nodes\": $NODES"; echo "}"; exit 0; }
 	echo "\"nodes\": $NODES,"
-	echo "\"churn\": {\"cli_rate\": ${RES[churn.cli_rate]}, \"cli_tries\": ${RES[churn.cli_tries]}, \"client\": ${RES[churn.client]}, \"seconds\": ${RES[churn.secs]}, \"tail_s\": ${RES[churn.tail_s]}, \"lag\": ${RES[churn.lag]}, \"node1_threads_cpu_s_per_s\": ${RES[churn.threads]}, \"applies_per_node\": ${RES[churn.applies_per_node]}, \"rx_bytes_per_change\": ${RES[churn.rx]}, \"daemon_cpu_s_per_s\": ${RES[churn.cpu]}, \"etcd_cpu_s_per_s\": ${RES[churn.etcd_cpu]}, \"etcd_per_s\": ${RES[churn.metrics]}, \"loadavg_after\": \"${RES[churn.load]}\"}"
+	echo "\"churn\": {\"cli_rate\": ${RES[churn.cli_rate]}, \"cli_tries\": ${RES[churn.cli_tries]}, \"client\": ${RES[churn.client]}, \"seconds\": ${RES[churn.secs]}, \"tail_s\": ${RES[churn.tail_s]}, \"lag\": ${RES[churn.lag]}, \"node1_key_versions_before\": $v0, \"node1_key_versions_after\": ${RES[churn.node1_key_versions]}, \"node1_threads_cpu_s_per_s\": ${RES[churn.threads]}, \"applies_per_node\": ${RES[churn.applies_per_node]}, \"rx_bytes_per_change\": ${RES[churn.rx]}, \"daemon_cpu_s_per_s\": ${RES[churn.cpu]}, \"etcd_cpu_s_per_s\": ${RES[churn.etcd_cpu]}, \"etcd_per_s\": ${RES[churn.metrics]}, \"loadavg_after\": \"${RES[churn.load]}\"}"
 	echo "}"
 } | jq . >"$RESULTS"
 
