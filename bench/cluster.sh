@@ -553,6 +553,7 @@ print(json.dumps(out))' "$SB_DIR/threads0" "$SB_DIR/threads1" "$(sb_daemon_pid n
 	log "churn: $out; load average ${RES[churn.load]}"
 	log "churn: nodes had the last change ${RES[churn.tail_s]} s after it; ${RES[churn.applies_per_node]} applies per node for $n changes"
 	log "churn: lag ${RES[churn.lag]}"
+	RES[churn.v0]=$v0
 	log "churn: node1's status keys, versions before $v0, after ${RES[churn.node1_key_versions]}"
 	log "churn: node1's threads, CPU s/s ${RES[churn.threads]}"
 	log "churn: daemon CPU s/s $(jq -c '{mean, min, max}' <<<"${RES[churn.cpu]}"), etcd CPU s/s ${RES[churn.etcd_cpu]}"
@@ -577,7 +578,7 @@ done
 	done
 	[ "$CHURN" = 1 ] || { echo "\"nodes\": $NODES"; echo "}"; exit 0; }
 	echo "\"nodes\": $NODES,"
-	echo "\"churn\": {\"cli_rate\": ${RES[churn.cli_rate]}, \"cli_tries\": ${RES[churn.cli_tries]}, \"client\": ${RES[churn.client]}, \"seconds\": ${RES[churn.secs]}, \"tail_s\": ${RES[churn.tail_s]}, \"lag\": ${RES[churn.lag]}, \"node1_key_versions_before\": $v0, \"node1_key_versions_after\": ${RES[churn.node1_key_versions]}, \"node1_threads_cpu_s_per_s\": ${RES[churn.threads]}, \"applies_per_node\": ${RES[churn.applies_per_node]}, \"rx_bytes_per_change\": ${RES[churn.rx]}, \"daemon_cpu_s_per_s\": ${RES[churn.cpu]}, \"etcd_cpu_s_per_s\": ${RES[churn.etcd_cpu]}, \"etcd_per_s\": ${RES[churn.metrics]}, \"loadavg_after\": \"${RES[churn.load]}\"}"
+	echo "\"churn\": {\"cli_rate\": ${RES[churn.cli_rate]}, \"cli_tries\": ${RES[churn.cli_tries]}, \"client\": ${RES[churn.client]}, \"seconds\": ${RES[churn.secs]}, \"tail_s\": ${RES[churn.tail_s]}, \"lag\": ${RES[churn.lag]}, \"node1_key_versions_before\": ${RES[churn.v0]}, \"node1_key_versions_after\": ${RES[churn.node1_key_versions]}, \"node1_threads_cpu_s_per_s\": ${RES[churn.threads]}, \"applies_per_node\": ${RES[churn.applies_per_node]}, \"rx_bytes_per_change\": ${RES[churn.rx]}, \"daemon_cpu_s_per_s\": ${RES[churn.cpu]}, \"etcd_cpu_s_per_s\": ${RES[churn.etcd_cpu]}, \"etcd_per_s\": ${RES[churn.metrics]}, \"loadavg_after\": \"${RES[churn.load]}\"}"
 	echo "}"
 } | jq . >"$RESULTS"
 
