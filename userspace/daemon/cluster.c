@@ -549,13 +549,17 @@ static void set_addresses(struct sm_cluster *c)
 	text = strdup(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN));
 	json_object_put(a);
 	pthread_mutex_lock(&c->mu);
-	if (text) {
+	/* the registration is written again only when they changed: every catalog change
+	 * comes here, and a rewrite per node per change would double the status writes */
+	if (text && (!c->addresses || strcmp(text, c->addresses) != 0)) {
 		free(c->addresses);
 		c->addresses = text;
+		text = NULL;
+		c->reg_dirty = true;
+		pthread_cond_signal(&c->cv);
 	}
-	c->reg_dirty = true;
-	pthread_cond_signal(&c->cv);
 	pthread_mutex_unlock(&c->mu);
+	free(text);
 }
 
 static char *registration_json(struct sm_cluster *c, bool ready)
