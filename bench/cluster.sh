@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
 	--no-churn) CHURN=0; shift ;;
 	--quick) APPLIES=10 CHURN_S=10 CLI_RATE_S=5; shift ;;
 	-h | --help)
-		sed -n '3,30p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '3,29p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
