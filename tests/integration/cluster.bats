@@ -150,3 +150,27 @@ EOF
 		! grep -q server4 <<<"$output"
 	fi
 }
+
+# reg_version NODE: the etcd version of NODE's registration key (1 = written once).
+reg_version() {
+	sb_etcdctl get "/sockmesh/status/nodes/$1" -w json | jq -r '.kvs[0].version'
+}
+
+@test "a catalog change that does not touch a node's addresses does not rewrite its registration" {
+	# every node has registered as ready (the registration is written before the applied state)
+	sm_wait_until 15 eval '[ "$(sb_ccli status --cluster -o json | jq "[.nodes[] | select(.ready)] | length")" = 4 ]'
+	for n in 1 2 3 4; do v0[n]=$(reg_version "node$n"); done
+	cat >"$SB_DIR/svc.yaml" <<EOF
+services:
+  - {name: extra, address: "10.11.0.2", port: 9090, workload: server}
+EOF
+	# --wait returns once every node wrote its applied state, which comes after any
+	# registration write of the same round
+	run sb_ccli catalog apply "$SB_DIR/svc.yaml" --wait --max-wait 30
+	echo "$output"
+	[ "$status" -eq 0 ]
+	for n in 1 2 3 4; do
+		echo "node$n: registration version ${v0[n]} -> $(reg_version "node$n")"
+		[ "$(reg_version "node$n")" -eq "${v0[n]}" ]
+	done
+}
