@@ -153,7 +153,7 @@ EOF
 
 # reg_version NODE: the etcd version of NODE's registration key (1 = written once).
 reg_version() {
-	sb_etcdctl get "/sockmesh/status/nodes/$1" -w json | jq -r '.kvs[0].version'
+	sb_etcdctl get "/sockmesh/status/nodes/$1" -w json | jq -er '.kvs[0].version'
 }
 
 @test "a catalog change that does not touch a node's addresses does not rewrite its registration" {
