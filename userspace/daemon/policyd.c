@@ -552,6 +552,9 @@ static json_object *diff_text(const struct sm_daemon *d, const struct sm_policy_
 #define UNMATCHED_LISTED 100
 
 /* What a request brings: its document's set and name, and how strict to be. */
+/* The source of a whole set from the cluster (sm_policy_replace()): compared by address. */
+static const char cluster_source[] = "cluster";
+
 struct incoming {
 	const struct sm_policy_set *set; /* NULL: none (delete) */
 	const char *source;		 /* the document's name in messages */
@@ -676,8 +679,11 @@ static json_object *change(struct sm_daemon *d, struct sm_policy_set *set,
 	if (c.unmatched_example[0])
 		json_object_object_add(o, "unmatched_example",
 				       json_object_new_string(c.unmatched_example));
-	add_unmatched(o, &c, in);
-	json_object_object_add(o, "diff", diff_text(d, &diff, &p->compiled, &c));
+	/* what a person reads (the CLI prints them); a cluster apply has nobody to show them */
+	if (in->source != cluster_source) {
+		add_unmatched(o, &c, in);
+		json_object_object_add(o, "diff", diff_text(d, &diff, &p->compiled, &c));
+	}
 	if (dry_run)
 		goto out;
 	if (state_save(p, set, revision)) {
@@ -864,7 +870,7 @@ int sm_policy_compiles(const struct sm_daemon *d, const struct sm_policy_set *se
 
 int sm_policy_replace(struct sm_daemon *d, const struct sm_policy_set *set, struct sm_error *err)
 {
-	static const struct incoming whole = {NULL, "cluster", false};
+	static const struct incoming whole = {NULL, cluster_source, false};
 	struct sm_policy_set copy = {0};
 	json_object *o;
 
