@@ -38,6 +38,7 @@
 #include "privileges.h"
 #include "proxy.h"
 #include "reload.h"
+#include "sdnotify.h"
 #include "tunnelfacts.h"
 #include "util.h"
 #include "worker.h"
@@ -573,6 +574,7 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 
 	(void) ev;
 	(void) events;
+	sm_sd_watchdog(); /* the main loop runs: this beat proves it */
 	/* losses first: the iterator can take long while the ring overflows */
 	sm_flowexp_check_lost(d);
 	sm_datapath_run_iter(d);
@@ -602,8 +604,11 @@ static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 	if (read(sm_ev_fd(ev), &si, sizeof(si)) != sizeof(si))
 		return;
 	if (si.ssi_signo == SIGHUP) {
+		sm_sd_reloading();
 		reload_flowlog(d);
-		sm_reload_request(d); /* read on a thread, applied here when read */
+		/* read on a thread, applied here when read: READY=1 comes then */
+		if (!sm_reload_request(d) && !d->draining)
+			sm_sd_ready(d);
 		return;
 	}
 	if (d->draining) {
@@ -614,6 +619,7 @@ static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 		DRAIN_TIMEOUT_S);
 	d->draining = true;
 	d->ready = false;
+	sm_sd_stopping();
 	drain_deadline = time(NULL) + DRAIN_TIMEOUT_S;
 	sm_workers_post(d, SM_WCMD_STOP_ACCEPTING);
 	if (active_connections(d) == 0)
@@ -685,6 +691,8 @@ static int run(struct sm_daemon *d)
 	pr_info("ready: node %s, %u programs attached (workloads enrolled below %s), control "
 		"socket %s",
 		d->cfg.node, d->natt, d->enroll_root, d->cfg.control_socket);
+	sm_sd_ready(d);
+	sm_sd_watchdog(); /* the first beat now: the next tick is a second away */
 	err = sm_evloop_run(d->loop);
 stop:
 	sm_cluster_stop(d); /* a state being read is dropped; the registration goes */

@@ -27,6 +27,7 @@
 #include "log.h"
 #include "policyd.h"
 #include "reload.h"
+#include "sdnotify.h"
 #include "util.h"
 #include "worker.h"
 #include "workloads.h"
@@ -145,8 +146,10 @@ static void on_loaded(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 			(long long) r->took_ms, r->cat.nnodes, r->cat.nworkloads, r->cat.nservices);
 		apply(d, &r->cat);
 	}
-	if (r->again && !d->draining)
-		start_load(d);
+	if (r->again && !d->draining && !start_load(d))
+		return; /* READY=1 when that one ends */
+	if (!d->draining)
+		sm_sd_ready(d);
 }
 
 int sm_reload_start(struct sm_daemon *d)
@@ -171,24 +174,24 @@ int sm_reload_start(struct sm_daemon *d)
 	return 0;
 }
 
-void sm_reload_request(struct sm_daemon *d)
+bool sm_reload_request(struct sm_daemon *d)
 {
 	struct sm_reload *r = d->reload;
 
 	if (!r)
-		return;
+		return false;
 	if (d->cluster) {
 		pr_info("SIGHUP: cluster mode: the catalog comes from etcd, %s is not read",
 			d->cfg.catalog);
-		return;
+		return false;
 	}
 	if (r->running) {
 		r->again = true;
 		pr_info("SIGHUP: a catalog reload is under way; %s is read again when it ends",
 			d->cfg.catalog);
-		return;
+		return true;
 	}
-	start_load(d);
+	return start_load(d) == 0;
 }
 
 void sm_reload_stop(struct sm_daemon *d)

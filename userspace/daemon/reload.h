@@ -2,14 +2,20 @@
 #ifndef SOCKMESHD_RELOAD_H
 #define SOCKMESHD_RELOAD_H
 
+#include <stdbool.h>
+
 struct sm_daemon;
 struct sm_catalog;
 struct sm_error;
 
 /* reload.c: SIGHUP's catalog reload, read on a thread, applied on the main loop. */
 int sm_reload_start(struct sm_daemon *d);
-/* SIGHUP: read the catalog file again; a bad one changes nothing. */
-void sm_reload_request(struct sm_daemon *d);
+/*
+ * SIGHUP: read the catalog file again; a bad one changes nothing. True when a
+ * read is under way: its end (applied or refused) tells the service manager
+ * READY=1 (sdnotify.h); false when nothing is read (cluster mode, no thread).
+ */
+bool sm_reload_request(struct sm_daemon *d);
 void sm_reload_stop(struct sm_daemon *d);
 /*
  * Main thread: make cat the catalog (taken over: cat is zeroed) after the
