@@ -557,6 +557,21 @@ static int lock_instance(struct sm_daemon *d)
 
 static time_t drain_deadline;
 
+/* The service manager's READY=1: at the start and when a reload has ended. */
+static void notify_ready(struct sm_daemon *d)
+{
+	char status[256], etcd[64] = "";
+	struct sm_cluster_info ci;
+
+	sm_cluster_info(d, &ci);
+	if (ci.enabled)
+		snprintf(etcd, sizeof(etcd), ", etcd revision %lld", (long long) ci.revision);
+	snprintf(status, sizeof(status), "ready: %s, %u programs, policy revision %u%s, %s",
+		 d->cfg.node, d->natt, sm_policy_revision(d), etcd,
+		 d->hbone ? "tunnel credentials loaded" : "no tunnel (plaintext)");
+	sm_sd_ready(status);
+}
+
 /* Connections the daemon itself carries: plaintext relays and tunnel streams. */
 static uint64_t active_connections(const struct sm_daemon *d)
 {
@@ -608,7 +623,7 @@ static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 		reload_flowlog(d);
 		/* read on a thread, applied here when read: READY=1 comes then */
 		if (!sm_reload_request(d) && !d->draining)
-			sm_sd_ready(d);
+			notify_ready(d);
 		return;
 	}
 	if (d->draining) {
@@ -675,7 +690,7 @@ static int run(struct sm_daemon *d)
 	      sm_cluster_restore_policy(d) ?: sm_datapath_attach(d) ?:
 	      sm_privileges_drop(d) ?: sm_flowstream_start(d) ?: sm_flowexp_start(d) ?:
 	      sm_hbone_start(d) ?: add_worker_parts(d) ?: sm_workers_start(d) ?: sm_control_start(d) ?:
-	      sm_reload_start(d) ?: sm_metrics_serve(d);
+	      sm_reload_start(d, notify_ready) ?: sm_metrics_serve(d);
 	if (err)
 		goto stop;
 	tick = sm_evloop_timer(d->loop, 1000, on_tick, d);
@@ -691,7 +706,7 @@ static int run(struct sm_daemon *d)
 	pr_info("ready: node %s, %u programs attached (workloads enrolled below %s), control "
 		"socket %s",
 		d->cfg.node, d->natt, d->enroll_root, d->cfg.control_socket);
-	sm_sd_ready(d);
+	notify_ready(d);
 	sm_sd_watchdog(); /* the first beat now: the next tick is a second away */
 	err = sm_evloop_run(d->loop);
 stop:

@@ -27,7 +27,6 @@
 #include "log.h"
 #include "policyd.h"
 #include "reload.h"
-#include "sdnotify.h"
 #include "util.h"
 #include "worker.h"
 #include "workloads.h"
@@ -38,6 +37,7 @@ struct sm_reload {
 	pthread_t thread;
 	bool running; /* main thread only */
 	bool again;   /* a SIGHUP came while a load ran */
+	sm_reload_done_fn done;
 	/* the job: written by the main thread before the start, by the loader until done */
 	char path[PATH_MAX];
 	struct sm_catalog cat;
@@ -147,17 +147,18 @@ static void on_loaded(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 		apply(d, &r->cat);
 	}
 	if (r->again && !d->draining && !start_load(d))
-		return; /* READY=1 when that one ends */
-	if (!d->draining)
-		sm_sd_ready(d);
+		return; /* done when that one ends */
+	if (!d->draining && r->done)
+		r->done(d);
 }
 
-int sm_reload_start(struct sm_daemon *d)
+int sm_reload_start(struct sm_daemon *d, sm_reload_done_fn done)
 {
 	struct sm_reload *r = calloc(1, sizeof(*r));
 
 	if (!r)
 		return -ENOMEM;
+	r->done = done;
 	r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (r->efd < 0) {
 		free(r);

@@ -8,12 +8,17 @@ struct sm_daemon;
 struct sm_catalog;
 struct sm_error;
 
-/* reload.c: SIGHUP's catalog reload, read on a thread, applied on the main loop. */
-int sm_reload_start(struct sm_daemon *d);
+/*
+ * reload.c: SIGHUP's catalog reload, read on a thread, applied on the main
+ * loop. done (NULL: none) runs on the main loop when a reload has ended,
+ * applied or refused, unless the daemon is draining.
+ */
+typedef void (*sm_reload_done_fn)(struct sm_daemon *d);
+int sm_reload_start(struct sm_daemon *d, sm_reload_done_fn done);
 /*
  * SIGHUP: read the catalog file again; a bad one changes nothing. True when a
- * read is under way: its end (applied or refused) tells the service manager
- * READY=1 (sdnotify.h); false when nothing is read (cluster mode, no thread).
+ * read is under way (its end runs done); false when nothing is read (cluster
+ * mode, no thread).
  */
 bool sm_reload_request(struct sm_daemon *d);
 void sm_reload_stop(struct sm_daemon *d);

@@ -8,6 +8,8 @@
  * and to the build for one sendto().
  */
 #include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cluster.h"
-#include "daemon.h"
 #include "log.h"
-#include "policyd.h"
 #include "sdnotify.h"
 
 int sm_sd_notify(const char *msg)
@@ -63,18 +62,11 @@ warn:
 	return err;
 }
 
-void sm_sd_ready(const struct sm_daemon *d)
+void sm_sd_ready(const char *status)
 {
-	char msg[512], etcd[64] = "";
-	struct sm_cluster_info ci;
+	char msg[512];
 
-	sm_cluster_info(d, &ci);
-	if (ci.enabled)
-		snprintf(etcd, sizeof(etcd), ", etcd revision %lld", (long long) ci.revision);
-	snprintf(msg, sizeof(msg),
-		 "READY=1\nSTATUS=ready: %s, %u programs, policy revision %u%s, %s", d->cfg.node,
-		 d->natt, sm_policy_revision(d), etcd,
-		 d->hbone ? "tunnel credentials loaded" : "no tunnel (plaintext)");
+	snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s", status);
 	sm_sd_notify(msg);
 }
 
