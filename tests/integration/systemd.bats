@@ -6,7 +6,9 @@
 # it would under Type=notify: READY=1 with a STATUS= once `sockmesh status`
 # says ready, WATCHDOG=1 from the main loop when $WATCHDOG_USEC asks for it,
 # RELOADING=1 + MONOTONIC_USEC then READY=1 around a SIGHUP reload, STOPPING=1
-# on SIGTERM. And packaging/sockmeshd.service passes `systemd-analyze verify`.
+# on SIGTERM (in cluster mode too: STATUS names the etcd revision, SIGHUP's
+# READY=1 follows at once). And packaging/sockmeshd.service passes
+# `systemd-analyze verify` (scripts/verify-unit.sh).
 
 load helpers
 
@@ -133,4 +135,24 @@ at_least() { # N PATTERN
 	run "$BATS_TEST_DIRNAME/../../scripts/verify-unit.sh" "$SOCKMESHD"
 	echo "$output"
 	[ "$status" -eq 0 ]
+}
+
+@test "cluster mode: READY=1's STATUS has the etcd revision; SIGHUP's READY=1 follows at once" {
+	sb_etcd_start
+	run sb_ccli catalog apply "$(sb_catalog)"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	sb_cluster_config node1
+	start_listener node1
+	sb_start_daemon node1
+	sm_wait_until 10 at_least 1 'READY=1'
+	cat "$NOTIFY_OUT"
+	grep -E 'READY=1' "$NOTIFY_OUT" | grep -qE 'STATUS=ready: node1, [0-9]+ programs, policy revision [0-9]+, etcd revision [1-9][0-9]*, tunnel'
+	# only the flowlog settings are read (synchronously): the reload ends in the same turn
+	kill -HUP "$(sb_daemon_pid node1)"
+	sm_wait_until 10 at_least 2 'READY=1'
+	cat "$NOTIFY_OUT"
+	grep -q 'SIGHUP: cluster mode: the catalog comes from etcd' "$(sb_daemon_log node1)"
+	run grep -oE '^(READY|RELOADING)=1' "$NOTIFY_OUT"
+	[ "${lines[*]}" = "READY=1 RELOADING=1 READY=1" ]
 }
