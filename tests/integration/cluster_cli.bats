@@ -11,21 +11,11 @@
 load helpers
 
 setup_file() {
-	export ETCD_DIR
-	ETCD_DIR=$(mktemp -d /tmp/sockmesh-cluster-cli.XXXXXX)
-	# two free ports for etcd's client and peer listeners
-	read -r CPORT PPORT < <(python3 -c 'import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
-	export CPORT PPORT
-	"$SM_REPO/scripts/test-etcd.sh" start "$ETCD_DIR" 127.0.0.1 \
-		--client-port "$CPORT" --peer-port "$PPORT"
+	sm_loopback_etcd_start cluster-cli
 }
 
 teardown_file() {
-	"$SM_REPO/scripts/test-etcd.sh" stop "$ETCD_DIR" || true
-	rm -rf "$ETCD_DIR"
+	sm_loopback_etcd_stop
 }
 
 setup() {

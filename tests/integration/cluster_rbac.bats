@@ -17,21 +17,12 @@ load helpers
 P=/sockmesh/
 
 setup_file() {
-	export ETCD_DIR
-	ETCD_DIR=$(mktemp -d /tmp/sockmesh-cluster-rbac.XXXXXX)
-	read -r CPORT PPORT < <(python3 -c 'import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
-	export CPORT PPORT
-	"$SM_REPO/scripts/test-etcd.sh" start "$ETCD_DIR" 127.0.0.1 \
-		--client-port "$CPORT" --peer-port "$PPORT"
+	sm_loopback_etcd_start cluster-rbac
 	rbac_setup ctl_fixture
 }
 
 teardown_file() {
-	"$SM_REPO/scripts/test-etcd.sh" stop "$ETCD_DIR" || true
-	rm -rf "$ETCD_DIR"
+	sm_loopback_etcd_stop
 }
 
 ctl_fixture() {

@@ -278,3 +278,22 @@ sm_cgroup_tree_empty() {
 sm_dir_empty() {
 	[ ! -d "$1" ] || [ -z "$(ls -A "$1")" ]
 }
+
+# sm_loopback_etcd_start NAME: an etcd for a whole bats file (setup_file), on
+# 127.0.0.1 with two free ports and its own PKI (scripts/test-etcd.sh), in a temp
+# dir; exports ETCD_DIR, CPORT and PPORT. sm_loopback_etcd_stop removes it.
+sm_loopback_etcd_start() {
+	export ETCD_DIR CPORT PPORT
+	ETCD_DIR=$(mktemp -d "/tmp/sockmesh-$1.XXXXXX") || return 1
+	read -r CPORT PPORT < <(python3 -c 'import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])')
+	"$SM_REPO/scripts/test-etcd.sh" start "$ETCD_DIR" 127.0.0.1 \
+		--client-port "$CPORT" --peer-port "$PPORT"
+}
+
+sm_loopback_etcd_stop() {
+	"$SM_REPO/scripts/test-etcd.sh" stop "$ETCD_DIR" || true
+	rm -rf "$ETCD_DIR"
+}
