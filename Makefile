@@ -80,7 +80,7 @@ UNIT_LIB_OBJS := $(patsubst userspace/lib/%.c,$(OUTPUT)/tests/lib/%.o,$(LIB_SRCS
 .DELETE_ON_ERROR:
 .SECONDARY:
 .PHONY: all help deps test check test-unit test-integration lint format demo clean install bench fuzz \
-	fuzz-coverage bench-tools
+	fuzz-coverage bench-tools uninstall deb
 
 all: $(OUTPUT)/sockmeshd $(OUTPUT)/sockmesh ## build the daemon, the CLI and the BPF objects
 
@@ -100,7 +100,7 @@ deps: ## install build and test dependencies (apt-get, scripts/install-deps.sh)
 # groups it needs (scripts/install-deps.sh lists them), which fails early and
 # names what is missing. Only `make deps`, `make demo`, `make test` and `make check` install:
 # for those goals the checks wait for `deps`.
-DEPS_GROUPS := build unit lint integration fuzz bench
+DEPS_GROUPS := build unit lint integration fuzz bench deb
 ifneq ($(filter deps demo test check,$(MAKECMDGOALS)),)
 DEPS_INSTALL := deps
 endif
@@ -189,7 +189,7 @@ $(OUTPUT)/tests/test_workloads: UNIT_DAEMON := -Iuserspace/daemon userspace/daem
 test-unit: $(UNIT_BINS) ## unit tests (C, cmocka, ASan+UBSan; the kernel-side ones need root)
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --unit $(UNIT_BINS)
 
-test-integration: all | deps-check-integration ## integration tests (bats, root, netns sandboxes)
+test-integration: all | deps-check-integration deps-check-deb ## integration tests (bats, root, netns sandboxes)
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --integration $(TESTS)
 
 # The integration tests run the daemon, the CLI and the tools built with
@@ -205,12 +205,12 @@ define test_builds
 	$(Q)$(MAKE) --no-print-directory $(TEST_BUILD_JOBS) SANITIZE=1 OUTPUT=$(ASAN_OUTPUT) all
 endef
 
-test: | deps-check-build deps-check-unit deps-check-integration ## installs what is missing; unit and integration tests (ASan+UBSan), one summary line
+test: | deps-check-build deps-check-unit deps-check-integration deps-check-deb ## installs what is missing; unit and integration tests (ASan+UBSan), one summary line
 	$(test_builds)
 	$(Q)SM_OUTPUT=$(ASAN_OUTPUT) tests/run-tests.sh --tests $(UNIT_BINS)
 
 # What CI checks, in one run and one summary line: make lint and make test.
-check: | deps-check-build deps-check-unit deps-check-lint deps-check-integration ## installs what is missing; lint, unit and integration tests in one run, one summary line
+check: | deps-check-build deps-check-unit deps-check-lint deps-check-integration deps-check-deb ## installs what is missing; lint, unit and integration tests in one run, one summary line
 	$(test_builds)
 	$(Q)SM_OUTPUT=$(ASAN_OUTPUT) tests/run-tests.sh --all $(UNIT_BINS)
 
@@ -232,10 +232,93 @@ clean: ## remove $(OUTPUT)
 	$(call msg,CLEAN,$(OUTPUT))
 	$(Q)rm -rf $(OUTPUT)
 
+# ---- install, uninstall, the Debian package (docs/building.md, "Install") ----
+# FHS places under PREFIX; DESTDIR is prepended to every path (staging, packages).
 PREFIX ?= /usr/local
-install: all ## install sockmeshd and sockmesh into $(PREFIX)/bin
-	install -D -m 0755 $(OUTPUT)/sockmeshd $(DESTDIR)$(PREFIX)/bin/sockmeshd
-	install -D -m 0755 $(OUTPUT)/sockmesh $(DESTDIR)$(PREFIX)/bin/sockmesh
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/sockmesh
+# the daemon's built-in default config is /etc/sockmesh/sockmesh.yaml, whatever PREFIX is
+SYSCONFDIR ?= /etc
+# systemd reads units from its own directory (pkg-config systemd) and from
+# /usr/local/lib/systemd/system
+SYSTEMD_UNITDIR_USR = $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),$\
+	/lib/systemd/system)
+SYSTEMD_UNITDIR ?= $(if $(filter /usr,$(PREFIX)),$(SYSTEMD_UNITDIR_USR),$(PREFIX)/lib/systemd/system)
+# bash-completion also looks under $XDG_DATA_DIRS (/usr/local/share among them)
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+MAN_PAGES := $(wildcard docs/man/*.[1-8])
+DOC_FILES := $(wildcard docs/*.md) docs/flow-schema.json
+# the example config and catalog: installed when absent, never over an existing file
+EXAMPLE_CONFIGS := packaging/sockmesh.yaml packaging/catalog.yaml
+
+# Every file install puts, without DESTDIR; uninstall removes exactly these
+# (an example config only when it is unchanged) and then sockmesh's own two
+# directories if they are empty. The unit is written with the paths this
+# install uses (ExecStart, -c, Documentation=) in place of /usr/sbin, /etc and
+# /usr/share/doc.
+INSTALLED = $(SBINDIR)/sockmeshd $(BINDIR)/sockmesh $(SYSTEMD_UNITDIR)/sockmeshd.service \
+	$(foreach m,$(MAN_PAGES),$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m))) \
+	$(BASHCOMPDIR)/sockmesh $(addprefix $(DOCDIR)/,$(notdir $(DOC_FILES)))
+
+install: $(OUTPUT)/sockmeshd $(OUTPUT)/sockmesh ## daemon, CLI, systemd unit, example config, man pages, completion (PREFIX=/usr/local DESTDIR=)
+	$(Q)install -D -m 0755 $(OUTPUT)/sockmeshd $(DESTDIR)$(SBINDIR)/sockmeshd
+	$(Q)install -D -m 0755 $(OUTPUT)/sockmesh $(DESTDIR)$(BINDIR)/sockmesh
+	$(Q)install -d -m 0755 $(DESTDIR)$(SYSTEMD_UNITDIR)
+	$(Q)sed -e 's|/usr/sbin/sockmeshd|$(SBINDIR)/sockmeshd|' \
+		-e 's|/etc/sockmesh/|$(SYSCONFDIR)/sockmesh/|' \
+		-e 's|/usr/share/doc/sockmesh/|$(DOCDIR)/|' \
+		packaging/sockmeshd.service >$(DESTDIR)$(SYSTEMD_UNITDIR)/sockmeshd.service
+	$(Q)chmod 0644 $(DESTDIR)$(SYSTEMD_UNITDIR)/sockmeshd.service
+	$(Q)$(foreach m,$(MAN_PAGES),install -D -m 0644 $(m) \
+		$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)) &&) true
+	$(Q)install -D -m 0644 packaging/bash-completion/sockmesh $(DESTDIR)$(BASHCOMPDIR)/sockmesh
+	$(Q)install -d -m 0755 $(DESTDIR)$(DOCDIR)
+	$(Q)install -m 0644 $(DOC_FILES) $(DESTDIR)$(DOCDIR)/
+	$(Q)install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/sockmesh
+	$(Q)for f in $(EXAMPLE_CONFIGS); do \
+		t=$(DESTDIR)$(SYSCONFDIR)/sockmesh/$${f##*/}; \
+		if [ -e "$$t" ] || [ -L "$$t" ]; then echo "  KEEP      $$t (exists; the example is $$f)"; \
+		else install -m 0644 "$$f" "$$t"; fi; \
+	done
+	$(call msg,INSTALL,$(DESTDIR)$(PREFIX) (config in $(DESTDIR)$(SYSCONFDIR)/sockmesh))
+
+uninstall: ## remove what make install put (same PREFIX DESTDIR); an edited config stays
+	$(Q)rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	$(Q)for f in $(EXAMPLE_CONFIGS); do \
+		t=$(DESTDIR)$(SYSCONFDIR)/sockmesh/$${f##*/}; \
+		if cmp -s "$$f" "$$t"; then rm -f "$$t"; \
+		elif [ -e "$$t" ]; then echo "  KEEP      $$t kept: it differs from the example $$f"; fi; \
+	done
+	$(Q)rmdir $(DESTDIR)$(SYSCONFDIR)/sockmesh $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+	$(call msg,UNINSTALL,$(DESTDIR)$(PREFIX))
+
+# The Debian package: packaging/debian is copied with the sources into
+# $(OUTPUT)/deb/sockmesh-VERSION (dpkg-buildpackage wants ./debian at the top
+# of the tree, and builds outside the sources), debian/changelog is written
+# from VERSION, and the objects go to $(OUTPUT)/deb/build, kept between runs
+# so that a second make deb compiles only what changed. The .deb lands in
+# $(OUTPUT)/deb/. It is built with Debian's hardening flags (dpkg-buildflags).
+DEB_DIR := $(OUTPUT)/deb
+DEB_SRC := $(DEB_DIR)/sockmesh-$(VERSION)
+DEB_EXCLUDES := --exclude-vcs --exclude=./.output* --exclude=./debian \
+	$(if $(filter $(CURDIR)/%,$(OUTPUT)),--exclude=./$(patsubst $(CURDIR)/%,%,$(OUTPUT)))
+DEB_MAINTAINER := sockmesh maintainers <maintainers@sockmesh.invalid>
+deb: | deps-check-build deps-check-deb ## the Debian package into $(OUTPUT)/deb/ (dpkg-buildpackage, lintian)
+	$(call msg,DEB-SRC,$(DEB_SRC))
+	$(Q)rm -rf $(DEB_SRC) $(DEB_DIR)/sockmesh_* && mkdir -p $(DEB_SRC)
+	$(Q)tar -C $(CURDIR) $(DEB_EXCLUDES) -cf - . | tar -C $(DEB_SRC) -xf -
+	$(Q)cp -R packaging/debian $(DEB_SRC)/debian
+	$(Q)printf '%s (%s) unstable; urgency=medium\n\n  * Built from the sockmesh source tree, version %s (VERSION).\n\n -- %s  %s\n' \
+		sockmesh $(VERSION) $(VERSION) '$(DEB_MAINTAINER)' \
+		"$$(date -R -u -d @$${SOURCE_DATE_EPOCH:-$$(date +%s)})" >$(DEB_SRC)/debian/changelog
+	$(call msg,DEB,$(DEB_DIR)/sockmesh_$(VERSION)_*.deb)
+	$(Q)cd $(DEB_SRC) && SM_DEB_OUTPUT=$(DEB_DIR)/build dpkg-buildpackage -b -us -uc -Jauto \
+		$(if $(V),,>$(DEB_DIR)/build.log 2>&1) || \
+		{ $(if $(V),,tail -n 40 $(DEB_DIR)/build.log;) echo "make deb: dpkg-buildpackage failed (log: $(DEB_DIR)/build.log)" >&2; exit 1; }
+	$(call msg,LINTIAN,$(DEB_DIR)/sockmesh_$(VERSION)_*.deb)
+	$(Q)lintian --fail-on error,warning $(DEB_DIR)/sockmesh_$(VERSION)_*.deb
 
 # ---- fuzzing (libFuzzer, clang; docs/fuzzing.md) ----
 # Every tests/fuzz/fuzz_NAME.c is a harness; its seeds are tests/fuzz/seeds/NAME/.

@@ -8,7 +8,8 @@
 #   scripts/install-deps.sh --check GROUP...  only report: exit 1 naming what is missing
 #
 # Groups: build (make), unit (make test-unit), lint (make lint), integration
-# (make test-integration, make demo), fuzz (make fuzz), bench (make bench).
+# (make test-integration, make demo), fuzz (make fuzz), bench (make bench), deb
+# (make deb, tests/integration/package.bats).
 # `make deps`, `make demo` and `make test` install; every other target only
 # checks its groups (docs/building.md). Idempotent: when everything is present
 # it asks dpkg once and returns in well under a second.
@@ -30,7 +31,10 @@ GROUP[integration]="bats iproute2 procps psmisc socat iperf3 jq python3 python3-
 GROUP[fuzz]="libclang-rt-14-dev llvm"
 # bench/hbone.sh compares against HAProxy
 GROUP[bench]="hyperfine haproxy iperf3"
-ALL_GROUPS=(build unit lint integration fuzz bench)
+# make deb: dpkg-buildpackage (dpkg-dev), dh (debhelper), lintian; fakeroot
+# for a build as a user; man-db renders the man pages package.bats checks
+GROUP[deb]="dpkg-dev debhelper lintian fakeroot man-db"
+ALL_GROUPS=(build unit lint integration fuzz bench deb)
 
 # HBONE interop tests drive sockmeshd with Node.js's own http2 module; any
 # Node.js already on the machine will do, else Debian's.
