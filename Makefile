@@ -91,6 +91,7 @@ help: ## list the targets
 	@echo "           CFLAGS, CPPFLAGS, LDFLAGS, LDLIBS (added to the build's own; CFLAGS default -O2 -g)"
 	@echo "           VMLINUX_BTF=file (BTF for vmlinux.h)  VMLINUX_H=file (use this vmlinux.h)"
 	@echo "           TESTS='file.bats ...' (subset for test-integration)"
+	@echo "           PREFIX=/usr/local DESTDIR= SYSCONFDIR=/etc (make install, make uninstall)"
 	@echo "           FUZZ_TIME=s FUZZ_JOBS=n FUZZ_TARGETS='fuzz_ctl ...' (make fuzz)"
 
 deps: ## install build and test dependencies (apt-get, scripts/install-deps.sh)
@@ -243,8 +244,7 @@ DOCDIR ?= $(PREFIX)/share/doc/sockmesh
 SYSCONFDIR ?= /etc
 # systemd reads units from its own directory (pkg-config systemd) and from
 # /usr/local/lib/systemd/system
-SYSTEMD_UNITDIR_USR = $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),$\
-	/lib/systemd/system)
+SYSTEMD_UNITDIR_USR = $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/lib/systemd/system)
 SYSTEMD_UNITDIR ?= $(if $(filter /usr,$(PREFIX)),$(SYSTEMD_UNITDIR_USR),$(PREFIX)/lib/systemd/system)
 # bash-completion also looks under $XDG_DATA_DIRS (/usr/local/share among them)
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
@@ -304,10 +304,10 @@ DEB_DIR := $(OUTPUT)/deb
 DEB_SRC := $(DEB_DIR)/sockmesh-$(VERSION)
 DEB_EXCLUDES := --exclude-vcs --exclude=./.output* --exclude=./debian \
 	$(if $(filter $(CURDIR)/%,$(OUTPUT)),--exclude=./$(patsubst $(CURDIR)/%,%,$(OUTPUT)))
-DEB_MAINTAINER := sockmesh maintainers <maintainers@sockmesh.invalid>
+DEB_MAINTAINER = $(shell sed -n 's/^Maintainer: //p' packaging/debian/control)
 deb: | deps-check-build deps-check-deb ## the Debian package into $(OUTPUT)/deb/ (dpkg-buildpackage, lintian)
 	$(call msg,DEB-SRC,$(DEB_SRC))
-	$(Q)rm -rf $(DEB_SRC) $(DEB_DIR)/sockmesh_* && mkdir -p $(DEB_SRC)
+	$(Q)rm -rf $(DEB_SRC) $(DEB_DIR)/sockmesh_* $(DEB_DIR)/sockmesh-dbgsym_* && mkdir -p $(DEB_SRC)
 	$(Q)tar -C $(CURDIR) $(DEB_EXCLUDES) -cf - . | tar -C $(DEB_SRC) -xf -
 	$(Q)cp -R packaging/debian $(DEB_SRC)/debian
 	$(Q)printf '%s (%s) unstable; urgency=medium\n\n  * Built from the sockmesh source tree, version %s (VERSION).\n\n -- %s  %s\n' \
