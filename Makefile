@@ -299,7 +299,9 @@ uninstall: ## remove what make install put (same PREFIX DESTDIR); an edited conf
 # of the tree, and builds outside the sources), debian/changelog is written
 # from VERSION, and the objects go to $(OUTPUT)/deb/build, kept between runs
 # so that a second make deb compiles only what changed. The .deb lands in
-# $(OUTPUT)/deb/. It is built with Debian's hardening flags (dpkg-buildflags).
+# $(OUTPUT)/deb/. It is built with Debian's hardening flags (dpkg-buildflags),
+# which is why it cannot reuse the objects of $(OUTPUT) itself (the Makefile
+# does not track flags: an object built with other flags would be linked as is).
 DEB_DIR := $(OUTPUT)/deb
 DEB_SRC := $(DEB_DIR)/sockmesh-$(VERSION)
 DEB_EXCLUDES := --exclude-vcs --exclude=./.output* --exclude=./debian \
