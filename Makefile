@@ -190,7 +190,7 @@ $(OUTPUT)/tests/test_workloads: UNIT_DAEMON := -Iuserspace/daemon userspace/daem
 test-unit: $(UNIT_BINS) ## unit tests (C, cmocka, ASan+UBSan; the kernel-side ones need root)
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --unit $(UNIT_BINS)
 
-test-integration: all | deps-check-integration deps-check-deb ## integration tests (bats, root, netns sandboxes)
+test-integration: all | deps-check-integration ## integration tests (bats, root, netns sandboxes)
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --integration $(TESTS)
 
 # The integration tests run the daemon, the CLI and the tools built with
