@@ -152,9 +152,9 @@ static void assert_plain_line(const char *line, const char *level_msg)
 {
 	int y, mo, d, h, mi, s, ms, n = 0;
 
-	ASSERT_EQ(sscanf(line, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ %n", &y, &mo, &d, &h, &mi, &s, &ms,
-			 &n),
-		  7, "a timestamp first");
+	ASSERT_EQ(
+		sscanf(line, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ %n", &y, &mo, &d, &h, &mi, &s, &ms, &n),
+		7, "a timestamp first");
 	ASSERT_HAS(line + n, "sockmesh ", "the program name");
 	ASSERT_HAS(line + n, level_msg, "level and message");
 }
@@ -179,9 +179,9 @@ static void test_plain_without_journal(void **state)
 	free(out);
 }
 
+/* JOURNAL_STREAM values that do not name stderr: another file's, or not DEV:INO at all */
 static const char *const not_stderr[] = {
-	"1:1",	    /* another file */
-	"",	    "garbage", ":5", "5:", "5:6x", "-1:-1", "5:6:7", "99999999999999999999:1",
+	"1:1", "", "garbage", ":5", "5:", "5:6x", "-1:-1", "5:6:7", "99999999999999999999:1",
 };
 
 static bool detect_with(const char *val)
