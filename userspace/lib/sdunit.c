@@ -173,7 +173,7 @@ int sm_slice_check(const char *slice, char *why, size_t len)
 	return 0;
 }
 
-int sm_unit_is_slice(const char *name)
+bool sm_unit_is_slice(const char *name)
 {
 	const char *dot = strrchr(name, '.');
 

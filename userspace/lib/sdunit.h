@@ -8,6 +8,7 @@
 #ifndef SOCKMESH_SDUNIT_H
 #define SOCKMESH_SDUNIT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* systemd's limit on a unit name, the NUL included (UNIT_NAME_MAX). */
@@ -26,7 +27,7 @@ int sm_unit_check(const char *unit, char *why, size_t len);
 int sm_slice_check(const char *slice, char *why, size_t len);
 
 /* Whether name (checked by sm_unit_check) is a slice unit. */
-int sm_unit_is_slice(const char *name);
+bool sm_unit_is_slice(const char *name);
 
 /*
  * The cgroup of unit (checked) in slice (checked, or NULL: systemd's default:
