@@ -184,6 +184,37 @@ every_port_recorded() {
 	[ "$(sm_counter node1 connect_unenrolled)" -gt "$before" ]
 }
 
+# web_workload_cgroup: the cgroup node1 lists for web now.
+web_workload_cgroup() {
+	sb_cli node1 workloads -o json | jq -r '.[] | select(.name == "web") | .cgroup'
+}
+
+@test "a unit's slice: corrected on SIGHUP: its cgroup there is the workload, the old place no more" {
+	# the unit file says Slice=system-web.slice; the catalog forgot it
+	mkdir -p "$WEB" "$HOST/system.slice/system-web.slice/web.service"
+	before=$(sm_counter node1 connect_unenrolled)
+	run sm_send node1 system.slice/system-web.slice/web.service 10.11.0.2:8080 100 --timeout 3
+	[ "$(sm_counter node1 connect_unenrolled)" -gt "$before" ]
+
+	sed -i 's|^    unit: web.service$|    unit: web.service\n    slice: system-web.slice|' \
+		"$(sb_catalog)"
+	kill -HUP "$(sb_daemon_pid node1)"
+	sm_wait_until 10 grep -q 'SIGHUP: catalog reloaded' "$(sb_daemon_log node1)"
+	[ "$(web_workload_cgroup)" = system.slice/system-web.slice/web.service ]
+
+	run sm_send node1 system.slice/system-web.slice/web.service 10.11.0.2:8080 3000 --expect echo
+	echo "$output"
+	[ "$status" -eq 0 ]
+	port=$(sm_port_of "$(sm_field "$output" local)")
+	rec=$(sm_wait_record node1 "$(sm_egress_port "$port") and .type == \"conn_end\"")
+	echo "$rec"
+	jq -e '.source.workload == "web" and .captured == true and
+		.source.cgroup == "system.slice/system-web.slice/web.service"' <<<"$rec"
+	before=$(sm_counter node1 connect_unenrolled)
+	run sm_send node1 system.slice/web.service 10.11.0.2:8080 100 --timeout 3
+	[ "$(sm_counter node1 connect_unenrolled)" -gt "$before" ]
+}
+
 @test "a bad unit, or a unit outside the enrollment root, is refused naming the workload and the fix" {
 	bad=$SB_DIR/bad.yaml
 	sed 's|^    unit: web.service$|    unit: web|' "$(sb_catalog)" >"$bad"
