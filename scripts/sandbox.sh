@@ -517,8 +517,9 @@ sb_run() {
 	sb__valid_node "$node" || return 1
 	mkdir -p "$SB_CG/$node/$cg" || return 1
 	SB_RUN_SEQ=$((SB_RUN_SEQ + 1))
-	SB_RUN_OUT=$SB_DIR/logs/run$SB_RUN_SEQ-$node-$cg.out
-	SB_RUN_ERR=$SB_DIR/logs/run$SB_RUN_SEQ-$node-$cg.err
+	# a nested CGROUP (a/b) names one file: a_b
+	SB_RUN_OUT=$SB_DIR/logs/run$SB_RUN_SEQ-$node-${cg//\//_}.out
+	SB_RUN_ERR=$SB_DIR/logs/run$SB_RUN_SEQ-$node-${cg//\//_}.err
 	# shellcheck disable=SC2016 # $$, $1 and $@ are the inner shell's
 	nsenter --net="/run/netns/$(sb_ns "$node")" -- \
 		sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$SB_CG/$node/$cg" "$@" \

@@ -215,6 +215,61 @@ static void test_minimal_catalogs(void **state)
 	}
 }
 
+/* unit (and slice) -> the cgroup systemd gives the unit, relative to the cgroup v2 mount */
+static void test_units(void **state)
+{
+	static const struct {
+		const char *unit, *slice, *cgroup;
+	} cases[] = {
+		{"nginx.service", NULL, "system.slice/nginx.service"},
+		{"nginx.socket", NULL, "system.slice/nginx.socket"},
+		{"run-u7.scope", NULL, "system.slice/run-u7.scope"},
+		{"web.service", "web.slice", "web.slice/web.service"},
+		{"api.service", "system-web-api.slice",
+		 "system.slice/system-web.slice/system-web-api.slice/api.service"},
+		{"api.service", "system.slice", "system.slice/api.service"},
+		/* instances of a template go to system-PREFIX.slice, the prefix escaped */
+		{"getty@tty1.service", NULL, "system.slice/system-getty.slice/getty@tty1.service"},
+		{"my-app@2.service", NULL, "system.slice/system-my\\x2dapp.slice/my-app@2.service"},
+		{"my-app@2.service", "apps.slice", "apps.slice/my-app@2.service"},
+		/* a slice is a workload of its own: everything in it */
+		{"web.slice", NULL, "web.slice"},
+		{"system-web.slice", NULL, "system.slice/system-web.slice"},
+		/* cgroupfs names systemd escapes with '_' (its cg_escape) */
+		{"io.service", NULL, "system.slice/_io.service"},
+		{"memory.service", NULL, "system.slice/_memory.service"},
+		{"_x.service", NULL, "system.slice/__x.service"},
+		{"iox.service", NULL, "system.slice/iox.service"},
+		{"a:b\\x2dc_d.e.service", NULL, "system.slice/a:b\\x2dc_d.e.service"},
+	};
+	char yaml[1024], what[256];
+	struct sm_error err;
+
+	(void) state;
+	for (size_t i = 0; i < SM_ARRAY_SIZE(cases); i++) {
+		snprintf(yaml, sizeof(yaml),
+			 "nodes: [{name: n1, addresses: [10.0.0.1]}]\n"
+			 "workloads:\n"
+			 "  - name: w\n"
+			 "    node: n1\n"
+			 "    unit: '%s'\n"
+			 "%s%s%s"
+			 "    spiffe_id: spiffe://t/w\n",
+			 cases[i].unit, cases[i].slice ? "    slice: '" : "",
+			 cases[i].slice ? cases[i].slice : "", cases[i].slice ? "'\n" : "");
+		snprintf(what, sizeof(what), "unit %s slice %s", cases[i].unit,
+			 cases[i].slice ? cases[i].slice : "-");
+		ASSERT_EQ(parse(yaml, &err), 0, err.msg);
+		ASSERT_STR_EQ(cat.workloads[0].cgroup, cases[i].cgroup, what);
+		ASSERT_STR_EQ(cat.workloads[0].unit, cases[i].unit, what);
+		ASSERT_STR_EQ(cat.workloads[0].slice, cases[i].slice ? cases[i].slice : "", what);
+		sm_catalog_free(&cat);
+	}
+	/* a path workload has no unit */
+	ASSERT_EQ(parse(good_catalog, &err), 0, err.msg);
+	ASSERT_STR_EQ(cat.workloads[0].unit, "", "path workload");
+}
+
 struct bad_case {
 	const char *yaml;
 	unsigned int line;	 /* the message starts with "cat.yaml:LINE: " */
@@ -239,6 +294,10 @@ struct bad_case {
 #define WL_WITH(node, cgroup, id)                                                                  \
 	NODES "workloads:\n  - name: w1\n    node: " node "\n    cgroup: " cgroup                  \
 	      "\n    spiffe_id: " id "\n"
+/* a workload entry at lines 5-8 named by unit (line 7) */
+#define WL_UNIT(unit)                                                                              \
+	NODES "workloads:\n  - name: w1\n    node: n1\n    spiffe_id: spiffe://td.example/w1\n"    \
+	      "    unit: " unit "\n"
 #define LONG_ID_PATH_100                                                                           \
 	"/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"  \
 	"aaaaaaaaaaaa"
@@ -298,8 +357,8 @@ static const struct bad_case bad_cases[] = {
 	{NODES "workloads:\n  name: w1\n", 5, "workloads: expected a list, found a mapping", NULL},
 	{NODES "workloads:\n  - [w1]\n", 5, "workloads[0]: expected a mapping, found a list", NULL},
 	{NODES WL "    spiffeid: spiffe://td.example/w1\n", 9,
-	 "workloads[0]: unknown key 'spiffeid' (known keys: name, node, cgroup, spiffe_id, mode, "
-	 "credentials)",
+	 "workloads[0]: unknown key 'spiffeid' (known keys: name, node, cgroup, unit, slice, "
+	 "spiffe_id, mode, credentials)",
 	 NULL},
 	{NODES "workloads:\n  - node: n1\n", 5, "workloads[0]: missing required key 'name'", NULL},
 	{NODES "workloads:\n  - name: w1\n    cgroup: x\n", 5,
@@ -309,7 +368,7 @@ static const struct bad_case bad_cases[] = {
 	{WL_WITH("[n1]", "sockmesh/w1", "spiffe://td.example/w1"), 6,
 	 "workload 'w1': node: expected a single value, found a list", NULL},
 	{NODES "workloads:\n  - name: w1\n    node: n1\n", 5,
-	 "workload 'w1': missing required key 'cgroup'", "system.slice/orders.service"},
+	 "workload 'w1': missing required key 'cgroup' or 'unit'", "system.slice/orders.service"},
 	{WL_WITH("n1", "/sys/fs/cgroup/sockmesh/w1", "spiffe://td.example/w1"), 7,
 	 "workload 'w1': cgroup '/sys/fs/cgroup/sockmesh/w1' is not valid: it starts with '/'",
 	 "relative to the cgroup v2 mount"},
@@ -335,6 +394,62 @@ static const struct bad_case bad_cases[] = {
 	 9, "workload 'w1' is defined twice (first at line 5", NULL},
 	{NODES "workloads:\n  - name: w1\n    node: n1\n    cgroup: a\n", 5,
 	 "workload 'w1': missing required key 'spiffe_id'", "spiffe://"},
+	/* unit: and slice: (a systemd unit's cgroup), docs/catalog.md */
+	{WL_UNIT("nginx"), 8, "workload 'w1': unit 'nginx': it has no type", "nginx.service"},
+	{WL_UNIT("nginx.timer"), 8,
+	 "workload 'w1': unit 'nginx.timer': a .timer unit has no cgroup", ".service"},
+	{WL_UNIT("nginx.target"), 8, "a .target unit has no cgroup", NULL},
+	{WL_UNIT("nginx.sevice"), 8, "unit 'nginx.sevice': '.sevice' is not a unit type",
+	 ".service, .socket, .scope, .slice, .mount or .swap"},
+	{WL_UNIT("system.slice/nginx.service"), 8, "'/' is not allowed", "cgroup:"},
+	{WL_UNIT("../nginx.service"), 8, "'/' is not allowed", NULL},
+	{WL_UNIT("\"ng inx.service\""), 8, "' ' is not allowed", NULL},
+	{WL_UNIT("\"ngïnx.service\""), 8, "is not allowed", NULL},
+	{WL_UNIT(".service"), 8, "unit '.service': nothing before the type", NULL},
+	{WL_UNIT("\"@x.service\""), 8, "nothing before '@'", NULL},
+	{WL_UNIT("getty@.service"), 8, "a template", "getty@NAME.service"},
+	{WL_UNIT(LONG_NAME_247 "xxxxxxxxxx.service"), 8, "longer than 255 bytes", NULL},
+	/* a valid unit name whose cgroup name enrollment cannot match */
+	{WL_UNIT(LONG_NAME_247 ".service"), 8, "longer than 246 bytes", NULL},
+	{WL_UNIT("\"\""), 8, "workload 'w1': unit: empty", NULL},
+	{WL_UNIT("[a.service]"), 8, "unit: expected a single value, found a list", NULL},
+	{WL_UNIT("-.slice"), 8, "the root slice", NULL},
+	{WL_UNIT("a--b.slice"), 8, "not a valid slice name", NULL},
+	{WL_UNIT("web-.slice"), 8, "not a valid slice name", NULL},
+	{WL_UNIT("a@b.slice"), 8, "not a valid slice name", NULL},
+	{WL_UNIT("web.slice") "    slice: system.slice\n", 9,
+	 "a slice's place follows from its name", "remove slice"},
+	{WL_UNIT("web.service") "    slice: web\n", 9,
+	 "workload 'w1': slice 'web': not a valid slice name", "web.slice"},
+	{WL_UNIT("web.service") "    slice: web.service\n", 9, "not a valid slice name", NULL},
+	{WL_UNIT("web.service") "    slice: -web.slice\n", 9, "not a valid slice name", NULL},
+	{WL_UNIT("web.service") "    slice: -.slice\n", 9, "the root slice", NULL},
+	{WL_UNIT("web.service") "    slice: a/b.slice\n", 9, "'/' is not allowed", NULL},
+	{WL_UNIT("web.service") "    cgroup: system.slice/web.service\n", 8,
+	 "workload 'w1': give either cgroup or unit, not both", NULL},
+	{WL_WITH("n1", "a", "spiffe://td.example/w1") "    slice: web.slice\n", 9,
+	 "workload 'w1': slice is only for a unit", "unit: NAME.service"},
+	{NODES "workloads:\n  - name: w1\n    node: n1\n    spiffe_id: spiffe://t/w1\n", 5,
+	 "workload 'w1': missing required key 'cgroup' or 'unit'", "unit: orders.service"},
+	/* a unit and a path naming one cgroup */
+	{NODES WL
+	 "  - name: w2\n    node: n1\n    unit: w1\\x2d.service\n    spiffe_id: spiffe://t/w2\n"
+	 "  - name: w3\n    node: n1\n    cgroup: system.slice/w1\\x2d.service\n"
+	 "    spiffe_id: spiffe://t/w3\n",
+	 15,
+	 "workload 'w3': cgroup 'system.slice/w1\\x2d.service' on node 'n1' is already workload "
+	 "'w2' (line 9)",
+	 NULL},
+	{NODES WL
+	 "  - name: w2\n    node: n1\n    cgroup: system.slice/system-web.slice/x.service\n"
+	 "    spiffe_id: spiffe://t/w2\n"
+	 "  - name: w3\n    node: n1\n    spiffe_id: spiffe://t/w3\n    unit: x.service\n"
+	 "    slice: system-web.slice\n",
+	 16,
+	 "workload 'w3': cgroup 'system.slice/system-web.slice/x.service' of unit x.service on "
+	 "node 'n1' is already workload 'w2' (line 9)",
+	 NULL},
+
 	{WL_WITH("n1", "a", "spiffe://Example.org/w1"), 8,
 	 "workload 'w1': spiffe_id 'spiffe://Example.org/w1' is not a valid SPIFFE ID",
 	 "uppercase"},
@@ -770,6 +885,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_identities_independent_of_order, free_catalog),
 		cmocka_unit_test_teardown(test_minimal_catalogs, free_catalog),
 		cmocka_unit_test_teardown(test_parse_bad, free_catalog),
+		cmocka_unit_test_teardown(test_units, free_catalog),
 		cmocka_unit_test(test_spiffe_id_valid),
 		cmocka_unit_test_teardown(test_spiffe_id_limit_messages, free_catalog),
 		cmocka_unit_test_teardown(test_load_file, free_catalog),

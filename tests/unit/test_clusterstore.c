@@ -241,6 +241,8 @@ static void assert_same_catalog(const struct sm_catalog *got, const struct sm_ca
 		ASSERT_NOT_NULL(b, a->name);
 		ASSERT_STR_EQ(got->nodes[b->node].name, w->nodes[a->node].name, a->name);
 		ASSERT_STR_EQ(b->cgroup, a->cgroup, a->name);
+		ASSERT_STR_EQ(b->unit, a->unit, a->name);
+		ASSERT_STR_EQ(b->slice, a->slice, a->name);
 		ASSERT_STR_EQ(b->spiffe_id, a->spiffe_id, a->name);
 		ASSERT_EQ(b->mode, a->mode, a->name);
 		ASSERT_EQ(b->identity, a->identity, "identities agree");
@@ -396,6 +398,63 @@ static void test_build_errors_name_keys(void **state)
 	ASSERT_EQ(build(&err, bad_key), -EINVAL, "no nodes");
 	ASSERT_STR_EQ(bad_key, "", "no one key");
 	ASSERT_HAS(err.msg, PREFIX "config/catalog/: no nodes", err.msg);
+}
+
+/* Workloads named by systemd unit (docs/catalog.md) go through etcd and back unchanged. */
+static void test_unit_workloads_round_trip(void **state)
+{
+	static const char file[] = "nodes:\n"
+				   "  - name: node1\n"
+				   "    addresses: [10.11.0.1]\n"
+				   "workloads:\n"
+				   "  - name: web\n"
+				   "    node: node1\n"
+				   "    unit: nginx.service\n"
+				   "    spiffe_id: spiffe://example.org/web\n"
+				   "  - name: api\n"
+				   "    node: node1\n"
+				   "    unit: api@2.service\n"
+				   "    slice: system-apps-api.slice\n"
+				   "    spiffe_id: spiffe://example.org/api\n"
+				   "  - name: batch\n"
+				   "    node: node1\n"
+				   "    unit: batch.slice\n"
+				   "    spiffe_id: spiffe://example.org/batch\n";
+	char bad_key[SM_CLUSTER_KEY_MAX];
+	struct sm_error err = {""};
+	struct sm_catalog again;
+
+	(void) state;
+	ASSERT_EQ(sm_catalog_parse(&want, file, strlen(file), "c.yaml", &err), 0, err.msg);
+	ASSERT_STR_EQ(want.workloads[1].cgroup,
+		      "system.slice/system-apps.slice/system-apps-api.slice/api@2.service",
+		      "computed from unit and slice");
+	ASSERT_EQ(sm_cluster_split_catalog(file, strlen(file), "c.yaml", &objs, &err), 0, err.msg);
+	objs_to_kvs();
+	ASSERT_EQ(build(&err, bad_key), 0, err.msg);
+	assert_same_catalog(&st.cat, &want);
+	/* unit and slice are stored as written, not the path computed from them */
+	ASSERT_HAS(st.catalog_doc, "\"unit\":\"api@2.service\"", st.catalog_doc);
+	ASSERT_HAS(st.catalog_doc, "\"slice\":\"system-apps-api.slice\"", st.catalog_doc);
+	ASSERT_EQ(strstr(st.catalog_doc, "cgroup") == NULL, 1, st.catalog_doc);
+	ASSERT_EQ(sm_catalog_parse(&again, st.catalog_doc, st.catalog_len, "doc", &err), 0,
+		  err.msg);
+	assert_same_catalog(&again, &want);
+	sm_catalog_free(&again);
+	cleanup(NULL);
+
+	/* a bad unit written straight into etcd: the message names its key and the fix */
+	kv_add(SM_CK_NODES "n1", base_nodes, 3);
+	kv_add(SM_CK_WORKLOADS "w1",
+	       "{\"name\":\"w1\",\"node\":\"n1\",\"unit\":\"nginx.timer\","
+	       "\"spiffe_id\":\"spiffe://example.org/w1\"}",
+	       4);
+	ASSERT_EQ(build(&err, bad_key), -EINVAL, "a timer has no cgroup");
+	ASSERT_STR_EQ(bad_key, PREFIX "config/catalog/workloads/w1", "bad_key");
+	ASSERT_HAS(err.msg,
+		   PREFIX "config/catalog/workloads/w1: workload 'w1': unit 'nginx.timer': a "
+			  ".timer unit has no cgroup",
+		   err.msg);
 }
 
 /*
@@ -775,6 +834,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_split_catalog_keys, cleanup),
 		cmocka_unit_test_teardown(test_split_catalog_errors, cleanup),
 		cmocka_unit_test_teardown(test_catalog_round_trip, cleanup),
+		cmocka_unit_test_teardown(test_unit_workloads_round_trip, cleanup),
 		cmocka_unit_test_teardown(test_build_is_order_independent, cleanup),
 		cmocka_unit_test_teardown(test_build_errors_name_keys, cleanup),
 		cmocka_unit_test_teardown(test_build_key_too_long, cleanup),

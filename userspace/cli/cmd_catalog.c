@@ -32,9 +32,9 @@ static bool cgid_zero(struct json_object *w)
 static int render_workloads(const struct cli_opts *o, const char *cmd, struct json_object *data)
 {
 	static const struct sm_table_col cols[] = {
-		{"NAME", false},     {"IDENTITY", true}, {"SPIFFE-ID", false},
-		{"NODE", false},     {"LOCAL", false},	 {"MODE", false},
-		{"ENROLLED", false}, {"CGROUP", false},	 {"CGROUP ID", true},
+		{"NAME", false},   {"IDENTITY", true},	{"SPIFFE-ID", false}, {"NODE", false},
+		{"LOCAL", false},  {"MODE", false},	{"ENROLLED", false},  {"UNIT", false},
+		{"CGROUP", false}, {"CGROUP ID", true},
 	};
 	size_t ncols = SM_ARRAY_SIZE(cols);
 	struct sm_table *t;
@@ -64,6 +64,8 @@ static int render_workloads(const struct cli_opts *o, const char *cmd, struct js
 			cli_json_text(w, "mode", NULL, 0),
 			/* enrollment and cgroup id only mean something on the workload's node */
 			local ? cli_json_yesno(w, "enrolled") : "-",
+			/* the systemd unit it is named by; "-" for a workload named by path */
+			cli_json_text(w, "unit", NULL, 0),
 			cli_json_text(w, "cgroup", NULL, 0),
 			/* the cgroup as it is now; "-" while it does not exist (still enrolled) */
 			local && !cgid_zero(w) ? cli_json_text(w, "cgroup_id", cgid, sizeof(cgid))
@@ -118,7 +120,8 @@ const struct cli_cmd cli_workloads_cmd = {
 	.summary = "enrolled workloads",
 	.help = "Lists the workloads of the catalog: name, numeric identity, SPIFFE ID, the\n"
 		"node that hosts them, whether that is this node, STRICT or PERMISSIVE mode,\n"
-		"whether the programs see the workload's cgroup, the cgroup and its id.\n",
+		"whether the programs see the workload's cgroup, the systemd unit it is named\n"
+		"by (\"-\" for a cgroup path), the cgroup and its id.\n",
 	.examples = "sockmesh workloads\n"
 		    "sockmesh workloads -o json | jq -r '.[] | select(.local) | .name'\n",
 	.globals = CLI_G_ALL,

@@ -331,6 +331,11 @@ static json_object *cmd_workloads(struct sm_daemon *d)
 		json_object_object_add(
 			o, "local", json_object_new_boolean(w->node == (unsigned int) d->node_idx));
 		json_object_object_add(o, "cgroup", json_object_new_string(w->cgroup));
+		/* the systemd unit (and slice) the cgroup was computed from, null for a path */
+		json_object_object_add(o, "unit",
+				       w->unit[0] ? json_object_new_string(w->unit) : NULL);
+		json_object_object_add(o, "slice",
+				       w->slice[0] ? json_object_new_string(w->slice) : NULL);
 		json_object_object_add(o, "cgroup_id",
 				       json_object_new_uint64(sm_workloads_cgroup(d->wl, (int) i)));
 		json_object_object_add(o, "mode",

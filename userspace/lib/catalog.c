@@ -65,7 +65,7 @@ struct cat_parse {
 static const char *const top_keys[] = {"nodes", "workloads", "services", "cidrs"};
 static const char *const node_keys[] = {"name", "addresses", "credentials"};
 static const char *const workload_keys[] = {
-	"name", "node", "cgroup", "spiffe_id", "mode", "credentials",
+	"name", "node", "cgroup", "unit", "slice", "spiffe_id", "mode", "credentials",
 };
 static const char *const service_keys[] = {"name", "address", "port", "workload"};
 static const char *const cidr_keys[] = {"cidr", "workload"};
@@ -395,6 +395,85 @@ static int cgroup_seen(struct cat_parse *p, const struct sm_workload_def *wl, un
 	return seen_add(&p->cgroups, key, sizeof(wl->node) + len, idx, first);
 }
 
+#define CGROUP_FIX                                                                                 \
+	"write the path relative to the cgroup v2 mount, e.g. system.slice/orders.service, or "    \
+	"name a systemd unit: unit: orders.service"
+
+/*
+ * The workload's cgroup: "cgroup: PATH", or "unit: NAME" with an optional
+ * "slice: NAME" turned into the path systemd gives that unit (sdunit.h).
+ * *where is the key the path came from, for messages about it.
+ */
+static int parse_workload_cgroup(struct cat_parse *p, const struct sm_ynode *map, const char *what,
+				 struct sm_workload_def *wl, const struct sm_ynode **where)
+{
+	const struct sm_ynode *path, *unit, *slice;
+	char why[512];
+	const char *problem;
+	int ret;
+
+	ret = get_scalar(p, map, what, "cgroup", false, CGROUP_FIX, &path);
+	ret = ret ?: get_scalar(p, map, what, "unit", false, CGROUP_FIX, &unit);
+	ret = ret
+		      ?: get_scalar(p, map, what, "slice", false,
+				    "write NAME.slice, e.g. web.slice", &slice);
+	if (ret)
+		return ret;
+	if (path && unit)
+		return cat_error(p, unit->line,
+				 "%s: give either cgroup or unit, not both (remove one: unit "
+				 "names a systemd unit, cgroup a path)",
+				 what);
+	if (!path && !unit)
+		return cat_error(p, map->line, "%s: missing required key 'cgroup' or 'unit' (%s)",
+				 what, CGROUP_FIX);
+	if (slice && !unit)
+		return cat_error(p, slice->line,
+				 "%s: slice is only for a unit (write unit: NAME.service beside "
+				 "it, or put the slice in the cgroup path and remove slice)",
+				 what);
+	*where = path ? path : unit;
+	if (unit) {
+		if (sm_unit_check(unit->text, why, sizeof(why)))
+			return cat_error(p, unit->line, "%s: unit '%.80s': %s", what, unit->text,
+					 why);
+		if (slice && sm_unit_is_slice(unit->text))
+			return cat_error(p, slice->line,
+					 "%s: unit '%.80s' is a slice: a slice's place follows "
+					 "from its name (remove slice, or name the slice "
+					 "parent-%.80s)",
+					 what, unit->text, unit->text);
+		if (slice && sm_slice_check(slice->text, why, sizeof(why)))
+			return cat_error(p, slice->line, "%s: slice '%.80s': %s", what, slice->text,
+					 why);
+		sm_strlcpy(wl->unit, unit->text, sizeof(wl->unit));
+		if (slice)
+			sm_strlcpy(wl->slice, slice->text, sizeof(wl->slice));
+		if (sm_unit_cgroup(wl->unit, slice ? wl->slice : NULL, wl->cgroup,
+				   sizeof(wl->cgroup)))
+			return cat_error(p, unit->line,
+					 "%s: unit '%.80s': its cgroup path is too long "
+					 "(use a shorter unit or slice name)",
+					 what, unit->text);
+		problem = cgroup_problem(wl->cgroup);
+		if (problem)
+			return cat_error(p, unit->line,
+					 "%s: unit '%.80s' is in cgroup '%.200s', which cannot be "
+					 "enrolled: %s (use a shorter unit or slice name)",
+					 what, unit->text, wl->cgroup, problem);
+		return 0;
+	}
+	problem = cgroup_problem(path->text);
+	if (problem)
+		return cat_error(
+			p, path->line,
+			"%s: cgroup '%.80s' is not valid: %s (write the path "
+			"relative to the cgroup v2 mount, e.g. system.slice/orders.service)",
+			what, path->text, problem);
+	sm_strlcpy(wl->cgroup, path->text, sizeof(wl->cgroup));
+	return 0;
+}
+
 static int parse_workload(struct cat_parse *p, const struct sm_ynode *map, unsigned int idx)
 {
 	struct sm_workload_def *wl = &p->cat->workloads[idx];
@@ -435,30 +514,20 @@ static int parse_workload(struct cat_parse *p, const struct sm_ynode *map, unsig
 	}
 	wl->node = (unsigned int) node;
 
-	ret = get_scalar(p, map, what, "cgroup", true,
-			 "write the path relative to the cgroup v2 mount, e.g. "
-			 "system.slice/orders.service",
-			 &val);
+	ret = parse_workload_cgroup(p, map, what, wl, &val);
 	if (ret)
 		return ret;
-	why = cgroup_problem(val->text);
-	if (why)
-		return cat_error(
-			p, val->line,
-			"%s: cgroup '%.80s' is not valid: %s (write the path "
-			"relative to the cgroup v2 mount, e.g. system.slice/orders.service)",
-			what, val->text, why);
-	sm_strlcpy(wl->cgroup, val->text, sizeof(wl->cgroup));
 	/* one cgroup is one workload on a node; replicas on other nodes may share the path */
 	ret = cgroup_seen(p, wl, idx, &first);
 	if (ret < 0)
 		return cat_nomem(p);
 	if (ret)
 		return cat_error(p, val->line,
-				 "%s: cgroup '%.80s' on node '%s' is already "
+				 "%s: cgroup '%.200s'%s%.80s on node '%s' is already "
 				 "workload '%s' (line %u) (give each workload its own cgroup)",
-				 what, wl->cgroup, p->cat->nodes[wl->node].name,
-				 p->cat->workloads[first].name, p->workload_lines[first]);
+				 what, wl->cgroup, wl->unit[0] ? " of unit " : "", wl->unit,
+				 p->cat->nodes[wl->node].name, p->cat->workloads[first].name,
+				 p->workload_lines[first]);
 
 	ret = get_scalar(p, map, what, "spiffe_id", true, SPIFFE_FIX, &val);
 	if (ret)

@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <stdint.h>
 
+#include "sdunit.h"
 #include "util.h"
 
 #define SM_NAME_MAX	  64
@@ -35,6 +36,9 @@ struct sm_workload_def {
 	char name[SM_NAME_MAX]; /* unique */
 	unsigned int node;	/* index into nodes */
 	char cgroup[PATH_MAX];	/* path relative to the cgroup v2 mount, no leading '/' */
+	/* unit: the systemd unit cgroup was computed from (sdunit.h), "" for a path */
+	char unit[SM_UNIT_NAME_MAX];
+	char slice[SM_UNIT_NAME_MAX]; /* slice: as given, "" when absent or a path */
 	char spiffe_id[SM_SPIFFE_MAX];
 	enum sm_mode mode;	    /* mode: strict|permissive, default strict */
 	uint32_t identity;	    /* allocated, see above */
@@ -72,13 +76,13 @@ struct sm_catalog {
 /*
  * Parse and validate a catalog file into cat (zeroed first). Checks: the
  * text (UTF-8, no NUL or control character: sm_yaml_text_check()), required
- * keys, unknown keys, types, unique names, unique node addresses, unique
- * cgroups per node, unique service address:port and CIDRs, references to
- * existing nodes/workloads, valid SPIFFE IDs ("spiffe://trust-domain/path"),
- * ports 1..65535, CIDR host bits zero, credentials directories given as
- * absolute paths (their contents are read later, by sm_creds_load()).
- * Returns 0, or -errno with err->msg = "FILE:LINE: what is wrong (what to do)";
- * on error cat holds nothing to free.
+ * keys, unknown keys, types, unique names, unique node addresses, a
+ * workload's cgroup given as a path or as a systemd unit (and slice) turned
+ * into one (sdunit.h), unique cgroups per node, unique service address:port and CIDRs, references
+ * to existing nodes/workloads, valid SPIFFE IDs ("spiffe://trust-domain/path"), ports 1..65535,
+ * CIDR host bits zero, credentials directories given as absolute paths (their contents are read
+ * later, by sm_creds_load()). Returns 0, or -errno with err->msg = "FILE:LINE: what is wrong (what
+ * to do)"; on error cat holds nothing to free.
  *
  * Time and memory are linear in the file's size (hash tables for every
  * uniqueness check and reference; identities sorted, n log n). The load reads

@@ -22,6 +22,17 @@ int sm_log_level_parse(const char *name);
 /* Prefix every line with this program name (not copied; keep it alive). */
 void sm_log_set_ident(const char *ident);
 
+/*
+ * Whether stderr is the journal: JOURNAL_STREAM (set by systemd for a unit
+ * whose stdout or stderr goes to the journal) is "DEVICE:INODE" and names the
+ * file stderr is open on now. Then every line carries a priority prefix ("<3>"
+ * error, "<4>" warning, "<6>" info, "<7>" debug, sd-daemon(3)) and no time of
+ * our own: the journal stamps each entry. Otherwise lines are
+ * "TIME IDENT LEVEL: message". Decided on the first message; call this again
+ * after stderr or the variable changes. Returns the decision.
+ */
+bool sm_log_journal_detect(void);
+
 void sm_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sm_vlog(int level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
