@@ -1,0 +1,90 @@
+#!/usr/bin/env bats
+# SPDX-License-Identifier: Apache-2.0
+#
+# Real addresses end to end (docs/tunnel.md, "Real addresses"): a service
+# reached through the tunnel sees the calling node's address, as it would
+# without the mesh; the calling workload's getpeername() is the destination
+# it connected to, not the daemon's listener; both nodes' records of one
+# connection carry the same source address and port.
+
+load helpers
+
+PEERADDR=$BATS_TEST_DIRNAME/peeraddr.py
+
+setup() {
+	sm_standard_sandbox
+	sb_start_daemon node1
+	sb_start_daemon node2
+}
+
+teardown() {
+	sm_teardown
+}
+
+# serve NODE CGROUP HOST PORT COUNT: the probe server, returned once it listens.
+serve() {
+	local deadline=$((SECONDS + 10))
+	sb_run "$1" "$2" python3 "$PEERADDR" serve "$3" "$4" "$5"
+	while ! grep -qs '"event":' "$SB_RUN_OUT"; do
+		if ! sb_alive "$SB_RUN_PID" || ((SECONDS >= deadline)); then
+			cat "$SB_RUN_ERR" >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+probe() { # NODE CGROUP HOST PORT: one connection; its JSON line
+	sb_exec "$1" "$2" python3 "$PEERADDR" connect "$3" "$4"
+}
+
+@test "a tunnelled IPv4 caller: the service sees node1's address, the client node2's" {
+	serve node2 server 10.11.0.2 8081 1
+	run probe node1 client 10.11.0.2 8081
+	echo "$output"
+	[ "$status" -eq 0 ]
+	jq -e '.seen.ip == "10.11.0.1"' <<<"$output"
+	jq -e '.peer.ip == "10.11.0.2" and .peer.port == 8081' <<<"$output"
+	jq -e '.local.ip == "10.11.0.1"' <<<"$output"
+	# the service sees the caller's own port too
+	jq -e '.seen.port == .local.port' <<<"$output"
+	[ "$(sm_status node1 | jq .proxy.tunnelled)" -eq 1 ]
+}
+
+@test "a tunnelled IPv6 caller: the service sees node1's IPv6 address, the client node2's" {
+	serve node2 server fc42::2 8080 1
+	run probe node1 client fc42::2 8080
+	echo "$output"
+	[ "$status" -eq 0 ]
+	jq -e '.seen.ip == "fc42::1" and .seen.port == .local.port' <<<"$output"
+	jq -e '.peer.ip == "fc42::2" and .peer.port == 8080' <<<"$output"
+}
+
+@test "both nodes' records of one tunnelled connection carry the same source ip:port (5-tuple join)" {
+	serve node2 server 10.11.0.2 8081 1
+	run probe node1 client 10.11.0.2 8081
+	echo "$output"
+	[ "$status" -eq 0 ]
+	port=$(jq -r .local.port <<<"$output")
+	out=$(sm_wait_record node1 ".type == \"conn_end\" and .traffic_direction == \"EGRESS\" and .source.port == $port")
+	echo "node1: $out"
+	trace=$(jq -r .trace_id <<<"$out")
+	in=$(sm_wait_record node2 ".type == \"conn_end\" and .traffic_direction == \"INGRESS\" and .trace_id == \"$trace\"")
+	echo "node2: $in"
+	tuple='[.source.ip, .source.port, .destination.ip, .destination.port] | map(tostring) | join(" ")'
+	[ "$(jq -r "$tuple" <<<"$out")" = "10.11.0.1 $port 10.11.0.2 8081" ]
+	[ "$(jq -r "$tuple" <<<"$in")" = "10.11.0.1 $port 10.11.0.2 8081" ]
+	# and the join by 5-tuple alone finds node2's record
+	sm_has_record node2 ".type == \"conn_end\" and .traffic_direction == \"INGRESS\" and
+		.source.ip == \"10.11.0.1\" and .source.port == $port and .destination.port == 8081"
+}
+
+@test "same-node connections keep their addresses" {
+	serve node1 local 10.11.0.1 9090 1
+	run probe node1 client 10.11.0.1 9090
+	echo "$output"
+	[ "$status" -eq 0 ]
+	jq -e '.seen.ip == "10.11.0.1" and .seen.port == .local.port' <<<"$output"
+	jq -e '.peer.ip == "10.11.0.1" and .peer.port == 9090' <<<"$output"
+	[ "$(sm_status node1 | jq .proxy.tunnelled)" -eq 0 ]
+}
