@@ -97,6 +97,11 @@ static const struct cfg_key cfg_keys[] = {
 	 "10000"},
 	{"datapath", "daemon_mark", CK_U32, F(daemon_mark), 0, 1, UINT32_MAX,
 	 "set a non-zero SO_MARK value, e.g. 0x5ec0de"},
+	{"datapath", "transparent_mark", CK_U32, F(transparent_mark), 0, 0, UINT32_MAX,
+	 "set an SO_MARK value other than daemon_mark, e.g. 0x5ec0df, or 0 to turn real "
+	 "addresses off"},
+	{"datapath", "transparent_table", CK_U32, F(transparent_table), 0, 1, 0xfffffffe,
+	 "set a routing table number no other route uses, e.g. 15006 (not 253, 254, 255)"},
 	{"datapath", "redirect", CK_BOOL, F(redirect), 0, 0, 0, "set true or false"},
 	{"datapath", "fail_open", CK_BOOL, F(fail_open), 0, 0, 0, "set true or false"},
 	{"datapath", "flow_update_interval", CK_U32, F(flow_update_interval), 0, 1, 3600,
@@ -205,6 +210,8 @@ void sm_config_defaults(struct sm_config *cfg)
 	cfg->control_idle_timeout = 10;
 	cfg->metrics_max_series = SM_METRICS_DEFAULT_MAX_SERIES;
 	cfg->daemon_mark = SM_DEFAULT_DAEMON_MARK;
+	cfg->transparent_mark = SM_DEFAULT_TRANSPARENT_MARK;
+	cfg->transparent_table = SM_DEFAULT_TRANSPARENT_TABLE;
 	cfg->redirect = false;
 	cfg->tunnel_hbone = true;
 	cfg->tunnel_max_streams = 100;
