@@ -88,3 +88,59 @@ probe() { # NODE CGROUP HOST PORT: one connection; its JSON line
 	jq -e '.peer.ip == "10.11.0.1" and .peer.port == 9090' <<<"$output"
 	[ "$(sm_status node1 | jq .proxy.tunnelled)" -eq 0 ]
 }
+
+# in_ns NODE CMD...: CMD in NODE's network namespace
+in_ns() {
+	local node=$1
+	shift
+	nsenter --net="/run/netns/$(sb_ns "$node")" "$@"
+}
+
+routing_of() { # NODE: the daemon's rules, routes and sysctls, one per line
+	in_ns "$1" ip -4 rule show pref 32700
+	in_ns "$1" ip -6 rule show pref 32700
+	in_ns "$1" ip -4 route show table 15006
+	in_ns "$1" ip -6 route show table 15006
+	in_ns "$1" cat /proc/sys/net/ipv4/tcp_fwmark_accept /proc/sys/net/ipv4/fwmark_reflect \
+		/proc/sys/net/ipv6/fwmark_reflect
+}
+
+@test "the daemon sets up its routing in its namespace at start and removes it at stop" {
+	run routing_of node2
+	echo "$output"
+	[ "$(grep -c 'fwmark 0x5ec0df lookup 15006' <<<"$output")" -eq 2 ]
+	grep -q '^local default dev lo' <<<"$output"
+	[ "$(grep -c '^local default dev lo' <<<"$output")" -eq 2 ]
+	[ "$(grep -cx 1 <<<"$output")" -eq 3 ]
+	grep -q "real addresses: tunnelled callers reach local services" "$(sb_daemon_log node2)"
+
+	sb_stop_daemon node2
+	run routing_of node2
+	echo "$output"
+	[ "$(grep -cx 0 <<<"$output")" -eq 3 ]
+	[ "$(grep -c . <<<"$output")" -eq 3 ]
+
+	# a daemon that was killed left it all: the next one takes it as is, and removes it at stop
+	sb_start_daemon node2
+	sb_stop_daemon node2 KILL
+	[ "$(routing_of node2 | grep -c 'fwmark 0x5ec0df')" -eq 2 ]
+	sb_start_daemon node2
+	sb_stop_daemon node2
+	run routing_of node2
+	echo "$output"
+	[ -z "$(grep -v -x '[01]' <<<"$output")" ]
+}
+
+@test "datapath.transparent_mark: 0 turns real addresses off: no routing, callers from loopback" {
+	sb_stop_daemon node2
+	echo "datapath: {transparent_mark: 0}" >>"$(sb_config node2)"
+	sb_start_daemon node2
+	run routing_of node2
+	echo "$output"
+	[ -z "$(grep -v -x 0 <<<"$output")" ]
+	serve node2 server 10.11.0.2 8081 1
+	run probe node1 client 10.11.0.2 8081
+	echo "$output"
+	[ "$status" -eq 0 ]
+	jq -e '.seen.ip == "127.0.0.1"' <<<"$output"
+}

@@ -15,13 +15,24 @@
 #include "log.h"
 #include "transparent.h"
 
-#define FWMARK_ACCEPT "/proc/sys/net/ipv4/tcp_fwmark_accept"
+/*
+ * tcp_fwmark_accept: the service's accepted socket takes the SYN's mark;
+ * fwmark_reflect: so do the resets the kernel sends for no socket (a port
+ * nobody listens on), which would otherwise leave for the caller's node and
+ * leave the daemon's connect() to time out instead of being refused.
+ */
+static const char *const sysctls[] = {
+	"/proc/sys/net/ipv4/tcp_fwmark_accept",
+	"/proc/sys/net/ipv4/fwmark_reflect",
+	"/proc/sys/net/ipv6/fwmark_reflect",
+};
+#define NSYSCTLS (sizeof(sysctls) / sizeof(sysctls[0]))
 
 static struct {
 	uint32_t mark, table;
 	bool active;
 	bool rule[2], route[2]; /* [0] IPv4, [1] IPv6: set up by us */
-	bool sysctl_was_off;
+	bool sysctl_was_off[NSYSCTLS];
 } tp;
 
 struct nl_req {
@@ -123,10 +134,10 @@ static int route_change(int family, bool add)
 }
 
 /* The sysctl's value ('0', '1', ...) or -errno. */
-static int sysctl_read(void)
+static int sysctl_read(const char *path)
 {
 	char c = 0;
-	int fd = open(FWMARK_ACCEPT, O_RDONLY | O_CLOEXEC), n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), n;
 
 	if (fd < 0)
 		return -errno;
@@ -135,9 +146,9 @@ static int sysctl_read(void)
 	return n == 1 ? c : -EIO;
 }
 
-static int sysctl_write(char v)
+static int sysctl_write(const char *path, char v)
 {
-	int fd = open(FWMARK_ACCEPT, O_WRONLY | O_CLOEXEC), err = 0;
+	int fd = open(path, O_WRONLY | O_CLOEXEC), err = 0;
 
 	if (fd < 0)
 		return -errno;
@@ -161,32 +172,37 @@ void sm_transparent_teardown(void)
 				i ? "IPv6" : "IPv4", strerror(-err));
 		tp.rule[i] = tp.route[i] = false;
 	}
-	if (tp.sysctl_was_off && (err = sysctl_write('0')) != 0)
-		pr_warn("cannot set %s back to 0: %s", FWMARK_ACCEPT, strerror(-err));
-	tp.sysctl_was_off = false;
+	for (size_t i = 0; i < NSYSCTLS; i++) {
+		if (tp.sysctl_was_off[i] && (err = sysctl_write(sysctls[i], '0')) != 0)
+			pr_warn("cannot set %s back to 0: %s", sysctls[i], strerror(-err));
+		tp.sysctl_was_off[i] = false;
+	}
 	tp.active = false;
 }
 
 int sm_transparent_setup(uint32_t mark, uint32_t table)
 {
 	static const int fam[2] = {AF_INET, AF_INET6};
-	const char *what = FWMARK_ACCEPT;
+	const char *what = sysctls[0];
 	int err, v;
 
 	if (!mark)
 		return 0;
 	tp.mark = mark;
 	tp.table = table;
-	v = sysctl_read();
-	if (v < 0) {
-		err = v;
-		goto fail;
-	}
-	if (v == '0') {
-		err = sysctl_write('1');
-		if (err)
+	for (size_t i = 0; i < NSYSCTLS; i++) {
+		what = sysctls[i];
+		v = sysctl_read(what);
+		if (v < 0) {
+			err = v;
 			goto fail;
-		tp.sysctl_was_off = true;
+		}
+		if (v == '0') {
+			err = sysctl_write(what, '1');
+			if (err)
+				goto fail;
+			tp.sysctl_was_off[i] = true;
+		}
 	}
 	for (int i = 0; i < 2; i++) {
 		/*
@@ -209,8 +225,9 @@ int sm_transparent_setup(uint32_t mark, uint32_t table)
 	}
 	tp.active = true;
 	pr_info("real addresses: tunnelled callers reach local services from their node's "
-		"address (fwmark %#x lookup %u pref %u, local default route in table %u, %s=1)",
-		mark, table, SM_TRANSPARENT_RULE_PREF, table, FWMARK_ACCEPT);
+		"address (fwmark %#x lookup %u pref %u, local default route in table %u, "
+		"net.ipv4.tcp_fwmark_accept=1, net.ipv4/ipv6.fwmark_reflect=1)",
+		mark, table, SM_TRANSPARENT_RULE_PREF, table);
 	return 0;
 fail:
 	pr_warn("real addresses are off: cannot set up %s (fwmark %#x, table %u): %s; local "

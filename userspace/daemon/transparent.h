@@ -4,7 +4,8 @@
  * a tunnelled caller's node address (docs/tunnel.md, "Real addresses"). In
  * the network namespace the daemon runs in:
  *   - net.ipv4.tcp_fwmark_accept = 1, so the service's accepted socket (and
- *     its SYN-ACK) takes the mark of the daemon's SYN;
+ *     its SYN-ACK) takes the mark of the daemon's SYN; net.ipv4.fwmark_reflect
+ *     and net.ipv6.fwmark_reflect = 1, so does a reset for a closed port;
  *   - `ip rule add fwmark M lookup T pref 32700` (IPv4 and IPv6);
  *   - `ip route add local 0.0.0.0/0 dev lo table T` (and ::/0),
  * where M = datapath.transparent_mark, T = datapath.transparent_table: the
@@ -28,7 +29,7 @@
  * Returns 0 or -errno.
  */
 int sm_transparent_setup(uint32_t mark, uint32_t table);
-/* Remove what sm_transparent_setup() set up; the sysctl goes back to 0 if it was 0. */
+/* Remove what sm_transparent_setup() set up; a sysctl that was 0 goes back to 0. */
 void sm_transparent_teardown(void);
 /* The mark for a connection from a caller's address, or 0 when that is not set up. */
 uint32_t sm_transparent_mark(void);

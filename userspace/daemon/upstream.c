@@ -83,6 +83,13 @@ int sm_upstream_connect(const struct sm_daemon *d, const struct sm_addr *dst, ui
  * the transparent mark, which the routing set up by transparent.c keeps on
  * this host for the service's replies. sport 0, or a port taken here (a
  * TIME_WAIT of an earlier caller's connection), is the kernel's choice.
+ *
+ * Bound to lo (where a local service is reached anyway): the daemon usually
+ * closes first, so the TIME_WAITs are its own, and the kernel reuses one a
+ * second later only for a socket bound to lo or with a loopback address
+ * (tcp_tw_reuse=2, the default); SO_REUSEADDR lets bind() take a caller's
+ * port that such a TIME_WAIT still holds. Without both, a busy service ran
+ * the daemon out of ports, as sm_upstream_connect() says.
  */
 static int connect_transparent(uint32_t mark, const struct sm_addr *dst, uint16_t port,
 			       const struct sm_addr *src, uint16_t sport)
@@ -96,6 +103,8 @@ static int connect_transparent(uint32_t mark, const struct sm_addr *dst, uint16_
 		return -errno;
 	sm_sock_abort_on_close(fd);
 	if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3) < 0 ||
 	    (dst->family == AF_INET
 		     ? setsockopt(fd, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof(one))
 		     : setsockopt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))) < 0) {
