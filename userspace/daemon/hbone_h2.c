@@ -181,8 +181,8 @@ static int forwarded_for(const char *value, struct sm_addr *a, uint16_t *port)
  * a peer can never appear as another node. Without a catalog node, the TCP
  * source itself, if of dst's family. false: call from loopback as before.
  */
-static bool caller_source(const struct hb_stream *s, const struct sm_addr *dst,
-			  struct sm_addr *src, uint16_t *sport)
+static bool caller_source(const struct hb_stream *s, const struct sm_addr *dst, struct sm_addr *src,
+			  uint16_t *sport)
 {
 	const struct hb_conn *c = s->conn;
 	const struct sm_daemon *d = c->d;

@@ -163,8 +163,8 @@ struct sm_hbone_worker {
 	 * from the caller's address src:sport when src is not NULL; tests
 	 * replace it (the fuzz harness answers from socketpairs).
 	 */
-	int (*upstream_connect)(const struct sm_daemon *d, const struct sm_addr *dst,
-				uint16_t port, const struct sm_addr *src, uint16_t sport);
+	int (*upstream_connect)(const struct sm_daemon *d, const struct sm_addr *dst, uint16_t port,
+				const struct sm_addr *src, uint16_t sport);
 	/* the daemon stops: streams cut now keep their tunnel facts for the records */
 	bool stopping;
 };

@@ -183,7 +183,7 @@ void sm_transparent_teardown(void)
 int sm_transparent_setup(uint32_t mark, uint32_t table)
 {
 	static const int fam[2] = {AF_INET, AF_INET6};
-	const char *what = sysctls[0];
+	const char *what;
 	int err, v;
 
 	if (!mark)
