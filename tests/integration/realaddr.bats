@@ -144,3 +144,36 @@ routing_of() { # NODE: the daemon's rules, routes and sysctls, one per line
 	[ "$status" -eq 0 ]
 	jq -e '.seen.ip == "127.0.0.1"' <<<"$output"
 }
+
+@test "a peer's forwarded header picks only its own node's address; the port is its word" {
+	sm_require_node
+	sb_add_cgroup node1 nodejs
+	serve node2 server 10.11.0.2 8081 3
+	out=$SB_RUN_OUT
+	hbone() { # FORWARDED: one CONNECT from node1 (not captured) with that header
+		sb_exec node1 nodejs env HBONE_FORWARDED="$1" \
+			node "$SM_REPO/tests/interop/hbone-client.js" 10.11.0.2 15008 10.11.0.2:8081 \
+			"$SB_PKI/wl-client" 0 || true
+	}
+	seen() { sed -n "$1p" "$out"; } # the Nth peer the server printed (line 1 is "listening")
+	has_seen() { [ -n "$(seen "$1")" ]; }
+	# node2's own address: not the peer's node, so ignored with its port
+	run hbone 'for="10.11.0.2:1234"'
+	echo "$output"
+	jq -e '.status == 200' <<<"$output"
+	sm_wait_until 10 has_seen 2
+	echo "server saw: $(seen 2)"
+	[[ "$(seen 2)" == "10.11.0.1 "* ]]
+	[ "$(seen 2)" != "10.11.0.1 1234" ]
+	# an address nobody holds: the same
+	run hbone 'for="192.0.2.7:1235"'
+	sm_wait_until 10 has_seen 3
+	echo "server saw: $(seen 3)"
+	[[ "$(seen 3)" == "10.11.0.1 "* ]]
+	[ "$(seen 3)" != "10.11.0.1 1235" ]
+	# its own address: the port it names is used
+	run hbone 'for="10.11.0.1:1236"'
+	sm_wait_until 10 has_seen 4
+	echo "server saw: $(seen 4)"
+	[ "$(seen 4)" = "10.11.0.1 1236" ]
+}
