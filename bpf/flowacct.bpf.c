@@ -183,6 +183,13 @@ static __noinline void on_established(struct bpf_sock_ops *skops, bool passive,
 		if (peer) {
 			st->peer_identity = peer->src_identity;
 			same_node = true;
+		} else if (cfg_transparent_mark && bsk->mark == cfg_transparent_mark) {
+			/*
+			 * The daemon relaying a tunnelled caller from the
+			 * caller's node address: the SYN's mark became this
+			 * socket's (net.ipv4.tcp_fwmark_accept=1).
+			 */
+			st->peer_identity = SM_ID_HOST;
 		} else {
 			st->peer_identity = identity_of_peer(ep.family, ep.remote);
 			/*

@@ -218,6 +218,14 @@ int skb_ingress_mode(struct __sk_buff *skb)
 		return SM_SKB_PASS;
 	if (identity_of_peer(k.family, k.saddr) == SM_ID_HOST)
 		return SM_SKB_PASS; /* loopback, this node's addresses: the daemon, local callers */
+	/*
+	 * The daemon relaying a tunnelled caller from the caller's node
+	 * address. A mark never crosses from another host (leaving a network
+	 * namespace clears it); setting it takes CAP_NET_ADMIN or CAP_NET_RAW
+	 * here, which could as well call from 127.0.0.1.
+	 */
+	if (cfg_transparent_mark && skb->mark == cfg_transparent_mark)
+		return SM_SKB_PASS;
 	wl = skb_workload(skb);
 	if (!wl)
 		return SM_SKB_PASS; /* not (or no longer) enrolled */

@@ -5,8 +5,11 @@
  * another node (rewrite to the daemon's outbound listener, remember the
  * original destination in socket storage), on this node, or outside the mesh
  * (both left alone), after the connection policy had its say (a denied
- * connect fails at once with EPERM). cgroup/getsockopt answers the daemon's
- * getsockopt(SO_ORIGINAL_DST) from the orig_dst map.
+ * connect fails at once with EPERM). A captured socket is bound to the node's
+ * address first (node_source), so its source is what the destination sees.
+ * cgroup/getsockopt answers the daemon's getsockopt(SO_ORIGINAL_DST) from the
+ * orig_dst map; cgroup/getpeername4/6 give the workload the destination it
+ * asked for, not the daemon's listener.
  */
 #include "lib/common.h"
 #include "lib/enroll.h"
@@ -88,6 +91,48 @@ static __always_inline int __sock_connect(struct bpf_sock_addr *ctx, __u8 family
 	return SM_ALLOW_VERDICT;
 }
 
+/*
+ * Bind a captured socket to the node's address (port 0: BPF's bind leaves the
+ * port to connect()), so that, once sent to the loopback listener, its source
+ * is the node's and not 127.0.0.1. A socket the workload bound itself keeps
+ * its address (bpf_bind fails with EINVAL and is ignored). family is the
+ * destination's (AF_INET for a v4-mapped one); v6 is the socket's own family.
+ */
+static __always_inline void bind_node_source(struct bpf_sock_addr *ctx, __u8 family, bool v6)
+{
+	struct sm_node_source *ns;
+	struct sockaddr_in6 sin6 = {};
+	struct sockaddr_in sin = {};
+	__u32 key = 0;
+
+	ns = bpf_map_lookup_elem(&node_source, &key);
+	if (!ns)
+		return;
+	if (family == AF_INET && !v6) {
+		if (!ns->ip4)
+			return;
+		sin.sin_family = AF_INET;
+		sin.sin_addr.s_addr = ns->ip4;
+		bpf_bind(ctx, (struct sockaddr *) &sin, sizeof(sin));
+		return;
+	}
+	sin6.sin6_family = AF_INET6;
+	if (family == AF_INET) {
+		if (!ns->ip4)
+			return;
+		sin6.sin6_addr.in6_u.u6_addr32[2] = bpf_htonl(0x0000ffff);
+		sin6.sin6_addr.in6_u.u6_addr32[3] = ns->ip4;
+	} else {
+		if (!(ns->ip6[0] | ns->ip6[1] | ns->ip6[2] | ns->ip6[3]))
+			return;
+		sin6.sin6_addr.in6_u.u6_addr32[0] = ns->ip6[0];
+		sin6.sin6_addr.in6_u.u6_addr32[1] = ns->ip6[1];
+		sin6.sin6_addr.in6_u.u6_addr32[2] = ns->ip6[2];
+		sin6.sin6_addr.in6_u.u6_addr32[3] = ns->ip6[3];
+	}
+	bpf_bind(ctx, (struct sockaddr *) &sin6, sizeof(sin6));
+}
+
 SEC("cgroup/connect4")
 int sock4_connect(struct bpf_sock_addr *ctx)
 {
@@ -98,6 +143,7 @@ int sock4_connect(struct bpf_sock_addr *ctx)
 	*(__u32 *) addr = ctx->user_ip4;
 	verdict = __sock_connect(ctx, AF_INET, addr, (__be16) ctx->user_port, &capture);
 	if (capture) {
+		bind_node_source(ctx, AF_INET, false);
 		ctx->user_ip4 = cfg_outbound_ip4;
 		ctx->user_port = cfg_outbound_port;
 	}
@@ -117,6 +163,7 @@ int sock6_connect(struct bpf_sock_addr *ctx)
 	verdict = __sock_connect(ctx, family, addr, (__be16) ctx->user_port, &capture);
 	if (!capture)
 		return verdict;
+	bind_node_source(ctx, family, true);
 	if (family == AF_INET) {
 		/* v4-mapped destination on a dual-stack socket: the IPv4 listener */
 		ctx->user_ip6[0] = 0;
@@ -203,6 +250,58 @@ int sockopt_orig_dst(struct bpf_sockopt *ctx)
 	}
 	ctx->retval = 0;
 	count(SM_CNT_GETSOCKOPT_HIT);
+	return 1;
+}
+
+/*
+ * The captured socket's state, if getpeername() must show its original
+ * destination instead of the outbound listener it is connected to.
+ */
+static __always_inline struct sm_sock_state *captured_state(struct bpf_sock_addr *ctx)
+{
+	struct sm_sock_state *st;
+
+	if (!ctx->sk)
+		return NULL;
+	st = bpf_sk_storage_get(&sock_states, ctx->sk, NULL, 0);
+	if (!st || !(st->flags & SM_SK_F_CAPTURED))
+		return NULL;
+	return st;
+}
+
+/* getpeername() of a captured socket: the destination the workload asked for. */
+SEC("cgroup/getpeername4")
+int sock4_getpeername(struct bpf_sock_addr *ctx)
+{
+	struct sm_sock_state *st = captured_state(ctx);
+
+	if (st && st->orig_family == AF_INET) {
+		ctx->user_ip4 = *(__u32 *) st->orig_addr;
+		ctx->user_port = st->orig_port;
+	}
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int sock6_getpeername(struct bpf_sock_addr *ctx)
+{
+	struct sm_sock_state *st = captured_state(ctx);
+
+	if (!st)
+		return 1;
+	if (st->orig_family == AF_INET) {
+		/* a v4-mapped destination on a dual-stack socket */
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+		ctx->user_ip6[3] = *(__u32 *) st->orig_addr;
+	} else {
+		ctx->user_ip6[0] = *(__u32 *) &st->orig_addr[0];
+		ctx->user_ip6[1] = *(__u32 *) &st->orig_addr[4];
+		ctx->user_ip6[2] = *(__u32 *) &st->orig_addr[8];
+		ctx->user_ip6[3] = *(__u32 *) &st->orig_addr[12];
+	}
+	ctx->user_port = st->orig_port;
 	return 1;
 }
 

@@ -137,7 +137,8 @@ static __always_inline void daemon_established(struct bpf_sock_ops *skops, bool 
 		if (!peer_in_sockpairs(skops, &ep))
 			return;
 	} else {
-		if (bsk->mark != cfg_daemon_mark)
+		if (bsk->mark != cfg_daemon_mark &&
+		    !(cfg_transparent_mark && bsk->mark == cfg_transparent_mark))
 			return;
 		svc = lookup_destination(ep.family, ep.remote, ep.remote_port);
 		if (!svc || svc->identity < SM_ID_FIRST_ALLOCATED || (svc->flags & SM_SVC_F_REMOTE))

@@ -33,6 +33,12 @@ const volatile __be32 cfg_outbound_ip4 __weak = 0;    /* network order */
 const volatile __u32 cfg_outbound_ip6[4] __weak = {}; /* network order */
 const volatile __be16 cfg_outbound_port __weak = 0;   /* network order */
 const volatile __be16 cfg_outbound6_port __weak = 0;  /* network order */
+/*
+ * SO_MARK of the daemon's connections to local services that carry a
+ * tunnelled caller's address (datapath.transparent_mark; 0 = none): their SYN
+ * comes from another node's address but from this host.
+ */
+const volatile __u32 cfg_transparent_mark __weak = 0;
 const volatile bool cfg_fail_open __weak = false;
 const volatile bool cfg_redirect __weak = false;
 const volatile __u64 cfg_update_interval_ns __weak = 10ULL * 1000000000ULL;

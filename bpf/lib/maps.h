@@ -137,6 +137,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } counters SEC(".maps") __weak;
 
+/* node_source: the address captured sockets are bound to (sockmesh/intercept.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sm_node_source);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} node_source SEC(".maps") __weak;
+
 /*
  * lost_reported: enum sm_counter → the value last reported in a "lost"
  * record. Written by the daemon only; pinned, so a restarted daemon reports

@@ -34,6 +34,13 @@
 
 /* The daemon marks its own sockets with this SO_MARK (overridable by config). */
 #define SM_DEFAULT_DAEMON_MARK 0x5ec0de
+/*
+ * ... and its connections to local services that carry a tunnelled caller's
+ * address with this one (datapath.transparent_mark), which the routing table
+ * datapath.transparent_table delivers on this host (docs/tunnel.md).
+ */
+#define SM_DEFAULT_TRANSPARENT_MARK  0x5ec0df
+#define SM_DEFAULT_TRANSPARENT_TABLE 15006
 
 /*
  * Indexes of the per-CPU "counters" array map. Every failure in the kernel

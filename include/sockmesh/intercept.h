@@ -46,6 +46,19 @@ struct sm_cidr_key {
 };
 /* value: struct sm_service (port ignored; identity, flags, node as above). */
 
+/*
+ * node_source: one entry (key 0), written by the daemon from the catalog: the
+ * node's own first IPv4 and IPv6 address. connect4/6 bind a captured socket
+ * to it (port 0: the kernel still picks the port at connect) before sending it
+ * to the outbound listener, so the socket's source is the node's address, the
+ * one the destination service and both nodes' records see (docs/tunnel.md,
+ * "Real addresses"). Zero: the kernel picks the source (loopback).
+ */
+struct sm_node_source {
+	__be32 ip4;
+	__u32 ip6[4];
+};
+
 /* A TCP 4-tuple seen from the connecting (active) side. */
 struct sm_tuple {
 	__u8 family;

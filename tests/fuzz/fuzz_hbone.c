@@ -177,13 +177,16 @@ static bool admitted(const struct service *sv)
 }
 
 /* The worker's upstream_connect: the services above, on socketpairs. */
-static int upstream_connect(const struct sm_daemon *dm, const struct sm_addr *dst, uint16_t port)
+static int upstream_connect(const struct sm_daemon *dm, const struct sm_addr *dst, uint16_t port,
+			    const struct sm_addr *src, uint16_t sport)
 {
 	const struct service *sv = NULL;
 	struct upstream_conn *u;
 	int sp[2];
 
 	(void) dm;
+	(void) src;
+	(void) sport;
 	for (size_t i = 0; i < NSERVICES; i++)
 		if (services[i].port == port && sm_addr_equal(&service_addr[i], dst))
 			sv = &services[i];

@@ -128,9 +128,10 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 
 @test "a busy service at the node's address never runs the daemon out of ports" {
 	# The daemon closes first (it forwards the client's FIN), so the TIME_WAITs
-	# are its own; called from the node's address they would hold all 32 ports
-	# of this range for a minute. From the loopback address the kernel reuses
-	# one after a second.
+	# are its own; from the caller's address, as any socket not on lo, they
+	# would hold all 32 ports of these ranges for a minute. Bound to lo, the
+	# kernel reuses one after a second, also for the caller's own port.
+	ip netns exec "$(sb_ns node1)" sysctl -qw net.ipv4.ip_local_port_range="40000 40031"
 	ip netns exec "$(sb_ns node2)" sysctl -qw net.ipv4.ip_local_port_range="40000 40031"
 	sb_serve node2 server 10.11.0.2:8080 echo
 	for round in 1 2 3; do
@@ -143,8 +144,10 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 	tw=$(ip netns exec "$(sb_ns node2)" ss -Htn state time-wait dst 10.11.0.2:8080)
 	echo "$tw"
 	[ "$(grep -c . <<<"$tw")" -ge 20 ]
-	# every one of them the daemon's, from the loopback address
-	[ -z "$(grep -v '127\.0\.0\.1:' <<<"$tw")" ]
+	# every one of them the daemon's, from node1's address, on lo; and the
+	# daemon never fell back to calling from the loopback address
+	[ -z "$(grep -v '10\.11\.0\.1%lo:' <<<"$tw")" ]
+	! grep -q "calling it from the loopback address instead" "$(sb_daemon_log node2)"
 }
 
 # freeze NODE CGROUP 1|0: freeze (1) or thaw (0) every process of the cgroup

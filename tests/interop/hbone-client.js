@@ -67,10 +67,13 @@ client.on('connect', (session, socket) => {
 	result.peer_spiffe_id = m ? m[1] : '';
 });
 
-// HBONE_JUNK_HEADER=N adds a header with an N-byte value (hostile-input tests).
+// HBONE_JUNK_HEADER=N adds a header with an N-byte value (hostile-input tests);
+// HBONE_FORWARDED, a forwarded header with that value (the caller's address a peer claims).
 const headers = { ':method': 'CONNECT', ':authority': authority };
 if (process.env.HBONE_JUNK_HEADER)
 	headers['x-junk'] = 'j'.repeat(parseInt(process.env.HBONE_JUNK_HEADER, 10));
+if (process.env.HBONE_FORWARDED)
+	headers['forwarded'] = process.env.HBONE_FORWARDED;
 const req = client.request(headers);
 req.on('response', (headers) => {
 	result.status = headers[':status'];

@@ -81,6 +81,8 @@ static void test_defaults(void **state)
 	ASSERT_EQ(cfg->control_max_clients, 64, "control.max_clients");
 	ASSERT_EQ(cfg->control_idle_timeout, 10, "control.idle_timeout");
 	ASSERT_EQ(cfg->daemon_mark, 0x5ec0de, "datapath.daemon_mark");
+	ASSERT_EQ(cfg->transparent_mark, 0x5ec0df, "datapath.transparent_mark");
+	ASSERT_EQ(cfg->transparent_table, 15006, "datapath.transparent_table");
 	ASSERT_EQ(cfg->redirect, false, "datapath.redirect");
 	ASSERT_EQ(cfg->fail_open, false, "datapath.fail_open");
 	ASSERT_EQ(cfg->flow_update_interval, 10, "datapath.flow_update_interval");
@@ -138,6 +140,8 @@ static const char full_config[] = "# every key\n"
 				  "  idle_timeout: 4\n"
 				  "datapath:\n"
 				  "  daemon_mark: 0x1234\n"
+				  "  transparent_mark: 0\n"
+				  "  transparent_table: 100\n"
 				  "  redirect: true\n"
 				  "  fail_open: yes\n"
 				  "  flow_update_interval: 3600\n"
@@ -200,6 +204,8 @@ static void test_load_every_key(void **state)
 	ASSERT_EQ(cfg->control_max_clients, 7, "control.max_clients");
 	ASSERT_EQ(cfg->control_idle_timeout, 4, "control.idle_timeout");
 	ASSERT_EQ(cfg->daemon_mark, 0x1234, "datapath.daemon_mark");
+	ASSERT_EQ(cfg->transparent_mark, 0, "datapath.transparent_mark");
+	ASSERT_EQ(cfg->transparent_table, 100, "datapath.transparent_table");
 	ASSERT_EQ(cfg->redirect, true, "datapath.redirect");
 	ASSERT_EQ(cfg->fail_open, true, "datapath.fail_open");
 	ASSERT_EQ(cfg->flow_update_interval, 3600, "datapath.flow_update_interval");
@@ -345,6 +351,8 @@ static const struct bad_case bad_cases[] = {
 	 "datapath.max_orig_dst: 99999999999999999999 is out of range", NULL},
 	{"datapath:\n  max_sockhash: 0\n", -ERANGE, 2, "datapath.max_sockhash: 0 is out of range",
 	 NULL},
+	{"datapath:\n  transparent_table: 0\n", -ERANGE, 2,
+	 "datapath.transparent_table: 0 is out of range 1..4294967294", "15006"},
 	{"datapath:\n  daemon_mark: 0\n", -ERANGE, 2,
 	 "datapath.daemon_mark: 0 is out of range 1..4294967295", "0x5ec0de"},
 	{"datapath:\n  daemon_mark: 0x100000000\n", -ERANGE, 2,

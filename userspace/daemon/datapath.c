@@ -8,7 +8,7 @@
  * Pin layout under <bpffs>: maps/<map name> (libbpf pins by name),
  * links/cg<cgroup id>-<program> (one per program and cgroup),
  * progs/sk_msg_redirect (while attached to the sock_pairs map).
- * The workload programs (connect4/6, sockops, cgroup_skb) attach once, to the
+ * The workload programs (connect4/6, getpeername4/6, sockops, cgroup_skb) attach once, to the
  * node's enrollment root, and decide in the kernel which cgroups below it are
  * workloads (include/sockmesh/enroll.h); getsockopt, and sockops for the
  * redirect of the daemon's loopback hops, attach to the daemon's own cgroup.
@@ -34,6 +34,7 @@
 #include "daemon.h"
 #include "datapath.h"
 #include "log.h"
+#include "transparent.h"
 #include "sockmesh.skel.h"
 #include "util.h"
 
@@ -158,6 +159,7 @@ int sm_datapath_open(struct sm_daemon *d)
 		goto destroy;
 
 	skel->rodata->cfg_daemon_mark = c->daemon_mark;
+	skel->rodata->cfg_transparent_mark = c->transparent_mark;
 	skel->rodata->cfg_enroll_root_id = d->enroll_root_id;
 	memcpy((void *) &skel->rodata->cfg_outbound_ip4, c->outbound_addr.bytes, 4);
 	skel->rodata->cfg_outbound_port = htons(c->outbound_port);
@@ -380,9 +382,22 @@ static void unpin_stale_maps(struct sm_daemon *d)
 int sm_datapath_attach(struct sm_daemon *d)
 {
 	struct sockmesh_bpf *s = d->skel;
-	struct bpf_program *progs[] = {s->progs.sock4_connect, s->progs.sock6_connect,
-				       s->progs.sockops_flow, s->progs.skb_ingress_mode};
+	struct bpf_program *progs[] = {s->progs.sock4_connect,	   s->progs.sock6_connect,
+				       s->progs.sock4_getpeername, s->progs.sock6_getpeername,
+				       s->progs.sockops_flow,	   s->progs.skb_ingress_mode};
+	const struct sm_config *c = &d->cfg;
 	int err;
+
+	if (c->transparent_mark &&
+	    (c->transparent_mark == c->daemon_mark || c->transparent_table == 0 ||
+	     (c->transparent_table >= 253 && c->transparent_table <= 255))) {
+		pr_err("datapath.transparent_mark %#x / transparent_table %u: the mark must differ "
+		       "from datapath.daemon_mark (%#x) and the table must be one no other route "
+		       "uses, not 0, 253 (default), 254 (main) or 255 (local); e.g. 0x5ec0df and "
+		       "15006, or transparent_mark: 0 to turn real addresses off",
+		       c->transparent_mark, c->transparent_table, c->daemon_mark);
+		return -EINVAL;
+	}
 
 	/* before the per-workload links of an earlier version go (detach_stale_links) */
 	for (size_t p = 0; p < SM_ARRAY_SIZE(progs); p++) {
@@ -412,6 +427,8 @@ int sm_datapath_attach(struct sm_daemon *d)
 		pr_err("cannot create the TCP socket iterator: %s", strerror(-err));
 		return err;
 	}
+	/* a failure turns real addresses off, with a warning: nothing else depends on them */
+	(void) sm_transparent_setup(c->transparent_mark, c->transparent_table);
 	return redirect_sync(d);
 }
 
@@ -518,6 +535,7 @@ void sm_datapath_release_links(struct sm_daemon *d)
 /* Links stay pinned (and attached): the next daemon adopts them. */
 void sm_datapath_close(struct sm_daemon *d)
 {
+	sm_transparent_teardown();
 	sm_datapath_release_links(d);
 	sockmesh_bpf__destroy(d->skel);
 	d->skel = NULL;

@@ -84,7 +84,7 @@ int sm_hbone_worker_start(struct sm_worker *w)
 		free(hw);
 		return -ENOMEM;
 	}
-	hw->upstream_connect = sm_upstream_connect;
+	hw->upstream_connect = sm_upstream_connect_from;
 	w->hb = hw;
 	for (unsigned int i = 0; i < self->naddrs && i < SM_NODE_ADDRS_MAX; i++) {
 		err = listen_inbound(w, &self->addrs[i], i);

@@ -101,6 +101,11 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
 			s->bad_request = true;
 	} else if (namelen == 11 && memcmp(name, "traceparent", 11) == 0) {
 		(void) header_keep(s->trace, sizeof(s->trace), value, valuelen);
+	} else if (namelen == 9 && memcmp(name, "forwarded", 9) == 0) {
+		/* more than one (or one too long) is none: the caller's port is a nicety */
+		if (s->forwarded[0] ||
+		    header_keep(s->forwarded, sizeof(s->forwarded), value, valuelen))
+			s->forwarded[0] = '\0';
 	}
 	return 0;
 }
@@ -152,14 +157,80 @@ void hb_upstream_ready(struct hb_stream *s)
 	stream_flush_down(s); /* DATA that arrived before the service answered */
 }
 
+/* The address and port of `for="ADDR:PORT"` (RFC 7239, one element), as hbone_out.c sends it. */
+static int forwarded_for(const char *value, struct sm_addr *a, uint16_t *port)
+{
+	char inner[64];
+	size_t n = strlen(value);
+
+	if (n < 7 || strncmp(value, "for=\"", 5) != 0 || value[n - 1] != '"' ||
+	    n - 6 >= sizeof(inner))
+		return -EINVAL;
+	memcpy(inner, value + 5, n - 6);
+	inner[n - 6] = '\0';
+	return sm_addrport_parse(inner, a, port);
+}
+
+/*
+ * The address the service sees as the caller: the calling node's, as it
+ * would without the mesh. It rests on the TCP source of the HBONE connection
+ * (c->peer), which a peer cannot choose and complete a handshake: the
+ * catalog node holding that address is the caller's node. The request's
+ * Forwarded header may name another of that node's addresses (one of dst's
+ * family) and the caller's port; an address outside that node is ignored, so
+ * a peer can never appear as another node. Without a catalog node, the TCP
+ * source itself, if of dst's family. false: call from loopback as before.
+ */
+static bool caller_source(const struct hb_stream *s, const struct sm_addr *dst, struct sm_addr *src,
+			  uint16_t *sport)
+{
+	const struct hb_conn *c = s->conn;
+	const struct sm_daemon *d = c->d;
+	const struct sm_node_def *n = NULL;
+	struct sm_addr fa;
+	uint16_t fport = 0;
+	bool fwd = s->forwarded[0] && forwarded_for(s->forwarded, &fa, &fport) == 0;
+
+	for (unsigned int i = 0; i < d->cat.nnodes && !n; i++)
+		for (unsigned int j = 0; j < d->cat.nodes[i].naddrs && j < SM_NODE_ADDRS_MAX; j++)
+			if (sm_addr_equal(&d->cat.nodes[i].addrs[j], &c->peer)) {
+				n = &d->cat.nodes[i];
+				break;
+			}
+	*sport = 0;
+	if (!n) {
+		if (c->peer.family != dst->family)
+			return false;
+		*src = c->peer;
+		if (fwd && sm_addr_equal(&fa, &c->peer))
+			*sport = fport;
+		return true;
+	}
+	if (n == &d->cat.nodes[d->node_idx])
+		return false;
+	for (unsigned int j = 0; j < n->naddrs && j < SM_NODE_ADDRS_MAX; j++)
+		if (fwd && fa.family == dst->family && sm_addr_equal(&n->addrs[j], &fa)) {
+			*src = fa;
+			*sport = fport;
+			return true;
+		}
+	for (unsigned int j = 0; j < n->naddrs && j < SM_NODE_ADDRS_MAX; j++)
+		if (n->addrs[j].family == dst->family) {
+			*src = n->addrs[j];
+			return true;
+		}
+	return false;
+}
+
 static void handle_request(struct hb_stream *s)
 {
 	struct hb_conn *c = s->conn;
 	struct sm_daemon *d = c->d;
 	struct sm_policy_decision pd;
-	struct sm_addr dst;
-	uint16_t dport;
+	struct sm_addr dst, src;
+	uint16_t dport, sport = 0;
 	int fd, svc, one = 1;
+	bool has_src;
 
 	if (s->bad_request || strcmp(s->method, "CONNECT") != 0 ||
 	    sm_addrport_parse(s->authority, &dst, &dport) != 0) {
@@ -187,7 +258,8 @@ static void handle_request(struct hb_stream *s)
 	s->admitted = true;
 	s->svc_addr = dst;
 	s->dport = dport;
-	fd = c->w->hb->upstream_connect(d, &dst, dport);
+	has_src = caller_source(s, &dst, &src, &sport);
+	fd = c->w->hb->upstream_connect(d, &dst, dport, has_src ? &src : NULL, sport);
 	if (fd < 0) {
 		hb_respond(s, fd == -ECONNREFUSED ? "502" : "503",
 			   fd == -ECONNREFUSED ? sm_drop_reason_name(SM_DROP_UPSTREAM_REFUSED)

@@ -81,6 +81,8 @@ struct hb_stream {
 	char method[16];
 	char authority[64];
 	char trace[64];
+	/* inbound: the request's Forwarded header (the caller's address and port) */
+	char forwarded[64];
 	/* the join key: the plain socket's far end, as the kernel's records see it */
 	struct sm_addr key_addr;
 	uint16_t key_port;
@@ -157,11 +159,12 @@ struct sm_hbone_worker {
 	struct hb_src *srcs; /* sources with inbound handshakes in flight */
 	struct sm_hbone_stats st;
 	/*
-	 * How an admitted CONNECT reaches its service: sm_upstream_connect(),
-	 * which tests replace (the fuzz harness answers from socketpairs).
+	 * How an admitted CONNECT reaches its service: sm_upstream_connect_from(),
+	 * from the caller's address src:sport when src is not NULL; tests
+	 * replace it (the fuzz harness answers from socketpairs).
 	 */
-	int (*upstream_connect)(const struct sm_daemon *d, const struct sm_addr *dst,
-				uint16_t port);
+	int (*upstream_connect)(const struct sm_daemon *d, const struct sm_addr *dst, uint16_t port,
+				const struct sm_addr *src, uint16_t sport);
 	/* the daemon stops: streams cut now keep their tunnel facts for the records */
 	bool stopping;
 };

@@ -137,7 +137,7 @@ int sm_hbone_outbound(struct sm_worker *w, int cfd, const struct sm_addr *dst, u
 	struct sm_daemon *d = w->d;
 	struct sm_hbone *hb = d->hbone;
 	nghttp2_data_provider prd = {.read_callback = data_read};
-	char abuf[INET6_ADDRSTRLEN];
+	char abuf[INET6_ADDRSTRLEN], fwd[64];
 	struct sm_creds *creds;
 	struct hb_stream *s;
 	struct hb_conn *c;
@@ -168,12 +168,22 @@ int sm_hbone_outbound(struct sm_worker *w, int cfd, const struct sm_addr *dst, u
 	snprintf(s->authority, sizeof(s->authority), dst->family == AF_INET6 ? "[%s]:%u" : "%s:%u",
 		 abuf, dport);
 	new_traceparent(s->trace, sizeof(s->trace));
+	/*
+	 * The caller's address and port (RFC 7239), so the destination can
+	 * call its service from them; it trusts the address only as far as it
+	 * is one of this node's (hbone_h2.c).
+	 */
+	sm_addr_format(cli, abuf, sizeof(abuf));
+	snprintf(fwd, sizeof(fwd), cli->family == AF_INET6 ? "for=\"[%s]:%u\"" : "for=\"%s:%u\"",
+		 abuf, cport);
 	{
 		nghttp2_nv nv[] = {
 			{(uint8_t *) ":method", (uint8_t *) "CONNECT", 7, 7, NGHTTP2_NV_FLAG_NONE},
 			{(uint8_t *) ":authority", (uint8_t *) s->authority, 10,
 			 strlen(s->authority), NGHTTP2_NV_FLAG_NONE},
 			{(uint8_t *) "traceparent", (uint8_t *) s->trace, 11, strlen(s->trace),
+			 NGHTTP2_NV_FLAG_NONE},
+			{(uint8_t *) "forwarded", (uint8_t *) fwd, 9, strlen(fwd),
 			 NGHTTP2_NV_FLAG_NONE},
 		};
 

@@ -284,6 +284,35 @@ static int want_cidrs(const struct sm_daemon *d, struct kv_set *s)
 	return 0;
 }
 
+/*
+ * node_source: the node's first IPv4 and IPv6 address, which connect4/6 bind
+ * captured sockets to; zeros (the kernel's choice, loopback) with real
+ * addresses off (datapath.transparent_mark: 0).
+ */
+static int sync_node_source(struct sm_daemon *d)
+{
+	const struct sm_node_def *self = &d->cat.nodes[d->node_idx];
+	struct sm_node_source ns;
+	bool v4 = false, v6 = false;
+	uint32_t key = 0;
+
+	memset(&ns, 0, sizeof(ns));
+	for (unsigned int i = 0; d->cfg.transparent_mark && i < self->naddrs; i++) {
+		const struct sm_addr *a = &self->addrs[i];
+
+		if (a->family == AF_INET && !v4) {
+			memcpy(&ns.ip4, a->bytes, 4);
+			v4 = true;
+		} else if (a->family == AF_INET6 && !v6) {
+			memcpy(ns.ip6, a->bytes, 16);
+			v6 = true;
+		}
+	}
+	if (bpf_map_update_elem(bpf_map__fd(d->skel->maps.node_source), &key, &ns, BPF_ANY))
+		return -errno;
+	return 0;
+}
+
 int sm_intercept_sync(struct sm_daemon *d)
 {
 	struct kv_set wl = {.key_size = sizeof(struct sm_enroll_key),
@@ -299,7 +328,7 @@ int sm_intercept_sync(struct sm_daemon *d)
 	if (err)
 		goto out;
 	err = map_sync(d->skel->maps.services, &sv) ?: map_sync(d->skel->maps.cidrs, &cd) ?:
-	      map_sync(d->skel->maps.enroll_paths, &wl);
+	      sync_node_source(d) ?: map_sync(d->skel->maps.enroll_paths, &wl);
 	if (!err)
 		pr_info("maps synced: %zu enrolled path components, %zu services, %zu cidrs", wl.n,
 			sv.n, cd.n);

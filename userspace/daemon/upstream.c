@@ -13,6 +13,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "transparent.h"
 #include "sockmesh.skel.h"
 #include "upstream.h"
 #include "util.h"
@@ -74,6 +75,86 @@ int sm_upstream_connect(const struct sm_daemon *d, const struct sm_addr *dst, ui
 	err = errno;
 	close(fd);
 	return -err;
+}
+
+/*
+ * A socket that connects from src:sport, an address of another node: it is
+ * IP_TRANSPARENT (bind to an address this host does not hold) and carries
+ * the transparent mark, which the routing set up by transparent.c keeps on
+ * this host for the service's replies. sport 0, or a port taken here (a
+ * TIME_WAIT of an earlier caller's connection), is the kernel's choice.
+ *
+ * Bound to lo (where a local service is reached anyway): the daemon usually
+ * closes first, so the TIME_WAITs are its own, and the kernel reuses one a
+ * second later only for a socket bound to lo or with a loopback address
+ * (tcp_tw_reuse=2, the default); SO_REUSEADDR lets bind() take a caller's
+ * port that such a TIME_WAIT still holds. Without both, a busy service ran
+ * the daemon out of ports, as sm_upstream_connect() says.
+ */
+static int connect_transparent(uint32_t mark, const struct sm_addr *dst, uint16_t port,
+			       const struct sm_addr *src, uint16_t sport)
+{
+	int one = 1, err, fd;
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	fd = socket(dst->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	sm_sock_abort_on_close(fd);
+	if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3) < 0 ||
+	    (dst->family == AF_INET
+		     ? setsockopt(fd, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof(one))
+		     : setsockopt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))) < 0) {
+		err = -errno;
+		goto close_fd;
+	}
+	len = sm_addr_to_sockaddr(src, sport, &ss);
+	if (sport && bind(fd, (struct sockaddr *) &ss, len) == 0)
+		goto bound;
+	if (sport && errno != EADDRINUSE) {
+		err = -errno;
+		goto close_fd;
+	}
+	sport = 0;
+	len = sm_addr_to_sockaddr(src, 0, &ss);
+	if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0 ||
+	    bind(fd, (struct sockaddr *) &ss, len) < 0) {
+		err = -errno;
+		goto close_fd;
+	}
+bound:
+	len = sm_addr_to_sockaddr(dst, port, &ss);
+	if (connect(fd, (struct sockaddr *) &ss, len) == 0 || errno == EINPROGRESS)
+		return fd;
+	err = -errno;
+close_fd:
+	close(fd);
+	/* the caller's port is in use towards this service (TIME_WAIT): any port will do */
+	if (sport && err == -EADDRNOTAVAIL)
+		return connect_transparent(mark, dst, port, src, 0);
+	return err;
+}
+
+int sm_upstream_connect_from(const struct sm_daemon *d, const struct sm_addr *dst, uint16_t port,
+			     const struct sm_addr *src, uint16_t sport)
+{
+	uint32_t mark = sm_transparent_mark();
+	char buf[INET6_ADDRSTRLEN];
+	int fd;
+
+	if (!src || !mark || src->family != dst->family)
+		return sm_upstream_connect(d, dst, port);
+	fd = connect_transparent(mark, dst, port, src, sport);
+	/* the service's own answer (refused, unreachable) is the caller's; a setup error is ours */
+	if (fd >= 0 || fd == -ECONNREFUSED || fd == -ENETUNREACH || fd == -EHOSTUNREACH)
+		return fd;
+	pr_warn_limited("cannot connect to a local service from the caller's address %s: %s; "
+			"calling it from the loopback address instead",
+			sm_addr_format(src, buf, sizeof(buf)), strerror(-fd));
+	return sm_upstream_connect(d, dst, port);
 }
 
 int sm_capture_source_identity(struct sm_daemon *d, int cfd, const struct sm_addr *cli,

@@ -115,6 +115,11 @@ static const struct cfg_key cfg_keys[] = {
 	 "set a number of map entries"},
 	{"datapath", "ringbuf_size", CK_POW2, F(ringbuf_size), 0, 4096, 1073741824,
 	 "set a power of two number of bytes, e.g. 1048576"},
+	{"datapath", "transparent_mark", CK_U32, F(transparent_mark), 0, 0, UINT32_MAX,
+	 "set an SO_MARK value other than daemon_mark, e.g. 0x5ec0df, or 0 to turn real "
+	 "addresses off"},
+	{"datapath", "transparent_table", CK_U32, F(transparent_table), 0, 1, 0xfffffffe,
+	 "set a routing table number no other route uses, e.g. 15006 (not 253, 254, 255)"},
 	{"tunnel", "hbone", CK_BOOL, F(tunnel_hbone), 0, 0, 0, "set true or false"},
 	{"tunnel", "max_streams", CK_U32, F(tunnel_max_streams), 0, 1, 10000,
 	 "set the number of streams one mTLS connection may carry, e.g. 100"},
@@ -205,6 +210,8 @@ void sm_config_defaults(struct sm_config *cfg)
 	cfg->control_idle_timeout = 10;
 	cfg->metrics_max_series = SM_METRICS_DEFAULT_MAX_SERIES;
 	cfg->daemon_mark = SM_DEFAULT_DAEMON_MARK;
+	cfg->transparent_mark = SM_DEFAULT_TRANSPARENT_MARK;
+	cfg->transparent_table = SM_DEFAULT_TRANSPARENT_TABLE;
 	cfg->redirect = false;
 	cfg->tunnel_hbone = true;
 	cfg->tunnel_max_streams = 100;

@@ -60,6 +60,8 @@ struct sm_config {
 
 	/* datapath: */
 	uint32_t daemon_mark;	       /* datapath.daemon_mark, 0x5ec0de */
+	uint32_t transparent_mark;     /* datapath.transparent_mark, 0x5ec0df; 0 = off */
+	uint32_t transparent_table;    /* datapath.transparent_table, 15006 */
 	bool redirect;		       /* datapath.redirect, false */
 	bool fail_open;		       /* datapath.fail_open, false */
 	uint32_t flow_update_interval; /* datapath.flow_update_interval (s), 10; 1..3600 */
