@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Unit tests of userspace/lib/sinks.c, the flow-log file sink, when writes
- * fail: a file size limit (RLIMIT_FSIZE, EFBIG past it) stands in for a full
- * disk, so a write can stop part way through a line, as on a full disk.
+ * Unit tests of userspace/lib/sinks.c, the flow-log file sink: when writes
+ * fail (a file size limit, RLIMIT_FSIZE with EFBIG past it, stands in for a
+ * full disk, so a write can stop part way through a line, as on a full
+ * disk), and which backups rotation leaves uncompressed for log shippers.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <dirent.h>
 #include <json-c/json.h>
 
 #include "check.h"
@@ -42,9 +44,21 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	setrlimit(RLIMIT_FSIZE, &saved_fsize);
+	DIR *dh;
+	struct dirent *de;
+	char name[256];
+
 	sm_sinks_free(sinks);
 	sinks = NULL;
-	unlink(path);
+	dh = opendir(dir);
+	while (dh && (de = readdir(dh))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(name, sizeof(name), "%s/%s", dir, de->d_name);
+		unlink(name);
+	}
+	if (dh)
+		closedir(dh);
 	rmdir(dir);
 	return 0;
 }
@@ -57,7 +71,8 @@ static void limit_file_size(rlim_t bytes)
 	ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &rl), 0, "setrlimit(RLIMIT_FSIZE)");
 }
 
-static void open_sinks(void)
+/* The sinks on path, rotating at max_size (0: never) into compressed backups. */
+static void open_sinks_rotating(uint64_t max_size)
 {
 	struct sm_config cfg;
 	struct sm_error err = {{0}};
@@ -65,10 +80,17 @@ static void open_sinks(void)
 	sm_config_defaults(&cfg);
 	strcpy(cfg.node, "node1");
 	strcpy(cfg.flowlog_file, path);
-	cfg.flowlog_max_size = 0;
+	cfg.flowlog_max_size = max_size;
+	cfg.flowlog_max_backups = 10;
+	cfg.flowlog_compress = true;
 	sinks = sm_sinks_new(&cfg, &err);
 	if (!sinks)
 		fail_msg("sm_sinks_new: %s", err.msg);
+}
+
+static void open_sinks(void)
+{
+	open_sinks_rotating(0);
 }
 
 static void emit(uint64_t cookie)
@@ -214,11 +236,77 @@ static void test_unfinished_line_at_open(void **state)
 	ASSERT_EQ(memcmp(buf, "{\"version\":1}\n{", 15), 0, "the complete line, then the record");
 }
 
+/* Whether PATH.seq (ext "") or PATH.seq.gz (ext ".gz") exists. */
+static bool backup_exists(unsigned int seq, const char *ext)
+{
+	char name[192];
+
+	snprintf(name, sizeof(name), "%s.%u%s", path, seq, ext);
+	return access(name, F_OK) == 0;
+}
+
+/* Records, one at a time, until the sinks have rotated want times since they opened. */
+static void emit_until_rotations(uint64_t want, uint64_t *cookie)
+{
+	struct sm_sinks_stats st;
+
+	for (int i = 0; i < 1000; i++) {
+		sm_sinks_stats(sinks, &st);
+		if (st.rotations >= want)
+			break;
+		emit((*cookie)++);
+		ASSERT_EQ(sm_sinks_flush(sinks, 10000), 0, "flush");
+	}
+	ASSERT_EQ(st.rotations, want, "rotated as often as wanted");
+}
+
+/*
+ * A log shipper that follows the file by name (rsyslog imfile, Vector,
+ * Fluent Bit) still reads the newest backup after a rotation: it stays
+ * PATH.N, uncompressed, until the next rotation (logrotate's delaycompress),
+ * also across a restart; the older ones are gzipped.
+ */
+static void test_newest_backup_uncompressed(void **state)
+{
+	struct sm_sinks_stats st;
+	uint64_t cookie = 1;
+
+	open_sinks_rotating(4096);
+	emit_until_rotations(1, &cookie);
+	ASSERT_EQ(backup_exists(1, ""), true, "after one rotation PATH.1 is there for a shipper");
+	ASSERT_EQ(backup_exists(1, ".gz"), false, "and not compressed yet");
+
+	emit_until_rotations(3, &cookie);
+	ASSERT_EQ(backup_exists(3, ""), true, "the newest backup, PATH.3, stays uncompressed");
+	ASSERT_EQ(backup_exists(3, ".gz"), false, "PATH.3 has no .gz yet");
+	for (unsigned int seq = 1; seq <= 2; seq++) {
+		ASSERT_EQ(backup_exists(seq, ".gz"), true, "an older backup is gzipped");
+		ASSERT_EQ(backup_exists(seq, ""), false, "and its plain file gone");
+	}
+	sm_sinks_stats(sinks, &st);
+	ASSERT_EQ(st.compressed, 2, "all backups but the newest compressed");
+
+	/* a restarted daemon finds PATH.3 plain and leaves it for the shipper */
+	sm_sinks_free(sinks);
+	sinks = NULL;
+	open_sinks_rotating(4096);
+	ASSERT_EQ(sm_sinks_flush(sinks, 10000), 0, "flush");
+	ASSERT_EQ(backup_exists(3, ""), true, "after a restart PATH.3 is still plain");
+	ASSERT_EQ(backup_exists(3, ".gz"), false, "and not compressed");
+
+	/* the next rotation compresses it */
+	emit_until_rotations(1, &cookie);
+	ASSERT_EQ(backup_exists(4, ""), true, "the new newest backup PATH.4 plain");
+	ASSERT_EQ(backup_exists(3, ".gz"), true, "PATH.3 gzipped at the next rotation");
+	ASSERT_EQ(backup_exists(3, ""), false, "PATH.3's plain file gone");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_full_then_space, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unfinished_line_at_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_newest_backup_uncompressed, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("sinks", tests, NULL, NULL);

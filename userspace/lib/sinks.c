@@ -26,10 +26,17 @@
  *
  * Rotation: the live file PATH is renamed to PATH.N (N = 1, 2, ... counting
  * up, continuing after the highest N found at start) and a new PATH is
- * opened, so tailers that follow by name see a new file. The compressor
- * writes PATH.N.gz.tmp, renames it to PATH.N.gz only when complete, then
- * removes PATH.N. Backups beyond max_backups are removed oldest (lowest N)
- * first. Every record is one write of whole lines to one file: none is split
+ * opened, so tailers that follow by name see a new file. The newest backup
+ * stays PATH.N, uncompressed, until the next rotation (logrotate's
+ * delaycompress): a shipper that follows PATH by name (rsyslog imfile,
+ * Vector, Fluent Bit) is still reading the renamed file's end after the
+ * rotation, and some of them stop reading a file as soon as it is removed,
+ * so compressing it at once lost what they had not read yet. At each
+ * rotation the compressor gets the backup before the new one: it writes
+ * PATH.N.gz.tmp, renames it to PATH.N.gz only when complete, then removes
+ * PATH.N. A restarted daemon likewise leaves the newest backup it finds
+ * plain. Backups beyond max_backups are removed oldest (lowest N) first.
+ * Every record is one write of whole lines to one file: none is split
  * across files or lost by a rotation.
  */
 #include "sinks.h"
@@ -331,9 +338,9 @@ static void zq_push(struct sm_sinks *s, uint64_t seq)
 }
 
 /*
- * Hand PATH.seq to the compressor, and again the backups whose compression
- * failed (a full disk, most likely; a source pruned meanwhile is skipped).
- * Under z_mu.
+ * Hand PATH.seq (seq 0: none) to the compressor, and again the backups whose
+ * compression failed (a full disk, most likely; a source pruned or already
+ * compressed meanwhile is skipped). Under z_mu.
  */
 static void zjob_add(struct sm_sinks *s, uint64_t seq)
 {
@@ -342,7 +349,8 @@ static void zjob_add(struct sm_sinks *s, uint64_t seq)
 			zq_push(s, s->zretry[i].seq);
 	}
 	s->zretry_len = 0;
-	zq_push(s, seq);
+	if (seq)
+		zq_push(s, seq);
 	pthread_cond_signal(&s->z_cv);
 }
 
@@ -357,7 +365,8 @@ static int cmp_u64(const void *a, const void *b)
  * The backups already next to the live file (a restarted daemon continues
  * their numbering): PATH.N and PATH.N.gz. Leftover .gz.tmp files are removed;
  * PATH.N next to a complete PATH.N.gz is removed; PATH.N alone is queued for
- * compression when compress is on.
+ * compression when compress is on, but for the newest backup, which a
+ * shipper may still be reading (the next rotation compresses it).
  */
 static void bk_scan(struct sm_sinks *s)
 {
@@ -422,7 +431,7 @@ static void bk_scan(struct sm_sinks *s)
 			continue;
 		if (access(gz, F_OK) == 0)
 			unlink(name); /* the .gz was renamed into place only when complete */
-		else if (s->w_conf.compress)
+		else if (s->w_conf.compress && i + 1 < s->nbk)
 			zjob_add(s, s->bk[i]);
 	}
 	bk_prune(s, s->w_conf.max_backups);
@@ -754,8 +763,9 @@ static void file_rotate(struct sm_sinks *s)
 	s->rotate_failing = false;
 	if (s->w_conf.max_backups) {
 		s->last_seq = seq;
+		/* the backup before this one: this one is the shippers' for a rotation yet */
 		if (bk_push(s, seq) == 0 && s->w_conf.compress)
-			zjob_add(s, seq);
+			zjob_add(s, s->nbk >= 2 ? s->bk[s->nbk - 2] : 0);
 	}
 	pthread_mutex_unlock(&s->z_mu);
 	if (file_open(s)) {
