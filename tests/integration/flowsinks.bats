@@ -112,7 +112,7 @@ stream_connections() {
 }
 
 @test "rotation under a steady stream: no record lost or duplicated, backups are gzip" {
-	flowlog_config "max_size: 16KiB" "max_backups: 1000" "compress: true"
+	flowlog_config "max_size: 16KiB" "rotate_min_interval: 0" "max_backups: 1000" "compress: true"
 	sb_start_daemon node1
 	sb_serve node1 local 10.11.0.1:9090 echo
 
@@ -148,7 +148,7 @@ stream_connections() {
 }
 
 @test "backups never exceed max_backups; the newest are kept" {
-	flowlog_config "max_size: 16KiB" "max_backups: 2"
+	flowlog_config "max_size: 16KiB" "rotate_min_interval: 0" "max_backups: 2"
 	sb_start_daemon node1
 	sb_serve node1 local 10.11.0.1:9090 echo
 
@@ -348,7 +348,7 @@ stream_connections() {
 	small_fs 256k
 	LOG=$SMALL_FS/flows.jsonl
 	head -c 131072 /dev/zero >"$SMALL_FS/filler"
-	flowlog_config "max_size: 16KiB" "max_backups: 1000" "compress: true"
+	flowlog_config "max_size: 16KiB" "rotate_min_interval: 0" "max_backups: 1000" "compress: true"
 	sb_start_daemon node1 --flow-log "$LOG"
 	sb_serve node1 local 10.11.0.1:9090 echo
 

@@ -71,8 +71,11 @@ static void limit_file_size(rlim_t bytes)
 	ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &rl), 0, "setrlimit(RLIMIT_FSIZE)");
 }
 
-/* The sinks on path, rotating at max_size (0: never) into compressed backups. */
-static void open_sinks_rotating(uint64_t max_size)
+/*
+ * The sinks on path, rotating at max_size (0: never) into compressed backups,
+ * each live file kept at least min_interval seconds.
+ */
+static void open_sinks_rotating_after(uint64_t max_size, uint32_t min_interval)
 {
 	struct sm_config cfg;
 	struct sm_error err = {{0}};
@@ -83,9 +86,15 @@ static void open_sinks_rotating(uint64_t max_size)
 	cfg.flowlog_max_size = max_size;
 	cfg.flowlog_max_backups = 10;
 	cfg.flowlog_compress = true;
+	cfg.flowlog_rotate_min_interval = min_interval;
 	sinks = sm_sinks_new(&cfg, &err);
 	if (!sinks)
 		fail_msg("sm_sinks_new: %s", err.msg);
+}
+
+static void open_sinks_rotating(uint64_t max_size)
+{
+	open_sinks_rotating_after(max_size, 0);
 }
 
 static void open_sinks(void)
@@ -301,12 +310,58 @@ static void test_newest_backup_uncompressed(void **state)
 	ASSERT_EQ(backup_exists(3, ""), false, "PATH.3's plain file gone");
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * rotate_min_interval: a burst past max_size does not rotate the live file
+ * before it has been open that long (so a shipper following the file by name
+ * has time to open each one); the file grows meanwhile, and the first record
+ * after that rotates it.
+ */
+static void test_rotate_min_interval(void **state)
+{
+	struct sm_sinks_stats st;
+	struct stat sb;
+	int64_t opened = now_ms();
+	uint64_t cookie = 1;
+	int i;
+
+	open_sinks_rotating_after(4096, 1);
+	for (i = 0; i < 30; i++)
+		emit(cookie++);
+	ASSERT_EQ(sm_sinks_flush(sinks, 10000), 0, "flush");
+	sm_sinks_stats(sinks, &st);
+	if (now_ms() - opened < 1000) {
+		ASSERT_EQ(st.rotations, 0, "no rotation within the first second");
+		ASSERT_EQ(stat(path, &sb), 0, "stat the live file");
+		ASSERT_GE(sb.st_size, 3 * 4096, "the live file grew past max_size meanwhile");
+	}
+	for (i = 0; i < 1000 && st.rotations == 0; i++) {
+		emit(cookie++);
+		ASSERT_EQ(sm_sinks_flush(sinks, 10000), 0, "flush");
+		sm_sinks_stats(sinks, &st);
+		if (!st.rotations)
+			usleep(10000);
+	}
+	ASSERT_EQ(st.rotations, 1, "rotated once the second had passed");
+	ASSERT_GE(now_ms() - opened, 1000, "not before");
+	ASSERT_EQ(backup_exists(1, ""), true, "PATH.1 holds the burst");
+	ASSERT_EQ(st.written, cookie - 1, "every record written");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_full_then_space, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unfinished_line_at_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newest_backup_uncompressed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rotate_min_interval, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("sinks", tests, NULL, NULL);

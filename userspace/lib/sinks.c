@@ -95,6 +95,7 @@ struct sink_conf {
 	bool to_stdout;
 	uint64_t max_size;
 	uint32_t max_backups;
+	uint32_t rotate_min_ms; /* a live file is rotated no sooner than this after its open */
 	bool compress;
 	struct sm_flowfilter *allow[SM_CONFIG_LIST_MAX];
 	struct sm_flowfilter *deny[SM_CONFIG_LIST_MAX];
@@ -170,6 +171,7 @@ struct sm_sinks {
 	size_t *off; /* line i of the batch at buf + off[i], off[n] the end */
 	size_t offcap;
 	int64_t reopen_ms; /* the last try to open the file after an open failed */
+	int64_t opened_ms; /* when the live file was opened (rotate_min_ms counts from it) */
 
 	/* the compressor's jobs, under z_mu; failed ones are tried again at the next rotation */
 	struct zjob *zq;
@@ -246,6 +248,7 @@ static struct sink_conf *conf_new(const struct sm_config *cfg, struct sm_error *
 	c->max_size = cfg->flowlog_max_size;
 	c->max_backups = cfg->flowlog_max_backups;
 	c->compress = cfg->flowlog_compress;
+	c->rotate_min_ms = cfg->flowlog_rotate_min_interval * 1000U;
 	c->rate = cfg->flowlog_denied_rate;
 	c->burst = cfg->flowlog_denied_burst ? cfg->flowlog_denied_burst : 1;
 	c->fields = cfg->flowlog_fields;
@@ -714,6 +717,7 @@ static int file_open(struct sm_sinks *s)
 		s->file.fd = open(s->w_conf.file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 	if (s->file.fd < 0)
 		return -errno;
+	s->opened_ms = mono_ms();
 	s->size = fstat(s->file.fd, &st) == 0 ? (uint64_t) st.st_size : 0;
 	if (s->size)
 		file_cut_unfinished(s);
@@ -795,6 +799,7 @@ static void writer_apply_conf(struct sm_sinks *s)
 	s->w_conf.max_size = c->max_size;
 	s->w_conf.max_backups = c->max_backups;
 	s->w_conf.compress = c->compress;
+	s->w_conf.rotate_min_ms = c->rotate_min_ms;
 	pthread_rwlock_unlock(&s->conf_lock);
 	reopen = strcmp(file, s->w_conf.file) != 0 || s->file.fd < 0;
 	s->file.counts = file[0] != '\0';
@@ -820,6 +825,18 @@ static void writer_apply_conf(struct sm_sinks *s)
 		return;
 	}
 	bk_scan(s);
+}
+
+/*
+ * Past max_size, whether the live file has been open rotate_min_ms yet. A
+ * shipper that follows the file by name (rsyslog imfile) opens each new file
+ * some time after it appears; in a burst that rotates many times a second a
+ * file could be renamed away before it was ever opened, and it would never
+ * be read. Until then the file grows past max_size.
+ */
+static bool rotate_due(const struct sm_sinks *s)
+{
+	return mono_ms() - s->opened_ms >= (int64_t) s->w_conf.rotate_min_ms;
 }
 
 /* Room for n lines of total bytes in buf and off. 0 or -ENOMEM. */
@@ -879,7 +896,7 @@ static void writer_batch(struct sm_sinks *s, struct sink_line *lines, size_t n)
 
 			/* a record goes whole into the file that has room for it */
 			if (s->file.fd >= 0 && s->w_conf.max_size && s->size + pending > 0 &&
-			    s->size + pending + len > s->w_conf.max_size) {
+			    s->size + pending + len > s->w_conf.max_size && rotate_due(s)) {
 				out_lines(s, &s->file, lines, start, i);
 				start = i;
 				/*
