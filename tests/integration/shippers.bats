@@ -5,7 +5,7 @@
 # imfile, run as a plain process with the configuration docs/operations.md
 # shows (its paths replaced), follows the flow log through a burst of 20,000
 # records at max_size 1MiB with compression on, stopped for the burst's first
-# 4,000 records as a busy shipper falls behind, and ships every record once:
+# 2,400 records as a busy shipper falls behind, and ships every record once:
 # each live file is kept flowlog.rotate_min_interval (1 s by default), so
 # rsyslog opens every one, and the newest backup stays plain until the next
 # rotation. rsyslogd is started here with its
@@ -111,15 +111,20 @@ start_rsyslog() {
 	sm_wait_until 30 shipped_at_least 20
 
 	# the burst: 5,000 connections, 4 records each (both sockets' conn_start and
-	# conn_end); rsyslog is stopped for its first 4,000 records (about 3.7 MiB), as a
-	# busy shipper falls behind: it must still open every file after it goes on
+	# conn_end); rsyslog is stopped, as a busy shipper falls behind, until the file
+	# has rotated and 2,400 records (2.2 MiB) are written: rotating at max_size at
+	# once made two rotations by then, and rsyslog never opened the file between
+	# them. With the file kept a second it has most of that second left to open it.
 	before=$(status_flows records)
+	r0=$(status_flows rotations)
 	kill -STOP "$RS_PID"
 	sb_run node1 client "$SMTRAFFIC" rr --connect 10.11.0.1:9090 --count 5000 --size 1 \
 		--new-conn --timeout 300
 	burst=$SB_RUN_PID
-	records_at_least() { [ "$(status_flows records)" -ge "$1" ]; }
-	sm_wait_until 60 records_at_least $((before + 4000))
+	rotated_and_written() {
+		[ "$(status_flows rotations)" -gt "$r0" ] && [ "$(status_flows records)" -ge "$1" ]
+	}
+	sm_wait_until 60 rotated_and_written $((before + 2400))
 	r_stopped=$(status_flows rotations)
 	kill -CONT "$RS_PID"
 	sb_wait_pid "$burst" 300
