@@ -26,13 +26,16 @@
  *
  * Rotation: the live file PATH is renamed to PATH.N (N = 1, 2, ... counting
  * up, continuing after the highest N found at start) and a new PATH is
- * opened, so tailers that follow by name see a new file. The newest backup
- * stays PATH.N, uncompressed, until the next rotation (logrotate's
- * delaycompress): a shipper that follows PATH by name (rsyslog imfile,
- * Vector, Fluent Bit) is still reading the renamed file's end after the
- * rotation, and some of them stop reading a file as soon as it is removed,
- * so compressing it at once lost what they had not read yet. At each
- * rotation the compressor gets the backup before the new one: it writes
+ * opened, so tailers that follow by name see a new file. A live file is
+ * rotated no sooner than rotate_min_interval after it was opened (it grows
+ * past max_size meanwhile): a shipper that follows PATH by name (rsyslog
+ * imfile, Vector, Fluent Bit) opens each new file some time after it
+ * appears, and one renamed away before that is never read. The newest
+ * backup stays PATH.N, uncompressed, until the next rotation (logrotate's
+ * delaycompress), since such a shipper may still be reading the renamed
+ * file's end, and removing it could take that from under a shipper that
+ * reopens by name. At each rotation the compressor gets the backup before
+ * the new one: it writes
  * PATH.N.gz.tmp, renames it to PATH.N.gz only when complete, then removes
  * PATH.N. A restarted daemon likewise leaves the newest backup it finds
  * plain. Backups beyond max_backups are removed oldest (lowest N) first.
