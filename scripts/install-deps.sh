@@ -24,9 +24,12 @@ GROUP[build]="clang gcc make pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
 GROUP[unit]="libcmocka-dev etcd-server etcd-client openssl"
 GROUP[lint]="cppcheck clang-tidy clang-format python3 python3-jsonschema"
 # openssl: scripts/test-pki.sh; curl and python3-prometheus-client:
-# tests/integration/metrics.bats (a real HTTP client and Prometheus text parser)
+# tests/integration/metrics.bats (a real HTTP client and Prometheus text parser);
+# rsyslog: tests/integration/shippers.bats (imfile follows the flow log); prometheus:
+# tests/integration/prometheus.bats (scrapes the admin port). Both run as plain
+# processes the tests start: nothing uses the services the packages install.
 GROUP[integration]="bats iproute2 procps psmisc socat iperf3 jq python3 python3-jsonschema
-	openssl curl python3-prometheus-client"
+	openssl curl python3-prometheus-client rsyslog prometheus"
 # libFuzzer's runtime; llvm-profdata and llvm-cov for make fuzz-coverage
 GROUP[fuzz]="libclang-rt-14-dev llvm"
 # bench/hbone.sh compares against HAProxy

@@ -106,6 +106,7 @@ static void test_defaults(void **state)
 	ASSERT_EQ(cfg->flowlog_max_size, 10 << 20, "flowlog.max_size");
 	ASSERT_EQ(cfg->flowlog_max_backups, 5, "flowlog.max_backups");
 	ASSERT_EQ(cfg->flowlog_compress, true, "flowlog.compress");
+	ASSERT_EQ(cfg->flowlog_rotate_min_interval, 1, "flowlog.rotate_min_interval");
 	ASSERT_EQ(cfg->flowlog_allow.n + cfg->flowlog_deny.n + cfg->flowlog_fields.n, 0,
 		  "flowlog.allow, deny, fields empty");
 	ASSERT_EQ(cfg->flowlog_denied_rate, 100, "flowlog.denied_rate");

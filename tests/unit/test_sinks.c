@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Unit tests of userspace/lib/sinks.c, the flow-log file sink, when writes
- * fail: a file size limit (RLIMIT_FSIZE, EFBIG past it) stands in for a full
- * disk, so a write can stop part way through a line, as on a full disk.
+ * Unit tests of userspace/lib/sinks.c, the flow-log file sink: when writes
+ * fail (a file size limit, RLIMIT_FSIZE with EFBIG past it, stands in for a
+ * full disk, so a write can stop part way through a line, as on a full
+ * disk), and which backups rotation leaves uncompressed for log shippers.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <dirent.h>
 #include <json-c/json.h>
 
 #include "check.h"
@@ -42,9 +44,21 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	setrlimit(RLIMIT_FSIZE, &saved_fsize);
+	DIR *dh;
+	struct dirent *de;
+	char name[256];
+
 	sm_sinks_free(sinks);
 	sinks = NULL;
-	unlink(path);
+	dh = opendir(dir);
+	while (dh && (de = readdir(dh))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(name, sizeof(name), "%s/%s", dir, de->d_name);
+		unlink(name);
+	}
+	if (dh)
+		closedir(dh);
 	rmdir(dir);
 	return 0;
 }
@@ -57,7 +71,11 @@ static void limit_file_size(rlim_t bytes)
 	ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &rl), 0, "setrlimit(RLIMIT_FSIZE)");
 }
 
-static void open_sinks(void)
+/*
+ * The sinks on path, rotating at max_size (0: never) into compressed backups,
+ * each live file kept at least min_interval seconds.
+ */
+static void open_sinks_rotating_after(uint64_t max_size, uint32_t min_interval)
 {
 	struct sm_config cfg;
 	struct sm_error err = {{0}};
@@ -65,10 +83,23 @@ static void open_sinks(void)
 	sm_config_defaults(&cfg);
 	strcpy(cfg.node, "node1");
 	strcpy(cfg.flowlog_file, path);
-	cfg.flowlog_max_size = 0;
+	cfg.flowlog_max_size = max_size;
+	cfg.flowlog_max_backups = 10;
+	cfg.flowlog_compress = true;
+	cfg.flowlog_rotate_min_interval = min_interval;
 	sinks = sm_sinks_new(&cfg, &err);
 	if (!sinks)
 		fail_msg("sm_sinks_new: %s", err.msg);
+}
+
+static void open_sinks_rotating(uint64_t max_size)
+{
+	open_sinks_rotating_after(max_size, 0);
+}
+
+static void open_sinks(void)
+{
+	open_sinks_rotating(0);
 }
 
 static void emit(uint64_t cookie)
@@ -214,11 +245,123 @@ static void test_unfinished_line_at_open(void **state)
 	ASSERT_EQ(memcmp(buf, "{\"version\":1}\n{", 15), 0, "the complete line, then the record");
 }
 
+/* Whether PATH.seq (ext "") or PATH.seq.gz (ext ".gz") exists. */
+static bool backup_exists(unsigned int seq, const char *ext)
+{
+	char name[192];
+
+	snprintf(name, sizeof(name), "%s.%u%s", path, seq, ext);
+	return access(name, F_OK) == 0;
+}
+
+/* Records, one at a time, until the sinks have rotated want times since they opened. */
+static void emit_until_rotations(uint64_t want, uint64_t *cookie)
+{
+	struct sm_sinks_stats st;
+
+	for (int i = 0; i < 1000; i++) {
+		sm_sinks_stats(sinks, &st);
+		if (st.rotations >= want)
+			break;
+		emit((*cookie)++);
+		ASSERT_EQ(sm_sinks_flush(sinks, 10000), 0, "flush");
+	}
+	ASSERT_EQ(st.rotations, want, "rotated as often as wanted");
+}
+
+/*
+ * A log shipper that follows the file by name (rsyslog imfile, Vector,
+ * Fluent Bit) still reads the newest backup after a rotation: it stays
+ * PATH.N, uncompressed, until the next rotation (logrotate's delaycompress),
+ * also across a restart; the older ones are gzipped.
+ */
+static void test_newest_backup_uncompressed(void **state)
+{
+	struct sm_sinks_stats st;
+	uint64_t cookie = 1;
+
+	open_sinks_rotating(4096);
+	emit_until_rotations(1, &cookie);
+	ASSERT_EQ(backup_exists(1, ""), true, "after one rotation PATH.1 is there for a shipper");
+	ASSERT_EQ(backup_exists(1, ".gz"), false, "and not compressed yet");
+
+	emit_until_rotations(3, &cookie);
+	ASSERT_EQ(backup_exists(3, ""), true, "the newest backup, PATH.3, stays uncompressed");
+	ASSERT_EQ(backup_exists(3, ".gz"), false, "PATH.3 has no .gz yet");
+	for (unsigned int seq = 1; seq <= 2; seq++) {
+		ASSERT_EQ(backup_exists(seq, ".gz"), true, "an older backup is gzipped");
+		ASSERT_EQ(backup_exists(seq, ""), false, "and its plain file gone");
+	}
+	sm_sinks_stats(sinks, &st);
+	ASSERT_EQ(st.compressed, 2, "all backups but the newest compressed");
+
+	/* a restarted daemon finds PATH.3 plain and leaves it for the shipper */
+	sm_sinks_free(sinks);
+	sinks = NULL;
+	open_sinks_rotating(4096);
+	ASSERT_EQ(sm_sinks_flush(sinks, 10000), 0, "flush");
+	ASSERT_EQ(backup_exists(3, ""), true, "after a restart PATH.3 is still plain");
+	ASSERT_EQ(backup_exists(3, ".gz"), false, "and not compressed");
+
+	/* the next rotation compresses it */
+	emit_until_rotations(1, &cookie);
+	ASSERT_EQ(backup_exists(4, ""), true, "the new newest backup PATH.4 plain");
+	ASSERT_EQ(backup_exists(3, ".gz"), true, "PATH.3 gzipped at the next rotation");
+	ASSERT_EQ(backup_exists(3, ""), false, "PATH.3's plain file gone");
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * rotate_min_interval: a burst past max_size does not rotate the live file
+ * before it has been open that long (so a shipper following the file by name
+ * has time to open each one); the file grows meanwhile, and the first record
+ * after that rotates it.
+ */
+static void test_rotate_min_interval(void **state)
+{
+	struct sm_sinks_stats st;
+	struct stat sb;
+	int64_t opened = now_ms();
+	uint64_t cookie = 1;
+	int i;
+
+	open_sinks_rotating_after(4096, 1);
+	for (i = 0; i < 30; i++)
+		emit(cookie++);
+	ASSERT_EQ(sm_sinks_flush(sinks, 10000), 0, "flush");
+	sm_sinks_stats(sinks, &st);
+	if (now_ms() - opened < 1000) {
+		ASSERT_EQ(st.rotations, 0, "no rotation within the first second");
+		ASSERT_EQ(stat(path, &sb), 0, "stat the live file");
+		ASSERT_GE(sb.st_size, 3 * 4096, "the live file grew past max_size meanwhile");
+	}
+	for (i = 0; i < 1000 && st.rotations == 0; i++) {
+		emit(cookie++);
+		ASSERT_EQ(sm_sinks_flush(sinks, 10000), 0, "flush");
+		sm_sinks_stats(sinks, &st);
+		if (!st.rotations)
+			usleep(10000);
+	}
+	ASSERT_EQ(st.rotations, 1, "rotated once the second had passed");
+	ASSERT_GE(now_ms() - opened, 1000, "not before");
+	ASSERT_EQ(backup_exists(1, ""), true, "PATH.1 holds the burst");
+	ASSERT_EQ(st.written, cookie - 1, "every record written");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_full_then_space, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unfinished_line_at_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_newest_backup_uncompressed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rotate_min_interval, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("sinks", tests, NULL, NULL);

@@ -145,6 +145,9 @@ static const struct cfg_key cfg_keys[] = {
 	{"flowlog", "max_backups", CK_U32, F(flowlog_max_backups), 0, 0, 1000,
 	 "set how many rotated files to keep, e.g. 5"},
 	{"flowlog", "compress", CK_BOOL, F(flowlog_compress), 0, 0, 0, "set true or false"},
+	{"flowlog", "rotate_min_interval", CK_U32, F(flowlog_rotate_min_interval), 0, 0, 3600,
+	 "set how many seconds a live file is kept at least before it is rotated, e.g. 1; "
+	 "or 0 to rotate at max_size at once"},
 	{"flowlog", "allow", CK_FILTERS, F(flowlog_allow), 0, 0, 0,
 	 "set a list of flow filters, e.g. [\"verdict=DROPPED\", \"to-port=443\"] "
 	 "(docs/flow-schema.md, Filters)"},
@@ -234,6 +237,7 @@ void sm_config_defaults(struct sm_config *cfg)
 	cfg->flowlog_max_size = 10ULL << 20;
 	cfg->flowlog_max_backups = 5;
 	cfg->flowlog_compress = true;
+	cfg->flowlog_rotate_min_interval = 1;
 	cfg->flowlog_denied_rate = 100;
 	cfg->flowlog_denied_burst = 200;
 	cfg->flowlog_ring_size = 4096;

@@ -97,6 +97,7 @@ struct sm_config {
 	uint64_t flowlog_max_size;    /* flowlog.max_size (bytes), 10 MiB; 0 = never rotate */
 	uint32_t flowlog_max_backups; /* flowlog.max_backups, 5 */
 	bool flowlog_compress;	      /* flowlog.compress: gzip the backups, true */
+	uint32_t flowlog_rotate_min_interval; /* flowlog.rotate_min_interval (s), 1; 0 = none */
 	struct sm_config_list flowlog_allow;  /* flowlog.allow: filters (flowfilter.h), any */
 	struct sm_config_list flowlog_deny;   /* flowlog.deny: filters, none may match */
 	struct sm_config_list flowlog_fields; /* flowlog.fields: field paths to keep, [] = all */

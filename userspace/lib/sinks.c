@@ -26,10 +26,20 @@
  *
  * Rotation: the live file PATH is renamed to PATH.N (N = 1, 2, ... counting
  * up, continuing after the highest N found at start) and a new PATH is
- * opened, so tailers that follow by name see a new file. The compressor
- * writes PATH.N.gz.tmp, renames it to PATH.N.gz only when complete, then
- * removes PATH.N. Backups beyond max_backups are removed oldest (lowest N)
- * first. Every record is one write of whole lines to one file: none is split
+ * opened, so tailers that follow by name see a new file. A live file is
+ * rotated no sooner than rotate_min_interval after it was opened (it grows
+ * past max_size meanwhile): a shipper that follows PATH by name (rsyslog
+ * imfile, Vector, Fluent Bit) opens each new file some time after it
+ * appears, and one renamed away before that is never read. The newest
+ * backup stays PATH.N, uncompressed, until the next rotation (logrotate's
+ * delaycompress), since such a shipper may still be reading the renamed
+ * file's end, and removing it could take that from under a shipper that
+ * reopens by name. At each rotation the compressor gets the backup before
+ * the new one: it writes
+ * PATH.N.gz.tmp, renames it to PATH.N.gz only when complete, then removes
+ * PATH.N. A restarted daemon likewise leaves the newest backup it finds
+ * plain. Backups beyond max_backups are removed oldest (lowest N) first.
+ * Every record is one write of whole lines to one file: none is split
  * across files or lost by a rotation.
  */
 #include "sinks.h"
@@ -88,6 +98,7 @@ struct sink_conf {
 	bool to_stdout;
 	uint64_t max_size;
 	uint32_t max_backups;
+	uint32_t rotate_min_ms; /* a live file is rotated no sooner than this after its open */
 	bool compress;
 	struct sm_flowfilter *allow[SM_CONFIG_LIST_MAX];
 	struct sm_flowfilter *deny[SM_CONFIG_LIST_MAX];
@@ -163,6 +174,7 @@ struct sm_sinks {
 	size_t *off; /* line i of the batch at buf + off[i], off[n] the end */
 	size_t offcap;
 	int64_t reopen_ms; /* the last try to open the file after an open failed */
+	int64_t opened_ms; /* when the live file was opened (rotate_min_ms counts from it) */
 
 	/* the compressor's jobs, under z_mu; failed ones are tried again at the next rotation */
 	struct zjob *zq;
@@ -239,6 +251,7 @@ static struct sink_conf *conf_new(const struct sm_config *cfg, struct sm_error *
 	c->max_size = cfg->flowlog_max_size;
 	c->max_backups = cfg->flowlog_max_backups;
 	c->compress = cfg->flowlog_compress;
+	c->rotate_min_ms = cfg->flowlog_rotate_min_interval * 1000U;
 	c->rate = cfg->flowlog_denied_rate;
 	c->burst = cfg->flowlog_denied_burst ? cfg->flowlog_denied_burst : 1;
 	c->fields = cfg->flowlog_fields;
@@ -331,9 +344,9 @@ static void zq_push(struct sm_sinks *s, uint64_t seq)
 }
 
 /*
- * Hand PATH.seq to the compressor, and again the backups whose compression
- * failed (a full disk, most likely; a source pruned meanwhile is skipped).
- * Under z_mu.
+ * Hand PATH.seq (seq 0: none) to the compressor, and again the backups whose
+ * compression failed (a full disk, most likely; a source pruned or already
+ * compressed meanwhile is skipped). Under z_mu.
  */
 static void zjob_add(struct sm_sinks *s, uint64_t seq)
 {
@@ -342,7 +355,8 @@ static void zjob_add(struct sm_sinks *s, uint64_t seq)
 			zq_push(s, s->zretry[i].seq);
 	}
 	s->zretry_len = 0;
-	zq_push(s, seq);
+	if (seq)
+		zq_push(s, seq);
 	pthread_cond_signal(&s->z_cv);
 }
 
@@ -357,7 +371,8 @@ static int cmp_u64(const void *a, const void *b)
  * The backups already next to the live file (a restarted daemon continues
  * their numbering): PATH.N and PATH.N.gz. Leftover .gz.tmp files are removed;
  * PATH.N next to a complete PATH.N.gz is removed; PATH.N alone is queued for
- * compression when compress is on.
+ * compression when compress is on, but for the newest backup, which a
+ * shipper may still be reading (the next rotation compresses it).
  */
 static void bk_scan(struct sm_sinks *s)
 {
@@ -422,7 +437,7 @@ static void bk_scan(struct sm_sinks *s)
 			continue;
 		if (access(gz, F_OK) == 0)
 			unlink(name); /* the .gz was renamed into place only when complete */
-		else if (s->w_conf.compress)
+		else if (s->w_conf.compress && i + 1 < s->nbk)
 			zjob_add(s, s->bk[i]);
 	}
 	bk_prune(s, s->w_conf.max_backups);
@@ -705,6 +720,7 @@ static int file_open(struct sm_sinks *s)
 		s->file.fd = open(s->w_conf.file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 	if (s->file.fd < 0)
 		return -errno;
+	s->opened_ms = mono_ms();
 	s->size = fstat(s->file.fd, &st) == 0 ? (uint64_t) st.st_size : 0;
 	if (s->size)
 		file_cut_unfinished(s);
@@ -754,8 +770,9 @@ static void file_rotate(struct sm_sinks *s)
 	s->rotate_failing = false;
 	if (s->w_conf.max_backups) {
 		s->last_seq = seq;
+		/* the backup before this one: this one is the shippers' for a rotation yet */
 		if (bk_push(s, seq) == 0 && s->w_conf.compress)
-			zjob_add(s, seq);
+			zjob_add(s, s->nbk >= 2 ? s->bk[s->nbk - 2] : 0);
 	}
 	pthread_mutex_unlock(&s->z_mu);
 	if (file_open(s)) {
@@ -785,6 +802,7 @@ static void writer_apply_conf(struct sm_sinks *s)
 	s->w_conf.max_size = c->max_size;
 	s->w_conf.max_backups = c->max_backups;
 	s->w_conf.compress = c->compress;
+	s->w_conf.rotate_min_ms = c->rotate_min_ms;
 	pthread_rwlock_unlock(&s->conf_lock);
 	reopen = strcmp(file, s->w_conf.file) != 0 || s->file.fd < 0;
 	s->file.counts = file[0] != '\0';
@@ -810,6 +828,18 @@ static void writer_apply_conf(struct sm_sinks *s)
 		return;
 	}
 	bk_scan(s);
+}
+
+/*
+ * Past max_size, whether the live file has been open rotate_min_ms yet. A
+ * shipper that follows the file by name (rsyslog imfile) opens each new file
+ * some time after it appears; in a burst that rotates many times a second a
+ * file could be renamed away before it was ever opened, and it would never
+ * be read. Until then the file grows past max_size.
+ */
+static bool rotate_due(const struct sm_sinks *s)
+{
+	return mono_ms() - s->opened_ms >= (int64_t) s->w_conf.rotate_min_ms;
 }
 
 /* Room for n lines of total bytes in buf and off. 0 or -ENOMEM. */
@@ -869,7 +899,7 @@ static void writer_batch(struct sm_sinks *s, struct sink_line *lines, size_t n)
 
 			/* a record goes whole into the file that has room for it */
 			if (s->file.fd >= 0 && s->w_conf.max_size && s->size + pending > 0 &&
-			    s->size + pending + len > s->w_conf.max_size) {
+			    s->size + pending + len > s->w_conf.max_size && rotate_due(s)) {
 				out_lines(s, &s->file, lines, start, i);
 				start = i;
 				/*
