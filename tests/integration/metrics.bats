@@ -86,42 +86,12 @@ tcp_from_metrics() {
 		| from_entries' <<<"$1"
 }
 
-# tcp_from_flowlog NODE: the same, computed from the node's flow log by the documented
-# rules: connection records of workload sockets; reporter from traffic_direction; sent =
-# destination → source, received = source → destination; conn_start opens, conn_end closes;
-# every record of a connection (socket_cookie) counts in the label set of its first record.
-tcp_from_flowlog() {
-	jq -sS 'def key: (.traffic_direction == "INGRESS") as $in
-			| [(if $in then "destination" else "source" end),
-			   (.source.workload // "unknown"), (.source.spiffe_id // "unknown"),
-			   (.destination.workload // "unknown"), (.destination.spiffe_id // "unknown"),
-			   (if .tls.encrypted == true then "mutual_tls" else "none" end)] | join("|");
-		reduce (.[] | select((.type == "conn_start" or .type == "conn_update" or .type == "conn_end")
-			and .socket_cookie != 0)) as $r ({conns: {}, out: []};
-			($r.socket_cookie | tostring) as $c
-			| (if $r.type == "conn_start" then ($r | key) else (.conns[$c] // ($r | key)) end) as $k
-			| .conns[$c] = $k
-			| if $r.type == "conn_end" then .conns |= del(.[$c]) else . end
-			| (($r.traffic_direction == "INGRESS") as $in
-			   | .out += [{key: $k,
-				sent_bytes: (if $in then $r.delta.bytes_sent else $r.delta.bytes_received end),
-				received_bytes: (if $in then $r.delta.bytes_received else $r.delta.bytes_sent end),
-				connections_opened: (if $r.type == "conn_start" then 1 else 0 end),
-				connections_closed: (if $r.type == "conn_end" then 1 else 0 end)}]))
-		| .out
-		| group_by(.key) | map({key: .[0].key, value: {
-			sent_bytes: (map(.sent_bytes) | add), received_bytes: (map(.received_bytes) | add),
-			connections_opened: (map(.connections_opened) | add),
-			connections_closed: (map(.connections_closed) | add)}})
-		| from_entries' "$(sb_flowlog "$1")"
-}
-
 # tcp_agrees NODE: the metrics equal the flow log's sums, for every label set.
 tcp_agrees() {
 	local samples m f
 	samples=$(scrape "$1") || return 1
 	m=$(tcp_from_metrics "$samples")
-	f=$(tcp_from_flowlog "$1")
+	f=$(sm_tcp_from_flowlog "$1")
 	if [ "$m" != "$f" ]; then
 		echo "$1: metrics and flow log differ:" >&2
 		diff <(echo "$m") <(echo "$f") >&2

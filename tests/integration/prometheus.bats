@@ -25,15 +25,6 @@ teardown() {
 	sm_teardown
 }
 
-# doc_block FIRST_LINE: the fenced block of docs/operations.md that begins with FIRST_LINE.
-doc_block() {
-	awk -v first="$1" '
-		/^```/ { if (inb) exit; fence = 1; next }
-		fence && $0 == first { inb = 1 }
-		{ fence = 0 }
-		inb { print }' "$SM_REPO/docs/operations.md"
-}
-
 # in_node1 CMD...: CMD in node1's network namespace, as docs/operations.md says to enter it.
 in_node1() {
 	nsenter --net="/run/netns/$(sb_ns node1)" -- "$@"
@@ -69,42 +60,11 @@ tcp_from_prometheus() {
 		| from_entries'
 }
 
-# tcp_from_flowlog NODE: the same sums from the node's flow log, by docs/metrics.md's
-# rules (as tests/integration/metrics.bats computes them): connection records of
-# workload sockets; reporter from traffic_direction; sent = destination → source,
-# received = source → destination; conn_start opens, conn_end closes; every record of
-# a connection (socket_cookie) counts in the label set of its first record.
-tcp_from_flowlog() {
-	jq -sS 'def key: (.traffic_direction == "INGRESS") as $in
-			| [(if $in then "destination" else "source" end),
-			   (.source.workload // "unknown"), (.source.spiffe_id // "unknown"),
-			   (.destination.workload // "unknown"), (.destination.spiffe_id // "unknown"),
-			   (if .tls.encrypted == true then "mutual_tls" else "none" end)] | join("|");
-		reduce (.[] | select((.type == "conn_start" or .type == "conn_update" or .type == "conn_end")
-			and .socket_cookie != 0)) as $r ({conns: {}, out: []};
-			($r.socket_cookie | tostring) as $c
-			| (if $r.type == "conn_start" then ($r | key) else (.conns[$c] // ($r | key)) end) as $k
-			| .conns[$c] = $k
-			| if $r.type == "conn_end" then .conns |= del(.[$c]) else . end
-			| (($r.traffic_direction == "INGRESS") as $in
-			   | .out += [{key: $k,
-				sent_bytes: (if $in then $r.delta.bytes_sent else $r.delta.bytes_received end),
-				received_bytes: (if $in then $r.delta.bytes_received else $r.delta.bytes_sent end),
-				connections_opened: (if $r.type == "conn_start" then 1 else 0 end),
-				connections_closed: (if $r.type == "conn_end" then 1 else 0 end)}]))
-		| .out
-		| group_by(.key) | map({key: .[0].key, value: {
-			sent_bytes: (map(.sent_bytes) | add), received_bytes: (map(.received_bytes) | add),
-			connections_opened: (map(.connections_opened) | add),
-			connections_closed: (map(.connections_closed) | add)}})
-		| from_entries' "$(sb_flowlog "$1")"
-}
-
 # What Prometheus returns equals the flow log's sums, for every label set.
 prometheus_agrees() {
 	local p f
 	p=$(tcp_from_prometheus) || return 1
-	f=$(tcp_from_flowlog node1)
+	f=$(sm_tcp_from_flowlog node1)
 	[ "$p" = "$f" ] && return 0
 	diff <(echo "$p") <(echo "$f") >"$SB_DIR/prometheus.diff"
 	return 1
@@ -115,7 +75,7 @@ start_prometheus() {
 	mkdir -p "$PROM_DIR/data" || return 1
 	{
 		printf 'global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n'
-		doc_block '# /etc/prometheus/prometheus.yml' | sed 's/scrape_interval: 15s/scrape_interval: 1s/'
+		sm_doc_block '# /etc/prometheus/prometheus.yml' | sed 's/scrape_interval: 15s/scrape_interval: 1s/'
 	} >"$PROM_DIR/prometheus.yml"
 	grep -q 'job_name: sockmesh' "$PROM_DIR/prometheus.yml" || {
 		echo "no Prometheus block found in docs/operations.md" >&2
@@ -159,7 +119,7 @@ start_prometheus() {
 	[ "$(jq -r --arg k "source|$c|server|$SM_SERVER_ID|mutual_tls" '.[$k].connections_closed' <<<"$TCP")" -eq 3 ]
 
 	# the query docs/operations.md shows, as written there
-	query=$(doc_block 'curl -s http://127.0.0.1:9090/api/v1/query --data-urlencode \')
+	query=$(sm_doc_block 'curl -s http://127.0.0.1:9090/api/v1/query --data-urlencode \')
 	[ -n "$query" ]
 	run in_node1 sh -c "$query"
 	echo "$output"

@@ -32,15 +32,6 @@ teardown() {
 	sm_teardown
 }
 
-# doc_block FIRST_LINE: the fenced block of docs/operations.md that begins with FIRST_LINE.
-doc_block() {
-	awk -v first="$1" '
-		/^```/ { if (inb) exit; fence = 1; next }
-		fence && $0 == first { inb = 1 }
-		{ fence = 0 }
-		inb { print }' "$SM_REPO/docs/operations.md"
-}
-
 status_flows() { # KEY: a flows counter of node1's status
 	sm_status node1 | jq -er --arg k "$1" '.flows[$k]'
 }
@@ -78,7 +69,7 @@ start_rsyslog() {
 	mkdir -p "$RS_DIR/work" || return 1
 	{
 		echo "global(workDirectory=\"$RS_DIR/work\")"
-		doc_block '# /etc/rsyslog.d/30-sockmesh-flows.conf' |
+		sm_doc_block '# /etc/rsyslog.d/30-sockmesh-flows.conf' |
 			sed -e "s|/var/log/sockmesh-shipped/flows.jsonl|$RS_DIR/out.jsonl|" \
 				-e "s|/var/log/sockmesh/flows.jsonl|$LOG|"
 	} >"$RS_DIR/rsyslog.conf"
