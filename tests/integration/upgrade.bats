@@ -169,6 +169,11 @@ log_has() { # NODE PATTERN
 	# fixed, it goes through
 	cp "$cfg.good" "$cfg"
 	upgrade node1
+	# the instance locks moved with it, and name it: --cleanup stays off its programs
+	run timeout 30 "$SOCKMESHD" --cleanup --bpffs "$(sb_bpffs_dir node1)"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"running sockmeshd (pid $NEW_PID)"* ]]
 	n0=$(dial_count "$prog")
 	sm_wait_until 30 at_least_dials "$prog" $((n0 + 50))
 	touch "$stop"

@@ -690,6 +690,15 @@ close_sp:
 
 void sm_handoff_stop(struct sm_daemon *d)
 {
+	/* stopped while a successor starts: the operator stops the service, not half of it */
+	if (hs.state == PRED_SPAWNING && hs.succ_pid > 0) {
+		pr_warn("upgrade: stopping the new sockmeshd (pid %d) too: this daemon stops "
+			"before "
+			"it was ready",
+			(int) hs.succ_pid);
+		kill(hs.succ_pid, SIGKILL);
+		hs.state = PRED_IDLE;
+	}
 	if (hs.coord_ev)
 		sm_evloop_del(d->loop, hs.coord_ev);
 	hs.coord_ev = NULL;
