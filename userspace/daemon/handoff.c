@@ -583,21 +583,20 @@ int sm_handoff_start(struct sm_daemon *d, char **argv, const struct sm_handoff_o
 	return hs.spawner_ev ? 0 : -errno;
 }
 
-static int add_fds(char *env, size_t len, const char *name, const int *fds, unsigned int n,
-		   unsigned int *next)
+/* Append ";NAME=a,b,..." naming the next n descriptors (3, 4, ... in the order sent). */
+static int add_fds(char *env, size_t len, const char *name, unsigned int n, unsigned int *next)
 {
 	size_t off = strlen(env);
 
 	off += (size_t) snprintf(env + off, len - off, "%s%s=", off ? ";" : "", name);
 	for (unsigned int i = 0; i < n && off < len; i++)
 		off += (size_t) snprintf(env + off, len - off, "%s%u", i ? "," : "", (*next)++);
-	(void) fds;
 	return off < len ? 0 : -ENOSPC;
 }
 
 void sm_handoff_begin(struct sm_daemon *d)
 {
-	int fds[HANDOFF_MAX_FDS + 8], sp[2] = {-1, -1}, locks[8], listen[HANDOFF_MAX_FDS];
+	int fds[HANDOFF_MAX_FDS + 8], sp[2] = {-1, -1}, locks[8], lfds[HANDOFF_MAX_FDS + 1];
 	union {
 		char buf[CMSG_SPACE(sizeof(fds))];
 		struct cmsghdr align;
@@ -626,11 +625,12 @@ void sm_handoff_begin(struct sm_daemon *d)
 			locks[nlocks++] = d->lock_fds[i];
 	fd = sm_control_listen_fd(d);
 	if (fd >= 0)
-		listen[nlisten++] = fd;
+		lfds[nlisten++] = fd;
 	fd = sm_metrics_listen_fd(d);
 	if (fd >= 0)
-		listen[nlisten++] = fd;
-	nlisten += sm_workers_listen_fds(d, listen + nlisten, HANDOFF_MAX_FDS - nlisten - 1);
+		lfds[nlisten++] = fd;
+	/* one more than fits: a full buffer means too many */
+	nlisten += sm_workers_listen_fds(d, lfds + nlisten, HANDOFF_MAX_FDS + 1 - nlisten);
 	if (nlisten + nlocks + 1 > HANDOFF_MAX_FDS) {
 		pr_err("upgrade failed: more than %d sockets and locks to hand over: lower "
 		       "listeners.workers, or restart instead",
@@ -644,11 +644,11 @@ void sm_handoff_begin(struct sm_daemon *d)
 	fds[nfds++] = sp[1];
 	memcpy(fds + nfds, locks, nlocks * sizeof(int));
 	nfds += nlocks;
-	memcpy(fds + nfds, listen, nlisten * sizeof(int));
+	memcpy(fds + nfds, lfds, nlisten * sizeof(int));
 	nfds += nlisten;
-	if (add_fds(env, sizeof(env), "coord", fds, 1, &next) ||
-	    add_fds(env, sizeof(env), "locks", locks, nlocks, &next) ||
-	    add_fds(env, sizeof(env), "listen", listen, nlisten, &next)) {
+	if (add_fds(env, sizeof(env), "coord", 1, &next) ||
+	    add_fds(env, sizeof(env), "locks", nlocks, &next) ||
+	    add_fds(env, sizeof(env), "listen", nlisten, &next)) {
 		pr_err("upgrade failed: too many descriptors to name");
 		goto close_sp;
 	}
