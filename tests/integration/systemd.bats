@@ -132,9 +132,13 @@ at_least() { # N PATTERN
 }
 
 @test "SIGUSR2 upgrade: the old main PID names the new one MAINPID=, then the new one says READY=1 and beats the watchdog" {
-	local old new
+	local old new wrap
 	start_listener node1
-	WATCHDOG_USEC=2000000 sb_start_daemon node1
+	# as systemd starts it: WATCHDOG_PID is the daemon's own PID (the wrapper execs it)
+	wrap=$SB_DIR/watchdog-pid.sh
+	printf '#!/bin/sh\nWATCHDOG_PID=$$ exec %s "$@"\n' "$SOCKMESHD" >"$wrap"
+	chmod +x "$wrap"
+	SOCKMESHD=$wrap WATCHDOG_USEC=2000000 sb_start_daemon node1
 	sm_wait_until 10 at_least 1 'READY=1'
 	old=$(sb_daemon_pid node1)
 	kill -USR2 "$old"
@@ -144,6 +148,7 @@ at_least() { # N PATTERN
 	new=$(sm_status node1 | jq -er .pid)
 	SB_DAEMON_PID[node1]=$new
 	SB_PIDS+=("$new")
+	# WATCHDOG_PID followed the main PID: the new one beats the watchdog
 	sm_wait_until 10 grep -qE "^WATCHDOG=1.*[|]pid=$new[|]" "$NOTIFY_OUT"
 	cat "$NOTIFY_OUT"
 	echo "pid $old -> $new"

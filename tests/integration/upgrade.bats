@@ -69,8 +69,12 @@ log_has() { # NODE PATTERN
 
 @test "SIGUSR2: a new daemon takes the listeners over; nothing refused, drained streams kept or reset with a reason" {
 	local before after dial_pid dial_out stop prog n0 a_pid a_out b_pid b_out s_pid s_out
-	local flt cookie trace rec
-	sb_start_daemon node1 --set daemon.drain_timeout=10
+	local flt cookie trace rec bin old_ino
+	# node1 runs a copy, replaced on disk before the upgrade as a package manager would
+	bin=$SB_DIR/bin/sockmeshd
+	mkdir -p "$SB_DIR/bin"
+	cp "$SOCKMESHD" "$bin"
+	SOCKMESHD=$bin sb_start_daemon node1 --set daemon.drain_timeout=10
 	sb_start_daemon node2
 	sb_serve node2 server 10.11.0.2:8080 echo
 	sb_serve node1 local 10.11.0.1:9090 echo
@@ -97,12 +101,18 @@ log_has() { # NODE PATTERN
 	s_pid=$SB_RUN_PID s_out=$SB_RUN_OUT
 	sm_wait_until 20 at_least_dials "$prog" 100
 
+	old_ino=$(stat -L -c %i "/proc/$(sb_daemon_pid node1)/exe")
+	cp "$SOCKMESHD" "$bin.new"
+	mv "$bin.new" "$bin"
+	[ "$(stat -c %i "$bin")" != "$old_ino" ]
 	OLD_PID=$(sb_daemon_pid node1)
 	kill -USR2 "$OLD_PID"
 	sm_wait_until 30 log_has node1 "upgrade: pid [0-9]+ took over"
 	# A is still open when the old daemon hands over: the old one drains it
 	sb_alive "$a_pid"
 	upgrade_done node1
+	# the successor runs the binary now on disk, not the one the old daemon ran
+	[ "$(stat -L -c %i "/proc/$NEW_PID/exe")" = "$(stat -c %i "$bin")" ]
 	n0=$(dial_count "$prog")
 	sm_wait_until 30 at_least_dials "$prog" $((n0 + 100))
 	touch "$stop"
