@@ -146,10 +146,11 @@ at_least() { # N PATTERN
 	sm_wait_until 30 at_least 2 'READY=1'
 	sm_wait_until 30 bash -c "! kill -0 $old 2>/dev/null"
 	new=$(sm_status node1 | jq -er .pid)
+	# shellcheck disable=SC2034,SC2154 # sandbox.sh's associative array: teardown stops this one
 	SB_DAEMON_PID[node1]=$new
 	SB_PIDS+=("$new")
 	# WATCHDOG_PID followed the main PID: the new one beats the watchdog
-	sm_wait_until 10 grep -qE "^WATCHDOG=1.*[|]pid=$new[|]" "$NOTIFY_OUT"
+	sm_wait_until 10 grep -qE "^WATCHDOG=1.*[|]pid=${new}[|]" "$NOTIFY_OUT"
 	cat "$NOTIFY_OUT"
 	echo "pid $old -> $new"
 	[ "$new" != "$old" ]

@@ -51,6 +51,7 @@ upgrade_done() {
 	echo "$node: pid $OLD_PID -> $NEW_PID"
 	[ "$NEW_PID" != "$OLD_PID" ] || return 1
 	kill -0 "$NEW_PID"
+	# shellcheck disable=SC2034 # sandbox.sh's associative array: teardown stops this one
 	SB_DAEMON_PID[$node]=$NEW_PID
 	SB_PIDS+=("$NEW_PID")
 }
@@ -147,7 +148,8 @@ log_has() { # NODE PATTERN
 	after=$(listeners node1)
 	echo "listeners after: $after"
 	[ "$before" = "$after" ]
-	! kill -0 "$OLD_PID" 2>/dev/null
+	run kill -0 "$OLD_PID"
+	[ "$status" -ne 0 ]
 	# the flow log has one writer at a time: every line is one whole record
 	jq -c . "$(sb_flowlog node1)" >/dev/null
 }
