@@ -159,9 +159,10 @@ at_least() { # N PATTERN
 	cat "$SB_DIR/order"
 	[ "$(tr '\n' ' ' <"$SB_DIR/order")" = "READY=1 $old MAINPID=$new $old READY=1 $new " ]
 	grep -E '^READY=1' "$NOTIFY_OUT" | tail -n 1 | grep -q '|cmd=0|'
-	# after MAINPID= the old one sends nothing systemd would reject; no STOPPING=1
-	awk -v o="$old" '/^MAINPID=/ { after = 1; next } after && index($0, "|pid=" o "|") { bad = 1 }
-		END { exit bad }' "$NOTIFY_OUT"
+	# nothing systemd (NotifyAccess=main) would reject: the new one is silent before
+	# MAINPID=, the old one after it; and no STOPPING=1
+	awk -v o="$old" -v n="$new" '/^MAINPID=/ { after = 1; next }
+		index($0, "|pid=" (after ? o : n) "|") { bad = 1 } END { exit bad }' "$NOTIFY_OUT"
 	[ "$(count '^STOPPING=1')" -eq 0 ]
 }
 

@@ -561,6 +561,12 @@ static int lock_instance(struct sm_daemon *d)
 }
 
 static time_t drain_deadline;
+/*
+ * This process is the service's main PID: systemd (NotifyAccess=main) takes
+ * its notifications. An upgrade's successor becomes it when the predecessor
+ * sends MAINPID=; the predecessor stops being it then (d->handed_off).
+ */
+static bool main_pid = true;
 
 /* The service manager's READY=1: at the start and when a reload has ended. */
 static void notify_ready(struct sm_daemon *d)
@@ -595,7 +601,7 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 	(void) ev;
 	(void) events;
 	/* the main loop runs: this beat proves it (after an upgrade, the successor's do) */
-	if (!d->handed_off)
+	if (main_pid && !d->handed_off)
 		sm_sd_watchdog();
 	/* losses first: the iterator can take long while the ring overflows */
 	sm_flowexp_check_lost(d);
@@ -634,7 +640,9 @@ static void took_over(struct sm_daemon *d)
 {
 	if (sm_flowexp_take_ring(d))
 		pr_err("upgrade: flow events are not read (see above); restart the daemon");
+	main_pid = true;
 	notify_ready(d);
+	sm_sd_watchdog();
 }
 
 static const struct sm_handoff_ops handoff_ops = {.drain = start_drain, .took_over = took_over};
@@ -741,11 +749,13 @@ static int run(struct sm_daemon *d)
 		"socket %s",
 		d->cfg.node, d->natt, d->enroll_root, d->cfg.control_socket);
 	/* an upgrade's successor: READY=1 once the predecessor made it the main PID */
-	if (sm_handoff_successor())
+	if (sm_handoff_successor()) {
+		main_pid = false;
 		err = sm_handoff_announce(d);
-	else
+	} else {
 		notify_ready(d);
-	sm_sd_watchdog(); /* the first beat now: the next tick is a second away */
+		sm_sd_watchdog(); /* the first beat now: the next tick is a second away */
+	}
 	if (!err)
 		err = sm_evloop_run(d->loop);
 stop:
