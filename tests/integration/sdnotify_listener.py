@@ -8,11 +8,13 @@ Binds a datagram socket at the path SOCKET and appends every message it
 receives to OUT as one line, its newline-separated assignments joined by '|'.
 When a message holds READY=1 and CMD is given, CMD runs at once and its exit
 status is added as "cmd=N": that is what the daemon's control socket said at
-the moment READY=1 arrived. Exits after LIFETIME_S or on SIGTERM.
+the moment READY=1 arrived. "pid=N" names the sender (SO_PASSCRED), as
+systemd's NotifyAccess=main checks it. Exits after LIFETIME_S or on SIGTERM.
 """
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -23,7 +25,9 @@ def main():
     cmd = sys.argv[4:]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     sock.bind(path)
+    creds = struct.calcsize("3i")
     deadline = time.monotonic() + lifetime
     with open(out, "a", buffering=1) as f:
         f.write("listening\n")
@@ -33,9 +37,13 @@ def main():
                 return
             sock.settimeout(left)
             try:
-                data = sock.recv(65536)
+                data, anc, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(creds))
             except socket.timeout:
                 return
+            pid = 0
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("3i", value[:creds])[0]
             fields = data.decode("utf-8", "replace").split("\n")
             line = "|".join(x for x in fields if x)
             if "READY=1" in fields and cmd:
@@ -43,7 +51,7 @@ def main():
                                     stderr=subprocess.DEVNULL,
                                     timeout=10).returncode
                 line += "|cmd=%d" % rc
-            f.write("%s|at=%.6f\n" % (line, time.monotonic()))
+            f.write("%s|pid=%d|at=%.6f\n" % (line, pid, time.monotonic()))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 # says ready, WATCHDOG=1 from the main loop when $WATCHDOG_USEC asks for it,
 # RELOADING=1 + MONOTONIC_USEC then READY=1 around a SIGHUP reload, STOPPING=1
 # on SIGTERM (in cluster mode too: STATUS names the etcd revision, SIGHUP's
-# READY=1 follows at once). And packaging/sockmeshd.service passes
+# READY=1 follows at once); on SIGUSR2 (an upgrade) the old main PID sends
+# MAINPID= of the new one, which then says READY=1. And packaging/sockmeshd.service passes
 # `systemd-analyze verify` (scripts/verify-unit.sh).
 
 load helpers
@@ -128,6 +129,41 @@ at_least() { # N PATTERN
 	[ "$SB_LAST_RC" -eq 0 ]
 	cat "$NOTIFY_OUT"
 	[ "$(count '^STOPPING=1')" -eq 1 ]
+}
+
+@test "SIGUSR2 upgrade: the old main PID names the new one MAINPID=, then the new one says READY=1 and beats the watchdog" {
+	local old new wrap
+	start_listener node1
+	# as systemd starts it: WATCHDOG_PID is the daemon's own PID (the wrapper execs it)
+	wrap=$SB_DIR/watchdog-pid.sh
+	printf '#!/bin/sh\nWATCHDOG_PID=$$ exec %s "$@"\n' "$SOCKMESHD" >"$wrap"
+	chmod +x "$wrap"
+	SOCKMESHD=$wrap WATCHDOG_USEC=2000000 sb_start_daemon node1
+	sm_wait_until 10 at_least 1 'READY=1'
+	old=$(sb_daemon_pid node1)
+	kill -USR2 "$old"
+	sm_wait_until 30 at_least 1 '^MAINPID='
+	sm_wait_until 30 at_least 2 'READY=1'
+	sm_wait_until 30 bash -c "! kill -0 $old 2>/dev/null"
+	new=$(sm_status node1 | jq -er .pid)
+	# shellcheck disable=SC2034,SC2154 # sandbox.sh's associative array: teardown stops this one
+	SB_DAEMON_PID[node1]=$new
+	SB_PIDS+=("$new")
+	# WATCHDOG_PID followed the main PID: the new one beats the watchdog
+	sm_wait_until 10 grep -qE "^WATCHDOG=1.*[|]pid=${new}[|]" "$NOTIFY_OUT"
+	cat "$NOTIFY_OUT"
+	echo "pid $old -> $new"
+	[ "$new" != "$old" ]
+	# the main PID (old) hands over; only then does the new one speak, and says ready
+	grep -E '^(READY=1|MAINPID=)' "$NOTIFY_OUT" | sed -E 's/^(READY=1|MAINPID=[0-9]+).*[|]pid=([0-9]+)[|].*/\1 \2/' >"$SB_DIR/order"
+	cat "$SB_DIR/order"
+	[ "$(tr '\n' ' ' <"$SB_DIR/order")" = "READY=1 $old MAINPID=$new $old READY=1 $new " ]
+	grep -E '^READY=1' "$NOTIFY_OUT" | tail -n 1 | grep -q '|cmd=0|'
+	# nothing systemd (NotifyAccess=main) would reject: the new one is silent before
+	# MAINPID=, the old one after it; and no STOPPING=1
+	awk -v o="$old" -v n="$new" '/^MAINPID=/ { after = 1; next }
+		index($0, "|pid=" (after ? o : n) "|") { bad = 1 } END { exit bad }' "$NOTIFY_OUT"
+	[ "$(count '^STOPPING=1')" -eq 0 ]
 }
 
 @test "packaging/sockmeshd.service passes systemd-analyze verify" {

@@ -80,6 +80,7 @@ static void test_defaults(void **state)
 	ASSERT_EQ(cfg->admin_idle_timeout, 10, "admin.idle_timeout");
 	ASSERT_EQ(cfg->control_max_clients, 64, "control.max_clients");
 	ASSERT_EQ(cfg->control_idle_timeout, 10, "control.idle_timeout");
+	ASSERT_EQ(cfg->drain_timeout, 5, "daemon.drain_timeout");
 	ASSERT_EQ(cfg->daemon_mark, 0x5ec0de, "datapath.daemon_mark");
 	ASSERT_EQ(cfg->transparent_mark, 0x5ec0df, "datapath.transparent_mark");
 	ASSERT_EQ(cfg->transparent_table, 15006, "datapath.transparent_table");
@@ -303,7 +304,7 @@ static const struct bad_case bad_cases[] = {
 	/* unknown keys */
 	{"node: n1\ncatalog: /c\nnodee: n1\n", -EINVAL, 3, "unknown key 'nodee'",
 	 "(known keys: node, catalog, paths, listeners, datapath, tunnel, flowlog, log, metrics, "
-	 "admin, control, cluster)"},
+	 "admin, control, cluster, daemon)"},
 	{"paths:\n  bpfs: /x\n", -EINVAL, 2, "unknown key 'paths.bpfs'",
 	 "known keys in paths: bpffs, cgroup_root, daemon_cgroup, enrollment_root, control_socket, "
 	 "state_dir"},
@@ -501,6 +502,10 @@ static const struct set_case set_cases[] = {
 	{"flowlog.stdout", "1", 0, NULL},
 	{"flowlog.ring_size", "65536", 0, NULL},
 	{"log.level", "warn", 0, NULL},
+	{"daemon.drain_timeout", "0", 0, NULL},
+	{"daemon.drain_timeout", "3600", 0, NULL},
+	{"daemon.drain_timeout", "3601", -ERANGE,
+	 "daemon.drain_timeout: 3601 is out of range 0..3600"},
 	{"flowlog.max_size", "16KiB", 0, NULL},
 	{"flowlog.fields", "verdict,source.ip", 0, NULL},
 	{"flowlog.deny", "verdict=AUDIT to-port=80", 0, NULL},
@@ -514,7 +519,7 @@ static const struct set_case set_cases[] = {
 	 "unknown key 'datapath.redirekt' (known keys in datapath: daemon_mark, redirect"},
 	{"dataplane.redirect", "true", -ENOENT,
 	 "unknown key 'dataplane.redirect' (known sections: paths, listeners, datapath, tunnel, "
-	 "flowlog, log, metrics, admin, control, cluster)"},
+	 "flowlog, log, metrics, admin, control, cluster, daemon)"},
 	{"datapath", "true", -ENOENT, "unknown key 'datapath'"},
 	{"datapath.", "true", -ENOENT, "unknown key 'datapath.'"},
 	{".redirect", "true", -ENOENT, "unknown key '.redirect'"},

@@ -7,6 +7,7 @@
  * struct ctl_client), so no client can hold the loop or another client.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@
 #include "evloop.h"
 #include "flowacct.h"
 #include "flowstream.h"
+#include "handoff.h"
 #include "hbone.h"
 #include "log.h"
 #include "policyd.h"
@@ -704,7 +706,8 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 					     "control.idle_timeout"
 					   : "closed: it sent no request for control.idle_timeout");
 	}
-	if (ctl->accept_paused && sm_evloop_mod(loop, ctl->listen_ev, EPOLLIN) == 0)
+	if (ctl->accept_paused && ctl->listen_ev &&
+	    sm_evloop_mod(loop, ctl->listen_ev, EPOLLIN) == 0)
 		ctl->accept_paused = false;
 	if (ctl->refused != ctl->refused_logged &&
 	    now - ctl->refused_log_ms >= CTL_REFUSED_LOG_MS) {
@@ -742,6 +745,16 @@ int sm_control_start(struct sm_daemon *d)
 	if (!ctl)
 		return -ENOMEM;
 	ctl->d = d;
+	/* an upgrade's predecessor's socket: its clients are never turned away meanwhile */
+	ctl->fd = sm_handoff_take_unix(path);
+	if (ctl->fd >= 0) {
+		int fl = fcntl(ctl->fd, F_GETFL);
+
+		if (fl < 0 || fcntl(ctl->fd, F_SETFL, fl | O_NONBLOCK) < 0)
+			pr_warn("control socket %s: cannot make it non-blocking: %s", path,
+				strerror(errno));
+		goto watch;
+	}
 	ctl->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (ctl->fd < 0) {
 		err = -errno;
@@ -754,6 +767,7 @@ int sm_control_start(struct sm_daemon *d)
 		pr_err("cannot listen on control socket %s: %s", path, strerror(-err));
 		goto close_fd;
 	}
+watch:
 	ctl->listen_ev = sm_evloop_add(d->loop, ctl->fd, EPOLLIN, on_listen, ctl);
 	if (!ctl->listen_ev) {
 		err = -errno;
@@ -786,9 +800,27 @@ void sm_control_stop(struct sm_daemon *d)
 		client_close(c, "closed: the daemon stops");
 	}
 	sm_evloop_del(d->loop, ctl->tick);
-	sm_evloop_del(d->loop, ctl->listen_ev);
-	close(ctl->fd);
-	unlink(d->cfg.control_socket);
+	sm_control_stop_accepting(d);
+	/* after an upgrade the path is the successor's socket */
+	if (!d->handed_off)
+		unlink(d->cfg.control_socket);
 	d->control = NULL;
 	free(ctl);
+}
+
+int sm_control_listen_fd(const struct sm_daemon *d)
+{
+	return d->control ? d->control->fd : -1;
+}
+
+void sm_control_stop_accepting(struct sm_daemon *d)
+{
+	struct sm_control *ctl = d->control;
+
+	if (!ctl || ctl->fd < 0)
+		return;
+	sm_evloop_del(d->loop, ctl->listen_ev);
+	ctl->listen_ev = NULL;
+	close(ctl->fd);
+	ctl->fd = -1;
 }

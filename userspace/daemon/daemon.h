@@ -118,6 +118,7 @@ struct sm_daemon {
 	struct sm_control *control; /* control.c; NULL until it listens */
 	bool ready;
 	bool draining;
+	bool handed_off; /* handoff.c: an upgrade's successor has the listeners */
 	time_t started;
 	int64_t mono_to_real_ns;
 };

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@
 #include "flowobs.h"
 #include "flowstream.h"
 #include "flowjoin.h"
+#include "handoff.h"
 #include "log.h"
 #include "policy.h"
 #include "policyd.h"
@@ -80,7 +82,19 @@ struct sm_flowexp {
 	 */
 	struct sm_sinks *sinks;
 	uint64_t lost_records;
+	/*
+	 * An upgrade's successor until its predecessor is gone (handoff.c):
+	 * the sinks are not open yet, so records wait here (hold_mu), at most
+	 * FLOW_HOLD_MAX, then go to the sinks in the order made.
+	 */
+	bool holding; /* atomic */
+	pthread_mutex_t hold_mu;
+	struct sm_flow_record *held;
+	size_t nheld, held_lost;
 };
+
+/* Records an upgrade's successor keeps while its predecessor drains (about 5 s). */
+#define FLOW_HOLD_MAX 65536
 
 void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 {
@@ -94,6 +108,24 @@ void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 		 */
 		if (sm_flow_record_encode(r, &json) == 0)
 			sm_flowstream_publish(d, r, json); /* a copy, no I/O */
+	}
+	if (d->flows && __atomic_load_n(&d->flows->holding, __ATOMIC_ACQUIRE)) {
+		struct sm_flowexp *fx = d->flows;
+		bool held = false;
+
+		pthread_mutex_lock(&fx->hold_mu);
+		if (fx->holding) {
+			if (fx->nheld < FLOW_HOLD_MAX && fx->held)
+				fx->held[fx->nheld++] = *r;
+			else
+				fx->held_lost++;
+			held = true;
+		}
+		pthread_mutex_unlock(&fx->hold_mu);
+		if (held) {
+			free(json);
+			return;
+		}
 	}
 	/* filtered, limited and encoded on this thread, then queued: never waits for a disk */
 	if (d->flows && d->flows->sinks)
@@ -426,6 +458,8 @@ static void flow_drain(struct sm_daemon *d)
 	struct sm_flowexp *fx = d->flows;
 	int ret;
 
+	if (!fx->rb)
+		return; /* an upgrade's successor reads it */
 	fx->drain_deadline = sm_mono_ns() + FLOW_DRAIN_BUDGET_NS;
 	ret = ring_buffer__consume(fx->rb);
 	if (ret == FLOW_DRAIN_PAUSE) {
@@ -468,6 +502,9 @@ static const enum sm_counter loss_counters[] = {
 
 void sm_flowexp_check_lost(struct sm_daemon *d)
 {
+	/* the reader of the ring reports its losses, once, when its sinks are open */
+	if (!sm_flowexp_owns_ring(d) || !d->flows->sinks)
+		return;
 	int fd = bpf_map__fd(d->skel->maps.lost_reported);
 	uint64_t now[SM_CNT_MAX], seen[SM_ARRAY_SIZE(loss_counters)],
 		delta[SM_ARRAY_SIZE(loss_counters)];
@@ -527,22 +564,13 @@ void sm_flowexp_check_lost(struct sm_daemon *d)
 		(unsigned long long) delta[2], (unsigned long long) delta[3]);
 }
 
-int sm_flowexp_start(struct sm_daemon *d)
+int sm_flowexp_take_ring(struct sm_daemon *d)
 {
-	struct sm_flowexp *fx = calloc(1, sizeof(*fx));
-	struct sm_error e = {{0}};
+	struct sm_flowexp *fx = d->flows;
 	int err;
 
-	if (!fx)
-		return -ENOMEM;
-	fx->more_fd = -1;
-	d->flows = fx;
-	fx->sinks = sm_sinks_new(&d->cfg, &e);
-	if (!fx->sinks) {
-		err = -errno;
-		pr_err("%s", e.msg);
-		return err;
-	}
+	if (!fx || fx->rb)
+		return 0;
 	fx->rb = ring_buffer__new(bpf_map__fd(d->skel->maps.flow_events), on_flow_event, d, NULL);
 	if (!fx->rb) {
 		err = -errno;
@@ -556,6 +584,68 @@ int sm_flowexp_start(struct sm_daemon *d)
 	fx->drain_ev = sm_evloop_timer(d->loop, SM_FLOW_DRAIN_MS, on_ringbuf, d);
 	if (!fx->drain_ev)
 		return -errno;
+	return 0;
+}
+
+void sm_flowexp_release_ring(struct sm_daemon *d)
+{
+	struct sm_flowexp *fx = d->flows;
+
+	if (!fx || !fx->rb)
+		return;
+	/* the last events this daemon can join; the next reader gets the rest */
+	fx->drain_deadline = INT64_MAX;
+	ring_buffer__consume(fx->rb);
+	sm_evloop_del(d->loop, fx->rb_ev);
+	sm_evloop_del(d->loop, fx->drain_ev);
+	ring_buffer__free(fx->rb);
+	fx->rb = NULL;
+	fx->rb_ev = fx->drain_ev = NULL;
+}
+
+bool sm_flowexp_owns_ring(const struct sm_daemon *d)
+{
+	return d->flows && d->flows->rb;
+}
+
+void sm_flowexp_open_sinks(struct sm_daemon *d)
+{
+	struct sm_flowexp *fx = d->flows;
+	struct sm_error e = {{0}};
+	struct sm_sinks *sinks;
+
+	if (!fx || !fx->holding)
+		return;
+	sinks = sm_sinks_new(&d->cfg, &e);
+	if (!sinks)
+		pr_err("%s: the flow records are not written (fix flowlog and restart)", e.msg);
+	pthread_mutex_lock(&fx->hold_mu);
+	for (size_t i = 0; sinks && i < fx->nheld; i++)
+		sm_sinks_write(sinks, &fx->held[i], NULL);
+	if (fx->held_lost)
+		pr_warn("upgrade: %zu flow records made while the previous daemon drained did not "
+			"fit "
+			"in memory (%d): lost",
+			fx->held_lost, FLOW_HOLD_MAX);
+	free(fx->held);
+	fx->held = NULL;
+	fx->nheld = 0;
+	fx->sinks = sinks;
+	__atomic_store_n(&fx->holding, false, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&fx->hold_mu);
+}
+
+int sm_flowexp_start(struct sm_daemon *d)
+{
+	struct sm_flowexp *fx = calloc(1, sizeof(*fx));
+	struct sm_error e = {{0}};
+	int err;
+
+	if (!fx)
+		return -ENOMEM;
+	fx->more_fd = -1;
+	pthread_mutex_init(&fx->hold_mu, NULL);
+	d->flows = fx;
 	fx->more_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (fx->more_fd < 0) {
 		err = -errno;
@@ -565,7 +655,19 @@ int sm_flowexp_start(struct sm_daemon *d)
 	fx->more_ev = sm_evloop_add(d->loop, fx->more_fd, EPOLLIN, on_more, d);
 	if (!fx->more_ev)
 		return -errno;
-	return 0;
+	if (sm_handoff_successor()) {
+		/* the predecessor reads the ring and writes the sinks until it lets go */
+		fx->held = calloc(FLOW_HOLD_MAX, sizeof(*fx->held));
+		fx->holding = true;
+		return 0;
+	}
+	fx->sinks = sm_sinks_new(&d->cfg, &e);
+	if (!fx->sinks) {
+		err = -errno;
+		pr_err("%s", e.msg);
+		return err;
+	}
+	return sm_flowexp_take_ring(d);
 }
 
 void sm_flowexp_stop(struct sm_daemon *d)
@@ -586,6 +688,8 @@ void sm_flowexp_stop(struct sm_daemon *d)
 	sm_evloop_del(d->loop, fx->more_ev);
 	if (fx->more_fd >= 0)
 		close(fx->more_fd);
+	free(fx->held);
+	pthread_mutex_destroy(&fx->hold_mu);
 	HASH_ITER(hh, fx->flows, fs, tmp)
 	{
 		// uthash's delete-while-iterating idiom; the analyzer does not know that
@@ -621,6 +725,11 @@ void sm_flowexp_sink_stats(const struct sm_daemon *d, struct sm_sinks_stats *st)
 
 int sm_flowexp_reconfigure(struct sm_daemon *d, const struct sm_config *cfg, struct sm_error *err)
 {
+	if (d->flows && d->flows->holding) {
+		sm_error_set(err, "an upgrade is under way (the previous daemon still writes the "
+				  "flow log): send SIGHUP again once it is complete");
+		return -EBUSY;
+	}
 	if (!d->flows || !d->flows->sinks) {
 		sm_error_set(err, "the flow exporter is not running");
 		return -ENODEV;

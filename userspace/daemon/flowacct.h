@@ -15,6 +15,16 @@ struct sm_sinks_stats;
 /* flowacct.c: ring buffer → flow records → sinks. */
 int sm_flowexp_start(struct sm_daemon *d);
 void sm_flowexp_stop(struct sm_daemon *d);
+/*
+ * Upgrade (handoff.c): one process at a time reads the ring buffer and one
+ * writes the sinks. The predecessor releases the ring (after reading what is
+ * in it) when the successor is ready; the successor takes it then, and opens
+ * the sinks (writing the records it held) once the predecessor is gone.
+ */
+void sm_flowexp_release_ring(struct sm_daemon *d);
+int sm_flowexp_take_ring(struct sm_daemon *d);
+bool sm_flowexp_owns_ring(const struct sm_daemon *d);
+void sm_flowexp_open_sinks(struct sm_daemon *d);
 /* Emit lost records when the kernel's loss counters moved. */
 void sm_flowexp_check_lost(struct sm_daemon *d);
 uint64_t sm_flowexp_records(const struct sm_daemon *d);

@@ -241,4 +241,5 @@ const struct sm_worker_part sm_hbone_worker_part = {
 	.tick = sm_hbone_worker_tick,
 	.policy_recheck = sm_hbone_worker_policy_recheck,
 	.free = sm_hbone_worker_free,
+	.listen_fds = sm_hbone_listen_fds,
 };

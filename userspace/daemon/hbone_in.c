@@ -313,3 +313,12 @@ int listen_inbound(struct sm_worker *w, const struct sm_addr *a, unsigned int ad
 			w->d->cfg.inbound_port);
 	return 0;
 }
+
+unsigned int sm_hbone_listen_fds(struct sm_worker *w, int *fds, unsigned int max)
+{
+	unsigned int n = 0;
+
+	for (unsigned int i = 0; w->hb && i < w->hb->nl && n < max; i++)
+		fds[n++] = w->hb->l[i].fd;
+	return n;
+}

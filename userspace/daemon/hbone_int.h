@@ -250,6 +250,8 @@ void record_failure(struct hb_conn *c, const char *reason, const char *authority
 int local_service(const struct sm_daemon *d, const struct sm_addr *a, uint16_t port);
 /* Worker w's inbound listener on this node's address a (index addr). 0 or -errno. */
 int listen_inbound(struct sm_worker *w, const struct sm_addr *a, unsigned int addr);
+/* Its HBONE listeners' descriptors (the worker part's listen_fds, for an upgrade). */
+unsigned int sm_hbone_listen_fds(struct sm_worker *w, int *fds, unsigned int max);
 /* c's handshake ended (or c goes): its source has one handshake fewer in flight. */
 void src_release(struct sm_hbone_worker *hw, struct hb_conn *c);
 

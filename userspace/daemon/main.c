@@ -29,6 +29,7 @@
 #include "evloop.h"
 #include "flowacct.h"
 #include "flowstream.h"
+#include "handoff.h"
 #include "hbone.h"
 #include "intercept.h"
 #include "log.h"
@@ -44,9 +45,8 @@
 #include "worker.h"
 #include "workloads.h"
 
-#define EXIT_RUNTIME	1
-#define EXIT_USAGE	2
-#define DRAIN_TIMEOUT_S 5
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE   2
 
 static const char usage_text[] =
 	"Usage: sockmeshd [OPTIONS]\n"
@@ -318,6 +318,8 @@ static int load_config(struct sm_config *cfg, const struct args *a, struct sm_er
 
 /* The command line, for reading the config again on SIGHUP. */
 static const struct args *daemon_args;
+/* ... and as given, for an upgrade's successor (handoff.c). */
+static char **daemon_argv;
 
 /*
  * SIGHUP, sinks: read the config file again (with the same flags over it)
@@ -534,7 +536,10 @@ static int lock_instance(struct sm_daemon *d)
 	if (err)
 		return err;
 	for (size_t i = 0; i < SM_ARRAY_SIZE(locks); i++) {
-		err = sm_path_lock(locks[i].path, &holder);
+		/* an upgrade: the predecessor's lock, held all along (the same open file) */
+		err = sm_handoff_take_lock(locks[i].path);
+		if (err < 0)
+			err = sm_path_lock(locks[i].path, &holder);
 		if (err >= 0) {
 			d->lock_fds[i] = err;
 			continue;
@@ -556,6 +561,12 @@ static int lock_instance(struct sm_daemon *d)
 }
 
 static time_t drain_deadline;
+/*
+ * This process is the service's main PID: systemd (NotifyAccess=main) takes
+ * its notifications. An upgrade's successor becomes it when the predecessor
+ * sends MAINPID=; the predecessor stops being it then (d->handed_off).
+ */
+static bool main_pid = true;
 
 /* The service manager's READY=1: at the start and when a reload has ended. */
 static void notify_ready(struct sm_daemon *d)
@@ -589,14 +600,18 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 
 	(void) ev;
 	(void) events;
-	sm_sd_watchdog(); /* the main loop runs: this beat proves it */
+	/* the main loop runs: this beat proves it (after an upgrade, the successor's do) */
+	if (main_pid && !d->handed_off)
+		sm_sd_watchdog();
 	/* losses first: the iterator can take long while the ring overflows */
 	sm_flowexp_check_lost(d);
-	sm_datapath_run_iter(d);
+	/* its events are the ring's: the process that reads them makes them (an upgrade) */
+	if (sm_flowexp_owns_ring(d))
+		sm_datapath_run_iter(d);
 	sm_hbone_tick(d); /* credential rotation; connections are the workers' */
 	sm_workloads_refresh(d->wl, &d->cat, d->node_idx,
 			     d->cgroup_root); /* the cgroup ids status and flow records show */
-	if (!d->facts_swept)
+	if (!d->facts_swept && !sm_handoff_successor())
 		sm_tunnel_facts_sweep(d);
 	if (!d->draining)
 		return;
@@ -608,6 +623,29 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 		sm_evloop_stop(loop);
 	}
 }
+
+/* Stop accepting and let the relays and tunnel streams finish, up to daemon.drain_timeout. */
+static void start_drain(struct sm_daemon *d)
+{
+	d->draining = true;
+	d->ready = false;
+	drain_deadline = time(NULL) + d->cfg.drain_timeout;
+	sm_workers_post(d, SM_WCMD_STOP_ACCEPTING);
+	if (active_connections(d) == 0)
+		sm_evloop_stop(d->loop);
+}
+
+/* Successor of an upgrade: the ring buffer and the main PID are ours now. */
+static void took_over(struct sm_daemon *d)
+{
+	if (sm_flowexp_take_ring(d))
+		pr_err("upgrade: flow events are not read (see above); restart the daemon");
+	main_pid = true;
+	notify_ready(d);
+	sm_sd_watchdog();
+}
+
+static const struct sm_handoff_ops handoff_ops = {.drain = start_drain, .took_over = took_over};
 
 static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
@@ -626,19 +664,18 @@ static void on_signal(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events,
 			notify_ready(d);
 		return;
 	}
+	if (si.ssi_signo == SIGUSR2) {
+		sm_handoff_begin(d);
+		return;
+	}
 	if (d->draining) {
 		sm_evloop_stop(loop);
 		return;
 	}
-	pr_info("%s: draining (no new connections; relays get %d s)", strsignal((int) si.ssi_signo),
-		DRAIN_TIMEOUT_S);
-	d->draining = true;
-	d->ready = false;
+	pr_info("%s: draining (no new connections; relays get %u s, daemon.drain_timeout)",
+		strsignal((int) si.ssi_signo), d->cfg.drain_timeout);
 	sm_sd_stopping();
-	drain_deadline = time(NULL) + DRAIN_TIMEOUT_S;
-	sm_workers_post(d, SM_WCMD_STOP_ACCEPTING);
-	if (active_connections(d) == 0)
-		sm_evloop_stop(loop);
+	start_drain(d);
 }
 
 /* What every worker runs: the tunnel, then the outbound side that hands it connections. */
@@ -661,6 +698,7 @@ static int run(struct sm_daemon *d)
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGUSR2);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -673,6 +711,10 @@ static int run(struct sm_daemon *d)
 		goto free_loop;
 	}
 	sig_ev = sm_evloop_add(d->loop, sfd, EPOLLIN, on_signal, d);
+	/* before anything is loaded or dropped: the spawner keeps the start's privileges */
+	err = sm_handoff_start(d, daemon_argv, &handoff_ops);
+	if (err)
+		goto close_sig;
 	/* the admin port first: a taken port stops the start before anything is loaded */
 	err = sm_metrics_start(d);
 	if (err)
@@ -706,10 +748,18 @@ static int run(struct sm_daemon *d)
 	pr_info("ready: node %s, %u programs attached (workloads enrolled below %s), control "
 		"socket %s",
 		d->cfg.node, d->natt, d->enroll_root, d->cfg.control_socket);
-	notify_ready(d);
-	sm_sd_watchdog(); /* the first beat now: the next tick is a second away */
-	err = sm_evloop_run(d->loop);
+	/* an upgrade's successor: READY=1 once the predecessor made it the main PID */
+	if (sm_handoff_successor()) {
+		main_pid = false;
+		err = sm_handoff_announce(d);
+	} else {
+		notify_ready(d);
+		sm_sd_watchdog(); /* the first beat now: the next tick is a second away */
+	}
+	if (!err)
+		err = sm_evloop_run(d->loop);
 stop:
+	sm_handoff_stop(d);
 	sm_cluster_stop(d); /* a state being read is dropped; the registration goes */
 	sm_evloop_del(d->loop, tick);
 	sm_reload_stop(d);  /* a catalog being read is dropped; nothing is half-applied */
@@ -764,6 +814,13 @@ int main(int argc, char **argv)
 
 	sm_log_set_ident("sockmeshd");
 	sm_log_route_libbpf();
+	/* the descriptors an upgrade handed over: before anything opens one */
+	if (sm_handoff_import())
+		return EXIT_RUNTIME;
+	/* as given: parse_args() cuts --set KEY=VALUE apart in place */
+	daemon_argv = calloc((size_t) argc + 1, sizeof(char *));
+	for (int i = 0; daemon_argv && i < argc; i++)
+		daemon_argv[i] = strdup(argv[i]);
 	if (parse_args(argc, argv, &a))
 		return EXIT_USAGE;
 	if (load_config(&d.cfg, &a, &cfg_err)) {

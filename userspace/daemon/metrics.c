@@ -41,6 +41,7 @@
 #include "drop_reason.h"
 #include "evloop.h"
 #include "flow_record.h"
+#include "handoff.h"
 #include "hbone.h"
 #include "log.h"
 #include "metrics.h"
@@ -743,7 +744,10 @@ int sm_metrics_start(struct sm_daemon *d)
 		err = -errno;
 		goto free_m;
 	}
-	fd = sm_tcp_listen(&d->cfg.admin_addr, d->cfg.admin_port, ADMIN_BACKLOG, false);
+	/* an upgrade's predecessor's socket, else a new one */
+	fd = sm_handoff_take_tcp(&d->cfg.admin_addr, d->cfg.admin_port);
+	if (fd < 0)
+		fd = sm_tcp_listen(&d->cfg.admin_addr, d->cfg.admin_port, ADMIN_BACKLOG, false);
 	if (fd < 0) {
 		err = fd;
 		pr_err("cannot listen on the admin port %s: %s (%s)", m->where, strerror(-err),
@@ -795,9 +799,10 @@ int sm_metrics_serve(struct sm_daemon *d)
 	 * stay the main loop's) and capabilities (the reduced set).
 	 */
 	m->mhd = MHD_start_daemon(
-		MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, m,
-		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
-		MHD_OPTION_CONNECTION_LIMIT, m->max_conns, MHD_OPTION_CONNECTION_TIMEOUT,
+		/* ITC: MHD_quiesce_daemon() gives the listener up without a shutdown() of it */
+		MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+		on_request, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
+		fd, MHD_OPTION_CONNECTION_LIMIT, m->max_conns, MHD_OPTION_CONNECTION_TIMEOUT,
 		(unsigned int) d->cfg.admin_idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 		(size_t) ADMIN_MEMORY_LIMIT, MHD_OPTION_NOTIFY_CONNECTION, on_connection, m,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, m, MHD_OPTION_END);
@@ -824,6 +829,30 @@ void sm_metrics_stop(struct sm_daemon *d)
 		return;
 	MHD_stop_daemon(m->mhd); /* joins the thread and closes the listener */
 	m->mhd = NULL;
+}
+
+int sm_metrics_listen_fd(const struct sm_daemon *d)
+{
+	const union MHD_DaemonInfo *info;
+
+	if (!d->metrics)
+		return -1;
+	if (!d->metrics->mhd)
+		return d->metrics->listen_fd;
+	info = MHD_get_daemon_info(d->metrics->mhd, MHD_DAEMON_INFO_LISTEN_FD);
+	return info ? info->listen_fd : -1;
+}
+
+void sm_metrics_quiesce(struct sm_daemon *d)
+{
+	int fd;
+
+	if (!d->metrics || !d->metrics->mhd)
+		return;
+	/* MHD stops watching it; the successor's copy of the socket serves on */
+	fd = MHD_quiesce_daemon(d->metrics->mhd);
+	if (fd >= 0)
+		close(fd);
 }
 
 void sm_metrics_free(struct sm_daemon *d)

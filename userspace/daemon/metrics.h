@@ -14,6 +14,10 @@ int sm_metrics_start(struct sm_daemon *d);
 int sm_metrics_serve(struct sm_daemon *d);
 /* Stop serving; before the workers and the maps go (the HTTP thread reads them). */
 void sm_metrics_stop(struct sm_daemon *d);
+/* The admin listening socket (an upgrade hands it over), or -1. */
+int sm_metrics_listen_fd(const struct sm_daemon *d);
+/* An upgrade's successor has the admin socket: stop accepting on it (no shutdown()). */
+void sm_metrics_quiesce(struct sm_daemon *d);
 /*
  * Stop serving and free the counts; after the last flow record
  * (sm_flowexp_stop()). The metrics count records and lost events as the

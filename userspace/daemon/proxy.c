@@ -494,6 +494,15 @@ void sm_proxy_stop_accepting(struct sm_worker *w)
 	p->nl = 0;
 }
 
+static unsigned int proxy_listen_fds(struct sm_worker *w, int *fds, unsigned int max)
+{
+	unsigned int n = 0;
+
+	for (unsigned int i = 0; w->proxy && i < w->proxy->nl && n < max; i++)
+		fds[n++] = w->proxy->l[i].fd;
+	return n;
+}
+
 void sm_proxy_free(struct sm_worker *w)
 {
 	struct sm_proxy *p = w->proxy;
@@ -543,4 +552,5 @@ const struct sm_worker_part sm_proxy_worker_part = {
 	.stop_accepting = sm_proxy_stop_accepting,
 	.resume_accepting = sm_proxy_resume_accepting,
 	.free = sm_proxy_free,
+	.listen_fds = proxy_listen_fds,
 };

@@ -23,6 +23,7 @@
 
 #include "daemon.h"
 #include "evloop.h"
+#include "handoff.h"
 #include "log.h"
 #include "util.h"
 #include "worker.h"
@@ -182,8 +183,10 @@ static void *worker_main(void *arg)
 
 int sm_worker_listen(struct sm_worker *w, const struct sm_addr *a, uint16_t port, int backlog)
 {
-	int fd;
+	int fd = sm_handoff_take_tcp(a, port);
 
+	if (fd >= 0)
+		return fd; /* the previous daemon's, already listening: nothing refused meanwhile */
 	if (w->id == 0 && w->d->nworkers > 1) {
 		/*
 		 * SO_REUSEPORT would let a second daemon (same user) join our
@@ -247,6 +250,12 @@ unsigned int sm_workers_count(const struct sm_daemon *d)
 {
 	long n = d->cfg.workers ? (long) d->cfg.workers : sysconf(_SC_NPROCESSORS_ONLN);
 
+	/*
+	 * After an upgrade, at least one worker per inherited listener of a
+	 * group: one left without a worker would hold connections nobody takes.
+	 */
+	if (n < (long) sm_handoff_group_size())
+		n = (long) sm_handoff_group_size();
 	if (n < 1)
 		n = 1;
 	return n > WORKERS_MAX ? WORKERS_MAX : (unsigned int) n;
@@ -310,6 +319,23 @@ int sm_workers_start(struct sm_daemon *d)
 	}
 	pr_info("%u worker thread%s", n, n == 1 ? "" : "s");
 	return 0;
+}
+
+unsigned int sm_workers_listen_fds(struct sm_daemon *d, int *fds, unsigned int max)
+{
+	unsigned int n = 0;
+
+	sm_workers_pause(d);
+	for (unsigned int i = 0; d->workers && i < d->nworkers; i++) {
+		for (unsigned int j = 0; j < d->nworker_parts; j++) {
+			const struct sm_worker_part *p = d->worker_parts[j];
+
+			if (p->listen_fds)
+				n += p->listen_fds(&d->workers[i], fds + n, max - n);
+		}
+	}
+	sm_workers_resume(d);
+	return n;
 }
 
 void sm_workers_post(struct sm_daemon *d, unsigned int cmds)

@@ -41,6 +41,8 @@ struct sm_worker_part {
 	void (*tick)(struct sm_worker *w);	       /* every second */
 	void (*policy_recheck)(struct sm_worker *w);   /* SM_WCMD_POLICY_RECHECK */
 	void (*free)(struct sm_worker *w);	       /* after the thread ended */
+	/* its listening sockets, for an upgrade (handoff.c): up to max into fds, how many */
+	unsigned int (*listen_fds)(struct sm_worker *w, int *fds, unsigned int max);
 };
 #define SM_WORKER_PARTS_MAX 4
 
@@ -91,7 +93,16 @@ void sm_workers_resume(struct sm_daemon *d);
  * -ETIMEDOUT when a worker did not answer within 10 s (it runs cmd later).
  */
 int sm_workers_call(struct sm_daemon *d, unsigned int cmd);
-/* A listener of worker w on a:port; the first worker's probe reports a taken port. */
+/*
+ * Every worker's listening sockets (up to max into fds; how many), read while
+ * the workers are paused: what an upgrade hands to the next daemon.
+ */
+unsigned int sm_workers_listen_fds(struct sm_daemon *d, int *fds, unsigned int max);
+/*
+ * A listener of worker w on a:port: one the previous daemon handed over
+ * (handoff.c) if it has one, else a new one; the first worker's probe reports
+ * a taken port.
+ */
 int sm_worker_listen(struct sm_worker *w, const struct sm_addr *a, uint16_t port, int backlog);
 /*
  * accept4() on listener lfd (non-blocking, close-on-exec; the peer in *ss).

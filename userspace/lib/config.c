@@ -87,6 +87,9 @@ static const struct cfg_key cfg_keys[] = {
 	 "set how many connections the admin server holds at once, e.g. 4096"},
 	{"admin", "idle_timeout", CK_U32, F(admin_idle_timeout), 0, 1, 3600,
 	 "set after how many seconds an idle or slow admin connection is closed, e.g. 10"},
+	{"daemon", "drain_timeout", CK_U32, F(drain_timeout), 0, 0, 3600,
+	 "set how many seconds a stopping or upgraded daemon lets its relayed and tunnelled "
+	 "connections finish, 0..3600, e.g. 5"},
 	{"control", "max_clients", CK_U32, F(control_max_clients), 0, 1, 65536,
 	 "set how many control clients may be connected at once, e.g. 64"},
 	{"control", "idle_timeout", CK_U32, F(control_idle_timeout), 0, 1, 3600,
@@ -188,9 +191,9 @@ static const struct cfg_key cfg_keys[] = {
 #undef F
 
 /* The top-level keys: the two scalars first, then the sections. */
-static const char *const top_keys[] = {"node",	   "catalog", "paths",	 "listeners",
-				       "datapath", "tunnel",  "flowlog", "log",
-				       "metrics",  "admin",   "control", "cluster"};
+static const char *const top_keys[] = {"node",	  "catalog", "paths", "listeners", "datapath",
+				       "tunnel",  "flowlog", "log",   "metrics",   "admin",
+				       "control", "cluster", "daemon"};
 
 void sm_config_defaults(struct sm_config *cfg)
 {
@@ -211,6 +214,7 @@ void sm_config_defaults(struct sm_config *cfg)
 	cfg->admin_idle_timeout = 10;
 	cfg->control_max_clients = 64;
 	cfg->control_idle_timeout = 10;
+	cfg->drain_timeout = 5;
 	cfg->metrics_max_series = SM_METRICS_DEFAULT_MAX_SERIES;
 	cfg->daemon_mark = SM_DEFAULT_DAEMON_MARK;
 	cfg->transparent_mark = SM_DEFAULT_TRANSPARENT_MARK;

@@ -51,6 +51,9 @@ struct sm_config {
 	uint32_t admin_max_connections; /* admin.max_connections held at once, 4096 */
 	uint32_t admin_idle_timeout;	/* admin.idle_timeout (s) of an idle or slow one, 10 */
 
+	/* daemon: its own lifecycle (docs/operations.md, "Restart and upgrade") */
+	uint32_t drain_timeout; /* daemon.drain_timeout (s) relays get on stop or upgrade, 5 */
+
 	/* control: the control socket's bounds (docs/interfaces.md) */
 	uint32_t control_max_clients;  /* control.max_clients connected at once, 64 */
 	uint32_t control_idle_timeout; /* control.idle_timeout (s) without progress, 10 */
