@@ -10,8 +10,10 @@
  *   --deny A:P     connect()s to A:P, which must fail with EPERM (policy);
  *   --capture A:P  connect()s to A:P, which must be rewritten to the outbound
  *                  listener (--via, default 127.0.0.1:15001): the socket's
- *                  peer is the listener, or, with --listener-down, the
- *                  connect is refused by the listener's absent socket;
+ *                  real peer (the kernel's, read from /proc/net/tcp{,6}:
+ *                  getpeername() gives A:P back, by the mesh's design) is
+ *                  the listener, or, with --listener-down, the connect is
+ *                  refused by the listener's absent socket;
  *   --listen A:P   listens on A:P, and the parent connects to it from the
  *                  network namespace --probe-netns: a STRICT workload must
  *                  not complete that plaintext handshake (--probe-wait-ms).
@@ -294,10 +296,71 @@ static void check_deny(const struct opts *o, struct verdict *v)
 		close(fd);
 }
 
+/*
+ * An address as /proc/net/tcp{,6} prints it ("%08X" per 32-bit word
+ * of the address as stored, ":%04X" port in host order) into a, port.
+ */
+static int parse_proc_addr(const char *s, uint8_t family, struct sm_addr *a, uint16_t *port)
+{
+	unsigned int words = family == AF_INET ? 1 : 4;
+	unsigned int p;
+
+	memset(a, 0, sizeof(*a));
+	a->family = family;
+	for (unsigned int i = 0; i < words; i++) {
+		char w[9];
+		uint32_t v;
+
+		memcpy(w, s + 8 * i, 8);
+		w[8] = '\0';
+		v = (uint32_t) strtoul(w, NULL, 16);
+		memcpy(a->bytes + 4 * i, &v, sizeof(v));
+	}
+	if (s[8 * words] != ':' || sscanf(s + 8 * words + 1, "%4x", &p) != 1)
+		return -EINVAL;
+	*port = (uint16_t) p;
+	return 0;
+}
+
+/*
+ * The peer the kernel connected fd to, whatever a cgroup/getpeername program
+ * says: the /proc/net/tcp{,6} line whose local address is fd's. 0 or -errno.
+ */
+static int real_peer(int fd, struct sm_addr *peer, uint16_t *pport)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	struct sm_addr la;
+	uint16_t lport;
+	char line[512];
+	FILE *f;
+	int err = -ENOENT;
+
+	if (getsockname(fd, (struct sockaddr *) &ss, &len) < 0)
+		return -errno;
+	if (sm_addr_from_sockaddr((struct sockaddr *) &ss, &la, &lport))
+		return -EAFNOSUPPORT;
+	f = fopen(la.family == AF_INET ? "/proc/self/net/tcp" : "/proc/self/net/tcp6", "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char loc[64], rem[64];
+		struct sm_addr a;
+		uint16_t port;
+
+		if (sscanf(line, " %*u: %63s %63s", loc, rem) != 2 ||
+		    parse_proc_addr(loc, la.family, &a, &port) || port != lport ||
+		    !sm_addr_equal(&a, &la) || parse_proc_addr(rem, la.family, peer, pport))
+			continue;
+		err = 0;
+		break;
+	}
+	fclose(f);
+	return err;
+}
+
 static void check_capture(const struct opts *o, struct verdict *v)
 {
-	struct sockaddr_storage peer;
-	socklen_t plen = sizeof(peer);
 	struct sm_addr pa;
 	uint16_t pport = 0;
 	int fd, err = try_connect(&o->capture, o->mark, &fd);
@@ -316,9 +379,10 @@ static void check_capture(const struct opts *o, struct verdict *v)
 		verdict_set(v, 1, "captured %s: %s", o->capture.text, outcome(err));
 		goto out;
 	}
-	if (getpeername(fd, (struct sockaddr *) &peer, &plen) < 0 ||
-	    sm_addr_from_sockaddr((struct sockaddr *) &peer, &pa, &pport)) {
-		verdict_set(v, 2, "captured %s: getpeername: %s", o->capture.text, outcome(errno));
+	err = real_peer(fd, &pa, &pport);
+	if (err) {
+		verdict_set(v, 2, "captured %s: its socket in /proc/net/tcp: %s", o->capture.text,
+			    outcome(-err));
 		goto out;
 	}
 	if (!sm_addr_equal(&pa, &o->via.addr) || pport != o->via.port)
