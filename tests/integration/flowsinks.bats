@@ -56,19 +56,6 @@ flowlog_config() {
 	} >"$CFG"
 }
 
-status_flows() { # KEY: a flows counter of node1's status
-	sm_status node1 | jq -er --arg k "$1" '.flows[$k]'
-}
-
-# Every line of the live file and its backups (PATH.N and PATH.N.gz), oldest first.
-all_lines() {
-	local f
-	for f in $(ls "$LOG".* 2>/dev/null | grep -E '\.[0-9]+(\.gz)?$' | sort -t. -k3,3n); do
-		zcat -f "$f"
-	done
-	cat "$LOG"
-}
-
 # Backups on disk: numbers of PATH.N / PATH.N.gz (a .gz.tmp is not one yet).
 backup_count() {
 	ls "$LOG".* 2>/dev/null | grep -E '\.[0-9]+(\.gz)?$' | sed -E 's/\.gz$//' | sort -u | wc -l
@@ -85,11 +72,11 @@ older_backups_compressed() {
 }
 
 queue_empty() {
-	[ "$(status_flows queued)" -eq 0 ]
+	[ "$(sm_status_flows queued)" -eq 0 ]
 }
 
 flows_at_least() { # KEY N: a flows counter of node1's status has reached N
-	[ "$(status_flows "$1")" -ge "$2" ]
+	[ "$(sm_status_flows "$1")" -ge "$2" ]
 }
 
 # COUNT FILTER: node1's flow log holds at least COUNT records matching FILTER
@@ -98,7 +85,7 @@ records_matching() {
 }
 
 written_equals_lines() {
-	[ "$(status_flows queued)" -eq 0 ] && [ "$(all_lines | wc -l)" -eq "$(status_flows records)" ]
+	[ "$(sm_status_flows queued)" -eq 0 ] && [ "$(sm_flowlog_lines | wc -l)" -eq "$(sm_status_flows records)" ]
 }
 
 log_has() {
@@ -124,11 +111,11 @@ stream_connections() {
 	sm_wait_until 15 flows_at_least records 800
 	sm_wait_until 15 written_equals_lines
 	sm_wait_until 15 older_backups_compressed
-	rotations=$(status_flows rotations)
-	echo "records $(status_flows records), rotations $rotations, compressed $(status_flows compressed)"
+	rotations=$(sm_status_flows rotations)
+	echo "records $(sm_status_flows records), rotations $rotations, compressed $(sm_status_flows compressed)"
 	[ "$rotations" -ge 10 ]
-	[ "$(status_flows compressed)" -eq $((rotations - 1)) ]
-	[ "$(status_flows queue_dropped)" -eq 0 ]
+	[ "$(sm_status_flows compressed)" -eq $((rotations - 1)) ]
+	[ "$(sm_status_flows queue_dropped)" -eq 0 ]
 	# every backup is gzip that zcat reads (but the newest, PATH.N plain), and none
 	# is over max_size uncompressed
 	[ -f "$LOG.$rotations" ] && [ "$(wc -c <"$LOG.$rotations")" -le 16384 ]
@@ -137,14 +124,14 @@ stream_connections() {
 		[ "$(zcat "$f" | wc -c)" -le 16384 ]
 	done
 	# whole JSON lines only, exactly as many as the daemon wrote, none twice
-	[ "$(all_lines | jq -c . | wc -l)" -eq "$(status_flows records)" ]
-	[ "$(all_lines | jq -r '[.socket_cookie, .type, .time] | @text' | sort | uniq -d | wc -l)" -eq 0 ]
+	[ "$(sm_flowlog_lines | jq -c . | wc -l)" -eq "$(sm_status_flows records)" ]
+	[ "$(sm_flowlog_lines | jq -r '[.socket_cookie, .type, .time] | @text' | sort | uniq -d | wc -l)" -eq 0 ]
 	# all 200 connections' records are there: both sockets start and end
-	[ "$(all_lines | jq -r 'select(.type == "conn_end" and .destination.port == 9090 and
+	[ "$(sm_flowlog_lines | jq -r 'select(.type == "conn_end" and .destination.port == 9090 and
 		.traffic_direction == "EGRESS") | .socket_cookie' | sort -u | wc -l)" -eq 200 ]
-	[ "$(all_lines | jq -r 'select(.type == "conn_start") | .socket_cookie' | sort -u | wc -l)" -ge 400 ]
+	[ "$(sm_flowlog_lines | jq -r 'select(.type == "conn_start") | .socket_cookie' | sort -u | wc -l)" -ge 400 ]
 	# the backups validate against the schema too (teardown checks the live file)
-	all_lines | sm_validate_flows -
+	sm_flowlog_lines | sm_validate_flows -
 }
 
 @test "backups never exceed max_backups; the newest are kept" {
@@ -164,16 +151,16 @@ stream_connections() {
 	sb_wait_pid "$pid" 10
 	# every record written (4 a connection: start and end of both sockets), so no
 	# rotation is still to come, and every backup but the newest compressed
-	all_written() { [ "$(status_flows records)" -ge 1200 ] && queue_empty; }
+	all_written() { [ "$(sm_status_flows records)" -ge 1200 ] && queue_empty; }
 	sm_wait_until 30 all_written
 	sm_wait_until 15 older_backups_compressed
-	echo "most backups seen: $max; rotations $(status_flows rotations)"
+	echo "most backups seen: $max; rotations $(sm_status_flows rotations)"
 	[ "$max" -le 2 ]
 	[ "$(backup_count)" -eq 2 ]
-	[ "$(status_flows rotations)" -ge 5 ]
+	[ "$(sm_status_flows rotations)" -ge 5 ]
 	# the two kept are the two highest numbers, the older gzip-compressed, the
 	# newest plain (a shipper may still be reading it)
-	last=$(status_flows rotations)
+	last=$(sm_status_flows rotations)
 	[ -f "$LOG.$last" ] && [ -f "$LOG.$((last - 1)).gz" ]
 	jq -e . "$LOG.$last" >/dev/null
 	zcat "$LOG.$((last - 1)).gz" | jq -e . >/dev/null
@@ -272,7 +259,7 @@ stream_connections() {
 	[ "$(sm_counter node1 policy_denied)" -eq "$attempts" ]
 	written=$(sm_records node1 '.type == "denied"' | wc -l)
 	[ "$written" -ge 5 ] && [ "$written" -lt "$attempts" ]
-	[ "$(status_flows rate_limited)" -eq $((attempts - written)) ]
+	[ "$(sm_status_flows rate_limited)" -eq $((attempts - written)) ]
 	# the lost records name the source: the client's identity
 	cid=$(sb_cli node1 workloads -o json | jq -er '.[] | select(.name == "client") | .identity')
 	sm_records node1 '.type == "lost" and .lost.rate_limited > 0' |
@@ -305,28 +292,28 @@ stream_connections() {
 	unfinished=0
 	[ "$(tail -c 1 "$LOG" | od -An -tx1 | tr -d ' ')" = 0a ] || unfinished=1
 	echo "full: $(df -k --output=avail "$SMALL_FS" | tail -n 1) KiB free; records made" \
-		"$(records_made), written $(status_flows records), failed $(status_flows write_failed)," \
+		"$(records_made), written $(sm_status_flows records), failed $(sm_status_flows write_failed)," \
 		"a line being written: $unfinished"
 	# the whole lines are whole records (a line still being written may end the file)
 	[ "$(head -n "$whole" "$LOG" | jq -c . | wc -l)" -eq "$whole" ]
-	[ "$(status_flows records)" -eq "$whole" ]
-	[ "$(status_flows write_failed)" -gt 0 ]
-	[ "$(records_made)" -eq $(($(status_flows records) + $(status_flows write_failed) + unfinished)) ]
-	[ "$(status_flows queue_dropped)" -eq 0 ]
+	[ "$(sm_status_flows records)" -eq "$whole" ]
+	[ "$(sm_status_flows write_failed)" -gt 0 ]
+	[ "$(records_made)" -eq $(($(sm_status_flows records) + $(sm_status_flows write_failed) + unfinished)) ]
+	[ "$(sm_status_flows queue_dropped)" -eq 0 ]
 
 	# space returns: the daemon notices by itself and says what the file is missing
 	rm "$SMALL_FS/filler"
 	reported() {
 		[ "$(jq -s '[.[] | select(.type == "lost") | .lost.write_failed] | add // 0' "$LOG")" -eq \
-			"$(status_flows write_failed)" ]
+			"$(sm_status_flows write_failed)" ]
 	}
 	sm_wait_until 10 reported
 	jq -c 'select(.type == "lost")' "$LOG"
-	failed=$(status_flows write_failed)
+	failed=$(sm_status_flows write_failed)
 	# every line whole, the file ends with one
 	[ "$(jq -c . "$LOG" | wc -l)" -eq "$(wc -l <"$LOG")" ]
 	[ "$(tail -c 1 "$LOG" | od -An -tx1 | tr -d ' ')" = 0a ]
-	[ "$(status_flows records)" -eq "$(wc -l <"$LOG")" ]
+	[ "$(sm_status_flows records)" -eq "$(wc -l <"$LOG")" ]
 	# exactly: every record made is in the file or counted as lost, in status and metrics
 	in_file=$(jq -c 'select(.type != "lost")' "$LOG" | wc -l)
 	echo "made $(records_made) = in the file $in_file + lost $failed"
@@ -341,7 +328,7 @@ stream_connections() {
 	[ "$status" -eq 0 ]
 	more() { [ "$(wc -l <"$LOG")" -ge $((before + 8)) ] && queue_empty; }
 	sm_wait_until 10 more
-	[ "$(status_flows write_failed)" -eq "$failed" ]
+	[ "$(sm_status_flows write_failed)" -eq "$failed" ]
 }
 
 @test "a full disk with rotation and compression: backups whole, compressed again once there is room" {
@@ -356,12 +343,12 @@ stream_connections() {
 	[ "$status" -eq 0 ]
 	made_all() { [ "$(records_made)" -ge 1200 ] && queue_empty; }
 	sm_wait_until 30 made_all
-	echo "full: records made $(records_made), written $(status_flows records)," \
-		"failed $(status_flows write_failed), rotations $(status_flows rotations)," \
-		"compressed $(status_flows compressed), compress errors $(status_flows compress_errors)"
+	echo "full: records made $(records_made), written $(sm_status_flows records)," \
+		"failed $(sm_status_flows write_failed), rotations $(sm_status_flows rotations)," \
+		"compressed $(sm_status_flows compressed), compress errors $(sm_status_flows compress_errors)"
 	ls -l "$SMALL_FS"
-	[ "$(status_flows write_failed)" -gt 0 ]
-	[ "$(status_flows rotations)" -ge 3 ]
+	[ "$(sm_status_flows write_failed)" -gt 0 ]
+	[ "$(sm_status_flows rotations)" -ge 3 ]
 	# no rotation for lines that were not written: every backup holds records
 	for f in $(ls "$LOG".* | grep -E '\.[0-9]+(\.gz)?$'); do
 		[ "$(zcat -f "$f" | wc -l)" -gt 0 ]
@@ -369,8 +356,8 @@ stream_connections() {
 
 	rm "$SMALL_FS/filler"
 	reported() {
-		[ "$(all_lines | jq -s '[.[] | select(.type == "lost") | .lost.write_failed] | add // 0')" -eq \
-			"$(status_flows write_failed)" ]
+		[ "$(sm_flowlog_lines | jq -s '[.[] | select(.type == "lost") | .lost.write_failed] | add // 0')" -eq \
+			"$(sm_status_flows write_failed)" ]
 	}
 	sm_wait_until 10 reported
 	# more records: the next rotation compresses what the full disk left uncompressed
@@ -384,12 +371,12 @@ stream_connections() {
 		gzip -t "$f"
 	done
 	# whole records only, across the backups and the live file; each made one written or lost
-	[ "$(all_lines | jq -c . | wc -l)" -eq "$(all_lines | wc -l)" ]
-	[ "$(all_lines | wc -l)" -eq "$(status_flows records)" ]
-	in_file=$(all_lines | jq -c 'select(.type != "lost")' | wc -l)
-	failed=$(status_flows write_failed)
+	[ "$(sm_flowlog_lines | jq -c . | wc -l)" -eq "$(sm_flowlog_lines | wc -l)" ]
+	[ "$(sm_flowlog_lines | wc -l)" -eq "$(sm_status_flows records)" ]
+	in_file=$(sm_flowlog_lines | jq -c 'select(.type != "lost")' | wc -l)
+	failed=$(sm_status_flows write_failed)
 	echo "made $(records_made) = in the files $in_file + lost $failed;" \
-		"compressed $(status_flows compressed), compress errors $(status_flows compress_errors)"
+		"compressed $(sm_status_flows compressed), compress errors $(sm_status_flows compress_errors)"
 	[ "$(records_made)" -eq $((in_file + failed)) ]
-	all_lines | sm_validate_flows -
+	sm_flowlog_lines | sm_validate_flows -
 }

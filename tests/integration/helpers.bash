@@ -337,3 +337,18 @@ sm_tcp_from_flowlog() {
 			connections_closed: (map(.connections_closed) | add)}})
 		| from_entries' "$(sb_flowlog "$1")"
 }
+
+# sm_status_flows KEY: a flows counter of node1's status.
+sm_status_flows() {
+	sm_status node1 | jq -er --arg k "$1" '.flows[$k]'
+}
+
+# sm_flowlog_lines: every line of the flow-log file $LOG and its backups (LOG.N and
+# LOG.N.gz), oldest first.
+sm_flowlog_lines() {
+	local f
+	for f in $(ls "$LOG".* 2>/dev/null | grep -E '\.[0-9]+(\.gz)?$' | sort -t. -k3,3n); do
+		zcat -f "$f"
+	done
+	cat "$LOG"
+}

@@ -32,19 +32,6 @@ teardown() {
 	sm_teardown
 }
 
-status_flows() { # KEY: a flows counter of node1's status
-	sm_status node1 | jq -er --arg k "$1" '.flows[$k]'
-}
-
-# Every line of the live file and its backups (PATH.N and PATH.N.gz), oldest first.
-all_lines() {
-	local f
-	for f in $(ls "$LOG".* 2>/dev/null | grep -E '\.[0-9]+(\.gz)?$' | sort -t. -k3,3n); do
-		zcat -f "$f"
-	done
-	cat "$LOG"
-}
-
 # One key a record: its type, socket and time (a socket has one record of each type at a time).
 record_keys() {
 	jq -r '[.type, .socket_cookie, .time] | @tsv'
@@ -61,7 +48,7 @@ shipped_at_least() {
 
 # The daemon wrote at least N records and has nothing queued.
 written_at_least() {
-	[ "$(status_flows records)" -ge "$1" ] && [ "$(status_flows queued)" -eq 0 ]
+	[ "$(sm_status_flows records)" -ge "$1" ] && [ "$(sm_status_flows queued)" -eq 0 ]
 }
 
 # start_rsyslog: rsyslogd in the foreground (-n) with the documented drop-in, reading $LOG.
@@ -106,42 +93,42 @@ start_rsyslog() {
 	# has rotated and 2,400 records (2.2 MiB) are written: rotating at max_size at
 	# once made two rotations by then, and rsyslog never opened the file between
 	# them. With the file kept a second it has most of that second left to open it.
-	before=$(status_flows records)
-	r0=$(status_flows rotations)
+	before=$(sm_status_flows records)
+	r0=$(sm_status_flows rotations)
 	kill -STOP "$RS_PID"
 	sb_run node1 client "$SMTRAFFIC" rr --connect 10.11.0.1:9090 --count 5000 --size 1 \
 		--new-conn --timeout 300
 	burst=$SB_RUN_PID
 	rotated_and_written() {
-		[ "$(status_flows rotations)" -gt "$r0" ] && [ "$(status_flows records)" -ge "$1" ]
+		[ "$(sm_status_flows rotations)" -gt "$r0" ] && [ "$(sm_status_flows records)" -ge "$1" ]
 	}
 	sm_wait_until 60 rotated_and_written $((before + 2400))
-	r_stopped=$(status_flows rotations)
+	r_stopped=$(sm_status_flows rotations)
 	kill -CONT "$RS_PID"
 	sb_wait_pid "$burst" 300
 	[ "$SB_LAST_RC" -eq 0 ]
 	sm_wait_until 60 written_at_least $((before + 20000))
 	# then 50 connections at a time until the file has rotated three times in all
 	# (each live file is kept a second), so older backups are compressed under rsyslog
-	for ((i = 0; i < 200 && $(status_flows rotations) < 3; i++)); do
+	for ((i = 0; i < 200 && $(sm_status_flows rotations) < 3; i++)); do
 		sb_exec node1 client "$SMTRAFFIC" rr --connect 10.11.0.1:9090 --count 50 --size 1 \
 			--new-conn --timeout 30 >/dev/null
 	done
 	sm_wait_until 30 written_at_least $((before + 20000 + 200 * i))
-	written=$(status_flows records)
+	written=$(sm_status_flows records)
 	# rsyslog catches up within a bound; a lost generation never arrives, so go on
 	# and count after the bound either way
 	sm_wait_until 60 shipped_at_least "$written" || true
-	rotations=$(status_flows rotations)
+	rotations=$(sm_status_flows rotations)
 	echo "written $written, shipped $(shipped_lines), rotations $rotations ($r_stopped before" \
-		"rsyslog went on), compressed $(status_flows compressed)," \
-		"queue_dropped $(status_flows queue_dropped)"
+		"rsyslog went on), compressed $(sm_status_flows compressed)," \
+		"queue_dropped $(sm_status_flows queue_dropped)"
 	[ "$rotations" -ge 3 ]
-	[ "$(status_flows queue_dropped)" -eq 0 ]
-	[ "$(status_flows write_failed)" -eq 0 ]
-	[ "$(status_flows compressed)" -ge $((rotations - 1)) ]
+	[ "$(sm_status_flows queue_dropped)" -eq 0 ]
+	[ "$(sm_status_flows write_failed)" -eq 0 ]
+	[ "$(sm_status_flows compressed)" -ge $((rotations - 1)) ]
 	# the files hold exactly what the daemon counted, each record once
-	all_lines | record_keys | sort >"$SB_DIR/written.keys"
+	sm_flowlog_lines | record_keys | sort >"$SB_DIR/written.keys"
 	[ "$(wc -l <"$SB_DIR/written.keys")" -eq "$written" ]
 	[ "$(uniq -d "$SB_DIR/written.keys" | wc -l)" -eq 0 ]
 	# what rsyslog shipped: whole JSON records, the same set, none twice
