@@ -149,6 +149,15 @@ churn() {
 	[ "$(sm_counter node1 policy_denied)" -eq "$denied" ]
 }
 
+@test "smchurn sees an escape: an unenrolled cgroup's connect reaches its destination around the listener" {
+	# The capture check asks the kernel (sock_diag), not getpeername(), which
+	# gives the original destination back by design (cgroup/getpeername4).
+	churn node1 --cgroup "$SB_CG/node1/stranger-churn" --count 20 --capture 10.11.0.1:9090
+	[ "$status" -eq 1 ]
+	jq -e '.attempts == 20 and .escapes == 20 and .errors == 0 and
+		(.first_escape | test("connected around the outbound listener"))' <<<"$output"
+}
+
 @test "the daemon's SO_MARK set by a workload process exempts it from nothing" {
 	# root in the workload has CAP_NET_ADMIN: it can set any mark, the daemon's too
 	churn node1 --cgroup "$(sb_cgroup_dir node1 client)" --count 200 --mark 0x5ec0de \

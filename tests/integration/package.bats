@@ -3,8 +3,9 @@
 #
 # Installing sockmesh: `make install` / `make uninstall` into a DESTDIR, and
 # the Debian package `make deb` builds (once per run, in setup_file), unpacked
-# into a scratch root with `dpkg -x`: nothing is ever installed on this
-# machine. The installed binaries, example config, man pages and bash
+# into a scratch root with `dpkg -x`, and installed with `dpkg -i` on a scratch
+# copy of this machine (an overlay of / in a private mount namespace): nothing
+# is ever installed on this machine itself. The installed binaries, example config, man pages and bash
 # completion are run from that root. No daemon attaches, no sandbox.
 
 load helpers
@@ -282,6 +283,50 @@ complete_words() {
 	echo "$output"
 	[ "$status" -eq 0 ]
 	[ -z "$output" ]
+}
+
+@test "dpkg -i on a scratch copy of this machine: installed, runs, dpkg -r keeps the config, dpkg -P removes it" {
+	need_deb
+	[ ! -d /run/systemd/system ] || skip "systemd runs here: postinst would talk to it"
+	! dpkg-query -W sockmesh >/dev/null 2>&1 || skip "sockmesh is installed on this machine"
+	# The scratch copy: this machine's / under an overlay whose upper layer is
+	# a tmpfs, in a private mount namespace, so dpkg's database, /usr and /etc
+	# change only there and vanish with the namespace.
+	cat >"$BATS_TEST_TMPDIR/inside.sh" <<-'EOF'
+		set -e
+		dpkg -i /tmp/sockmesh.deb
+		test "$(dpkg-query -W -f='${Status}' sockmesh)" = "install ok installed"
+		sockmeshd --version
+		sockmeshd --check -c /etc/sockmesh/sockmesh.yaml
+		sockmesh --help >/dev/null
+		dpkg -r sockmesh
+		test ! -e /usr/sbin/sockmeshd && test ! -e /usr/bin/sockmesh
+		test -f /etc/sockmesh/sockmesh.yaml # a conffile stays until purge
+		dpkg -P sockmesh
+		test ! -e /etc/sockmesh/sockmesh.yaml
+		echo scratch-install-ok
+	EOF
+	mkdir "$BATS_TEST_TMPDIR/scratch"
+	run unshare -m --propagation private sh -ec '
+		t=$1
+		mount -t tmpfs sockmesh-test "$t"
+		mkdir "$t/u" "$t/w" "$t/m"
+		mount -t overlay sockmesh-test -o "lowerdir=/,upperdir=$t/u,workdir=$t/w" "$t/m"
+		mount --rbind /dev "$t/m/dev"
+		mount --rbind /sys "$t/m/sys" # --check looks for the cgroup v2 mount
+		mount -t proc proc "$t/m/proc"
+		cp "$2" "$t/m/tmp/sockmesh.deb"
+		cp "$3" "$t/m/tmp/inside.sh"
+		exec chroot "$t/m" env PATH=/usr/sbin:/usr/bin:/sbin:/bin sh /tmp/inside.sh
+	' _ "$BATS_TEST_TMPDIR/scratch" "$PKG_DEB" "$BATS_TEST_TMPDIR/inside.sh"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"sockmeshd $(cat VERSION)"* ]]
+	[[ "$output" == *"config and catalog are valid"* ]]
+	[[ "$output" == *scratch-install-ok ]]
+	# this machine is untouched
+	run dpkg-query -W sockmesh
+	[ "$status" -ne 0 ]
 }
 
 # The keys a YAML example block of a docs page names, as dotted paths.

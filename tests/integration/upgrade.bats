@@ -107,7 +107,8 @@ log_has() { # NODE PATTERN
 	mv "$bin.new" "$bin"
 	[ "$(stat -c %i "$bin")" != "$old_ino" ]
 	OLD_PID=$(sb_daemon_pid node1)
-	kill -USR2 "$OLD_PID"
+	[ "$(sm_status node1 | jq -er .pid)" = "$OLD_PID" ]
+	kill -USR2 "$(sm_status node1 | jq -er .pid)" # as docs/operations.md shows it
 	sm_wait_until 30 log_has node1 "upgrade: pid [0-9]+ took over"
 	# A is still open when the old daemon hands over: the old one drains it
 	sb_alive "$a_pid"

@@ -10,7 +10,7 @@
  *   --deny A:P     connect()s to A:P, which must fail with EPERM (policy);
  *   --capture A:P  connect()s to A:P, which must be rewritten to the outbound
  *                  listener (--via, default 127.0.0.1:15001): the socket's
- *                  real peer (the kernel's, read from /proc/net/tcp{,6}:
+ *                  real peer (the kernel's, by a sock_diag lookup:
  *                  getpeername() gives A:P back, by the mesh's design) is
  *                  the listener, or, with --listener-down, the connect is
  *                  refused by the listener's absent socket;
@@ -39,6 +39,11 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
 
 #include "util.h"
 
@@ -297,72 +302,82 @@ static void check_deny(const struct opts *o, struct verdict *v)
 }
 
 /*
- * An address as /proc/net/tcp{,6} prints it ("%08X" per 32-bit word
- * of the address as stored, ":%04X" port in host order) into a, port.
+ * Whether the kernel connected fd to via (whatever a cgroup/getpeername
+ * program says): a sock_diag lookup of exactly fd's local address and port
+ * and via's, which must find fd itself (its cookie). An exact lookup, not a
+ * dump: 10,000 attempts leave as many TIME_WAIT sockets behind. 1 (yes),
+ * 0 (no such connection: it went elsewhere) or -errno.
  */
-static int parse_proc_addr(const char *s, uint8_t family, struct sm_addr *a, uint16_t *port)
+static int connected_to(int fd, const struct target *via)
 {
-	unsigned int words = family == AF_INET ? 1 : 4;
-	unsigned int p;
-
-	memset(a, 0, sizeof(*a));
-	a->family = family;
-	for (unsigned int i = 0; i < words; i++) {
-		char w[9];
-		uint32_t v;
-
-		memcpy(w, s + 8 * i, 8);
-		w[8] = '\0';
-		v = (uint32_t) strtoul(w, NULL, 16);
-		memcpy(a->bytes + 4 * i, &v, sizeof(v));
-	}
-	if (s[8 * words] != ':' || sscanf(s + 8 * words + 1, "%4x", &p) != 1)
-		return -EINVAL;
-	*port = (uint16_t) p;
-	return 0;
-}
-
-/*
- * The peer the kernel connected fd to, whatever a cgroup/getpeername program
- * says: the /proc/net/tcp{,6} line whose local address is fd's. 0 or -errno.
- */
-static int real_peer(int fd, struct sm_addr *peer, uint16_t *pport)
-{
+	struct {
+		struct nlmsghdr nh;
+		struct inet_diag_req_v2 r;
+	} req = {0};
+	union {
+		struct nlmsghdr nh;
+		char buf[1024];
+	} resp;
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
+	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
 	struct sm_addr la;
 	uint16_t lport;
-	char line[512];
-	FILE *f;
-	int err = -ENOENT;
+	uint64_t cookie = 0;
+	socklen_t clen = sizeof(cookie);
+	ssize_t n;
+	int nl, ret;
 
-	if (getsockname(fd, (struct sockaddr *) &ss, &len) < 0)
+	if (getsockname(fd, (struct sockaddr *) &ss, &len) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &clen) < 0)
 		return -errno;
 	if (sm_addr_from_sockaddr((struct sockaddr *) &ss, &la, &lport))
 		return -EAFNOSUPPORT;
-	f = fopen(la.family == AF_INET ? "/proc/self/net/tcp" : "/proc/self/net/tcp6", "re");
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		char loc[64], rem[64];
-		struct sm_addr a;
-		uint16_t port;
+	if (la.family != via->addr.family)
+		return 0;
+	req.nh.nlmsg_len = sizeof(req);
+	req.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	req.nh.nlmsg_flags = NLM_F_REQUEST;
+	req.r.sdiag_family = la.family;
+	req.r.sdiag_protocol = IPPROTO_TCP;
+	req.r.idiag_states = ~0U;
+	req.r.id.idiag_sport = htons(lport);
+	req.r.id.idiag_dport = htons(via->port);
+	memcpy(req.r.id.idiag_src, la.bytes, la.family == AF_INET ? 4 : 16);
+	memcpy(req.r.id.idiag_dst, via->addr.bytes, la.family == AF_INET ? 4 : 16);
+	req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+	req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
 
-		if (sscanf(line, " %*u: %63s %63s", loc, rem) != 2 ||
-		    parse_proc_addr(loc, la.family, &a, &port) || port != lport ||
-		    !sm_addr_equal(&a, &la) || parse_proc_addr(rem, la.family, peer, pport))
-			continue;
-		err = 0;
-		break;
+	nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	if (nl < 0)
+		return -errno;
+	if (sendto(nl, &req, sizeof(req), 0, (struct sockaddr *) &kernel, sizeof(kernel)) < 0 ||
+	    (n = recv(nl, &resp, sizeof(resp), 0)) < 0) {
+		ret = -errno;
+		goto out;
 	}
-	fclose(f);
-	return err;
+	if (!NLMSG_OK(&resp.nh, (size_t) n)) {
+		ret = -EPROTO;
+	} else if (resp.nh.nlmsg_type == NLMSG_ERROR) {
+		const struct nlmsgerr *e = NLMSG_DATA(&resp.nh);
+
+		ret = e->error == -ENOENT ? 0 : (e->error ? e->error : -EPROTO);
+	} else if (resp.nh.nlmsg_type == SOCK_DIAG_BY_FAMILY) {
+		const struct inet_diag_msg *m = NLMSG_DATA(&resp.nh);
+		uint64_t found = (uint64_t) m->id.idiag_cookie[0] |
+				 ((uint64_t) m->id.idiag_cookie[1] << 32);
+
+		ret = found == cookie;
+	} else {
+		ret = -EPROTO;
+	}
+out:
+	close(nl);
+	return ret;
 }
 
 static void check_capture(const struct opts *o, struct verdict *v)
 {
-	struct sm_addr pa;
-	uint16_t pport = 0;
 	int fd, err = try_connect(&o->capture, o->mark, &fd);
 
 	if (o->listener_down) {
@@ -379,13 +394,11 @@ static void check_capture(const struct opts *o, struct verdict *v)
 		verdict_set(v, 1, "captured %s: %s", o->capture.text, outcome(err));
 		goto out;
 	}
-	err = real_peer(fd, &pa, &pport);
-	if (err) {
-		verdict_set(v, 2, "captured %s: its socket in /proc/net/tcp: %s", o->capture.text,
+	err = connected_to(fd, &o->via);
+	if (err < 0)
+		verdict_set(v, 2, "captured %s: sock_diag lookup: %s", o->capture.text,
 			    outcome(-err));
-		goto out;
-	}
-	if (!sm_addr_equal(&pa, &o->via.addr) || pport != o->via.port)
+	else if (err == 0)
 		verdict_set(v, 1, "captured %s: connected around the outbound listener",
 			    o->capture.text);
 out:
