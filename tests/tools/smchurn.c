@@ -364,8 +364,8 @@ static int connected_to(int fd, const struct target *via)
 		ret = e->error == -ENOENT ? 0 : (e->error ? e->error : -EPROTO);
 	} else if (resp.nh.nlmsg_type == SOCK_DIAG_BY_FAMILY) {
 		const struct inet_diag_msg *m = NLMSG_DATA(&resp.nh);
-		uint64_t found = (uint64_t) m->id.idiag_cookie[0] |
-				 ((uint64_t) m->id.idiag_cookie[1] << 32);
+		uint64_t found =
+			(uint64_t) m->id.idiag_cookie[0] | ((uint64_t) m->id.idiag_cookie[1] << 32);
 
 		ret = found == cookie;
 	} else {
