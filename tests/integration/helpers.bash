@@ -352,3 +352,16 @@ sm_flowlog_lines() {
 	done
 	cat "$LOG"
 }
+
+# sm_realaddr_routing NODE: the routing of real addresses in NODE's namespace, one per
+# line: the rules (IPv4, IPv6), the local routes of table 15006, then the three sysctls.
+sm_realaddr_routing() {
+	local ns
+	ns=/run/netns/$(sb_ns "$1")
+	nsenter --net="$ns" ip -4 rule show pref 32700
+	nsenter --net="$ns" ip -6 rule show pref 32700
+	nsenter --net="$ns" ip -4 route show table 15006
+	nsenter --net="$ns" ip -6 route show table 15006
+	nsenter --net="$ns" cat /proc/sys/net/ipv4/tcp_fwmark_accept \
+		/proc/sys/net/ipv4/fwmark_reflect /proc/sys/net/ipv6/fwmark_reflect
+}

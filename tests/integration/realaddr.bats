@@ -96,17 +96,8 @@ in_ns() {
 	nsenter --net="/run/netns/$(sb_ns "$node")" "$@"
 }
 
-routing_of() { # NODE: the daemon's rules, routes and sysctls, one per line
-	in_ns "$1" ip -4 rule show pref 32700
-	in_ns "$1" ip -6 rule show pref 32700
-	in_ns "$1" ip -4 route show table 15006
-	in_ns "$1" ip -6 route show table 15006
-	in_ns "$1" cat /proc/sys/net/ipv4/tcp_fwmark_accept /proc/sys/net/ipv4/fwmark_reflect \
-		/proc/sys/net/ipv6/fwmark_reflect
-}
-
 @test "the daemon sets up its routing in its namespace at start and removes it at stop" {
-	run routing_of node2
+	run sm_realaddr_routing node2
 	echo "$output"
 	[ "$(grep -c 'fwmark 0x5ec0df lookup 15006' <<<"$output")" -eq 2 ]
 	grep -q '^local default dev lo' <<<"$output"
@@ -115,7 +106,7 @@ routing_of() { # NODE: the daemon's rules, routes and sysctls, one per line
 	grep -q "real addresses: tunnelled callers reach local services" "$(sb_daemon_log node2)"
 
 	sb_stop_daemon node2
-	run routing_of node2
+	run sm_realaddr_routing node2
 	echo "$output"
 	[ "$(grep -cx 0 <<<"$output")" -eq 3 ]
 	[ "$(grep -c . <<<"$output")" -eq 3 ]
@@ -123,19 +114,23 @@ routing_of() { # NODE: the daemon's rules, routes and sysctls, one per line
 	# a daemon that was killed left it all: the next one takes it as is, and removes it at stop
 	sb_start_daemon node2
 	sb_stop_daemon node2 KILL
-	[ "$(routing_of node2 | grep -c 'fwmark 0x5ec0df')" -eq 2 ]
+	[ "$(sm_realaddr_routing node2 | grep -c 'fwmark 0x5ec0df')" -eq 2 ]
 	sb_start_daemon node2
 	sb_stop_daemon node2
-	run routing_of node2
+	# and the sysctls go back to what the namespace had before the first daemon
+	# (paths.state_dir/transparent-sysctls kept them across the SIGKILL)
+	run sm_realaddr_routing node2
 	echo "$output"
-	[ -z "$(grep -v -x '[01]' <<<"$output")" ]
+	[ "$(grep -cx 0 <<<"$output")" -eq 3 ]
+	[ "$(grep -c . <<<"$output")" -eq 3 ]
+	[ ! -e "$SB_DIR/node2/state/transparent-sysctls" ]
 }
 
 @test "datapath.transparent_mark: 0 turns real addresses off: no routing, callers from loopback" {
 	sb_stop_daemon node2
 	echo "datapath: {transparent_mark: 0}" >>"$(sb_config node2)"
 	sb_start_daemon node2
-	run routing_of node2
+	run sm_realaddr_routing node2
 	echo "$output"
 	[ -z "$(grep -v -x 0 <<<"$output")" ]
 	serve node2 server 10.11.0.2 8081 1
@@ -145,10 +140,10 @@ routing_of() { # NODE: the daemon's rules, routes and sysctls, one per line
 	jq -e '.seen.ip == "127.0.0.1"' <<<"$output"
 }
 
-@test "a peer's forwarded header picks only its own node's address; the port is its word" {
+@test "a peer's forwarded header picks only its own node's address; the port is its word, from 1024 up" {
 	sm_require_node
 	sb_add_cgroup node1 nodejs
-	serve node2 server 10.11.0.2 8081 3
+	serve node2 server 10.11.0.2 8081 4
 	out=$SB_RUN_OUT
 	hbone() { # FORWARDED: one CONNECT from node1 (not captured) with that header
 		sb_exec node1 nodejs env HBONE_FORWARDED="$1" \
@@ -176,4 +171,10 @@ routing_of() { # NODE: the daemon's rules, routes and sysctls, one per line
 	sm_wait_until 10 has_seen 4
 	echo "server saw: $(seen 4)"
 	[ "$(seen 4)" = "10.11.0.1 1236" ]
+	# but never a privileged port, which a service might trust as root's on node1
+	run hbone 'for="10.11.0.1:999"'
+	sm_wait_until 10 has_seen 5
+	echo "server saw: $(seen 5)"
+	[[ "$(seen 5)" == "10.11.0.1 "* ]]
+	[ "$(seen 5)" != "10.11.0.1 999" ]
 }

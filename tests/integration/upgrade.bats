@@ -194,3 +194,31 @@ log_has() { # NODE PATTERN
 	echo "dialer: $(cat "$dial_out")"
 	jq -e '.failed == 0' "$dial_out"
 }
+
+@test "SIGUSR2 keeps real addresses: the routing outlives the old daemon; the last stop restores the sysctls" {
+	sb_start_daemon node1
+	sb_start_daemon node2
+	sb_serve node2 server 10.11.0.2:8080 echo
+	upgrade node2
+	# the old daemon is gone and left the routing to the new one
+	run sm_realaddr_routing node2
+	echo "$output"
+	[ "$(grep -c 'fwmark 0x5ec0df lookup 15006' <<<"$output")" -eq 2 ]
+	[ "$(grep -c '^local default dev lo' <<<"$output")" -eq 2 ]
+	[ "$(grep -cx 1 <<<"$output")" -eq 3 ]
+	# which it uses: without it the service's SYN-ACK to node1's address would leave
+	# the host and the call would fail
+	run sm_send node1 client 10.11.0.2:8080 3000 --expect echo
+	echo "$output"
+	[ "$status" -eq 0 ]
+	port=$(sm_port_of "$(sm_field "$output" local)")
+	rec=$(sm_wait_record node2 ".type == \"conn_end\" and .traffic_direction == \"INGRESS\" and
+		.source.port == $port")
+	echo "$rec"
+	jq -e '.source.ip == "10.11.0.1"' <<<"$rec"
+	sb_stop_daemon node2
+	run sm_realaddr_routing node2
+	echo "$output"
+	[ "$(grep -cx 0 <<<"$output")" -eq 3 ]
+	[ "$(grep -c . <<<"$output")" -eq 3 ]
+}

@@ -428,7 +428,7 @@ int sm_datapath_attach(struct sm_daemon *d)
 		return err;
 	}
 	/* a failure turns real addresses off, with a warning: nothing else depends on them */
-	(void) sm_transparent_setup(c->transparent_mark, c->transparent_table);
+	(void) sm_transparent_setup(c->transparent_mark, c->transparent_table, c->state_dir);
 	return redirect_sync(d);
 }
 
@@ -532,10 +532,16 @@ void sm_datapath_release_links(struct sm_daemon *d)
 	d->iter_link = NULL;
 }
 
-/* Links stay pinned (and attached): the next daemon adopts them. */
-void sm_datapath_close(struct sm_daemon *d)
+/*
+ * Links stay pinned (and attached): the next daemon adopts them. So does the
+ * routing when the other daemon of an upgrade goes on using it (keep_routing).
+ */
+void sm_datapath_close(struct sm_daemon *d, bool keep_routing)
 {
-	sm_transparent_teardown();
+	if (keep_routing)
+		sm_transparent_leave();
+	else
+		sm_transparent_teardown();
 	sm_datapath_release_links(d);
 	sockmesh_bpf__destroy(d->skel);
 	d->skel = NULL;

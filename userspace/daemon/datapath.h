@@ -7,6 +7,7 @@
 #ifndef SOCKMESHD_DATAPATH_H
 #define SOCKMESHD_DATAPATH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,7 +31,11 @@ int sm_datapath_open(struct sm_daemon *d);
 int sm_datapath_attach(struct sm_daemon *d);
 /* Drop the daemon's link handles; the links stay pinned and attached. */
 void sm_datapath_release_links(struct sm_daemon *d);
-void sm_datapath_close(struct sm_daemon *d);
+/*
+ * Close the skeleton; the links stay pinned. keep_routing: leave the real
+ * addresses' routing in place for the other daemon of an upgrade.
+ */
+void sm_datapath_close(struct sm_daemon *d, bool keep_routing);
 /* Detach and unpin everything under a bpffs directory. 0 or -errno. */
 int sm_datapath_cleanup(const char *bpffs);
 /* Sum a per-CPU counter array into out[SM_CNT_MAX]. 0 or -errno. */

@@ -103,8 +103,10 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
 		(void) header_keep(s->trace, sizeof(s->trace), value, valuelen);
 	} else if (namelen == 9 && memcmp(name, "forwarded", 9) == 0) {
 		/* more than one (or one too long) is none: the caller's port is a nicety */
-		if (s->forwarded[0] ||
+		if (s->forwarded_bad || s->forwarded[0] ||
 		    header_keep(s->forwarded, sizeof(s->forwarded), value, valuelen))
+			s->forwarded_bad = true;
+		if (s->forwarded_bad)
 			s->forwarded[0] = '\0';
 	}
 	return 0;
@@ -189,7 +191,13 @@ static bool caller_source(const struct hb_stream *s, const struct sm_addr *dst, 
 	const struct sm_node_def *n = NULL;
 	struct sm_addr fa;
 	uint16_t fport = 0;
-	bool fwd = s->forwarded[0] && forwarded_for(s->forwarded, &fa, &fport) == 0;
+	/*
+	 * The port is the peer's word: below 1024 it could pass for a privileged
+	 * process of the caller's node (services that trust source ports), so
+	 * only an unprivileged one is used.
+	 */
+	bool fwd = !s->forwarded_bad && s->forwarded[0] &&
+		   forwarded_for(s->forwarded, &fa, &fport) == 0 && fport >= 1024;
 
 	for (unsigned int i = 0; i < d->cat.nnodes && !n; i++)
 		for (unsigned int j = 0; j < d->cat.nodes[i].naddrs && j < SM_NODE_ADDRS_MAX; j++)
@@ -201,9 +209,8 @@ static bool caller_source(const struct hb_stream *s, const struct sm_addr *dst, 
 	if (!n) {
 		if (c->peer.family != dst->family)
 			return false;
+		/* not a node: its address, never a port it names */
 		*src = c->peer;
-		if (fwd && sm_addr_equal(&fa, &c->peer))
-			*sport = fport;
 		return true;
 	}
 	if (n == &d->cat.nodes[d->node_idx])

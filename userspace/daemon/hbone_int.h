@@ -83,6 +83,7 @@ struct hb_stream {
 	char trace[64];
 	/* inbound: the request's Forwarded header (the caller's address and port) */
 	char forwarded[64];
+	bool forwarded_bad; /* more than one, or one too long: none is used */
 	/* the join key: the plain socket's far end, as the kernel's records see it */
 	struct sm_addr key_addr;
 	uint16_t key_port;

@@ -770,7 +770,11 @@ stop:
 	sm_flowexp_stop(d);
 	sm_flowstream_stop(d); /* after every publisher */
 	sm_policy_stop(d);
-	sm_datapath_close(d);
+	/*
+	 * An upgrade's two daemons share the routing of real addresses: the one
+	 * that handed over, or a successor that never took over, leaves it.
+	 */
+	sm_datapath_close(d, d->handed_off || sm_handoff_successor());
 close_sig:
 	sm_metrics_free(d); /* after the last flow record, which it counts */
 	sm_evloop_del(d->loop, sig_ev);

@@ -2,6 +2,8 @@
 /* The routing for connections from a tunnelled caller's address (transparent.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 
 #include "log.h"
 #include "transparent.h"
+#include "util.h"
 
 /*
  * tcp_fwmark_accept: the service's accepted socket takes the SYN's mark;
@@ -33,6 +36,7 @@ static struct {
 	bool active;
 	bool rule[2], route[2]; /* [0] IPv4, [1] IPv6: set up by us */
 	bool sysctl_was_off[NSYSCTLS];
+	char saved[PATH_MAX]; /* the sysctls' values before the first daemon, "" = none */
 } tp;
 
 struct nl_req {
@@ -158,6 +162,49 @@ static int sysctl_write(const char *path, char v)
 	return err;
 }
 
+/*
+ * The sysctls' values from before any daemon set them, one '0' or '1' each,
+ * kept in STATE_DIR/transparent-sysctls from the first setup to the last
+ * teardown: a daemon that starts after a SIGKILL, or an upgrade's successor,
+ * finds them at 1 and must not take 1 for what the host had.
+ */
+static void originals_load_or_save(void)
+{
+	char buf[NSYSCTLS + 2];
+	int fd = open(tp.saved, O_RDONLY | O_CLOEXEC), v;
+	ssize_t n = -1;
+
+	if (fd >= 0) {
+		n = read(fd, buf, sizeof(buf));
+		close(fd);
+	}
+	if (n == (ssize_t) NSYSCTLS + 1 && buf[NSYSCTLS] == '\n') {
+		bool ok = true;
+
+		for (size_t i = 0; i < NSYSCTLS; i++)
+			ok = ok && (buf[i] == '0' || buf[i] == '1');
+		if (ok) {
+			for (size_t i = 0; i < NSYSCTLS; i++)
+				tp.sysctl_was_off[i] = buf[i] == '0';
+			return;
+		}
+	}
+	for (size_t i = 0; i < NSYSCTLS; i++) {
+		v = sysctl_read(sysctls[i]);
+		buf[i] = v == '0' ? '0' : '1';
+	}
+	/* sm_write_file_atomic() ends the file with the newline */
+	if (sm_write_file_atomic(tp.saved, buf, NSYSCTLS, 0600))
+		pr_warn("cannot save the routing sysctls' values to %s: after a crash or an "
+			"upgrade they may stay 1 when the daemon stops",
+			tp.saved);
+}
+
+void sm_transparent_leave(void)
+{
+	memset(&tp, 0, sizeof(tp));
+}
+
 void sm_transparent_teardown(void)
 {
 	static const int fam[2] = {AF_INET, AF_INET6};
@@ -177,10 +224,13 @@ void sm_transparent_teardown(void)
 			pr_warn("cannot set %s back to 0: %s", sysctls[i], strerror(-err));
 		tp.sysctl_was_off[i] = false;
 	}
+	if (tp.saved[0])
+		(void) unlink(tp.saved);
+	tp.saved[0] = '\0';
 	tp.active = false;
 }
 
-int sm_transparent_setup(uint32_t mark, uint32_t table)
+int sm_transparent_setup(uint32_t mark, uint32_t table, const char *state_dir)
 {
 	static const int fam[2] = {AF_INET, AF_INET6};
 	const char *what;
@@ -190,6 +240,11 @@ int sm_transparent_setup(uint32_t mark, uint32_t table)
 		return 0;
 	tp.mark = mark;
 	tp.table = table;
+	if (snprintf(tp.saved, sizeof(tp.saved), "%s/transparent-sysctls", state_dir) >=
+	    (int) sizeof(tp.saved))
+		tp.saved[0] = '\0';
+	if (tp.saved[0])
+		originals_load_or_save();
 	for (size_t i = 0; i < NSYSCTLS; i++) {
 		what = sysctls[i];
 		v = sysctl_read(what);
@@ -211,6 +266,9 @@ int sm_transparent_setup(uint32_t mark, uint32_t table)
 		 */
 		what = i ? "the IPv6 routing rule" : "the IPv4 routing rule";
 		err = rule_change(fam[i], true);
+		/* a node without IPv6 has no IPv6 routing to set up */
+		if (err == -EAFNOSUPPORT && i == 1)
+			break;
 		if (err && err != -EEXIST)
 			goto fail;
 		tp.rule[i] = true;

@@ -23,14 +23,21 @@
 
 /*
  * Set up the rule, route and sysctl for mark and table (mark 0: do nothing).
- * An existing rule or route is taken as is. On failure everything set up is
- * undone, a warning says why and what to fix, and sm_transparent_mark()
- * stays 0: the daemon then calls services from the loopback address.
- * Returns 0 or -errno.
+ * An existing rule or route is taken as is. The sysctls' values from before
+ * the first daemon are kept in STATE_DIR/transparent-sysctls until the
+ * teardown that restores them. On failure everything set up is undone, a
+ * warning says why and what to fix, and sm_transparent_mark() stays 0: the
+ * daemon then calls services from the loopback address. Returns 0 or -errno.
  */
-int sm_transparent_setup(uint32_t mark, uint32_t table);
+int sm_transparent_setup(uint32_t mark, uint32_t table, const char *state_dir);
 /* Remove what sm_transparent_setup() set up; a sysctl that was 0 goes back to 0. */
 void sm_transparent_teardown(void);
+/*
+ * Stop using the routing and leave it in place: another daemon of an upgrade
+ * (the successor that took over, or the predecessor that still serves) uses
+ * it and removes it at its own stop.
+ */
+void sm_transparent_leave(void);
 /* The mark for a connection from a caller's address, or 0 when that is not set up. */
 uint32_t sm_transparent_mark(void);
 
