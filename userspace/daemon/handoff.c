@@ -276,6 +276,23 @@ static void succ_complete(struct sm_daemon *d, const char *how)
 		unused ? " (listeners the new config does not use closed)" : "");
 }
 
+/*
+ * One message from a handoff or spawner socket into msg (size bytes, NUL-
+ * terminated): its length, 0 when the other side is gone (or the socket
+ * failed), -EAGAIN when there is nothing to read yet.
+ */
+static ssize_t msg_recv(struct sm_ev *ev, char *msg, size_t size)
+{
+	ssize_t n = recv(sm_ev_fd(ev), msg, size - 1, MSG_DONTWAIT);
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return -EAGAIN;
+	if (n < 0)
+		n = 0;
+	msg[n] = '\0';
+	return n;
+}
+
 static void on_coord_succ(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
 {
 	struct sm_daemon *d = arg;
@@ -284,18 +301,17 @@ static void on_coord_succ(struct sm_evloop *loop, struct sm_ev *ev, uint32_t eve
 
 	(void) loop;
 	(void) events;
-	n = recv(sm_ev_fd(ev), msg, sizeof(msg) - 1, MSG_DONTWAIT);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+	n = msg_recv(ev, msg, sizeof(msg));
+	if (n == -EAGAIN)
 		return;
 	if (n > 0) {
-		msg[n] = '\0';
 		if (strcmp(msg, "ring") == 0 && !hs.ring_taken) {
 			hs.ring_taken = true;
 			hs.ops->took_over(d);
 		}
 		return;
 	}
-	succ_complete(d, n == 0 ? "exited" : "closed the handoff socket");
+	succ_complete(d, "exited");
 }
 
 int sm_handoff_announce(struct sm_daemon *d)
@@ -453,11 +469,10 @@ static void on_coord_pred(struct sm_evloop *loop, struct sm_ev *ev, uint32_t eve
 
 	(void) loop;
 	(void) events;
-	n = recv(sm_ev_fd(ev), msg, sizeof(msg) - 1, MSG_DONTWAIT);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+	n = msg_recv(ev, msg, sizeof(msg));
+	if (n == -EAGAIN)
 		return;
 	if (n > 0) {
-		msg[n] = '\0';
 		if (hs.state == PRED_SPAWNING && sscanf(msg, "ready %d", &pid) == 1 && pid > 0)
 			pred_commit(d, pid);
 		return;
@@ -483,10 +498,10 @@ static void on_spawner(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events
 
 	(void) loop;
 	(void) events;
-	n = recv(sm_ev_fd(ev), msg, sizeof(msg) - 1, MSG_DONTWAIT);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+	n = msg_recv(ev, msg, sizeof(msg));
+	if (n == -EAGAIN)
 		return;
-	if (n <= 0) {
+	if (n == 0) {
 		pr_warn("upgrade: the spawner (pid %d) is gone: SIGUSR2 cannot upgrade this daemon "
 			"any more (restart it instead)",
 			(int) hs.spawner_pid);
@@ -496,7 +511,6 @@ static void on_spawner(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events
 		hs.spawner = -1;
 		return;
 	}
-	msg[n] = '\0';
 	if (sscanf(msg, "pid %ld", &a) == 1) {
 		hs.succ_pid = (pid_t) a;
 		pr_info("upgrade: started the new sockmeshd, pid %ld", a);

@@ -104,10 +104,10 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
 	} else if (namelen == 9 && memcmp(name, "forwarded", 9) == 0) {
 		/* more than one (or one too long) is none: the caller's port is a nicety */
 		if (s->forwarded_bad || s->forwarded[0] ||
-		    header_keep(s->forwarded, sizeof(s->forwarded), value, valuelen))
+		    header_keep(s->forwarded, sizeof(s->forwarded), value, valuelen)) {
 			s->forwarded_bad = true;
-		if (s->forwarded_bad)
 			s->forwarded[0] = '\0';
+		}
 	}
 	return 0;
 }
@@ -196,8 +196,8 @@ static bool caller_source(const struct hb_stream *s, const struct sm_addr *dst, 
 	 * process of the caller's node (services that trust source ports), so
 	 * only an unprivileged one is used.
 	 */
-	bool fwd = !s->forwarded_bad && s->forwarded[0] &&
-		   forwarded_for(s->forwarded, &fa, &fport) == 0 && fport >= 1024;
+	bool fwd =
+		s->forwarded[0] && forwarded_for(s->forwarded, &fa, &fport) == 0 && fport >= 1024;
 
 	for (unsigned int i = 0; i < d->cat.nnodes && !n; i++)
 		for (unsigned int j = 0; j < d->cat.nodes[i].naddrs && j < SM_NODE_ADDRS_MAX; j++)
