@@ -222,3 +222,16 @@ log_has() { # NODE PATTERN
 	[ "$(grep -cx 0 <<<"$output")" -eq 3 ]
 	[ "$(grep -c . <<<"$output")" -eq 3 ]
 }
+
+@test "the spawner holds nothing of the daemon's: only stdio and its socket to the daemon" {
+	local pid sp fds
+	sb_start_daemon node1
+	pid=$(sb_daemon_pid node1)
+	# the daemon's one child named sockmeshd-spawn (docs/security.md)
+	sp=$(pgrep -P "$pid" -x sockmeshd-spawn)
+	[ -n "$sp" ] && [ "$(wc -w <<<"$sp")" -eq 1 ]
+	fds=$(ls "/proc/$sp/fd" | sort -n | tr '\n' ' ')
+	echo "spawner $sp: fds $fds"
+	[ "$fds" = "0 1 2 3 " ]
+	[[ "$(readlink "/proc/$sp/fd/3")" == socket:* ]]
+}
