@@ -38,6 +38,11 @@
 #   --paths and --figures measure a subset (default: all); ratios need both ends.
 #   --rr-placement: shared, per-node, or both as shared,per-node (default);
 #   per-node needs 2 CPUs.
+#   --profile DIR: after the iperf3 rounds, one more 1-stream run per proxy path
+#   under `perf record -g` of both proxies (not counted in the figures), saved in
+#   DIR, and the CPU per GB broken down by function group (bench/perf-groups.py).
+# Every run also measures the crypto floor: `openssl speed -evp aes-128-gcm` with
+# 16 KiB records on one core; encrypting and decrypting a GB costs 2 / (GB/s) CPU s.
 # Build directory: SM_OUTPUT (or OUTPUT), default .output.
 # Results: printed, and saved as JSON under bench/results/ (not committed).
 set -euo pipefail
@@ -46,7 +51,7 @@ OUT=${SM_OUTPUT:-${OUTPUT:-.output}}
 case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
 BYTES=1G IPERF_ROUNDS=3 RR_COUNT=20000 RR_ROUNDS=5 CONNECTS=1000 IDLE=2000 CONC=16 QUICK=0
 WANT_PATHS=plain,sockmesh,skmsg,haproxy WANT_FIGURES=iperf,rr,cps,rss
-RR_PLACEMENT=shared,per-node
+RR_PLACEMENT=shared,per-node PROFILE=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) QUICK=1 BYTES=64M IPERF_ROUNDS=1 RR_COUNT=2000 RR_ROUNDS=1 CONNECTS=100 IDLE=200; shift ;;
@@ -59,6 +64,7 @@ while [ $# -gt 0 ]; do
 	--paths) WANT_PATHS=$2; shift 2 ;;
 	--figures) WANT_FIGURES=$2; shift 2 ;;
 	--rr-placement) RR_PLACEMENT=$2; shift 2 ;;
+	--profile) PROFILE=$2; shift 2 ;;
 	-h | --help) sed -n '3,/^# Results:/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
@@ -89,9 +95,21 @@ for w in ${RR_PLACEMENT//,/ }; do
 done
 [ -n "$RR_PLACEMENT" ] || { echo "bench: --rr-placement: empty (shared, per-node)" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (namespaces, cgroups, BPF)" >&2; exit 1; }
-for t in iperf3 haproxy jq python3; do
+for t in iperf3 haproxy jq python3 openssl ${PROFILE:+perf}; do
 	command -v "$t" >/dev/null || { echo "bench: $t missing (scripts/install-deps.sh)" >&2; exit 1; }
 done
+if [ -n "$PROFILE" ]; then
+	mkdir -p "$PROFILE" && PROFILE=$(realpath "$PROFILE") ||
+		{ echo "bench: --profile $PROFILE: cannot make that directory" >&2; exit 2; }
+fi
+
+declare -A R=() # results: R[path.metric]
+# the crypto floor: AES-128-GCM bytes/s on one core with 16 KiB records (TLS's largest)
+R[machine.aes_gcm_gbps]=$(openssl speed -mr -seconds 3 -bytes 16384 -evp aes-128-gcm 2>/dev/null |
+	awk -F: '/^\+F:/ { printf "%.2f", $4 / 1e9 }')
+R[machine.crypto_floor]=$(awk -v g="${R[machine.aes_gcm_gbps]}" 'BEGIN { printf "%.3f", 2 / g }')
+echo "== crypto floor: AES-128-GCM ${R[machine.aes_gcm_gbps]} GB/s on one core (openssl speed, 16 KiB);" \
+	"encrypt + decrypt = ${R[machine.crypto_floor]} CPU s per GB"
 
 export SOCKMESHD=$OUT/sockmeshd SOCKMESH=$OUT/sockmesh SMTRAFFIC=$OUT/tools/smtraffic
 # shellcheck source=scripts/sandbox.sh
@@ -195,7 +213,6 @@ declare -A IDLEADDR=([sockmesh]=$SRV:7200 [skmsg]=$SRV:7200 [haproxy]=127.0.0.1:
 declare -A LABEL=([plain]=plain [sockmesh]=sockmesh [skmsg]=sockmesh+sk_msg [haproxy]=haproxy)
 PATHS=()
 for p in plain sockmesh skmsg haproxy; do in_list $p "$WANT_PATHS" && PATHS+=("$p"); done
-declare -A R=() # results: R[path.metric]
 
 proxy_pids() { # PATH -> the pids of its proxies on node1 and node2
 	case $1 in
@@ -274,6 +291,59 @@ for p in "${PATHS[@]}"; do
 	printf '  %-15s 1 stream %6.2f Gbit/s  4 streams %6.2f Gbit/s  proxy CPU %s s/GB  (1 stream:%s)\n' \
 		"${LABEL[$p]}" "${R[$p.bw1]}" "${R[$p.bw4]}" "${R[$p.cpu]:--}" "$(printf ' %.2f' ${BW1[$p]})"
 done
+
+SYSCALLS="read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_ctl"
+# One more 1-stream run per proxy path under perf (perturbs it: not in the figures);
+# CPU s per GB of each function group = the group's share of the samples x the
+# path's measured CPU s per GB.
+for p in "${PATHS[@]}"; do
+	[ -n "$PROFILE" ] && in_list iperf "$WANT_FIGURES" && [ -n "${R[$p.cpu]:-}" ] || continue
+	daemons_for "$p"
+	ppids=$(proxy_pids "$p")
+	perf record -q -g -F 1999 -o "$PROFILE/$p.data" -p "${ppids// /,}" >"$PROFILE/$p.perf.log" 2>&1 &
+	perf_pid=$!
+	# and the system calls the proxies make, by name
+	perf stat -x, -e "$(printf 'syscalls:sys_enter_%s,' $SYSCALLS | sed 's/,$//')" \
+		-p "${ppids// /,}" -o "$PROFILE/$p.syscalls" &
+	stat_pid=$!
+	sleep 1 # perf attaches to every thread of both proxies
+	read -r _ bytes < <(iperf "$p" 1) || { echo "bench: iperf3 over $p failed under perf" >&2; exit 1; }
+	kill -INT $perf_pid $stat_pid
+	wait $perf_pid $stat_pid || true
+	for sc in $SYSCALLS; do
+		R[$p.sys_$sc]=$(awk -F, -v e="syscalls:sys_enter_$sc" -v b="$bytes" \
+			'$3 == e { printf "%.1f", $1 / (b / 1e6) }' "$PROFILE/$p.syscalls")
+	done
+	python3 bench/perf-groups.py --own sockmeshd --own haproxy "$PROFILE/$p.data" >"$PROFILE/$p.json" ||
+		{ echo "bench: no profile of $p (see $PROFILE/$p.perf.log)" >&2; continue; }
+	for g in $(jq -r '.groups_pct | keys[]' "$PROFILE/$p.json"); do
+		R[$p.prof_$g]=$(jq -r --arg g "$g" --argjson c "${R[$p.cpu]}" \
+			'.groups_pct[$g] * $c / 100 | . * 1000 | round / 1000' "$PROFILE/$p.json")
+	done
+	for k in send recv epoll other none; do
+		R[$p.prof_sys_$k]=$(jq -r --arg k "$k" --argjson c "${R[$p.cpu]}" \
+			'.kernel_by_syscall_pct[$k] * $c / 100 | . * 1000 | round / 1000' "$PROFILE/$p.json")
+	done
+done
+if [ -n "$PROFILE" ] && in_list iperf "$WANT_FIGURES"; then
+	echo "== proxy CPU s per GB by function group (1 stream, perf record -g; $PROFILE)"
+	printf '  %-15s' group
+	for p in "${PATHS[@]}"; do [ -z "${R[$p.prof_crypto]:-}" ] || printf ' %16s' "${LABEL[$p]}"; done
+	echo
+	for g in crypto tls http2 copies net syscall sched memory bpf flowexport own other \
+		sys_send sys_recv sys_epoll sys_other sys_none; do
+		printf '  %-15s' "$g"
+		for p in "${PATHS[@]}"; do [ -z "${R[$p.prof_crypto]:-}" ] || printf ' %16s' "${R[$p.prof_$g]}"; done
+		echo
+	done
+	echo "  (sys_*: kernel time by the system call it ran under; none = outside of one)"
+	echo "== system calls of both proxies per MB received (the same run)"
+	for sc in $SYSCALLS; do
+		printf '  %-15s' "$sc"
+		for p in "${PATHS[@]}"; do [ -z "${R[$p.prof_crypto]:-}" ] || printf ' %16s' "${R[$p.sys_$sc]:--}"; done
+		echo
+	done
+fi
 
 # place per-node|shared: pin every process of node1's cgroups (all its threads) to
 # CPU ${CPUS[0]} and node2's to CPU ${CPUS[1]}, or give them all CPUs back. The
@@ -430,6 +500,7 @@ rr_each() { # FUNC UNIT: FUNC "LABEL[UNIT], PLACEMENT" KEY for each RR figure an
 rr_each row ", µs"
 row "new connections/s, $CONC clients" cps
 row "proxy CPU s per GB (1 stream)" cpu
+echo "| crypto floor, CPU s per GB (AES-128-GCM ${R[machine.aes_gcm_gbps]} GB/s per core) | - | ${R[machine.crypto_floor]} | ${R[machine.crypto_floor]} | ${R[machine.crypto_floor]} | - | - | - | - |"
 row "proxy RSS KiB per idle connection" rss
 # issue 3's latency target is on the latency a proxy adds: path minus plain TCP
 added() { # LABEL KEY
