@@ -300,7 +300,7 @@ for p in "${PATHS[@]}"; do
 	[ -n "$PROFILE" ] && in_list iperf "$WANT_FIGURES" && [ -n "${R[$p.cpu]:-}" ] || continue
 	daemons_for "$p"
 	ppids=$(proxy_pids "$p")
-	perf record -q -g -F 1999 -o "$PROFILE/$p.data" -p "${ppids// /,}" >"$PROFILE/$p.perf.log" 2>&1 &
+	perf record -q --call-graph "${SM_PERF_CALLGRAPH:-fp}" -F 1999 -o "$PROFILE/$p.data" -p "${ppids// /,}" >"$PROFILE/$p.perf.log" 2>&1 &
 	perf_pid=$!
 	# and the system calls the proxies make, by name
 	perf stat -x, -e "$(printf 'syscalls:sys_enter_%s,' $SYSCALLS | sed 's/,$//')" \

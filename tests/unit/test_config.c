@@ -96,6 +96,7 @@ static void test_defaults(void **state)
 	ASSERT_EQ(cfg->tunnel_keepalive_timeout, 10, "tunnel.keepalive_timeout");
 	ASSERT_EQ(cfg->tunnel_sni, false, "tunnel.sni off by default (docs/tunnel.md)");
 	ASSERT_EQ(cfg->workers, 0, "listeners.workers: one per CPU");
+	ASSERT_EQ(cfg->busy_poll, 0, "listeners.busy_poll: off");
 	ASSERT_EQ(cfg->max_workloads, 4096, "datapath.max_workloads");
 	ASSERT_EQ(cfg->max_services, 65536, "datapath.max_services");
 	ASSERT_EQ(cfg->max_cidrs, 16384, "datapath.max_cidrs");
@@ -132,6 +133,7 @@ static const char full_config[] = "# every key\n"
 				  "  inbound_port: 16008\n"
 				  "  admin: '[::1]:16020'\n"
 				  "  workers: 3\n"
+				  "  busy_poll: 75\n"
 				  "metrics:\n"
 				  "  max_series: 5\n"
 				  "admin:\n"
@@ -218,6 +220,7 @@ static void test_load_every_key(void **state)
 	ASSERT_EQ(cfg->max_sockhash, 4, "datapath.max_sockhash");
 	ASSERT_EQ(cfg->ringbuf_size, 4096, "datapath.ringbuf_size");
 	ASSERT_EQ(cfg->workers, 3, "listeners.workers");
+	ASSERT_EQ(cfg->busy_poll, 75, "listeners.busy_poll");
 	ASSERT_EQ(cfg->tunnel_hbone, false, "tunnel.hbone");
 	ASSERT_EQ(cfg->tunnel_max_streams, 7, "tunnel.max_streams");
 	ASSERT_EQ(cfg->tunnel_idle_timeout, 8, "tunnel.idle_timeout");
@@ -337,6 +340,8 @@ static const struct bad_case bad_cases[] = {
 	{"tunnel:\n  hbones: true\n", -EINVAL, 2, "unknown key 'tunnel.hbones'", NULL},
 	{"listeners:\n  workers: 257\n", -ERANGE, 2,
 	 "listeners.workers: 257 is out of range 0..256", "worker threads"},
+	{"listeners:\n  busy_poll: 1001\n", -ERANGE, 2,
+	 "listeners.busy_poll: 1001 is out of range 0..1000", "microseconds a worker"},
 	{"datapath:\n  flow_update_interval: 3601\n", -ERANGE, 2, "3601 is out of range 1..3600",
 	 NULL},
 	{"datapath:\n  flow_update_interval: ten\n", -EINVAL, 2,

@@ -2,11 +2,13 @@
 /* Unit tests of userspace/lib/evloop.c: dispatch, interest, removal in callbacks, timers, stop. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -351,6 +353,109 @@ static void test_stop_from_callback(void **state)
 	ASSERT_EQ(w->calls, 2, "second run dispatched again");
 }
 
+/*
+ * Busy polling: a peer thread answers each byte the loop sends at once; with
+ * a window far longer than a round trip, the answers are found by the
+ * non-blocking polls (busy hits), not by sleeping in epoll_wait(). Without
+ * a window there are none.
+ */
+#define PINGS 200
+
+static void *echo_peer(void *arg)
+{
+	int fd = *(int *) arg;
+	char c;
+
+	for (int i = 0; i < PINGS; i++) {
+		if (read(fd, &c, 1) != 1 || write(fd, &c, 1) != 1)
+			break;
+	}
+	return NULL;
+}
+
+static void on_pong(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct watched *w = arg;
+	char c;
+
+	record(w, ev, events);
+	if (read(w->fx->sp[0][0], &c, 1) != 1 || w->calls == PINGS ||
+	    write(w->fx->sp[0][0], &c, 1) != 1)
+		sm_evloop_stop(loop);
+}
+
+static uint64_t ping_pong(struct fixture *fx, unsigned int busy_us)
+{
+	struct watched *w = &fx->w[0];
+	int peer = fx->sp[0][1];
+	pthread_t t;
+
+	ASSERT_EQ(fcntl(peer, F_SETFL, 0), 0, "the peer blocks");
+	w->calls = 0;
+	w->ev = sm_evloop_add(fx->loop, fx->sp[0][0], EPOLLIN, on_pong, w);
+	ASSERT_NOT_NULL(w->ev, "add");
+	sm_evloop_set_busy_poll(fx->loop, busy_us);
+	ASSERT_EQ(pthread_create(&t, NULL, echo_peer, &peer), 0, "peer thread");
+	ASSERT_EQ(write(fx->sp[0][0], "p", 1), 1, "first ping");
+	run_loop(fx);
+	pthread_join(t, NULL);
+	ASSERT_EQ(w->calls, PINGS, "every pong dispatched");
+	sm_evloop_del(fx->loop, w->ev);
+	w->ev = NULL;
+	return sm_evloop_busy_hits(fx->loop);
+}
+
+static void test_busy_poll_finds_answers(void **state)
+{
+	struct fixture *fx = *state;
+	uint64_t hits = ping_pong(fx, 0);
+
+	ASSERT_EQ(hits, 0, "no window: every round waited in epoll_wait");
+	/* 200 ms: a loaded machine may deschedule the peer now and then, not half the time */
+	hits = ping_pong(fx, 200000);
+	ASSERT_GE(hits, PINGS / 2, "answers found by polling, not by a wakeup");
+}
+
+/* After the window the loop sleeps: an idle loop burns no CPU. */
+static void on_read_one(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	struct watched *w = arg;
+	char c;
+
+	(void) loop;
+	record(w, ev, events);
+	ASSERT_EQ(read(w->fx->sp[w->idx][0], &c, 1), 1, "read the byte");
+}
+
+static void on_stop_timer(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, void *arg)
+{
+	(void) ev;
+	(void) events;
+	(void) arg;
+	sm_evloop_stop(loop);
+}
+
+static void test_busy_poll_then_sleeps(void **state)
+{
+	struct fixture *fx = *state;
+	struct timespec a, b;
+	double cpu_ms;
+
+	sm_evloop_set_busy_poll(fx->loop, 10000); /* 10 ms */
+	fx->driver = sm_evloop_timer(fx->loop, 0, on_stop_timer, fx);
+	ASSERT_NOT_NULL(fx->driver, "stop timer");
+	ASSERT_EQ(sm_evloop_timer_once(fx->driver, 600), 0, "stop after 600 ms");
+	make_readable(fx, 0); /* one event opens the window, then nothing comes */
+	fx->w[0].ev = sm_evloop_add(fx->loop, fx->sp[0][0], EPOLLIN, on_read_one, &fx->w[0]);
+	ASSERT_NOT_NULL(fx->w[0].ev, "add");
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+	run_loop(fx);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+	ASSERT_EQ(fx->w[0].calls, 1, "the byte was dispatched");
+	cpu_ms = (double) (b.tv_sec - a.tv_sec) * 1e3 + (double) (b.tv_nsec - a.tv_nsec) / 1e6;
+	ASSERT_GE(200.0, cpu_ms, "CPU ms over 600 ms after a 10 ms window: the loop slept");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -361,6 +466,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_timer_periodic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timer_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stop_from_callback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_busy_poll_finds_answers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_busy_poll_then_sleeps, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("evloop", tests, NULL, NULL);

@@ -174,8 +174,10 @@ void sm_worker_backoff(struct sm_worker *w)
 static void *worker_main(void *arg)
 {
 	struct sm_worker *w = arg;
-	int err = sm_evloop_run(w->loop);
+	int err;
 
+	sm_evloop_set_busy_poll(w->loop, w->d->cfg.busy_poll);
+	err = sm_evloop_run(w->loop);
 	if (err)
 		pr_err("worker %u: event loop failed: %s", w->id, strerror(-err));
 	return NULL;

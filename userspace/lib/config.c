@@ -81,6 +81,9 @@ static const struct cfg_key cfg_keys[] = {
 	 "set a TCP port, e.g. 15008"},
 	{"listeners", "workers", CK_U32, F(workers), 0, 0, 256,
 	 "set a number of worker threads, or 0 for one per CPU, e.g. 2"},
+	{"listeners", "busy_poll", CK_U32, F(busy_poll), 0, 0, 1000,
+	 "set how many microseconds a worker keeps polling after its events before it sleeps, "
+	 "0..1000, e.g. 50, or 0 to always sleep"},
 	{"listeners", "admin", CK_ADDR_OPT, F(admin_addr), F(admin_port), 0, 0,
 	 "set ADDRESS:PORT, e.g. 127.0.0.1:15020, or \"\" for no admin server"},
 	{"admin", "max_connections", CK_U32, F(admin_max_connections), 0, 16, 1000000,

@@ -3,11 +3,13 @@
 #include "evloop.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 struct sm_ev {
@@ -24,7 +26,9 @@ struct sm_evloop {
 	int epfd;
 	bool stop;
 	bool dispatching;
-	struct sm_ev *dead; /* removed during dispatch, freed after it */
+	unsigned int busy_poll_us; /* see sm_evloop_set_busy_poll() */
+	uint64_t busy_hits;	   /* event rounds a non-blocking poll found */
+	struct sm_ev *dead;	   /* removed during dispatch, freed after it */
 };
 
 struct sm_evloop *sm_evloop_new(void)
@@ -161,18 +165,59 @@ int sm_evloop_timer_once(struct sm_ev *ev, unsigned int after_ms)
 	return timerfd_settime(ev->fd, 0, &its, NULL) < 0 ? -errno : 0;
 }
 
+void sm_evloop_set_busy_poll(struct sm_evloop *loop, unsigned int us)
+{
+	loop->busy_poll_us = us;
+}
+
+uint64_t sm_evloop_busy_hits(const struct sm_evloop *loop)
+{
+	return loop->busy_hits;
+}
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
+
+/*
+ * How long the next epoll_wait() may block: not at all while the busy-poll
+ * window after the last event is open (yielding the CPU to anything
+ * runnable between polls), else until an event comes.
+ */
+static int next_timeout(struct sm_evloop *loop, uint64_t last_event_us)
+{
+	if (!loop->busy_poll_us || !last_event_us ||
+	    mono_us() - last_event_us >= loop->busy_poll_us)
+		return -1;
+	sched_yield();
+	return 0;
+}
+
 int sm_evloop_run(struct sm_evloop *loop)
 {
 	struct epoll_event evs[64];
+	uint64_t last_event_us = 0;
 
 	loop->stop = false;
 	while (!loop->stop) {
-		int n = epoll_wait(loop->epfd, evs, (int) (sizeof(evs) / sizeof(evs[0])), -1);
+		int timeout = next_timeout(loop, last_event_us);
+		int n = epoll_wait(loop->epfd, evs, (int) (sizeof(evs) / sizeof(evs[0])), timeout);
 
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;
+		}
+		if (n == 0)
+			continue;
+		if (loop->busy_poll_us) {
+			last_event_us = mono_us();
+			if (timeout == 0)
+				loop->busy_hits++;
 		}
 		loop->dispatching = true;
 		for (int i = 0; i < n; i++) {

@@ -40,6 +40,15 @@ struct sm_ev *sm_evloop_timer(struct sm_evloop *loop, unsigned int interval_ms, 
  */
 int sm_evloop_timer_once(struct sm_ev *ev, unsigned int after_ms);
 
+/*
+ * Busy polling: for us microseconds after each round of events, poll without
+ * blocking (sched_yield() between polls) before sleeping in epoll_wait().
+ * A message that comes back within the window is picked up without a wakeup
+ * of this thread. 0 (the default): always block.
+ */
+void sm_evloop_set_busy_poll(struct sm_evloop *loop, unsigned int us);
+/* Rounds of events a non-blocking poll of the busy-poll window found. */
+uint64_t sm_evloop_busy_hits(const struct sm_evloop *loop);
 /* Run until sm_evloop_stop(). Returns 0 or -errno (epoll failure). */
 int sm_evloop_run(struct sm_evloop *loop);
 void sm_evloop_stop(struct sm_evloop *loop);
