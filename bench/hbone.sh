@@ -367,6 +367,7 @@ place() {
 # RR keys: rr1.p50 with shared placement, rr1_per_node.p50 with per-node
 declare -A PLACE_KEY=([shared]="" [per-node]=_per_node)
 declare -A PLACE_LABEL=([shared]="shared CPUs" [per-node]="one CPU per node")
+declare -A RRTICKS=() # proxy CPU ticks over the request/response rounds, per path, size, placement
 for placement in ${RR_PLACEMENT//,/ }; do
 	in_list rr "$WANT_FIGURES" || break
 	echo "== request/response on one connection, $RR_COUNT round trips, ${PLACE_LABEL[$placement]};" \
@@ -379,16 +380,27 @@ for placement in ${RR_PLACEMENT//,/ }; do
 			for p in "${PATHS[@]}"; do
 				daemons_for "$p"
 				[ "$placement" = shared ] || place per-node
+				ppids=$(proxy_pids "$p")
+				# shellcheck disable=SC2086 # ppids is a list
+				[ -z "$ppids" ] || t0=$(cpu_ticks $ppids)
 				j=$(sb_exec node1 "${CG[$p]}" "${runon[@]}" "$SMTRAFFIC" rr --connect "${ECHO[$p]}" \
 					--count "$RR_COUNT" --size $size --timeout 120)
 				P50[$p]+=" $(jq .p50_us <<<"$j")" P99[$p]+=" $(jq .p99_us <<<"$j")"
+				if [ -n "$ppids" ]; then
+					# shellcheck disable=SC2086
+					RRTICKS[$p$size$ks]=$((${RRTICKS[$p$size$ks]:-0} + $(cpu_ticks $ppids) - t0))
+				fi
 			done
 		done
 		for p in "${PATHS[@]}"; do
 			R[$p.rr$size$ks.p50]=$(median <<<"${P50[$p]}")
 			R[$p.rr$size$ks.p99]=$(median <<<"${P99[$p]}")
-			printf '  %-15s %4s B  p50 %7s us  p99 %7s us  (p50s:%s)\n' "${LABEL[$p]}" $size \
-				"${R[$p.rr$size$ks.p50]}" "${R[$p.rr$size$ks.p99]}" "${P50[$p]}"
+			[ -z "${RRTICKS[$p$size$ks]:-}" ] ||
+				R[$p.rr$size$ks.cpu_us]=$(awk -v t="${RRTICKS[$p$size$ks]}" -v k="$TCK" \
+					-v n=$((RR_COUNT * RR_ROUNDS)) 'BEGIN { printf "%.1f", t / k * 1e6 / n }')
+			printf '  %-15s %4s B  p50 %7s us  p99 %7s us  proxy CPU %s us per round trip  (p50s:%s)\n' \
+				"${LABEL[$p]}" $size "${R[$p.rr$size$ks.p50]}" "${R[$p.rr$size$ks.p99]}" \
+				"${R[$p.rr$size$ks.cpu_us]:--}" "${P50[$p]}"
 		done
 		unset P50 P99
 	done
@@ -501,6 +513,10 @@ rr_each() { # FUNC UNIT: FUNC "LABEL[UNIT], PLACEMENT" KEY for each RR figure an
 	done
 }
 rr_each row ", µs"
+for placement in ${RR_PLACEMENT//,/ }; do
+	in_list rr "$WANT_FIGURES" || break
+	row "proxy CPU µs per 1 B round trip, ${PLACE_LABEL[$placement]}" "rr1${PLACE_KEY[$placement]}.cpu_us"
+done
 row "new connections/s, $CONC clients" cps
 row "proxy CPU s per GB (1 stream)" cpu
 echo "| crypto floor, CPU s per GB (AES-128-GCM ${R[machine.aes_gcm_gbps]} GB/s per core) | - | ${R[machine.crypto_floor]} | ${R[machine.crypto_floor]} | ${R[machine.crypto_floor]} | - | - | - | - |"

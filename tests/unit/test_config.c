@@ -96,7 +96,7 @@ static void test_defaults(void **state)
 	ASSERT_EQ(cfg->tunnel_keepalive_timeout, 10, "tunnel.keepalive_timeout");
 	ASSERT_EQ(cfg->tunnel_sni, false, "tunnel.sni off by default (docs/tunnel.md)");
 	ASSERT_EQ(cfg->workers, 0, "listeners.workers: one per CPU");
-	ASSERT_EQ(cfg->busy_poll, 0, "listeners.busy_poll: off");
+	ASSERT_EQ(cfg->busy_poll, 100, "listeners.busy_poll: 100 µs");
 	ASSERT_EQ(cfg->max_workloads, 4096, "datapath.max_workloads");
 	ASSERT_EQ(cfg->max_services, 65536, "datapath.max_services");
 	ASSERT_EQ(cfg->max_cidrs, 16384, "datapath.max_cidrs");

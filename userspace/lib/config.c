@@ -218,6 +218,7 @@ void sm_config_defaults(struct sm_config *cfg)
 	cfg->control_max_clients = 64;
 	cfg->control_idle_timeout = 10;
 	cfg->drain_timeout = 5;
+	cfg->busy_poll = 100; /* the wait for an answer through the far node, docs/tunnel.md */
 	cfg->metrics_max_series = SM_METRICS_DEFAULT_MAX_SERIES;
 	cfg->daemon_mark = SM_DEFAULT_DAEMON_MARK;
 	cfg->transparent_mark = SM_DEFAULT_TRANSPARENT_MARK;
