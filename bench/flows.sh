@@ -187,7 +187,8 @@ storm() {
 	echo "  flow log: $(jq -r 'select(.type != "lost") | .type' "$log" | sort | uniq -c | tr -s ' \n' ' ')"
 	if [ -n "$PROFILE" ]; then
 		echo "== profile of the daemon during the storm ($PROFILE)"
-		bench/flows-profile.sh "$PROFILE"
+		bench/flows-profile.sh "$PROFILE" "$(echo "($c2 - $c0) / $hz" | bc -l)" \
+			"$(jq -r --argjson a "$s0" '.flows.records - $a.flows.records' <<<"$s1")"
 	fi
 }
 
