@@ -1164,7 +1164,7 @@ static int storm_run(const struct storm_opts *o)
 
 	while (attempts < o->count && now_ms() < end) {
 		if (o->rate) {
-			/* the schedule is kept from the start: a late attempt does not shift the rest */
+			/* due times count from the start: one late attempt shifts no other */
 			int64_t due = started + (int64_t) (attempts * 1000 / o->rate);
 			int64_t wait = due - now_ms();
 
@@ -1198,7 +1198,8 @@ static void storm_usage(FILE *f)
 		   "for S seconds (default 5) or N attempts (default unlimited), whichever\n"
 		   "ends first; with --rate, at most R attempts a second. Attempts refused\n"
 		   "(EPERM by a policy, ECONNREFUSED) are counted and the storm goes on.\n"
-		   "--timeout (default 10) bounds each connect(). Prints {\"ok\":true,\"attempts\":N,\"connected\":N,"
+		   "--timeout (default 10) bounds each connect(). Prints "
+		   "{\"ok\":true,\"attempts\":N,\"connected\":N,"
 		   "\"refused\":N,\"per_s\":..}.\n");
 }
 

@@ -62,9 +62,8 @@ static int add(struct json_object *o, const char *key, struct json_object *v)
 {
 	if (!v)
 		return -ENOMEM;
-	if (json_object_object_add_ex(o, key, v,
-				      JSON_C_OBJECT_ADD_KEY_IS_NEW |
-					      JSON_C_OBJECT_ADD_CONSTANT_KEY)) {
+	if (json_object_object_add_ex(
+		    o, key, v, JSON_C_OBJECT_ADD_KEY_IS_NEW | JSON_C_OBJECT_ADD_CONSTANT_KEY)) {
 		json_object_put(v);
 		return -ENOMEM;
 	}
