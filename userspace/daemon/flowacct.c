@@ -23,7 +23,6 @@
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include <json-c/json.h>
 #include <uthash.h>
 
 #include "catalog.h"
@@ -99,18 +98,18 @@ struct sm_flowexp {
 
 void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 {
-	struct json_object *obj = NULL;
 	const char *json = NULL;
+	size_t len;
 
 	sm_flow_observe(d, r); /* every record, whatever the sinks then keep */
 	if (d->stream) {
 		/*
 		 * The live stream gets every record whole (its clients filter for
 		 * themselves); the sinks reuse the encoding unless they mask. Both
-		 * copy the line out of json-c's buffer, which goes with obj.
+		 * copy the line out of this thread's buffer before anything here
+		 * encodes again.
 		 */
-		obj = sm_flow_record_to_json(r);
-		json = obj ? json_object_to_json_string_ext(obj, SM_FLOW_JSON_FLAGS) : NULL;
+		json = sm_flow_record_line(r, &len);
 		if (json)
 			sm_flowstream_publish(d, r, json); /* a copy, no I/O */
 	}
@@ -127,15 +126,12 @@ void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 			held = true;
 		}
 		pthread_mutex_unlock(&fx->hold_mu);
-		if (held) {
-			json_object_put(obj);
+		if (held)
 			return;
-		}
 	}
 	/* filtered, limited and encoded on this thread, then queued: never waits for a disk */
 	if (d->flows && d->flows->sinks)
 		sm_sinks_write(d->flows->sinks, r, json);
-	json_object_put(obj);
 }
 
 static void endpoint_fill(const struct sm_daemon *d, struct sm_flow_endpoint *ep, uint8_t family,
