@@ -19,11 +19,15 @@
 #      whether the flow log has every connection's 4 records. --profile FILE
 #      records the daemon with perf (-g) meanwhile and prints the time by
 #      function group (bench/flows-profile.sh). --set KEY=VALUE (repeatable)
-#      passes a setting to the daemon (e.g. datapath.ringbuf_size=4194304).
+#      passes a setting to the daemon (e.g. datapath.ringbuf_size=4194304);
+#      --daemon-nice N runs the daemon's threads at nice N (e.g. -10: the CPU
+#      it needs first, as a node would give it with the unit's Nice= or
+#      CPUWeight=).
 # Not part of the tests.
 #
 # Usage (root for parts 2 and 3, after make): bench/flows.sh [--seconds S]
-#   [--conn-rate N] [--storm [--clients C] [--profile FILE] [--set K=V]...]
+#   [--conn-rate N] [--storm [--clients C] [--profile FILE] [--set K=V]...
+#   [--daemon-nice N]]
 #   defaults: 10 s, 1000 connections/s, 2 storm clients
 set -euo pipefail
 
@@ -34,6 +38,7 @@ STORM=0
 STORM_RATE=""
 CLIENTS=2
 PROFILE=""
+NICE=""
 SETS=()
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -62,8 +67,12 @@ while [ $# -gt 0 ]; do
 		SETS+=(--set "$2")
 		shift 2
 		;;
+	--daemon-nice)
+		NICE=$2
+		shift 2
+		;;
 	-h | --help)
-		sed -n '3,33p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '3,31p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
@@ -93,7 +102,7 @@ busy_ticks() { # busy and total clock ticks of every CPU (/proc/stat)
 }
 
 storm() {
-	local pid i c0 c1 t0 t1 b0 b1 tot0 tot1 s0 s1 connected attempts perf_pid hz log
+	local pid i c0 c1 t0 t1 b0 b1 tot0 tot1 s0 s1 connected attempts perf_pid hz
 	[ "$(id -u)" -eq 0 ] || { echo "--storm needs root (a sandbox node)" >&2; exit 1; }
 	export SOCKMESHD=$OUT/sockmeshd SOCKMESH=$OUT/sockmesh SMTRAFFIC=$OUT/tools/smtraffic
 	# shellcheck source=scripts/sandbox.sh
@@ -116,7 +125,12 @@ storm() {
 		sb_serve node1 server 10.11.0.1:$((7000 + i)) echo
 	done
 	pid=$(sb_daemon_pid node1)
-	log=$(sb_flowlog node1)
+	if [ -n "$NICE" ]; then
+		# every thread: setpriority() takes one at a time
+		for i in /proc/"$pid"/task/*; do
+			renice -n "$NICE" -p "${i##*/}" >/dev/null
+		done
+	fi
 	status() { sb_cli node1 status -o json; }
 	s0=$(status)
 	read -r b0 tot0 < <(busy_ticks)
@@ -167,7 +181,7 @@ storm() {
 		wait "$perf_pid" || true
 	fi
 	hz=$(getconf CLK_TCK)
-	echo "== storm: $CLIENTS clients for $SECONDS_RUN s${STORM_RATE:+ at $STORM_RATE connections/s}, same node, ${SETS[*]:-default settings}"
+	echo "== storm: $CLIENTS clients for $SECONDS_RUN s${STORM_RATE:+ at $STORM_RATE connections/s}, same node, ${SETS[*]:-default settings}${NICE:+, daemon at nice $NICE}"
 	echo "  machine: $(nproc) CPUs busy $(echo "$b0 $tot0 $b1 $tot1" | awk '{printf "%.0f%%", 100 * ($3 - $1) / ($4 - $2)}') during the storm; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 	jq -rn --argjson a "$s0" --argjson b "$s1" --argjson conn "$connected" \
 		--argjson att "$attempts" --argjson t "$(echo "$t1 - $t0" | bc -l)" \
