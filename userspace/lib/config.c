@@ -239,7 +239,8 @@ void sm_config_defaults(struct sm_config *cfg)
 	/*
 	 * 16 MiB: about 95,000 events (176 bytes each with the ring's header),
 	 * 0.8 s of 30,000 new same-node connections/s (4 events each) with the
-	 * reader getting no CPU at all; 1 MiB lost most of a burst (bench/README.md).
+	 * reader getting no CPU at all. 1 MiB lost half of a storm's events
+	 * (bench/README.md).
 	 */
 	cfg->ringbuf_size = 16U << 20;
 	cfg->flowlog_stdout = false;
