@@ -64,12 +64,12 @@ static void make_record(struct sm_flow_record *r, uint64_t i)
 	r->destination.port = 8080;
 	r->source.identity = 256;
 	r->destination.identity = 257;
-	strcpy(r->source.spiffe_id, "spiffe://bench.test/ns/prod/sa/client");
-	strcpy(r->destination.spiffe_id, "spiffe://bench.test/ns/prod/sa/server");
-	strcpy(r->source.workload, "client");
-	strcpy(r->destination.workload, "server");
-	strcpy(r->source.node, "node1");
-	strcpy(r->destination.node, "node2");
+	r->source.spiffe_id = sm_intern("spiffe://bench.test/ns/prod/sa/client");
+	r->destination.spiffe_id = sm_intern("spiffe://bench.test/ns/prod/sa/server");
+	r->source.workload = sm_intern("client");
+	r->destination.workload = sm_intern("server");
+	r->source.node = sm_intern("node1");
+	r->destination.node = sm_intern("node2");
 	r->captured = true;
 	r->cookie = 4096 + i;
 	r->cgroup_id = 12345;
@@ -82,7 +82,7 @@ static void make_record(struct sm_flow_record *r, uint64_t i)
 	r->tls.encrypted = true;
 	strcpy(r->tls.version, "TLSv1.3");
 	strcpy(r->tls.cipher, "TLS_AES_128_GCM_SHA256");
-	strcpy(r->tls.peer_spiffe_id, r->destination.spiffe_id);
+	r->tls.peer_spiffe_id = r->destination.spiffe_id;
 }
 
 static void usage(FILE *f)

@@ -365,7 +365,12 @@ static int serve_listen(const struct serve_opts *o)
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *) &ss, sl) < 0 || listen(fd, 512) < 0) {
+	/*
+	 * The longest queue the kernel allows (net.core.somaxconn): a storm of
+	 * connections overflows a short one while this loop waits for a CPU,
+	 * and each dropped handshake stalls its client for a second.
+	 */
+	if (bind(fd, (struct sockaddr *) &ss, sl) < 0 || listen(fd, SOMAXCONN) < 0) {
 		err = -errno;
 		close(fd);
 		return err;
@@ -1143,6 +1148,7 @@ struct storm_opts {
 	struct sm_addr addr;
 	uint16_t port;
 	uint64_t seconds, count, timeout_s;
+	uint64_t rate; /* attempts a second at most, 0: as fast as it goes */
 };
 
 /*
@@ -1157,6 +1163,14 @@ static int storm_run(const struct storm_opts *o)
 	int fd;
 
 	while (attempts < o->count && now_ms() < end) {
+		if (o->rate) {
+			/* due times count from the start: one late attempt shifts no other */
+			int64_t due = started + (int64_t) (attempts * 1000 / o->rate);
+			int64_t wait = due - now_ms();
+
+			if (wait > 0)
+				poll(NULL, 0, (int) wait);
+		}
 		fd = connect_timeout(&o->addr, o->port, (int) (o->timeout_s * 1000));
 		attempts++;
 		if (fd >= 0) {
@@ -1179,12 +1193,13 @@ static int storm_run(const struct storm_opts *o)
 static void storm_usage(FILE *f)
 {
 	fprintf(f, "usage: smtraffic storm --connect ADDR:PORT [--seconds S] [--count N]\n"
-		   "                       [--timeout S]\n"
+		   "                       [--rate R] [--timeout S]\n"
 		   "Open a connection and close it at once (nothing sent), again and again,\n"
 		   "for S seconds (default 5) or N attempts (default unlimited), whichever\n"
-		   "ends first. Attempts refused (EPERM by a policy, ECONNREFUSED) are\n"
-		   "counted and the storm goes on. --timeout (default 10) bounds each\n"
-		   "connect(). Prints {\"ok\":true,\"attempts\":N,\"connected\":N,"
+		   "ends first; with --rate, at most R attempts a second. Attempts refused\n"
+		   "(EPERM by a policy, ECONNREFUSED) are counted and the storm goes on.\n"
+		   "--timeout (default 10) bounds each connect(). Prints "
+		   "{\"ok\":true,\"attempts\":N,\"connected\":N,"
 		   "\"refused\":N,\"per_s\":..}.\n");
 }
 
@@ -1194,6 +1209,7 @@ static int cmd_storm(int argc, char **argv)
 		{"connect", required_argument, NULL, 'c'},
 		{"seconds", required_argument, NULL, 's'},
 		{"count", required_argument, NULL, 'n'},
+		{"rate", required_argument, NULL, 'r'},
 		{"timeout", required_argument, NULL, 't'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -1202,7 +1218,7 @@ static int cmd_storm(int argc, char **argv)
 	bool have_connect = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "c:s:n:t:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:s:n:r:t:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			if (sm_addrport_parse(optarg, &o.addr, &o.port)) {
@@ -1217,6 +1233,10 @@ static int cmd_storm(int argc, char **argv)
 			break;
 		case 'n':
 			if (parse_num("count", optarg, 1, SMT_MAX_STORM, &o.count))
+				return 2;
+			break;
+		case 'r':
+			if (parse_num("rate", optarg, 1, SMT_MAX_STORM, &o.rate))
 				return 2;
 			break;
 		case 't':

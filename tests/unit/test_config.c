@@ -102,7 +102,7 @@ static void test_defaults(void **state)
 	ASSERT_EQ(cfg->max_cidrs, 16384, "datapath.max_cidrs");
 	ASSERT_EQ(cfg->max_orig_dst, 65536, "datapath.max_orig_dst");
 	ASSERT_EQ(cfg->max_sockhash, 65536, "datapath.max_sockhash");
-	ASSERT_EQ(cfg->ringbuf_size, 1048576, "datapath.ringbuf_size");
+	ASSERT_EQ(cfg->ringbuf_size, 16777216, "datapath.ringbuf_size");
 	ASSERT_STR_EQ(cfg->flowlog_file, "", "flowlog.file");
 	ASSERT_EQ(cfg->flowlog_stdout, false, "flowlog.stdout");
 	ASSERT_EQ(cfg->flowlog_max_size, 10 << 20, "flowlog.max_size");

@@ -672,10 +672,99 @@ static void test_field_known(void **state)
 	ASSERT_EQ(sm_flow_field_known(""), false, "empty");
 }
 
+/* A record of shape bits (each bit an optional member or a choice), values from n. */
+static void make_shaped(struct sm_flow_record *r, unsigned int bits, uint64_t n)
+{
+	make_conn(r);
+	r->type = (enum sm_flow_record_type)(n % 4); /* conn_start, _update, _end, denied */
+	r->direction = bits & 1 ? SM_DIR_INGRESS : SM_DIR_EGRESS;
+	r->time_ns = T0 + (int64_t) (n * 1234567);
+	r->cookie = n;
+	r->total.bytes_sent = n * 1000003;
+	r->srtt_us = (uint32_t) (n % 997);
+	if (bits & 2)
+		snprintf(r->drop_reason, sizeof(r->drop_reason), "reason-%u",
+			 (unsigned int) (n % 7));
+	if (bits & 4)
+		r->source.workload = NULL;
+	if (bits & 8)
+		r->destination.node =
+			sm_intern(n % 2 ? "node2" : "a-much-longer-node-name-than-before");
+	if (bits & 16)
+		snprintf(r->trace_id, sizeof(r->trace_id), "%032llx", (unsigned long long) n);
+	if (bits & 32) {
+		r->tls.present = true;
+		strcpy(r->tls.mode, n % 2 ? "STRICT" : "PERMISSIVE");
+		r->tls.encrypted = n % 3;
+		r->tls.handshake_us = (uint32_t) (n % 5);
+		if (bits & 64)
+			r->tls.peer_spiffe_id = r->destination.spiffe_id;
+	}
+	if (bits & 128) {
+		r->policy.present = true;
+		r->policy.revision = (uint32_t) n;
+		strcpy(r->policy.match, "rule");
+		strcpy(r->policy.name, "p");
+		r->policy.rule = (int) (n % 3) - 1;
+		r->policy.audit_rule = -1;
+	}
+	if (bits & 256) {
+		assert_int_equal(sm_addr_parse("fc42::1", &r->source.addr), 0);
+		assert_int_equal(sm_addr_parse("fc42::2", &r->destination.addr), 0);
+	}
+}
+
+/*
+ * sm_flow_record_line() sets the values of a kept tree in place: its line
+ * must be what building the record afresh prints, whatever shapes came
+ * before (more of them than the trees it keeps, so trees are replaced, and
+ * shapes the hint cannot tell apart, so updates find stale trees).
+ */
+static void test_line_matches_fresh(void **state)
+{
+	struct sm_flow_record r;
+	uint64_t seed = 88172645463325252ULL;
+
+	for (uint64_t n = 1; n <= 4000; n++) {
+		struct json_object *fresh;
+		const char *line, *want;
+		size_t len;
+
+		seed ^= seed << 13;
+		seed ^= seed >> 7;
+		seed ^= seed << 17;
+		/* runs of one shape (updates), then another (a kept tree, or a new one) */
+		make_shaped(&r, (unsigned int) (n % 50 < 40 ? (n / 50) % 512 : seed % 512), n);
+		if (n % 97 == 0) {
+			memset(&r, 0, sizeof(r));
+			r.type = SM_REC_LOST;
+			r.time_ns = T0;
+			strcpy(r.node, "node1");
+			r.lost_ringbuf = n;
+		}
+		fresh = sm_flow_record_to_json(&r);
+		ASSERT_EQ(fresh != NULL, 1, "build");
+		want = json_object_to_json_string_ext(fresh, SM_FLOW_JSON_FLAGS);
+		line = sm_flow_record_line(&r, &len);
+		if (!line || strcmp(line, want) != 0 || len != strlen(want)) {
+			print_error("FAIL record %llu: kept tree printed\n%s\nfresh:\n%s\n",
+				    (unsigned long long) n, line ? line : "(null)", want);
+			json_object_put(fresh);
+			fail();
+		}
+		json_object_put(fresh);
+	}
+	/* a record the encoder refuses is refused by the kept trees too */
+	make_shaped(&r, 0, 1);
+	r.verdict = SM_VERDICT_MAX;
+	ASSERT_EQ(sm_flow_record_line(&r, &(size_t){0}) == NULL, 1, "bad verdict refused");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_golden_conn_end, free_text),
+		cmocka_unit_test(test_line_matches_fresh),
 		cmocka_unit_test_teardown(test_golden_lost, free_text),
 		cmocka_unit_test_teardown(test_lost_sources, free_text),
 		cmocka_unit_test_teardown(test_mask, free_text),

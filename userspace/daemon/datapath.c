@@ -168,7 +168,13 @@ int sm_datapath_open(struct sm_daemon *d)
 	skel->rodata->cfg_fail_open = c->fail_open;
 	skel->rodata->cfg_redirect = c->redirect;
 	skel->rodata->cfg_update_interval_ns = (uint64_t) c->flow_update_interval * 1000000000ULL;
-	skel->rodata->cfg_ringbuf_wakeup_bytes = c->ringbuf_size / 4;
+	/*
+	 * Woken early once this much waits (else by the SM_FLOW_DRAIN_MS timer):
+	 * a quarter of a small ring, at most 256 KiB (about 1,500 events) of a
+	 * big one, so the rest of it stays free for a burst.
+	 */
+	skel->rodata->cfg_ringbuf_wakeup_bytes =
+		c->ringbuf_size / 4 < (256U << 10) ? c->ringbuf_size / 4 : (256U << 10);
 
 	err = sockmesh_bpf__load(skel);
 	if (err) {

@@ -98,15 +98,19 @@ struct sm_flowexp {
 
 void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 {
-	char *json = NULL;
+	const char *json = NULL;
+	size_t len;
 
 	sm_flow_observe(d, r); /* every record, whatever the sinks then keep */
 	if (d->stream) {
 		/*
 		 * The live stream gets every record whole (its clients filter for
-		 * themselves); the sinks reuse the encoding unless they mask.
+		 * themselves); the sinks reuse the encoding unless they mask. Both
+		 * copy the line out of this thread's buffer before anything here
+		 * encodes again.
 		 */
-		if (sm_flow_record_encode(r, &json) == 0)
+		json = sm_flow_record_line(r, &len);
+		if (json)
 			sm_flowstream_publish(d, r, json); /* a copy, no I/O */
 	}
 	if (d->flows && __atomic_load_n(&d->flows->holding, __ATOMIC_ACQUIRE)) {
@@ -122,15 +126,12 @@ void sm_flowexp_emit(struct sm_daemon *d, const struct sm_flow_record *r)
 			held = true;
 		}
 		pthread_mutex_unlock(&fx->hold_mu);
-		if (held) {
-			free(json);
+		if (held)
 			return;
-		}
 	}
 	/* filtered, limited and encoded on this thread, then queued: never waits for a disk */
 	if (d->flows && d->flows->sinks)
 		sm_sinks_write(d->flows->sinks, r, json);
-	free(json);
 }
 
 static void endpoint_fill(const struct sm_daemon *d, struct sm_flow_endpoint *ep, uint8_t family,
@@ -321,8 +322,13 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 	r->srtt_us = ev->srtt_us;
 	r->total_retrans = ev->total_retrans;
 
-	/* a tunnelled socket: the tunnel knows its TLS details and the real caller */
-	if (r->captured || passive) {
+	/*
+	 * A tunnelled socket: the tunnel knows its TLS details and the real
+	 * caller. Not an accepted socket whose caller is a workload on this node
+	 * (SM_SK_F_SAME_NODE): no tunnel carried that one, and asking costs a
+	 * map lookup (a system call) per event.
+	 */
+	if (r->captured || (passive && !r->same_node)) {
 		/* keyed by the socket's far end (EGRESS: our client side, INGRESS: the caller) */
 		struct sm_addr key = r->source.addr;
 

@@ -74,7 +74,7 @@ struct sm_config {
 	uint32_t max_orig_dst;	       /* datapath.max_orig_dst, 65536 */
 	uint32_t max_sockhash;	       /* datapath.max_sockhash, 65536 */
 	uint32_t max_policy_entries;   /* datapath.max_policy_entries, 65536 */
-	uint32_t ringbuf_size; /* datapath.ringbuf_size (bytes, power of 2 >= 4096), 1 MiB */
+	uint32_t ringbuf_size; /* datapath.ringbuf_size (bytes, power of 2 >= 4096), 16 MiB */
 
 	/* tunnel: the cross-node hop (docs/tunnel.md) */
 	bool tunnel_hbone;	      /* tunnel.hbone: mTLS HBONE (true) or plaintext relay */

@@ -3,6 +3,7 @@
 #include "flow_record.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,57 +52,129 @@ const char *sm_direction_name(enum sm_direction d)
 /* ---- encoding ---- */
 
 /*
- * Add helpers: json_object_object_add() takes ownership of the value even on
- * failure, and a NULL value (allocation failed) is caught by the final check
- * of the caller, so each helper only reports whether it could add.
+ * One encoder fills a json-c tree two ways. Building (update false) makes
+ * every member new. Updating (update true) sets the values of a tree built
+ * before for a record of the same shape, in place: the members, their order
+ * and the line json-c prints are then what building would make, without the
+ * allocations (json-c objects, their hash tables, the print buffer) that
+ * were half of a record's cost. A member the tree lacks, or of another type,
+ * stops an update with -ESTALE; so does a tree with members this record does
+ * not set (counted: touched against the tree's total). The caller then
+ * builds afresh: a stale tree is never printed.
  */
-static int add(struct json_object *o, const char *key, struct json_object *v)
+struct enc {
+	bool update;
+	unsigned int touched; /* members added or set so far */
+};
+
+/*
+ * json_object_object_add_ex() takes ownership of the value even on failure,
+ * and a NULL value (allocation failed) is caught here, so each helper only
+ * reports whether it could add. Every key is a string literal the encoder
+ * adds once per object: json-c neither copies it nor looks for an earlier
+ * member of that name (those copies were a tenth of a record's encoding).
+ */
+static int add(struct enc *e, struct json_object *o, const char *key, struct json_object *v)
 {
 	if (!v)
 		return -ENOMEM;
-	if (json_object_object_add(o, key, v)) {
+	if (json_object_object_add_ex(
+		    o, key, v, JSON_C_OBJECT_ADD_KEY_IS_NEW | JSON_C_OBJECT_ADD_CONSTANT_KEY)) {
 		json_object_put(v);
 		return -ENOMEM;
 	}
+	e->touched++;
 	return 0;
 }
 
-static int add_str(struct json_object *o, const char *key, const char *s)
+/* Updating: the member key of o, which must exist with type t. */
+static struct json_object *member(struct enc *e, struct json_object *o, const char *key,
+				  json_type t)
 {
-	return add(o, key, json_object_new_string(s));
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, t))
+		return NULL;
+	e->touched++;
+	return v;
+}
+
+static int add_str(struct enc *e, struct json_object *o, const char *key, const char *s)
+{
+	struct json_object *v;
+
+	if (!e->update)
+		return add(e, o, key, json_object_new_string(s));
+	v = member(e, o, key, json_type_string);
+	if (!v)
+		return -ESTALE;
+	return json_object_set_string(v, s) ? 0 : -ENOMEM;
 }
 
 /* Counters and ids are unsigned; json-c prints them exactly as uint64. */
-static int add_u64(struct json_object *o, const char *key, uint64_t v)
+static int add_u64(struct enc *e, struct json_object *o, const char *key, uint64_t n)
 {
-	return add(o, key, json_object_new_uint64(v));
+	struct json_object *v;
+
+	if (!e->update)
+		return add(e, o, key, json_object_new_uint64(n));
+	v = member(e, o, key, json_type_int);
+	if (!v)
+		return -ESTALE;
+	return json_object_set_uint64(v, n) ? 0 : -ENOMEM;
 }
 
-static int add_bool(struct json_object *o, const char *key, bool v)
+static int add_bool(struct enc *e, struct json_object *o, const char *key, bool b)
 {
-	return add(o, key, json_object_new_boolean(v));
+	struct json_object *v;
+
+	if (!e->update)
+		return add(e, o, key, json_object_new_boolean(b));
+	v = member(e, o, key, json_type_boolean);
+	if (!v)
+		return -ESTALE;
+	return json_object_set_boolean(v, b) ? 0 : -ENOMEM;
 }
 
-static int add_time(struct json_object *o, const char *key, int64_t ns)
+/* The object member key of o (made when building); NULL with *ret set when not. */
+static struct json_object *add_obj(struct enc *e, struct json_object *o, const char *key, int *ret)
+{
+	struct json_object *sub;
+
+	if (*ret)
+		return NULL;
+	if (e->update) {
+		sub = member(e, o, key, json_type_object);
+		if (!sub)
+			*ret = -ESTALE;
+		return sub;
+	}
+	sub = json_object_new_object();
+	*ret = add(e, o, key, sub); /* on failure add() put it */
+	return *ret ? NULL : sub;
+}
+
+static int add_time(struct enc *e, struct json_object *o, const char *key, int64_t ns)
 {
 	char buf[40];
 
 	if (ns < 0)
 		return -EINVAL;
-	return add_str(o, key, sm_format_time_ns(ns, buf, sizeof(buf)));
+	return add_str(e, o, key, sm_format_time_ns(ns, buf, sizeof(buf)));
 }
 
 /*
  * A string field held by pointer (intern.h): omitted when NULL or "";
  * longer than the schema allows (max - 1 bytes) is -EINVAL.
  */
-static int add_istr(struct json_object *o, const char *key, const char *s, size_t max)
+static int add_istr(struct enc *e, struct json_object *o, const char *key, const char *s,
+		    size_t max)
 {
 	if (sm_str_empty(s))
 		return 0;
 	if (strnlen(s, max) >= max)
 		return -EINVAL;
-	return add_str(o, key, s);
+	return add_str(e, o, key, s);
 }
 
 static bool fits(const char *s, size_t max)
@@ -116,96 +189,86 @@ static bool endpoint_strings_fit(const struct sm_flow_endpoint *ep)
 	       fits(ep->node, SM_FLOW_NAME_MAX) && fits(ep->cgroup, SM_FLOW_CGROUP_MAX);
 }
 
-static struct json_object *encode_endpoint(const struct sm_flow_endpoint *ep)
+static int encode_endpoint(struct enc *e, struct json_object *parent, const char *key,
+			   const struct sm_flow_endpoint *ep)
 {
-	struct json_object *o = json_object_new_object();
 	char buf[64];
-	int ret;
+	int ret = 0;
+	struct json_object *o = add_obj(e, parent, key, &ret);
 
-	if (!o)
-		return NULL;
-	ret = add_str(o, "ip", sm_addr_format(&ep->addr, buf, sizeof(buf)));
-	ret = ret ?: add_u64(o, "port", ep->port);
-	ret = ret ?: add_u64(o, "identity", ep->identity);
-	ret = ret ?: add_istr(o, "spiffe_id", ep->spiffe_id, SM_FLOW_SPIFFE_MAX);
-	ret = ret ?: add_istr(o, "workload", ep->workload, SM_FLOW_NAME_MAX);
-	ret = ret ?: add_istr(o, "node", ep->node, SM_FLOW_NAME_MAX);
-	ret = ret ?: add_istr(o, "cgroup", ep->cgroup, SM_FLOW_CGROUP_MAX);
-	if (ret) {
-		json_object_put(o);
-		return NULL;
-	}
-	return o;
+	ret = ret ?: add_str(e, o, "ip", sm_addr_format(&ep->addr, buf, sizeof(buf)));
+	ret = ret ?: add_u64(e, o, "port", ep->port);
+	ret = ret ?: add_u64(e, o, "identity", ep->identity);
+	ret = ret ?: add_istr(e, o, "spiffe_id", ep->spiffe_id, SM_FLOW_SPIFFE_MAX);
+	ret = ret ?: add_istr(e, o, "workload", ep->workload, SM_FLOW_NAME_MAX);
+	ret = ret ?: add_istr(e, o, "node", ep->node, SM_FLOW_NAME_MAX);
+	ret = ret ?: add_istr(e, o, "cgroup", ep->cgroup, SM_FLOW_CGROUP_MAX);
+	return ret;
 }
 
-static struct json_object *encode_counters(const struct sm_flow_counters *c, bool with_redirected,
-					   uint64_t redirected)
+static int encode_counters(struct enc *e, struct json_object *parent, const char *key,
+			   const struct sm_flow_counters *c, bool with_redirected,
+			   uint64_t redirected)
 {
-	struct json_object *o = json_object_new_object();
-	int ret;
+	int ret = 0;
+	struct json_object *o = add_obj(e, parent, key, &ret);
 
-	if (!o)
-		return NULL;
-	ret = add_u64(o, "bytes_sent", c->bytes_sent);
-	ret = ret ?: add_u64(o, "bytes_received", c->bytes_received);
-	ret = ret ?: add_u64(o, "segs_in", c->segs_in);
-	ret = ret ?: add_u64(o, "segs_out", c->segs_out);
+	ret = ret ?: add_u64(e, o, "bytes_sent", c->bytes_sent);
+	ret = ret ?: add_u64(e, o, "bytes_received", c->bytes_received);
+	ret = ret ?: add_u64(e, o, "segs_in", c->segs_in);
+	ret = ret ?: add_u64(e, o, "segs_out", c->segs_out);
 	if (!ret && with_redirected)
-		ret = add_u64(o, "redirected_bytes_sent", redirected);
-	if (ret) {
-		json_object_put(o);
-		return NULL;
-	}
-	return o;
+		ret = add_u64(e, o, "redirected_bytes_sent", redirected);
+	return ret;
 }
 
-static int add_str_nonempty(struct json_object *o, const char *key, const char *s, size_t size)
+static int add_str_nonempty(struct enc *e, struct json_object *o, const char *key, const char *s,
+			    size_t size)
 {
 	if (!memchr(s, '\0', size))
 		return -EINVAL;
-	return s[0] ? add_str(o, key, s) : 0;
+	return s[0] ? add_str(e, o, key, s) : 0;
 }
 
-static int encode_tls(struct json_object *o, const struct sm_flow_tls *t)
+static int encode_tls(struct enc *e, struct json_object *o, const struct sm_flow_tls *t)
 {
-	struct json_object *sub = json_object_new_object();
-	int ret;
+	int ret = 0;
+	struct json_object *sub = add_obj(e, o, "tls", &ret);
 
-	ret = add(o, "tls", sub);
-	ret = ret ?: add_str_nonempty(sub, "mode", t->mode, sizeof(t->mode));
-	ret = ret ?: add_bool(sub, "encrypted", t->encrypted);
-	ret = ret ?: add_str_nonempty(sub, "version", t->version, sizeof(t->version));
-	ret = ret ?: add_str_nonempty(sub, "cipher", t->cipher, sizeof(t->cipher));
-	ret = ret ?: add_istr(sub, "local_spiffe_id", t->local_spiffe_id, SM_FLOW_SPIFFE_MAX);
-	ret = ret ?: add_istr(sub, "peer_spiffe_id", t->peer_spiffe_id, SM_FLOW_SPIFFE_MAX);
+	ret = ret ?: add_str_nonempty(e, sub, "mode", t->mode, sizeof(t->mode));
+	ret = ret ?: add_bool(e, sub, "encrypted", t->encrypted);
+	ret = ret ?: add_str_nonempty(e, sub, "version", t->version, sizeof(t->version));
+	ret = ret ?: add_str_nonempty(e, sub, "cipher", t->cipher, sizeof(t->cipher));
+	ret = ret ?: add_istr(e, sub, "local_spiffe_id", t->local_spiffe_id, SM_FLOW_SPIFFE_MAX);
+	ret = ret ?: add_istr(e, sub, "peer_spiffe_id", t->peer_spiffe_id, SM_FLOW_SPIFFE_MAX);
 	if (!ret && t->handshake_us)
-		ret = add_u64(sub, "handshake_us", t->handshake_us);
-	ret = ret ?: add_str_nonempty(sub, "failure", t->failure, sizeof(t->failure));
+		ret = add_u64(e, sub, "handshake_us", t->handshake_us);
+	ret = ret ?: add_str_nonempty(e, sub, "failure", t->failure, sizeof(t->failure));
 	return ret;
 }
 
-static int encode_policy(struct json_object *o, const struct sm_flow_policy *p)
+static int encode_policy(struct enc *e, struct json_object *o, const struct sm_flow_policy *p)
 {
-	struct json_object *sub = json_object_new_object(), *audit;
-	int ret;
+	int ret = 0;
+	struct json_object *sub = add_obj(e, o, "policy", &ret), *audit;
 
-	ret = add(o, "policy", sub);
-	ret = ret ?: add_u64(sub, "revision", p->revision);
-	ret = ret ?: add_str_nonempty(sub, "match", p->match, sizeof(p->match));
-	ret = ret ?: add_str_nonempty(sub, "name", p->name, sizeof(p->name));
+	ret = ret ?: add_u64(e, sub, "revision", p->revision);
+	ret = ret ?: add_str_nonempty(e, sub, "match", p->match, sizeof(p->match));
+	ret = ret ?: add_str_nonempty(e, sub, "name", p->name, sizeof(p->name));
 	if (!ret && p->name[0] && p->rule >= 0)
-		ret = add_u64(sub, "rule", (uint64_t) p->rule);
+		ret = add_u64(e, sub, "rule", (uint64_t) p->rule);
 	if (!ret && p->audit_name[0]) {
-		audit = json_object_new_object();
-		ret = add(sub, "audit", audit);
-		ret = ret ?: add_str_nonempty(audit, "name", p->audit_name, sizeof(p->audit_name));
+		audit = add_obj(e, sub, "audit", &ret);
+		ret = ret
+			      ?: add_str_nonempty(e, audit, "name", p->audit_name,
+						  sizeof(p->audit_name));
 		if (!ret && p->audit_rule >= 0)
-			ret = add_u64(audit, "rule", (uint64_t) p->audit_rule);
+			ret = add_u64(e, audit, "rule", (uint64_t) p->audit_rule);
 	}
 	return ret;
 }
 
-static int encode_conn(struct json_object *o, const struct sm_flow_record *r)
+static int encode_conn(struct enc *e, struct json_object *o, const struct sm_flow_record *r)
 {
 	struct json_object *sub;
 	int ret;
@@ -221,51 +284,43 @@ static int encode_conn(struct json_object *o, const struct sm_flow_record *r)
 	    !endpoint_strings_fit(&r->source) || !endpoint_strings_fit(&r->destination))
 		return -EINVAL;
 
-	ret = add_str(o, "verdict", verdict_names[r->verdict]);
+	ret = add_str(e, o, "verdict", verdict_names[r->verdict]);
 	if (!ret && r->drop_reason[0])
-		ret = add_str(o, "drop_reason", r->drop_reason);
-	ret = ret ?: add_str(o, "traffic_direction", direction_names[r->direction]);
+		ret = add_str(e, o, "drop_reason", r->drop_reason);
+	ret = ret ?: add_str(e, o, "traffic_direction", direction_names[r->direction]);
 	/* which end wrote it: the connecting socket's node is the source's */
-	ret = ret ?: add_str(o, "reporter", reporter_names[r->direction]);
-	if (ret)
-		return ret;
-
-	sub = json_object_new_object();
-	ret = add(o, "ip", sub);
-	ret = ret ?: add_str(sub, "family", r->source.addr.family == AF_INET ? "IPv4" : "IPv6");
-	if (ret)
-		return ret;
-	sub = json_object_new_object();
-	ret = add(o, "l4", sub);
-	ret = ret ?: add_str(sub, "protocol", "TCP");
-	ret = ret ?: add(o, "source", encode_endpoint(&r->source));
-	ret = ret ?: add(o, "destination", encode_endpoint(&r->destination));
-	ret = ret ?: add_bool(o, "captured", r->captured);
-	ret = ret ?: add_bool(o, "same_node", r->same_node);
-	ret = ret ?: add_bool(o, "redirected", r->redirected);
-	ret = ret ?: add_u64(o, "socket_cookie", r->cookie);
-	ret = ret ?: add_u64(o, "cgroup_id", r->cgroup_id);
-	ret = ret ?: add_time(o, "start_time", r->start_ns);
-	ret = ret ?: add_u64(o, "duration_us", r->duration_us);
-	ret = ret ?: add(o, "counters", encode_counters(&r->total, true, r->redirected_bytes));
-	ret = ret ?: add(o, "delta", encode_counters(&r->delta, false, 0));
-	if (ret)
-		return ret;
-	sub = json_object_new_object();
-	ret = add(o, "tcp", sub);
-	ret = ret ?: add_u64(sub, "srtt_us", r->srtt_us);
-	ret = ret ?: add_u64(sub, "total_retrans", r->total_retrans);
-	ret = ret ?: add_str_nonempty(o, "trace_id", r->trace_id, sizeof(r->trace_id));
+	ret = ret ?: add_str(e, o, "reporter", reporter_names[r->direction]);
+	sub = add_obj(e, o, "ip", &ret);
+	ret = ret ?: add_str(e, sub, "family", r->source.addr.family == AF_INET ? "IPv4" : "IPv6");
+	sub = add_obj(e, o, "l4", &ret);
+	ret = ret ?: add_str(e, sub, "protocol", "TCP");
+	ret = ret ?: encode_endpoint(e, o, "source", &r->source);
+	ret = ret ?: encode_endpoint(e, o, "destination", &r->destination);
+	ret = ret ?: add_bool(e, o, "captured", r->captured);
+	ret = ret ?: add_bool(e, o, "same_node", r->same_node);
+	ret = ret ?: add_bool(e, o, "redirected", r->redirected);
+	ret = ret ?: add_u64(e, o, "socket_cookie", r->cookie);
+	ret = ret ?: add_u64(e, o, "cgroup_id", r->cgroup_id);
+	ret = ret ?: add_time(e, o, "start_time", r->start_ns);
+	ret = ret ?: add_u64(e, o, "duration_us", r->duration_us);
+	ret = ret ?: encode_counters(e, o, "counters", &r->total, true, r->redirected_bytes);
+	ret = ret ?: encode_counters(e, o, "delta", &r->delta, false, 0);
+	sub = add_obj(e, o, "tcp", &ret);
+	ret = ret ?: add_u64(e, sub, "srtt_us", r->srtt_us);
+	ret = ret ?: add_u64(e, sub, "total_retrans", r->total_retrans);
+	ret = ret ?: add_str_nonempty(e, o, "trace_id", r->trace_id, sizeof(r->trace_id));
 	if (!ret && r->tls.present)
-		ret = encode_tls(o, &r->tls);
+		ret = encode_tls(e, o, &r->tls);
 	if (!ret && r->policy.present)
-		ret = encode_policy(o, &r->policy);
+		ret = encode_policy(e, o, &r->policy);
 	return ret;
 }
 
-static int encode_lost_sources(struct json_object *lost, const struct sm_flow_record *r)
+/* Lost records are rare and their list varies: always built. */
+static int encode_lost_sources(struct enc *e, struct json_object *lost,
+			       const struct sm_flow_record *r)
 {
-	struct json_object *arr, *e;
+	struct json_object *arr, *entry;
 	char buf[64];
 	int ret;
 
@@ -274,86 +329,228 @@ static int encode_lost_sources(struct json_object *lost, const struct sm_flow_re
 	if (r->nlost_sources > SM_FLOW_LOST_SOURCES_MAX)
 		return -EINVAL;
 	arr = json_object_new_array();
-	ret = add(lost, "rate_limited_sources", arr);
+	ret = add(e, lost, "rate_limited_sources", arr);
 	for (unsigned int i = 0; !ret && i < r->nlost_sources; i++) {
 		const struct sm_flow_lost_source *ls = &r->lost_sources[i];
 
-		e = json_object_new_object();
-		if (!e || json_object_array_add(arr, e)) {
-			json_object_put(e);
+		entry = json_object_new_object();
+		if (!entry || json_object_array_add(arr, entry)) {
+			json_object_put(entry);
 			return -ENOMEM;
 		}
-		ret = add_u64(e, "identity", ls->identity);
+		ret = add_u64(e, entry, "identity", ls->identity);
 		if (!ret && ls->addr.family) {
 			if (ls->addr.family != AF_INET && ls->addr.family != AF_INET6)
 				return -EINVAL;
-			ret = add_str(e, "ip", sm_addr_format(&ls->addr, buf, sizeof(buf)));
+			ret = add_str(e, entry, "ip", sm_addr_format(&ls->addr, buf, sizeof(buf)));
 		}
-		ret = ret ?: add_u64(e, "suppressed", ls->suppressed);
+		ret = ret ?: add_u64(e, entry, "suppressed", ls->suppressed);
 	}
 	return ret;
 }
 
-static int encode_lost(struct json_object *o, const struct sm_flow_record *r)
+static int encode_lost(struct enc *e, struct json_object *o, const struct sm_flow_record *r)
 {
-	struct json_object *sub = json_object_new_object();
-	int ret;
+	int ret = 0;
+	struct json_object *sub = add_obj(e, o, "lost", &ret);
 
-	ret = add(o, "lost", sub);
-	ret = ret ?: add_u64(sub, "ringbuf", r->lost_ringbuf);
-	ret = ret ?: add_u64(sub, "orig_dst", r->lost_orig_dst);
-	ret = ret ?: add_u64(sub, "storage", r->lost_storage);
-	ret = ret ?: add_u64(sub, "sockhash", r->lost_sockhash);
-	ret = ret ?: add_u64(sub, "queue", r->lost_queue);
-	ret = ret ?: add_u64(sub, "rate_limited", r->lost_rate_limited);
-	ret = ret ?: add_u64(sub, "write_failed", r->lost_write_failed);
-	return ret ?: encode_lost_sources(sub, r);
+	ret = ret ?: add_u64(e, sub, "ringbuf", r->lost_ringbuf);
+	ret = ret ?: add_u64(e, sub, "orig_dst", r->lost_orig_dst);
+	ret = ret ?: add_u64(e, sub, "storage", r->lost_storage);
+	ret = ret ?: add_u64(e, sub, "sockhash", r->lost_sockhash);
+	ret = ret ?: add_u64(e, sub, "queue", r->lost_queue);
+	ret = ret ?: add_u64(e, sub, "rate_limited", r->lost_rate_limited);
+	ret = ret ?: add_u64(e, sub, "write_failed", r->lost_write_failed);
+	return ret ?: encode_lost_sources(e, sub, r);
 }
 
-struct json_object *sm_flow_record_to_json(const struct sm_flow_record *r)
+/* Fill o (built or updated, as e says) from r; 0 or -EINVAL/-ENOMEM/-ESTALE. */
+static int encode_record(struct enc *e, struct json_object *o, const struct sm_flow_record *r)
 {
-	struct json_object *o;
 	int ret;
 
-	if ((unsigned int) r->type >= SM_REC_TYPE_MAX || !memchr(r->node, '\0', sizeof(r->node))) {
-		errno = EINVAL;
-		return NULL;
-	}
-	o = json_object_new_object();
+	if ((unsigned int) r->type >= SM_REC_TYPE_MAX || !memchr(r->node, '\0', sizeof(r->node)))
+		return -EINVAL;
+	ret = add_u64(e, o, "version", SM_FLOW_SCHEMA_VERSION);
+	ret = ret ?: add_str(e, o, "type", type_names[r->type]);
+	ret = ret ?: add_time(e, o, "time", r->time_ns);
+	ret = ret ?: add_str(e, o, "node", r->node);
+	if (!ret)
+		ret = r->type == SM_REC_LOST ? encode_lost(e, o, r) : encode_conn(e, o, r);
+	return ret;
+}
+
+/* A new tree for r, and the number of its members (nested ones included). */
+static struct json_object *build(const struct sm_flow_record *r, unsigned int *members)
+{
+	struct enc e = {.update = false};
+	struct json_object *o = json_object_new_object();
+	int ret;
+
 	if (!o) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	ret = add_u64(o, "version", SM_FLOW_SCHEMA_VERSION);
-	ret = ret ?: add_str(o, "type", type_names[r->type]);
-	ret = ret ?: add_time(o, "time", r->time_ns);
-	ret = ret ?: add_str(o, "node", r->node);
-	if (!ret)
-		ret = r->type == SM_REC_LOST ? encode_lost(o, r) : encode_conn(o, r);
+	ret = encode_record(&e, o, r);
 	if (ret) {
 		json_object_put(o);
 		errno = -ret;
 		return NULL;
 	}
+	if (members)
+		*members = e.touched;
 	return o;
+}
+
+struct json_object *sm_flow_record_to_json(const struct sm_flow_record *r)
+{
+	return build(r, NULL);
 }
 
 int sm_flow_record_encode(const struct sm_flow_record *r, char **out)
 {
-	struct json_object *o;
 	const char *text;
-	int ret = 0;
+	size_t len;
 
 	*out = NULL;
-	o = sm_flow_record_to_json(r);
-	if (!o)
+	text = sm_flow_record_line(r, &len);
+	if (!text)
 		return -errno;
-	text = json_object_to_json_string_ext(o, SM_FLOW_JSON_FLAGS);
-	*out = text ? strdup(text) : NULL;
-	if (!*out)
-		ret = -ENOMEM;
-	json_object_put(o);
-	return ret;
+	*out = strdup(text);
+	return *out ? 0 : -ENOMEM;
+}
+
+/*
+ * The trees sm_flow_record_line() keeps, per thread: one per shape of the
+ * records it saw last (which optional members they have), so a record finds
+ * its own without a try at each. A shape names no tree for sure: the update
+ * itself checks (struct enc).
+ */
+#define LINE_TREES 8
+
+struct line_tree {
+	struct json_object *o; /* NULL: unused */
+	uint64_t shape;
+	unsigned int members;
+	uint64_t used; /* when last used, for replacing the least recent */
+};
+
+struct line_trees {
+	struct line_tree t[LINE_TREES];
+	uint64_t clock;
+	struct json_object *lost; /* the last lost record's, built anew each time */
+};
+
+static pthread_key_t trees_key;
+static pthread_once_t trees_once = PTHREAD_ONCE_INIT;
+static int trees_key_err;
+
+static void trees_free(void *p)
+{
+	struct line_trees *lt = p;
+
+	for (size_t i = 0; lt && i < LINE_TREES; i++)
+		json_object_put(lt->t[i].o);
+	if (lt)
+		json_object_put(lt->lost);
+	free(lt);
+}
+
+static void trees_key_make(void)
+{
+	trees_key_err = pthread_key_create(&trees_key, trees_free);
+}
+
+static uint64_t endpoint_shape(const struct sm_flow_endpoint *ep)
+{
+	return (uint64_t) !sm_str_empty(ep->spiffe_id) |
+	       (uint64_t) !sm_str_empty(ep->workload) << 1 |
+	       (uint64_t) !sm_str_empty(ep->node) << 2 | (uint64_t) !sm_str_empty(ep->cgroup) << 3;
+}
+
+/* Which optional members r has: a hint for finding its tree, checked by the update. */
+static uint64_t record_shape(const struct sm_flow_record *r)
+{
+	const struct sm_flow_tls *t = &r->tls;
+	const struct sm_flow_policy *p = &r->policy;
+
+	return (uint64_t) (r->drop_reason[0] != 0) | endpoint_shape(&r->source) << 1 |
+	       endpoint_shape(&r->destination) << 5 | (uint64_t) (r->trace_id[0] != 0) << 9 |
+	       (uint64_t) t->present << 10 | (uint64_t) (t->mode[0] != 0) << 11 |
+	       (uint64_t) (t->version[0] != 0) << 12 | (uint64_t) (t->cipher[0] != 0) << 13 |
+	       (uint64_t) !sm_str_empty(t->local_spiffe_id) << 14 |
+	       (uint64_t) !sm_str_empty(t->peer_spiffe_id) << 15 |
+	       (uint64_t) (t->handshake_us != 0) << 16 | (uint64_t) (t->failure[0] != 0) << 17 |
+	       (uint64_t) p->present << 18 | (uint64_t) (p->match[0] != 0) << 19 |
+	       (uint64_t) (p->name[0] != 0) << 20 | (uint64_t) (p->rule >= 0) << 21 |
+	       (uint64_t) (p->audit_name[0] != 0) << 22 | (uint64_t) (p->audit_rule >= 0) << 23;
+}
+
+static const char *print(struct json_object *o, size_t *len)
+{
+	const char *text = json_object_to_json_string_length(o, SM_FLOW_JSON_FLAGS, len);
+
+	if (!text)
+		errno = ENOMEM;
+	return text;
+}
+
+const char *sm_flow_record_line(const struct sm_flow_record *r, size_t *len)
+{
+	struct line_trees *lt;
+	struct line_tree *slot = NULL, *oldest = NULL;
+	struct json_object *o;
+	uint64_t shape;
+	unsigned int members;
+
+	pthread_once(&trees_once, trees_key_make);
+	lt = trees_key_err ? NULL : pthread_getspecific(trees_key);
+	if (!lt && !trees_key_err) {
+		lt = calloc(1, sizeof(*lt));
+		if (lt && pthread_setspecific(trees_key, lt)) {
+			free(lt);
+			lt = NULL;
+		}
+	}
+	if (!lt) {
+		errno = trees_key_err ? trees_key_err : ENOMEM;
+		return NULL;
+	}
+	if (r->type == SM_REC_LOST) {
+		json_object_put(lt->lost);
+		lt->lost = build(r, NULL);
+		return lt->lost ? print(lt->lost, len) : NULL;
+	}
+	shape = record_shape(r) << 3 | (uint64_t) r->type;
+	for (size_t i = 0; i < LINE_TREES; i++) {
+		struct line_tree *t = &lt->t[i];
+
+		if (t->o && t->shape == shape)
+			slot = t;
+		if (!oldest || !t->o || (oldest->o && t->used < oldest->used))
+			oldest = t;
+	}
+	if (slot) {
+		struct enc e = {.update = true};
+		int ret = encode_record(&e, slot->o, r);
+
+		if (!ret && e.touched == slot->members) {
+			slot->used = ++lt->clock;
+			return print(slot->o, len);
+		}
+		if (ret && ret != -ESTALE) {
+			errno = -ret;
+			return NULL;
+		}
+		oldest = slot; /* a stale tree: this record's replaces it */
+	}
+	o = build(r, &members);
+	if (!o)
+		return NULL;
+	json_object_put(oldest->o);
+	*oldest =
+		(struct line_tree){.o = o, .shape = shape, .members = members, .used = ++lt->clock};
+	return print(o, len);
 }
 
 /* ---- field masks ---- */

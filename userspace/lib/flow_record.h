@@ -166,6 +166,15 @@ struct json_object *sm_flow_record_to_json(const struct sm_flow_record *r);
 int sm_flow_record_encode(const struct sm_flow_record *r, char **out);
 
 /*
+ * The same line (length in *len), in a buffer of this thread's that the
+ * next call on the thread overwrites: for callers that copy it at once. The
+ * thread keeps the json-c trees of the last few shapes of record and sets
+ * their values in place, which saves most of the encoding's allocations.
+ * NULL with errno EINVAL or ENOMEM.
+ */
+const char *sm_flow_record_line(const struct sm_flow_record *r, size_t *len);
+
+/*
  * Decode one JSON line produced by sm_flow_record_encode back into r.
  * Returns 0, or -EINVAL when the text is not a record of this schema version
  * (unknown type, missing required fields, wrong types). Used by tests and the CLI.

@@ -1141,9 +1141,14 @@ static char *encode_line(const struct sm_flow_record *r, const struct sink_conf 
 	char *line = NULL;
 	size_t n;
 
-	if (whole && (!c || !c->fields.n)) {
-		/* no mask: the caller's encoding is this line already */
-		n = strlen(whole);
+	if (!c || !c->fields.n) {
+		/* no mask: the caller's encoding is this line already, or this thread's */
+		if (whole)
+			n = strlen(whole);
+		else
+			whole = sm_flow_record_line(r, &n);
+		if (!whole)
+			return NULL;
 		line = malloc(n + 1);
 		if (line) {
 			memcpy(line, whole, n);

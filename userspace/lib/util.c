@@ -269,13 +269,26 @@ int64_t sm_mono_to_real_offset_ns(void)
 
 const char *sm_format_time_ns(int64_t realtime_ns, char *buf, size_t len)
 {
-	time_t sec = (time_t) (realtime_ns / 1000000000LL);
+	/*
+	 * Flow records come by the thousand within one second, two times each:
+	 * the date and time of day are worked out once a second per thread, and
+	 * only the microseconds for every call.
+	 */
+	static __thread int64_t cached_sec = INT64_MIN;
+	static __thread char cached[32]; /* "YYYY-MM-DDTHH:MM:SS" */
+	int64_t sec = realtime_ns / 1000000000LL;
 	long usec = (long) ((realtime_ns % 1000000000LL) / 1000);
-	struct tm tm;
 
-	gmtime_r(&sec, &tm);
-	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, usec);
+	if (sec != cached_sec) {
+		time_t t = (time_t) sec;
+		struct tm tm;
+
+		gmtime_r(&t, &tm);
+		snprintf(cached, sizeof(cached), "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+			 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+		cached_sec = sec;
+	}
+	snprintf(buf, len, "%s.%06ldZ", cached, usec);
 	return buf;
 }
 
