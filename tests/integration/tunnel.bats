@@ -91,6 +91,27 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 	[ "$(tunnel node1 tls_handshakes_ok)" -eq 2 ]
 }
 
+@test "busy polling: by default answers through the tunnel are found by polling; listeners.busy_poll 0 never polls" {
+	sb_serve node2 server 10.11.0.2:8080 echo
+	busy_hits() { sm_status "$1" | jq '[.workers[].busy_poll_hits] | add'; }
+	# 2,000 one-byte round trips: node2's worker waits some microseconds for the
+	# service's answer, node1's for node2's; within 100 µs they are polled, not woken
+	sb_exec node1 client "$SMTRAFFIC" rr --connect 10.11.0.2:8080 --count 2000 --size 1 \
+		--timeout 60 >/dev/null
+	n1=$(busy_hits node1) n2=$(busy_hits node2)
+	echo "busy_poll_hits: node1 $n1, node2 $n2"
+	[ "$((n1 + n2))" -gt 0 ]
+	for n in node1 node2; do
+		sb_stop_daemon $n
+		sb_start_daemon $n --set listeners.busy_poll=0
+	done
+	sb_exec node1 client "$SMTRAFFIC" rr --connect 10.11.0.2:8080 --count 2000 --size 1 \
+		--timeout 60 >/dev/null
+	[ "$(busy_hits node1)" -eq 0 ]
+	[ "$(busy_hits node2)" -eq 0 ]
+	[ "$(tunnel node1 streams_total)" -ge 1 ]
+}
+
 @test "200 concurrent connections through the tunnel all complete intact" {
 	sb_serve node2 server 10.11.0.2:8080 echo
 	pids=()

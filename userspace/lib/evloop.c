@@ -172,7 +172,7 @@ void sm_evloop_set_busy_poll(struct sm_evloop *loop, unsigned int us)
 
 uint64_t sm_evloop_busy_hits(const struct sm_evloop *loop)
 {
-	return loop->busy_hits;
+	return __atomic_load_n(&loop->busy_hits, __ATOMIC_RELAXED);
 }
 
 static uint64_t mono_us(void)
@@ -216,8 +216,9 @@ int sm_evloop_run(struct sm_evloop *loop)
 			continue;
 		if (loop->busy_poll_us) {
 			last_event_us = mono_us();
-			if (timeout == 0)
-				loop->busy_hits++;
+			if (timeout == 0) /* read by other threads: sm_evloop_busy_hits() */
+				__atomic_store_n(&loop->busy_hits, loop->busy_hits + 1,
+						 __ATOMIC_RELAXED);
 		}
 		loop->dispatching = true;
 		for (int i = 0; i < n; i++) {

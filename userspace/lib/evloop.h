@@ -47,7 +47,7 @@ int sm_evloop_timer_once(struct sm_ev *ev, unsigned int after_ms);
  * of this thread. 0 (the default): always block.
  */
 void sm_evloop_set_busy_poll(struct sm_evloop *loop, unsigned int us);
-/* Rounds of events a non-blocking poll of the busy-poll window found. */
+/* Rounds of events a non-blocking poll of the busy-poll window found; any thread. */
 uint64_t sm_evloop_busy_hits(const struct sm_evloop *loop);
 /* Run until sm_evloop_stop(). Returns 0 or -errno (epoll failure). */
 int sm_evloop_run(struct sm_evloop *loop);
