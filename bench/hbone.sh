@@ -31,6 +31,7 @@
 #                       [--iperf-rounds 3] [--connects 1000] [--idle 2000]
 #                       [--paths plain,sockmesh,skmsg,haproxy]
 #                       [--figures iperf,rr,cps,rss] [--rr-placement shared,per-node]
+#                       [--set KEY=VALUE]... [--profile DIR]
 #   --connects is per client; 16 clients run at once. --quick: small counts.
 #   iperf3 runs --iperf-rounds times (default 3) and request/response --rr-rounds
 #   times over the paths in turn; each figure is the median (single runs moved
@@ -38,6 +39,9 @@
 #   --paths and --figures measure a subset (default: all); ratios need both ends.
 #   --rr-placement: shared, per-node, or both as shared,per-node (default);
 #   per-node needs 2 CPUs.
+#   --set KEY=VALUE (repeatable): passed to both sockmeshd's as --set, e.g.
+#   --set flowlog.ring_size=0 (no live flow stream: the memory figure without
+#   its records) or --set tunnel.max_streams=1000.
 #   --profile DIR: after the iperf3 rounds, one more 1-stream run per proxy path
 #   under `perf record -g` of both proxies (not counted in the figures), saved in
 #   DIR, and the CPU per GB broken down by function group (bench/perf-groups.py).
@@ -52,6 +56,7 @@ case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
 BYTES=1G IPERF_ROUNDS=3 RR_COUNT=20000 RR_ROUNDS=5 CONNECTS=1000 IDLE=2000 CONC=16 QUICK=0
 WANT_PATHS=plain,sockmesh,skmsg,haproxy WANT_FIGURES=iperf,rr,cps,rss
 RR_PLACEMENT=shared,per-node PROFILE=
+DAEMON_SET=() # --set KEY=VALUE for both daemons
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) QUICK=1 BYTES=64M IPERF_ROUNDS=1 RR_COUNT=2000 RR_ROUNDS=1 CONNECTS=100 IDLE=200; shift ;;
@@ -65,6 +70,7 @@ while [ $# -gt 0 ]; do
 	--figures) WANT_FIGURES=$2; shift 2 ;;
 	--rr-placement) RR_PLACEMENT=$2; shift 2 ;;
 	--profile) PROFILE=$2; shift 2 ;;
+	--set) DAEMON_SET+=(--set "$2"); shift 2 ;;
 	-h | --help) sed -n '3,/^# Results:/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
@@ -137,8 +143,8 @@ sb_add_service $SRV 5201 server iperf
 sb_add_service $SRV 7000 server echo
 sb_add_service $SRV 7200 server idle
 sb_write_catalog "$(sb_catalog)"
-sb_start_daemon node1
-sb_start_daemon node2
+sb_start_daemon node1 "${DAEMON_SET[@]}"
+sb_start_daemon node2 "${DAEMON_SET[@]}"
 
 sb_run node2 server iperf3 -s -B $SRV -p 5201
 sb_run node2 plainsrv iperf3 -s -B $SRV -p 5202
@@ -234,7 +240,7 @@ daemons_for() { # PATH
 	[ "$want" != "$REDIRECT" ] || return 0
 	for node in node1 node2; do
 		sb_stop_daemon $node
-		if [ "$want" = on ]; then sb_start_daemon $node --redirect; else sb_start_daemon $node; fi ||
+		if [ "$want" = on ]; then sb_start_daemon $node --redirect "${DAEMON_SET[@]}"; else sb_start_daemon $node "${DAEMON_SET[@]}"; fi ||
 			{ echo "bench: sockmeshd on $node did not restart" >&2; exit 1; }
 	done
 	REDIRECT=$want
