@@ -186,6 +186,8 @@ $(OUTPUT)/tests/%: tests/unit/%.c $(UNIT_LIB_OBJS) VERSION | deps-check-build de
 # A unit test of one of the daemon's leaf modules compiles that file with it.
 $(OUTPUT)/tests/test_workloads: userspace/daemon/workloads.c userspace/daemon/workloads.h
 $(OUTPUT)/tests/test_workloads: UNIT_DAEMON := -Iuserspace/daemon userspace/daemon/workloads.c
+$(OUTPUT)/tests/test_flowjoin: userspace/daemon/flowjoin.c userspace/daemon/flowjoin.h
+$(OUTPUT)/tests/test_flowjoin: UNIT_DAEMON := -Iuserspace/daemon userspace/daemon/flowjoin.c
 
 test-unit: $(UNIT_BINS) ## unit tests (C, cmocka, ASan+UBSan; the kernel-side ones need root)
 	$(Q)SM_OUTPUT=$(OUTPUT) tests/run-tests.sh --unit $(UNIT_BINS)

@@ -31,6 +31,7 @@
 #                       [--iperf-rounds 3] [--connects 1000] [--idle 2000]
 #                       [--paths plain,sockmesh,skmsg,haproxy]
 #                       [--figures iperf,rr,cps,rss] [--rr-placement shared,per-node]
+#                       [--set KEY=VALUE]... [--profile DIR]
 #   --connects is per client; 16 clients run at once. --quick: small counts.
 #   iperf3 runs --iperf-rounds times (default 3) and request/response --rr-rounds
 #   times over the paths in turn; each figure is the median (single runs moved
@@ -38,8 +39,10 @@
 #   --paths and --figures measure a subset (default: all); ratios need both ends.
 #   --rr-placement: shared, per-node, or both as shared,per-node (default);
 #   per-node needs 2 CPUs.
-#   --set KEY=VALUE (repeatable): passed to both sockmeshd's (e.g. --set
-#   listeners.busy_poll=0 to compare a setting against the default).
+#   --set KEY=VALUE (repeatable): passed to both sockmeshd's as --set, e.g.
+#   --set listeners.busy_poll=0 (a setting against its default), --set
+#   flowlog.ring_size=0 (no live flow stream: the memory figure without its
+#   records) or --set tunnel.max_streams=1000.
 #   --profile DIR: after the iperf3 rounds, one more 1-stream run per proxy path
 #   under `perf record -g` of both proxies (not counted in the figures), saved in
 #   DIR, and the CPU per GB broken down by function group (bench/perf-groups.py).

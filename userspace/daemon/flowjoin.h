@@ -42,7 +42,9 @@ void sm_flowjoins_free(struct sm_flowjoins *t);
  * Lock t and return the entry of the socket whose far end is a:port, made
  * empty first when there is none and create is set; NULL when there is none
  * (or no memory for it). Either way t stays locked: change the entry, then
- * sm_flowjoins_unlock(t). The writer's side (the tunnel).
+ * sm_flowjoins_unlock(t), which keeps the changes (the entry is stored in a
+ * compact form and the pointer is to t's expanded copy of it, valid until
+ * then). The writer's side (the tunnel).
  */
 struct sm_flowjoin *sm_flowjoins_lock(struct sm_flowjoins *t, const struct sm_addr *a,
 				      uint16_t port, bool create);

@@ -582,7 +582,14 @@ struct hb_conn *conn_new(struct sm_worker *w, int fd, bool server, struct sm_cre
 	c->ssl = SSL_new(ctx);
 	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1 || hb_h2_init(c))
 		goto fail;
-	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/*
+	 * RELEASE_BUFFERS: OpenSSL frees its record buffers (the 64 KiB read-ahead
+	 * one and a 17 KiB write one) whenever they are empty, so an idle pooled
+	 * connection holds neither. A busy one allocates them again when records
+	 * come: a malloc per drained read-ahead buffer (up to 64 KiB decrypted).
+	 */
+	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+				     SSL_MODE_RELEASE_BUFFERS);
 	/* one read() takes what the socket holds, up to several records, not a header then a body
 	 */
 	SSL_set_read_ahead(c->ssl, 1);

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,6 +144,14 @@ static void on_tick(struct sm_evloop *loop, struct sm_ev *ev, uint32_t events, v
 	/* another thread may have taken the spare's slot when it was given back: try again */
 	spare_take(arg);
 	parts_run(arg, PART_TICK);
+	/*
+	 * Give freed heap back to the system once a second: glibc keeps it
+	 * resident otherwise (the TLS buffers an idle connection released, what
+	 * a burst of connections left). One call trims every arena, so the
+	 * first worker does it for all.
+	 */
+	if (((struct sm_worker *) arg)->id == 0)
+		malloc_trim(0);
 	/* a flood that stopped still gets its "suppressed N" line */
 	sm_log_limit_flush();
 }
