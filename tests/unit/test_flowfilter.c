@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -137,6 +138,59 @@ static void test_match_any(void **state)
 	sm_flowfilter_free(fs[1]);
 }
 
+/*
+ * The view the live stream keeps per record instead of the record: the same
+ * answers once the record is gone (strings interned, as flowstream.c does),
+ * at a fraction of the size (it is kept flowlog.ring_size times).
+ */
+static void test_match_view(void **state)
+{
+	static const char *const filters[] = {
+		"verdict=DROPPED",
+		"verdict=AUDIT",
+		"to-port=8080",
+		"from-port=1-100",
+		"node=node1",
+		"node=node2",
+		"drop_reason=policy_default_deny",
+		"drop_reason=policy_denied",
+		"type=denied",
+		"type=conn_end",
+		"ip=10.0.2.0/24",
+		"from-ip=10.0.2.0/24",
+		"trace_id=00-0123-4567-01",
+		"trace_id=00-x-y-01",
+		"from-identity=spiffe://example.org/ns/prod/*",
+		"to-workload=web direction=EGRESS",
+	};
+	struct sm_flow_record *r = calloc(1, sizeof(*r));
+	struct sm_flow_match m;
+
+	(void) state;
+	ASSERT_NOT_NULL(r, "record");
+	sample(r);
+	sm_flow_match_of(&m, r);
+	m.node = sm_intern(r->node);
+	m.drop_reason = sm_intern(r->drop_reason);
+	for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++) {
+		struct sm_flowfilter *f;
+		struct sm_error err = {{0}};
+		bool want;
+
+		ASSERT_EQ(sm_flowfilter_parse(filters[i], &f, &err), 0, filters[i]);
+		want = sm_flowfilter_match(f, r);
+		/* the record is reused: the view must not point into it */
+		memset(r->node, 'z', sizeof(r->node) - 1);
+		memset(r->drop_reason, 'z', sizeof(r->drop_reason) - 1);
+		ASSERT_EQ(sm_flowfilter_match_view(f, &m), want, filters[i]);
+		ASSERT_EQ(sm_flowfilter_match_any_view(&f, 1, &m), want, filters[i]);
+		sample(r);
+		sm_flowfilter_free(f);
+	}
+	ASSERT_GE(sizeof(*r) / 4, sizeof(m), "the view is at most a quarter of a record");
+	free(r);
+}
+
 static void test_bad_filters(void **state)
 {
 	static const struct {
@@ -179,6 +233,7 @@ int main(void)
 		cmocka_unit_test(test_match),
 		cmocka_unit_test(test_lost_records),
 		cmocka_unit_test(test_match_any),
+		cmocka_unit_test(test_match_view),
 		cmocka_unit_test(test_bad_filters),
 	};
 

@@ -71,7 +71,7 @@ struct fs_entry {
 	uint64_t seq;		 /* position in the stream, given when it enters the ring */
 	uint64_t dropped_before; /* records dropped just before this one (daemon_busy) */
 	int64_t time_ns;	 /* the record's */
-	struct sm_flow_record rec;
+	struct sm_flow_match rec; /* what filters read (a whole record is 5 times bigger) */
 	size_t len; /* of line, newline included; a NUL follows */
 	char line[];
 };
@@ -143,7 +143,10 @@ void sm_flowstream_publish(struct sm_daemon *d, const struct sm_flow_record *r, 
 	if (e) {
 		e->next = NULL;
 		e->time_ns = r->time_ns;
-		e->rec = *r;
+		sm_flow_match_of(&e->rec, r);
+		/* the view outlives r: its strings must too */
+		e->rec.node = sm_intern(r->node);
+		e->rec.drop_reason = sm_intern(r->drop_reason);
 		memcpy(e->line, json, n);
 		e->line[n] = '\n';
 		e->line[n + 1] = '\0';
@@ -274,7 +277,7 @@ static bool client_matches(const struct fs_client *c, const struct fs_entry *e)
 		return false;
 	if (!c->nfilters)
 		return true;
-	return sm_flowfilter_match_any(c->filters, c->nfilters, &e->rec);
+	return sm_flowfilter_match_any_view(c->filters, c->nfilters, &e->rec);
 }
 
 static struct fs_entry *ring_get(const struct sm_flowstream *fs, uint64_t seq)

@@ -310,7 +310,7 @@ static bool alt_matches_endpoint(enum ff_key key, const struct ff_alt *a,
 }
 
 static bool alt_matches(const struct ff_term *t, const struct ff_alt *a,
-			const struct sm_flow_record *r)
+			const struct sm_flow_match *r)
 {
 	switch (t->key) {
 	case FF_TYPE:
@@ -318,12 +318,12 @@ static bool alt_matches(const struct ff_term *t, const struct ff_alt *a,
 	case FF_VERDICT:
 		return r->type != SM_REC_LOST && strcmp(sm_verdict_name(r->verdict), a->text) == 0;
 	case FF_DROP_REASON:
-		return strcmp(r->drop_reason, a->text) == 0;
+		return strcmp(sm_str(r->drop_reason), a->text) == 0;
 	case FF_DIRECTION:
 		return r->type != SM_REC_LOST &&
 		       strcmp(sm_direction_name(r->direction), a->text) == 0;
 	case FF_NODE:
-		return strcmp(r->node, a->text) == 0;
+		return strcmp(sm_str(r->node), a->text) == 0;
 	case FF_TRACE_ID:
 		return strcmp(r->trace_id, a->text) == 0;
 	default:
@@ -337,24 +337,55 @@ static bool alt_matches(const struct ff_term *t, const struct ff_alt *a,
 	return t->side != FF_FROM && alt_matches_endpoint(t->key, a, &r->destination);
 }
 
-bool sm_flowfilter_match(const struct sm_flowfilter *f, const struct sm_flow_record *r)
+void sm_flow_match_of(struct sm_flow_match *m, const struct sm_flow_record *r)
+{
+	m->type = r->type;
+	m->verdict = r->verdict;
+	m->direction = r->direction;
+	m->node = r->node;
+	m->drop_reason = r->drop_reason;
+	m->source = r->source;
+	m->destination = r->destination;
+	memcpy(m->trace_id, r->trace_id, sizeof(m->trace_id));
+}
+
+bool sm_flowfilter_match_view(const struct sm_flowfilter *f, const struct sm_flow_match *m)
 {
 	for (size_t t = 0; t < f->nterms; t++) {
 		bool any = false;
 
 		for (size_t a = 0; a < f->terms[t].nalts && !any; a++)
-			any = alt_matches(&f->terms[t], &f->terms[t].alts[a], r);
+			any = alt_matches(&f->terms[t], &f->terms[t].alts[a], m);
 		if (!any)
 			return false;
 	}
 	return true;
 }
 
+bool sm_flowfilter_match_any_view(struct sm_flowfilter *const *fs, size_t n,
+				  const struct sm_flow_match *m)
+{
+	for (size_t i = 0; i < n; i++)
+		if (sm_flowfilter_match_view(fs[i], m))
+			return true;
+	return false;
+}
+
+bool sm_flowfilter_match(const struct sm_flowfilter *f, const struct sm_flow_record *r)
+{
+	struct sm_flow_match m;
+
+	sm_flow_match_of(&m, r);
+	return sm_flowfilter_match_view(f, &m);
+}
+
 bool sm_flowfilter_match_any(struct sm_flowfilter *const *fs, size_t n,
 			     const struct sm_flow_record *r)
 {
-	for (size_t i = 0; i < n; i++)
-		if (sm_flowfilter_match(fs[i], r))
-			return true;
-	return false;
+	struct sm_flow_match m;
+
+	if (!n)
+		return false;
+	sm_flow_match_of(&m, r);
+	return sm_flowfilter_match_any_view(fs, n, &m);
 }

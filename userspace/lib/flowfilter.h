@@ -30,6 +30,25 @@
 struct sm_flowfilter;
 
 /*
+ * What a filter reads of a record: a fifth of its size, for keeping many
+ * records (the live stream's ring keeps flowlog.ring_size of them). Made by
+ * sm_flow_match_of(); node and drop_reason point into the record then, and
+ * whoever keeps the view longer than the record interns them (intern.h).
+ */
+struct sm_flow_match {
+	enum sm_flow_record_type type;
+	enum sm_verdict verdict;
+	enum sm_direction direction;
+	const char *node;
+	const char *drop_reason;
+	struct sm_flow_endpoint source;
+	struct sm_flow_endpoint destination;
+	char trace_id[sizeof(((struct sm_flow_record *) 0)->trace_id)];
+};
+
+void sm_flow_match_of(struct sm_flow_match *m, const struct sm_flow_record *r);
+
+/*
  * Parse one filter. Returns 0 and *out (free with sm_flowfilter_free), or
  * -EINVAL with err->msg naming the bad term and what to write instead, or
  * -ENOMEM. An empty (or all-space) filter matches every record.
@@ -41,5 +60,9 @@ bool sm_flowfilter_match(const struct sm_flowfilter *f, const struct sm_flow_rec
 /* Any of n filters matches (n == 0: false). */
 bool sm_flowfilter_match_any(struct sm_flowfilter *const *fs, size_t n,
 			     const struct sm_flow_record *r);
+/* The same on a record's view. */
+bool sm_flowfilter_match_view(const struct sm_flowfilter *f, const struct sm_flow_match *m);
+bool sm_flowfilter_match_any_view(struct sm_flowfilter *const *fs, size_t n,
+				  const struct sm_flow_match *m);
 
 #endif /* SOCKMESH_FLOWFILTER_H */
