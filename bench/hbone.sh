@@ -31,7 +31,7 @@
 #                       [--iperf-rounds 3] [--connects 1000] [--idle 2000]
 #                       [--paths plain,sockmesh,skmsg,haproxy]
 #                       [--figures iperf,rr,cps,rss] [--rr-placement shared,per-node]
-#                       [--set KEY=VALUE]... [--profile DIR]
+#                       [--set KEY=VALUE]... [--haproxy-busy-polling] [--profile DIR]
 #   --connects is per client; 16 clients run at once. --quick: small counts.
 #   iperf3 runs --iperf-rounds times (default 3) and request/response --rr-rounds
 #   times over the paths in turn; each figure is the median (single runs moved
@@ -43,6 +43,9 @@
 #   --set listeners.busy_poll=0 (a setting against its default), --set
 #   flowlog.ring_size=0 (no live flow stream: the memory figure without its
 #   records) or --set tunnel.max_streams=1000.
+#   --haproxy-busy-polling: HAProxy with its `busy-polling` (off by default
+#   there; sockmeshd's listeners.busy_poll is on by default), to compare like
+#   with like.
 #   --profile DIR: after the iperf3 rounds, one more 1-stream run per proxy path
 #   under `perf record -g` of both proxies (not counted in the figures), saved in
 #   DIR, and the CPU per GB broken down by function group (bench/perf-groups.py).
@@ -56,7 +59,7 @@ OUT=${SM_OUTPUT:-${OUTPUT:-.output}}
 case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
 BYTES=1G IPERF_ROUNDS=3 RR_COUNT=20000 RR_ROUNDS=5 CONNECTS=1000 IDLE=2000 CONC=16 QUICK=0
 WANT_PATHS=plain,sockmesh,skmsg,haproxy WANT_FIGURES=iperf,rr,cps,rss
-RR_PLACEMENT=shared,per-node PROFILE= DAEMON_SET=()
+RR_PLACEMENT=shared,per-node PROFILE= DAEMON_SET=() HAP_BUSY=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) QUICK=1 BYTES=64M IPERF_ROUNDS=1 RR_COUNT=2000 RR_ROUNDS=1 CONNECTS=100 IDLE=200; shift ;;
@@ -71,6 +74,7 @@ while [ $# -gt 0 ]; do
 	--rr-placement) RR_PLACEMENT=$2; shift 2 ;;
 	--profile) PROFILE=$2; shift 2 ;;
 	--set) DAEMON_SET+=(--set "$2"); shift 2 ;;
+	--haproxy-busy-polling) HAP_BUSY=1; shift ;;
 	-h | --help) sed -n '3,/^# Results:/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
@@ -173,6 +177,7 @@ Groups = P-256
 EOF
 hap_head() {
 	printf 'global\n\tnbthread 2\n\tmaxconn 5000\n'
+	((HAP_BUSY == 0)) || printf '\tbusy-polling\n'
 	printf 'defaults\n\tmode tcp\n\ttimeout connect 5s\n\ttimeout client 600s\n\ttimeout server 600s\n'
 }
 {
@@ -547,13 +552,14 @@ for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done |
 	jq -R -s --arg bytes "$BYTES" --argjson rr "$RR_COUNT" --argjson conc "$CONC" \
 		--argjson connects "$CONNECTS" --argjson idle "$IDLE" --argjson quick "$QUICK" \
 		--argjson rr_rounds "$RR_ROUNDS" --arg rr_placement "$RR_PLACEMENT" \
-		--argjson iperf_rounds "$IPERF_ROUNDS" \
+		--argjson iperf_rounds "$IPERF_ROUNDS" --argjson hap_busy "$HAP_BUSY" \
+		--arg daemon_set "${DAEMON_SET[*]}" \
 		--arg cpus "$ALL_CPUS" --arg kernel "$(uname -r)" --arg haproxy "$(haproxy -v | awk 'NR == 1 { print $3 }')" \
 		'split("\n") | map(select(length > 0) | split("\t")) |
 		 (reduce .[] as [$k, $v] ({}; setpath($k | split(".") | [.[0], (.[1:] | join("."))];
 		   ($v | tonumber? // $v)))) as $r |
 		 {kernel: $kernel, haproxy: $haproxy, quick: ($quick == 1),
-		  params: {bytes: $bytes, iperf_rounds: $iperf_rounds, rr_count: $rr, rr_rounds: $rr_rounds, rr_placement: $rr_placement, cpus: $cpus, concurrency: $conc, connects_per_client: $connects, idle: $idle},
+		  params: {daemon_set: $daemon_set, haproxy_busy_polling: ($hap_busy == 1), bytes: $bytes, iperf_rounds: $iperf_rounds, rr_count: $rr, rr_rounds: $rr_rounds, rr_placement: $rr_placement, cpus: $cpus, concurrency: $conc, connects_per_client: $connects, idle: $idle},
 		  units: {bw1: "Gbit/s", bw4: "Gbit/s", "rr1.p50": "us", cps: "conn/s (sum of clients)",
 		          cps_wall: "conn/s (all over wall time)", cpu: "proxy CPU s per GB, both nodes",
 		          rss: "KiB per idle connection, both nodes"},
