@@ -230,10 +230,8 @@ static void test_bad_filters(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_match),
-		cmocka_unit_test(test_lost_records),
-		cmocka_unit_test(test_match_any),
-		cmocka_unit_test(test_match_view),
+		cmocka_unit_test(test_match),	    cmocka_unit_test(test_lost_records),
+		cmocka_unit_test(test_match_any),   cmocka_unit_test(test_match_view),
 		cmocka_unit_test(test_bad_filters),
 	};
 

@@ -226,8 +226,9 @@ static json_object *status_workers(struct sm_daemon *d)
 		json_object_object_add(o, "streams_open", json_object_new_uint64(hs.streams_open));
 		json_object_object_add(o, "streams_total",
 				       json_object_new_uint64(hs.streams_total));
-		json_object_object_add(o, "busy_poll_hits",
-				       json_object_new_uint64(sm_evloop_busy_hits(d->workers[i].loop)));
+		json_object_object_add(
+			o, "busy_poll_hits",
+			json_object_new_uint64(sm_evloop_busy_hits(d->workers[i].loop)));
 		json_object_array_add(arr, o);
 	}
 	return arr;

@@ -67,12 +67,12 @@
  * sending.
  */
 struct fs_entry {
-	struct fs_entry *next;	 /* the pending list */
-	uint64_t seq;		 /* position in the stream, given when it enters the ring */
-	uint64_t dropped_before; /* records dropped just before this one (daemon_busy) */
-	int64_t time_ns;	 /* the record's */
+	struct fs_entry *next;	  /* the pending list */
+	uint64_t seq;		  /* position in the stream, given when it enters the ring */
+	uint64_t dropped_before;  /* records dropped just before this one (daemon_busy) */
+	int64_t time_ns;	  /* the record's */
 	struct sm_flow_match rec; /* what filters read (a whole record is 5 times bigger) */
-	size_t len; /* of line, newline included; a NUL follows */
+	size_t len;		  /* of line, newline included; a NUL follows */
 	char line[];
 };
 

@@ -92,7 +92,8 @@ struct sm_config {
 
 	/* workers: threads serving the listeners and the tunnel */
 	uint32_t workers; /* listeners.workers, 0 = one per online CPU */
-	/* listeners.busy_poll: µs a worker polls without sleeping after its events, 100; 0 = never */
+	/* listeners.busy_poll: µs a worker polls without sleeping after its events, 100; 0 = never
+	 */
 	uint32_t busy_poll;
 
 	/* flowlog: */
