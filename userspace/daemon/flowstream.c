@@ -127,6 +127,20 @@ struct sm_flowstream {
 
 static void fs_drain(struct sm_flowstream *fs);
 
+/*
+ * The interned copy of a record's node: this node's name in all but a
+ * cluster's rare record of another, so each publishing thread keeps the last
+ * one and takes the pool's lock only when it changes.
+ */
+static const char *node_interned(const char *node)
+{
+	static __thread const char *last;
+
+	if (!last || strcmp(last, node) != 0)
+		last = sm_intern(node);
+	return last;
+}
+
 void sm_flowstream_publish(struct sm_daemon *d, const struct sm_flow_record *r, const char *json)
 {
 	struct sm_flowstream *fs = d->stream;
@@ -145,8 +159,8 @@ void sm_flowstream_publish(struct sm_daemon *d, const struct sm_flow_record *r, 
 		e->time_ns = r->time_ns;
 		sm_flow_match_of(&e->rec, r);
 		/* the view outlives r: its strings must too */
-		e->rec.node = sm_intern(r->node);
-		e->rec.drop_reason = sm_intern(r->drop_reason);
+		e->rec.node = node_interned(r->node);
+		e->rec.drop_reason = sm_intern(r->drop_reason); /* "" (most) takes no lock */
 		memcpy(e->line, json, n);
 		e->line[n] = '\n';
 		e->line[n + 1] = '\0';
