@@ -28,8 +28,9 @@ GROUP[lint]="cppcheck clang-tidy clang-format python3 python3-jsonschema"
 # rsyslog: tests/integration/shippers.bats (imfile follows the flow log); prometheus:
 # tests/integration/prometheus.bats (scrapes the admin port). Both run as plain
 # processes the tests start: nothing uses the services the packages install.
+# gdb: tests/tools/breakhold.py holds one thread of a daemon at a chosen function.
 GROUP[integration]="bats iproute2 procps psmisc socat iperf3 jq python3 python3-jsonschema
-	openssl curl python3-prometheus-client rsyslog prometheus"
+	openssl curl python3-prometheus-client rsyslog prometheus gdb"
 # libFuzzer's runtime; llvm-profdata and llvm-cov for make fuzz-coverage
 GROUP[fuzz]="libclang-rt-14-dev llvm"
 # bench/hbone.sh compares against HAProxy

@@ -61,6 +61,47 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 		.counters.bytes_sent == 123456 and .counters.bytes_received == 123456' <<<"$in"
 }
 
+@test "the accepting node's first record names the caller, however late the worker gets to say who called" {
+	command -v gdb >/dev/null || {
+		echo "gdb is not installed (scripts/install-deps.sh installs it)" >&2
+		return 1
+	}
+	sb_serve node2 server 10.11.0.2:8080 echo
+	# node2's worker is held (gdb, non-stop: the other threads run on) when it first
+	# records what it knows of a stream, which is after it has connected to the
+	# service: the service's socket, and its conn_start in the ring, exist by then
+	release=$SB_DIR/release
+	sb_run node2 stranger /usr/bin/python3 "$SM_REPO/tests/tools/breakhold.py" \
+		"$(sb_daemon_pid node2)" join_update --until "$release" --max 30
+	holder=$SB_RUN_PID hold_out=$SB_RUN_OUT
+	sm_wait_until 60 grep -qs '"event":"ready"' "$hold_out"
+	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.2:8080 --bytes 1000 --expect echo \
+		--timeout 30
+	sender=$SB_RUN_PID send_out=$SB_RUN_OUT
+	sm_wait_until 15 grep -qs '"event":"held"' "$hold_out"
+	# a connection on node2 made after that, whose records never wait: once they are
+	# in the log, the main thread has read past the held connection's conn_start
+	run sm_send node2 server 10.11.0.2:8080 10 --expect echo
+	[ "$status" -eq 0 ]
+	port=$(sm_port_of "$(sm_field "$output" local)")
+	sm_wait_record node2 ".type == \"conn_start\" and .traffic_direction == \"INGRESS\" and .source.port == $port"
+	# ... and has not written that one without the caller
+	run sm_records node2 '.type == "conn_start" and .traffic_direction == "INGRESS" and .source.workload != "server"'
+	echo "written while the worker was held: $output"
+	[ -z "$output" ]
+	touch "$release"
+	sb_wait_pid "$holder" 15
+	grep '"event":"released"' "$hold_out"
+	sb_wait_pid "$sender" 30
+	grep -q '"ok":true' "$send_out" || { cat "$send_out"; false; }
+
+	start=$(sm_wait_record node2 '.type == "conn_start" and .traffic_direction == "INGRESS" and .source.workload != "server"')
+	echo "node2: $start"
+	jq -e --arg c "$SM_CLIENT_ID" '.source.workload == "client" and .source.spiffe_id == $c and
+		.tls.encrypted == true and .tls.peer_spiffe_id == $c' <<<"$start"
+	[ "$(sm_records node2 '.type == "conn_start" and .traffic_direction == "INGRESS" and .source.workload != "server"' | wc -l)" -eq 1 ]
+}
+
 @test "streams share pooled connections: 20 connections, one TLS connection (one worker)" {
 	sb_stop_daemon node1
 	sb_start_daemon node1 --workers 1
