@@ -74,7 +74,7 @@ static void test_round_trip(void **state)
 	/* no entry and none made: NULL, table still locked */
 	ASSERT_EQ(sm_flowjoins_lock(t, &a, 40000, false) == NULL, 1, "lock without create");
 	sm_flowjoins_unlock(t);
-	ASSERT_EQ(sm_flowjoins_take(t, &a, 40000, false, &out), 0, "take of a missing entry");
+	ASSERT_EQ(sm_flowjoins_take(t, &a, 40000, false, &out, NULL), 0, "take of a missing entry");
 
 	put_live(t, &a, 40000);
 	/* an inbound entry with every field the writers set */
@@ -107,7 +107,7 @@ static void test_round_trip(void **state)
 	j->policy.audit_rule = 1;
 	sm_flowjoins_unlock(t);
 
-	ASSERT_EQ(sm_flowjoins_take(t, &a, 40000, false, &out), 1, "take a");
+	ASSERT_EQ(sm_flowjoins_take(t, &a, 40000, false, &out, NULL), 1, "take a");
 	ASSERT_EQ(out.inbound, 0, "a inbound");
 	ASSERT_STR_EQ(out.trace, "00-00000000000000000000000000009c40-0000000000009c40-01",
 		      "a trace");
@@ -123,7 +123,7 @@ static void test_round_trip(void **state)
 	ASSERT_EQ(out.policy.present, 0, "a policy");
 	ASSERT_STR_EQ(out.peer_workload, "", "a peer_workload");
 
-	ASSERT_EQ(sm_flowjoins_take(t, &b, 40001, true, &out), 1, "take b (final)");
+	ASSERT_EQ(sm_flowjoins_take(t, &b, 40001, true, &out, NULL), 1, "take b (final)");
 	ASSERT_EQ(out.inbound, 1, "b inbound");
 	ASSERT_STR_EQ(out.trace, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
 		      "b trace");
@@ -141,7 +141,7 @@ static void test_round_trip(void **state)
 	ASSERT_STR_EQ(out.policy.audit_name, "watch", "b policy audit");
 	ASSERT_EQ(out.policy.audit_rule, 1, "b policy audit_rule");
 	/* final: forgotten */
-	ASSERT_EQ(sm_flowjoins_take(t, &b, 40001, false, &out), 0, "b after its final take");
+	ASSERT_EQ(sm_flowjoins_take(t, &b, 40001, false, &out, NULL), 0, "b after its final take");
 	sm_flowjoins_free(t);
 }
 
@@ -158,8 +158,45 @@ static void test_linger_expire(void **state)
 	put_live(t, &a, 2);
 	sm_flowjoins_linger(t, &a, 1, 100);
 	sm_flowjoins_expire(t, 1000);
-	ASSERT_EQ(sm_flowjoins_take(t, &a, 1, false, &out), 0, "lingered entry expired");
-	ASSERT_EQ(sm_flowjoins_take(t, &a, 2, false, &out), 1, "live entry kept");
+	ASSERT_EQ(sm_flowjoins_take(t, &a, 1, false, &out, NULL), 0, "lingered entry expired");
+	ASSERT_EQ(sm_flowjoins_take(t, &a, 2, false, &out, NULL), 1, "live entry kept");
+	sm_flowjoins_free(t);
+}
+
+/*
+ * The writer's promise around a connect(): while one is under way, a missing
+ * entry may yet come (expected); once the entry is written and the promise
+ * ended, it is found; with no promise open, a missing entry is just missing.
+ * Promises nest (two connects at once) and an unmatched end does not wrap.
+ */
+static void test_expect(void **state)
+{
+	struct sm_flowjoins *t = sm_flowjoins_new();
+	struct sm_addr a = addr4(0x0a000001);
+	struct sm_flowjoin out;
+	bool expected = true;
+
+	(void) state;
+	ASSERT_NOT_NULL(t, "sm_flowjoins_new");
+	ASSERT_EQ(sm_flowjoins_take(t, &a, 1, false, &out, &expected), 0, "no entry");
+	ASSERT_EQ(expected, 0, "nothing connecting: not expected");
+
+	sm_flowjoins_expect(t, true);
+	sm_flowjoins_expect(t, true);
+	ASSERT_EQ(sm_flowjoins_take(t, &a, 1, false, &out, &expected), 0, "not written yet");
+	ASSERT_EQ(expected, 1, "a connect under way: expected");
+	put_live(t, &a, 1);
+	sm_flowjoins_expect(t, false);
+	ASSERT_EQ(sm_flowjoins_take(t, &a, 1, false, &out, &expected), 1, "written");
+	ASSERT_EQ(expected, 0, "found: not reported as expected");
+	ASSERT_EQ(sm_flowjoins_take(t, &a, 2, false, &out, &expected), 0, "another port");
+	ASSERT_EQ(expected, 1, "the second connect is still under way");
+	sm_flowjoins_expect(t, false);
+	ASSERT_EQ(sm_flowjoins_take(t, &a, 2, false, &out, &expected), 0, "another port");
+	ASSERT_EQ(expected, 0, "both connects ended");
+	sm_flowjoins_expect(t, false); /* one end too many */
+	ASSERT_EQ(sm_flowjoins_take(t, &a, 2, false, &out, &expected), 0, "another port");
+	ASSERT_EQ(expected, 0, "an extra end does not wrap around");
 	sm_flowjoins_free(t);
 }
 
@@ -201,6 +238,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_linger_expire),
+		cmocka_unit_test(test_expect),
 		cmocka_unit_test(test_live_entry_size),
 	};
 

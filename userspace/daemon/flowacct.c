@@ -60,12 +60,26 @@
 #define FLOW_DRAIN_BUDGET_NS (20 * 1000000LL)
 /* The callback's answer when the budget is spent: libbpf stops, the event consumed. */
 #define FLOW_DRAIN_PAUSE (-EAGAIN)
+/*
+ * Events whose record waits for the tunnel's join (flow_wait_retry()): at
+ * most this many, each at most this long. A worker writes the entry a few
+ * microseconds after its connect() returns; the bound is for a worker that
+ * does not run (a starved or stopped thread), not for the common case.
+ */
+#define FLOW_WAIT_MAX	 1024
+#define FLOW_WAIT_MAX_NS (5 * 1000000000LL)
 
 /* What the daemon remembers of a live connection: its last reported totals. */
 struct flow_state {
 	uint64_t cookie;
 	struct sm_flow_counters last;
 	UT_hash_handle hh;
+};
+
+/* An event read from the ring whose record is not written yet: see flow_wait_retry(). */
+struct flow_wait {
+	struct sm_flow_event ev;
+	int64_t since_ns; /* CLOCK_MONOTONIC, when it was read */
 };
 
 struct sm_flowexp {
@@ -76,6 +90,9 @@ struct sm_flowexp {
 	struct sm_ev *more_ev;
 	int64_t drain_deadline; /* CLOCK_MONOTONIC ns: when the current drain stops */
 	struct flow_state *flows;
+	/* in the order read; each cookie's events stay in order (main thread only) */
+	struct flow_wait *waiting;
+	size_t nwaiting;
 	/*
 	 * The main thread and the workers (their own records) emit; each
 	 * consumer (sinks, stream, metrics) locks what it shares itself.
@@ -247,28 +264,40 @@ static void join_apply(struct sm_daemon *d, const struct sm_flowjoin *j, bool fi
  * Add what the tunnel knows (tls block, trace id, the verified caller) to the
  * record of a workload socket whose far end is key_addr:key_port; final (a
  * conn_end) forgets it. Looks through every worker's join table; false when
- * none has it.
+ * none has it, and then *expected says whether a worker is connecting a
+ * socket whose entry is not written yet (flowjoin.h), which may be this one.
  */
 static bool tunnel_join(struct sm_daemon *d, const struct sm_addr *key_addr, uint16_t key_port,
-			bool final, struct sm_flow_record *r)
+			bool final, struct sm_flow_record *r, bool *expected)
 {
 	struct sm_flowjoin j;
 
+	*expected = false;
 	if (!d->hbone)
 		return false;
 	for (unsigned int i = 0; d->workers && i < d->nworkers; i++) {
 		struct sm_flowjoins *t = d->workers[i].joins;
+		bool e = false;
 
-		if (t && sm_flowjoins_take(t, key_addr, key_port, final, &j)) {
+		if (t && sm_flowjoins_take(t, key_addr, key_port, final, &j, &e)) {
 			join_apply(d, &j, final, r);
 			return true;
 		}
+		*expected |= e;
 	}
 	return false;
 }
 
-static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *ev,
-			      struct sm_flow_record *r)
+/*
+ * The record of a socket's event, into r: true. False, with nothing changed,
+ * when may_wait and the record should wait for the tunnel's join: an accepted
+ * socket whose caller connected from this host (the daemon relays from here)
+ * has no entry yet, but a worker is connecting one (hbone_h2.c). Written now,
+ * it would name no caller, and the connection's metrics would stay under
+ * that label set (docs/metrics.md).
+ */
+static bool record_from_event(struct sm_daemon *d, const struct sm_flow_event *ev,
+			      struct sm_flow_record *r, bool may_wait)
 {
 	bool passive = ev->flags & SM_SK_F_PASSIVE;
 	int self_wl = sm_workloads_by_cgroup(d->wl, ev->cgroup_id);
@@ -332,12 +361,15 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 		/* keyed by the socket's far end (EGRESS: our client side, INGRESS: the caller) */
 		struct sm_addr key = r->source.addr;
 
-		bool final = r->type == SM_REC_CONN_END;
+		bool final = r->type == SM_REC_CONN_END, expected;
 
 		/* a stream of this daemon's; else one a daemon that is gone carried */
-		if (!tunnel_join(d, &key, r->source.port, final, r))
+		if (!tunnel_join(d, &key, r->source.port, final, r, &expected)) {
+			if (expected && may_wait && passive && ev->peer_identity == SM_ID_HOST)
+				return false;
 			sm_tunnel_fact_apply(d, &key, r->source.port, final,
 					     ev->flags & SM_SK_F_ABORTED, r);
+		}
 		/* a conn_end without it: the tunnel never took the socket, nothing was carried */
 		if (!passive && !r->tls.present && r->type != SM_REC_CONN_END)
 			tunnel_tls(d, self_wl, &r->tls);
@@ -369,17 +401,18 @@ static void record_from_event(struct sm_daemon *d, const struct sm_flow_event *e
 			HASH_DEL(d->flows->flows, fs);
 			free(fs);
 		}
-		return;
+		return true;
 	}
 	if (!fs) {
 		fs = calloc(1, sizeof(*fs));
 		if (!fs)
-			return; /* the next record's delta is then its total: still correct in sum
-				 */
+			return true; /* the next record's delta is then its total: still correct
+				      * in sum */
 		fs->cookie = ev->cookie;
 		HASH_ADD(hh, d->flows->flows, cookie, sizeof(fs->cookie), fs);
 	}
 	fs->last = r->total;
+	return true;
 }
 
 /*
@@ -435,9 +468,48 @@ static void record_from_policy_event(struct sm_daemon *d, const struct sm_flow_e
 				      (enum sm_policy_reason) ev->policy_reason, true, r);
 }
 
+static bool flow_waiting_cookie(const struct sm_flowexp *fx, size_t n, uint64_t cookie)
+{
+	for (size_t i = 0; i < n; i++)
+		if (fx->waiting[i].ev.cookie == cookie)
+			return true;
+	return false;
+}
+
+/*
+ * Write the records of the waiting events that need not wait any longer: the
+ * join came, or no worker is connecting any more (the socket was not one of
+ * the tunnel's), or it waited FLOW_WAIT_MAX_NS, or force (the daemon stops
+ * reading the ring). An event waits behind an earlier one of its socket, so
+ * a socket's records keep their order.
+ */
+static void flow_wait_retry(struct sm_daemon *d, bool force)
+{
+	struct sm_flowexp *fx = d->flows;
+	int64_t now = sm_mono_ns();
+	struct sm_flow_record r;
+	size_t keep = 0;
+
+	for (size_t i = 0; i < fx->nwaiting; i++) {
+		struct flow_wait *w = &fx->waiting[i];
+
+		if (!flow_waiting_cookie(fx, keep, w->ev.cookie) &&
+		    record_from_event(d, &w->ev, &r,
+				      !force && now - w->since_ns < FLOW_WAIT_MAX_NS)) {
+			sm_flowexp_emit(d, &r);
+			continue;
+		}
+		if (keep != i)
+			fx->waiting[keep] = *w;
+		keep++;
+	}
+	fx->nwaiting = keep;
+}
+
 static int on_flow_event(void *ctx, void *data, size_t size)
 {
 	struct sm_daemon *d = ctx;
+	struct sm_flowexp *fx = d->flows;
 	const struct sm_flow_event *ev = data;
 	struct sm_flow_record r;
 
@@ -447,11 +519,22 @@ static int on_flow_event(void *ctx, void *data, size_t size)
 	} else if (ev->type == SM_FLOW_DENIED || ev->type == SM_FLOW_AUDIT) {
 		record_from_policy_event(d, ev, &r);
 		sm_flowexp_emit(d, &r);
-	} else {
-		record_from_event(d, data, &r);
+	} else if (!fx->waiting) { /* no memory for waiting: written at once */
+		record_from_event(d, ev, &r, false);
 		sm_flowexp_emit(d, &r);
+	} else {
+		if (fx->nwaiting == FLOW_WAIT_MAX)
+			flow_wait_retry(d, true); /* full: written as they are, in order */
+		if (flow_waiting_cookie(fx, fx->nwaiting, ev->cookie) ||
+		    !record_from_event(d, ev, &r, true)) {
+			fx->waiting[fx->nwaiting].ev = *ev;
+			fx->waiting[fx->nwaiting].since_ns = sm_mono_ns();
+			fx->nwaiting++;
+		} else {
+			sm_flowexp_emit(d, &r);
+		}
 	}
-	return sm_mono_ns() >= d->flows->drain_deadline ? FLOW_DRAIN_PAUSE : 0;
+	return sm_mono_ns() >= fx->drain_deadline ? FLOW_DRAIN_PAUSE : 0;
 }
 
 /*
@@ -467,7 +550,11 @@ static void flow_drain(struct sm_daemon *d)
 	if (!fx->rb)
 		return; /* an upgrade's successor reads it */
 	fx->drain_deadline = sm_mono_ns() + FLOW_DRAIN_BUDGET_NS;
+	if (fx->nwaiting)
+		flow_wait_retry(d, false);
 	ret = ring_buffer__consume(fx->rb);
+	if (fx->nwaiting) /* the worker may have written its entry meanwhile */
+		flow_wait_retry(d, false);
 	if (ret == FLOW_DRAIN_PAUSE) {
 		uint64_t one = 1;
 
@@ -602,6 +689,7 @@ void sm_flowexp_release_ring(struct sm_daemon *d)
 	/* the last events this daemon can join; the next reader gets the rest */
 	fx->drain_deadline = INT64_MAX;
 	ring_buffer__consume(fx->rb);
+	flow_wait_retry(d, true);
 	sm_evloop_del(d->loop, fx->rb_ev);
 	sm_evloop_del(d->loop, fx->drain_ev);
 	ring_buffer__free(fx->rb);
@@ -652,6 +740,8 @@ int sm_flowexp_start(struct sm_daemon *d)
 	fx->more_fd = -1;
 	pthread_mutex_init(&fx->hold_mu, NULL);
 	d->flows = fx;
+	/* without it (no memory) records never wait (on_flow_event()) */
+	fx->waiting = calloc(FLOW_WAIT_MAX, sizeof(*fx->waiting));
 	fx->more_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (fx->more_fd < 0) {
 		err = -errno;
@@ -687,6 +777,7 @@ void sm_flowexp_stop(struct sm_daemon *d)
 		/* the last events, however long they take: nothing else runs now */
 		fx->drain_deadline = INT64_MAX;
 		ring_buffer__consume(fx->rb);
+		flow_wait_retry(d, true);
 		sm_evloop_del(d->loop, fx->rb_ev);
 		sm_evloop_del(d->loop, fx->drain_ev);
 		ring_buffer__free(fx->rb);
@@ -695,6 +786,7 @@ void sm_flowexp_stop(struct sm_daemon *d)
 	if (fx->more_fd >= 0)
 		close(fx->more_fd);
 	free(fx->held);
+	free(fx->waiting);
 	pthread_mutex_destroy(&fx->hold_mu);
 	HASH_ITER(hh, fx->flows, fs, tmp)
 	{

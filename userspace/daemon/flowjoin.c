@@ -53,6 +53,8 @@ struct sm_flowjoins {
 	/* between sm_flowjoins_lock() and _unlock(): the entry and its expanded facts */
 	struct join *cur;
 	struct sm_flowjoin scratch;
+	/* sockets being connected whose entry is not written yet (sm_flowjoins_expect()) */
+	unsigned int expected;
 };
 
 static void join_free(struct join *j)
@@ -238,13 +240,25 @@ void sm_flowjoins_expire(struct sm_flowjoins *t, int64_t now)
 	pthread_mutex_unlock(&t->mu);
 }
 
+void sm_flowjoins_expect(struct sm_flowjoins *t, bool begin)
+{
+	pthread_mutex_lock(&t->mu);
+	if (begin)
+		t->expected++;
+	else if (t->expected)
+		t->expected--;
+	pthread_mutex_unlock(&t->mu);
+}
+
 bool sm_flowjoins_take(struct sm_flowjoins *t, const struct sm_addr *a, uint16_t port, bool final,
-		       struct sm_flowjoin *out)
+		       struct sm_flowjoin *out, bool *expected)
 {
 	struct join *j;
 
 	pthread_mutex_lock(&t->mu);
 	j = join_find(t, a, port);
+	if (expected)
+		*expected = !j && t->expected;
 	if (j) {
 		join_expand(j, out);
 		if (final) {

@@ -55,10 +55,21 @@ void sm_flowjoins_linger(struct sm_flowjoins *t, const struct sm_addr *a, uint16
 /* Forget the entries that lingered past now (monotonic s). */
 void sm_flowjoins_expire(struct sm_flowjoins *t, int64_t now);
 /*
+ * The writer's promise, around a connect() whose socket's entry it writes
+ * as soon as connect() returns (begin), and its end, once the entry is
+ * written or the connect failed (!begin): every begin has one end. The
+ * kernel may report the far side's socket before connect() even returns,
+ * and the reader must not take "no entry" for "not tunnelled" then.
+ */
+void sm_flowjoins_expect(struct sm_flowjoins *t, bool begin);
+/*
  * The reader's side (the flow export): copy the entry of a:port into out,
- * and forget it when final (the socket's conn_end). False when there is none.
+ * and forget it when final (the socket's conn_end). False when there is
+ * none; then *expected (if not NULL) says whether an entry may yet come:
+ * a connect of the writer's is between its begin and end. Both are read
+ * under one lock, so an entry written before its end is never missed.
  */
 bool sm_flowjoins_take(struct sm_flowjoins *t, const struct sm_addr *a, uint16_t port, bool final,
-		       struct sm_flowjoin *out);
+		       struct sm_flowjoin *out, bool *expected);
 
 #endif /* SOCKMESHD_FLOWJOIN_H */

@@ -24,6 +24,7 @@
 #include "daemon.h"
 #include "drop_reason.h"
 #include "evloop.h"
+#include "flowjoin.h"
 #include "hbone_int.h"
 #include "log.h"
 #include "policy.h"
@@ -150,13 +151,43 @@ void hb_upstream_ready(struct hb_stream *s)
 
 	s->fd_connecting = false;
 	s->established = true;
-	/* the workload's records see the daemon's side of this socket */
-	if (getsockname(s->fd, (struct sockaddr *) &ss, &sl) == 0)
+	/* the key, if upstream_connect_joined() could not learn it */
+	if (!s->key_port && getsockname(s->fd, (struct sockaddr *) &ss, &sl) == 0)
 		sm_addr_from_sockaddr((struct sockaddr *) &ss, &s->key_addr, &s->key_port);
 	join_update(s, NULL);
 	if (nghttp2_submit_response(c->h2, s->id, nv, 1, &prd) != 0)
 		stream_fail(s, NGHTTP2_INTERNAL_ERROR, sm_drop_reason_name(SM_DROP_HTTP2_ERROR));
 	stream_flush_down(s); /* DATA that arrived before the service answered */
+}
+
+/*
+ * Connect to the service for an admitted CONNECT and at once tell the flow
+ * export who called (join_update(), keyed by this socket's own address and
+ * port, which the service's socket sees as its far end). Over loopback the
+ * whole handshake, and so the kernel's conn_start of the service's socket,
+ * can happen before connect() returns: the promise around it
+ * (sm_flowjoins_expect()) makes the flow export wait for the entry rather
+ * than write that record, and its metrics, without the verified caller.
+ */
+static int upstream_connect_joined(struct hb_stream *s, const struct sm_addr *dst, uint16_t port,
+				   const struct sm_addr *src, uint16_t sport)
+{
+	struct hb_conn *c = s->conn;
+	struct sm_flowjoins *t = c->w->joins;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int fd;
+
+	if (t)
+		sm_flowjoins_expect(t, true);
+	fd = c->w->hb->upstream_connect(c->d, dst, port, src, sport);
+	if (fd >= 0 && getsockname(fd, (struct sockaddr *) &ss, &sl) == 0) {
+		sm_addr_from_sockaddr((struct sockaddr *) &ss, &s->key_addr, &s->key_port);
+		join_update(s, NULL);
+	}
+	if (t)
+		sm_flowjoins_expect(t, false);
+	return fd;
 }
 
 /* The address and port of `for="ADDR:PORT"` (RFC 7239, one element), as hbone_out.c sends it. */
@@ -266,7 +297,7 @@ static void handle_request(struct hb_stream *s)
 	s->svc_addr = dst;
 	s->dport = dport;
 	has_src = caller_source(s, &dst, &src, &sport);
-	fd = c->w->hb->upstream_connect(d, &dst, dport, has_src ? &src : NULL, sport);
+	fd = upstream_connect_joined(s, &dst, dport, has_src ? &src : NULL, sport);
 	if (fd < 0) {
 		hb_respond(s, fd == -ECONNREFUSED ? "502" : "503",
 			   fd == -ECONNREFUSED ? sm_drop_reason_name(SM_DROP_UPSTREAM_REFUSED)
