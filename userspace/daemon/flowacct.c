@@ -171,16 +171,12 @@ static void endpoint_fill(const struct sm_daemon *d, struct sm_flow_endpoint *ep
 static int service_workload(const struct sm_daemon *d, uint8_t family, const uint8_t *addr,
 			    uint16_t port_be)
 {
-	for (unsigned int i = 0; i < d->cat.nservices; i++) {
-		const struct sm_service_def *s = &d->cat.services[i];
-		size_t n = family == SM_AF_INET ? 4 : 16;
+	struct sm_addr a = {.family = family == SM_AF_INET6 ? AF_INET6 : AF_INET};
+	int svc;
 
-		if (s->port == ntohs(port_be) &&
-		    s->addr.family == (family == SM_AF_INET6 ? AF_INET6 : AF_INET) &&
-		    memcmp(s->addr.bytes, addr, n) == 0)
-			return (int) s->workload;
-	}
-	return -1;
+	memcpy(a.bytes, addr, a.family == AF_INET ? 4 : 16);
+	svc = sm_catalog_service_at(&d->cat, &a, ntohs(port_be));
+	return svc >= 0 ? (int) d->cat.services[svc].workload : -1;
 }
 
 static void counters_sub(struct sm_flow_counters *out, const struct sm_flow_counters *a,

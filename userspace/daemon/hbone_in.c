@@ -92,14 +92,12 @@ void src_release(struct sm_hbone_worker *hw, struct hb_conn *c)
 /* The service hosted on this node at addr:port, or -1. */
 int local_service(const struct sm_daemon *d, const struct sm_addr *a, uint16_t port)
 {
-	for (unsigned int i = 0; i < d->cat.nservices; i++) {
-		const struct sm_service_def *sv = &d->cat.services[i];
+	int i = sm_catalog_service_at(&d->cat, a, port);
 
-		if (sv->port == port && sm_addr_equal(&sv->addr, a) &&
-		    d->cat.workloads[sv->workload].node == (unsigned int) d->node_idx)
-			return (int) i;
-	}
-	return -1;
+	if (i < 0 ||
+	    d->cat.workloads[d->cat.services[i].workload].node != (unsigned int) d->node_idx)
+		return -1;
+	return i;
 }
 
 /* SNI named a SPIFFE ID: answer with that local workload's SVID if we hold it. */

@@ -730,6 +730,60 @@ static int cmp_str_ptr(const void *a, const void *b)
 	return strcmp(*(const char *const *) a, *(const char *const *) b);
 }
 
+/* Order of services by family, address, then port; 0 for the same address:port. */
+static int svc_key_cmp(const struct sm_addr *a, uint16_t aport, const struct sm_addr *b,
+		       uint16_t bport)
+{
+	int c;
+
+	if (a->family != b->family)
+		return a->family < b->family ? -1 : 1;
+	c = memcmp(a->bytes, b->bytes, a->family == AF_INET ? 4 : 16);
+	if (c)
+		return c;
+	return aport < bport ? -1 : aport > bport;
+}
+
+/* A service's key and index, sorted to make cat->services_by_addr. */
+struct svc_key {
+	struct sm_addr addr;
+	uint16_t port;
+	unsigned int index;
+};
+
+static int cmp_svc_key(const void *x, const void *y)
+{
+	const struct svc_key *a = x, *b = y;
+
+	return svc_key_cmp(&a->addr, a->port, &b->addr, b->port);
+}
+
+/* cat->services_by_addr: the services' indices sorted by svc_key_cmp() */
+static int index_services(struct cat_parse *p)
+{
+	struct sm_catalog *cat = p->cat;
+	struct svc_key *keys;
+
+	if (!cat->nservices)
+		return 0;
+	keys = calloc(cat->nservices, sizeof(*keys));
+	cat->services_by_addr = calloc(cat->nservices, sizeof(*cat->services_by_addr));
+	if (!keys || !cat->services_by_addr) {
+		free(keys);
+		return cat_nomem(p);
+	}
+	for (unsigned int i = 0; i < cat->nservices; i++) {
+		keys[i].addr = cat->services[i].addr;
+		keys[i].port = cat->services[i].port;
+		keys[i].index = i;
+	}
+	qsort(keys, cat->nservices, sizeof(*keys), cmp_svc_key);
+	for (unsigned int i = 0; i < cat->nservices; i++)
+		cat->services_by_addr[i] = keys[i].index;
+	free(keys);
+	return 0;
+}
+
 /* identity = SM_ID_FIRST_ALLOCATED + index of the SPIFFE ID among the sorted distinct IDs */
 static int allocate_identities(struct cat_parse *p)
 {
@@ -862,6 +916,9 @@ static int catalog_build(struct cat_parse *p, const struct sm_ynode *root)
 			return ret;
 		cat->ncidrs = i + 1;
 	}
+	ret = index_services(p);
+	if (ret)
+		return ret;
 	return allocate_identities(p);
 }
 
@@ -923,6 +980,7 @@ void sm_catalog_free(struct sm_catalog *cat)
 	free(cat->services);
 	free(cat->cidrs);
 	free(cat->by_identity);
+	free(cat->services_by_addr);
 	memset(cat, 0, sizeof(*cat));
 }
 
@@ -931,6 +989,32 @@ int sm_catalog_node_index(const struct sm_catalog *cat, const char *name)
 	for (unsigned int i = 0; i < cat->nnodes; i++)
 		if (strcmp(cat->nodes[i].name, name) == 0)
 			return (int) i;
+	return -1;
+}
+
+int sm_catalog_service_at(const struct sm_catalog *cat, const struct sm_addr *a, uint16_t port)
+{
+	size_t lo = 0, hi = cat->nservices;
+
+	if (!cat->services_by_addr) {
+		for (unsigned int i = 0; i < cat->nservices; i++)
+			if (svc_key_cmp(a, port, &cat->services[i].addr, cat->services[i].port) ==
+			    0)
+				return (int) i;
+		return -1;
+	}
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		unsigned int i = cat->services_by_addr[mid];
+		int c = svc_key_cmp(a, port, &cat->services[i].addr, cat->services[i].port);
+
+		if (c == 0)
+			return (int) i;
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
 	return -1;
 }
 

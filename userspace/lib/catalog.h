@@ -71,6 +71,8 @@ struct sm_catalog {
 	/* the first workload of each identity, by identity - SM_ID_FIRST_ALLOCATED */
 	unsigned int *by_identity;
 	unsigned int nidentities;
+	/* the services' indices by address and port, for sm_catalog_service_at() */
+	unsigned int *services_by_addr;
 };
 
 /*
@@ -100,6 +102,14 @@ void sm_catalog_free(struct sm_catalog *cat);
 int sm_catalog_node_index(const struct sm_catalog *cat, const char *name);
 /* The first workload (in file order) with identity; constant time. */
 int sm_catalog_workload_by_identity(const struct sm_catalog *cat, uint32_t identity);
+/*
+ * The service at a:port (addresses and ports are unique among services), or
+ * -1; O(log services), a binary search. The flow export asks once per record
+ * and the tunnel once per CONNECT, so a scan of the list would cost each of
+ * them as much as the catalog is long. A catalog not made by
+ * sm_catalog_parse() (no index) is scanned.
+ */
+int sm_catalog_service_at(const struct sm_catalog *cat, const struct sm_addr *a, uint16_t port);
 
 /* "spiffe://td/path" with a valid trust domain and path (SPIFFE ID standard). */
 bool sm_spiffe_id_valid(const char *id);
