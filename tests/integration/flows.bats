@@ -49,7 +49,7 @@ flows() { # NODE ARGS...: sockmesh flows against NODE's daemon
 bg_flows() {
 	local node=$1 out=$2
 	shift 2
-	timeout --kill-after=2 60 "$SOCKMESH" -S "$(sb_socket "$node")" flows "$@" \
+	timeout --kill-after=10 60 "$SOCKMESH" -S "$(sb_socket "$node")" flows "$@" \
 		>"$out" 2>"$out.err" 3>&- &
 	BG_PID=$!
 	BG_PIDS+=("$BG_PID")
@@ -402,6 +402,35 @@ mixed_traffic() {
 	[ -z "$(comm -23 <(jq -c 'select(.version == 1)' "$out" | sort) <(sort "$(sb_flowlog node1)"))" ]
 	[ "$(stream_stat node1 skipped)" -eq "$(cat "$out" "$fast" |
 		jq -s '[.[] | select(.skipped) | .skipped] | add')" ]
+}
+
+@test "a follower behind a busy stream still ends at once on SIGTERM" {
+	sb_start_daemon node1 --set flowlog.ring_size=256
+	sb_serve node1 local 10.11.0.1:9090 echo
+	fifo=$SB_DIR/behind.fifo
+	mkfifo "$fifo"
+	# its reader takes a line every 5 ms, far slower than the records come: whenever
+	# the CLI gets back from writing, records are waiting on its socket
+	/usr/bin/python3 -c 'import sys, time
+for line in sys.stdin:
+    time.sleep(0.005)' <"$fifo" 3>&- &
+	BG_PIDS+=($!)
+	timeout --kill-after=10 60 "$SOCKMESH" -S "$(sb_socket node1)" flows -f -o json \
+		>"$fifo" 2>"$SB_DIR/behind.err" 3>&- &
+	pid=$!
+	BG_PIDS+=("$pid")
+	sm_wait_until 10 followers_are node1 1
+	sb_run node1 client "$SMTRAFFIC" rr --connect 10.11.0.1:9090 --count 20000 --size 10 --new-conn
+	rr=$SB_RUN_PID
+	# behind: the daemon has had to skip records for it
+	sm_wait_until 20 eval '[ "$(stream_stat node1 skipped)" -gt 0 ]'
+	sb_alive "$rr" # and records still come
+	kill -TERM "$pid"
+	sb_wait_pid "$pid" 5
+	echo "status $SB_LAST_RC; $(cat "$SB_DIR/behind.err")"
+	[ "$SB_LAST_RC" -eq 0 ] # interrupted: its normal end
+	kill "$rr"
+	sb_wait_pid "$rr" 10 || true
 }
 
 @test "records the daemon had to drop before filtering reach followers as a daemon_busy notice" {
