@@ -293,6 +293,21 @@ static int flows_connect(const char *path, int64_t deadline)
  */
 static sigset_t flows_waitmask;
 
+/*
+ * SIGINT or SIGTERM pending (blocked). ppoll() delivers a pending signal only
+ * when it has to sleep: when fd is ready at once it returns that, and the
+ * signal stays pending. A follower behind a busy stream always finds records
+ * waiting, so without this look it would never see ^C.
+ */
+static bool interrupt_pending(void)
+{
+	sigset_t pending;
+
+	if (sigpending(&pending))
+		return false;
+	return sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1;
+}
+
 /* Wait for fd to be ready for events until deadline (-1: forever). 1 ready, 0 timeout, -1 signal.
  */
 static int flows_wait(int fd, short events, int64_t deadline)
@@ -311,6 +326,10 @@ static int flows_wait(int fd, short events, int64_t deadline)
 		ts.tv_sec = left / 1000;
 		ts.tv_nsec = (left % 1000) * 1000000;
 		n = ppoll(&pfd, 1, left < 0 ? NULL : &ts, &flows_waitmask);
+		if (n > 0 && interrupt_pending()) {
+			flows_interrupted = 1;
+			return -1;
+		}
 		if (n > 0)
 			return 1;
 		if (n < 0 && errno != EINTR)
