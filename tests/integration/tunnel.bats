@@ -100,6 +100,9 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 	jq -e --arg c "$SM_CLIENT_ID" '.source.workload == "client" and .source.spiffe_id == $c and
 		.tls.encrypted == true and .tls.peer_spiffe_id == $c' <<<"$start"
 	[ "$(sm_records node2 '.type == "conn_start" and .traffic_direction == "INGRESS" and .source.workload != "server"' | wc -l)" -eq 1 ]
+	# status counts the wait, and no record that gave up on it
+	st=$(sm_status node2)
+	jq -e '.flows.waited >= 1 and .flows.waited_expired == 0' <<<"$st"
 }
 
 @test "streams share pooled connections: 20 connections, one TLS connection (one worker)" {

@@ -201,6 +201,36 @@ static void test_expect(void **state)
 }
 
 /*
+ * A stream whose connect failed leaves its entry, with the failure, to
+ * linger; a later socket with the same address and port starts clean once
+ * the writer forgets it: no failure of the earlier one, and no expiry.
+ */
+static void test_forget(void **state)
+{
+	struct sm_flowjoins *t = sm_flowjoins_new();
+	struct sm_addr a = addr4(0x0a000001);
+	struct sm_flowjoin *j, out;
+
+	(void) state;
+	ASSERT_NOT_NULL(t, "sm_flowjoins_new");
+	put_live(t, &a, 7);
+	j = sm_flowjoins_lock(t, &a, 7, false);
+	ASSERT_NOT_NULL(j, "the entry");
+	sm_strlcpy(j->failure, "upstream_refused", sizeof(j->failure));
+	sm_flowjoins_unlock(t);
+	sm_flowjoins_linger(t, &a, 7, 100);
+
+	sm_flowjoins_forget(t, &a, 7);
+	ASSERT_EQ(sm_flowjoins_take(t, &a, 7, false, &out, NULL), 0, "forgotten");
+	put_live(t, &a, 7);
+	sm_flowjoins_expire(t, 1000); /* the earlier entry's expiry is not the new one's */
+	ASSERT_EQ(sm_flowjoins_take(t, &a, 7, true, &out, NULL), 1, "the new entry");
+	ASSERT_STR_EQ(out.failure, "", "no failure of the earlier socket");
+	sm_flowjoins_forget(t, &a, 8); /* no entry: nothing happens */
+	sm_flowjoins_free(t);
+}
+
+/*
  * Each idle tunnelled connection keeps its entry on both nodes for as long
  * as it lives, so its size is memory per idle connection: at most
  * SM_JOIN_BYTES_MAX each (the table's hash buckets included), measured over
@@ -236,9 +266,8 @@ static void test_live_entry_size(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_round_trip),
-		cmocka_unit_test(test_linger_expire),
-		cmocka_unit_test(test_expect),
+		cmocka_unit_test(test_round_trip),	cmocka_unit_test(test_linger_expire),
+		cmocka_unit_test(test_expect),		cmocka_unit_test(test_forget),
 		cmocka_unit_test(test_live_entry_size),
 	};
 

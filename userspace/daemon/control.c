@@ -295,6 +295,13 @@ static json_object *cmd_status(struct sm_daemon *d)
 	json_object_object_add(fl, "lost_records",
 			       json_object_new_uint64(sm_flowexp_lost_records(d)));
 	{
+		uint64_t waited, expired;
+
+		sm_flowexp_wait_stats(d, &waited, &expired);
+		json_object_object_add(fl, "waited", json_object_new_uint64(waited));
+		json_object_object_add(fl, "waited_expired", json_object_new_uint64(expired));
+	}
+	{
 		/* the sinks (sinks.c): what they left out, dropped and did with the file */
 		struct sm_sinks_stats ss;
 

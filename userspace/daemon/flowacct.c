@@ -93,6 +93,8 @@ struct sm_flowexp {
 	/* in the order read; each cookie's events stay in order (main thread only) */
 	struct flow_wait *waiting;
 	size_t nwaiting;
+	/* events that waited; of them, written without the join (bound or full queue) */
+	uint64_t waited, waited_expired;
 	/*
 	 * The main thread and the workers (their own records) emit; each
 	 * consumer (sinks, stream, metrics) locks what it shares itself.
@@ -489,10 +491,16 @@ static void flow_wait_retry(struct sm_daemon *d, bool force)
 	for (size_t i = 0; i < fx->nwaiting; i++) {
 		struct flow_wait *w = &fx->waiting[i];
 
-		if (!flow_waiting_cookie(fx, keep, w->ev.cookie) &&
-		    record_from_event(d, &w->ev, &r,
-				      !force && now - w->since_ns < FLOW_WAIT_MAX_NS)) {
+		if (flow_waiting_cookie(fx, keep, w->ev.cookie)) {
+			/* behind an earlier event of its socket */
+		} else if (record_from_event(d, &w->ev, &r, true)) {
 			sm_flowexp_emit(d, &r);
+			continue;
+		} else if (force || now - w->since_ns >= FLOW_WAIT_MAX_NS) {
+			/* written as it is, without the tunnel's word */
+			record_from_event(d, &w->ev, &r, false);
+			sm_flowexp_emit(d, &r);
+			SM_STAT_INC(fx->waited_expired);
 			continue;
 		}
 		if (keep != i)
@@ -526,6 +534,7 @@ static int on_flow_event(void *ctx, void *data, size_t size)
 			fx->waiting[fx->nwaiting].ev = *ev;
 			fx->waiting[fx->nwaiting].since_ns = sm_mono_ns();
 			fx->nwaiting++;
+			SM_STAT_INC(fx->waited);
 		} else {
 			sm_flowexp_emit(d, &r);
 		}
@@ -808,6 +817,12 @@ uint64_t sm_flowexp_records(const struct sm_daemon *d)
 uint64_t sm_flowexp_lost_records(const struct sm_daemon *d)
 {
 	return d->flows ? SM_STAT_GET(d->flows->lost_records) : 0;
+}
+
+void sm_flowexp_wait_stats(const struct sm_daemon *d, uint64_t *waited, uint64_t *expired)
+{
+	*waited = d->flows ? SM_STAT_GET(d->flows->waited) : 0;
+	*expired = d->flows ? SM_STAT_GET(d->flows->waited_expired) : 0;
 }
 
 void sm_flowexp_sink_stats(const struct sm_daemon *d, struct sm_sinks_stats *st)

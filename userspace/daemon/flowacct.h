@@ -29,6 +29,12 @@ void sm_flowexp_open_sinks(struct sm_daemon *d);
 void sm_flowexp_check_lost(struct sm_daemon *d);
 uint64_t sm_flowexp_records(const struct sm_daemon *d);
 uint64_t sm_flowexp_lost_records(const struct sm_daemon *d);
+/*
+ * Kernel events whose record waited for the tunnel to name the caller
+ * (docs/flow-schema.md), and of them those written without it: the wait's
+ * bound passed, the queue was full, or the daemon stopped reading the ring.
+ */
+void sm_flowexp_wait_stats(const struct sm_daemon *d, uint64_t *waited, uint64_t *expired);
 /* The sinks' counters (zero before start). */
 void sm_flowexp_sink_stats(const struct sm_daemon *d, struct sm_sinks_stats *st);
 /* Write a record the daemon made itself (e.g. a refused handshake). Any thread. */

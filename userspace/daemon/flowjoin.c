@@ -240,6 +240,19 @@ void sm_flowjoins_expire(struct sm_flowjoins *t, int64_t now)
 	pthread_mutex_unlock(&t->mu);
 }
 
+void sm_flowjoins_forget(struct sm_flowjoins *t, const struct sm_addr *a, uint16_t port)
+{
+	struct join *j;
+
+	pthread_mutex_lock(&t->mu);
+	j = join_find(t, a, port);
+	if (j) {
+		HASH_DEL(t->joins, j);
+		join_free(j);
+	}
+	pthread_mutex_unlock(&t->mu);
+}
+
 void sm_flowjoins_expect(struct sm_flowjoins *t, bool begin)
 {
 	pthread_mutex_lock(&t->mu);

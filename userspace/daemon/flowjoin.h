@@ -49,6 +49,12 @@ void sm_flowjoins_free(struct sm_flowjoins *t);
 struct sm_flowjoin *sm_flowjoins_lock(struct sm_flowjoins *t, const struct sm_addr *a,
 				      uint16_t port, bool create);
 void sm_flowjoins_unlock(struct sm_flowjoins *t);
+/*
+ * A new socket takes the key a:port: forget what an earlier socket with it
+ * left (an entry that lingers, with its failure and its expiry time). The
+ * writer's side, before its first sm_flowjoins_lock() for the new socket.
+ */
+void sm_flowjoins_forget(struct sm_flowjoins *t, const struct sm_addr *a, uint16_t port);
 /* The stream is gone: its entry stays until expires (monotonic s) for the socket's last records. */
 void sm_flowjoins_linger(struct sm_flowjoins *t, const struct sm_addr *a, uint16_t port,
 			 int64_t expires);

@@ -183,6 +183,9 @@ static int upstream_connect_joined(struct hb_stream *s, const struct sm_addr *ds
 	fd = c->w->hb->upstream_connect(c->d, dst, port, src, sport);
 	if (fd >= 0 && getsockname(fd, (struct sockaddr *) &ss, &sl) == 0) {
 		sm_addr_from_sockaddr((struct sockaddr *) &ss, &s->key_addr, &s->key_port);
+		/* an earlier stream's socket had this address and port: nothing of it is ours */
+		if (t)
+			sm_flowjoins_forget(t, &s->key_addr, s->key_port);
 		join_update(s, NULL);
 	}
 	if (t)
