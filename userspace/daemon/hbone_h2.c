@@ -144,16 +144,12 @@ void hb_respond(struct hb_stream *s, const char *status, const char *why)
 void hb_upstream_ready(struct hb_stream *s)
 {
 	struct hb_conn *c = s->conn;
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
 	nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
 	nghttp2_nv nv[] = {{(uint8_t *) ":status", (uint8_t *) "200", 7, 3, NGHTTP2_NV_FLAG_NONE}};
 
 	s->fd_connecting = false;
 	s->established = true;
-	/* the key, if upstream_connect_joined() could not learn it */
-	if (!s->key_port && getsockname(s->fd, (struct sockaddr *) &ss, &sl) == 0)
-		sm_addr_from_sockaddr((struct sockaddr *) &ss, &s->key_addr, &s->key_port);
+	/* established: what outlives this daemon is published (the entry was written at connect) */
 	join_update(s, NULL);
 	if (nghttp2_submit_response(c->h2, s->id, nv, 1, &prd) != 0)
 		stream_fail(s, NGHTTP2_INTERNAL_ERROR, sm_drop_reason_name(SM_DROP_HTTP2_ERROR));
