@@ -61,24 +61,42 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 		.counters.bytes_sent == 123456 and .counters.bytes_received == 123456' <<<"$in"
 }
 
-@test "the accepting node's first record names the caller, however late the worker gets to say who called" {
+# hold_join NODE: gdb holds NODE's worker (non-stop: the other threads run on) when it
+# first records what it knows of a stream, which is after it has connected to the
+# service: the service's socket, and its conn_start in the ring, exist by then. Sets
+# HOLDER, HOLD_OUT and RELEASE (touch it to let go); a sender from node1's client
+# (SENDER, SEND_OUT) is the stream, and is held once this returns.
+hold_join() {
 	command -v gdb >/dev/null || {
 		echo "gdb is not installed (scripts/install-deps.sh installs it)" >&2
 		return 1
 	}
-	sb_serve node2 server 10.11.0.2:8080 echo
-	# node2's worker is held (gdb, non-stop: the other threads run on) when it first
-	# records what it knows of a stream, which is after it has connected to the
-	# service: the service's socket, and its conn_start in the ring, exist by then
-	release=$SB_DIR/release
-	sb_run node2 stranger /usr/bin/python3 "$SM_REPO/tests/tools/breakhold.py" \
-		"$(sb_daemon_pid node2)" join_update --until "$release" --max 30
-	holder=$SB_RUN_PID hold_out=$SB_RUN_OUT
-	sm_wait_until 60 grep -qs '"event":"ready"' "$hold_out"
+	RELEASE=$SB_DIR/release
+	sb_run "$1" stranger /usr/bin/python3 "$SM_REPO/tests/tools/breakhold.py" \
+		"$(sb_daemon_pid "$1")" join_update --until "$RELEASE" --max 30
+	HOLDER=$SB_RUN_PID HOLD_OUT=$SB_RUN_OUT
+	sm_wait_until 60 grep -qs '"event":"ready"' "$HOLD_OUT" || return 1
 	sb_run node1 client "$SMTRAFFIC" send --connect 10.11.0.2:8080 --bytes 1000 --expect echo \
 		--timeout 30
-	sender=$SB_RUN_PID send_out=$SB_RUN_OUT
-	sm_wait_until 15 grep -qs '"event":"held"' "$hold_out"
+	SENDER=$SB_RUN_PID SEND_OUT=$SB_RUN_OUT
+	sm_wait_until 15 grep -qs '"event":"held"' "$HOLD_OUT"
+}
+
+# release_join: let the held worker go; the sender completes.
+release_join() {
+	touch "$RELEASE"
+	sb_wait_pid "$HOLDER" 15
+	grep '"event":"released"' "$HOLD_OUT"
+	sb_wait_pid "$SENDER" 30
+	grep -q '"ok":true' "$SEND_OUT" || { cat "$SEND_OUT"; false; }
+}
+
+# the accepting node's conn_start records of callers other than node2's own server
+FROM_CALLER='.type == "conn_start" and .traffic_direction == "INGRESS" and .source.workload != "server"'
+
+@test "the accepting node's first record names the caller, however late the worker gets to say who called" {
+	sb_serve node2 server 10.11.0.2:8080 echo
+	hold_join node2
 	# a connection on node2 made after that, whose records never wait: once they are
 	# in the log, the main thread has read past the held connection's conn_start
 	run sm_send node2 server 10.11.0.2:8080 10 --expect echo
@@ -86,23 +104,36 @@ tunnel() { # NODE FIELD: a number from status.tunnel
 	port=$(sm_port_of "$(sm_field "$output" local)")
 	sm_wait_record node2 ".type == \"conn_start\" and .traffic_direction == \"INGRESS\" and .source.port == $port"
 	# ... and has not written that one without the caller
-	run sm_records node2 '.type == "conn_start" and .traffic_direction == "INGRESS" and .source.workload != "server"'
+	run sm_records node2 "$FROM_CALLER"
 	echo "written while the worker was held: $output"
 	[ -z "$output" ]
-	touch "$release"
-	sb_wait_pid "$holder" 15
-	grep '"event":"released"' "$hold_out"
-	sb_wait_pid "$sender" 30
-	grep -q '"ok":true' "$send_out" || { cat "$send_out"; false; }
+	release_join
 
-	start=$(sm_wait_record node2 '.type == "conn_start" and .traffic_direction == "INGRESS" and .source.workload != "server"')
+	start=$(sm_wait_record node2 "$FROM_CALLER")
 	echo "node2: $start"
 	jq -e --arg c "$SM_CLIENT_ID" '.source.workload == "client" and .source.spiffe_id == $c and
 		.tls.encrypted == true and .tls.peer_spiffe_id == $c' <<<"$start"
-	[ "$(sm_records node2 '.type == "conn_start" and .traffic_direction == "INGRESS" and .source.workload != "server"' | wc -l)" -eq 1 ]
+	[ "$(sm_records node2 "$FROM_CALLER" | wc -l)" -eq 1 ]
 	# status counts the wait, and no record that gave up on it
 	st=$(sm_status node2)
 	jq -e '.flows.waited >= 1 and .flows.waited_expired == 0' <<<"$st"
+}
+
+@test "a record waits for the caller's name at most 5 s, then is written without it, and counted" {
+	sb_serve node2 server 10.11.0.2:8080 echo
+	hold_join node2
+	t0=$(date +%s%N)
+	gave_up() { [ "$(sm_status node2 | jq .flows.waited_expired)" -ge 1 ]; }
+	sm_wait_until 15 gave_up
+	waited_ms=$((($(date +%s%N) - t0) / 1000000))
+	echo "written without the caller after $waited_ms ms"
+	[ "$waited_ms" -ge 4500 ] # not before the bound
+	# written while the worker is still held: no caller, the host's identity
+	start=$(sm_wait_record node2 "$FROM_CALLER" 5)
+	echo "node2: $start"
+	jq -e '(.source | has("workload") | not) and .source.identity == 1' <<<"$start"
+	release_join
+	[ "$(sm_status node2 | jq .flows.waited_expired)" -eq 1 ]
 }
 
 @test "streams share pooled connections: 20 connections, one TLS connection (one worker)" {
